@@ -1,0 +1,8 @@
+//! Sea-orm entities: plain data, one file per table. Behaviour lives in the
+//! server crate (`src/platform`, `src/modules`), never here.
+
+pub mod api_token;
+pub mod audit_log;
+pub mod tenant;
+pub mod user;
+pub mod user_role;

@@ -1,0 +1,15 @@
+//! Every schema change, forward-only in production; `down` exists for
+//! development resets (`nexus migrate down`).
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261122_000001_platform;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261122_000001_platform::Migration)]
+    }
+}

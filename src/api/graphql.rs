@@ -1,0 +1,148 @@
+//! GraphQL at `/graphql` (async-graphql): the same authentication, tenant
+//! context, permissions and error codes as REST. The playground (GraphiQL)
+//! and its assets are served by Nexus itself, so it works offline.
+
+use actix_web::{HttpRequest, HttpResponse, get, http::header, post, web};
+use async_graphql::{
+    Context, EmptyMutation, EmptySubscription, ErrorExtensions, Object, Schema, SimpleObject,
+};
+use async_graphql_actix_web::{GraphQLRequest, GraphQLResponse};
+
+use crate::{
+    error::{ApiError, ApiResult, Code},
+    platform::{
+        auth::{Principal, authenticate_optional},
+        http::{PageMeta, PageRequest},
+        rbac::{self, Permission, TenantRead, UsersRead},
+        state::AppState,
+        users::{self, TenantView, UserFilter, UserView},
+    },
+};
+
+pub type NexusSchema = Schema<Query, EmptyMutation, EmptySubscription>;
+
+pub fn schema(state: &AppState) -> NexusSchema {
+    Schema::build(Query, EmptyMutation, EmptySubscription)
+        .data(state.clone())
+        .limit_depth(state.config.graphql.max_depth)
+        .limit_complexity(state.config.graphql.max_complexity)
+        .finish()
+}
+
+/// The caller, resolved before execution; resolvers that need it fail with
+/// the same code REST would answer.
+struct Caller(Result<Principal, (Code, String)>);
+
+/// GraphQL errors carry the REST code and status in `extensions`.
+impl ErrorExtensions for ApiError {
+    fn extend(&self) -> async_graphql::Error {
+        let code = self.code;
+        async_graphql::Error::new(self.detail.clone()).extend_with(|_, e| {
+            e.set("code", code.as_str());
+            e.set("status", code.status().as_u16());
+        })
+    }
+}
+
+fn gql(err: ApiError) -> async_graphql::Error {
+    err.extend()
+}
+
+fn caller<'a>(ctx: &'a Context<'_>) -> ApiResult<(&'a AppState, &'a Principal)> {
+    let missing = |_| ApiError::internal(anyhow::anyhow!("GraphQL context is incomplete"));
+    let state = ctx.data::<AppState>().map_err(missing)?;
+    match &ctx.data::<Caller>().map_err(missing)?.0 {
+        Ok(principal) => Ok((state, principal)),
+        Err((code, detail)) => Err(ApiError::new(*code, detail.clone())),
+    }
+}
+
+fn authorized<'a, P: Permission>(ctx: &'a Context<'_>) -> ApiResult<(&'a AppState, &'a Principal)> {
+    let (state, principal) = caller(ctx)?;
+    rbac::check::<P>(&state.rbac, principal)?;
+    Ok((state, principal))
+}
+
+#[derive(SimpleObject)]
+pub struct UserPage {
+    items: Vec<UserView>,
+    page_info: PageMeta,
+}
+
+pub struct Query;
+
+#[Object]
+impl Query {
+    /// The caller.
+    async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<UserView> {
+        let (state, principal) = caller(ctx).map_err(gql)?;
+        let home = crate::platform::tenancy::TenantScope::new(principal.home_tenant_id);
+        users::get(&state.db, home, principal.user_id).await.map_err(gql)
+    }
+
+    /// The tenant the caller acts in.
+    async fn tenant(&self, ctx: &Context<'_>) -> async_graphql::Result<TenantView> {
+        let (state, principal) = authorized::<TenantRead>(ctx).map_err(gql)?;
+        users::tenant(&state.db, principal.tenant).await.map_err(gql)
+    }
+
+    /// Users of the tenant, oldest first.
+    async fn users(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 1)] page: u64,
+        #[graphql(default = 25)] per_page: u64,
+    ) -> async_graphql::Result<UserPage> {
+        let (state, principal) = authorized::<UsersRead>(ctx).map_err(gql)?;
+        let page = PageRequest::new(Some(page), Some(per_page)).map_err(gql)?;
+        let filter =
+            UserFilter { email: None, disabled: None, sort: (entity::user::Column::CreatedAt, false) };
+        let paged = users::list(&state.db, principal.tenant, filter, page).await.map_err(gql)?;
+        Ok(UserPage { items: paged.data, page_info: paged.meta })
+    }
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(execute).service(playground).service(asset);
+}
+
+#[post("/graphql")]
+async fn execute(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    schema: web::Data<NexusSchema>,
+    request: GraphQLRequest,
+) -> GraphQLResponse {
+    let caller = match authenticate_optional(&state, &req).await {
+        Ok(Some(principal)) => Ok(principal),
+        Ok(None) => Err((Code::Unauthenticated, "send `Authorization: Bearer <token>`".to_owned())),
+        Err(err) => Err((err.code, err.detail)),
+    };
+    schema.execute(request.into_inner().data(Caller(caller))).await.into()
+}
+
+#[get("/graphql")]
+async fn playground() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(include_str!("../../assets/graphiql/index.html"))
+}
+
+#[get("/graphql/assets/{file}")]
+async fn asset(file: web::Path<String>) -> HttpResponse {
+    let (body, content_type): (&'static [u8], &str) = match file.as_str() {
+        "graphiql.min.js" => (include_bytes!("../../assets/graphiql/graphiql.min.js"), "text/javascript"),
+        "graphiql.min.css" => (include_bytes!("../../assets/graphiql/graphiql.min.css"), "text/css"),
+        "react.production.min.js" => {
+            (include_bytes!("../../assets/graphiql/react.production.min.js"), "text/javascript")
+        }
+        "react-dom.production.min.js" => {
+            (include_bytes!("../../assets/graphiql/react-dom.production.min.js"), "text/javascript")
+        }
+        _ => return actix_web::ResponseError::error_response(&ApiError::not_found("asset")),
+    };
+    HttpResponse::Ok()
+        .content_type(content_type)
+        .insert_header((header::CACHE_CONTROL, "public, max-age=86400"))
+        .body(body)
+}

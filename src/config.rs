@@ -1,0 +1,217 @@
+//! Layered configuration: embedded defaults < `config/default.toml` <
+//! `config/$NEXUS_ENV.toml` < `NEXUS_*` environment variables, validated once
+//! at start. A bad value stops the server with a message naming the key.
+
+use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Toml},
+};
+use serde::Deserialize;
+
+/// The commented defaults, embedded so the binary runs with no file at all.
+pub const DEFAULTS: &str = include_str!("../config/default.toml");
+const DEFAULT_JWT_SECRET: &str = "nexus-development-secret-change-me-0123456789";
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+/// A value that must never reach a log line.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct Config {
+    pub env: Environment,
+    pub bind: SocketAddr,
+    pub data_dir: PathBuf,
+    database_url: String,
+    redis_url: String,
+    pub jwt_secret: Secret,
+    pub database: DatabaseConfig,
+    pub auth: AuthConfig,
+    pub http: HttpConfig,
+    pub graphql: GraphqlConfig,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct DatabaseConfig {
+    pub max_connections: u32,
+    pub acquire_timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+    pub schema: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct AuthConfig {
+    pub token_ttl_days: u32,
+    pub max_failed_logins: u32,
+    pub lockout_minutes: u32,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct HttpConfig {
+    pub max_body_bytes: usize,
+    pub redis_timeout_ms: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct GraphqlConfig {
+    pub max_depth: usize,
+    pub max_complexity: usize,
+}
+
+/// Why the configuration was refused; always names the key.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+impl Config {
+    /// The embedded defaults only: what tests start from.
+    pub fn defaults() -> Figment {
+        Figment::from(Toml::string(DEFAULTS))
+    }
+
+    /// Every layer, as the server reads them at start.
+    pub fn layered() -> Figment {
+        let env = std::env::var("NEXUS_ENV").unwrap_or_else(|_| "development".to_owned());
+        Self::defaults()
+            .merge(Toml::file("config/default.toml"))
+            .merge(Toml::file(format!("config/{env}.toml")))
+            .merge(Env::prefixed("NEXUS_").split("__"))
+    }
+
+    pub fn load() -> Result<Self, ConfigError> {
+        Self::from_figment(Self::layered())
+    }
+
+    pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let config: Config = figment.extract().map_err(|e| {
+            let key = e.path.join(".");
+            ConfigError(if key.is_empty() { e.to_string() } else { format!("`{key}`: {}", e.kind) })
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |key: &str, why: &str| Err(ConfigError(format!("`{key}`: {why}")));
+        if self.jwt_secret.expose().len() < 32 {
+            return fail("jwt_secret", "must be at least 32 bytes");
+        }
+        if self.env == Environment::Production && self.jwt_secret.expose() == DEFAULT_JWT_SECRET {
+            return fail(
+                "jwt_secret",
+                "the development default cannot be used in production; set NEXUS_JWT_SECRET",
+            );
+        }
+        let db = self.database_url();
+        if !(db.starts_with("sqlite:") || db.starts_with("postgres://") || db.starts_with("postgresql://")) {
+            return fail("database_url", "must start with sqlite:, postgres:// or postgresql://");
+        }
+        if let Some(redis) = self.redis_url()
+            && !(redis.starts_with("redis://") || redis.starts_with("rediss://"))
+        {
+            return fail("redis_url", "must start with redis:// or rediss://");
+        }
+        if self.database.max_connections == 0 {
+            return fail("database.max_connections", "must be at least 1");
+        }
+        if self.auth.token_ttl_days == 0 {
+            return fail("auth.token_ttl_days", "must be at least 1");
+        }
+        if self.auth.max_failed_logins == 0 {
+            return fail("auth.max_failed_logins", "must be at least 1");
+        }
+        if self.http.max_body_bytes < 1024 {
+            return fail("http.max_body_bytes", "must be at least 1024");
+        }
+        Ok(())
+    }
+
+    /// The database to use: `database_url`, or the SQLite file under `data_dir`.
+    pub fn database_url(&self) -> String {
+        if self.database_url.is_empty() {
+            format!("sqlite://{}?mode=rwc", self.data_dir.join("nexus.db").display())
+        } else {
+            self.database_url.clone()
+        }
+    }
+
+    pub fn redis_url(&self) -> Option<&str> {
+        Some(self.redis_url.as_str()).filter(|u| !u.is_empty())
+    }
+
+    pub fn token_ttl(&self) -> chrono::Duration {
+        chrono::Duration::days(i64::from(self.auth.token_ttl_days))
+    }
+
+    pub fn redis_timeout(&self) -> Duration {
+        Duration::from_millis(self.http.redis_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(key: &str, value: &str) -> Result<Config, ConfigError> {
+        Config::from_figment(Config::defaults().merge((key, value)))
+    }
+
+    #[test]
+    fn defaults_are_valid_and_use_sqlite_under_data_dir() {
+        let config = Config::from_figment(Config::defaults()).unwrap();
+        assert_eq!(config.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.database_url(), "sqlite://./data/nexus.db?mode=rwc");
+        assert!(config.redis_url().is_none());
+    }
+
+    #[test]
+    fn a_bad_value_names_its_key() {
+        let err = with("bind", "not-an-address").unwrap_err().to_string();
+        assert!(err.contains("`bind`"), "{err}");
+        let err = with("database_url", "mysql://x").unwrap_err().to_string();
+        assert!(err.contains("`database_url`"), "{err}");
+        let err = Config::from_figment(Config::defaults().merge(("auth.token_ttl_days", -1)))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`auth.token_ttl_days`"), "{err}");
+    }
+
+    #[test]
+    fn production_refuses_the_default_secret() {
+        let err = with("env", "production").unwrap_err().to_string();
+        assert!(err.contains("`jwt_secret`"), "{err}");
+        let ok = Config::from_figment(
+            Config::defaults()
+                .merge(("env", "production"))
+                .merge(("jwt_secret", "a-real-secret-of-at-least-32-bytes!!")),
+        );
+        assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let config = Config::from_figment(Config::defaults()).unwrap();
+        assert!(!format!("{config:?}").contains(DEFAULT_JWT_SECRET));
+    }
+}

@@ -1,0 +1,87 @@
+//! Nexus: a multi-tenant headless ERP API server. This file builds the
+//! application from its configuration; nothing else.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod platform;
+
+use std::{net::TcpListener, sync::Arc};
+
+use actix_web::{App, HttpServer, dev::Server, middleware::from_fn, web};
+use utoipa_actix_web::AppExt;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::{
+    config::Config,
+    platform::{auth::TokenKeys, db, http, rbac::Rbac, redis::Redis, state::AppState},
+};
+
+/// The running server, as `main` and every test start it.
+pub struct Application {
+    server: Server,
+    port: u16,
+    state: AppState,
+}
+
+impl Application {
+    /// Connect, migrate, bind. With `bind` port 0 the OS picks a free port.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let state = state(config).await?;
+        db::migrate(&state.db).await?;
+        let listener = TcpListener::bind(state.config.bind)?;
+        let port = listener.local_addr()?.port();
+        let server = server(state.clone(), listener)?;
+        Ok(Self { server, port, state })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+/// The shared state: database pool, optional Redis, RBAC, token keys.
+pub async fn state(config: Config) -> anyhow::Result<AppState> {
+    let db = db::connect(&config).await?;
+    let redis = config.redis_url().map(|url| Redis::new(url, config.redis_timeout())).transpose()?;
+    Ok(AppState {
+        keys: Arc::new(TokenKeys::new(config.jwt_secret.expose())),
+        rbac: Arc::new(Rbac::new().await?),
+        config: Arc::new(config),
+        db,
+        redis,
+    })
+}
+
+fn server(state: AppState, listener: TcpListener) -> std::io::Result<Server> {
+    let openapi = api::openapi();
+    let schema = web::Data::new(api::graphql::schema(&state));
+    let state = web::Data::new(state);
+    let server = HttpServer::new(move || {
+        let max_body = state.config.http.max_body_bytes;
+        App::new()
+            .into_utoipa_app()
+            .app_data(state.clone())
+            .app_data(schema.clone())
+            .map(|app| app.configure(|cfg| http::extractor_config(cfg, max_body)))
+            .configure(api::routes)
+            .into_app()
+            .configure(api::graphql::routes)
+            .route("/api/documentation", web::get().to(http::swagger_redirect))
+            .service(SwaggerUi::new("/api/documentation/{_:.*}").url("/api/openapi.json", openapi.clone()))
+            .default_service(web::to(http::no_route))
+            .wrap(from_fn(http::request_context))
+    })
+    .listen(listener)?
+    .run();
+    Ok(server)
+}

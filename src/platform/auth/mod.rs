@@ -1,0 +1,222 @@
+//! Authentication: bearer tokens (JWT, HS256) backed by a row in
+//! `api_tokens`, so revocation takes effect at once on every instance. The
+//! [`Principal`] extractor resolves the caller, its roles and the tenant it
+//! acts in.
+
+pub mod password;
+pub mod routes;
+pub mod service;
+
+use std::{
+    future::{Ready, ready},
+    rc::Rc,
+};
+
+use actix_web::{
+    FromRequest, HttpMessage, HttpRequest,
+    body::MessageBody,
+    dev::{Payload, ServiceRequest, ServiceResponse},
+    http::header,
+    middleware::Next,
+    web,
+};
+use chrono::{DateTime, Utc};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::{
+    error::{ApiError, ApiResult, Code},
+    platform::{
+        http::{Actor, record_actor},
+        state::AppState,
+        tenancy::TenantScope,
+    },
+};
+
+pub const TENANT_HEADER: &str = "x-tenant-id";
+
+/// Signing keys for bearer tokens.
+pub struct TokenKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Claims {
+    /// User id.
+    pub sub: Uuid,
+    /// Home tenant id.
+    pub tid: Uuid,
+    /// Token id: the `api_tokens` row.
+    pub jti: Uuid,
+    pub iat: i64,
+    pub exp: i64,
+}
+
+impl TokenKeys {
+    pub fn new(secret: &str) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 0;
+        validation.set_required_spec_claims(&["exp", "sub", "jti"]);
+        Self {
+            encoding: EncodingKey::from_secret(secret.as_bytes()),
+            decoding: DecodingKey::from_secret(secret.as_bytes()),
+            validation,
+        }
+    }
+
+    pub fn sign(&self, claims: &Claims) -> ApiResult<String> {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
+            .map_err(ApiError::internal)
+    }
+
+    pub fn verify(&self, token: &str) -> Option<Claims> {
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).ok().map(|data| data.claims)
+    }
+}
+
+/// Tokens are stored only as their SHA-256.
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// The authenticated caller.
+#[derive(Clone, Debug)]
+pub struct Principal {
+    pub user_id: Uuid,
+    pub home_tenant_id: Uuid,
+    /// The tenant this request acts in (the home tenant unless a
+    /// super-admin switched with `X-Tenant-ID`).
+    pub tenant: TenantScope,
+    pub token_id: Uuid,
+    pub token_expires_at: DateTime<Utc>,
+    pub is_super_admin: bool,
+    /// Roles held in the acting tenant.
+    pub roles: Vec<String>,
+}
+
+fn unauthenticated(detail: &str) -> ApiError {
+    ApiError::new(Code::Unauthenticated, detail)
+}
+
+fn bearer(req: &HttpRequest) -> ApiResult<Option<String>> {
+    let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value.to_str().map_err(|_| unauthenticated("the Authorization header is not valid ASCII"))?;
+    match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
+            Ok(Some(token.trim().to_owned()))
+        }
+        _ => Err(unauthenticated("the Authorization header must be `Bearer <token>`")),
+    }
+}
+
+/// Resolve the caller of `req`, or `None` when no token was sent.
+pub async fn authenticate_optional(state: &AppState, req: &HttpRequest) -> ApiResult<Option<Principal>> {
+    let Some(token) = bearer(req)? else { return Ok(None) };
+    let claims =
+        state.keys.verify(&token).ok_or_else(|| unauthenticated("the token is invalid or has expired"))?;
+    let now = Utc::now();
+    let row = entity::api_token::Entity::find_by_id(claims.jti).one(&state.db).await?;
+    let token_row = row
+        .filter(|t| t.user_id == claims.sub && t.revoked_at.is_none() && t.expires_at > now)
+        .filter(|t| t.token_hash == token_hash(&token))
+        .ok_or_else(|| unauthenticated("the token has been revoked or has expired"))?;
+    let user = entity::user::Entity::find_by_id(token_row.user_id)
+        .one(&state.db)
+        .await?
+        .filter(|u| u.disabled_at.is_none())
+        .ok_or_else(|| unauthenticated("the account is disabled"))?;
+
+    let tenant_id = match req.headers().get(TENANT_HEADER) {
+        None => user.tenant_id,
+        Some(_) if !user.is_super_admin => {
+            return Err(ApiError::new(
+                Code::Forbidden,
+                "only a super-admin may act in another tenant with X-Tenant-ID",
+            ));
+        }
+        Some(value) => {
+            let id = value
+                .to_str()
+                .ok()
+                .and_then(|v| Uuid::parse_str(v).ok())
+                .ok_or_else(|| ApiError::new(Code::InvalidHeader, "X-Tenant-ID must be a tenant UUID"))?;
+            entity::tenant::Entity::find_by_id(id)
+                .one(&state.db)
+                .await?
+                .ok_or_else(|| ApiError::not_found("tenant"))?
+                .id
+        }
+    };
+    let tenant = TenantScope::new(tenant_id);
+    let roles: Vec<String> = tenant
+        .find::<entity::user_role::Entity>()
+        .filter(entity::user_role::Column::UserId.eq(user.id))
+        .select_only()
+        .column(entity::user_role::Column::Role)
+        .into_tuple()
+        .all(&state.db)
+        .await?;
+    Ok(Some(Principal {
+        user_id: user.id,
+        home_tenant_id: user.tenant_id,
+        tenant,
+        token_id: token_row.id,
+        token_expires_at: token_row.expires_at,
+        is_super_admin: user.is_super_admin,
+        roles,
+    }))
+}
+
+/// Why authentication failed, kept for the extractor to report: a public
+/// route never looks at it.
+#[derive(Clone)]
+struct AuthFailure(Code, String);
+
+/// Authenticate every request of the API scope once, before any extractor
+/// runs, so the caller is known even when the body turns out to be invalid
+/// (the audit log needs it). A bad token is only an error where a route
+/// needs a [`Principal`].
+pub async fn middleware(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    if let Some(state) = req.app_data::<web::Data<AppState>>() {
+        match authenticate_optional(state, req.request()).await {
+            Ok(Some(principal)) => {
+                record_actor(
+                    req.request(),
+                    Actor { tenant_id: principal.tenant.id(), user_id: principal.user_id },
+                );
+                req.extensions_mut().insert(Rc::new(principal));
+            }
+            Ok(None) => {}
+            Err(err) => {
+                req.extensions_mut().insert(AuthFailure(err.code, err.detail));
+            }
+        }
+    }
+    next.call(req).await
+}
+
+impl FromRequest for Principal {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let extensions = req.extensions();
+        ready(if let Some(principal) = extensions.get::<Rc<Principal>>() {
+            Ok(Principal::clone(principal))
+        } else if let Some(AuthFailure(code, detail)) = extensions.get::<AuthFailure>() {
+            Err(ApiError::new(*code, detail.clone()))
+        } else {
+            Err(unauthenticated("this endpoint needs `Authorization: Bearer <token>`"))
+        })
+    }
+}

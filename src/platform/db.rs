@@ -1,0 +1,58 @@
+//! Database connection: SQLite (embedded default) or PostgreSQL, chosen by
+//! URL; short timeouts so an outage answers 503 fast instead of queueing.
+
+use std::time::Duration;
+
+use migration::{Migrator, MigratorTrait};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr};
+
+use crate::config::Config;
+
+pub async fn connect(config: &Config) -> anyhow::Result<DatabaseConnection> {
+    let url = config.database_url();
+    let is_sqlite = url.starts_with("sqlite:");
+    if is_sqlite {
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| anyhow::anyhow!("cannot create data_dir {}: {e}", config.data_dir.display()))?;
+    }
+    let mut options = ConnectOptions::new(url);
+    options
+        .max_connections(config.database.max_connections)
+        .acquire_timeout(Duration::from_millis(config.database.acquire_timeout_ms))
+        .connect_timeout(Duration::from_millis(config.database.connect_timeout_ms))
+        .sqlx_logging(false);
+    if is_sqlite {
+        // WAL lets readers proceed beside the single writer; a writer waits
+        // for the lock instead of failing with SQLITE_BUSY.
+        options.map_sqlx_sqlite_opts(|opts| {
+            opts.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(5))
+                .foreign_keys(true)
+        });
+    }
+    let schema = config.database.schema.clone();
+    if !schema.is_empty() && !is_sqlite {
+        options.set_schema_search_path(schema.clone());
+    }
+    let db = Database::connect(options).await?;
+    if !schema.is_empty() && db.get_database_backend() == DbBackend::Postgres {
+        let quoted = schema.replace('"', "\"\"");
+        db.execute_unprepared(&format!("CREATE SCHEMA IF NOT EXISTS \"{quoted}\"")).await?;
+    }
+    Ok(db)
+}
+
+pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
+    Migrator::up(db, None).await
+}
+
+/// One round trip, bounded by the pool's acquire timeout.
+pub async fn ping(db: &DatabaseConnection) -> Result<(), String> {
+    let check = db.ping();
+    match tokio::time::timeout(Duration::from_secs(3), check).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(_) => Err("no answer within 3 s".to_owned()),
+    }
+}

@@ -1,0 +1,410 @@
+//! HTTP plumbing shared by every route: the request context (request id,
+//! tracing span, problem+json for every error whoever produced it), the
+//! validated JSON extractor, extractor error mapping, envelopes and paging.
+
+use std::time::Instant;
+
+use actix_web::{
+    Error, FromRequest, HttpMessage, HttpRequest, HttpResponse,
+    body::{BoxBody, MessageBody},
+    dev::{Payload, ServiceRequest, ServiceResponse},
+    http::{
+        Method, StatusCode,
+        header::{self, HeaderValue},
+    },
+    middleware::Next,
+    web,
+};
+use futures_util::future::LocalBoxFuture;
+use serde::{Serialize, de::DeserializeOwned};
+use tracing::Instrument;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::error::{
+    ApiError, ApiResult, Code, FieldError, PROBLEM_JSON, REQUEST_ID, problem, problem_response,
+};
+
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Outermost middleware: assigns the request id (echoing a sane client one),
+/// opens the request span, refuses NUL bytes smuggled in the URL, and makes
+/// sure every error leaves as problem+json with the request id in it.
+pub async fn request_context(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let request_id = req
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| Uuid::now_v7().to_string(), str::to_owned);
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        method = %req.method(),
+        route = tracing::field::Empty,
+        tenant_id = tracing::field::Empty,
+        user_id = tracing::field::Empty,
+    );
+    let started = Instant::now();
+    let id = request_id.clone();
+    let mut res = REQUEST_ID
+        .scope(
+            id,
+            async move {
+                let res = if !clean_url(req.uri().path()) || !req.uri().query().is_none_or(clean_url) {
+                    let err = ApiError::new(
+                        Code::InvalidString,
+                        "the URL must decode to UTF-8 without NUL characters",
+                    );
+                    req.error_response(err)
+                } else {
+                    // Handlers' and extractors' errors arrive here as responses;
+                    // an `Err` could only come from a middleware, and every one
+                    // of ours answers with an ApiError (already problem+json).
+                    next.call(req).await?.map_into_boxed_body()
+                };
+                let res = ensure_problem(res);
+                let span = tracing::Span::current();
+                if let Some(route) = res.request().match_pattern() {
+                    span.record("route", route.as_str());
+                }
+                tracing::info!(
+                    status = res.status().as_u16(),
+                    latency_ms = started.elapsed().as_millis() as u64,
+                    "served"
+                );
+                Ok::<_, Error>(res)
+            }
+            .instrument(span),
+        )
+        .await?;
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        res.headers_mut().insert(header::HeaderName::from_static(REQUEST_ID_HEADER), value);
+    }
+    Ok(res)
+}
+
+/// A path or query whose percent-decoding is valid UTF-8 (no lone
+/// surrogates) without NUL characters.
+fn clean_url(s: &str) -> bool {
+    percent_encoding::percent_decode_str(s).decode_utf8().is_ok_and(|decoded| !decoded.contains('\0'))
+}
+
+/// Any error response that is not already problem+json (actix's own 404,
+/// 405, payload or extractor errors) is rewritten as one, by status.
+fn ensure_problem(res: ServiceResponse<BoxBody>) -> ServiceResponse<BoxBody> {
+    let status = res.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return res;
+    }
+    let is_problem = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|ct| ct.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
+    if is_problem {
+        return res;
+    }
+    let code = Code::for_status(status);
+    let detail = match (res.response().error(), status.is_client_error()) {
+        (Some(err), true) => err.to_string(),
+        (Some(err), false) => {
+            tracing::error!(error = %err, "unhandled error");
+            "an internal error occurred; it has been logged".to_owned()
+        }
+        (None, _) => status.canonical_reason().unwrap_or("error").to_lowercase(),
+    };
+    let body = problem(code, detail, Vec::new());
+    let (req, old) = res.into_parts();
+    let mut new = problem_response(&body);
+    for (name, value) in old.headers() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            new.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    ServiceResponse::new(req, new)
+}
+
+/// App default service: 405 when the path exists under another method,
+/// 404 otherwise.
+pub async fn no_route(req: HttpRequest) -> ApiResult<HttpResponse> {
+    Err(if req.resource_map().has_resource(req.path()) {
+        ApiError::new(Code::MethodNotAllowed, format!("{} is not allowed on {}", req.method(), req.path()))
+    } else {
+        ApiError::new(Code::NotFound, format!("no route for {} {}", req.method(), req.path()))
+    })
+}
+
+/// `/api/documentation` -> `/api/documentation/` (where Swagger UI lives).
+pub async fn swagger_redirect() -> HttpResponse {
+    HttpResponse::PermanentRedirect().insert_header((header::LOCATION, "/api/documentation/")).finish()
+}
+
+/// Error handlers for actix's extractors, so they speak our catalogue.
+pub fn extractor_config(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
+    cfg.app_data(web::PayloadConfig::new(max_body_bytes))
+        .app_data(web::JsonConfig::default().limit(max_body_bytes).error_handler(|err, _| {
+            let code = Code::for_status(actix_web::ResponseError::status_code(&err));
+            let code = if code == Code::BadRequest { Code::MalformedJson } else { code };
+            ApiError::new(code, err.to_string()).into()
+        }))
+        .app_data(
+            web::QueryConfig::default()
+                .error_handler(|err, _| ApiError::new(Code::InvalidQuery, err.to_string()).into()),
+        )
+        .app_data(
+            web::PathConfig::default()
+                .error_handler(|err, _| ApiError::new(Code::InvalidPath, err.to_string()).into()),
+        );
+}
+
+/// Edge validation of a parsed body; domain newtypes do most of the work.
+pub trait Validate {
+    fn validate(&self) -> Result<(), Vec<FieldError>> {
+        Ok(())
+    }
+}
+
+/// A JSON body that is `application/json`, within the size limit, well
+/// formed, free of NUL characters, of the right shape, and valid.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned + Validate + 'static> FromRequest for ApiJson<T> {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let is_json = req
+            .mime_type()
+            .ok()
+            .flatten()
+            .is_some_and(|m| m.subtype() == "json" || m.suffix().is_some_and(|s| s == "json"));
+        let bytes = web::Bytes::from_request(req, payload);
+        Box::pin(async move {
+            if !is_json {
+                return Err(ApiError::new(
+                    Code::UnsupportedMediaType,
+                    "the request body must be application/json",
+                ));
+            }
+            let bytes = bytes.await.map_err(|err| {
+                let status = err.as_response_error().status_code();
+                ApiError::new(Code::for_status(status), err.to_string())
+            })?;
+            parse_json(&bytes).map(ApiJson)
+        })
+    }
+}
+
+/// Parse and validate a JSON document into `T` (the body of [`ApiJson`]).
+pub fn parse_json<T: DeserializeOwned + Validate>(bytes: &[u8]) -> ApiResult<T> {
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|err| {
+        let message = err.to_string();
+        // Lone surrogates and bad \u escapes: strings that are not Unicode.
+        let code = if ["surrogate", "escape", "unicode"].iter().any(|m| message.contains(m)) {
+            Code::InvalidString
+        } else {
+            Code::MalformedJson
+        };
+        ApiError::new(code, message)
+    })?;
+    if let Some(field) = find_nul(&value, String::new()) {
+        let mut err = ApiError::new(Code::InvalidString, "strings must not contain NUL characters");
+        err.errors.push(FieldError::new(field, "contains a NUL character"));
+        return Err(err);
+    }
+    let parsed: T = serde_path_to_error::deserialize(value).map_err(|err| {
+        let field = err.path().to_string();
+        let message = err.into_inner().to_string();
+        ApiError::validation(vec![FieldError::new(if field == "." { String::new() } else { field }, message)])
+    })?;
+    parsed.validate().map_err(ApiError::validation)?;
+    Ok(parsed)
+}
+
+fn find_nul(value: &serde_json::Value, path: String) -> Option<String> {
+    use serde_json::Value;
+    match value {
+        Value::String(s) if s.contains('\0') => Some(path),
+        Value::Array(items) => {
+            items.iter().enumerate().find_map(|(i, v)| find_nul(v, format!("{path}[{i}]")))
+        }
+        Value::Object(map) => map.iter().find_map(|(k, v)| {
+            let child = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+            if k.contains('\0') { Some(child) } else { find_nul(v, child) }
+        }),
+        _ => None,
+    }
+}
+
+/// `{"data": ...}`: the envelope of a single resource.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Data<T> {
+    pub data: T,
+}
+
+/// `{"data": [...], "meta": {...}}`: the envelope of a list.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Paged<T> {
+    pub data: Vec<T>,
+    pub meta: PageMeta,
+}
+
+#[derive(Debug, Serialize, ToSchema, async_graphql::SimpleObject)]
+#[graphql(name = "PageInfo")]
+pub struct PageMeta {
+    #[schema(example = 1)]
+    pub page: u64,
+    #[schema(example = 25)]
+    pub per_page: u64,
+    #[schema(example = 123)]
+    pub total: u64,
+    #[schema(example = 5)]
+    pub total_pages: u64,
+}
+
+pub const DEFAULT_PER_PAGE: u64 = 25;
+pub const MAX_PER_PAGE: u64 = 100;
+
+/// A validated page request (`page` from 1, `per_page` 1..=100).
+#[derive(Clone, Copy, Debug)]
+pub struct PageRequest {
+    pub page: u64,
+    pub per_page: u64,
+}
+
+impl PageRequest {
+    pub fn new(page: Option<u64>, per_page: Option<u64>) -> ApiResult<Self> {
+        let page = page.unwrap_or(1);
+        let per_page = per_page.unwrap_or(DEFAULT_PER_PAGE);
+        let mut errors = Vec::new();
+        if page == 0 {
+            errors.push(FieldError::new("page", "must be at least 1"));
+        }
+        if per_page == 0 || per_page > MAX_PER_PAGE {
+            errors.push(FieldError::new("per_page", format!("must be between 1 and {MAX_PER_PAGE}")));
+        }
+        if errors.is_empty() {
+            Ok(Self { page, per_page })
+        } else {
+            let mut err = ApiError::new(Code::InvalidQuery, "invalid paging parameters");
+            err.errors = errors;
+            Err(err)
+        }
+    }
+
+    pub fn offset(&self) -> u64 {
+        (self.page - 1) * self.per_page
+    }
+
+    pub fn into_paged<T>(self, data: Vec<T>, total: u64) -> Paged<T> {
+        Paged {
+            data,
+            meta: PageMeta {
+                page: self.page,
+                per_page: self.per_page,
+                total,
+                total_pages: total.div_ceil(self.per_page),
+            },
+        }
+    }
+}
+
+/// Resolve `sort` (`field` or `-field`) against the fields a list allows.
+pub fn parse_sort<C: Copy>(
+    sort: Option<&str>,
+    allowed: &[(&str, C)],
+    default: (C, bool),
+) -> ApiResult<(C, bool)> {
+    let Some(sort) = sort else { return Ok(default) };
+    let (name, desc) = match sort.strip_prefix('-') {
+        Some(name) => (name, true),
+        None => (sort, false),
+    };
+    allowed.iter().find(|(field, _)| *field == name).map(|(_, col)| (*col, desc)).ok_or_else(|| {
+        let fields: Vec<&str> = allowed.iter().map(|(f, _)| *f).collect();
+        let mut err = ApiError::new(Code::InvalidQuery, format!("cannot sort by `{name}`"));
+        err.errors.push(FieldError::new("sort", format!("must be one of {}", fields.join(", "))));
+        err
+    })
+}
+
+pub fn is_mutating(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+pub fn created<T: Serialize>(data: T) -> HttpResponse {
+    HttpResponse::Created().json(Data { data })
+}
+
+pub fn ok<T: Serialize>(data: T) -> HttpResponse {
+    HttpResponse::Ok().json(Data { data })
+}
+
+pub fn no_content() -> HttpResponse {
+    HttpResponse::build(StatusCode::NO_CONTENT).finish()
+}
+
+/// Remember who acted, for the audit log (set by authentication and by the
+/// endpoints that establish identity, such as login).
+#[derive(Clone, Copy, Debug)]
+pub struct Actor {
+    pub tenant_id: Uuid,
+    pub user_id: Uuid,
+}
+
+pub fn record_actor(req: &HttpRequest, actor: Actor) {
+    let span = tracing::Span::current();
+    span.record("tenant_id", tracing::field::display(actor.tenant_id));
+    span.record("user_id", tracing::field::display(actor.user_id));
+    req.extensions_mut().insert(actor);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug)]
+    struct Body {
+        #[allow(dead_code)]
+        name: String,
+        #[allow(dead_code)]
+        count: u32,
+    }
+    impl Validate for Body {}
+
+    fn code_of(json: &str) -> (&'static str, Vec<FieldError>) {
+        let err = parse_json::<Body>(json.as_bytes()).unwrap_err();
+        (err.code.as_str(), err.errors)
+    }
+
+    #[test]
+    fn json_errors_have_stable_codes() {
+        assert_eq!(code_of("{").0, "malformed_json");
+        assert_eq!(code_of(r#"{"name":"a\u0000b","count":1}"#).0, "invalid_string");
+        assert_eq!(code_of(r#"{"name":"\ud800","count":1}"#).0, "invalid_string");
+        let (code, errors) = code_of(r#"{"name":"a","count":-1}"#);
+        assert_eq!(code, "validation_failed");
+        assert_eq!(errors[0].field, "count");
+        assert_eq!(code_of(r#"{"name":"a"}"#).0, "validation_failed");
+    }
+
+    #[test]
+    fn paging_is_bounded() {
+        assert!(PageRequest::new(Some(0), None).is_err());
+        assert!(PageRequest::new(None, Some(101)).is_err());
+        let page = PageRequest::new(Some(3), Some(10)).unwrap();
+        assert_eq!(page.offset(), 20);
+        assert_eq!(page.into_paged(Vec::<u8>::new(), 21).meta.total_pages, 3);
+    }
+
+    #[test]
+    fn sort_accepts_only_known_fields() {
+        let allowed = [("name", 1), ("created_at", 2)];
+        assert_eq!(parse_sort(Some("-name"), &allowed, (2, true)).unwrap(), (1, true));
+        assert_eq!(parse_sort(None, &allowed, (2, true)).unwrap(), (2, true));
+        assert!(parse_sort(Some("password_hash"), &allowed, (2, true)).is_err());
+    }
+}

@@ -1,0 +1,256 @@
+//! Tenant and user administration endpoints.
+
+use actix_web::{HttpResponse, delete, get, post, put, web};
+use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_actix_web::service_config::ServiceConfig;
+use uuid::Uuid;
+
+use super::{NewUser, TenantView, UserFilter, UserView};
+use crate::{
+    error::{ApiResult, FieldError, Problem},
+    platform::{
+        auth::{Principal, password},
+        http::{ApiJson, Data, PageRequest, Paged, Validate, created, ok, parse_sort},
+        rbac::{Authorized, RolesWrite, TenantRead, UsersRead, UsersWrite},
+        state::AppState,
+        validate::{self, Checks},
+    },
+};
+
+use entity::user::Column;
+
+pub fn routes(cfg: &mut ServiceConfig) {
+    cfg.service(current_tenant)
+        .service(list_users)
+        .service(create_user)
+        .service(get_user)
+        .service(disable_user)
+        .service(enable_user)
+        .service(assign_role)
+        .service(remove_role);
+}
+
+/// The tenant the caller acts in.
+#[utoipa::path(
+    tag = "users",
+    responses(
+        (status = 200, description = "The current tenant", body = Data<TenantView>),
+        (status = 401, body = Problem), (status = 403, body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/tenant")]
+async fn current_tenant(auth: Authorized<TenantRead>, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+    Ok(ok(super::tenant(&state.db, auth.tenant).await?))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct UserListQuery {
+    /// Page number, from 1.
+    page: Option<u64>,
+    /// Items per page, 1-100 (default 25).
+    per_page: Option<u64>,
+    /// `name`, `email` or `created_at`; prefix `-` for descending.
+    sort: Option<String>,
+    /// Exact email (case-insensitive).
+    email: Option<String>,
+    /// Only disabled (`true`) or only active (`false`) users.
+    disabled: Option<bool>,
+}
+
+/// Users of the tenant, paginated.
+#[utoipa::path(
+    tag = "users",
+    params(UserListQuery),
+    responses(
+        (status = 200, description = "A page of users", body = Paged<UserView>),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/users")]
+async fn list_users(
+    auth: Authorized<UsersRead>,
+    state: web::Data<AppState>,
+    query: web::Query<UserListQuery>,
+) -> ApiResult<HttpResponse> {
+    let q = query.into_inner();
+    let page = PageRequest::new(q.page, q.per_page)?;
+    let sort = parse_sort(
+        q.sort.as_deref(),
+        &[("name", Column::Name), ("email", Column::Email), ("created_at", Column::CreatedAt)],
+        (Column::CreatedAt, false),
+    )?;
+    let filter = UserFilter { email: q.email, disabled: q.disabled, sort };
+    Ok(HttpResponse::Ok().json(super::list(&state.db, auth.tenant, filter, page).await?))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    #[schema(example = "Grace Hopper")]
+    name: String,
+    #[schema(example = "grace@example.com")]
+    email: String,
+    #[schema(example = "a long passphrase 42")]
+    password: String,
+    /// Roles in this tenant; default `["user"]`.
+    #[serde(default)]
+    #[schema(example = json!(["manager"]))]
+    roles: Option<Vec<String>>,
+}
+
+impl Validate for CreateUser {
+    fn validate(&self) -> Result<(), Vec<FieldError>> {
+        let mut checks = Checks::default();
+        checks
+            .check("name", validate::name(&self.name))
+            .check("email", validate::email(&self.email))
+            .check("password", validate::password(&self.password));
+        for (i, role) in self.roles.iter().flatten().enumerate() {
+            checks.check(&format!("roles[{i}]"), super::check_role(role).map_err(|e| e.detail));
+        }
+        checks.finish()
+    }
+}
+
+/// Create a user in the tenant.
+#[utoipa::path(
+    tag = "users",
+    request_body = CreateUser,
+    responses(
+        (status = 201, description = "The new user", body = Data<UserView>),
+        (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 409, description = "Email taken in this tenant", body = Problem),
+        (status = 422, body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+#[post("/users")]
+async fn create_user(
+    auth: Authorized<UsersWrite>,
+    state: web::Data<AppState>,
+    body: ApiJson<CreateUser>,
+) -> ApiResult<HttpResponse> {
+    let body = body.0;
+    let new = NewUser {
+        name: body.name,
+        email: body.email,
+        password_hash: password::hash(body.password).await?,
+        roles: body.roles.unwrap_or_else(|| vec!["user".to_owned()]),
+        is_super_admin: false,
+    };
+    Ok(created(super::create_user(&state.db, auth.tenant, new).await?))
+}
+
+/// One user of the tenant.
+#[utoipa::path(
+    tag = "users",
+    params(("id" = Uuid, Path, description = "User id")),
+    responses(
+        (status = 200, body = Data<UserView>),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/users/{id}")]
+async fn get_user(
+    auth: Authorized<UsersRead>,
+    state: web::Data<AppState>,
+    id: web::Path<Uuid>,
+) -> ApiResult<HttpResponse> {
+    Ok(ok(super::get(&state.db, auth.tenant, *id).await?))
+}
+
+/// Disable a user: every token of theirs is refused from the next request.
+#[utoipa::path(
+    tag = "users",
+    params(("id" = Uuid, Path, description = "User id")),
+    responses(
+        (status = 200, body = Data<UserView>),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 409, description = "Cannot disable yourself", body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+#[post("/users/{id}/disable")]
+async fn disable_user(
+    auth: Authorized<UsersWrite>,
+    state: web::Data<AppState>,
+    id: web::Path<Uuid>,
+) -> ApiResult<HttpResponse> {
+    set_disabled(&auth, &state, *id, true).await
+}
+
+/// Re-enable a disabled user.
+#[utoipa::path(
+    tag = "users",
+    params(("id" = Uuid, Path, description = "User id")),
+    responses(
+        (status = 200, body = Data<UserView>),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+#[post("/users/{id}/enable")]
+async fn enable_user(
+    auth: Authorized<UsersWrite>,
+    state: web::Data<AppState>,
+    id: web::Path<Uuid>,
+) -> ApiResult<HttpResponse> {
+    set_disabled(&auth, &state, *id, false).await
+}
+
+async fn set_disabled(
+    auth: &Principal,
+    state: &AppState,
+    id: Uuid,
+    disabled: bool,
+) -> ApiResult<HttpResponse> {
+    Ok(ok(super::set_disabled(&state.db, auth.tenant, auth.user_id, id, disabled).await?))
+}
+
+/// Give a user a role (`admin`, `manager`, `user`, `viewer`). Idempotent.
+#[utoipa::path(
+    tag = "users",
+    params(("id" = Uuid, Path, description = "User id"), ("role" = String, Path, description = "Role name")),
+    responses(
+        (status = 200, body = Data<UserView>),
+        (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, description = "No such user or role", body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+#[put("/users/{id}/roles/{role}")]
+async fn assign_role(
+    auth: Authorized<RolesWrite>,
+    state: web::Data<AppState>,
+    path: web::Path<(Uuid, String)>,
+) -> ApiResult<HttpResponse> {
+    let (id, role) = path.into_inner();
+    Ok(ok(super::assign_role(&state.db, auth.tenant, id, &role).await?))
+}
+
+/// Take a role from a user. The last admin of a tenant keeps theirs (409).
+#[utoipa::path(
+    tag = "users",
+    params(("id" = Uuid, Path, description = "User id"), ("role" = String, Path, description = "Role name")),
+    responses(
+        (status = 200, body = Data<UserView>),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 409, description = "Last admin", body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+#[delete("/users/{id}/roles/{role}")]
+async fn remove_role(
+    auth: Authorized<RolesWrite>,
+    state: web::Data<AppState>,
+    path: web::Path<(Uuid, String)>,
+) -> ApiResult<HttpResponse> {
+    let (id, role) = path.into_inner();
+    Ok(ok(super::remove_role(&state.db, auth.tenant, id, &role).await?))
+}

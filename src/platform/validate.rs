@@ -1,0 +1,143 @@
+//! Field rules applied at the edge. Each returns the message for a
+//! [`FieldError`](crate::error::FieldError), so a handler can collect them all.
+
+use crate::error::FieldError;
+
+/// Collects field errors; `finish` turns them into a validation result.
+#[derive(Default)]
+pub struct Checks(Vec<FieldError>);
+
+impl Checks {
+    pub fn check(&mut self, field: &str, result: Result<(), String>) -> &mut Self {
+        if let Err(message) = result {
+            self.0.push(FieldError::new(field, message));
+        }
+        self
+    }
+
+    pub fn finish(&mut self) -> Result<(), Vec<FieldError>> {
+        if self.0.is_empty() { Ok(()) } else { Err(std::mem::take(&mut self.0)) }
+    }
+}
+
+/// A display name: 1..=200 characters after trimming, no control characters.
+pub fn name(value: &str) -> Result<(), String> {
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        return Err("must not be blank".to_owned());
+    }
+    if trimmed.chars().count() > 200 {
+        return Err("must be at most 200 characters".to_owned());
+    }
+    if trimmed.chars().any(char::is_control) {
+        return Err("must not contain control characters".to_owned());
+    }
+    Ok(())
+}
+
+/// A pragmatic email check: one `@`, a dotted domain, no spaces, <= 254.
+pub fn email(value: &str) -> Result<(), String> {
+    let invalid = || Err("is not a valid email address".to_owned());
+    if value.len() > 254 || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return invalid();
+    }
+    match value.split_once('@') {
+        Some((local, domain))
+            if !local.is_empty()
+                && !domain.contains('@')
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.') =>
+        {
+            Ok(())
+        }
+        _ => invalid(),
+    }
+}
+
+pub const PASSWORD_MIN_LENGTH: usize = 12;
+
+/// Password rules: at least 12 characters, at most 128 (hashing cost), not
+/// one repeated character, and both letters and something else.
+pub fn password(value: &str) -> Result<(), String> {
+    let length = value.chars().count();
+    if length < PASSWORD_MIN_LENGTH {
+        return Err(format!("must be at least {PASSWORD_MIN_LENGTH} characters"));
+    }
+    if length > 128 {
+        return Err("must be at most 128 characters".to_owned());
+    }
+    let mut chars = value.chars();
+    let first = chars.next();
+    if chars.all(|c| Some(c) == first) {
+        return Err("must not be a single repeated character".to_owned());
+    }
+    let letters = value.chars().any(char::is_alphabetic);
+    let others = value.chars().any(|c| !c.is_alphabetic());
+    if !(letters && others) {
+        return Err("must mix letters with digits or symbols".to_owned());
+    }
+    Ok(())
+}
+
+/// A tenant slug: 3..=63 of `a-z`, `0-9` and inner `-`.
+pub fn slug(value: &str) -> Result<(), String> {
+    let ok = (3..=63).contains(&value.len())
+        && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !value.starts_with('-')
+        && !value.ends_with('-');
+    if ok { Ok(()) } else { Err("must be 3-63 characters of a-z, 0-9 and inner dashes".to_owned()) }
+}
+
+/// Derive a slug from a name: "Acme Trading GmbH" -> "acme-trading-gmbh".
+pub fn slugify(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.trim().to_lowercase().chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c);
+        } else if !out.ends_with('-') && !out.is_empty() {
+            out.push('-');
+        }
+    }
+    out.truncate(63);
+    out.trim_end_matches('-').to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails() {
+        assert!(email("ada@example.com").is_ok());
+        for bad in ["", "ada", "ada@", "@example.com", "ada@example", "a b@example.com", "a@b@c.com"] {
+            assert!(email(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn passwords() {
+        assert!(password("correct horse 9").is_ok());
+        assert!(password("short1").is_err());
+        assert!(password("aaaaaaaaaaaaaa").is_err());
+        assert!(password("onlylettershere").is_err());
+        assert!(password("123456789012345").is_err());
+        assert!(password(&"a1".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn slugs() {
+        assert_eq!(slugify("  Acme Trading GmbH!"), "acme-trading-gmbh");
+        assert!(slug("acme").is_ok());
+        assert!(slug("-acme").is_err());
+        assert!(slug("Acme").is_err());
+        assert!(slug("ab").is_err());
+    }
+
+    #[test]
+    fn names() {
+        assert!(name("Ada Lovelace").is_ok());
+        assert!(name("   ").is_err());
+        assert!(name("a\u{7}b").is_err());
+    }
+}

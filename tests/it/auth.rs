@@ -1,0 +1,202 @@
+use reqwest::Method;
+use serde_json::json;
+
+use crate::helpers::{PASSWORD, TestApp, assert_problem, json, unique};
+
+#[tokio::test]
+async fn register_creates_a_tenant_whose_owner_is_admin() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let me = json(app.get("/api/v1/auth/me", &tenant.token).await).await;
+    assert_eq!(me["data"]["user"]["email"], tenant.admin_email.as_str());
+    assert_eq!(me["data"]["roles"], json!(["admin"]));
+    assert_eq!(me["data"]["tenant"]["slug"], tenant.slug.as_str());
+
+    // The slug is unique: a second registration with it is a conflict.
+    let res = app
+        .send_json(
+            Method::POST,
+            "/api/v1/auth/register",
+            None,
+            json!({"tenant_name": "Copy", "tenant_slug": tenant.slug, "name": "X", "email": "x@example.com", "password": PASSWORD}),
+        )
+        .await;
+    assert_problem(res, 409, "conflict").await;
+}
+
+#[tokio::test]
+async fn register_validates_every_field_and_creates_nothing() {
+    let app = TestApp::spawn().await;
+    let slug = unique("bad");
+    let res = app
+        .send_json(
+            Method::POST,
+            "/api/v1/auth/register",
+            None,
+            json!({"tenant_name": " ", "tenant_slug": slug, "name": "", "email": "not-an-email", "password": "short"}),
+        )
+        .await;
+    let body = assert_problem(res, 422, "validation_failed").await;
+    let fields: Vec<&str> =
+        body["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+    assert_eq!(fields, ["tenant_name", "name", "email", "password"]);
+    let login = app.login(&slug, "not-an-email", "short").await;
+    assert_problem(login, 401, "invalid_credentials").await;
+}
+
+#[tokio::test]
+async fn login_returns_a_working_token_and_wrong_passwords_do_not() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let res = app.login(&tenant.slug, &tenant.admin_email.to_uppercase(), PASSWORD).await;
+    assert_eq!(res.status(), 200);
+    let body = json(res).await;
+    assert_eq!(body["data"]["token_type"], "Bearer");
+    let token = body["data"]["token"].as_str().unwrap();
+    assert_eq!(app.get("/api/v1/auth/me", token).await.status(), 200);
+
+    let wrong = app.login(&tenant.slug, &tenant.admin_email, "wrong password 1").await;
+    assert_problem(wrong, 401, "invalid_credentials").await;
+}
+
+#[tokio::test]
+async fn five_failures_lock_the_account_without_revealing_it() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let unknown = app.login(&tenant.slug, "nobody@example.com", PASSWORD).await;
+    let unknown_detail = assert_problem(unknown, 401, "invalid_credentials").await["detail"].clone();
+
+    for _ in 0..5 {
+        let res = app.login(&tenant.slug, &tenant.admin_email, "wrong password 1").await;
+        assert_problem(res, 401, "invalid_credentials").await;
+    }
+    // Locked: even the right password is refused, with the very same answer
+    // an unknown email gets.
+    let locked = app.login(&tenant.slug, &tenant.admin_email, PASSWORD).await;
+    let body = assert_problem(locked, 401, "invalid_credentials").await;
+    assert_eq!(body["detail"], unknown_detail);
+
+    let user = users_row(&app, tenant.admin_id).await;
+    assert!(user.locked_until.is_some_and(|t| t > chrono::Utc::now() + chrono::Duration::minutes(14)));
+    assert_eq!(user.failed_login_attempts, 0, "the count restarts once locked");
+    // Tokens issued before the lock keep working: the lock is about logins.
+    assert_eq!(app.get("/api/v1/auth/me", &tenant.token).await.status(), 200);
+}
+
+async fn users_row(app: &TestApp, id: uuid::Uuid) -> entity::user::Model {
+    use sea_orm::EntityTrait;
+    entity::user::Entity::find_by_id(id).one(&app.state.db).await.unwrap().unwrap()
+}
+
+#[tokio::test]
+async fn a_success_resets_the_failure_count() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    for _ in 0..4 {
+        app.login(&tenant.slug, &tenant.admin_email, "wrong password 1").await;
+    }
+    assert_eq!(users_row(&app, tenant.admin_id).await.failed_login_attempts, 4);
+    assert_eq!(app.login(&tenant.slug, &tenant.admin_email, PASSWORD).await.status(), 200);
+    assert_eq!(users_row(&app, tenant.admin_id).await.failed_login_attempts, 0);
+    let res = app.login(&tenant.slug, &tenant.admin_email, "wrong password 1").await;
+    assert_problem(res, 401, "invalid_credentials").await;
+    assert_eq!(app.login(&tenant.slug, &tenant.admin_email, PASSWORD).await.status(), 200);
+}
+
+#[tokio::test]
+async fn personal_tokens_are_shown_once_listed_and_revoked_everywhere() {
+    let app = TestApp::spawn().await;
+    let other_instance = app.sibling().await;
+    let tenant = app.register().await;
+
+    let res = app
+        .post("/api/v1/auth/tokens", &tenant.token, json!({"name": "ci-pipeline", "expires_in_days": 7}))
+        .await;
+    assert_eq!(res.status(), 201);
+    let created = json(res).await;
+    let token = created["data"]["token"].as_str().unwrap().to_owned();
+    let id = created["data"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(other_instance.get("/api/v1/auth/me", &token).await.status(), 200);
+
+    let list = json(app.get("/api/v1/auth/tokens", &token).await).await;
+    let listed = list["data"].as_array().unwrap();
+    assert_eq!(listed.len(), 2, "the registration session and the new token");
+    let entry = listed.iter().find(|t| t["id"] == id.as_str()).unwrap();
+    assert_eq!(entry["kind"], "personal");
+    assert_eq!(entry["current"], true);
+    assert!(entry.get("token").is_none(), "a token's value is never shown again");
+
+    let res = app
+        .request(Method::DELETE, &format!("/api/v1/auth/tokens/{id}"), Some(&tenant.token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    // Refused at once, on this instance and on the other one.
+    assert_problem(app.get("/api/v1/auth/me", &token).await, 401, "unauthenticated").await;
+    assert_problem(other_instance.get("/api/v1/auth/me", &token).await, 401, "unauthenticated").await;
+    // Revoking again, or a token that is not yours, is not found.
+    let again = app
+        .request(Method::DELETE, &format!("/api/v1/auth/tokens/{id}"), Some(&tenant.token))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(again, 404, "not_found").await;
+}
+
+#[tokio::test]
+async fn logout_revokes_the_current_token_only() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let second = app.token_for(&tenant.slug, &tenant.admin_email).await;
+    let res = app.request(Method::POST, "/api/v1/auth/logout", Some(&second)).send().await.unwrap();
+    assert_eq!(res.status(), 204);
+    assert_problem(app.get("/api/v1/auth/me", &second).await, 401, "unauthenticated").await;
+    assert_eq!(app.get("/api/v1/auth/me", &tenant.token).await.status(), 200);
+}
+
+#[tokio::test]
+async fn forged_expired_and_malformed_tokens_are_refused() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    // Signed with another secret.
+    let keys = nexus::platform::auth::TokenKeys::new("another-secret-that-is-long-enough-000");
+    let claims = nexus::platform::auth::Claims {
+        sub: tenant.admin_id,
+        tid: tenant.id,
+        jti: uuid::Uuid::now_v7(),
+        iat: 0,
+        exp: chrono::Utc::now().timestamp() + 3600,
+    };
+    let forged = keys.sign(&claims).unwrap();
+    assert_problem(app.get("/api/v1/auth/me", &forged).await, 401, "unauthenticated").await;
+    // Properly signed but expired.
+    let expired = app.state.keys.sign(&nexus::platform::auth::Claims { exp: 1, ..claims }).unwrap();
+    assert_problem(app.get("/api/v1/auth/me", &expired).await, 401, "unauthenticated").await;
+    // Not a bearer header at all.
+    let res = app
+        .request(Method::GET, "/api/v1/auth/me", None)
+        .header("authorization", "Basic dXNlcjpwYXNz")
+        .send()
+        .await
+        .unwrap();
+    let body = assert_problem(res, 401, "unauthenticated").await;
+    assert!(body["detail"].as_str().unwrap().contains("Bearer"));
+}
+
+#[tokio::test]
+async fn a_disabled_user_is_refused_at_once() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let (id, token) = app.user_with_roles(&tenant, &["user"]).await;
+    assert_eq!(app.get("/api/v1/auth/me", &token).await.status(), 200);
+    let res = app.post(&format!("/api/v1/users/{id}/disable"), &tenant.token, json!({})).await;
+    assert_eq!(json(res).await["data"]["disabled"], true);
+    assert_problem(app.get("/api/v1/auth/me", &token).await, 401, "unauthenticated").await;
+    let res = app.post(&format!("/api/v1/users/{id}/enable"), &tenant.token, json!({})).await;
+    assert_eq!(json(res).await["data"]["disabled"], false);
+    assert_eq!(app.get("/api/v1/auth/me", &token).await.status(), 200);
+    // Nobody disables themselves.
+    let res = app.post(&format!("/api/v1/users/{}/disable", tenant.admin_id), &tenant.token, json!({})).await;
+    assert_problem(res, 409, "conflict").await;
+}

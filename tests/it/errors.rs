@@ -1,0 +1,149 @@
+//! Every kind of bad input gets problem+json with a stable code and changes
+//! nothing.
+
+use reqwest::{Method, header::CONTENT_TYPE};
+use serde_json::json;
+
+use crate::helpers::{Tenant, TestApp, assert_problem, json};
+
+async fn user_count(app: &TestApp, tenant: &Tenant) -> u64 {
+    json(app.get("/api/v1/users", &tenant.token).await).await["meta"]["total"].as_u64().unwrap()
+}
+
+async fn post_raw(
+    app: &TestApp,
+    tenant: &Tenant,
+    content_type: &str,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Response {
+    app.request(Method::POST, "/api/v1/users", Some(&tenant.token))
+        .header(CONTENT_TYPE, content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn bad_bodies_are_refused_with_their_own_codes_and_change_nothing() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let before = user_count(&app, &tenant).await;
+    let json_type = "application/json";
+
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        (json_type, br#"{"name": "#.to_vec(), 400, "malformed_json"),
+        (json_type, b"".to_vec(), 400, "malformed_json"),
+        ("text/plain", br#"{"name":"a"}"#.to_vec(), 415, "unsupported_media_type"),
+        (
+            json_type,
+            br#"{"name":"a\u0000b","email":"a@b.co","password":"correct horse 42"}"#.to_vec(),
+            400,
+            "invalid_string",
+        ),
+        (
+            json_type,
+            br#"{"name":"\ud800","email":"a@b.co","password":"correct horse 42"}"#.to_vec(),
+            400,
+            "invalid_string",
+        ),
+        (
+            json_type,
+            br#"{"name":"\udc00x","email":"a@b.co","password":"correct horse 42"}"#.to_vec(),
+            400,
+            "invalid_string",
+        ),
+        (json_type, br#"{"name":"A","email":"a@b.co"}"#.to_vec(), 422, "validation_failed"),
+        (
+            json_type,
+            br#"{"name":7,"email":"a@b.co","password":"correct horse 42"}"#.to_vec(),
+            422,
+            "validation_failed",
+        ),
+        (json_type, br#"[1,2]"#.to_vec(), 422, "validation_failed"),
+        (json_type, vec![b'{'; 2 * 1024 * 1024], 413, "payload_too_large"),
+    ];
+    for (content_type, body, status, code) in cases {
+        let res = post_raw(&app, &tenant, content_type, body).await;
+        assert_problem(res, status, code).await;
+    }
+    // Raw bytes that are not UTF-8 at all.
+    let res = post_raw(&app, &tenant, json_type, vec![b'{', b'"', 0xff, 0xfe, b'"', b'}']).await;
+    assert_problem(res, 400, "invalid_string").await;
+    assert_eq!(user_count(&app, &tenant).await, before);
+}
+
+#[tokio::test]
+async fn validation_errors_name_each_field() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let res = app
+        .post(
+            "/api/v1/users",
+            &tenant.token,
+            json!({"name": "", "email": "x", "password": "aaaaaaaaaaaaaaaa", "roles": ["admin", "pope"]}),
+        )
+        .await;
+    let body = assert_problem(res, 422, "validation_failed").await;
+    let errors = body["errors"].as_array().unwrap();
+    let fields: Vec<&str> = errors.iter().map(|e| e["field"].as_str().unwrap()).collect();
+    assert_eq!(fields, ["name", "email", "password", "roles[1]"]);
+    let path =
+        json!({"name": "Ok", "email": "a@b.co", "password": "correct horse 42", "roles": ["admin", 3]});
+    let res = app.post("/api/v1/users", &tenant.token, path).await;
+    let body = assert_problem(res, 422, "validation_failed").await;
+    assert_eq!(body["errors"][0]["field"], "roles[1]");
+}
+
+#[tokio::test]
+async fn routing_errors_are_problems_too() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    assert_problem(app.get("/api/v1/nothing-here", &tenant.token).await, 404, "not_found").await;
+    assert_problem(app.get("/nothing", &tenant.token).await, 404, "not_found").await;
+    let res = app.request(Method::DELETE, "/api/v1/auth/me", Some(&tenant.token)).send().await.unwrap();
+    assert_problem(res, 405, "method_not_allowed").await;
+    assert_problem(app.get("/api/v1/users/not-a-uuid", &tenant.token).await, 400, "invalid_path").await;
+    for query in ["per_page=500", "page=0", "page=abc", "sort=password_hash", "colour=blue", "disabled=maybe"]
+    {
+        let res = app.get(&format!("/api/v1/users?{query}"), &tenant.token).await;
+        assert_problem(res, 400, "invalid_query").await;
+    }
+    let res = app.get("/api/v1/users?email=a%00b", &tenant.token).await;
+    assert_problem(res, 400, "invalid_string").await;
+    // A lone surrogate (CESU-8) and other non-UTF-8 escapes in the URL.
+    for query in ["email=%ED%A0%80", "email=%FF"] {
+        let res = app.get(&format!("/api/v1/users?{query}"), &tenant.token).await;
+        assert_problem(res, 400, "invalid_string").await;
+    }
+}
+
+#[tokio::test]
+async fn unauthenticated_requests_get_401_with_a_bearer_challenge() {
+    let app = TestApp::spawn().await;
+    let res = app.request(Method::GET, "/api/v1/users", None).send().await.unwrap();
+    assert_eq!(res.headers().get("www-authenticate").unwrap(), "Bearer");
+    assert_problem(res, 401, "unauthenticated").await;
+}
+
+#[tokio::test]
+async fn request_ids_are_echoed_or_generated() {
+    let app = TestApp::spawn().await;
+    let res = app
+        .request(Method::GET, "/health", None)
+        .header("x-request-id", "my-trace-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers().get("x-request-id").unwrap(), "my-trace-123");
+    let res = app
+        .request(Method::GET, "/api/v1/users", None)
+        .header("x-request-id", "bad id with spaces")
+        .send()
+        .await
+        .unwrap();
+    let generated = res.headers().get("x-request-id").unwrap().to_str().unwrap().to_owned();
+    assert!(uuid::Uuid::parse_str(&generated).is_ok());
+    let body = assert_problem(res, 401, "unauthenticated").await;
+    assert_eq!(body["request_id"], generated.as_str());
+}

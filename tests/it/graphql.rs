@@ -1,0 +1,80 @@
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, json};
+
+async fn query(app: &TestApp, token: Option<&str>, query: &str) -> Value {
+    let res = app.send_json(reqwest::Method::POST, "/graphql", token, json!({ "query": query })).await;
+    assert_eq!(res.status(), 200);
+    json(res).await
+}
+
+#[tokio::test]
+async fn me_tenant_and_users_resolve_in_the_callers_tenant() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    app.user_with_roles(&tenant, &["viewer"]).await;
+    let other = app.register().await;
+    let body = query(
+        &app,
+        Some(&tenant.token),
+        "{ me { email roles } tenant { slug } users(perPage: 10) { items { email roles } pageInfo { total perPage } } }",
+    )
+    .await;
+    assert!(body.get("errors").is_none(), "{body}");
+    assert_eq!(body["data"]["me"]["email"], tenant.admin_email.as_str());
+    assert_eq!(body["data"]["me"]["roles"], json!(["admin"]));
+    assert_eq!(body["data"]["tenant"]["slug"], tenant.slug.as_str());
+    assert_eq!(body["data"]["users"]["pageInfo"], json!({"total": 2, "perPage": 10}));
+    let text = body.to_string();
+    assert!(!text.contains(&other.admin_email));
+}
+
+#[tokio::test]
+async fn errors_carry_the_rest_codes() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let (_, viewer) = app.user_with_roles(&tenant, &["viewer"]).await;
+
+    let body = query(&app, None, "{ me { email } }").await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "unauthenticated");
+    let body = query(&app, Some("not-a-token"), "{ me { email } }").await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "unauthenticated");
+
+    let body = query(&app, Some(&viewer), "{ tenant { slug } users { items { email } } }").await;
+    assert_eq!(body["data"]["tenant"]["slug"], tenant.slug.as_str());
+    assert_eq!(body["errors"][0]["extensions"]["code"], "forbidden");
+    assert_eq!(body["errors"][0]["extensions"]["status"], 403);
+    assert_eq!(body["errors"][0]["path"], json!(["users"]));
+
+    let body = query(&app, Some(&tenant.token), "{ users(perPage: 1000) { items { email } } }").await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "invalid_query");
+}
+
+#[tokio::test]
+async fn introspection_works_without_a_token_and_deep_queries_are_refused() {
+    let app = TestApp::spawn().await;
+    let body = query(&app, None, "{ __schema { queryType { name } } }").await;
+    assert_eq!(body["data"]["__schema"]["queryType"]["name"], "Query");
+    let deep = "{ __schema { types { fields { type { ofType { ofType { ofType { ofType { ofType { ofType { \
+                ofType { name } } } } } } } } } } } }";
+    let body = query(&app, None, deep).await;
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("nested too deep"), "{body}");
+}
+
+#[tokio::test]
+async fn the_playground_is_served_with_its_assets() {
+    let app = TestApp::spawn().await;
+    let page = app.client.get(format!("{}/graphql", app.base)).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("GraphiQL"));
+    assert!(!page.contains("https://"), "the playground must not load anything from the internet");
+    for asset in
+        ["graphiql.min.js", "graphiql.min.css", "react.production.min.js", "react-dom.production.min.js"]
+    {
+        assert!(page.contains(&format!("/graphql/assets/{asset}")));
+        let res = app.client.get(format!("{}/graphql/assets/{asset}", app.base)).send().await.unwrap();
+        assert_eq!(res.status(), 200, "{asset}");
+        assert!(res.bytes().await.unwrap().len() > 1000);
+    }
+    let missing = app.client.get(format!("{}/graphql/assets/evil.js", app.base)).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+}

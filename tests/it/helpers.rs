@@ -1,0 +1,189 @@
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use nexus::{
+    Application,
+    config::Config,
+    platform::{auth::password, state::AppState, tenancy::TenantScope, users},
+};
+use reqwest::{Method, RequestBuilder, Response, header::CONTENT_TYPE};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+pub const PASSWORD: &str = "correct horse 42";
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub state: AppState,
+    pub config: Config,
+    _dir: tempfile::TempDir,
+}
+
+pub struct Tenant {
+    pub slug: String,
+    pub id: Uuid,
+    pub admin_id: Uuid,
+    pub admin_email: String,
+    pub token: String,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A name unique to this test process and call.
+pub fn unique(prefix: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}-{}-{n}", &Uuid::now_v7().simple().to_string()[20..])
+}
+
+/// The configuration a test app runs with: its own database and a random port.
+pub fn test_config(dir: &std::path::Path) -> figment::Figment {
+    let mut figment = Config::defaults()
+        .merge(("bind", "127.0.0.1:0"))
+        .merge(("data_dir", dir.display().to_string()))
+        .merge(("database.max_connections", 5));
+    if let Ok(url) = std::env::var("NEXUS_TEST_DATABASE_URL") {
+        let schema = format!("t_{}", Uuid::now_v7().simple());
+        figment = figment.merge(("database_url", url)).merge(("database.schema", schema));
+    }
+    if let Ok(url) = std::env::var("NEXUS_TEST_REDIS_URL") {
+        figment = figment.merge(("redis_url", url));
+    }
+    figment
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        Self::spawn_with(test_config(dir.path()), dir).await
+    }
+
+    /// A second instance over the same database as `self`.
+    pub async fn sibling(&self) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let c = &self.config;
+        let figment = Config::defaults()
+            .merge(("bind", "127.0.0.1:0"))
+            .merge(("database_url", c.database_url()))
+            .merge(("database.schema", c.database.schema.clone()))
+            .merge(("redis_url", c.redis_url().unwrap_or_default()));
+        Self::spawn_with(figment, dir).await
+    }
+
+    pub async fn spawn_with(figment: figment::Figment, dir: tempfile::TempDir) -> Self {
+        let config = Config::from_figment(figment).unwrap();
+        let app = Application::build(config.clone()).await.unwrap();
+        let base = format!("http://127.0.0.1:{}", app.port());
+        let state = app.state().clone();
+        tokio::spawn(app.run_until_stopped());
+        let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        Self { base, client, state, config, _dir: dir }
+    }
+
+    pub fn request(&self, method: Method, path: &str, token: Option<&str>) -> RequestBuilder {
+        let builder = self.client.request(method, format!("{}{path}", self.base));
+        match token {
+            Some(token) => builder.bearer_auth(token),
+            None => builder,
+        }
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Response {
+        self.request(Method::GET, path, Some(token)).send().await.unwrap()
+    }
+
+    pub async fn send_json(&self, method: Method, path: &str, token: Option<&str>, body: Value) -> Response {
+        self.request(method, path, token).json(&body).send().await.unwrap()
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Response {
+        self.send_json(Method::POST, path, Some(token), body).await
+    }
+
+    pub async fn register(&self) -> Tenant {
+        let slug = unique("t");
+        let email = format!("owner@{slug}.example.com");
+        let res = self
+            .send_json(
+                Method::POST,
+                "/api/v1/auth/register",
+                None,
+                json!({"tenant_name": format!("Tenant {slug}"), "tenant_slug": slug, "name": "Owner", "email": email, "password": PASSWORD}),
+            )
+            .await;
+        assert_eq!(res.status(), 201);
+        let body: Value = res.json().await.unwrap();
+        Tenant {
+            id: body["data"]["tenant"]["id"].as_str().unwrap().parse().unwrap(),
+            admin_id: body["data"]["user"]["id"].as_str().unwrap().parse().unwrap(),
+            admin_email: email,
+            token: body["data"]["token"]["token"].as_str().unwrap().to_owned(),
+            slug,
+        }
+    }
+
+    pub async fn login(&self, tenant: &str, email: &str, password: &str) -> Response {
+        self.send_json(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            json!({"tenant": tenant, "email": email, "password": password}),
+        )
+        .await
+    }
+
+    /// Create a user with `roles` through the API and log them in.
+    pub async fn user_with_roles(&self, tenant: &Tenant, roles: &[&str]) -> (Uuid, String) {
+        let email = format!("{}@{}.example.com", unique("u"), tenant.slug);
+        let res = self
+            .post(
+                "/api/v1/users",
+                &tenant.token,
+                json!({"name": "Someone", "email": email, "password": PASSWORD, "roles": roles}),
+            )
+            .await;
+        assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+        let body: Value = res.json().await.unwrap();
+        let id = body["data"]["id"].as_str().unwrap().parse().unwrap();
+        (id, self.token_for(&tenant.slug, &email).await)
+    }
+
+    pub async fn token_for(&self, tenant: &str, email: &str) -> String {
+        let res = self.login(tenant, email, PASSWORD).await;
+        assert_eq!(res.status(), 200);
+        let body: Value = res.json().await.unwrap();
+        body["data"]["token"].as_str().unwrap().to_owned()
+    }
+
+    /// A super-admin, as an operator creates one with `nexus user create --super-admin`.
+    pub async fn super_admin(&self, tenant: &Tenant) -> String {
+        let email = format!("{}@ops.example.com", unique("root"));
+        let new = users::NewUser {
+            name: "Operator".into(),
+            email: email.clone(),
+            password_hash: password::hash(PASSWORD.into()).await.unwrap(),
+            roles: vec![],
+            is_super_admin: true,
+        };
+        users::create_user(&self.state.db, TenantScope::new(tenant.id), new).await.unwrap();
+        self.token_for(&tenant.slug, &email).await
+    }
+}
+
+/// Assert a problem+json answer with `status` and `code`, and return it.
+pub async fn assert_problem(res: Response, status: u16, code: &str) -> Value {
+    assert_eq!(res.status(), status, "unexpected status");
+    let content_type = res.headers().get(CONTENT_TYPE).map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(content_type.as_deref(), Some("application/problem+json"));
+    let header_id = res.headers().get("x-request-id").map(|v| v.to_str().unwrap().to_owned()).unwrap();
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["status"], status);
+    assert_eq!(body["request_id"], header_id.as_str());
+    assert_eq!(body["type"], format!("urn:nexus:problem:{code}"));
+    assert!(body["title"].is_string() && body["detail"].is_string());
+    body
+}
+
+pub async fn json(res: Response) -> Value {
+    res.json().await.unwrap()
+}

@@ -1,0 +1,15 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic
+
+//! One integration-test binary: each test starts the real app on a random
+//! port with its own database (a SQLite file, or a PostgreSQL schema when
+//! NEXUS_TEST_DATABASE_URL is set) and talks to it over HTTP.
+
+mod audit;
+mod auth;
+mod errors;
+mod graphql;
+mod health;
+mod helpers;
+mod openapi;
+mod rbac;
+mod tenancy;

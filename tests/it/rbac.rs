@@ -1,0 +1,101 @@
+use reqwest::Method;
+use serde_json::json;
+
+use crate::helpers::{TestApp, assert_problem, json};
+
+/// The matrix of docs/rbac.md, checked over HTTP for every default role.
+#[tokio::test]
+async fn every_role_gets_exactly_its_permissions() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let (target, _) = app.user_with_roles(&tenant, &["viewer"]).await;
+
+    // (role, GET /tenant, GET /users, POST /users, PUT role, GET /audit-logs)
+    let matrix = [
+        ("admin", [200, 200, 201, 200, 200]),
+        ("manager", [200, 200, 403, 403, 403]),
+        ("user", [200, 403, 403, 403, 403]),
+        ("viewer", [200, 403, 403, 403, 403]),
+    ];
+    for (role, expected) in matrix {
+        let (_, token) = app.user_with_roles(&tenant, &[role]).await;
+        let email = format!("made-by-{role}@{}.example.com", tenant.slug);
+        let got = [
+            app.get("/api/v1/tenant", &token).await.status().as_u16(),
+            app.get("/api/v1/users", &token).await.status().as_u16(),
+            app.post(
+                "/api/v1/users",
+                &token,
+                json!({"name": "N", "email": email, "password": crate::helpers::PASSWORD}),
+            )
+            .await
+            .status()
+            .as_u16(),
+            app.request(Method::PUT, &format!("/api/v1/users/{target}/roles/user"), Some(&token))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16(),
+            app.get("/api/v1/audit-logs", &token).await.status().as_u16(),
+        ];
+        assert_eq!(got, expected, "role {role}");
+    }
+}
+
+#[tokio::test]
+async fn a_forbidden_answer_names_the_missing_permission() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let (_, token) = app.user_with_roles(&tenant, &["viewer"]).await;
+    let body = assert_problem(app.get("/api/v1/users", &token).await, 403, "forbidden").await;
+    assert!(body["detail"].as_str().unwrap().contains("users:read"), "{body}");
+}
+
+#[tokio::test]
+async fn roles_are_assigned_and_removed_and_apply_at_once() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let (id, token) = app.user_with_roles(&tenant, &["viewer"]).await;
+    assert_eq!(app.get("/api/v1/users", &token).await.status(), 403);
+
+    let path = format!("/api/v1/users/{id}/roles/manager");
+    let res = app.request(Method::PUT, &path, Some(&tenant.token)).send().await.unwrap();
+    assert_eq!(json(res).await["data"]["roles"], json!(["manager", "viewer"]));
+    // Idempotent.
+    let res = app.request(Method::PUT, &path, Some(&tenant.token)).send().await.unwrap();
+    assert_eq!(json(res).await["data"]["roles"], json!(["manager", "viewer"]));
+    // The same token now has the new permission: no re-login.
+    assert_eq!(app.get("/api/v1/users", &token).await.status(), 200);
+
+    let res = app.request(Method::DELETE, &path, Some(&tenant.token)).send().await.unwrap();
+    assert_eq!(json(res).await["data"]["roles"], json!(["viewer"]));
+    assert_eq!(app.get("/api/v1/users", &token).await.status(), 403);
+
+    let res = app
+        .request(Method::PUT, &format!("/api/v1/users/{id}/roles/emperor"), Some(&tenant.token))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, 404, "not_found").await;
+}
+
+#[tokio::test]
+async fn the_last_admin_keeps_the_role() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let path = format!("/api/v1/users/{}/roles/admin", tenant.admin_id);
+    let res = app.request(Method::DELETE, &path, Some(&tenant.token)).send().await.unwrap();
+    assert_problem(res, 409, "conflict").await;
+
+    let (second, _) = app.user_with_roles(&tenant, &["admin"]).await;
+    let res = app.request(Method::DELETE, &path, Some(&tenant.token)).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let res = app
+        .request(Method::DELETE, &format!("/api/v1/users/{second}/roles/admin"), Some(&tenant.token))
+        .send()
+        .await
+        .unwrap();
+    // The first admin is no longer admin, so the request is forbidden.
+    assert_problem(res, 403, "forbidden").await;
+}
