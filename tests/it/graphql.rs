@@ -50,15 +50,40 @@ async fn errors_carry_the_rest_codes() {
     assert_eq!(body["errors"][0]["extensions"]["code"], "invalid_query");
 }
 
+/// The introspection query GraphiQL (graphql-js 16) sends when the
+/// playground opens; it must pass the depth and complexity limits.
+const GRAPHIQL_INTROSPECTION: &str = "query IntrospectionQuery { __schema { queryType { name } \
+    mutationType { name } subscriptionType { name } types { ...FullType } directives { name description \
+    locations args { ...InputValue } } } } \
+    fragment FullType on __Type { kind name description fields(includeDeprecated: true) { name description \
+    args { ...InputValue } type { ...TypeRef } isDeprecated deprecationReason } inputFields { ...InputValue } \
+    interfaces { ...TypeRef } enumValues(includeDeprecated: true) { name description isDeprecated \
+    deprecationReason } possibleTypes { ...TypeRef } } \
+    fragment InputValue on __InputValue { name description type { ...TypeRef } defaultValue } \
+    fragment TypeRef on __Type { kind name ofType { kind name ofType { kind name ofType { kind name ofType { \
+    kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name \
+    } } } } } } } } } }";
+
 #[tokio::test]
 async fn introspection_works_without_a_token_and_deep_queries_are_refused() {
     let app = TestApp::spawn().await;
-    let body = query(&app, None, "{ __schema { queryType { name } } }").await;
+    let body = query(&app, None, GRAPHIQL_INTROSPECTION).await;
+    assert!(body.get("errors").is_none(), "{body}");
     assert_eq!(body["data"]["__schema"]["queryType"]["name"], "Query");
     let deep = "{ __schema { types { fields { type { ofType { ofType { ofType { ofType { ofType { ofType { \
-                ofType { name } } } } } } } } } } } }";
+                ofType { ofType { ofType { ofType { ofType { ofType { name } } } } } } } } } } } } } } } } }";
     let body = query(&app, None, deep).await;
     assert!(body["errors"][0]["message"].as_str().unwrap().contains("nested too deep"), "{body}");
+}
+
+#[tokio::test]
+async fn overly_complex_queries_are_refused_before_running() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let fields: String = (0..600).map(|i| format!("a{i}: me {{ email }} ")).collect();
+    let body = query(&app, Some(&tenant.token), &format!("{{ {fields} }}")).await;
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("too complex"), "{body}");
+    assert!(body["data"].is_null());
 }
 
 #[tokio::test]
