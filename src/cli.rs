@@ -28,8 +28,22 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the API (the default).
+    /// Serve the API (the default); runs job workers too unless
+    /// `jobs.run_in_server` is off.
     Serve,
+    /// Run background job workers only (webhook deliveries, event
+    /// listeners), beside any number of servers and other workers.
+    Worker,
+    /// Inspect the job queue and replay dead jobs.
+    Jobs {
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
+    /// Inspect webhook endpoints and deliveries, and replay failed ones.
+    Webhooks {
+        #[command(subcommand)]
+        command: WebhooksCommand,
+    },
     /// Apply, roll back or list schema migrations.
     Migrate {
         #[arg(value_enum, default_value = "up")]
@@ -78,6 +92,58 @@ enum TenantCommand {
 }
 
 #[derive(Subcommand)]
+enum JobsCommand {
+    /// Depth per lane, oldest ready job, throughput and failures.
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List dead jobs (newest first).
+    Dead {
+        #[arg(long, default_value_t = 50)]
+        limit: u64,
+    },
+    /// Queue dead jobs again: one by id, or all (optionally of one kind).
+    Replay {
+        #[arg(long, conflicts_with_all = ["all", "kind"])]
+        id: Option<uuid::Uuid>,
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        kind: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum WebhooksCommand {
+    /// Every endpoint with its delivery counts.
+    Status {
+        /// Only this tenant (slug or id).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Recent deliveries of an endpoint.
+    Deliveries {
+        #[arg(long)]
+        endpoint: uuid::Uuid,
+        /// `pending`, `succeeded` or `failed`.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u64,
+    },
+    /// Resend the failed deliveries of an endpoint created since a time
+    /// (RFC 3339; default: the last 24 hours).
+    Replay {
+        #[arg(long)]
+        endpoint: uuid::Uuid,
+        #[arg(long)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+    },
+}
+
+#[derive(Subcommand)]
 enum UserCommand {
     /// Create a user in a tenant.
     Create {
@@ -105,6 +171,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     init_tracing(config.env);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config).await,
+        Command::Worker => worker(config).await,
+        Command::Jobs { command } => ops::jobs(config, command).await,
+        Command::Webhooks { command } => ops::webhooks(config, command).await,
         Command::Migrate { action, steps } => migrate(config, action, steps).await,
         Command::Openapi { output, check } => openapi(&output, check),
         Command::Tenant { command: TenantCommand::Create { name, slug } } => {
@@ -178,6 +247,32 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn worker(config: Config) -> anyhow::Result<()> {
+    let state = crate::state(config, Vec::new()).await?;
+    db::migrate(&state.db).await?;
+    let runner = crate::platform::jobs::Runner::start(state.clone());
+    println!("Nexus worker running; Ctrl-C or SIGTERM stops it gracefully");
+    shutdown_signal().await;
+    println!("stopping: finishing the jobs in flight");
+    runner.stop().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
 async fn migrate(config: Config, action: MigrateAction, steps: u32) -> anyhow::Result<()> {
     let db = db::connect(&config).await?;
     match action {
@@ -212,4 +307,125 @@ fn openapi(output: &PathBuf, check: bool) -> anyhow::Result<()> {
         println!("wrote {}", output.display());
     }
     Ok(())
+}
+
+/// The operators' commands on jobs and webhooks.
+mod ops {
+    use chrono::{Duration, Utc};
+    use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
+
+    use super::{JobsCommand, WebhooksCommand, connect};
+    use crate::{
+        config::Config,
+        error::ApiError,
+        platform::{jobs, tenancy::TenantScope, users, webhooks},
+    };
+    use entity::{job, webhook_delivery as delivery, webhook_endpoint as endpoint};
+
+    fn api(err: ApiError) -> anyhow::Error {
+        anyhow::anyhow!("{err}")
+    }
+
+    pub async fn jobs(config: Config, command: JobsCommand) -> anyhow::Result<()> {
+        let db = connect(config).await?;
+        match command {
+            JobsCommand::Status { json } => {
+                let stats = jobs::stats(&db).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&stats)?);
+                } else {
+                    println!("lane     ready  scheduled  running  retrying  dead  done/1h  oldest ready");
+                    for l in stats {
+                        let oldest = l.oldest_ready_age_seconds.map_or("-".to_owned(), |s| format!("{s} s"));
+                        println!(
+                            "{:<8} {:>5}  {:>9}  {:>7}  {:>8}  {:>4}  {:>7}  {oldest}",
+                            l.lane,
+                            l.ready,
+                            l.scheduled,
+                            l.running,
+                            l.retrying,
+                            l.dead,
+                            l.completed_last_hour
+                        );
+                    }
+                }
+            }
+            JobsCommand::Dead { limit } => {
+                let rows = job::Entity::find()
+                    .filter(job::Column::Status.eq(jobs::DEAD))
+                    .order_by_desc(job::Column::CreatedAt)
+                    .limit(limit)
+                    .all(&db)
+                    .await?;
+                for j in rows {
+                    let error = j.last_error.unwrap_or_default();
+                    println!("{}\t{}\tattempts {}\t{}\t{error}", j.id, j.kind, j.attempts, j.payload);
+                }
+            }
+            JobsCommand::Replay { id, all, kind } => {
+                anyhow::ensure!(id.is_some() || all || kind.is_some(), "say --id ID, --all or --kind KIND");
+                let n = jobs::replay(&db, id, kind.as_deref()).await?;
+                println!("queued {n} dead job(s) again");
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn webhooks(config: Config, command: WebhooksCommand) -> anyhow::Result<()> {
+        let db = connect(config.clone()).await?;
+        match command {
+            WebhooksCommand::Status { tenant } => {
+                let mut query = endpoint::Entity::find().order_by_asc(endpoint::Column::CreatedAt);
+                if let Some(handle) = tenant {
+                    let tenant = users::find_tenant(&db, &handle)
+                        .await
+                        .map_err(api)?
+                        .ok_or_else(|| anyhow::anyhow!("no tenant `{handle}`"))?;
+                    query = query.filter(endpoint::Column::TenantId.eq(tenant.id));
+                }
+                println!("endpoint                              enabled  pending  failed  succeeded  url");
+                for e in query.all(&db).await? {
+                    let count = |status: &'static str| {
+                        delivery::Entity::find()
+                            .filter(delivery::Column::EndpointId.eq(e.id))
+                            .filter(delivery::Column::Status.eq(status))
+                            .count(&db)
+                    };
+                    let (pending, failed, ok) = (
+                        count(webhooks::DELIVERY_PENDING).await?,
+                        count(webhooks::DELIVERY_FAILED).await?,
+                        count(webhooks::DELIVERY_SUCCEEDED).await?,
+                    );
+                    let enabled =
+                        if e.enabled { "yes".to_owned() } else { e.disabled_reason.unwrap_or("no".into()) };
+                    println!("{}  {enabled:>7}  {pending:>7}  {failed:>6}  {ok:>9}  {}", e.id, e.url);
+                }
+            }
+            WebhooksCommand::Deliveries { endpoint: id, status, limit } => {
+                let mut query = delivery::Entity::find().filter(delivery::Column::EndpointId.eq(id));
+                if let Some(status) = status {
+                    query = query.filter(delivery::Column::Status.eq(status));
+                }
+                for d in query.order_by_desc(delivery::Column::CreatedAt).limit(limit).all(&db).await? {
+                    let code = d.last_status_code.map_or("-".to_owned(), |c| c.to_string());
+                    println!(
+                        "{}\t{}\t{}\tattempts {}\tlast {code}\t{}",
+                        d.id, d.created_at, d.event_type, d.attempts, d.status
+                    );
+                }
+            }
+            WebhooksCommand::Replay { endpoint: id, since } => {
+                let e = endpoint::Entity::find_by_id(id)
+                    .one(&db)
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("no endpoint {id}"))?;
+                let state = crate::state(config, Vec::new()).await?;
+                let since = since.unwrap_or_else(|| Utc::now() - Duration::hours(24));
+                let n =
+                    webhooks::recover(&state, TenantScope::new(e.tenant_id), id, since).await.map_err(api)?;
+                println!("queued {n} failed deliveries again; a running server or worker sends them");
+            }
+        }
+        Ok(())
+    }
 }

@@ -13,6 +13,7 @@ use serde::Deserialize;
 /// The commented defaults, embedded so the binary runs with no file at all.
 pub const DEFAULTS: &str = include_str!("../config/default.toml");
 const DEFAULT_JWT_SECRET: &str = "nexus-development-secret-change-me-0123456789";
+const DEFAULT_ENCRYPTION_KEY: &str = "bmV4dXMtZGV2ZWxvcG1lbnQta2V5LWNoYW5nZS1tZSE=";
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -46,10 +47,13 @@ pub struct Config {
     database_url: String,
     redis_url: String,
     pub jwt_secret: Secret,
+    pub encryption_key: Secret,
     pub database: DatabaseConfig,
     pub auth: AuthConfig,
     pub http: HttpConfig,
     pub graphql: GraphqlConfig,
+    pub jobs: JobsConfig,
+    pub webhooks: WebhooksConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -77,6 +81,59 @@ pub struct HttpConfig {
 pub struct GraphqlConfig {
     pub max_depth: usize,
     pub max_complexity: usize,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct JobsConfig {
+    /// Run the workers inside `nexus serve` (besides any `nexus worker`).
+    pub run_in_server: bool,
+    pub high_workers: usize,
+    pub default_workers: usize,
+    pub low_workers: usize,
+    pub poll_interval_ms: u64,
+    pub lease_ms: u64,
+    pub shutdown_grace_ms: u64,
+    /// First retry delay of a failed job; doubles each attempt (max 1 h).
+    pub retry_base_ms: u64,
+    /// How long completed jobs are kept (dead ones are kept until replayed).
+    pub retention_hours: u32,
+}
+
+impl JobsConfig {
+    pub fn workers(&self, lane: crate::platform::jobs::Lane) -> usize {
+        use crate::platform::jobs::Lane;
+        match lane {
+            Lane::High => self.high_workers,
+            Lane::Default => self.default_workers,
+            Lane::Low => self.low_workers,
+        }
+    }
+
+    pub fn lease(&self) -> chrono::Duration {
+        chrono::Duration::milliseconds(i64::try_from(self.lease_ms).unwrap_or(i64::MAX))
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct WebhooksConfig {
+    /// A receiver must answer within this.
+    pub timeout_ms: u64,
+    /// Delay before each retry (BR-009: five retries); +- `jitter`.
+    pub retry_schedule_ms: Vec<u64>,
+    /// Fraction of random spread on each delay, 0 to 1.
+    pub jitter: f64,
+    /// Longest `Retry-After` honoured; longer ones are cut to this.
+    pub max_retry_after_ms: u64,
+    /// An endpoint without a success for this long is disabled.
+    pub disable_after_failing_hours: u32,
+    /// Deliveries in flight at once to one endpoint, per instance.
+    pub max_in_flight_per_endpoint: usize,
+    /// How long the previous secret keeps signing after a rotation.
+    pub rotation_overlap_hours: u32,
+    /// Networks delivery may reach even though private or loopback (SSRF).
+    pub allow_networks: Vec<String>,
+    /// Allow `http://` URLs (always allowed in development).
+    pub allow_http: bool,
 }
 
 /// Why the configuration was refused; always names the key.
@@ -123,6 +180,15 @@ impl Config {
                 "the development default cannot be used in production; set NEXUS_JWT_SECRET",
             );
         }
+        if self.env == Environment::Production && self.encryption_key.expose() == DEFAULT_ENCRYPTION_KEY {
+            return fail(
+                "encryption_key",
+                "the development default cannot be used in production; set NEXUS_ENCRYPTION_KEY",
+            );
+        }
+        if let Err(err) = crate::platform::crypto::Cipher::from_base64_key(self.encryption_key.expose()) {
+            return fail("encryption_key", &err.to_string());
+        }
         let db = self.database_url();
         if !(db.starts_with("sqlite:") || db.starts_with("postgres://") || db.starts_with("postgresql://")) {
             return fail("database_url", "must start with sqlite:, postgres:// or postgresql://");
@@ -140,6 +206,29 @@ impl Config {
         }
         if self.auth.max_failed_logins == 0 {
             return fail("auth.max_failed_logins", "must be at least 1");
+        }
+        let jobs = &self.jobs;
+        if jobs.high_workers + jobs.default_workers + jobs.low_workers == 0 {
+            return fail("jobs", "at least one lane needs a worker");
+        }
+        if jobs.poll_interval_ms == 0 {
+            return fail("jobs.poll_interval_ms", "must be positive");
+        }
+        if jobs.lease_ms < 1000 {
+            return fail("jobs.lease_ms", "must be at least 1000");
+        }
+        let hooks = &self.webhooks;
+        if hooks.timeout_ms == 0 {
+            return fail("webhooks.timeout_ms", "must be positive");
+        }
+        if !(0.0..=1.0).contains(&hooks.jitter) {
+            return fail("webhooks.jitter", "must be between 0 and 1");
+        }
+        if hooks.max_in_flight_per_endpoint == 0 {
+            return fail("webhooks.max_in_flight_per_endpoint", "must be at least 1");
+        }
+        if let Err(err) = self.url_policy() {
+            return fail("webhooks.allow_networks", &err);
         }
         if self.http.max_body_bytes < 1024 {
             return fail("http.max_body_bytes", "must be at least 1024");
@@ -162,6 +251,12 @@ impl Config {
 
     pub fn token_ttl(&self) -> chrono::Duration {
         chrono::Duration::days(i64::from(self.auth.token_ttl_days))
+    }
+
+    /// Which webhook URLs may be called (SSRF guard).
+    pub fn url_policy(&self) -> Result<crate::platform::webhooks::ssrf::UrlPolicy, String> {
+        let allow_http = self.webhooks.allow_http || self.env == Environment::Development;
+        crate::platform::webhooks::ssrf::UrlPolicy::new(allow_http, &self.webhooks.allow_networks)
     }
 
     pub fn redis_timeout(&self) -> Duration {
@@ -198,15 +293,31 @@ mod tests {
     }
 
     #[test]
-    fn production_refuses_the_default_secret() {
+    fn production_refuses_the_default_secrets() {
         let err = with("env", "production").unwrap_err().to_string();
         assert!(err.contains("`jwt_secret`"), "{err}");
+        let production = Config::defaults()
+            .merge(("env", "production"))
+            .merge(("jwt_secret", "a-real-secret-of-at-least-32-bytes!!"));
+        let err = Config::from_figment(production.clone()).unwrap_err().to_string();
+        assert!(err.contains("`encryption_key`"), "{err}");
         let ok = Config::from_figment(
-            Config::defaults()
-                .merge(("env", "production"))
-                .merge(("jwt_secret", "a-real-secret-of-at-least-32-bytes!!")),
+            production.merge(("encryption_key", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")),
         );
         assert!(ok.is_ok());
+        let err = with("encryption_key", "c2hvcnQ=").unwrap_err().to_string();
+        assert!(err.contains("`encryption_key`"), "{err}");
+    }
+
+    #[test]
+    fn webhook_and_job_settings_are_checked() {
+        let err = with("webhooks.allow_networks", "[\"not-a-net\"]").unwrap_err().to_string();
+        assert!(err.contains("`webhooks.allow_networks`"), "{err}");
+        let err =
+            Config::from_figment(Config::defaults().merge(("webhooks.jitter", 2.0))).unwrap_err().to_string();
+        assert!(err.contains("`webhooks.jitter`"), "{err}");
+        let production = Config::from_figment(Config::defaults()).unwrap();
+        assert!(production.url_policy().unwrap().allow_http, "development allows http");
     }
 
     #[test]

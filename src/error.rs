@@ -40,6 +40,7 @@ catalogue! {
     NotFound => NOT_FOUND, "not_found", "Not found";
     MethodNotAllowed => METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed";
     Conflict => CONFLICT, "conflict", "Conflict";
+    PreconditionFailed => PRECONDITION_FAILED, "precondition_failed", "Precondition failed";
     PayloadTooLarge => PAYLOAD_TOO_LARGE, "payload_too_large", "Payload too large";
     UnsupportedMediaType => UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Unsupported media type";
     ValidationFailed => UNPROCESSABLE_ENTITY, "validation_failed", "Validation failed";
@@ -57,6 +58,7 @@ impl Code {
             404 => Code::NotFound,
             405 => Code::MethodNotAllowed,
             409 => Code::Conflict,
+            412 => Code::PreconditionFailed,
             413 => Code::PayloadTooLarge,
             415 => Code::UnsupportedMediaType,
             422 => Code::ValidationFailed,

@@ -15,7 +15,18 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::{
     config::Config,
-    platform::{auth::TokenKeys, db, http, rbac::Rbac, redis::Redis, state::AppState},
+    platform::{
+        auth::TokenKeys,
+        crypto::Cipher,
+        db,
+        events::{self, Listener},
+        http,
+        jobs::{Registry, Runner, RunnerHandle, Wakeup},
+        rbac::Rbac,
+        redis::Redis,
+        state::AppState,
+        webhooks::{self, delivery},
+    },
 };
 
 /// The running server, as `main` and every test start it.
@@ -23,17 +34,25 @@ pub struct Application {
     server: Server,
     port: u16,
     state: AppState,
+    runner: Option<RunnerHandle>,
 }
 
 impl Application {
-    /// Connect, migrate, bind. With `bind` port 0 the OS picks a free port.
+    /// Connect, migrate, bind, start the job workers (unless
+    /// `jobs.run_in_server` is off). With `bind` port 0 the OS picks a port.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let state = state(config).await?;
+        Self::build_with(config, Vec::new()).await
+    }
+
+    /// [`build`](Self::build) with the event listeners of this build.
+    pub async fn build_with(config: Config, listeners: Vec<Arc<dyn Listener>>) -> anyhow::Result<Self> {
+        let state = state(config, listeners).await?;
         db::migrate(&state.db).await?;
         let listener = TcpListener::bind(state.config.bind)?;
         let port = listener.local_addr()?.port();
         let server = server(state.clone(), listener)?;
-        Ok(Self { server, port, state })
+        let runner = state.config.jobs.run_in_server.then(|| Runner::start(state.clone()));
+        Ok(Self { server, port, state, runner })
     }
 
     pub fn port(&self) -> u16 {
@@ -44,18 +63,39 @@ impl Application {
         &self.state
     }
 
+    /// Serve until the server is stopped (SIGINT / SIGTERM), then let the
+    /// job workers finish or release their runs.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let result = self.server.await;
+        if let Some(runner) = self.runner {
+            runner.stop().await;
+        }
+        result
     }
 }
 
-/// The shared state: database pool, optional Redis, RBAC, token keys.
-pub async fn state(config: Config) -> anyhow::Result<AppState> {
+/// The code behind every job kind.
+pub fn job_handlers() -> Registry {
+    Registry::default()
+        .with(events::DISPATCH_JOB, events::Dispatch)
+        .with(events::LISTENER_JOB, events::RunListener)
+        .with(webhooks::DELIVER_JOB, delivery::Deliver)
+}
+
+/// The shared state: database pool, optional Redis, RBAC, token keys, job
+/// handlers and event listeners.
+pub async fn state(config: Config, listeners: Vec<Arc<dyn Listener>>) -> anyhow::Result<AppState> {
     let db = db::connect(&config).await?;
     let redis = config.redis_url().map(|url| Redis::new(url, config.redis_timeout())).transpose()?;
     Ok(AppState {
         keys: Arc::new(TokenKeys::new(config.jwt_secret.expose())),
         rbac: Arc::new(Rbac::new().await?),
+        cipher: Arc::new(Cipher::from_base64_key(config.encryption_key.expose())?),
+        jobs: Arc::new(job_handlers()),
+        listeners: Arc::new(listeners),
+        wakeup: Wakeup::default(),
+        webhook_client: delivery::client(&config)?,
+        endpoint_slots: delivery::EndpointSlots::default(),
         config: Arc::new(config),
         db,
         redis,

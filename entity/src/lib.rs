@@ -3,6 +3,11 @@
 
 pub mod api_token;
 pub mod audit_log;
+pub mod event;
+pub mod job;
 pub mod tenant;
 pub mod user;
 pub mod user_role;
+pub mod webhook_attempt;
+pub mod webhook_delivery;
+pub mod webhook_endpoint;

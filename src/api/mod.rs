@@ -9,7 +9,7 @@ use utoipa::{
 };
 use utoipa_actix_web::{AppExt, scope, service_config::ServiceConfig};
 
-use crate::platform::{audit, auth, health, users};
+use crate::platform::{audit, auth, health, jobs, users, webhooks};
 
 /// Every REST route. Paths and schemas are collected from the handlers'
 /// `#[utoipa::path]` by utoipa-actix-web, never listed by hand.
@@ -20,7 +20,9 @@ pub fn routes(cfg: &mut ServiceConfig) {
             .wrap(from_fn(audit::middleware))
             .configure(auth::routes::routes)
             .configure(users::routes::routes)
-            .configure(audit::routes::routes),
+            .configure(audit::routes::routes)
+            .configure(webhooks::routes::routes)
+            .configure(jobs::routes::routes),
     );
 }
 
@@ -39,6 +41,8 @@ pub fn routes(cfg: &mut ServiceConfig) {
         (name = "auth", description = "Registration, login and API tokens"),
         (name = "users", description = "Tenant users and roles (tenant admins)"),
         (name = "audit", description = "Append-only audit trail"),
+        (name = "webhooks", description = "Outbound webhooks: endpoints, deliveries, attempts"),
+        (name = "jobs", description = "Background job queue health and dead letters (operators)"),
         (name = "health", description = "Liveness and readiness"),
     )
 )]

@@ -2,12 +2,16 @@
 
 pub mod audit;
 pub mod auth;
+pub mod crypto;
 pub mod db;
+pub mod events;
 pub mod health;
 pub mod http;
+pub mod jobs;
 pub mod rbac;
 pub mod redis;
 pub mod state;
 pub mod tenancy;
 pub mod users;
 pub mod validate;
+pub mod webhooks;

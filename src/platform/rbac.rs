@@ -75,6 +75,9 @@ permissions! {
     UsersWrite => "users", "write";
     RolesWrite => "roles", "write";
     AuditRead => "audit", "read";
+    WebhooksRead => "webhooks", "read";
+    WebhooksWrite => "webhooks", "write";
+    JobsManage => "jobs", "manage";
 }
 
 /// An authenticated caller holding permission `P` in the acting tenant.
@@ -133,6 +136,26 @@ mod tests {
         assert!(rbac.allows(&viewer, "t1", "tenant", "read"));
         assert!(!rbac.allows(&[], "t1", "tenant", "read"));
         assert!(!rbac.allows(&["ghost".to_owned()], "t1", "tenant", "read"));
+    }
+
+    /// docs/rbac.md shows the matrix; it must say what the policy says.
+    #[test]
+    fn the_documented_matrix_is_the_policy() {
+        let doc = include_str!("../../docs/rbac.md");
+        let mut rows = 0;
+        for line in doc.lines().filter(|l| l.starts_with("| `")) {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let (object, action) = cells[1].trim_matches('`').split_once(':').unwrap();
+            for (role, cell) in ROLES.iter().zip(&cells[2..6]) {
+                let granted = POLICY.lines().any(|l| {
+                    let p: Vec<&str> = l.split(',').map(str::trim).collect();
+                    p.len() == 5 && p[1] == *role && p[3] == object && p[4] == action
+                });
+                assert_eq!(granted, *cell == "✓", "docs/rbac.md: {role} {object}:{action}");
+            }
+            rows += 1;
+        }
+        assert_eq!(rows, PERMISSIONS.len(), "docs/rbac.md lists every permission");
     }
 
     #[test]

@@ -4,11 +4,19 @@ use sea_orm::DatabaseConnection;
 
 use crate::{
     config::Config,
-    platform::{auth::TokenKeys, rbac::Rbac, redis::Redis},
+    platform::{
+        auth::TokenKeys,
+        crypto::Cipher,
+        events::Listeners,
+        jobs::{Registry, Wakeup},
+        rbac::Rbac,
+        redis::Redis,
+        webhooks::delivery::EndpointSlots,
+    },
 };
 
-/// Everything a request may need, built once by the app constructor and
-/// shared by every worker.
+/// Everything a request or a job may need, built once by the app
+/// constructor and shared by every worker.
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
@@ -16,4 +24,15 @@ pub struct AppState {
     pub redis: Option<Redis>,
     pub rbac: Arc<Rbac>,
     pub keys: Arc<TokenKeys>,
+    /// Encrypts tenant secrets at rest.
+    pub cipher: Arc<Cipher>,
+    /// Job handlers by kind.
+    pub jobs: Arc<Registry>,
+    /// Cross-module reactions to events.
+    pub listeners: Listeners,
+    /// Wakes this process's idle workers after work was committed.
+    pub wakeup: Wakeup,
+    /// The client for webhook deliveries (SSRF-guarded).
+    pub webhook_client: reqwest::Client,
+    pub endpoint_slots: EndpointSlots,
 }

@@ -20,7 +20,16 @@ macro_rules! tenant_owned {
     )*};
 }
 
-tenant_owned!(user, user_role, api_token, audit_log);
+tenant_owned!(
+    user,
+    user_role,
+    api_token,
+    audit_log,
+    event,
+    webhook_endpoint,
+    webhook_delivery,
+    webhook_attempt
+);
 
 /// Tenant-owned rows the application may change. The audit log is
 /// deliberately not one: there is no code path that updates or deletes it.
@@ -29,6 +38,8 @@ pub trait TenantMutable: TenantOwned {}
 impl TenantMutable for entity::user::Entity {}
 impl TenantMutable for entity::user_role::Entity {}
 impl TenantMutable for entity::api_token::Entity {}
+impl TenantMutable for entity::webhook_endpoint::Entity {}
+impl TenantMutable for entity::webhook_delivery::Entity {}
 
 /// The tenant a request acts in: taken from the token (or, for a
 /// super-admin, from `X-Tenant-ID`), never from the body.

@@ -35,6 +35,18 @@ pub fn name(value: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Optional free text (descriptions): at most `max` characters, no control
+/// characters other than line breaks and tabs.
+pub fn plain_text(value: &str, max: usize) -> Result<(), String> {
+    if value.chars().count() > max {
+        return Err(format!("must be at most {max} characters"));
+    }
+    if value.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
+        return Err("must not contain control characters".to_owned());
+    }
+    Ok(())
+}
+
 /// A pragmatic email check: one `@`, a dotted domain, no spaces, <= 254.
 pub fn email(value: &str) -> Result<(), String> {
     let invalid = || Err("is not a valid email address".to_owned());

@@ -40,7 +40,14 @@ pub fn test_config(dir: &std::path::Path) -> figment::Figment {
     let mut figment = Config::defaults()
         .merge(("bind", "127.0.0.1:0"))
         .merge(("data_dir", dir.display().to_string()))
-        .merge(("database.max_connections", 5));
+        .merge(("database.max_connections", 5))
+        // Compressed time: workers poll fast, retries come within milliseconds.
+        .merge(("jobs.poll_interval_ms", 20))
+        .merge(("jobs.retry_base_ms", 10))
+        .merge(("webhooks.retry_schedule_ms", vec![20, 40, 60]))
+        .merge(("webhooks.timeout_ms", 2000))
+        // Test receivers listen on loopback.
+        .merge(("webhooks.allow_networks", vec!["127.0.0.0/8"]));
     if let Ok(url) = std::env::var("NEXUS_TEST_DATABASE_URL") {
         let schema = format!("t_{}", Uuid::now_v7().simple());
         figment = figment.merge(("database_url", url)).merge(("database.schema", schema));
@@ -57,21 +64,39 @@ impl TestApp {
         Self::spawn_with(test_config(dir.path()), dir).await
     }
 
+    /// An app with test settings changed by `adjust`.
+    pub async fn spawn_adjusted(adjust: impl FnOnce(figment::Figment) -> figment::Figment) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        Self::spawn_with(adjust(test_config(dir.path())), dir).await
+    }
+
     /// A second instance over the same database as `self`.
     pub async fn sibling(&self) -> Self {
+        self.sibling_adjusted(|f| f).await
+    }
+
+    /// A second instance over the same database, with settings changed by `adjust`.
+    pub async fn sibling_adjusted(&self, adjust: impl FnOnce(figment::Figment) -> figment::Figment) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let c = &self.config;
-        let figment = Config::defaults()
-            .merge(("bind", "127.0.0.1:0"))
+        let figment = test_config(dir.path())
             .merge(("database_url", c.database_url()))
             .merge(("database.schema", c.database.schema.clone()))
             .merge(("redis_url", c.redis_url().unwrap_or_default()));
-        Self::spawn_with(figment, dir).await
+        Self::spawn_with(adjust(figment), dir).await
     }
 
     pub async fn spawn_with(figment: figment::Figment, dir: tempfile::TempDir) -> Self {
+        Self::spawn_with_listeners(figment, dir, Vec::new()).await
+    }
+
+    pub async fn spawn_with_listeners(
+        figment: figment::Figment,
+        dir: tempfile::TempDir,
+        listeners: Vec<std::sync::Arc<dyn nexus::platform::events::Listener>>,
+    ) -> Self {
         let config = Config::from_figment(figment).unwrap();
-        let app = Application::build(config.clone()).await.unwrap();
+        let app = Application::build_with(config.clone(), listeners).await.unwrap();
         let base = format!("http://127.0.0.1:{}", app.port());
         let state = app.state().clone();
         tokio::spawn(app.run_until_stopped());
@@ -154,6 +179,20 @@ impl TestApp {
         body["data"]["token"].as_str().unwrap().to_owned()
     }
 
+    /// Wait until no job is pending or running (at most 10 s).
+    pub async fn drained(&self) {
+        use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+        eventually(10, || async {
+            let busy = entity::job::Entity::find()
+                .filter(entity::job::Column::Status.is_in(["pending", "running"]))
+                .count(&self.state.db)
+                .await
+                .unwrap();
+            (busy == 0).then_some(())
+        })
+        .await;
+    }
+
     /// A super-admin, as an operator creates one with `nexus user create --super-admin`.
     pub async fn super_admin(&self, tenant: &Tenant) -> String {
         let email = format!("{}@ops.example.com", unique("root"));
@@ -186,4 +225,20 @@ pub async fn assert_problem(res: Response, status: u16, code: &str) -> Value {
 
 pub async fn json(res: Response) -> Value {
     res.json().await.unwrap()
+}
+
+/// Poll `check` every 20 ms until it returns `Some`, for at most `secs` seconds.
+pub async fn eventually<T, F, Fut>(secs: u64, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(std::time::Instant::now() < deadline, "condition not met within {secs} s");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

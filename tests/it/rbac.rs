@@ -10,12 +10,13 @@ async fn every_role_gets_exactly_its_permissions() {
     let tenant = app.register().await;
     let (target, _) = app.user_with_roles(&tenant, &["viewer"]).await;
 
-    // (role, GET /tenant, GET /users, POST /users, PUT role, GET /audit-logs)
+    // (role, GET /tenant, GET /users, POST /users, PUT role, GET /audit-logs,
+    //  GET /webhooks, POST /webhooks, GET /admin/jobs/stats)
     let matrix = [
-        ("admin", [200, 200, 201, 200, 200]),
-        ("manager", [200, 200, 403, 403, 403]),
-        ("user", [200, 403, 403, 403, 403]),
-        ("viewer", [200, 403, 403, 403, 403]),
+        ("admin", [200, 200, 201, 200, 200, 200, 201, 403]),
+        ("manager", [200, 200, 403, 403, 403, 200, 403, 403]),
+        ("user", [200, 403, 403, 403, 403, 403, 403, 403]),
+        ("viewer", [200, 403, 403, 403, 403, 403, 403, 403]),
     ];
     for (role, expected) in matrix {
         let (_, token) = app.user_with_roles(&tenant, &[role]).await;
@@ -38,6 +39,16 @@ async fn every_role_gets_exactly_its_permissions() {
                 .status()
                 .as_u16(),
             app.get("/api/v1/audit-logs", &token).await.status().as_u16(),
+            app.get("/api/v1/webhooks", &token).await.status().as_u16(),
+            app.post(
+                "/api/v1/webhooks",
+                &token,
+                json!({"url": "https://example.com/h", "event_types": ["*"]}),
+            )
+            .await
+            .status()
+            .as_u16(),
+            app.get("/api/v1/admin/jobs/stats", &token).await.status().as_u16(),
         ];
         assert_eq!(got, expected, "role {role}");
     }

@@ -13,7 +13,7 @@ use actix_web::{
     web,
 };
 use chrono::Utc;
-use sea_orm::{ActiveValue::Set, EntityTrait};
+use sea_orm::{ActiveValue::Set, ConnectionTrait, EntityTrait};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
@@ -80,6 +80,35 @@ async fn record(state: &AppState, res: &ServiceResponse<BoxBody>, summary: Optio
     }
 }
 
+/// Record an action Nexus took by itself (no request, no user), such as
+/// disabling a failing webhook endpoint. `action` goes where a request's
+/// method and route would be.
+pub async fn record_system(
+    db: &impl ConnectionTrait,
+    tenant_id: Uuid,
+    action: &str,
+    path: &str,
+    summary: Value,
+) -> Result<(), sea_orm::DbErr> {
+    entity::audit_log::Entity::insert(entity::audit_log::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        tenant_id: Set(Some(tenant_id)),
+        user_id: Set(None),
+        method: Set("SYSTEM".to_owned()),
+        route: Set(action.to_owned()),
+        path: Set(path.to_owned()),
+        status: Set(200),
+        request_id: Set(String::new()),
+        ip: Set(None),
+        user_agent: Set(None),
+        summary: Set(Some(summary)),
+        created_at: Set(Utc::now()),
+    })
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
+}
+
 /// A redacted, bounded summary of a request body.
 pub fn summarize(content_type: Option<&str>, body: &[u8]) -> Option<Value> {
     if body.is_empty() {
@@ -91,7 +120,12 @@ pub fn summarize(content_type: Option<&str>, body: &[u8]) -> Option<Value> {
         return Some(json!({ "content_type": content_type, "bytes": body.len() }));
     };
     redact(&mut value);
-    let size = serde_json::to_vec(&value).map_or(usize::MAX, |v| v.len());
+    let text = serde_json::to_string(&value).unwrap_or_default();
+    if text.contains("\\u0000") {
+        // A NUL in a key: keep only the shape.
+        return Some(json!({ "content_type": content_type, "bytes": body.len() }));
+    }
+    let size = text.len();
     if size <= MAX_SUMMARY_BYTES {
         return Some(value);
     }
@@ -106,6 +140,8 @@ fn redact(value: &mut Value) {
     match value {
         Value::Object(map) => redact_map(map),
         Value::Array(items) => items.iter_mut().for_each(redact),
+        // PostgreSQL's jsonb refuses NUL; the request was refused for it anyway.
+        Value::String(s) if s.contains('\0') => *s = s.replace('\0', "\u{FFFD}"),
         _ => {}
     }
 }
@@ -134,6 +170,14 @@ mod tests {
         for secret in ["hunter2hunter2", "\"k\"", "\"s\""] {
             assert!(!text.contains(secret), "{secret} leaked in {text}");
         }
+    }
+
+    #[test]
+    fn nul_characters_never_reach_the_database() {
+        let summary = summarize(Some("application/json"), br#"{"name":"a\u0000b"}"#).unwrap();
+        assert_eq!(summary["name"], "a\u{FFFD}b");
+        let summary = summarize(Some("application/json"), br#"{"k\u0000":1}"#).unwrap();
+        assert!(summary.get("bytes").is_some() && !summary.to_string().contains("\\u0000"));
     }
 
     #[test]

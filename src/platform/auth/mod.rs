@@ -20,7 +20,7 @@ use actix_web::{
     middleware::Next,
     web,
 };
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
 use serde::{Deserialize, Serialize};
@@ -93,7 +93,6 @@ pub struct Principal {
     /// super-admin switched with `X-Tenant-ID`).
     pub tenant: TenantScope,
     pub token_id: Uuid,
-    pub token_expires_at: DateTime<Utc>,
     pub is_super_admin: bool,
     /// Roles held in the acting tenant.
     pub roles: Vec<String>,
@@ -168,7 +167,6 @@ pub async fn authenticate_optional(state: &AppState, req: &HttpRequest) -> ApiRe
         home_tenant_id: user.tenant_id,
         tenant,
         token_id: token_row.id,
-        token_expires_at: token_row.expires_at,
         is_super_admin: user.is_super_admin,
         roles,
     }))

@@ -11,12 +11,14 @@ use sea_orm::{
     QuerySelect, TransactionSession, TransactionTrait, sea_query::Expr,
 };
 use serde::Serialize;
+use serde_json::json;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
     error::{ApiError, ApiResult, Code},
     platform::{
+        events,
         http::{PageRequest, Paged},
         rbac::ROLES,
         tenancy::TenantScope,
@@ -153,6 +155,8 @@ pub async fn create_user(
     for role in &roles {
         insert_role(&txn, tenant, user.id, role).await?;
     }
+    let data = json!({ "id": user.id, "email": user.email, "name": user.name, "roles": roles });
+    events::publish(&txn, tenant.id(), &events::USER_CREATED, data).await?;
     txn.commit().await?;
     Ok(UserView::new(user, roles))
 }
@@ -257,7 +261,7 @@ pub async fn list(
 /// Disable or re-enable an account. Disabling refuses every token of the
 /// user from the next request on.
 pub async fn set_disabled(
-    db: &impl ConnectionTrait,
+    db: &impl TransactionTrait,
     tenant: TenantScope,
     actor: Uuid,
     id: Uuid,
@@ -266,28 +270,42 @@ pub async fn set_disabled(
     if disabled && actor == id {
         return Err(ApiError::new(Code::Conflict, "you cannot disable your own account"));
     }
-    find(db, tenant, id).await?;
+    let txn = db.begin().await?;
+    let user = find(&txn, tenant, id).await?;
     let now = Utc::now();
     tenant
         .update_many::<user::Entity>()
         .filter(user::Column::Id.eq(id))
         .col_expr(user::Column::DisabledAt, Expr::value(disabled.then_some(now)))
         .col_expr(user::Column::UpdatedAt, Expr::value(now))
-        .exec(db)
+        .exec(&txn)
         .await?;
-    get(db, tenant, id).await
+    if disabled != user.disabled_at.is_some() {
+        let event = if disabled { &events::USER_DISABLED } else { &events::USER_ENABLED };
+        events::publish(&txn, tenant.id(), event, json!({ "id": id, "email": user.email })).await?;
+    }
+    let view = get(&txn, tenant, id).await?;
+    txn.commit().await?;
+    Ok(view)
 }
 
 pub async fn assign_role(
-    db: &impl ConnectionTrait,
+    db: &impl TransactionTrait,
     tenant: TenantScope,
     id: Uuid,
     role: &str,
 ) -> ApiResult<UserView> {
     check_role(role)?;
-    find(db, tenant, id).await?;
-    insert_role(db, tenant, id, role).await?;
-    get(db, tenant, id).await
+    let txn = db.begin().await?;
+    let before = get(&txn, tenant, id).await?;
+    if !before.roles.iter().any(|r| r == role) {
+        insert_role(&txn, tenant, id, role).await?;
+        events::publish(&txn, tenant.id(), &events::USER_ROLE_ASSIGNED, json!({ "id": id, "role": role }))
+            .await?;
+    }
+    let view = get(&txn, tenant, id).await?;
+    txn.commit().await?;
+    Ok(view)
 }
 
 /// Remove a role; the last admin of a tenant keeps theirs, so a tenant can
@@ -314,12 +332,16 @@ pub async fn remove_role(
             return Err(ApiError::new(Code::Conflict, "a tenant must keep at least one admin"));
         }
     }
-    tenant
+    let removed = tenant
         .delete_many::<user_role::Entity>()
         .filter(user_role::Column::UserId.eq(id))
         .filter(user_role::Column::Role.eq(role))
         .exec(&txn)
         .await?;
+    if removed.rows_affected > 0 {
+        events::publish(&txn, tenant.id(), &events::USER_ROLE_REMOVED, json!({ "id": id, "role": role }))
+            .await?;
+    }
     let view = get(&txn, tenant, id).await?;
     txn.commit().await?;
     Ok(view)

@@ -1,0 +1,433 @@
+//! Durable background jobs. A job is a row in `jobs`, enqueued in the same
+//! transaction as the change that needs it, so a crash after commit loses
+//! nothing. Workers claim jobs with a lease they keep renewing (a crashed
+//! worker's jobs become claimable when the lease runs out); on PostgreSQL
+//! the claim uses `FOR UPDATE SKIP LOCKED`, so N workers never run one job
+//! twice. Jobs run in three priority lanes with their own worker slots, so
+//! a flood of low-priority work cannot delay urgent work. After its last
+//! attempt a job is dead: kept with its payload and error, replayable.
+
+pub mod routes;
+mod runner;
+
+use std::{collections::HashMap, sync::Arc};
+
+use chrono::{DateTime, Duration, Utc};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter,
+    Statement, sea_query::Expr,
+};
+use serde::Serialize;
+use tokio::sync::Notify;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+pub use runner::{Runner, RunnerHandle};
+
+use crate::platform::state::AppState;
+use entity::job;
+
+pub const PENDING: &str = "pending";
+pub const RUNNING: &str = "running";
+pub const COMPLETED: &str = "completed";
+pub const DEAD: &str = "dead";
+
+/// The three lanes, highest first.
+pub const LANES: [Lane; 3] = [Lane::High, Lane::Default, Lane::Low];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Lane {
+    High,
+    Default,
+    Low,
+}
+
+impl Lane {
+    /// Priority 8-10 is high, 3-7 default, 1-2 low.
+    pub fn of(priority: i16) -> Lane {
+        match priority {
+            8.. => Lane::High,
+            3..=7 => Lane::Default,
+            _ => Lane::Low,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lane::High => "high",
+            Lane::Default => "default",
+            Lane::Low => "low",
+        }
+    }
+}
+
+/// A job to enqueue.
+pub struct NewJob {
+    pub kind: &'static str,
+    pub payload: serde_json::Value,
+    pub tenant_id: Option<Uuid>,
+    /// 1 (lowest) to 10 (highest); clamped.
+    pub priority: i16,
+    pub run_at: DateTime<Utc>,
+    pub max_attempts: i32,
+}
+
+impl NewJob {
+    pub fn new(kind: &'static str, payload: serde_json::Value) -> Self {
+        Self { kind, payload, tenant_id: None, priority: 5, run_at: Utc::now(), max_attempts: 10 }
+    }
+
+    pub fn tenant(mut self, tenant_id: Uuid) -> Self {
+        self.tenant_id = Some(tenant_id);
+        self
+    }
+
+    pub fn priority(mut self, priority: i16) -> Self {
+        self.priority = priority.clamp(1, 10);
+        self
+    }
+
+    pub fn max_attempts(mut self, max_attempts: i32) -> Self {
+        self.max_attempts = max_attempts.max(1);
+        self
+    }
+}
+
+/// Write a job; call it with the transaction of the change that needs it.
+pub async fn enqueue(db: &impl ConnectionTrait, new: NewJob) -> Result<Uuid, sea_orm::DbErr> {
+    let now = Utc::now();
+    let id = Uuid::now_v7();
+    job::Entity::insert(job::ActiveModel {
+        id: Set(id),
+        tenant_id: Set(new.tenant_id),
+        kind: Set(new.kind.to_owned()),
+        payload: Set(new.payload),
+        priority: Set(new.priority),
+        lane: Set(Lane::of(new.priority).as_str().to_owned()),
+        status: Set(PENDING.to_owned()),
+        attempts: Set(0),
+        max_attempts: Set(new.max_attempts),
+        run_at: Set(new.run_at),
+        locked_by: Set(None),
+        locked_until: Set(None),
+        last_error: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+        finished_at: Set(None),
+    })
+    .exec_without_returning(db)
+    .await?;
+    Ok(id)
+}
+
+/// How a run ended, when it did not succeed.
+#[derive(Debug)]
+pub enum JobError {
+    /// Try again at `at` (or after the exponential backoff), unless this
+    /// was the last attempt.
+    Retry { error: String, at: Option<DateTime<Utc>> },
+    /// Not worth retrying: the job goes dead at once.
+    Fail(String),
+    /// Not run now (e.g. a concurrency cap was reached): run again at `at`
+    /// without counting an attempt.
+    Defer(DateTime<Utc>),
+}
+
+impl JobError {
+    pub fn retry(error: impl std::fmt::Display) -> Self {
+        JobError::Retry { error: error.to_string(), at: None }
+    }
+}
+
+impl From<sea_orm::DbErr> for JobError {
+    fn from(err: sea_orm::DbErr) -> Self {
+        JobError::retry(err)
+    }
+}
+
+impl From<crate::error::ApiError> for JobError {
+    fn from(err: crate::error::ApiError) -> Self {
+        JobError::retry(err)
+    }
+}
+
+/// The code that runs one kind of job.
+#[async_trait::async_trait]
+pub trait JobHandler: Send + Sync {
+    async fn run(&self, state: &AppState, job: &job::Model) -> Result<(), JobError>;
+}
+
+/// Handlers by job kind, assembled once by the app constructor.
+#[derive(Clone, Default)]
+pub struct Registry(HashMap<&'static str, Arc<dyn JobHandler>>);
+
+impl Registry {
+    pub fn with(mut self, kind: &'static str, handler: impl JobHandler + 'static) -> Self {
+        self.0.insert(kind, Arc::new(handler));
+        self
+    }
+
+    pub fn get(&self, kind: &str) -> Option<&Arc<dyn JobHandler>> {
+        self.0.get(kind)
+    }
+}
+
+/// Wakes this process's idle workers when work was committed, so they need
+/// not wait for the next poll.
+#[derive(Clone, Default)]
+pub struct Wakeup(Arc<Notify>);
+
+impl Wakeup {
+    pub fn wake(&self) {
+        self.0.notify_waiters();
+    }
+
+    pub async fn wait(&self) {
+        self.0.notified().await;
+    }
+}
+
+/// Claim up to `limit` runnable jobs of `lane` for `worker`: pending ones
+/// whose time has come, and running ones whose lease expired.
+pub async fn claim(
+    db: &impl ConnectionTrait,
+    lane: Lane,
+    limit: usize,
+    worker: &str,
+    lease: Duration,
+) -> Result<Vec<job::Model>, sea_orm::DbErr> {
+    let now = Utc::now();
+    let backend = db.get_database_backend();
+    // SQLite serialises writers, so the plain subquery is already exclusive.
+    let lock = if backend == DbBackend::Postgres { "FOR UPDATE SKIP LOCKED" } else { "" };
+    let sql = format!(
+        "UPDATE jobs SET status = 'running', attempts = attempts + 1, locked_by = $1, locked_until = $2, \
+         updated_at = $3 WHERE id IN (SELECT id FROM jobs WHERE lane = $4 AND \
+         ((status = 'pending' AND run_at <= $3) OR (status = 'running' AND locked_until < $3)) \
+         ORDER BY priority DESC, run_at LIMIT $5 {lock}) RETURNING *"
+    );
+    let values = vec![
+        worker.into(),
+        (now + lease).into(),
+        now.into(),
+        lane.as_str().into(),
+        i64::try_from(limit).unwrap_or(i64::MAX).into(),
+    ];
+    job::Model::find_by_statement(Statement::from_sql_and_values(backend, sql, values)).all(db).await
+}
+
+/// Renew the lease of a job this worker holds.
+pub async fn heartbeat(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+    worker: &str,
+    lease: Duration,
+) -> Result<(), sea_orm::DbErr> {
+    job::Entity::update_many()
+        .col_expr(job::Column::LockedUntil, Expr::value(Utc::now() + lease))
+        .filter(job::Column::Id.eq(id))
+        .filter(job::Column::LockedBy.eq(worker))
+        .filter(job::Column::Status.eq(RUNNING))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Record how a run ended. Only the worker holding the lease may.
+pub async fn finish(
+    db: &impl ConnectionTrait,
+    job: &job::Model,
+    worker: &str,
+    result: Result<(), JobError>,
+    backoff_base: Duration,
+) -> Result<(), sea_orm::DbErr> {
+    let now = Utc::now();
+    let mut update = job::Entity::update_many()
+        .col_expr(job::Column::LockedBy, Expr::value(Option::<String>::None))
+        .col_expr(job::Column::LockedUntil, Expr::value(Option::<DateTime<Utc>>::None))
+        .col_expr(job::Column::UpdatedAt, Expr::value(now))
+        .filter(job::Column::Id.eq(job.id))
+        .filter(job::Column::LockedBy.eq(worker));
+    let retry_at =
+        |at: Option<DateTime<Utc>>| at.unwrap_or_else(|| now + backoff(backoff_base, job.attempts));
+    update = match result {
+        Ok(()) => update
+            .col_expr(job::Column::Status, Expr::value(COMPLETED))
+            .col_expr(job::Column::FinishedAt, Expr::value(now)),
+        Err(JobError::Retry { error, at }) if job.attempts < job.max_attempts => update
+            .col_expr(job::Column::Status, Expr::value(PENDING))
+            .col_expr(job::Column::RunAt, Expr::value(retry_at(at)))
+            .col_expr(job::Column::LastError, Expr::value(error)),
+        Err(JobError::Retry { error, .. } | JobError::Fail(error)) => update
+            .col_expr(job::Column::Status, Expr::value(DEAD))
+            .col_expr(job::Column::FinishedAt, Expr::value(now))
+            .col_expr(job::Column::LastError, Expr::value(error)),
+        Err(JobError::Defer(at)) => update
+            .col_expr(job::Column::Status, Expr::value(PENDING))
+            .col_expr(job::Column::RunAt, Expr::value(at))
+            .col_expr(job::Column::Attempts, attempts_minus_one()),
+    };
+    update.exec(db).await?;
+    Ok(())
+}
+
+/// `attempts - 1`: a run that does not count.
+fn attempts_minus_one() -> sea_orm::sea_query::SimpleExpr {
+    use sea_orm::sea_query::ExprTrait;
+    Expr::col(job::Column::Attempts).sub(1)
+}
+
+/// Give jobs this worker still holds back to the queue, uncounted (used at
+/// shutdown for runs that did not finish within the grace period).
+pub async fn release(db: &impl ConnectionTrait, ids: &[Uuid], worker: &str) -> Result<u64, sea_orm::DbErr> {
+    let res = job::Entity::update_many()
+        .col_expr(job::Column::Status, Expr::value(PENDING))
+        .col_expr(job::Column::LockedBy, Expr::value(Option::<String>::None))
+        .col_expr(job::Column::LockedUntil, Expr::value(Option::<DateTime<Utc>>::None))
+        .col_expr(job::Column::Attempts, attempts_minus_one())
+        .filter(job::Column::Id.is_in(ids.iter().copied()))
+        .filter(job::Column::LockedBy.eq(worker))
+        .filter(job::Column::Status.eq(RUNNING))
+        .exec(db)
+        .await?;
+    Ok(res.rows_affected)
+}
+
+/// `base * 2^(attempt-1)`, capped at one hour.
+pub fn backoff(base: Duration, attempt: i32) -> Duration {
+    let exp = u32::try_from(attempt.saturating_sub(1)).unwrap_or(0).min(20);
+    (base * 2_i32.pow(exp)).min(Duration::hours(1))
+}
+
+/// Put dead jobs back in the queue with fresh attempts: one (`id`), or all
+/// of them (optionally of one kind). Returns how many.
+pub async fn replay(
+    db: &impl ConnectionTrait,
+    id: Option<Uuid>,
+    kind: Option<&str>,
+) -> Result<u64, sea_orm::DbErr> {
+    let now = Utc::now();
+    let mut update = job::Entity::update_many()
+        .col_expr(job::Column::Status, Expr::value(PENDING))
+        .col_expr(job::Column::Attempts, Expr::value(0))
+        .col_expr(job::Column::RunAt, Expr::value(now))
+        .col_expr(job::Column::FinishedAt, Expr::value(Option::<DateTime<Utc>>::None))
+        .col_expr(job::Column::UpdatedAt, Expr::value(now))
+        .filter(job::Column::Status.eq(DEAD));
+    if let Some(id) = id {
+        update = update.filter(job::Column::Id.eq(id));
+    }
+    if let Some(kind) = kind {
+        update = update.filter(job::Column::Kind.eq(kind));
+    }
+    Ok(update.exec(db).await?.rows_affected)
+}
+
+/// Delete completed jobs that finished before `before` (dead ones stay).
+pub async fn prune(db: &impl ConnectionTrait, before: DateTime<Utc>) -> Result<u64, sea_orm::DbErr> {
+    let res = job::Entity::delete_many()
+        .filter(job::Column::Status.eq(COMPLETED))
+        .filter(job::Column::FinishedAt.lt(before))
+        .exec(db)
+        .await?;
+    Ok(res.rows_affected)
+}
+
+/// Queue health of one lane.
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct LaneStats {
+    #[schema(example = "default")]
+    pub lane: String,
+    /// Pending and due now.
+    pub ready: u64,
+    /// Pending, due later (retries and scheduled jobs).
+    pub scheduled: u64,
+    pub running: u64,
+    pub dead: u64,
+    /// Seconds the oldest ready job has waited past its time.
+    pub oldest_ready_age_seconds: Option<i64>,
+    /// Completed in the last hour (completed jobs are kept for
+    /// `jobs.retention_hours`).
+    pub completed_last_hour: u64,
+    /// Runs that failed and will be retried, in the queue now.
+    pub retrying: u64,
+}
+
+#[derive(FromQueryResult)]
+struct StatRow {
+    lane: String,
+    status: String,
+    due: bool,
+    retrying: bool,
+    recent: bool,
+    n: i64,
+    oldest: Option<DateTime<Utc>>,
+}
+
+/// Depth per lane, age of the oldest ready job, throughput and failures.
+pub async fn stats(db: &impl ConnectionTrait) -> Result<Vec<LaneStats>, sea_orm::DbErr> {
+    let now = Utc::now();
+    let sql = "SELECT lane, status, run_at <= $1 AS due, last_error IS NOT NULL AS retrying, \
+               (finished_at IS NOT NULL AND finished_at >= $2) AS recent, COUNT(*) AS n, MIN(run_at) AS oldest \
+               FROM jobs GROUP BY lane, status, run_at <= $1, last_error IS NOT NULL, \
+               (finished_at IS NOT NULL AND finished_at >= $2)";
+    let backend = db.get_database_backend();
+    let rows = StatRow::find_by_statement(Statement::from_sql_and_values(
+        backend,
+        sql,
+        vec![now.into(), (now - Duration::hours(1)).into()],
+    ))
+    .all(db)
+    .await?;
+    let mut by_lane: HashMap<String, LaneStats> = HashMap::new();
+    for row in rows {
+        let stats = by_lane.entry(row.lane.clone()).or_default();
+        let n = u64::try_from(row.n).unwrap_or(0);
+        match row.status.as_str() {
+            PENDING if row.due => {
+                stats.ready += n;
+                let age = row.oldest.map(|t| (now - t).num_seconds().max(0));
+                stats.oldest_ready_age_seconds = stats.oldest_ready_age_seconds.max(age);
+            }
+            PENDING => stats.scheduled += n,
+            RUNNING => stats.running += n,
+            DEAD => stats.dead += n,
+            COMPLETED if row.recent => stats.completed_last_hour += n,
+            _ => {}
+        }
+        if row.status == PENDING && row.retrying {
+            stats.retrying += n;
+        }
+    }
+    Ok(LANES
+        .iter()
+        .map(|lane| {
+            let mut stats = by_lane.remove(lane.as_str()).unwrap_or_default();
+            stats.lane = lane.as_str().to_owned();
+            stats
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn priorities_map_to_lanes() {
+        assert_eq!(Lane::of(10), Lane::High);
+        assert_eq!(Lane::of(8), Lane::High);
+        assert_eq!(Lane::of(7), Lane::Default);
+        assert_eq!(Lane::of(3), Lane::Default);
+        assert_eq!(Lane::of(2), Lane::Low);
+        assert_eq!(Lane::of(1), Lane::Low);
+    }
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let base = Duration::seconds(2);
+        assert_eq!(backoff(base, 1), Duration::seconds(2));
+        assert_eq!(backoff(base, 3), Duration::seconds(8));
+        assert_eq!(backoff(base, 40), Duration::hours(1));
+    }
+}

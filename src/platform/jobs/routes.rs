@@ -1,0 +1,195 @@
+//! `/admin/jobs`: queue health, dead jobs and their replay, for operators
+//! (super-admins: the queue is shared by every tenant).
+
+use actix_web::{HttpResponse, get, post, web};
+use chrono::{DateTime, Utc};
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_actix_web::service_config::ServiceConfig;
+use uuid::Uuid;
+
+use super::LaneStats;
+use crate::{
+    error::{ApiError, ApiResult, Code, FieldError, Problem},
+    platform::{
+        http::{ApiJson, Data, PageRequest, Paged, Validate, ok},
+        rbac::{Authorized, JobsManage},
+        state::AppState,
+    },
+};
+use entity::job::{Column, Entity, Model};
+
+pub fn routes(cfg: &mut ServiceConfig) {
+    cfg.service(job_stats).service(list_jobs).service(replay_one).service(replay_many);
+}
+
+/// Depth per lane, age of the oldest ready job, throughput and failures.
+#[utoipa::path(
+    tag = "jobs",
+    responses(
+        (status = 200, description = "One entry per lane: high, default, low", body = Data<Vec<LaneStats>>),
+        (status = 401, body = Problem), (status = 403, body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/admin/jobs/stats")]
+async fn job_stats(_auth: Authorized<JobsManage>, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+    Ok(ok(super::stats(&state.db).await?))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobView {
+    pub id: Uuid,
+    pub tenant_id: Option<Uuid>,
+    #[schema(example = "webhook.deliver")]
+    pub kind: String,
+    pub payload: serde_json::Value,
+    #[schema(example = 5)]
+    pub priority: i16,
+    #[schema(example = "default")]
+    pub lane: String,
+    /// `pending`, `running`, `completed` or `dead`.
+    #[schema(example = "dead")]
+    pub status: String,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub run_at: DateTime<Utc>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl From<Model> for JobView {
+    fn from(m: Model) -> Self {
+        Self {
+            id: m.id,
+            tenant_id: m.tenant_id,
+            kind: m.kind,
+            payload: m.payload,
+            priority: m.priority,
+            lane: m.lane,
+            status: m.status,
+            attempts: m.attempts,
+            max_attempts: m.max_attempts,
+            run_at: m.run_at,
+            last_error: m.last_error,
+            created_at: m.created_at,
+            finished_at: m.finished_at,
+        }
+    }
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct JobListQuery {
+    page: Option<u64>,
+    per_page: Option<u64>,
+    /// `pending`, `running`, `completed` or `dead` (default `dead`).
+    status: Option<String>,
+    /// Job kind, e.g. `webhook.deliver`.
+    kind: Option<String>,
+}
+
+/// Jobs by status (dead ones by default), newest first.
+#[utoipa::path(
+    tag = "jobs",
+    params(JobListQuery),
+    responses(
+        (status = 200, description = "A page of jobs", body = Paged<JobView>),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/admin/jobs")]
+async fn list_jobs(
+    _auth: Authorized<JobsManage>,
+    state: web::Data<AppState>,
+    query: web::Query<JobListQuery>,
+) -> ApiResult<HttpResponse> {
+    let q = query.into_inner();
+    let page = PageRequest::new(q.page, q.per_page)?;
+    let status = q.status.unwrap_or_else(|| super::DEAD.to_owned());
+    if ![super::PENDING, super::RUNNING, super::COMPLETED, super::DEAD].contains(&status.as_str()) {
+        let mut err = ApiError::new(Code::InvalidQuery, "unknown job status");
+        err.errors.push(FieldError::new("status", "must be pending, running, completed or dead"));
+        return Err(err);
+    }
+    let mut select = Entity::find().filter(Column::Status.eq(status));
+    if let Some(kind) = q.kind {
+        select = select.filter(Column::Kind.eq(kind));
+    }
+    let total = select.clone().count(&state.db).await?;
+    let rows = select
+        .order_by_desc(Column::CreatedAt)
+        .order_by_desc(Column::Id)
+        .offset(page.offset())
+        .limit(page.per_page)
+        .all(&state.db)
+        .await?;
+    let views: Vec<JobView> = rows.into_iter().map(Into::into).collect();
+    Ok(HttpResponse::Ok().json(page.into_paged(views, total)))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Replayed {
+    /// Dead jobs queued again with fresh attempts.
+    #[schema(example = 1)]
+    replayed: u64,
+}
+
+/// Queue one dead job again with fresh attempts.
+#[utoipa::path(
+    tag = "jobs",
+    responses(
+        (status = 200, description = "Queued again", body = Data<Replayed>),
+        (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, description = "No dead job with this id", body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+#[post("/admin/jobs/{id}/replay")]
+async fn replay_one(
+    _auth: Authorized<JobsManage>,
+    state: web::Data<AppState>,
+    id: web::Path<Uuid>,
+) -> ApiResult<HttpResponse> {
+    let replayed = super::replay(&state.db, Some(id.into_inner()), None).await?;
+    if replayed == 0 {
+        return Err(ApiError::not_found("dead job"));
+    }
+    state.wakeup.wake();
+    Ok(ok(Replayed { replayed }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayRequest {
+    /// Only dead jobs of this kind; all dead jobs when absent.
+    #[schema(example = "webhook.deliver")]
+    kind: Option<String>,
+}
+
+impl Validate for ReplayRequest {}
+
+/// Queue every dead job (optionally of one kind) again.
+#[utoipa::path(
+    tag = "jobs",
+    request_body = ReplayRequest,
+    responses(
+        (status = 200, description = "How many were queued again", body = Data<Replayed>),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+#[post("/admin/jobs/replay")]
+async fn replay_many(
+    _auth: Authorized<JobsManage>,
+    state: web::Data<AppState>,
+    body: ApiJson<ReplayRequest>,
+) -> ApiResult<HttpResponse> {
+    let replayed = super::replay(&state.db, None, body.0.kind.as_deref()).await?;
+    state.wakeup.wake();
+    Ok(ok(Replayed { replayed }))
+}

@@ -1,0 +1,397 @@
+//! The `webhook.deliver` job: one signed HTTP attempt of a delivery, its
+//! record, and what follows (success, a retry on the schedule, giving up,
+//! or disabling an endpoint that is gone or has failed for too long).
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::{Duration as StdDuration, Instant},
+};
+
+use chrono::{DateTime, Duration, Utc};
+use rand::Rng;
+use reqwest::{
+    StatusCode,
+    dns::{Addrs, Name, Resolve, Resolving},
+    header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER, USER_AGENT},
+};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, TransactionTrait, sea_query::Expr};
+use serde_json::{Value, json};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use uuid::Uuid;
+
+use super::{DELIVERY_FAILED, DELIVERY_PENDING, DELIVERY_SUCCEEDED, signature, ssrf::UrlPolicy};
+use crate::{
+    config::{Config, WebhooksConfig},
+    platform::{
+        audit,
+        events::{self, WEBHOOK_ENDPOINT_DISABLED},
+        jobs::{JobError, JobHandler},
+        state::AppState,
+    },
+};
+use entity::{
+    job, webhook_attempt as attempt, webhook_delivery as delivery_row, webhook_endpoint as endpoint,
+};
+
+/// Largest part of a receiver's answer that is kept.
+const MAX_RESPONSE_BODY: usize = 4096;
+
+/// The HTTP client for deliveries: no redirects (a 3xx could point inside),
+/// no proxy from the environment, and a resolver that refuses non-public
+/// addresses at connect time, so a DNS answer cannot change after the check.
+pub fn client(config: &Config) -> anyhow::Result<reqwest::Client> {
+    let policy = config.url_policy().map_err(anyhow::Error::msg)?;
+    Ok(reqwest::Client::builder()
+        .timeout(StdDuration::from_millis(config.webhooks.timeout_ms))
+        .connect_timeout(StdDuration::from_millis(config.webhooks.timeout_ms.min(10_000)))
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .dns_resolver(Arc::new(GuardedResolver(policy)))
+        .build()?)
+}
+
+struct GuardedResolver(UrlPolicy);
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let policy = self.0.clone();
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> = policy.resolve_host(name.as_str(), 0).await?;
+            Ok(Box::new(addrs.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// In-flight deliveries per endpoint on this instance, so one slow
+/// receiver cannot occupy every worker.
+#[derive(Clone, Default)]
+pub struct EndpointSlots(Arc<Mutex<HashMap<Uuid, Arc<Semaphore>>>>);
+
+impl EndpointSlots {
+    fn try_take(&self, endpoint: Uuid, max: usize) -> Option<OwnedSemaphorePermit> {
+        let semaphore =
+            self.0.lock().ok()?.entry(endpoint).or_insert_with(|| Arc::new(Semaphore::new(max))).clone();
+        semaphore.try_acquire_owned().ok()
+    }
+}
+
+/// When to try again after failed attempt number `attempt` of a round
+/// (1-based), or `None` when the schedule is exhausted. A receiver's
+/// `Retry-After` wins when it asks for longer, up to `max_retry_after_ms`.
+pub fn next_attempt(
+    config: &WebhooksConfig,
+    attempt: i32,
+    retry_after: Option<StdDuration>,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let index = usize::try_from(attempt).ok()?.checked_sub(1)?;
+    let base = *config.retry_schedule_ms.get(index)? as f64;
+    let spread =
+        if config.jitter > 0.0 { rand::rng().random_range(-config.jitter..=config.jitter) } else { 0.0 };
+    let mut delay = (base * (1.0 + spread)).max(0.0) as u64;
+    if let Some(asked) = retry_after {
+        let asked = u64::try_from(asked.as_millis()).unwrap_or(u64::MAX).min(config.max_retry_after_ms);
+        delay = delay.max(asked);
+    }
+    Some(now + Duration::milliseconds(i64::try_from(delay).unwrap_or(i64::MAX)))
+}
+
+/// `Retry-After` as seconds (the HTTP-date form is rare for webhooks and ignored).
+fn retry_after(headers: &HeaderMap) -> Option<StdDuration> {
+    headers.get(RETRY_AFTER)?.to_str().ok()?.trim().parse::<u64>().ok().map(StdDuration::from_secs)
+}
+
+/// What one attempt produced.
+struct Outcome {
+    status: Option<StatusCode>,
+    body: Option<String>,
+    error: Option<String>,
+    retry_after: Option<StdDuration>,
+}
+
+pub struct Deliver;
+
+#[async_trait::async_trait]
+impl JobHandler for Deliver {
+    async fn run(&self, state: &AppState, job: &job::Model) -> Result<(), JobError> {
+        let id = job
+            .payload
+            .get("delivery_id")
+            .and_then(Value::as_str)
+            .and_then(|id| Uuid::parse_str(id).ok())
+            .ok_or_else(|| JobError::Fail("payload has no delivery_id".to_owned()))?;
+        let Some(delivery) = delivery_row::Entity::find_by_id(id).one(&state.db).await? else {
+            return Ok(()); // the endpoint was deleted with its deliveries
+        };
+        if delivery.status != DELIVERY_PENDING {
+            return Ok(());
+        }
+        let Some(endpoint) = endpoint::Entity::find_by_id(delivery.endpoint_id).one(&state.db).await? else {
+            return Ok(());
+        };
+        let config = &state.config.webhooks;
+        let is_test = delivery.event_type == events::WEBHOOK_TEST.name;
+        if !endpoint.enabled && !is_test {
+            give_up(state, &delivery, "the endpoint is disabled").await?;
+            return Ok(());
+        }
+        let Some(_slot) = state.endpoint_slots.try_take(endpoint.id, config.max_in_flight_per_endpoint)
+        else {
+            return Err(JobError::Defer(Utc::now() + Duration::milliseconds(200)));
+        };
+
+        let (headers, outcome, elapsed) = attempt_once(state, &endpoint, &delivery).await?;
+        let now = Utc::now();
+        let succeeded = outcome.status.is_some_and(|s| s.is_success());
+        let gone = outcome.status == Some(StatusCode::GONE);
+        let retry_at = if succeeded || gone {
+            None
+        } else {
+            next_attempt(config, job.attempts, outcome.retry_after, now)
+        };
+
+        let txn = state.db.begin().await?;
+        let number = delivery.attempts + 1;
+        attempt::Entity::insert(attempt::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            tenant_id: Set(delivery.tenant_id),
+            delivery_id: Set(delivery.id),
+            endpoint_id: Set(endpoint.id),
+            attempt: Set(number),
+            url: Set(endpoint.url.clone()),
+            request_headers: Set(headers),
+            status_code: Set(outcome.status.map(|s| i32::from(s.as_u16()))),
+            duration_ms: Set(i32::try_from(elapsed.as_millis()).unwrap_or(i32::MAX)),
+            response_body: Set(outcome.body),
+            error: Set(outcome.error.clone()),
+            created_at: Set(now),
+        })
+        .exec_without_returning(&txn)
+        .await?;
+        let status = match (succeeded, retry_at) {
+            (true, _) => DELIVERY_SUCCEEDED,
+            (false, Some(_)) => DELIVERY_PENDING,
+            (false, None) => DELIVERY_FAILED,
+        };
+        delivery_row::Entity::update_many()
+            .filter(delivery_row::Column::Id.eq(delivery.id))
+            .col_expr(delivery_row::Column::Attempts, Expr::value(number))
+            .col_expr(delivery_row::Column::Status, Expr::value(status))
+            .col_expr(delivery_row::Column::NextAttemptAt, Expr::value(retry_at))
+            .col_expr(
+                delivery_row::Column::LastStatusCode,
+                Expr::value(outcome.status.map(|s| i32::from(s.as_u16()))),
+            )
+            .col_expr(delivery_row::Column::SucceededAt, Expr::value(succeeded.then_some(now)))
+            .col_expr(delivery_row::Column::UpdatedAt, Expr::value(now))
+            .exec(&txn)
+            .await?;
+        let endpoint_update = endpoint::Entity::update_many().filter(endpoint::Column::Id.eq(endpoint.id));
+        if succeeded {
+            endpoint_update
+                .col_expr(endpoint::Column::LastSuccessAt, Expr::value(now))
+                .col_expr(endpoint::Column::FailingSince, Expr::value(Option::<DateTime<Utc>>::None))
+                .exec(&txn)
+                .await?;
+        } else if gone {
+            disable(&txn, &endpoint, "gone").await?;
+        } else {
+            let since = endpoint.failing_since.unwrap_or(now);
+            let limit = Duration::hours(i64::from(config.disable_after_failing_hours));
+            if endpoint.failing_since.is_none() {
+                endpoint_update.col_expr(endpoint::Column::FailingSince, Expr::value(now)).exec(&txn).await?;
+            } else if endpoint.enabled && now - since >= limit {
+                disable(&txn, &endpoint, "failing").await?;
+            }
+        }
+        txn.commit().await?;
+        state.wakeup.wake();
+
+        match retry_at {
+            Some(at) => Err(JobError::Retry {
+                error: outcome.error.unwrap_or_else(|| "the receiver did not answer with a 2xx".to_owned()),
+                at: Some(at),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Sign and send the delivery once; the headers sent are returned for the
+/// attempt log.
+async fn attempt_once(
+    state: &AppState,
+    endpoint: &endpoint::Model,
+    delivery: &delivery_row::Model,
+) -> Result<(Value, Outcome, StdDuration), JobError> {
+    let body = serde_json::to_vec(&delivery.payload).map_err(|e| JobError::Fail(e.to_string()))?;
+    let now = Utc::now();
+    let mut secrets =
+        vec![state.cipher.decrypt(&endpoint.secret).map_err(|e| JobError::Fail(e.to_string()))?];
+    if let (Some(previous), Some(until)) = (&endpoint.previous_secret, endpoint.previous_secret_expires_at)
+        && until > now
+    {
+        secrets.push(state.cipher.decrypt(previous).map_err(|e| JobError::Fail(e.to_string()))?);
+    }
+    let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+    let msg_id = delivery.event_id.to_string();
+    let timestamp = now.timestamp();
+    let signature = signature::signature_header(&secrets, &msg_id, timestamp, &body)
+        .map_err(|e| JobError::Fail(e.to_string()))?;
+    let headers = json!({
+        "content-type": "application/json",
+        "user-agent": USER_AGENT_VALUE,
+        "webhook-id": msg_id,
+        "webhook-timestamp": timestamp.to_string(),
+        "webhook-signature": signature,
+    });
+
+    let started = Instant::now();
+    let outcome = match state.config.url_policy().map_err(JobError::Fail)?.check_url(&endpoint.url) {
+        Err(err) => Outcome { status: None, body: None, error: Some(err.to_string()), retry_after: None },
+        Ok(url) => {
+            let request = state
+                .webhook_client
+                .post(url)
+                .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+                .header(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE))
+                .header("webhook-id", msg_id)
+                .header("webhook-timestamp", timestamp.to_string())
+                .header("webhook-signature", signature)
+                .body(body);
+            match request.send().await {
+                Ok(res) => {
+                    let status = res.status();
+                    let retry_after = retry_after(res.headers());
+                    let body = read_prefix(res, MAX_RESPONSE_BODY).await;
+                    let error = (!status.is_success()).then(|| format!("the receiver answered {status}"));
+                    Outcome { status: Some(status), body: Some(body), error, retry_after }
+                }
+                Err(err) => {
+                    Outcome { status: None, body: None, error: Some(describe(&err)), retry_after: None }
+                }
+            }
+        }
+    };
+    Ok((headers, outcome, started.elapsed()))
+}
+
+/// The first `max` bytes of a response body (as text); the rest is never
+/// read, so a huge answer costs nothing.
+async fn read_prefix(mut res: reqwest::Response, max: usize) -> String {
+    let mut bytes = Vec::new();
+    while bytes.len() < max {
+        match res.chunk().await {
+            Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    bytes.truncate(max);
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+const USER_AGENT_VALUE: &str = concat!("Nexus-Webhooks/", env!("CARGO_PKG_VERSION"));
+
+/// A transport error with its cause chain (timeout, refused, DNS guard).
+fn describe(err: &reqwest::Error) -> String {
+    let mut text = if err.is_timeout() { "timed out".to_owned() } else { err.to_string() };
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// End a delivery without sending it.
+async fn give_up(state: &AppState, delivery: &delivery_row::Model, why: &str) -> Result<(), JobError> {
+    delivery_row::Entity::update_many()
+        .filter(delivery_row::Column::Id.eq(delivery.id))
+        .col_expr(delivery_row::Column::Status, Expr::value(DELIVERY_FAILED))
+        .col_expr(delivery_row::Column::UpdatedAt, Expr::value(Utc::now()))
+        .exec(&state.db)
+        .await?;
+    tracing::info!(delivery = %delivery.id, why, "delivery not sent");
+    Ok(())
+}
+
+/// Disable an endpoint, with its event and an audit entry, in `txn`.
+async fn disable(
+    txn: &impl sea_orm::ConnectionTrait,
+    endpoint: &endpoint::Model,
+    reason: &str,
+) -> Result<(), JobError> {
+    use sea_orm::sea_query::ExprTrait;
+    let now = Utc::now();
+    let changed = endpoint::Entity::update_many()
+        .filter(endpoint::Column::Id.eq(endpoint.id))
+        .filter(endpoint::Column::Enabled.eq(true))
+        .col_expr(endpoint::Column::Enabled, Expr::value(false))
+        .col_expr(endpoint::Column::DisabledReason, Expr::value(reason))
+        .col_expr(endpoint::Column::Version, Expr::col(endpoint::Column::Version).add(1))
+        .col_expr(endpoint::Column::UpdatedAt, Expr::value(now))
+        .exec(txn)
+        .await?;
+    if changed.rows_affected == 0 {
+        return Ok(()); // already disabled
+    }
+    let data = json!({ "endpoint_id": endpoint.id, "url": endpoint.url, "reason": reason });
+    events::publish(txn, endpoint.tenant_id, &WEBHOOK_ENDPOINT_DISABLED, data.clone()).await?;
+    audit::record_system(
+        txn,
+        endpoint.tenant_id,
+        "webhook.endpoint_disabled",
+        &format!("/api/v1/webhooks/{}", endpoint.id),
+        data,
+    )
+    .await?;
+    tracing::warn!(endpoint = %endpoint.id, reason, "webhook endpoint disabled");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(schedule: &[u64], jitter: f64) -> WebhooksConfig {
+        WebhooksConfig {
+            timeout_ms: 1000,
+            retry_schedule_ms: schedule.to_vec(),
+            jitter,
+            max_retry_after_ms: 60_000,
+            disable_after_failing_hours: 1,
+            max_in_flight_per_endpoint: 1,
+            rotation_overlap_hours: 24,
+            allow_networks: vec![],
+            allow_http: false,
+        }
+    }
+
+    #[test]
+    fn the_schedule_is_followed_with_bounded_jitter_then_ends() {
+        let now = Utc::now();
+        let c = config(&[5_000, 300_000], 0.2);
+        for _ in 0..100 {
+            let first = (next_attempt(&c, 1, None, now).unwrap() - now).num_milliseconds();
+            assert!((4_000..=6_000).contains(&first), "{first}");
+            let second = (next_attempt(&c, 2, None, now).unwrap() - now).num_milliseconds();
+            assert!((240_000..=360_000).contains(&second), "{second}");
+        }
+        assert!(next_attempt(&c, 3, None, now).is_none());
+    }
+
+    #[test]
+    fn retry_after_is_honoured_within_bounds() {
+        let now = Utc::now();
+        let c = config(&[1_000], 0.0);
+        let later = next_attempt(&c, 1, Some(StdDuration::from_secs(30)), now).unwrap();
+        assert_eq!((later - now).num_milliseconds(), 30_000);
+        let capped = next_attempt(&c, 1, Some(StdDuration::from_secs(86_400)), now).unwrap();
+        assert_eq!((capped - now).num_milliseconds(), 60_000);
+        let shorter = next_attempt(&c, 1, Some(StdDuration::from_secs(0)), now).unwrap();
+        assert_eq!((shorter - now).num_milliseconds(), 1_000);
+    }
+}

@@ -1,0 +1,584 @@
+//! Outbound webhooks: tenant endpoints, fan-out of committed events into
+//! deliveries, and their management (resend, recover, test). Delivery
+//! itself (signing, SSRF guard, retries, attempt log) is in [`delivery`].
+
+pub mod delivery;
+pub mod routes;
+pub mod signature;
+pub mod ssrf;
+
+use chrono::{DateTime, Duration, Utc};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, TransactionSession, TransactionTrait, sea_query::Expr,
+};
+use serde::Serialize;
+use serde_json::{Value, json};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::{
+    error::{ApiError, ApiResult, Code},
+    platform::{
+        events::{self, Envelope},
+        http::{PageRequest, Paged},
+        jobs::{self, NewJob},
+        state::AppState,
+        tenancy::TenantScope,
+    },
+};
+use entity::{
+    event, webhook_attempt as attempt, webhook_delivery as delivery_row, webhook_endpoint as endpoint,
+};
+
+pub const DELIVER_JOB: &str = "webhook.deliver";
+pub const DELIVERY_PENDING: &str = "pending";
+pub const DELIVERY_SUCCEEDED: &str = "succeeded";
+pub const DELIVERY_FAILED: &str = "failed";
+
+/// Whether an endpoint subscribed with `patterns` wants `event_type`:
+/// `*` is everything, `order.*` every `order.` event, else exact.
+pub fn matches(patterns: &[String], event_type: &str) -> bool {
+    patterns.iter().any(|p| match p.strip_suffix('*') {
+        Some("") => true,
+        Some(prefix) => prefix.ends_with('.') && event_type.starts_with(prefix),
+        None => p == event_type,
+    })
+}
+
+/// A subscription pattern must name a known type or a wildcard matching one.
+pub fn check_pattern(pattern: &str) -> Result<(), String> {
+    let known = events::CATALOGUE.iter().any(|t| matches(&[pattern.to_owned()], t.name));
+    if known {
+        Ok(())
+    } else {
+        Err(format!("`{pattern}` matches no event type; see GET /api/v1/webhooks/event-types"))
+    }
+}
+
+fn patterns(model: &endpoint::Model) -> Vec<String> {
+    serde_json::from_value(model.event_types.clone()).unwrap_or_default()
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EndpointView {
+    pub id: Uuid,
+    #[schema(example = "https://example.com/hooks/nexus")]
+    pub url: String,
+    #[schema(example = "Order sync")]
+    pub description: String,
+    #[schema(example = json!(["user.*"]))]
+    pub event_types: Vec<String>,
+    pub enabled: bool,
+    /// 1-10; 8 and above deliver in the high-priority lane.
+    #[schema(example = 5)]
+    pub priority: i16,
+    /// Why Nexus disabled the endpoint: `gone` (it answered 410) or `failing`.
+    pub disabled_reason: Option<String>,
+    /// When the current run of failures began.
+    pub failing_since: Option<DateTime<Utc>>,
+    pub last_success_at: Option<DateTime<Utc>>,
+    /// Optimistic-concurrency version: send it back in `If-Match`.
+    pub version: i32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<endpoint::Model> for EndpointView {
+    fn from(m: endpoint::Model) -> Self {
+        Self {
+            event_types: patterns(&m),
+            id: m.id,
+            url: m.url,
+            description: m.description,
+            enabled: m.enabled,
+            priority: m.priority,
+            disabled_reason: m.disabled_reason,
+            failing_since: m.failing_since,
+            last_success_at: m.last_success_at,
+            version: m.version,
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+        }
+    }
+}
+
+/// An endpoint with its signing secret: shown once, at creation or rotation.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EndpointWithSecret {
+    #[serde(flatten)]
+    pub endpoint: EndpointView,
+    /// `whsec_...`: verify signatures with it. Not shown again.
+    #[schema(example = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")]
+    pub secret: String,
+}
+
+/// A validated new endpoint.
+pub struct NewEndpoint {
+    pub url: String,
+    pub description: String,
+    pub event_types: Vec<String>,
+    pub enabled: bool,
+    pub priority: i16,
+}
+
+/// Validated changes; `None` keeps the current value.
+#[derive(Default)]
+pub struct EndpointChanges {
+    pub url: Option<String>,
+    pub description: Option<String>,
+    pub event_types: Option<Vec<String>>,
+    pub enabled: Option<bool>,
+    pub priority: Option<i16>,
+}
+
+async fn find(db: &impl ConnectionTrait, tenant: TenantScope, id: Uuid) -> ApiResult<endpoint::Model> {
+    tenant
+        .find_by_id::<endpoint::Entity>(id)
+        .one(db)
+        .await?
+        .ok_or_else(|| ApiError::not_found("webhook endpoint"))
+}
+
+pub async fn create(
+    state: &AppState,
+    tenant: TenantScope,
+    new: NewEndpoint,
+) -> ApiResult<EndpointWithSecret> {
+    let secret = signature::generate_secret();
+    let now = Utc::now();
+    let model = endpoint::Entity::insert(endpoint::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        tenant_id: Set(tenant.id()),
+        url: Set(new.url),
+        description: Set(new.description),
+        event_types: Set(json!(new.event_types)),
+        enabled: Set(new.enabled),
+        priority: Set(new.priority),
+        secret: Set(state.cipher.encrypt(&secret)),
+        previous_secret: Set(None),
+        previous_secret_expires_at: Set(None),
+        disabled_reason: Set(None),
+        failing_since: Set(None),
+        last_success_at: Set(None),
+        version: Set(1),
+        created_at: Set(now),
+        updated_at: Set(now),
+    })
+    .exec_with_returning(&state.db)
+    .await?;
+    Ok(EndpointWithSecret { endpoint: model.into(), secret })
+}
+
+pub async fn list(
+    db: &impl ConnectionTrait,
+    tenant: TenantScope,
+    enabled: Option<bool>,
+    page: PageRequest,
+) -> ApiResult<Paged<EndpointView>> {
+    let mut query = tenant.find::<endpoint::Entity>();
+    if let Some(enabled) = enabled {
+        query = query.filter(endpoint::Column::Enabled.eq(enabled));
+    }
+    let total = query.clone().count(db).await?;
+    let rows = query
+        .order_by_asc(endpoint::Column::CreatedAt)
+        .order_by_asc(endpoint::Column::Id)
+        .offset(page.offset())
+        .limit(page.per_page)
+        .all(db)
+        .await?;
+    Ok(page.into_paged(rows.into_iter().map(Into::into).collect(), total))
+}
+
+pub async fn get(db: &impl ConnectionTrait, tenant: TenantScope, id: Uuid) -> ApiResult<EndpointView> {
+    Ok(find(db, tenant, id).await?.into())
+}
+
+/// Apply `changes` if the endpoint is still at `if_match` (when given).
+/// Re-enabling clears the failure state.
+pub async fn update(
+    db: &impl TransactionTrait,
+    tenant: TenantScope,
+    id: Uuid,
+    if_match: Option<i32>,
+    changes: EndpointChanges,
+) -> ApiResult<EndpointView> {
+    let txn = db.begin().await?;
+    let current = find(&txn, tenant, id).await?;
+    if if_match.is_some_and(|v| v != current.version) {
+        return Err(ApiError::new(
+            Code::PreconditionFailed,
+            format!("the endpoint is at version {}, not the one in If-Match", current.version),
+        ));
+    }
+    let mut update = tenant
+        .update_many::<endpoint::Entity>()
+        .filter(endpoint::Column::Id.eq(id))
+        .filter(endpoint::Column::Version.eq(current.version))
+        .col_expr(endpoint::Column::Version, Expr::value(current.version + 1))
+        .col_expr(endpoint::Column::UpdatedAt, Expr::value(Utc::now()));
+    if let Some(url) = changes.url {
+        update = update.col_expr(endpoint::Column::Url, Expr::value(url));
+    }
+    if let Some(description) = changes.description {
+        update = update.col_expr(endpoint::Column::Description, Expr::value(description));
+    }
+    if let Some(types) = changes.event_types {
+        update = update.col_expr(endpoint::Column::EventTypes, Expr::value(json!(types)));
+    }
+    if let Some(priority) = changes.priority {
+        update = update.col_expr(endpoint::Column::Priority, Expr::value(priority));
+    }
+    if let Some(enabled) = changes.enabled {
+        update = update.col_expr(endpoint::Column::Enabled, Expr::value(enabled));
+        if enabled {
+            update = update
+                .col_expr(endpoint::Column::DisabledReason, Expr::value(Option::<String>::None))
+                .col_expr(endpoint::Column::FailingSince, Expr::value(Option::<DateTime<Utc>>::None));
+        }
+    }
+    if update.exec(&txn).await?.rows_affected == 0 {
+        return Err(ApiError::new(Code::PreconditionFailed, "the endpoint changed meanwhile; read it again"));
+    }
+    let view = find(&txn, tenant, id).await?.into();
+    txn.commit().await?;
+    Ok(view)
+}
+
+pub async fn delete(db: &impl ConnectionTrait, tenant: TenantScope, id: Uuid) -> ApiResult<()> {
+    let res = tenant.delete_many::<endpoint::Entity>().filter(endpoint::Column::Id.eq(id)).exec(db).await?;
+    if res.rows_affected == 0 {
+        return Err(ApiError::not_found("webhook endpoint"));
+    }
+    Ok(())
+}
+
+/// A new secret; the previous one keeps signing (a second signature) for
+/// `webhooks.rotation_overlap_hours`, so receivers can switch without loss.
+pub async fn rotate_secret(state: &AppState, tenant: TenantScope, id: Uuid) -> ApiResult<EndpointWithSecret> {
+    let current = find(&state.db, tenant, id).await?;
+    let secret = signature::generate_secret();
+    let now = Utc::now();
+    let overlap = Duration::hours(i64::from(state.config.webhooks.rotation_overlap_hours));
+    tenant
+        .update_many::<endpoint::Entity>()
+        .filter(endpoint::Column::Id.eq(id))
+        .col_expr(endpoint::Column::Secret, Expr::value(state.cipher.encrypt(&secret)))
+        .col_expr(endpoint::Column::PreviousSecret, Expr::value(current.secret))
+        .col_expr(endpoint::Column::PreviousSecretExpiresAt, Expr::value(now + overlap))
+        .col_expr(endpoint::Column::Version, Expr::value(current.version + 1))
+        .col_expr(endpoint::Column::UpdatedAt, Expr::value(now))
+        .exec(&state.db)
+        .await?;
+    Ok(EndpointWithSecret { endpoint: find(&state.db, tenant, id).await?.into(), secret })
+}
+
+/// Create a delivery of `event` for every enabled endpoint of its tenant
+/// that wants it and existed when it occurred, each with its delivery job. Idempotent per event and
+/// endpoint, so a re-run of the dispatch job sends nothing twice.
+pub async fn fan_out(db: &impl ConnectionTrait, event: &event::Model) -> Result<usize, sea_orm::DbErr> {
+    let endpoints = TenantScope::new(event.tenant_id)
+        .find::<endpoint::Entity>()
+        .filter(endpoint::Column::Enabled.eq(true))
+        .filter(endpoint::Column::CreatedAt.lte(event.occurred_at))
+        .all(db)
+        .await?;
+    let payload = serde_json::to_value(Envelope::from(event)).unwrap_or_default();
+    let mut created = 0;
+    for endpoint in endpoints.iter().filter(|e| matches(&patterns(e), &event.event_type)) {
+        let exists = delivery_row::Entity::find()
+            .filter(delivery_row::Column::EventId.eq(event.id))
+            .filter(delivery_row::Column::EndpointId.eq(endpoint.id))
+            .count(db)
+            .await?;
+        if exists == 0 {
+            queue(db, endpoint, event.id, &event.event_type, payload.clone()).await?;
+            created += 1;
+        }
+    }
+    Ok(created)
+}
+
+/// Insert one delivery and the job that performs it.
+async fn queue(
+    db: &impl ConnectionTrait,
+    endpoint: &endpoint::Model,
+    event_id: Uuid,
+    event_type: &str,
+    payload: Value,
+) -> Result<delivery_row::Model, sea_orm::DbErr> {
+    let now = Utc::now();
+    let row = delivery_row::Entity::insert(delivery_row::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        tenant_id: Set(endpoint.tenant_id),
+        endpoint_id: Set(endpoint.id),
+        event_id: Set(event_id),
+        event_type: Set(event_type.to_owned()),
+        payload: Set(payload),
+        status: Set(DELIVERY_PENDING.to_owned()),
+        attempts: Set(0),
+        next_attempt_at: Set(Some(now)),
+        last_status_code: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+        succeeded_at: Set(None),
+    })
+    .exec_with_returning(db)
+    .await?;
+    enqueue_delivery(db, &row, endpoint.priority).await?;
+    Ok(row)
+}
+
+/// The job of one delivery round: one attempt plus the scheduled retries.
+async fn enqueue_delivery(
+    db: &impl ConnectionTrait,
+    row: &delivery_row::Model,
+    priority: i16,
+) -> Result<(), sea_orm::DbErr> {
+    let job = NewJob::new(DELIVER_JOB, json!({ "delivery_id": row.id }))
+        .tenant(row.tenant_id)
+        .priority(priority)
+        // The delivery decides its own retries; this only bounds crashes.
+        .max_attempts(i32::MAX);
+    jobs::enqueue(db, job).await.map(|_| ())
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryView {
+    pub id: Uuid,
+    pub endpoint_id: Uuid,
+    /// The `webhook-id` header: receivers de-duplicate on it.
+    pub event_id: Uuid,
+    #[schema(example = "user.created")]
+    pub event_type: String,
+    /// The exact body sent.
+    pub payload: Value,
+    /// `pending` (being delivered or waiting for a retry), `succeeded`, `failed`.
+    #[schema(example = "succeeded")]
+    pub status: String,
+    pub attempts: i32,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub last_status_code: Option<i32>,
+    pub created_at: DateTime<Utc>,
+    pub succeeded_at: Option<DateTime<Utc>>,
+}
+
+impl From<delivery_row::Model> for DeliveryView {
+    fn from(m: delivery_row::Model) -> Self {
+        Self {
+            id: m.id,
+            endpoint_id: m.endpoint_id,
+            event_id: m.event_id,
+            event_type: m.event_type,
+            payload: m.payload,
+            next_attempt_at: m.next_attempt_at.filter(|_| m.status == DELIVERY_PENDING),
+            status: m.status,
+            attempts: m.attempts,
+            last_status_code: m.last_status_code,
+            created_at: m.created_at,
+            succeeded_at: m.succeeded_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AttemptView {
+    pub id: Uuid,
+    #[schema(example = 1)]
+    pub attempt: i32,
+    pub url: String,
+    /// The headers sent, signatures included.
+    pub request_headers: Value,
+    /// None when no response arrived (timeout, connection refused, address refused).
+    #[schema(example = 200)]
+    pub status_code: Option<i32>,
+    #[schema(example = 42)]
+    pub duration_ms: i32,
+    /// The first 4 KiB of the response body.
+    pub response_body: Option<String>,
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<attempt::Model> for AttemptView {
+    fn from(m: attempt::Model) -> Self {
+        Self {
+            id: m.id,
+            attempt: m.attempt,
+            url: m.url,
+            request_headers: m.request_headers,
+            status_code: m.status_code,
+            duration_ms: m.duration_ms,
+            response_body: m.response_body,
+            error: m.error,
+            created_at: m.created_at,
+        }
+    }
+}
+
+pub async fn deliveries(
+    db: &impl ConnectionTrait,
+    tenant: TenantScope,
+    endpoint_id: Uuid,
+    status: Option<String>,
+    page: PageRequest,
+) -> ApiResult<Paged<DeliveryView>> {
+    find(db, tenant, endpoint_id).await?;
+    let mut query =
+        tenant.find::<delivery_row::Entity>().filter(delivery_row::Column::EndpointId.eq(endpoint_id));
+    if let Some(status) = status {
+        query = query.filter(delivery_row::Column::Status.eq(status));
+    }
+    let total = query.clone().count(db).await?;
+    let rows = query
+        .order_by_desc(delivery_row::Column::CreatedAt)
+        .order_by_desc(delivery_row::Column::Id)
+        .offset(page.offset())
+        .limit(page.per_page)
+        .all(db)
+        .await?;
+    Ok(page.into_paged(rows.into_iter().map(Into::into).collect(), total))
+}
+
+async fn find_delivery(
+    db: &impl ConnectionTrait,
+    tenant: TenantScope,
+    endpoint_id: Uuid,
+    id: Uuid,
+) -> ApiResult<delivery_row::Model> {
+    tenant
+        .find_by_id::<delivery_row::Entity>(id)
+        .filter(delivery_row::Column::EndpointId.eq(endpoint_id))
+        .one(db)
+        .await?
+        .ok_or_else(|| ApiError::not_found("delivery"))
+}
+
+pub async fn attempts(
+    db: &impl ConnectionTrait,
+    tenant: TenantScope,
+    endpoint_id: Uuid,
+    delivery_id: Uuid,
+) -> ApiResult<Vec<AttemptView>> {
+    find_delivery(db, tenant, endpoint_id, delivery_id).await?;
+    let rows = tenant
+        .find::<attempt::Entity>()
+        .filter(attempt::Column::DeliveryId.eq(delivery_id))
+        .order_by_asc(attempt::Column::Attempt)
+        .all(db)
+        .await?;
+    Ok(rows.into_iter().map(Into::into).collect())
+}
+
+/// Start a new delivery round for a delivery that has ended (succeeded or
+/// failed); one still being retried answers 409.
+pub async fn resend(
+    state: &AppState,
+    tenant: TenantScope,
+    endpoint_id: Uuid,
+    id: Uuid,
+) -> ApiResult<DeliveryView> {
+    let txn = state.db.begin().await?;
+    let endpoint = find(&txn, tenant, endpoint_id).await?;
+    let row = find_delivery(&txn, tenant, endpoint_id, id).await?;
+    if row.status == DELIVERY_PENDING {
+        return Err(ApiError::new(
+            Code::Conflict,
+            "the delivery is still pending; it is retried on its schedule",
+        ));
+    }
+    restart(&txn, &endpoint, &[row.id]).await?;
+    let view = find_delivery(&txn, tenant, endpoint_id, id).await?.into();
+    txn.commit().await?;
+    state.wakeup.wake();
+    Ok(view)
+}
+
+/// Resend every failed delivery of an endpoint created since `since`.
+pub async fn recover(
+    state: &AppState,
+    tenant: TenantScope,
+    endpoint_id: Uuid,
+    since: DateTime<Utc>,
+) -> ApiResult<u64> {
+    let txn = state.db.begin().await?;
+    let endpoint = find(&txn, tenant, endpoint_id).await?;
+    let ids: Vec<Uuid> = tenant
+        .find::<delivery_row::Entity>()
+        .filter(delivery_row::Column::EndpointId.eq(endpoint_id))
+        .filter(delivery_row::Column::Status.eq(DELIVERY_FAILED))
+        .filter(delivery_row::Column::CreatedAt.gte(since))
+        .select_only()
+        .column(delivery_row::Column::Id)
+        .into_tuple()
+        .all(&txn)
+        .await?;
+    restart(&txn, &endpoint, &ids).await?;
+    txn.commit().await?;
+    state.wakeup.wake();
+    Ok(ids.len() as u64)
+}
+
+async fn restart(db: &impl ConnectionTrait, endpoint: &endpoint::Model, ids: &[Uuid]) -> ApiResult<()> {
+    let now = Utc::now();
+    TenantScope::new(endpoint.tenant_id)
+        .update_many::<delivery_row::Entity>()
+        .filter(delivery_row::Column::Id.is_in(ids.iter().copied()))
+        .col_expr(delivery_row::Column::Status, Expr::value(DELIVERY_PENDING))
+        .col_expr(delivery_row::Column::NextAttemptAt, Expr::value(now))
+        .col_expr(delivery_row::Column::UpdatedAt, Expr::value(now))
+        .exec(db)
+        .await?;
+    let rows = delivery_row::Entity::find()
+        .filter(delivery_row::Column::Id.is_in(ids.iter().copied()))
+        .all(db)
+        .await?;
+    for row in &rows {
+        enqueue_delivery(db, row, endpoint.priority).await?;
+    }
+    Ok(())
+}
+
+/// Send a `webhook.test` event to this endpoint only (enabled or not).
+pub async fn send_test(state: &AppState, tenant: TenantScope, endpoint_id: Uuid) -> ApiResult<DeliveryView> {
+    let txn = state.db.begin().await?;
+    let endpoint = find(&txn, tenant, endpoint_id).await?;
+    let envelope = Envelope {
+        event_type: events::WEBHOOK_TEST.name.to_owned(),
+        timestamp: Utc::now(),
+        tenant_id: tenant.id(),
+        data: json!({ "endpoint_id": endpoint.id, "message": "This is a test event from Nexus." }),
+    };
+    let payload = serde_json::to_value(envelope).map_err(ApiError::internal)?;
+    let row = queue(&txn, &endpoint, Uuid::now_v7(), events::WEBHOOK_TEST.name, payload).await?;
+    txn.commit().await?;
+    state.wakeup.wake();
+    Ok(row.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_match_exactly_by_prefix_or_all() {
+        let p = |s: &[&str]| s.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert!(matches(&p(&["*"]), "user.created"));
+        assert!(matches(&p(&["user.*"]), "user.created"));
+        assert!(!matches(&p(&["user.*"]), "users.created"));
+        assert!(matches(&p(&["user.created"]), "user.created"));
+        assert!(!matches(&p(&["user.created"]), "user.disabled"));
+        assert!(!matches(&p(&["use*"]), "user.created"));
+        assert!(!matches(&[], "user.created"));
+    }
+
+    #[test]
+    fn patterns_must_match_the_catalogue() {
+        assert!(check_pattern("user.*").is_ok());
+        assert!(check_pattern("*").is_ok());
+        assert!(check_pattern("user.created").is_ok());
+        assert!(check_pattern("usr.created").is_err());
+        assert!(check_pattern("nothing.*").is_err());
+    }
+}

@@ -1,0 +1,105 @@
+//! The outbox and the job queue: listeners run durably and are retried,
+//! dead jobs are kept and replayable, queue health is reported.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicUsize, Ordering},
+};
+
+use nexus::platform::{
+    events::Listener,
+    jobs::{self, JobError, NewJob},
+    state::AppState,
+};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use serde_json::json;
+
+use crate::helpers::{TestApp, assert_problem, eventually, json, test_config};
+
+/// A listener on `user.created` that fails its first `failures` runs.
+struct Flaky {
+    failures: usize,
+    runs: Arc<AtomicUsize>,
+}
+
+#[async_trait::async_trait]
+impl Listener for Flaky {
+    fn name(&self) -> &'static str {
+        "test.flaky"
+    }
+
+    fn wants(&self, event_type: &str) -> bool {
+        event_type == "user.created"
+    }
+
+    async fn handle(&self, _: &AppState, event: &entity::event::Model) -> Result<(), JobError> {
+        assert_eq!(event.event_type, "user.created");
+        let run = self.runs.fetch_add(1, Ordering::SeqCst);
+        if run < self.failures { Err(JobError::retry(format!("failure {run}"))) } else { Ok(()) }
+    }
+}
+
+#[tokio::test]
+async fn a_failing_listener_is_retried_until_it_succeeds() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let dir = tempfile::tempdir().unwrap();
+    let listener = Arc::new(Flaky { failures: 2, runs: runs.clone() });
+    let app = TestApp::spawn_with_listeners(test_config(dir.path()), dir, vec![listener]).await;
+    // Registering creates the owner: one `user.created` event.
+    app.register().await;
+    let job = eventually(10, || async {
+        let jobs = entity::job::Entity::find()
+            .filter(entity::job::Column::Kind.eq("event.listener"))
+            .filter(entity::job::Column::Status.eq("completed"))
+            .all(&app.state.db)
+            .await
+            .unwrap();
+        jobs.into_iter().next()
+    })
+    .await;
+    assert_eq!(runs.load(Ordering::SeqCst), 3);
+    assert_eq!(job.attempts, 3, "two failures, then success");
+    assert_eq!(job.payload["listener"], "test.flaky");
+    assert_eq!(job.last_error.as_deref(), Some("failure 1"));
+}
+
+#[tokio::test]
+async fn dead_jobs_are_kept_listed_and_replayed() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let root = app.super_admin(&tenant).await;
+    // A job no handler knows fails at once and goes dead with its payload.
+    let id = jobs::enqueue(&app.state.db, NewJob::new("test.unknown", json!({"n": 1})).max_attempts(3))
+        .await
+        .unwrap();
+    let dead = eventually(10, || async {
+        let body = json(app.get("/api/v1/admin/jobs?status=dead&kind=test.unknown", &root).await).await;
+        (body["meta"]["total"] == 1).then_some(body)
+    })
+    .await;
+    assert_eq!(dead["data"][0]["id"], id.to_string());
+    assert_eq!(dead["data"][0]["payload"], json!({"n": 1}));
+    assert!(dead["data"][0]["last_error"].as_str().unwrap().contains("no handler"));
+
+    let stats = json(app.get("/api/v1/admin/jobs/stats", &root).await).await;
+    let default_lane =
+        stats["data"].as_array().unwrap().iter().find(|l| l["lane"] == "default").unwrap().clone();
+    assert!(default_lane["dead"].as_u64().unwrap() >= 1, "{stats}");
+
+    let res = app.post(&format!("/api/v1/admin/jobs/{id}/replay"), &root, json!({})).await;
+    assert_eq!(json(res).await["data"]["replayed"], 1);
+    // Replayed, it fails again and is dead again, with fresh attempts.
+    eventually(10, || async {
+        let body = json(app.get("/api/v1/admin/jobs?status=dead&kind=test.unknown", &root).await).await;
+        (body["meta"]["total"] == 1 && body["data"][0]["attempts"] == 1).then_some(())
+    })
+    .await;
+    let res = app.post("/api/v1/admin/jobs/replay", &root, json!({"kind": "test.unknown"})).await;
+    assert_eq!(json(res).await["data"]["replayed"], 1);
+    let res =
+        app.post(&format!("/api/v1/admin/jobs/{}/replay", uuid::Uuid::now_v7()), &root, json!({})).await;
+    assert_problem(res, 404, "not_found").await;
+
+    // Tenant admins do not see the shared queue.
+    assert_problem(app.get("/api/v1/admin/jobs", &tenant.token).await, 403, "forbidden").await;
+}

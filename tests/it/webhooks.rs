@@ -1,0 +1,389 @@
+//! Outbound webhooks end to end: committed events reach a real local
+//! receiver, signed per Standard Webhooks, retried on the (compressed)
+//! schedule, every attempt recorded.
+
+use std::time::Duration;
+
+use nexus::platform::webhooks::signature;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::{
+    helpers::{PASSWORD, Tenant, TestApp, assert_problem, eventually, json, unique},
+    receiver::{Receiver, Reply},
+};
+
+/// Register an endpoint; returns (id, secret).
+async fn endpoint(app: &TestApp, tenant: &Tenant, url: &str, types: Value) -> (String, String) {
+    let res = app.post("/api/v1/webhooks", &tenant.token, json!({"url": url, "event_types": types})).await;
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    let body = json(res).await;
+    (body["data"]["id"].as_str().unwrap().to_owned(), body["data"]["secret"].as_str().unwrap().to_owned())
+}
+
+async fn create_user(app: &TestApp, tenant: &Tenant) -> Value {
+    let email = format!("{}@{}.example.com", unique("u"), tenant.slug);
+    let res = app
+        .post("/api/v1/users", &tenant.token, json!({"name": "Grace", "email": email, "password": PASSWORD}))
+        .await;
+    assert_eq!(res.status(), 201);
+    json(res).await["data"].clone()
+}
+
+/// The endpoint's deliveries once `check` holds for the first one.
+async fn deliveries_when(app: &TestApp, tenant: &Tenant, id: &str, status: &str) -> Vec<Value> {
+    eventually(10, || async {
+        let body = json(app.get(&format!("/api/v1/webhooks/{id}/deliveries"), &tenant.token).await).await;
+        let items = body["data"].as_array().unwrap().clone();
+        (!items.is_empty() && items.iter().all(|d| d["status"] == status)).then_some(items)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_committed_event_arrives_signed_per_standard_webhooks() {
+    let app = TestApp::spawn().await;
+    let receiver = Receiver::start(&[]).await;
+    let tenant = app.register().await;
+    let (id, secret) = endpoint(&app, &tenant, &receiver.url, json!(["user.*"])).await;
+    assert!(secret.starts_with("whsec_"));
+
+    let user = create_user(&app, &tenant).await;
+    let got = receiver.wait_for(1).await;
+    let hit = &got[0];
+    let (msg_id, timestamp) = (hit.header("webhook-id"), hit.header("webhook-timestamp"));
+    let timestamp: i64 = timestamp.parse().unwrap();
+    let now = chrono::Utc::now().timestamp();
+    assert!(signature::verify(
+        &secret,
+        msg_id,
+        timestamp,
+        &hit.body,
+        hit.header("webhook-signature"),
+        now,
+        300
+    ));
+    assert!(!signature::verify(&secret, msg_id, timestamp, b"{}", hit.header("webhook-signature"), now, 300));
+    assert_eq!(hit.header("content-type"), "application/json");
+    let body = hit.json();
+    assert_eq!(body["type"], "user.created");
+    assert_eq!(body["tenant_id"], tenant.id.to_string());
+    assert_eq!(body["data"]["id"], user["id"]);
+    assert_eq!(body["data"]["email"], user["email"]);
+    assert!(body["data"].get("password").is_none() && body["data"].get("password_hash").is_none());
+
+    let deliveries = deliveries_when(&app, &tenant, &id, "succeeded").await;
+    assert_eq!(deliveries.len(), 1);
+    assert_eq!(deliveries[0]["event_id"], msg_id);
+    assert_eq!(deliveries[0]["attempts"], 1);
+    let delivery = deliveries[0]["id"].as_str().unwrap();
+    let attempts =
+        json(app.get(&format!("/api/v1/webhooks/{id}/deliveries/{delivery}/attempts"), &tenant.token).await)
+            .await;
+    let attempt = &attempts["data"][0];
+    assert_eq!(attempt["status_code"], 200);
+    assert_eq!(attempt["response_body"], "ok");
+    assert_eq!(attempt["request_headers"]["webhook-id"], msg_id);
+    assert_eq!(attempt["request_headers"]["webhook-signature"], hit.header("webhook-signature"));
+}
+
+#[tokio::test]
+async fn failures_are_retried_on_the_schedule_and_every_attempt_is_logged() {
+    let app = TestApp::spawn_adjusted(|f| f.merge(("webhooks.timeout_ms", 300))).await;
+    // 500, a timeout, a 503 asking for a 1 s pause, then success.
+    let receiver = Receiver::start(&[
+        Reply::Status(500),
+        Reply::Slow(Duration::from_millis(900)),
+        Reply::RetryAfter(503, 1),
+    ])
+    .await;
+    let tenant = app.register().await;
+    let (id, _) = endpoint(&app, &tenant, &receiver.url, json!(["*"])).await;
+    create_user(&app, &tenant).await;
+
+    let deliveries = deliveries_when(&app, &tenant, &id, "succeeded").await;
+    assert_eq!(deliveries[0]["attempts"], 4);
+    let delivery = deliveries[0]["id"].as_str().unwrap();
+    let attempts =
+        json(app.get(&format!("/api/v1/webhooks/{id}/deliveries/{delivery}/attempts"), &tenant.token).await)
+            .await["data"]
+            .as_array()
+            .unwrap()
+            .clone();
+    let codes: Vec<Value> = attempts.iter().map(|a| a["status_code"].clone()).collect();
+    assert_eq!(codes, vec![json!(500), Value::Null, json!(503), json!(200)]);
+    assert!(attempts[1]["error"].as_str().unwrap().contains("timed out"), "{}", attempts[1]);
+    // The receiver asked for 1 s after the third attempt; the schedule alone says 60 ms.
+    let third = chrono::DateTime::parse_from_rfc3339(attempts[2]["created_at"].as_str().unwrap()).unwrap();
+    let fourth = chrono::DateTime::parse_from_rfc3339(attempts[3]["created_at"].as_str().unwrap()).unwrap();
+    assert!((fourth - third).num_milliseconds() >= 900, "Retry-After was not honoured");
+    // Every attempt carried the same message id and body.
+    let got = receiver.received();
+    assert_eq!(got.len(), 4);
+    assert!(
+        got.iter().all(|r| r.header("webhook-id") == got[0].header("webhook-id") && r.body == got[0].body)
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_receiver_exhausts_the_schedule_and_the_delivery_can_be_resent() {
+    let app = TestApp::spawn().await;
+    // A port nothing listens on: connections are refused.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://127.0.0.1:{}/hook", closed.local_addr().unwrap().port());
+    drop(closed);
+    let tenant = app.register().await;
+    let (id, _) = endpoint(&app, &tenant, &url, json!(["user.created"])).await;
+    create_user(&app, &tenant).await;
+
+    let deliveries = deliveries_when(&app, &tenant, &id, "failed").await;
+    // One try and the three retries of the test schedule.
+    assert_eq!(deliveries[0]["attempts"], 4);
+    let delivery = deliveries[0]["id"].as_str().unwrap().to_owned();
+    let attempts =
+        json(app.get(&format!("/api/v1/webhooks/{id}/deliveries/{delivery}/attempts"), &tenant.token).await)
+            .await;
+    assert!(
+        attempts["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["status_code"].is_null() && a["error"].is_string())
+    );
+
+    // The receiver comes back at the same URL; resend delivers it.
+    let receiver = Receiver::start(&[]).await;
+    let (new_url, _) = (receiver.url.clone(), ());
+    let res = app
+        .send_json(
+            Method::PATCH,
+            &format!("/api/v1/webhooks/{id}"),
+            Some(&tenant.token),
+            json!({"url": new_url}),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    let res = app
+        .post(&format!("/api/v1/webhooks/{id}/deliveries/{delivery}/resend"), &tenant.token, json!({}))
+        .await;
+    assert_eq!(res.status(), 202);
+    receiver.wait_for(1).await;
+    let deliveries = deliveries_when(&app, &tenant, &id, "succeeded").await;
+    assert_eq!(deliveries[0]["attempts"], 5);
+}
+
+#[tokio::test]
+async fn a_410_disables_the_endpoint_with_an_event_and_an_audit_entry() {
+    let app = TestApp::spawn().await;
+    let receiver = Receiver::start(&[Reply::Status(410)]).await;
+    let tenant = app.register().await;
+    let (id, _) = endpoint(&app, &tenant, &receiver.url, json!(["user.*"])).await;
+    create_user(&app, &tenant).await;
+    deliveries_when(&app, &tenant, &id, "failed").await;
+    assert_eq!(receiver.received().len(), 1, "a gone endpoint is not retried");
+    let endpoint = json(app.get(&format!("/api/v1/webhooks/{id}"), &tenant.token).await).await;
+    assert_eq!(endpoint["data"]["enabled"], false);
+    assert_eq!(endpoint["data"]["disabled_reason"], "gone");
+    let audit =
+        json(app.get("/api/v1/audit-logs?route=webhook.endpoint_disabled", &tenant.token).await).await;
+    assert_eq!(audit["data"][0]["method"], "SYSTEM", "{audit}");
+    assert_eq!(audit["data"][0]["summary"]["endpoint_id"], id);
+
+    // Further events are not delivered to it; re-enabling resumes delivery.
+    create_user(&app, &tenant).await;
+    app.drained().await;
+    let res = app
+        .send_json(
+            Method::PATCH,
+            &format!("/api/v1/webhooks/{id}"),
+            Some(&tenant.token),
+            json!({"enabled": true}),
+        )
+        .await;
+    assert_eq!(json(res).await["data"]["disabled_reason"], Value::Null);
+    create_user(&app, &tenant).await;
+    receiver.wait_for(2).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(receiver.received().len(), 2);
+}
+
+#[tokio::test]
+async fn an_endpoint_failing_for_too_long_is_disabled() {
+    // Zero hours: the first failure after the streak began disables it.
+    let app = TestApp::spawn_adjusted(|f| f.merge(("webhooks.disable_after_failing_hours", 0))).await;
+    let receiver = Receiver::start(&[Reply::Status(500), Reply::Status(500), Reply::Status(500)]).await;
+    let tenant = app.register().await;
+    let (id, _) = endpoint(&app, &tenant, &receiver.url, json!(["user.*"])).await;
+    create_user(&app, &tenant).await;
+    let endpoint = eventually(10, || async {
+        let body = json(app.get(&format!("/api/v1/webhooks/{id}"), &tenant.token).await).await;
+        (body["data"]["enabled"] == false).then_some(body)
+    })
+    .await;
+    assert_eq!(endpoint["data"]["disabled_reason"], "failing");
+}
+
+#[tokio::test]
+async fn a_rotated_secret_signs_beside_the_old_one() {
+    let app = TestApp::spawn().await;
+    let receiver = Receiver::start(&[]).await;
+    let tenant = app.register().await;
+    let (id, old) = endpoint(&app, &tenant, &receiver.url, json!(["*"])).await;
+    let res = app.post(&format!("/api/v1/webhooks/{id}/rotate-secret"), &tenant.token, json!({})).await;
+    assert_eq!(res.status(), 200);
+    let new = json(res).await["data"]["secret"].as_str().unwrap().to_owned();
+    assert_ne!(old, new);
+    let res = app.post(&format!("/api/v1/webhooks/{id}/test"), &tenant.token, json!({})).await;
+    assert_eq!(res.status(), 202);
+    let hit = &receiver.wait_for(1).await[0];
+    assert_eq!(hit.json()["type"], "webhook.test");
+    let header = hit.header("webhook-signature");
+    assert_eq!(header.split(' ').count(), 2, "{header}");
+    let ts: i64 = hit.header("webhook-timestamp").parse().unwrap();
+    let now = chrono::Utc::now().timestamp();
+    for secret in [&old, &new] {
+        assert!(signature::verify(secret, hit.header("webhook-id"), ts, &hit.body, header, now, 300));
+    }
+}
+
+#[tokio::test]
+async fn private_and_metadata_addresses_are_refused() {
+    // No allowlist: the SSRF guard is fully on.
+    let app = TestApp::spawn_adjusted(|f| f.merge(("webhooks.allow_networks", Vec::<String>::new()))).await;
+    let tenant = app.register().await;
+    for url in
+        ["http://127.0.0.1:9/hook", "http://169.254.169.254/latest", "http://[::1]/x", "http://10.1.2.3/"]
+    {
+        let res =
+            app.post("/api/v1/webhooks", &tenant.token, json!({"url": url, "event_types": ["*"]})).await;
+        let body = assert_problem(res, 422, "validation_failed").await;
+        assert_eq!(body["errors"][0]["field"], "url", "{url}");
+    }
+    let res = app
+        .post("/api/v1/webhooks", &tenant.token, json!({"url": "ftp://x.example/", "event_types": ["*"]}))
+        .await;
+    assert_problem(res, 422, "validation_failed").await;
+
+    // A hostname is only judged once resolved, at delivery, where the
+    // resolver refuses the loopback address it points to.
+    let receiver = Receiver::start(&[]).await;
+    let url = receiver.url.replace("127.0.0.1", "localhost");
+    let (id, _) = endpoint(&app, &tenant, &url, json!(["*"])).await;
+    app.post(&format!("/api/v1/webhooks/{id}/test"), &tenant.token, json!({})).await;
+    let deliveries = deliveries_when(&app, &tenant, &id, "failed").await;
+    let delivery = deliveries[0]["id"].as_str().unwrap();
+    let attempts =
+        json(app.get(&format!("/api/v1/webhooks/{id}/deliveries/{delivery}/attempts"), &tenant.token).await)
+            .await;
+    let error = attempts["data"][0]["error"].as_str().unwrap();
+    assert!(error.contains("non-public address"), "{error}");
+    assert!(receiver.received().is_empty());
+}
+
+#[tokio::test]
+async fn endpoints_are_validated_versioned_and_tenant_scoped() {
+    let app = TestApp::spawn().await;
+    let (a, b) = (app.register().await, app.register().await);
+    let res = app
+        .post(
+            "/api/v1/webhooks",
+            &a.token,
+            json!({"url": "https://example.com/h", "event_types": ["nope.*"]}),
+        )
+        .await;
+    let body = assert_problem(res, 422, "validation_failed").await;
+    assert_eq!(body["errors"][0]["field"], "event_types[0]");
+    let res = app
+        .post(
+            "/api/v1/webhooks",
+            &a.token,
+            json!({"url": "https://example.com/h", "event_types": ["*"], "priority": 11}),
+        )
+        .await;
+    assert_problem(res, 422, "validation_failed").await;
+
+    let (id, _) = endpoint(&app, &a, "https://example.com/h", json!(["user.created"])).await;
+    let res = app.get(&format!("/api/v1/webhooks/{id}"), &a.token).await;
+    assert_eq!(res.headers()["etag"], "\"1\"");
+    let body = json(res).await;
+    assert!(body["data"].get("secret").is_none(), "the secret is shown only once");
+
+    let patch = |etag: &'static str| {
+        app.request(Method::PATCH, &format!("/api/v1/webhooks/{id}"), Some(&a.token))
+            .header("if-match", etag)
+            .json(&json!({"description": "orders"}))
+            .send()
+    };
+    assert_eq!(patch("\"1\"").await.unwrap().status(), 200);
+    assert_problem(patch("\"1\"").await.unwrap(), 412, "precondition_failed").await;
+
+    // Tenant B sees nothing of A's endpoint.
+    assert_problem(app.get(&format!("/api/v1/webhooks/{id}"), &b.token).await, 404, "not_found").await;
+    let res = app.post(&format!("/api/v1/webhooks/{id}/test"), &b.token, json!({})).await;
+    assert_problem(res, 404, "not_found").await;
+    assert_eq!(json(app.get("/api/v1/webhooks", &b.token).await).await["meta"]["total"], 0);
+
+    // Managers read, users do not.
+    let (_, manager) = app.user_with_roles(&a, &["manager"]).await;
+    assert_eq!(app.get("/api/v1/webhooks", &manager).await.status(), 200);
+    let res = app
+        .post("/api/v1/webhooks", &manager, json!({"url": "https://example.com/h", "event_types": ["*"]}))
+        .await;
+    assert_problem(res, 403, "forbidden").await;
+
+    let types = json(app.get("/api/v1/webhooks/event-types", &a.token).await).await;
+    let names: Vec<&str> =
+        types["data"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"user.created") && names.contains(&"webhook.endpoint_disabled"));
+    assert_eq!(types["data"][0]["example"]["type"], types["data"][0]["name"]);
+
+    let res =
+        app.request(Method::DELETE, &format!("/api/v1/webhooks/{id}"), Some(&a.token)).send().await.unwrap();
+    assert_eq!(res.status(), 204);
+    assert_problem(app.get(&format!("/api/v1/webhooks/{id}"), &a.token).await, 404, "not_found").await;
+}
+
+#[tokio::test]
+async fn events_committed_while_no_worker_runs_are_delivered_once_after_restart() {
+    // The first instance commits but never delivers (as if killed right
+    // after the commit); a second instance with workers picks the jobs up.
+    let writer = TestApp::spawn_adjusted(|f| f.merge(("jobs.run_in_server", false))).await;
+    let receiver = Receiver::start(&[]).await;
+    let tenant = writer.register().await;
+    endpoint(&writer, &tenant, &receiver.url, json!(["user.created"])).await;
+    for _ in 0..3 {
+        create_user(&writer, &tenant).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(receiver.received().is_empty());
+
+    let _worker = writer.sibling().await;
+    let got = receiver.wait_for(3).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(receiver.received().len(), 3);
+    let mut ids: Vec<&str> = got.iter().map(|r| r.header("webhook-id")).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 3);
+}
+
+#[tokio::test]
+async fn two_instances_deliver_each_message_exactly_once() {
+    let first = TestApp::spawn().await;
+    let second = first.sibling().await;
+    let receiver = Receiver::start(&[]).await;
+    let tenant = first.register().await;
+    endpoint(&first, &tenant, &receiver.url, json!(["user.created"])).await;
+    let n = 20;
+    for i in 0..n {
+        let app = if i % 2 == 0 { &first } else { &second };
+        create_user(app, &tenant).await;
+    }
+    receiver.wait_for(n).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got = receiver.received();
+    let mut ids: Vec<&str> = got.iter().map(|r| r.header("webhook-id")).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!((got.len(), ids.len()), (n, n), "a message was delivered twice");
+}
