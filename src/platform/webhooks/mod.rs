@@ -257,21 +257,28 @@ pub async fn delete(db: &impl ConnectionTrait, tenant: TenantScope, id: Uuid) ->
 /// A new secret; the previous one keeps signing (a second signature) for
 /// `webhooks.rotation_overlap_hours`, so receivers can switch without loss.
 pub async fn rotate_secret(state: &AppState, tenant: TenantScope, id: Uuid) -> ApiResult<EndpointWithSecret> {
-    let current = find(&state.db, tenant, id).await?;
+    let txn = state.db.begin().await?;
+    let current = find(&txn, tenant, id).await?;
     let secret = signature::generate_secret();
     let now = Utc::now();
     let overlap = Duration::hours(i64::from(state.config.webhooks.rotation_overlap_hours));
-    tenant
+    let rotated = tenant
         .update_many::<endpoint::Entity>()
         .filter(endpoint::Column::Id.eq(id))
+        .filter(endpoint::Column::Version.eq(current.version))
         .col_expr(endpoint::Column::Secret, Expr::value(state.cipher.encrypt(&secret)))
         .col_expr(endpoint::Column::PreviousSecret, Expr::value(current.secret))
         .col_expr(endpoint::Column::PreviousSecretExpiresAt, Expr::value(now + overlap))
         .col_expr(endpoint::Column::Version, Expr::value(current.version + 1))
         .col_expr(endpoint::Column::UpdatedAt, Expr::value(now))
-        .exec(&state.db)
+        .exec(&txn)
         .await?;
-    Ok(EndpointWithSecret { endpoint: find(&state.db, tenant, id).await?.into(), secret })
+    if rotated.rows_affected == 0 {
+        return Err(ApiError::new(Code::Conflict, "the endpoint changed meanwhile; rotate again"));
+    }
+    let endpoint = find(&txn, tenant, id).await?.into();
+    txn.commit().await?;
+    Ok(EndpointWithSecret { endpoint, secret })
 }
 
 /// Create a delivery of `event` for every enabled endpoint of its tenant
