@@ -54,6 +54,7 @@ pub struct Config {
     pub graphql: GraphqlConfig,
     pub jobs: JobsConfig,
     pub webhooks: WebhooksConfig,
+    pub events: EventsConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -134,6 +135,14 @@ pub struct WebhooksConfig {
     pub allow_networks: Vec<String>,
     /// Allow `http://` URLs (always allowed in development).
     pub allow_http: bool,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct EventsConfig {
+    /// A comment line is sent on idle SSE streams this often.
+    pub sse_heartbeat_ms: u64,
+    /// Most events replayed to a stream resuming with `Last-Event-ID`.
+    pub sse_backlog_limit: u64,
 }
 
 /// Why the configuration was refused; always names the key.
@@ -229,6 +238,9 @@ impl Config {
         }
         if let Err(err) = self.url_policy() {
             return fail("webhooks.allow_networks", &err);
+        }
+        if self.events.sse_heartbeat_ms == 0 || self.events.sse_backlog_limit == 0 {
+            return fail("events", "sse_heartbeat_ms and sse_backlog_limit must be positive");
         }
         if self.http.max_body_bytes < 1024 {
             return fail("http.max_body_bytes", "must be at least 1024");

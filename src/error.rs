@@ -153,6 +153,13 @@ impl ApiError {
         }
     }
 
+    /// Log the hidden cause of an internal or unavailable error.
+    pub fn log_source(&self) {
+        if let Some(source) = &self.source {
+            tracing::error!(code = self.code.as_str(), error = ?source, "request failed");
+        }
+    }
+
     pub fn problem(&self) -> Problem {
         problem(self.code, self.detail.clone(), self.errors.clone())
     }
@@ -194,9 +201,7 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        if let Some(source) = &self.source {
-            tracing::error!(code = self.code.as_str(), error = ?source, "request failed");
-        }
+        self.log_source();
         problem_response(&self.problem())
     }
 }

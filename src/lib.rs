@@ -52,6 +52,7 @@ impl Application {
         let port = listener.local_addr()?.port();
         let server = server(state.clone(), listener)?;
         let runner = state.config.jobs.run_in_server.then(|| Runner::start(state.clone()));
+        state.events.start_relay();
         Ok(Self { server, port, state, runner })
     }
 
@@ -94,6 +95,7 @@ pub async fn state(config: Config, listeners: Vec<Arc<dyn Listener>>) -> anyhow:
         jobs: Arc::new(job_handlers()),
         listeners: Arc::new(listeners),
         wakeup: Wakeup::default(),
+        events: events::stream::EventBus::new(redis.clone()),
         webhook_client: delivery::client(&config)?,
         endpoint_slots: delivery::EndpointSlots::default(),
         config: Arc::new(config),

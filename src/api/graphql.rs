@@ -4,7 +4,7 @@
 
 use actix_web::{HttpRequest, HttpResponse, get, http::header, post, web};
 use async_graphql::{
-    Context, EmptyMutation, EmptySubscription, ErrorExtensions, Object, Schema, SimpleObject,
+    Context, EmptySubscription, ErrorExtensions, MergedObject, Object, Schema, SimpleObject,
 };
 use async_graphql_actix_web::{GraphQLRequest, GraphQLResponse};
 
@@ -16,13 +16,22 @@ use crate::{
         rbac::{self, Permission, TenantRead, UsersRead},
         state::AppState,
         users::{self, TenantView, UserFilter, UserView},
+        webhooks::graphql::{WebhooksMutation, WebhooksQuery},
     },
 };
 
-pub type NexusSchema = Schema<Query, EmptyMutation, EmptySubscription>;
+pub type NexusSchema = Schema<Query, Mutation, EmptySubscription>;
+
+/// Every query field: the platform's and each module's.
+#[derive(MergedObject, Default)]
+pub struct Query(PlatformQuery, WebhooksQuery);
+
+/// Every mutation.
+#[derive(MergedObject, Default)]
+pub struct Mutation(WebhooksMutation);
 
 pub fn schema(state: &AppState) -> NexusSchema {
-    Schema::build(Query, EmptyMutation, EmptySubscription)
+    Schema::build(Query::default(), Mutation::default(), EmptySubscription)
         .data(state.clone())
         .limit_depth(state.config.graphql.max_depth)
         .limit_complexity(state.config.graphql.max_complexity)
@@ -33,22 +42,29 @@ pub fn schema(state: &AppState) -> NexusSchema {
 /// the same code REST would answer.
 struct Caller(Result<Principal, (Code, String)>);
 
-/// GraphQL errors carry the REST code and status in `extensions`.
+/// GraphQL errors carry the REST code, status and field errors in
+/// `extensions`; internal causes are logged, as REST does.
 impl ErrorExtensions for ApiError {
     fn extend(&self) -> async_graphql::Error {
+        self.log_source();
         let code = self.code;
+        let fields =
+            serde_json::to_value(&self.errors).ok().and_then(|v| async_graphql::Value::from_json(v).ok());
         async_graphql::Error::new(self.detail.clone()).extend_with(|_, e| {
             e.set("code", code.as_str());
             e.set("status", code.status().as_u16());
+            if let Some(fields) = fields.clone().filter(|_| !self.errors.is_empty()) {
+                e.set("errors", fields);
+            }
         })
     }
 }
 
-fn gql(err: ApiError) -> async_graphql::Error {
+pub fn gql(err: ApiError) -> async_graphql::Error {
     err.extend()
 }
 
-fn caller<'a>(ctx: &'a Context<'_>) -> ApiResult<(&'a AppState, &'a Principal)> {
+pub fn caller<'a>(ctx: &'a Context<'_>) -> ApiResult<(&'a AppState, &'a Principal)> {
     let missing = |_| ApiError::internal(anyhow::anyhow!("GraphQL context is incomplete"));
     let state = ctx.data::<AppState>().map_err(missing)?;
     match &ctx.data::<Caller>().map_err(missing)?.0 {
@@ -57,7 +73,7 @@ fn caller<'a>(ctx: &'a Context<'_>) -> ApiResult<(&'a AppState, &'a Principal)> 
     }
 }
 
-fn authorized<'a, P: Permission>(ctx: &'a Context<'_>) -> ApiResult<(&'a AppState, &'a Principal)> {
+pub fn authorized<'a, P: Permission>(ctx: &'a Context<'_>) -> ApiResult<(&'a AppState, &'a Principal)> {
     let (state, principal) = caller(ctx)?;
     rbac::check::<P>(&state.rbac, principal)?;
     Ok((state, principal))
@@ -69,10 +85,11 @@ pub struct UserPage {
     page_info: PageMeta,
 }
 
-pub struct Query;
+#[derive(Default)]
+pub struct PlatformQuery;
 
 #[Object]
-impl Query {
+impl PlatformQuery {
     /// The caller.
     async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<UserView> {
         let (state, principal) = caller(ctx).map_err(gql)?;

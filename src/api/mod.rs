@@ -9,7 +9,7 @@ use utoipa::{
 };
 use utoipa_actix_web::{AppExt, scope, service_config::ServiceConfig};
 
-use crate::platform::{audit, auth, health, jobs, users, webhooks};
+use crate::platform::{audit, auth, events, health, jobs, users, webhooks};
 
 /// Every REST route. Paths and schemas are collected from the handlers'
 /// `#[utoipa::path]` by utoipa-actix-web, never listed by hand.
@@ -22,6 +22,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
             .configure(users::routes::routes)
             .configure(audit::routes::routes)
             .configure(webhooks::routes::routes)
+            .configure(events::routes::routes)
             .configure(jobs::routes::routes),
     );
 }
@@ -42,6 +43,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
         (name = "users", description = "Tenant users and roles (tenant admins)"),
         (name = "audit", description = "Append-only audit trail"),
         (name = "webhooks", description = "Outbound webhooks: endpoints, deliveries, attempts"),
+        (name = "events", description = "The live event stream (Server-Sent Events)"),
         (name = "jobs", description = "Background job queue health and dead letters (operators)"),
         (name = "health", description = "Liveness and readiness"),
     )

@@ -78,6 +78,7 @@ permissions! {
     WebhooksRead => "webhooks", "read";
     WebhooksWrite => "webhooks", "write";
     JobsManage => "jobs", "manage";
+    EventsRead => "events", "read";
 }
 
 /// An authenticated caller holding permission `P` in the acting tenant.

@@ -8,6 +8,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 #[derive(Clone)]
 pub struct Redis {
+    client: redis::Client,
     conn: ConnectionManager,
     timeout: Duration,
 }
@@ -20,12 +21,38 @@ impl Redis {
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(1)
             .set_max_delay(timeout);
-        Ok(Self { conn: ConnectionManager::new_lazy_with_config(client, config)?, timeout })
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+        Ok(Self { client, conn, timeout })
     }
 
     /// A connection handle; cheap to clone, multiplexed.
     pub fn conn(&self) -> ConnectionManager {
         self.conn.clone()
+    }
+
+    /// PUBLISH, bounded by the timeout.
+    pub async fn publish(&self, channel: &str, message: String) -> Result<(), String> {
+        let mut conn = self.conn();
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(channel).arg(message);
+        match tokio::time::timeout(self.timeout, cmd.query_async::<i64>(&mut conn)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(err)) => Err(err.to_string()),
+            Err(_) => Err(format!("no answer within {} ms", self.timeout.as_millis())),
+        }
+    }
+
+    /// A dedicated subscription connection on `channel`.
+    pub async fn subscribe(&self, channel: &str) -> Result<redis::aio::PubSub, String> {
+        let connect = async {
+            let mut pubsub = self.client.get_async_pubsub().await?;
+            pubsub.subscribe(channel).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        match tokio::time::timeout(self.timeout, connect).await {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no answer within {} ms", self.timeout.as_millis())),
+        }
     }
 
     pub async fn ping(&self) -> Result<(), String> {

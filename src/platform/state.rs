@@ -7,7 +7,7 @@ use crate::{
     platform::{
         auth::TokenKeys,
         crypto::Cipher,
-        events::Listeners,
+        events::{Listeners, stream::EventBus},
         jobs::{Registry, Wakeup},
         rbac::Rbac,
         redis::Redis,
@@ -30,6 +30,8 @@ pub struct AppState {
     pub jobs: Arc<Registry>,
     /// Cross-module reactions to events.
     pub listeners: Listeners,
+    /// Committed events for SSE streams (through Redis when configured).
+    pub events: EventBus,
     /// Wakes this process's idle workers after work was committed.
     pub wakeup: Wakeup,
     /// The client for webhook deliveries (SSRF-guarded).

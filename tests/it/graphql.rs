@@ -103,3 +103,71 @@ async fn the_playground_is_served_with_its_assets() {
     let missing = app.client.get(format!("{}/graphql/assets/evil.js", app.base)).send().await.unwrap();
     assert_eq!(missing.status(), 404);
 }
+
+#[tokio::test]
+async fn webhook_endpoints_are_managed_over_graphql() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let receiver = crate::receiver::Receiver::start(&[]).await;
+    let create = format!(
+        r#"mutation {{ createWebhookEndpoint(input: {{ url: "{}", eventTypes: ["user.*"], priority: 8 }})
+           {{ secret endpoint {{ id version priority eventTypes }} }} }}"#,
+        receiver.url
+    );
+    let body = query(&app, Some(&tenant.token), &create).await;
+    assert!(body.get("errors").is_none(), "{body}");
+    let created = &body["data"]["createWebhookEndpoint"];
+    assert!(created["secret"].as_str().unwrap().starts_with("whsec_"));
+    assert_eq!(created["endpoint"]["eventTypes"], json!(["user.*"]));
+    let id = created["endpoint"]["id"].as_str().unwrap().to_owned();
+
+    let body = query(
+        &app,
+        Some(&tenant.token),
+        &format!(r#"mutation {{ sendWebhookTest(id: "{id}") {{ status }} }}"#),
+    )
+    .await;
+    assert_eq!(body["data"]["sendWebhookTest"]["status"], "pending", "{body}");
+    receiver.wait_for(1).await;
+    app.drained().await;
+    let nested = format!(
+        r#"{{ webhookEndpoint(id: "{id}") {{ url deliveries {{ items {{ eventType status attemptLog {{ statusCode }} }} }} }} }}"#
+    );
+    let body = query(&app, Some(&tenant.token), &nested).await;
+    let delivery = &body["data"]["webhookEndpoint"]["deliveries"]["items"][0];
+    assert_eq!(delivery["eventType"], "webhook.test", "{body}");
+    assert_eq!(delivery["status"], "succeeded");
+    assert_eq!(delivery["attemptLog"][0]["statusCode"], 200);
+
+    // Stale version: the REST code, 412.
+    let stale = format!(
+        r#"mutation {{ updateWebhookEndpoint(id: "{id}", version: 7, changes: {{ enabled: false }}) {{ id }} }}"#
+    );
+    let body = query(&app, Some(&tenant.token), &stale).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "precondition_failed");
+    // Field errors come along in the extensions.
+    let bad = r#"mutation { createWebhookEndpoint(input: { url: "http://10.0.0.1/", eventTypes: ["nope"] }) { secret } }"#;
+    let body = query(&app, Some(&tenant.token), bad).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "validation_failed", "{body}");
+    let fields: Vec<&str> = body["errors"][0]["extensions"]["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["url", "event_types[0]"]);
+    let body =
+        query(&app, Some(&tenant.token), &format!(r#"mutation {{ deleteWebhookEndpoint(id: "{id}") }}"#))
+            .await;
+    assert_eq!(body["data"]["deleteWebhookEndpoint"], true);
+    let body = query(
+        &app,
+        Some(&tenant.token),
+        "{ webhookEndpoints { pageInfo { total } } webhookEventTypes { name } }",
+    )
+    .await;
+    assert_eq!(body["data"]["webhookEndpoints"]["pageInfo"]["total"], 0);
+    assert!(
+        body["data"]["webhookEventTypes"].as_array().unwrap().iter().any(|t| t["name"] == "user.created")
+    );
+}

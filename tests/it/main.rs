@@ -7,6 +7,7 @@
 mod audit;
 mod auth;
 mod errors;
+mod events;
 mod graphql;
 mod health;
 mod helpers;

@@ -5,6 +5,9 @@
 //! enqueues one job per interested internal listener, so a listener that
 //! fails is retried on its own without repeating the others.
 
+pub mod routes;
+pub mod stream;
+
 use std::sync::Arc;
 
 use chrono::Utc;
@@ -159,6 +162,7 @@ impl JobHandler for Dispatch {
         }
         txn.commit().await?;
         state.wakeup.wake();
+        state.events.publish(&event).await;
         Ok(())
     }
 }

@@ -3,6 +3,7 @@
 //! itself (signing, SSRF guard, retries, attempt log) is in [`delivery`].
 
 pub mod delivery;
+pub mod graphql;
 pub mod routes;
 pub mod signature;
 pub mod ssrf;
@@ -18,13 +19,14 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
-    error::{ApiError, ApiResult, Code},
+    error::{ApiError, ApiResult, Code, FieldError},
     platform::{
         events::{self, Envelope},
         http::{PageRequest, Paged},
         jobs::{self, NewJob},
         state::AppState,
         tenancy::TenantScope,
+        validate::{Checks, plain_text},
     },
 };
 use entity::{
@@ -56,11 +58,42 @@ pub fn check_pattern(pattern: &str) -> Result<(), String> {
     }
 }
 
+/// Edge checks of an endpoint's fields (those given), REST and GraphQL alike.
+pub fn check_endpoint(
+    policy: &ssrf::UrlPolicy,
+    url: Option<&str>,
+    description: Option<&str>,
+    event_types: Option<&[String]>,
+    priority: Option<i16>,
+) -> Result<(), Vec<FieldError>> {
+    let mut checks = Checks::default();
+    if let Some(url) = url {
+        checks.check("url", policy.check_url(url).map(|_| ()).map_err(|e| e.to_string()));
+    }
+    if let Some(description) = description {
+        checks.check("description", plain_text(description, 500));
+    }
+    if let Some(types) = event_types {
+        if types.is_empty() {
+            checks.check("event_types", Err("must name at least one event type (or `*`)".to_owned()));
+        }
+        for (i, pattern) in types.iter().enumerate() {
+            checks.check(&format!("event_types[{i}]"), check_pattern(pattern));
+        }
+    }
+    if let Some(priority) = priority {
+        let valid = (1..=10).contains(&priority);
+        checks.check("priority", if valid { Ok(()) } else { Err("must be between 1 and 10".to_owned()) });
+    }
+    checks.finish()
+}
+
 fn patterns(model: &endpoint::Model) -> Vec<String> {
     serde_json::from_value(model.event_types.clone()).unwrap_or_default()
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema, async_graphql::SimpleObject)]
+#[graphql(name = "WebhookEndpoint", complex)]
 pub struct EndpointView {
     pub id: Uuid,
     #[schema(example = "https://example.com/hooks/nexus")]
@@ -104,7 +137,8 @@ impl From<endpoint::Model> for EndpointView {
 }
 
 /// An endpoint with its signing secret: shown once, at creation or rotation.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema, async_graphql::SimpleObject)]
+#[graphql(name = "WebhookEndpointWithSecret")]
 pub struct EndpointWithSecret {
     #[serde(flatten)]
     pub endpoint: EndpointView,
@@ -351,7 +385,8 @@ async fn enqueue_delivery(
     jobs::enqueue(db, job).await.map(|_| ())
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema, async_graphql::SimpleObject)]
+#[graphql(name = "WebhookDelivery", complex)]
 pub struct DeliveryView {
     pub id: Uuid,
     pub endpoint_id: Uuid,
@@ -389,7 +424,8 @@ impl From<delivery_row::Model> for DeliveryView {
     }
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema, async_graphql::SimpleObject)]
+#[graphql(name = "WebhookAttempt")]
 pub struct AttemptView {
     pub id: Uuid,
     #[schema(example = 1)]

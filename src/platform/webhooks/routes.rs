@@ -17,7 +17,6 @@ use crate::{
         http::{ApiJson, Data, PageRequest, Paged, Validate, created, no_content, ok},
         rbac::{Authorized, WebhooksRead, WebhooksWrite},
         state::AppState,
-        validate::{Checks, plain_text},
     },
 };
 
@@ -70,22 +69,16 @@ async fn event_types(auth: Authorized<WebhooksRead>) -> HttpResponse {
     ok(types)
 }
 
-fn check_url(state: &AppState, url: &str) -> Result<(), String> {
-    let policy = state.config.url_policy()?;
-    policy.check_url(url).map(|_| ()).map_err(|e| e.to_string())
-}
-
-fn check_types(checks: &mut Checks, types: &[String]) {
-    if types.is_empty() {
-        checks.check("event_types", Err("must name at least one event type (or `*`)".to_owned()));
-    }
-    for (i, pattern) in types.iter().enumerate() {
-        checks.check(&format!("event_types[{i}]"), super::check_pattern(pattern));
-    }
-}
-
-fn check_priority(priority: i16) -> Result<(), String> {
-    if (1..=10).contains(&priority) { Ok(()) } else { Err("must be between 1 and 10".to_owned()) }
+/// The shared edge checks, with the deployment's URL policy.
+fn check(
+    state: &AppState,
+    url: Option<&str>,
+    description: Option<&str>,
+    types: Option<&[String]>,
+    priority: Option<i16>,
+) -> ApiResult<()> {
+    let policy = state.config.url_policy().map_err(|e| ApiError::internal(anyhow::anyhow!(e)))?;
+    super::check_endpoint(&policy, url, description, types, priority).map_err(ApiError::validation)
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -106,17 +99,7 @@ pub struct CreateEndpoint {
     priority: Option<i16>,
 }
 
-impl Validate for CreateEndpoint {
-    fn validate(&self) -> Result<(), Vec<FieldError>> {
-        let mut checks = Checks::default();
-        checks.check("description", plain_text(&self.description, 500));
-        check_types(&mut checks, &self.event_types);
-        if let Some(priority) = self.priority {
-            checks.check("priority", check_priority(priority));
-        }
-        checks.finish()
-    }
-}
+impl Validate for CreateEndpoint {}
 
 /// Register an endpoint. The answer holds its signing secret, shown only
 /// this once.
@@ -136,7 +119,7 @@ async fn create_endpoint(
     body: ApiJson<CreateEndpoint>,
 ) -> ApiResult<HttpResponse> {
     let body = body.0;
-    check_url(&state, &body.url).map_err(|e| ApiError::validation(vec![FieldError::new("url", e)]))?;
+    check(&state, Some(&body.url), Some(&body.description), Some(&body.event_types), body.priority)?;
     let new = NewEndpoint {
         url: body.url,
         description: body.description.trim().to_owned(),
@@ -217,21 +200,7 @@ pub struct UpdateEndpoint {
     priority: Option<i16>,
 }
 
-impl Validate for UpdateEndpoint {
-    fn validate(&self) -> Result<(), Vec<FieldError>> {
-        let mut checks = Checks::default();
-        if let Some(description) = &self.description {
-            checks.check("description", plain_text(description, 500));
-        }
-        if let Some(types) = &self.event_types {
-            check_types(&mut checks, types);
-        }
-        if let Some(priority) = self.priority {
-            checks.check("priority", check_priority(priority));
-        }
-        checks.finish()
-    }
-}
+impl Validate for UpdateEndpoint {}
 
 /// `If-Match: "<version>"`, when sent.
 fn if_match(req: &HttpRequest) -> ApiResult<Option<i32>> {
@@ -270,9 +239,13 @@ async fn update_endpoint(
     body: ApiJson<UpdateEndpoint>,
 ) -> ApiResult<HttpResponse> {
     let body = body.0;
-    if let Some(url) = &body.url {
-        check_url(&state, url).map_err(|e| ApiError::validation(vec![FieldError::new("url", e)]))?;
-    }
+    check(
+        &state,
+        body.url.as_deref(),
+        body.description.as_deref(),
+        body.event_types.as_deref(),
+        body.priority,
+    )?;
     let changes = EndpointChanges {
         url: body.url,
         description: body.description.map(|d| d.trim().to_owned()),

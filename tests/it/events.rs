@@ -1,0 +1,150 @@
+//! `GET /api/v1/events`: committed events as Server-Sent Events, resumed
+//! without gaps from the outbox.
+
+use std::time::Duration;
+
+use reqwest::{Method, Response};
+use serde_json::{Value, json};
+
+use crate::helpers::{PASSWORD, Tenant, TestApp, assert_problem, unique};
+
+/// An open SSE stream, parsed frame by frame.
+struct Stream {
+    res: Response,
+    buffer: String,
+}
+
+#[derive(Debug)]
+struct Frame {
+    id: String,
+    event: String,
+    data: Value,
+}
+
+impl Stream {
+    async fn open(app: &TestApp, token: &str, path: &str, last_event_id: Option<&str>) -> Self {
+        let mut req = app.request(Method::GET, path, Some(token));
+        if let Some(id) = last_event_id {
+            req = req.header("last-event-id", id);
+        }
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["content-type"], "text/event-stream");
+        Self { res, buffer: String::new() }
+    }
+
+    /// The next block (frame or comment), within 10 s.
+    async fn next_block(&mut self) -> String {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block = self.buffer[..end].to_owned();
+                self.buffer.drain(..end + 2);
+                return block;
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(10), self.res.chunk())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            self.buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+
+    /// The next event, skipping `retry:` and heartbeat comments.
+    async fn next_event(&mut self) -> Frame {
+        loop {
+            let block = self.next_block().await;
+            let field = |name: &str| {
+                block.lines().find_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_owned))
+            };
+            if let (Some(id), Some(event), Some(data)) = (field("id"), field("event"), field("data")) {
+                return Frame { id, event, data: serde_json::from_str(&data).unwrap() };
+            }
+        }
+    }
+}
+
+async fn add_user(app: &TestApp, tenant: &Tenant) -> String {
+    let email = format!("{}@{}.example.com", unique("u"), tenant.slug);
+    let res = app
+        .post("/api/v1/users", &tenant.token, json!({"name": "N", "email": email, "password": PASSWORD}))
+        .await;
+    assert_eq!(res.status(), 201);
+    email
+}
+
+#[tokio::test]
+async fn committed_events_stream_live_and_resume_without_gaps() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let other = app.register().await;
+    app.drained().await; // the owners' own `user.created` are out of the way
+    let mut stream = Stream::open(&app, &tenant.token, "/api/v1/events", None).await;
+
+    let first = add_user(&app, &tenant).await;
+    add_user(&app, &other).await; // another tenant's event never shows
+    let frame = stream.next_event().await;
+    assert_eq!(frame.event, "user.created");
+    assert_eq!(frame.data["type"], "user.created");
+    assert_eq!(frame.data["tenant_id"], tenant.id.to_string());
+    assert_eq!(frame.data["data"]["email"], first);
+    drop(stream);
+
+    // Events committed while disconnected are replayed on resume, in order,
+    // then the stream goes on live.
+    let (second, third) = (add_user(&app, &tenant).await, add_user(&app, &tenant).await);
+    let mut stream = Stream::open(&app, &tenant.token, "/api/v1/events", Some(&frame.id)).await;
+    let replayed = [stream.next_event().await, stream.next_event().await];
+    assert_eq!(replayed[0].data["data"]["email"], second);
+    assert_eq!(replayed[1].data["data"]["email"], third);
+    let fourth = add_user(&app, &tenant).await;
+    assert_eq!(stream.next_event().await.data["data"]["email"], fourth);
+}
+
+#[tokio::test]
+async fn streams_filter_by_type_and_send_heartbeats() {
+    let app = TestApp::spawn_adjusted(|f| f.merge(("events.sse_heartbeat_ms", 100))).await;
+    let tenant = app.register().await;
+    let mut stream = Stream::open(&app, &tenant.token, "/api/v1/events?types=user.disabled", None).await;
+    assert_eq!(stream.next_block().await, "retry: 3000");
+    assert_eq!(stream.next_block().await, ": heartbeat");
+
+    let email = add_user(&app, &tenant).await; // user.created: filtered out
+    let users =
+        crate::helpers::json(app.get(&format!("/api/v1/users?email={email}"), &tenant.token).await).await;
+    let id = users["data"][0]["id"].as_str().unwrap();
+    let res = app.post(&format!("/api/v1/users/{id}/disable"), &tenant.token, json!({})).await;
+    assert_eq!(res.status(), 200);
+    let frame = stream.next_event().await;
+    assert_eq!(frame.event, "user.disabled");
+    assert_eq!(frame.data["data"]["id"], id);
+
+    let res = app.get("/api/v1/events?types=nope.*", &tenant.token).await;
+    assert_problem(res, 400, "invalid_query").await;
+    let res = app
+        .request(Method::GET, "/api/v1/events", Some(&tenant.token))
+        .header("last-event-id", "x")
+        .send()
+        .await;
+    assert_problem(res.unwrap(), 400, "invalid_header").await;
+    let (_, viewer) = app.user_with_roles(&tenant, &["viewer"]).await;
+    assert_problem(app.get("/api/v1/events", &viewer).await, 403, "forbidden").await;
+}
+
+/// With Redis, an event dispatched on one instance reaches streams on
+/// every instance (without Redis each process streams its own events).
+#[tokio::test]
+async fn with_redis_events_reach_streams_on_every_instance() {
+    if std::env::var("NEXUS_TEST_REDIS_URL").is_err() {
+        return;
+    }
+    let first = TestApp::spawn().await;
+    // No workers here: every event is dispatched by the first instance.
+    let second = first.sibling_adjusted(|f| f.merge(("jobs.run_in_server", false))).await;
+    let tenant = first.register().await;
+    first.drained().await;
+    let mut stream = Stream::open(&second, &tenant.token, "/api/v1/events", None).await;
+    tokio::time::sleep(Duration::from_millis(200)).await; // the relay subscribes
+    let email = add_user(&second, &tenant).await;
+    assert_eq!(stream.next_event().await.data["data"]["email"], email);
+}
