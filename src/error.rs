@@ -37,13 +37,21 @@ catalogue! {
     Unauthenticated => UNAUTHORIZED, "unauthenticated", "Authentication required";
     InvalidCredentials => UNAUTHORIZED, "invalid_credentials", "Invalid credentials";
     Forbidden => FORBIDDEN, "forbidden", "Forbidden";
+    FeatureDisabled => FORBIDDEN, "feature_disabled", "Feature disabled";
+    LicenseReadOnly => FORBIDDEN, "license_read_only", "License is read-only";
+    LicenseSuspended => FORBIDDEN, "license_suspended", "License suspended";
+    LicenseExpired => FORBIDDEN, "license_expired", "License expired";
+    LicenseLimit => FORBIDDEN, "license_limit", "License limit reached";
     NotFound => NOT_FOUND, "not_found", "Not found";
     MethodNotAllowed => METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed";
     Conflict => CONFLICT, "conflict", "Conflict";
+    Gone => GONE, "gone", "Gone";
     PreconditionFailed => PRECONDITION_FAILED, "precondition_failed", "Precondition failed";
     PayloadTooLarge => PAYLOAD_TOO_LARGE, "payload_too_large", "Payload too large";
     UnsupportedMediaType => UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Unsupported media type";
     ValidationFailed => UNPROCESSABLE_ENTITY, "validation_failed", "Validation failed";
+    IdempotencyConflict => UNPROCESSABLE_ENTITY, "idempotency_conflict", "Idempotency key reused";
+    RateLimited => TOO_MANY_REQUESTS, "rate_limited", "Too many requests";
     Internal => INTERNAL_SERVER_ERROR, "internal_error", "Internal server error";
     ServiceUnavailable => SERVICE_UNAVAILABLE, "service_unavailable", "Service unavailable";
 }
@@ -58,10 +66,12 @@ impl Code {
             404 => Code::NotFound,
             405 => Code::MethodNotAllowed,
             409 => Code::Conflict,
+            410 => Code::Gone,
             412 => Code::PreconditionFailed,
             413 => Code::PayloadTooLarge,
             415 => Code::UnsupportedMediaType,
             422 => Code::ValidationFailed,
+            429 => Code::RateLimited,
             503 => Code::ServiceUnavailable,
             400..=499 => Code::BadRequest,
             _ => Code::Internal,

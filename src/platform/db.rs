@@ -4,7 +4,10 @@
 use std::time::Duration;
 
 use migration::{Migrator, MigratorTrait};
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, SqliteTransactionMode,
+    TransactionOptions, TransactionTrait,
+};
 
 use crate::config::Config;
 
@@ -41,6 +44,20 @@ pub async fn connect(config: &Config) -> anyhow::Result<DatabaseConnection> {
         db.execute_unprepared(&format!("CREATE SCHEMA IF NOT EXISTS \"{quoted}\"")).await?;
     }
     Ok(db)
+}
+
+/// Begin a transaction that will write. On SQLite it takes the write lock
+/// at once (`BEGIN IMMEDIATE`): a transaction that reads first and writes
+/// later would otherwise fail with "database is locked" when another writer
+/// committed in between, instead of waiting its turn. Elsewhere it is a
+/// plain `BEGIN`.
+#[allow(clippy::disallowed_methods)]
+pub async fn begin<C: TransactionTrait>(db: &C) -> Result<C::Transaction, DbErr> {
+    let options = TransactionOptions {
+        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+        ..TransactionOptions::default()
+    };
+    db.begin_with_options(options).await
 }
 
 pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {

@@ -148,3 +148,23 @@ async fn with_redis_events_reach_streams_on_every_instance() {
     let email = add_user(&second, &tenant).await;
     assert_eq!(stream.next_event().await.data["data"]["email"], email);
 }
+
+#[tokio::test]
+async fn a_stream_ends_when_its_token_is_revoked() {
+    let app = TestApp::spawn_adjusted(|f| f.merge(("events.sse_heartbeat_ms", 50))).await;
+    let tenant = app.register().await;
+    let (_, manager) = app.user_with_roles(&tenant, &["manager"]).await;
+    let mut stream = Stream::open(&app, &manager, "/api/v1/events", None).await;
+    assert_eq!(stream.next_block().await, "retry: 3000");
+    assert_eq!(stream.next_block().await, ": heartbeat");
+    let res = app.request(Method::POST, "/api/v1/auth/logout", Some(&manager)).send().await.unwrap();
+    assert_eq!(res.status(), 204);
+    // The next heartbeat finds the token revoked and closes the stream.
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(chunk) = stream.res.chunk().await.unwrap() {
+            assert!(std::str::from_utf8(&chunk).unwrap().starts_with(": heartbeat"));
+        }
+    })
+    .await;
+    assert!(end.is_ok(), "the stream stayed open");
+}

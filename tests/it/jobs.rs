@@ -103,3 +103,36 @@ async fn dead_jobs_are_kept_listed_and_replayed() {
     // Tenant admins do not see the shared queue.
     assert_problem(app.get("/api/v1/admin/jobs", &tenant.token).await, 403, "forbidden").await;
 }
+
+#[tokio::test]
+async fn a_job_held_by_a_dead_worker_runs_again_when_its_lease_expires() {
+    use sea_orm::{ActiveModelTrait, ActiveValue::Set, IntoActiveModel};
+    // No workers: the job stays where the "crashed" worker left it.
+    let app = TestApp::spawn_adjusted(|f| f.merge(("jobs.run_in_server", false))).await;
+    let receiver = crate::receiver::Receiver::start(&[]).await;
+    let tenant = app.register().await;
+    let res =
+        app.post("/api/v1/webhooks", &tenant.token, json!({"url": receiver.url, "event_types": ["*"]})).await;
+    let id = json(res).await["data"]["id"].as_str().unwrap().to_owned();
+    app.post(&format!("/api/v1/webhooks/{id}/test"), &tenant.token, json!({})).await;
+    let job = entity::job::Entity::find()
+        .filter(entity::job::Column::Kind.eq("webhook.deliver"))
+        .one(&app.state.db)
+        .await
+        .unwrap()
+        .unwrap();
+    // A worker claimed it, then died: running, lease already expired.
+    let mut held = job.into_active_model();
+    held.status = Set("running".to_owned());
+    held.attempts = Set(1);
+    held.locked_by = Set(Some("crashed-worker".to_owned()));
+    held.locked_until = Set(Some(chrono::Utc::now() - chrono::Duration::seconds(1)));
+    held.update(&app.state.db).await.unwrap();
+
+    let _worker = app.sibling().await;
+    let got = receiver.wait_for(1).await;
+    assert_eq!(got[0].json()["type"], "webhook.test");
+    app.drained().await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(receiver.received().len(), 1);
+}

@@ -110,3 +110,27 @@ async fn the_last_admin_keeps_the_role() {
     // The first admin is no longer admin, so the request is forbidden.
     assert_problem(res, 403, "forbidden").await;
 }
+
+/// Read-then-write transactions under concurrency wait for the write lock
+/// (SQLite) instead of failing: every request succeeds.
+#[tokio::test]
+async fn concurrent_role_changes_all_succeed() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let mut users = Vec::new();
+    for _ in 0..8 {
+        users.push(app.user_with_roles(&tenant, &["viewer"]).await.0);
+    }
+    let mut requests = Vec::new();
+    for round in 0..4 {
+        for id in &users {
+            let method = if round % 2 == 0 { Method::PUT } else { Method::DELETE };
+            let req = app.request(method, &format!("/api/v1/users/{id}/roles/manager"), Some(&tenant.token));
+            requests.push(tokio::spawn(req.send()));
+        }
+    }
+    for request in requests {
+        let res = request.await.unwrap().unwrap();
+        assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    }
+}

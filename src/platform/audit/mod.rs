@@ -50,6 +50,9 @@ pub async fn middleware(
     let res = next.call(req).await?.map_into_boxed_body();
     if let Some(state) = state {
         record(&state, &res, summary).await;
+        // A change may have enqueued jobs (events, deliveries): wake this
+        // process's idle workers instead of leaving them to the next poll.
+        state.wakeup.wake();
     }
     Ok(res)
 }

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, TransactionTrait,
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
     sea_query::{Expr, ExprTrait},
 };
 use serde::Serialize;
@@ -123,7 +123,7 @@ pub async fn register(state: &AppState, input: Registration) -> ApiResult<Regist
         roles: vec![ROLES[0].to_owned()],
         is_super_admin: false,
     };
-    let txn = state.db.begin().await?;
+    let txn = crate::platform::db::begin(&state.db).await?;
     let tenant = users::create_tenant(&txn, &input.tenant_name, &input.tenant_slug).await?;
     let user = users::create_user(&txn, TenantScope::new(tenant.id), new).await?;
     let model =

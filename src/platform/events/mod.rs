@@ -11,7 +11,7 @@ pub mod stream;
 use std::sync::Arc;
 
 use chrono::Utc;
-use sea_orm::{ActiveValue::Set, ConnectionTrait, EntityTrait, TransactionTrait};
+use sea_orm::{ActiveValue::Set, ConnectionTrait, EntityTrait};
 use serde::Serialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
@@ -153,7 +153,7 @@ pub struct Dispatch;
 impl JobHandler for Dispatch {
     async fn run(&self, state: &AppState, job: &job::Model) -> Result<(), JobError> {
         let event = load(state, job).await?;
-        let txn = state.db.begin().await?;
+        let txn = crate::platform::db::begin(&state.db).await?;
         webhooks::fan_out(&txn, &event).await?;
         for listener in state.listeners.iter().filter(|l| l.wants(&event.event_type)) {
             let payload = json!({ "event_id": event.id, "listener": listener.name() });

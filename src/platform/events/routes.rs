@@ -4,7 +4,7 @@
 use std::{collections::HashSet, time::Duration};
 
 use actix_web::{HttpRequest, HttpResponse, get, http::header, web};
-use sea_orm::{ColumnTrait, DatabaseConnection, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 use utoipa::IntoParams;
@@ -52,8 +52,11 @@ fn resume_after(req: &HttpRequest, query: Option<Uuid>) -> ApiResult<Option<Uuid
 }
 
 fn patterns(types: Option<&str>) -> ApiResult<Vec<String>> {
-    let patterns: Vec<String> =
+    let mut patterns: Vec<String> =
         types.unwrap_or("*").split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect();
+    if patterns.is_empty() {
+        patterns.push("*".to_owned()); // `?types=` means all
+    }
     let bad: Vec<FieldError> = patterns
         .iter()
         .filter_map(|p| webhooks::check_pattern(p).err().map(|message| FieldError::new("types", message)))
@@ -92,6 +95,15 @@ async fn since(
     Ok(rows.iter().map(LiveEvent::from).collect())
 }
 
+/// Whether the stream's token is still live and its user enabled.
+async fn still_valid(db: &DatabaseConnection, token_id: Uuid, user_id: Uuid) -> Result<bool, sea_orm::DbErr> {
+    let now = chrono::Utc::now();
+    let token = entity::api_token::Entity::find_by_id(token_id).one(db).await?;
+    let user = entity::user::Entity::find_by_id(user_id).one(db).await?;
+    Ok(token.is_some_and(|t| t.revoked_at.is_none() && t.expires_at > now)
+        && user.is_some_and(|u| u.disabled_at.is_none()))
+}
+
 enum Next {
     Beat,
     Live(Result<std::sync::Arc<LiveEvent>, RecvError>),
@@ -126,8 +138,11 @@ async fn stream_events(
     let tenant = auth.tenant.id();
     let config = &state.config.events;
     let (limit, beat) = (config.sse_backlog_limit, Duration::from_millis(config.sse_heartbeat_ms));
-    // Subscribe before reading the backlog, so nothing falls in between.
+    // Subscribe before reading the backlog, so nothing falls in between;
+    // a stream that lags before sending anything catches up from here.
     let mut live = state.events.subscribe();
+    let opened = Uuid::now_v7();
+    let (token_id, user_id) = (auth.token_id, auth.user_id);
     let backlog = match after {
         Some(after) => since(&state.db, tenant, after, limit).await?,
         None => Vec::new(),
@@ -138,7 +153,7 @@ async fn stream_events(
     let body = async_stream::stream! {
         yield Ok::<_, actix_web::Error>(web::Bytes::from_static(b"retry: 3000\n\n"));
         let mut seen: HashSet<Uuid> = HashSet::new();
-        let mut last = after;
+        let mut last = after.or(Some(opened));
         for event in backlog {
             seen.insert(event.id);
             last = Some(event.id);
@@ -153,7 +168,14 @@ async fn stream_events(
                 received = live.recv() => Next::Live(received),
             };
             match next {
-                Next::Beat => yield Ok(web::Bytes::from_static(b": heartbeat\n\n")),
+                Next::Beat => {
+                    // The token may have been revoked or the user disabled
+                    // since the stream opened: end it then.
+                    if !matches!(still_valid(&db, token_id, user_id).await, Ok(true)) {
+                        break;
+                    }
+                    yield Ok(web::Bytes::from_static(b": heartbeat\n\n"));
+                }
                 Next::Live(Ok(event)) => {
                     if !seen.contains(&event.id) && wants(&event) {
                         last = Some(event.id);

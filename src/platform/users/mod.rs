@@ -126,7 +126,7 @@ pub async fn create_user(
 ) -> ApiResult<UserView> {
     let email = new.email.trim().to_lowercase();
     let now = Utc::now();
-    let txn = db.begin().await?;
+    let txn = crate::platform::db::begin(db).await?;
     let model = user::ActiveModel {
         id: Set(Uuid::now_v7()),
         tenant_id: Set(tenant.id()),
@@ -270,7 +270,7 @@ pub async fn set_disabled(
     if disabled && actor == id {
         return Err(ApiError::new(Code::Conflict, "you cannot disable your own account"));
     }
-    let txn = db.begin().await?;
+    let txn = crate::platform::db::begin(db).await?;
     let user = find(&txn, tenant, id).await?;
     let now = Utc::now();
     tenant
@@ -296,7 +296,7 @@ pub async fn assign_role(
     role: &str,
 ) -> ApiResult<UserView> {
     check_role(role)?;
-    let txn = db.begin().await?;
+    let txn = crate::platform::db::begin(db).await?;
     let before = get(&txn, tenant, id).await?;
     if !before.roles.iter().any(|r| r == role) {
         insert_role(&txn, tenant, id, role).await?;
@@ -317,7 +317,7 @@ pub async fn remove_role(
     role: &str,
 ) -> ApiResult<UserView> {
     check_role(role)?;
-    let txn = db.begin().await?;
+    let txn = crate::platform::db::begin(db).await?;
     find(&txn, tenant, id).await?;
     if role == ROLES[0] {
         let admins =

@@ -16,7 +16,7 @@ use reqwest::{
     dns::{Addrs, Name, Resolve, Resolving},
     header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER, USER_AGENT},
 };
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, TransactionTrait, sea_query::Expr};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
 use serde_json::{Value, json};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
@@ -152,7 +152,7 @@ impl JobHandler for Deliver {
             next_attempt(config, job.attempts, outcome.retry_after, now)
         };
 
-        let txn = state.db.begin().await?;
+        let txn = crate::platform::db::begin(&state.db).await?;
         let number = delivery.attempts + 1;
         attempt::Entity::insert(attempt::ActiveModel {
             id: Set(Uuid::now_v7()),

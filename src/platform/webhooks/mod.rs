@@ -238,7 +238,7 @@ pub async fn update(
     if_match: Option<i32>,
     changes: EndpointChanges,
 ) -> ApiResult<EndpointView> {
-    let txn = db.begin().await?;
+    let txn = crate::platform::db::begin(db).await?;
     let current = find(&txn, tenant, id).await?;
     if if_match.is_some_and(|v| v != current.version) {
         return Err(ApiError::new(
@@ -291,7 +291,7 @@ pub async fn delete(db: &impl ConnectionTrait, tenant: TenantScope, id: Uuid) ->
 /// A new secret; the previous one keeps signing (a second signature) for
 /// `webhooks.rotation_overlap_hours`, so receivers can switch without loss.
 pub async fn rotate_secret(state: &AppState, tenant: TenantScope, id: Uuid) -> ApiResult<EndpointWithSecret> {
-    let txn = state.db.begin().await?;
+    let txn = crate::platform::db::begin(&state.db).await?;
     let current = find(&txn, tenant, id).await?;
     let secret = signature::generate_secret();
     let now = Utc::now();
@@ -467,6 +467,13 @@ pub async fn deliveries(
     status: Option<String>,
     page: PageRequest,
 ) -> ApiResult<Paged<DeliveryView>> {
+    if let Some(status) = &status
+        && ![DELIVERY_PENDING, DELIVERY_SUCCEEDED, DELIVERY_FAILED].contains(&status.as_str())
+    {
+        let mut err = ApiError::new(Code::InvalidQuery, "unknown delivery status");
+        err.errors.push(FieldError::new("status", "must be pending, succeeded or failed"));
+        return Err(err);
+    }
     find(db, tenant, endpoint_id).await?;
     let mut query =
         tenant.find::<delivery_row::Entity>().filter(delivery_row::Column::EndpointId.eq(endpoint_id));
@@ -522,7 +529,7 @@ pub async fn resend(
     endpoint_id: Uuid,
     id: Uuid,
 ) -> ApiResult<DeliveryView> {
-    let txn = state.db.begin().await?;
+    let txn = crate::platform::db::begin(&state.db).await?;
     let endpoint = find(&txn, tenant, endpoint_id).await?;
     let row = find_delivery(&txn, tenant, endpoint_id, id).await?;
     if row.status == DELIVERY_PENDING {
@@ -545,7 +552,7 @@ pub async fn recover(
     endpoint_id: Uuid,
     since: DateTime<Utc>,
 ) -> ApiResult<u64> {
-    let txn = state.db.begin().await?;
+    let txn = crate::platform::db::begin(&state.db).await?;
     let endpoint = find(&txn, tenant, endpoint_id).await?;
     let ids: Vec<Uuid> = tenant
         .find::<delivery_row::Entity>()
@@ -585,7 +592,7 @@ async fn restart(db: &impl ConnectionTrait, endpoint: &endpoint::Model, ids: &[U
 
 /// Send a `webhook.test` event to this endpoint only (enabled or not).
 pub async fn send_test(state: &AppState, tenant: TenantScope, endpoint_id: Uuid) -> ApiResult<DeliveryView> {
-    let txn = state.db.begin().await?;
+    let txn = crate::platform::db::begin(&state.db).await?;
     let endpoint = find(&txn, tenant, endpoint_id).await?;
     let envelope = Envelope {
         event_type: events::WEBHOOK_TEST.name.to_owned(),

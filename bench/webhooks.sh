@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Webhook pipeline benchmark: events committed through the API, dispatched
+# from the outbox and delivered to a local receiver (bench/receiver.py).
+# Reports deliveries per second under a burst and event-to-delivery latency
+# (p50/p90/p99) at a steady rate.
+# Usage: bench/webhooks.sh [burst_events=2000] [steady_events=300] [steady_rate_per_s=30]
+# Env: NEXUS_DATABASE_URL / NEXUS_REDIS_URL to measure on PostgreSQL / Redis.
+# Needs: curl, python3. Builds the release binary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+burst=${1:-2000}
+steady=${2:-300}
+rate=${3:-30}
+port=18398
+base="http://127.0.0.1:$port"
+data=$(mktemp -d)
+
+cargo build --release --quiet
+NEXUS_BIND=127.0.0.1:$port NEXUS_DATA_DIR="$data" RUST_LOG=warn \
+NEXUS_WEBHOOKS__ALLOW_NETWORKS='["127.0.0.0/8"]' ./target/release/nexus serve >"$data/server.log" 2>&1 &
+server=$!
+receiver=""
+trap 'kill $server $receiver 2>/dev/null; rm -rf "$data"' EXIT
+for _ in $(seq 1 50); do curl -sf "$base/health" >/dev/null && break; sleep 0.1; done
+
+json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
+token=$(curl -sf -X POST "$base/api/v1/auth/register" -H 'content-type: application/json' \
+  -d '{"tenant_name":"Bench","tenant_slug":"bench","name":"Bench","email":"bench@example.com","password":"correct horse 42"}' \
+  | json '["data"]["token"]["token"]')
+users=()
+for i in $(seq 1 8); do
+  users+=("$(curl -sf -X POST "$base/api/v1/users" -H "Authorization: Bearer $token" -H 'content-type: application/json' \
+    -d "{\"name\":\"User $i\",\"email\":\"user$i@example.com\",\"password\":\"correct horse 42\"}" | json '["data"]["id"]')")
+done
+
+# Fire $1 role changes (one event each) from 8 threads at $2 per second in all (0: as fast as possible).
+fire() {
+  python3 - "$base" "$token" "$1" "$2" "${users[@]}" <<'PY'
+import http.client, sys, threading, time
+base, token, total, rate, users = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), sys.argv[5:]
+host = base.split("//")[1]
+per_thread = total // len(users)
+start = time.time()
+def run(index, user):
+    conn = http.client.HTTPConnection(host)
+    for n in range(per_thread):
+        if rate:
+            due = start + (n * len(users) + index) / rate
+            time.sleep(max(0, due - time.time()))
+        method = "PUT" if n % 2 == 0 else "DELETE"
+        conn.request(method, f"/api/v1/users/{user}/roles/manager", headers={"Authorization": f"Bearer {token}"})
+        res = conn.getresponse(); res.read()
+        assert res.status == 200, res.status
+threads = [threading.Thread(target=run, args=(i, u)) for i, u in enumerate(users)]
+[t.start() for t in threads]; [t.join() for t in threads]
+print(f"fired {per_thread * len(users)} events in {time.time() - start:.2f} s", flush=True)
+PY
+}
+
+phase() {
+  local name=$1 events=$2 per_second=$3 rport=$4
+  echo "== $name"
+  python3 bench/receiver.py "$rport" "$events" > "$data/$name.out" &
+  receiver=$!
+  sleep 0.5
+  local endpoint
+  endpoint=$(curl -sf -X POST "$base/api/v1/webhooks" -H "Authorization: Bearer $token" -H 'content-type: application/json' \
+    -d "{\"url\":\"http://127.0.0.1:$rport/hook\",\"event_types\":[\"user.role_assigned\",\"user.role_removed\"]}" | json '["data"]["id"]') || true
+  fire "$events" "$per_second"
+  wait $receiver
+  cat "$data/$name.out" | grep -v ready
+  curl -sf -X DELETE "$base/api/v1/webhooks/$endpoint" -H "Authorization: Bearer $token" >/dev/null
+}
+phase "burst: $burst events as fast as the API takes them" "$burst" 0 18401
+phase "steady: $steady events at $rate/s" "$steady" "$rate" 18402
+echo "== server memory"
+grep -E 'VmHWM|VmRSS' "/proc/$server/status"
