@@ -205,6 +205,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 password_hash: password::hash(pw).await.map_err(|e| anyhow::anyhow!("{e}"))?,
                 roles,
                 is_super_admin: super_admin,
+                max_users: None,
             };
             let user = users::create_user(&db, TenantScope::new(tenant.id), new)
                 .await

@@ -14,6 +14,9 @@ use serde::Deserialize;
 pub const DEFAULTS: &str = include_str!("../config/default.toml");
 const DEFAULT_JWT_SECRET: &str = "nexus-development-secret-change-me-0123456789";
 const DEFAULT_ENCRYPTION_KEY: &str = "bmV4dXMtZGV2ZWxvcG1lbnQta2V5LWNoYW5nZS1tZSE=";
+/// The public half of the development license-signing key, whose private
+/// half is published in the tests: never valid in production.
+const DEV_LICENSE_PUBLIC_KEY: &str = "oykv08fy/q+kIGyqS327Grcazzcl0CVrQD0cD1IY4W0=";
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -48,6 +51,8 @@ pub struct Config {
     redis_url: String,
     pub jwt_secret: Secret,
     pub encryption_key: Secret,
+    /// Verifies signed license keys (Ed25519, base64 of 32 bytes).
+    pub license_public_key: String,
     pub database: DatabaseConfig,
     pub auth: AuthConfig,
     pub http: HttpConfig,
@@ -198,6 +203,15 @@ impl Config {
         if let Err(err) = crate::platform::crypto::Cipher::from_base64_key(self.encryption_key.expose()) {
             return fail("encryption_key", &err.to_string());
         }
+        if self.env == Environment::Production && self.license_public_key == DEV_LICENSE_PUBLIC_KEY {
+            return fail(
+                "license_public_key",
+                "the development key cannot be used in production; set NEXUS_LICENSE_PUBLIC_KEY",
+            );
+        }
+        if let Err(err) = crate::platform::license::key::public_key(&self.license_public_key) {
+            return fail("license_public_key", &err.to_string());
+        }
         let db = self.database_url();
         if !(db.starts_with("sqlite:") || db.starts_with("postgres://") || db.starts_with("postgresql://")) {
             return fail("database_url", "must start with sqlite:, postgres:// or postgresql://");
@@ -313,10 +327,11 @@ mod tests {
             .merge(("jwt_secret", "a-real-secret-of-at-least-32-bytes!!"));
         let err = Config::from_figment(production.clone()).unwrap_err().to_string();
         assert!(err.contains("`encryption_key`"), "{err}");
-        let ok = Config::from_figment(
-            production.merge(("encryption_key", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")),
-        );
-        assert!(ok.is_ok());
+        let production = production.merge(("encryption_key", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="));
+        let err = Config::from_figment(production.clone()).unwrap_err().to_string();
+        assert!(err.contains("`license_public_key`"), "{err}");
+        let (_, public) = crate::platform::license::key::generate();
+        assert!(Config::from_figment(production.merge(("license_public_key", public))).is_ok());
         let err = with("encryption_key", "c2hvcnQ=").unwrap_err().to_string();
         assert!(err.contains("`encryption_key`"), "{err}");
     }

@@ -41,6 +41,7 @@ catalogue! {
     LicenseReadOnly => FORBIDDEN, "license_read_only", "License is read-only";
     LicenseSuspended => FORBIDDEN, "license_suspended", "License suspended";
     LicenseExpired => FORBIDDEN, "license_expired", "License expired";
+    LicenseTerminated => FORBIDDEN, "license_terminated", "License terminated";
     LicenseLimit => FORBIDDEN, "license_limit", "License limit reached";
     NotFound => NOT_FOUND, "not_found", "Not found";
     MethodNotAllowed => METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed";

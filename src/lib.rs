@@ -20,8 +20,12 @@ use crate::{
         crypto::Cipher,
         db,
         events::{self, Listener},
+        features::Catalogue,
+        governance::Governance,
         http,
         jobs::{Registry, Runner, RunnerHandle, Wakeup},
+        license::{self, Tiers},
+        ratelimit::RateLimiter,
         rbac::Rbac,
         redis::Redis,
         state::AppState,
@@ -53,6 +57,8 @@ impl Application {
         let server = server(state.clone(), listener)?;
         let runner = state.config.jobs.run_in_server.then(|| Runner::start(state.clone()));
         state.events.start_relay();
+        state.governance.start_relay();
+        state.governance.usage.start_flushing(state.db.clone(), std::time::Duration::from_secs(5));
         Ok(Self { server, port, state, runner })
     }
 
@@ -88,7 +94,16 @@ pub fn job_handlers() -> Registry {
 pub async fn state(config: Config, listeners: Vec<Arc<dyn Listener>>) -> anyhow::Result<AppState> {
     let db = db::connect(&config).await?;
     let redis = config.redis_url().map(|url| Redis::new(url, config.redis_timeout())).transpose()?;
+    let tiers = Tiers::load()?;
+    let catalogue = Catalogue::load(&tiers)?;
+    let limiter = match &redis {
+        Some(redis) => RateLimiter::redis(redis.clone(), config.redis_timeout()),
+        None => RateLimiter::memory(),
+    };
+    let license_key = license::key::public_key(&config.license_public_key)?;
+    let governance = Governance::new(tiers, catalogue, limiter, license_key, redis.clone());
     Ok(AppState {
+        governance: Arc::new(governance),
         keys: Arc::new(TokenKeys::new(config.jwt_secret.expose())),
         rbac: Arc::new(Rbac::new().await?),
         cipher: Arc::new(Cipher::from_base64_key(config.encryption_key.expose())?),

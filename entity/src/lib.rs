@@ -2,9 +2,12 @@
 //! server crate (`src/platform`, `src/modules`), never here.
 
 pub mod api_token;
+pub mod api_usage;
 pub mod audit_log;
 pub mod event;
+pub mod feature_toggle;
 pub mod job;
+pub mod license;
 pub mod tenant;
 pub mod user;
 pub mod user_role;

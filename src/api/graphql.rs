@@ -2,7 +2,12 @@
 //! context, permissions and error codes as REST. The playground (GraphiQL)
 //! and its assets are served by Nexus itself, so it works offline.
 
-use actix_web::{HttpRequest, HttpResponse, get, http::header, post, web};
+use std::rc::Rc;
+
+use actix_web::{
+    FromRequest, HttpMessage, HttpRequest, HttpResponse, dev::Payload, get, http::header,
+    middleware::from_fn, post, web,
+};
 use async_graphql::{
     Context, EmptySubscription, ErrorExtensions, MergedObject, Object, Schema, SimpleObject,
 };
@@ -11,8 +16,10 @@ use async_graphql_actix_web::{GraphQLRequest, GraphQLResponse};
 use crate::{
     error::{ApiError, ApiResult, Code},
     platform::{
-        auth::{Principal, authenticate_optional},
+        auth::{self, Principal},
+        governance::{self, Governed},
         http::{PageMeta, PageRequest},
+        license::Access,
         rbac::{self, Permission, TenantRead, UsersRead},
         state::AppState,
         users::{self, TenantView, UserFilter, UserView},
@@ -76,6 +83,9 @@ pub fn caller<'a>(ctx: &'a Context<'_>) -> ApiResult<(&'a AppState, &'a Principa
 pub fn authorized<'a, P: Permission>(ctx: &'a Context<'_>) -> ApiResult<(&'a AppState, &'a Principal)> {
     let (state, principal) = caller(ctx)?;
     rbac::check::<P>(&state.rbac, principal)?;
+    if let (Some(key), Some(governed)) = (P::FEATURE, ctx.data_opt::<Governed>()) {
+        governed.require(&state.governance, key)?;
+    }
     Ok((state, principal))
 }
 
@@ -119,33 +129,59 @@ impl PlatformQuery {
     }
 }
 
+/// `/graphql` passes the same authentication and governance (rate limits,
+/// license, `feature.graphql`) as the REST API.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(execute).service(playground).service(asset);
+    cfg.service(
+        web::scope("/graphql")
+            .wrap(from_fn(governance::middleware))
+            .wrap(from_fn(auth::middleware))
+            .service(execute)
+            .service(playground)
+            .service(asset),
+    );
 }
 
-#[post("/graphql")]
+/// Whether the document runs a mutation (a read-only license refuses it).
+fn has_mutation(query: &str) -> bool {
+    async_graphql::parser::parse_query(query).is_ok_and(|doc| {
+        doc.operations
+            .iter()
+            .any(|(_, op)| op.node.ty == async_graphql::parser::types::OperationType::Mutation)
+    })
+}
+
+#[post("")]
 async fn execute(
     req: HttpRequest,
     state: web::Data<AppState>,
     schema: web::Data<NexusSchema>,
     request: GraphQLRequest,
-) -> GraphQLResponse {
-    let caller = match authenticate_optional(&state, &req).await {
-        Ok(Some(principal)) => Ok(principal),
-        Ok(None) => Err((Code::Unauthenticated, "send `Authorization: Bearer <token>`".to_owned())),
-        Err(err) => Err((err.code, err.detail)),
-    };
-    schema.execute(request.into_inner().data(Caller(caller))).await.into()
+) -> ApiResult<GraphQLResponse> {
+    let caller =
+        Principal::from_request(&req, &mut Payload::None).into_inner().map_err(|e| (e.code, e.detail));
+    let mut request = request.into_inner();
+    let governed = req.extensions().get::<Rc<Governed>>().map(|g| Governed::clone(g));
+    if let Some(governed) = governed {
+        governed.require(&state.governance, "feature.graphql")?;
+        if let Access::ReadOnly(code) = governed.access(&state.governance)
+            && has_mutation(&request.query)
+        {
+            return Err(ApiError::new(code, "the license allows reads only: no mutations"));
+        }
+        request = request.data(governed);
+    }
+    Ok(schema.execute(request.data(Caller(caller))).await.into())
 }
 
-#[get("/graphql")]
+#[get("")]
 async fn playground() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .body(include_str!("../../assets/graphiql/index.html"))
 }
 
-#[get("/graphql/assets/{file}")]
+#[get("/assets/{file}")]
 async fn asset(file: web::Path<String>) -> HttpResponse {
     let (body, content_type): (&'static [u8], &str) = match file.as_str() {
         "graphiql.min.js" => (include_bytes!("../../assets/graphiql/graphiql.min.js"), "text/javascript"),

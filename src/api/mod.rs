@@ -9,13 +9,15 @@ use utoipa::{
 };
 use utoipa_actix_web::{AppExt, scope, service_config::ServiceConfig};
 
-use crate::platform::{audit, auth, events, health, jobs, users, webhooks};
+use crate::platform::{audit, auth, events, features, governance, health, jobs, license, users, webhooks};
 
 /// Every REST route. Paths and schemas are collected from the handlers'
 /// `#[utoipa::path]` by utoipa-actix-web, never listed by hand.
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.configure(health::routes).service(
         scope("/api/v1")
+            // Last wrapped runs first: audit, authentication, governance.
+            .wrap(from_fn(governance::middleware))
             .wrap(from_fn(auth::middleware))
             .wrap(from_fn(audit::middleware))
             .configure(auth::routes::routes)
@@ -23,6 +25,8 @@ pub fn routes(cfg: &mut ServiceConfig) {
             .configure(audit::routes::routes)
             .configure(webhooks::routes::routes)
             .configure(events::routes::routes)
+            .configure(license::routes::routes)
+            .configure(features::routes::routes)
             .configure(jobs::routes::routes),
     );
 }
@@ -43,6 +47,8 @@ pub fn routes(cfg: &mut ServiceConfig) {
         (name = "users", description = "Tenant users and roles (tenant admins)"),
         (name = "audit", description = "Append-only audit trail"),
         (name = "webhooks", description = "Outbound webhooks: endpoints, deliveries, attempts"),
+        (name = "license", description = "The tenant's license: tier, state, limits, signed keys"),
+        (name = "features", description = "Module and feature toggles"),
         (name = "events", description = "The live event stream (Server-Sent Events)"),
         (name = "jobs", description = "Background job queue health and dead letters (operators)"),
         (name = "health", description = "Liveness and readiness"),

@@ -6,14 +6,15 @@
 use std::{
     future::{Ready, ready},
     marker::PhantomData,
+    rc::Rc,
 };
 
-use actix_web::{FromRequest, HttpRequest, dev::Payload};
+use actix_web::{FromRequest, HttpMessage, HttpRequest, dev::Payload};
 use casbin::{CoreApi, DefaultModel, Enforcer, StringAdapter};
 
 use crate::{
     error::{ApiError, Code},
-    platform::auth::Principal,
+    platform::{auth::Principal, governance::Governed},
 };
 
 pub const MODEL: &str = include_str!("../../config/rbac_model.conf");
@@ -52,21 +53,26 @@ impl Rbac {
 pub trait Permission {
     const OBJECT: &'static str;
     const ACTION: &'static str;
+    /// The module or feature key that must be on for the tenant (BR-005).
+    const FEATURE: Option<&'static str>;
 }
 
 macro_rules! permissions {
-    ($($name:ident => $object:literal, $action:literal;)*) => {
+    ($($name:ident => $object:literal, $action:literal $(, $feature:literal)?;)*) => {
         $(
             #[doc = concat!("`", $object, ":", $action, "`")]
             pub struct $name;
             impl Permission for $name {
                 const OBJECT: &'static str = $object;
                 const ACTION: &'static str = $action;
+                const FEATURE: Option<&'static str> = permissions!(@feature $($feature)?);
             }
         )*
         /// Every permission a route can require, as `(object, action)`.
         pub const PERMISSIONS: &[(&str, &str)] = &[$(($object, $action)),*];
     };
+    (@feature $feature:literal) => { Some($feature) };
+    (@feature) => { None };
 }
 
 permissions! {
@@ -75,14 +81,22 @@ permissions! {
     UsersWrite => "users", "write";
     RolesWrite => "roles", "write";
     AuditRead => "audit", "read";
-    WebhooksRead => "webhooks", "read";
-    WebhooksWrite => "webhooks", "write";
+    WebhooksRead => "webhooks", "read", "feature.webhooks";
+    WebhooksWrite => "webhooks", "write", "feature.webhooks";
     JobsManage => "jobs", "manage";
-    EventsRead => "events", "read";
+    EventsRead => "events", "read", "feature.webhooks";
+    LicenseRead => "license", "read";
+    LicenseWrite => "license", "write";
+    LicensesManage => "licenses", "manage";
+    FeaturesRead => "features", "read";
+    FeaturesWrite => "features", "write";
+    FeaturesManage => "features", "manage";
 }
 
-/// An authenticated caller holding permission `P` in the acting tenant.
-/// Super-admins hold every permission in every tenant.
+/// An authenticated caller holding permission `P` in the acting tenant,
+/// whose tenant has `P`'s module or feature on. Super-admins hold every
+/// permission in every tenant (but a feature that is off is off for them
+/// too).
 pub struct Authorized<P> {
     pub principal: Principal,
     _permission: PhantomData<P>,
@@ -105,6 +119,9 @@ impl<P: Permission + 'static> FromRequest for Authorized<P> {
         ready(principal.and_then(|principal| {
             let state = state.ok_or_else(|| ApiError::internal(anyhow::anyhow!("AppState missing")))?;
             check::<P>(&state.rbac, &principal)?;
+            if let (Some(key), Some(governed)) = (P::FEATURE, req.extensions().get::<Rc<Governed>>()) {
+                governed.require(&state.governance, key)?;
+            }
             Ok(Self { principal, _permission: PhantomData })
         }))
     }

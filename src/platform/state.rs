@@ -8,6 +8,7 @@ use crate::{
         auth::TokenKeys,
         crypto::Cipher,
         events::{Listeners, stream::EventBus},
+        governance::Governance,
         jobs::{Registry, Wakeup},
         rbac::Rbac,
         redis::Redis,
@@ -37,4 +38,6 @@ pub struct AppState {
     /// The client for webhook deliveries (SSRF-guarded).
     pub webhook_client: reqwest::Client,
     pub endpoint_slots: EndpointSlots,
+    /// Licenses, feature toggles, rate limits and usage.
+    pub governance: Arc<Governance>,
 }

@@ -202,6 +202,7 @@ impl TestApp {
             password_hash: password::hash(PASSWORD.into()).await.unwrap(),
             roles: vec![],
             is_super_admin: true,
+            max_users: None,
         };
         users::create_user(&self.state.db, TenantScope::new(tenant.id), new).await.unwrap();
         self.token_for(&tenant.slug, &email).await

@@ -134,5 +134,7 @@ async fn a_job_held_by_a_dead_worker_runs_again_when_its_lease_expires() {
     assert_eq!(got[0].json()["type"], "webhook.test");
     app.drained().await;
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    assert_eq!(receiver.received().len(), 1);
+    let got: Vec<_> =
+        receiver.received().iter().map(|r| (r.header("webhook-id").to_owned(), r.json())).collect();
+    assert_eq!(got.len(), 1, "{got:?}");
 }

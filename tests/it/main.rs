@@ -8,6 +8,7 @@ mod audit;
 mod auth;
 mod errors;
 mod events;
+mod governance;
 mod graphql;
 mod health;
 mod helpers;

@@ -122,10 +122,12 @@ pub async fn register(state: &AppState, input: Registration) -> ApiResult<Regist
         password_hash: password::hash(input.password).await?,
         roles: vec![ROLES[0].to_owned()],
         is_super_admin: false,
+        max_users: None,
     };
     let txn = crate::platform::db::begin(&state.db).await?;
     let tenant = users::create_tenant(&txn, &input.tenant_name, &input.tenant_slug).await?;
     let user = users::create_user(&txn, TenantScope::new(tenant.id), new).await?;
+    crate::platform::license::start_trial(&txn, &state.governance.tiers, tenant.id).await?;
     let model =
         user::Entity::find_by_id(user.id).one(&txn).await?.ok_or_else(|| ApiError::not_found("user"))?;
     let token =

@@ -61,6 +61,16 @@ event_types! {
     WEBHOOK_ENDPOINT_DISABLED => "webhook.endpoint_disabled", 8,
         "Nexus disabled a webhook endpoint: it answered 410 Gone, or failed without a success for too long.",
         json!({"endpoint_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "url": "https://example.com/hooks", "reason": "failing"});
+    LICENSE_UPDATED => "license.updated", 7, "A super-admin or a signed key changed the tenant's license.",
+        json!({"tier": "enterprise", "status": "active", "expires_at": "2027-11-22T00:00:00Z", "previous_tier": "professional"});
+    LICENSE_EXPIRING => "license.expiring_soon", 7, "The license expires within the warning period (30 days).",
+        json!({"tier": "professional", "state": "expiring_soon", "expires_at": "2026-12-22T00:00:00Z"});
+    LICENSE_GRACE_STARTED => "license.grace_started", 8, "The license expired: the tenant is read-only for the grace period.",
+        json!({"tier": "professional", "state": "grace", "expires_at": "2026-11-22T00:00:00Z"});
+    LICENSE_EXPIRED => "license.expired", 8, "The grace period ended: only authentication and license endpoints answer.",
+        json!({"tier": "professional", "state": "expired", "expires_at": "2026-11-08T00:00:00Z"});
+    FEATURE_TOGGLED => "feature.toggled", 6, "A module or feature was switched for the tenant (or globally).",
+        json!({"key": "feature.webhooks", "state": "disabled", "scope": "tenant"});
     WEBHOOK_TEST => "webhook.test", 9, "Sent by `POST /api/v1/webhooks/{id}/test`, to that endpoint only.",
         json!({"endpoint_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "message": "This is a test event from Nexus."});
 }

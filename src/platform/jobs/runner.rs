@@ -168,7 +168,9 @@ async fn keep_lease(state: AppState, id: Uuid, worker: String) {
     }
 }
 
-/// Periodic housekeeping: prune completed jobs past their retention.
+/// Periodic housekeeping: prune completed jobs past their retention, and
+/// announce license transitions (the scheduler of the license lifecycle;
+/// access itself is decided on every request).
 async fn maintenance(state: AppState, mut stopped: watch::Receiver<bool>) {
     let config: &JobsConfig = &state.config.jobs;
     let every = StdDuration::from_secs(60);
@@ -176,6 +178,15 @@ async fn maintenance(state: AppState, mut stopped: watch::Receiver<bool>) {
         let before = Utc::now() - Duration::hours(i64::from(config.retention_hours));
         if let Err(err) = prune(&state.db, before).await {
             tracing::warn!(error = %err, "could not prune completed jobs");
+        }
+        let gov = &state.governance;
+        match crate::platform::license::announce_transitions(&state.db, &gov.tiers, Utc::now()).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(announced = n, "license transitions announced");
+                gov.invalidate(None).await;
+            }
+            Err(err) => tracing::warn!(error = %err, "could not check license transitions"),
         }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}

@@ -90,6 +90,9 @@ pub struct NewUser {
     pub password_hash: String,
     pub roles: Vec<String>,
     pub is_super_admin: bool,
+    /// The license's user limit, checked in the creating transaction
+    /// (None: no check, for operators and registration).
+    pub max_users: Option<u64>,
 }
 
 pub async fn create_tenant(db: &impl ConnectionTrait, name: &str, slug: &str) -> ApiResult<tenant::Model> {
@@ -127,6 +130,16 @@ pub async fn create_user(
     let email = new.email.trim().to_lowercase();
     let now = Utc::now();
     let txn = crate::platform::db::begin(db).await?;
+    if let Some(max) = new.max_users {
+        let active =
+            tenant.find::<user::Entity>().filter(user::Column::DisabledAt.is_null()).count(&txn).await?;
+        if active >= max {
+            return Err(ApiError::new(
+                Code::LicenseLimit,
+                format!("the license allows {max} active users; disable one or upgrade the license"),
+            ));
+        }
+    }
     let model = user::ActiveModel {
         id: Set(Uuid::now_v7()),
         tenant_id: Set(tenant.id()),

@@ -136,12 +136,15 @@ async fn create_user(
     body: ApiJson<CreateUser>,
 ) -> ApiResult<HttpResponse> {
     let body = body.0;
+    let gov = &state.governance;
+    let license = crate::platform::license::find_or_start(&state.db, &gov.tiers, auth.tenant.id()).await?;
     let new = NewUser {
         name: body.name,
         email: body.email,
         password_hash: password::hash(body.password).await?,
         roles: body.roles.unwrap_or_else(|| vec!["user".to_owned()]),
         is_super_admin: false,
+        max_users: crate::platform::license::limits(&license, &gov.tiers).max_users,
     };
     Ok(created(super::create_user(&state.db, auth.tenant, new).await?))
 }

@@ -1,0 +1,338 @@
+//! Feature toggles (FR-L2-001, BR-004, BR-005): module and feature keys
+//! from `config/features.toml`, switched globally by super-admins and per
+//! tenant by tenant admins, always within what the license allows. A key is
+//! on when the license's tier reaches the key's tier, and the tenant's
+//! toggle (or else the global one, or else the default) says so within its
+//! dates. A change applies from the next request on every instance.
+
+pub mod routes;
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, sea_query::OnConflict,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::{
+    error::{ApiError, ApiResult, Code},
+    platform::{events, license::Tiers},
+};
+use entity::feature_toggle as toggle;
+
+pub const FEATURES_TOML: &str = include_str!("../../../config/features.toml");
+
+/// The tenant id of global toggles.
+pub const GLOBAL: Uuid = Uuid::nil();
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Definition {
+    pub description: String,
+    /// On for a tenant that never toggled it (when the license allows).
+    pub default: bool,
+    /// The lowest tier that may use it.
+    pub tier: String,
+}
+
+/// `config/features.toml`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Catalogue {
+    pub features: BTreeMap<String, Definition>,
+}
+
+impl Catalogue {
+    /// The embedded catalogue, checked against the tiers.
+    pub fn load(tiers: &Tiers) -> anyhow::Result<Self> {
+        use figment::providers::{Format, Toml};
+        let catalogue: Catalogue = figment::Figment::from(Toml::string(FEATURES_TOML)).extract()?;
+        for (key, def) in &catalogue.features {
+            anyhow::ensure!(
+                key.starts_with("module.") || key.starts_with("feature."),
+                "config/features.toml: `{key}` must start with module. or feature."
+            );
+            anyhow::ensure!(
+                tiers.get(&def.tier).is_some(),
+                "config/features.toml: `{key}` needs unknown tier `{}`",
+                def.tier
+            );
+        }
+        Ok(catalogue)
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Definition> {
+        self.features.get(key)
+    }
+}
+
+/// A toggle's state.
+pub const ENABLED: &str = "enabled";
+pub const DISABLED: &str = "disabled";
+/// On, with a `Deprecation` warning on responses (global only).
+pub const DEPRECATED: &str = "deprecated";
+/// Gone: 410 (global only).
+pub const REMOVED: &str = "removed";
+
+/// A key's effective state for one tenant, and why.
+#[derive(Clone, Debug, Serialize, ToSchema, PartialEq, Eq, async_graphql::SimpleObject)]
+#[graphql(name = "Feature")]
+pub struct Effective {
+    #[schema(example = "feature.webhooks")]
+    pub key: String,
+    pub description: String,
+    pub enabled: bool,
+    /// `enabled`, `disabled`, `deprecated` or `removed`.
+    #[schema(example = "enabled")]
+    pub state: String,
+    /// Where the state comes from: `default`, `global`, `tenant` or `license`.
+    #[schema(example = "default")]
+    pub source: String,
+    #[schema(example = "on by default")]
+    pub reason: String,
+    /// The lowest tier that may use the key.
+    #[schema(example = "basic")]
+    pub tier: String,
+    /// The tenant's own toggle, if it has one.
+    pub tenant_state: Option<String>,
+    pub effective_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+fn in_force(row: &toggle::Model, now: DateTime<Utc>) -> bool {
+    row.effective_at.is_none_or(|t| t <= now) && row.expires_at.is_none_or(|t| now < t)
+}
+
+/// The rule: removed globally wins; then the license; then the tenant's
+/// toggle, the global toggle, the default (toggles only within their dates).
+pub fn evaluate(
+    key: &str,
+    def: &Definition,
+    tiers: &Tiers,
+    license_tier: &str,
+    global: Option<&toggle::Model>,
+    own: Option<&toggle::Model>,
+    now: DateTime<Utc>,
+) -> Effective {
+    let global = global.filter(|g| in_force(g, now));
+    let mut effective = Effective {
+        key: key.to_owned(),
+        description: def.description.clone(),
+        enabled: def.default,
+        state: if def.default { ENABLED } else { DISABLED }.to_owned(),
+        source: "default".to_owned(),
+        reason: if def.default { "on by default" } else { "off by default" }.to_owned(),
+        tier: def.tier.clone(),
+        tenant_state: own.map(|t| t.state.clone()),
+        effective_at: own.and_then(|t| t.effective_at),
+        expires_at: own.and_then(|t| t.expires_at),
+    };
+    let set = |e: &mut Effective, state: &str, source: &str, reason: String| {
+        e.enabled = state == ENABLED || state == DEPRECATED;
+        e.state = state.to_owned();
+        e.source = source.to_owned();
+        e.reason = reason;
+    };
+    if let Some(g) = global.filter(|g| g.state == REMOVED) {
+        set(&mut effective, &g.state, "global", format!("`{key}` has been removed"));
+        return effective;
+    }
+    if tiers.rank(license_tier) < tiers.rank(&def.tier) {
+        let reason = format!("`{key}` needs the {} tier; the license is {license_tier}", def.tier);
+        set(&mut effective, DISABLED, "license", reason);
+        return effective;
+    }
+    if let Some(t) = own.filter(|t| in_force(t, now)) {
+        set(&mut effective, &t.state, "tenant", format!("the tenant set `{key}` {}", t.state));
+    } else if let Some(g) = global {
+        set(&mut effective, &g.state, "global", format!("`{key}` is {} for every tenant", g.state));
+    }
+    effective
+}
+
+/// Every key's effective state for a tenant, from its toggles.
+pub fn evaluate_all(
+    catalogue: &Catalogue,
+    tiers: &Tiers,
+    license_tier: &str,
+    toggles: &[toggle::Model],
+    tenant_id: Uuid,
+    now: DateTime<Utc>,
+) -> Vec<Effective> {
+    catalogue
+        .features
+        .iter()
+        .map(|(key, def)| {
+            let find = |tenant: Uuid| toggles.iter().find(|t| t.tenant_id == tenant && &t.key == key);
+            evaluate(key, def, tiers, license_tier, find(GLOBAL), find(tenant_id), now)
+        })
+        .collect()
+}
+
+/// The toggles that matter to a tenant: its own and the global ones.
+pub async fn toggles_of(
+    db: &impl ConnectionTrait,
+    tenant_id: Uuid,
+) -> Result<Vec<toggle::Model>, sea_orm::DbErr> {
+    toggle::Entity::find().filter(toggle::Column::TenantId.is_in([tenant_id, GLOBAL])).all(db).await
+}
+
+/// A validated toggle change.
+pub struct Change {
+    pub state: String,
+    pub effective_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Set a toggle (a tenant's, or the global one with [`GLOBAL`]) and
+/// announce it, in the caller's transaction.
+pub async fn set(
+    db: &impl ConnectionTrait,
+    tenant_id: Uuid,
+    key: &str,
+    change: Change,
+    actor: Uuid,
+) -> ApiResult<()> {
+    let now = Utc::now();
+    let row = toggle::ActiveModel {
+        tenant_id: Set(tenant_id),
+        key: Set(key.to_owned()),
+        state: Set(change.state.clone()),
+        effective_at: Set(change.effective_at),
+        expires_at: Set(change.expires_at),
+        updated_by: Set(Some(actor)),
+        updated_at: Set(now),
+    };
+    toggle::Entity::insert(row)
+        .on_conflict(
+            OnConflict::columns([toggle::Column::TenantId, toggle::Column::Key])
+                .update_columns([
+                    toggle::Column::State,
+                    toggle::Column::EffectiveAt,
+                    toggle::Column::ExpiresAt,
+                    toggle::Column::UpdatedBy,
+                    toggle::Column::UpdatedAt,
+                ])
+                .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+    announce(db, tenant_id, key, &change.state).await
+}
+
+/// Remove a tenant's own toggle: the key falls back to global / default.
+pub async fn clear(db: &impl ConnectionTrait, tenant_id: Uuid, key: &str) -> ApiResult<()> {
+    let res = toggle::Entity::delete_many()
+        .filter(toggle::Column::TenantId.eq(tenant_id))
+        .filter(toggle::Column::Key.eq(key))
+        .exec(db)
+        .await?;
+    if res.rows_affected == 0 {
+        return Err(ApiError::new(Code::NotFound, format!("no toggle of `{key}` to remove")));
+    }
+    announce(db, tenant_id, key, "cleared").await
+}
+
+/// `feature.toggled` for the tenant, or for every tenant when global.
+async fn announce(db: &impl ConnectionTrait, tenant_id: Uuid, key: &str, state: &str) -> ApiResult<()> {
+    if tenant_id == GLOBAL {
+        let tenants: Vec<Uuid> =
+            entity::tenant::Entity::find().all(db).await?.into_iter().map(|t| t.id).collect();
+        for tenant in tenants {
+            let data = json!({ "key": key, "state": state, "scope": "global" });
+            events::publish(db, tenant, &events::FEATURE_TOGGLED, data).await?;
+        }
+    } else {
+        let data = json!({ "key": key, "state": state, "scope": "tenant" });
+        events::publish(db, tenant_id, &events::FEATURE_TOGGLED, data).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(tenant: Uuid, state: &str) -> toggle::Model {
+        toggle::Model {
+            tenant_id: tenant,
+            key: "feature.webhooks".into(),
+            state: state.into(),
+            effective_at: None,
+            expires_at: None,
+            updated_by: None,
+            updated_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn the_catalogue_names_every_key_of_the_contract() {
+        let tiers = Tiers::load().unwrap();
+        let catalogue = Catalogue::load(&tiers).unwrap();
+        for key in [
+            "module.procurement",
+            "module.inventory",
+            "module.channels",
+            "module.orders",
+            "feature.webhooks",
+            "feature.bulk-operations",
+            "feature.graphql",
+            "feature.advanced-analytics",
+        ] {
+            assert!(catalogue.get(key).is_some(), "{key}");
+        }
+    }
+
+    #[test]
+    fn license_then_tenant_then_global_then_default() {
+        let tiers = Tiers::load().unwrap();
+        let catalogue = Catalogue::load(&tiers).unwrap();
+        let def = catalogue.get("feature.webhooks").unwrap();
+        let now = Utc::now();
+        let tenant = Uuid::now_v7();
+        let eval = |tier: &str, global: Option<&toggle::Model>, own: Option<&toggle::Model>| {
+            evaluate("feature.webhooks", def, &tiers, tier, global, own, now)
+        };
+        assert!(eval("basic", None, None).enabled);
+        let off = row(GLOBAL, DISABLED);
+        assert_eq!(eval("basic", Some(&off), None).source, "global");
+        let on = row(tenant, ENABLED);
+        assert!(eval("basic", Some(&off), Some(&on)).enabled, "the tenant's toggle wins");
+        let removed = row(GLOBAL, REMOVED);
+        assert_eq!(eval("basic", Some(&removed), Some(&on)).state, REMOVED);
+        let deprecated = row(GLOBAL, DEPRECATED);
+        assert!(eval("basic", Some(&deprecated), None).enabled);
+
+        // The license caps everything: advanced analytics needs enterprise.
+        let analytics = catalogue.get("feature.advanced-analytics").unwrap();
+        let mut own = row(tenant, ENABLED);
+        own.key = "feature.advanced-analytics".into();
+        let e =
+            evaluate("feature.advanced-analytics", analytics, &tiers, "professional", None, Some(&own), now);
+        assert!(!e.enabled);
+        assert_eq!(e.source, "license");
+        assert!(e.reason.contains("enterprise"), "{}", e.reason);
+    }
+
+    #[test]
+    fn toggles_apply_only_within_their_dates() {
+        let tiers = Tiers::load().unwrap();
+        let catalogue = Catalogue::load(&tiers).unwrap();
+        let def = catalogue.get("feature.webhooks").unwrap();
+        let now = Utc::now();
+        let mut later = row(Uuid::now_v7(), DISABLED);
+        later.effective_at = Some(now + chrono::Duration::hours(1));
+        assert!(evaluate("feature.webhooks", def, &tiers, "basic", None, Some(&later), now).enabled);
+        let mut lapsed = row(Uuid::now_v7(), DISABLED);
+        lapsed.expires_at = Some(now - chrono::Duration::hours(1));
+        assert!(evaluate("feature.webhooks", def, &tiers, "basic", None, Some(&lapsed), now).enabled);
+        let mut current = row(Uuid::now_v7(), DISABLED);
+        current.effective_at = Some(now - chrono::Duration::hours(1));
+        current.expires_at = Some(now + chrono::Duration::hours(1));
+        assert!(!evaluate("feature.webhooks", def, &tiers, "basic", None, Some(&current), now).enabled);
+    }
+}

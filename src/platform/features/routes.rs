@@ -1,0 +1,218 @@
+//! `/features` for tenant admins; `/admin/features` for super-admins.
+
+use actix_web::{HttpResponse, delete, get, put, web};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use utoipa::ToSchema;
+use utoipa_actix_web::service_config::ServiceConfig;
+
+use super::{Change, DEPRECATED, DISABLED, ENABLED, Effective, GLOBAL, REMOVED};
+use crate::{
+    error::{ApiError, ApiResult, Code, FieldError, Problem},
+    platform::{
+        http::{ApiJson, Data, Validate, ok},
+        rbac::{Authorized, FeaturesManage, FeaturesRead, FeaturesWrite},
+        state::AppState,
+    },
+};
+
+pub fn routes(cfg: &mut ServiceConfig) {
+    cfg.service(list_features)
+        .service(set_feature)
+        .service(clear_feature)
+        .service(set_global)
+        .service(clear_global);
+}
+
+async fn effective(state: &AppState, tenant: uuid::Uuid) -> ApiResult<Vec<Effective>> {
+    let gov = &state.governance;
+    let license = crate::platform::license::find_or_start(&state.db, &gov.tiers, tenant).await?;
+    let toggles = super::toggles_of(&state.db, tenant).await?;
+    Ok(super::evaluate_all(&gov.catalogue, &gov.tiers, &license.tier, &toggles, tenant, Utc::now()))
+}
+
+async fn one(state: &AppState, tenant: uuid::Uuid, key: &str) -> ApiResult<Effective> {
+    effective(state, tenant).await?.into_iter().find(|e| e.key == key).ok_or_else(|| unknown(key))
+}
+
+fn unknown(key: &str) -> ApiError {
+    ApiError::new(Code::NotFound, format!("no feature `{key}`; GET /api/v1/features lists them"))
+}
+
+/// Every module and feature key with its effective state for the tenant,
+/// and why (default, global, tenant toggle, or the license).
+#[utoipa::path(
+    tag = "features",
+    responses(
+        (status = 200, description = "Every key", body = Data<Vec<Effective>>),
+        (status = 401, body = Problem), (status = 403, body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/features")]
+async fn list_features(
+    auth: Authorized<FeaturesRead>,
+    state: web::Data<AppState>,
+) -> ApiResult<HttpResponse> {
+    Ok(ok(effective(&state, auth.tenant.id()).await?))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantToggle {
+    enabled: bool,
+    /// From when the toggle applies (default: now).
+    effective_at: Option<DateTime<Utc>>,
+    /// Until when it applies (default: until changed).
+    expires_at: Option<DateTime<Utc>>,
+}
+
+fn check_dates(effective_at: Option<DateTime<Utc>>, expires_at: Option<DateTime<Utc>>) -> ApiResult<()> {
+    match (effective_at, expires_at) {
+        (Some(from), Some(until)) if until <= from => {
+            Err(ApiError::validation(vec![FieldError::new("expires_at", "must be after effective_at")]))
+        }
+        _ => Ok(()),
+    }
+}
+
+impl Validate for TenantToggle {}
+
+/// Switch a key on or off for the tenant, within what its license allows.
+/// Takes effect from the next request, on every instance.
+#[utoipa::path(
+    tag = "features",
+    request_body = TenantToggle,
+    responses(
+        (status = 200, description = "The key's effective state", body = Data<Effective>),
+        (status = 401, body = Problem),
+        (status = 403, description = "Not allowed, or beyond the license (`license_limit`)", body = Problem),
+        (status = 404, body = Problem), (status = 422, body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+#[put("/features/{key}")]
+async fn set_feature(
+    auth: Authorized<FeaturesWrite>,
+    state: web::Data<AppState>,
+    key: web::Path<String>,
+    body: ApiJson<TenantToggle>,
+) -> ApiResult<HttpResponse> {
+    let (key, body) = (key.into_inner(), body.0);
+    let tenant = auth.tenant.id();
+    let current = one(&state, tenant, &key).await?;
+    check_dates(body.effective_at, body.expires_at)?;
+    if body.enabled && current.source == "license" {
+        return Err(ApiError::new(Code::LicenseLimit, current.reason));
+    }
+    if current.state == REMOVED {
+        return Err(ApiError::new(Code::Gone, current.reason));
+    }
+    let state_name = if body.enabled { ENABLED } else { DISABLED }.to_owned();
+    let change = Change { state: state_name, effective_at: body.effective_at, expires_at: body.expires_at };
+    let txn = crate::platform::db::begin(&state.db).await?;
+    super::set(&txn, tenant, &key, change, auth.user_id).await?;
+    sea_orm::TransactionSession::commit(txn).await?;
+    state.governance.invalidate(Some(tenant)).await;
+    Ok(ok(one(&state, tenant, &key).await?))
+}
+
+/// Remove the tenant's own toggle: the key follows the global value or its default again.
+#[utoipa::path(
+    tag = "features",
+    responses(
+        (status = 200, description = "The key's effective state", body = Data<Effective>),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+#[delete("/features/{key}")]
+async fn clear_feature(
+    auth: Authorized<FeaturesWrite>,
+    state: web::Data<AppState>,
+    key: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let key = key.into_inner();
+    let tenant = auth.tenant.id();
+    one(&state, tenant, &key).await?;
+    let txn = crate::platform::db::begin(&state.db).await?;
+    super::clear(&txn, tenant, &key).await?;
+    sea_orm::TransactionSession::commit(txn).await?;
+    state.governance.invalidate(Some(tenant)).await;
+    Ok(ok(one(&state, tenant, &key).await?))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GlobalToggle {
+    /// `enabled`, `disabled`, `deprecated` (on, with a warning) or `removed` (410).
+    #[schema(example = "deprecated")]
+    state: String,
+    effective_at: Option<DateTime<Utc>>,
+    expires_at: Option<DateTime<Utc>>,
+}
+
+impl Validate for GlobalToggle {
+    fn validate(&self) -> Result<(), Vec<FieldError>> {
+        if [ENABLED, DISABLED, DEPRECATED, REMOVED].contains(&self.state.as_str()) {
+            Ok(())
+        } else {
+            Err(vec![FieldError::new("state", "must be enabled, disabled, deprecated or removed")])
+        }
+    }
+}
+
+/// Set a key's global value for every tenant (super-admins). Tenants' own
+/// toggles still win, except over `removed`.
+#[utoipa::path(
+    tag = "features",
+    request_body = GlobalToggle,
+    responses(
+        (status = 204, description = "Set"),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 422, body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+#[put("/admin/features/{key}")]
+async fn set_global(
+    auth: Authorized<FeaturesManage>,
+    state: web::Data<AppState>,
+    key: web::Path<String>,
+    body: ApiJson<GlobalToggle>,
+) -> ApiResult<HttpResponse> {
+    let (key, body) = (key.into_inner(), body.0);
+    if state.governance.catalogue.get(&key).is_none() {
+        return Err(unknown(&key));
+    }
+    check_dates(body.effective_at, body.expires_at)?;
+    let change = Change { state: body.state, effective_at: body.effective_at, expires_at: body.expires_at };
+    let txn = crate::platform::db::begin(&state.db).await?;
+    super::set(&txn, GLOBAL, &key, change, auth.user_id).await?;
+    sea_orm::TransactionSession::commit(txn).await?;
+    state.governance.invalidate(None).await;
+    Ok(crate::platform::http::no_content())
+}
+
+/// Remove a key's global value: tenants follow the default again.
+#[utoipa::path(
+    tag = "features",
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+#[delete("/admin/features/{key}")]
+async fn clear_global(
+    _auth: Authorized<FeaturesManage>,
+    state: web::Data<AppState>,
+    key: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let key = key.into_inner();
+    let txn = crate::platform::db::begin(&state.db).await?;
+    super::clear(&txn, GLOBAL, &key).await?;
+    sea_orm::TransactionSession::commit(txn).await?;
+    state.governance.invalidate(None).await;
+    Ok(crate::platform::http::no_content())
+}

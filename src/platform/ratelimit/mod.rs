@@ -1,0 +1,181 @@
+//! Request rate limiting: GCRA (the token bucket without a refill timer) with
+//! a burst equal to the per-minute quota, in-process or shared through Redis.
+//!
+//! Both backends implement the same algorithm with the same parameters, so a
+//! quota means the same thing whichever is configured, and the Redis backend
+//! can fall back onto the in-process one without changing behaviour (only
+//! the scope of the count, per instance instead of shared).
+
+mod memory;
+mod redis;
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A limit per minute; `None` per_minute means unlimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Quota {
+    pub per_minute: Option<u32>,
+}
+
+/// The outcome of one check, with what the X-RateLimit-* headers need.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    /// The quota per minute (None when unlimited).
+    pub limit: Option<u32>,
+    /// Requests still allowed right now (0 when refused).
+    pub remaining: u32,
+    /// Seconds until the bucket is full again (X-RateLimit-Reset), rounded up.
+    pub reset_secs: u64,
+    /// When refused: seconds until one more request is allowed (Retry-After), rounded up, at least 1.
+    pub retry_after_secs: Option<u64>,
+}
+
+impl Decision {
+    const UNLIMITED: Self =
+        Self { allowed: true, limit: None, remaining: u32::MAX, reset_secs: 0, retry_after_secs: None };
+
+    /// A zero quota lets nothing through; the next minute will not either,
+    /// so ask the client to come back in a minute rather than hammer.
+    const fn nothing_allowed() -> Self {
+        Self { allowed: false, limit: Some(0), remaining: 0, reset_secs: 0, retry_after_secs: Some(60) }
+    }
+
+    /// A decision under `limit` from the GCRA figures: `reset` is the time
+    /// until the theoretical arrival time is back to now, `retry` (refusals
+    /// only, with `remaining` 0) the time until one more request conforms.
+    fn gcra(limit: NonZeroU32, remaining: u32, reset: Duration, retry: Option<Duration>) -> Self {
+        Self {
+            allowed: retry.is_none(),
+            limit: Some(limit.get()),
+            remaining,
+            reset_secs: ceil_secs(reset),
+            // A Retry-After of 0 would invite an immediate, refused, retry.
+            retry_after_secs: retry.map(|r| ceil_secs(r).max(1)),
+        }
+    }
+}
+
+/// Rounds up, so clients never come back a moment too early.
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// The GCRA emission interval: one request every `60 s / n`.
+fn emission_interval(n: NonZeroU32) -> Duration {
+    Duration::from_secs(60) / n.get()
+}
+
+/// Counts requests per key; clones share the counts.
+#[derive(Clone)]
+pub struct RateLimiter(Backend);
+
+#[derive(Clone)]
+enum Backend {
+    Memory(Arc<memory::Memory>),
+    Redis(Arc<redis::Shared>),
+}
+
+impl RateLimiter {
+    /// In-process GCRA (governor): one keyed limiter per distinct quota, since governor cannot vary the quota per key; created lazily and kept in a map.
+    pub fn memory() -> Self {
+        Self(Backend::Memory(Arc::default()))
+    }
+
+    /// Shared across instances: a GCRA Lua script run atomically in one round trip (EVALSHA with fallback to EVAL, e.g. redis::Script), keys prefixed "nexus:rl:" with an expiry. When Redis errors or times out (`timeout`), the check FAILS OPEN onto an in-process limiter (same quota), logs a warning (rate-limited logging: not once per request — at most once per ~10 s), and `degraded()` returns the reason until a Redis call succeeds again.
+    pub fn redis(redis: crate::platform::redis::Redis, timeout: Duration) -> Self {
+        Self(Backend::Redis(Arc::new(redis::Shared::new(redis, timeout))))
+    }
+
+    /// Count one request against `key` under `quota`. Unlimited quotas are always allowed with limit None, remaining u32::MAX, reset 0.
+    pub async fn check(&self, key: &str, quota: Quota) -> Decision {
+        let Some(per_minute) = quota.per_minute else { return Decision::UNLIMITED };
+        let Some(limit) = NonZeroU32::new(per_minute) else { return Decision::nothing_allowed() };
+        match &self.0 {
+            Backend::Memory(memory) => memory.check(key, limit),
+            Backend::Redis(shared) => shared.check(key, limit).await,
+        }
+    }
+
+    /// Why the shared limiter is not in use right now (None when fine or in-process by design).
+    pub fn degraded(&self) -> Option<String> {
+        match &self.0 {
+            Backend::Memory(_) => None,
+            Backend::Redis(shared) => shared.degraded(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SIXTY: Quota = Quota { per_minute: Some(60) };
+
+    #[tokio::test]
+    async fn burst_of_sixty_then_one_per_second() {
+        let limiter = RateLimiter::memory();
+        for i in 0..60 {
+            let d = limiter.check("k", SIXTY).await;
+            assert!(d.allowed, "request {i} refused");
+            assert_eq!(d.limit, Some(60));
+            assert_eq!(d.remaining, 59 - i);
+            assert_eq!(d.retry_after_secs, None);
+            assert!((1..=60).contains(&d.reset_secs), "reset {}", d.reset_secs);
+        }
+        let refused = limiter.check("k", SIXTY).await;
+        assert!(!refused.allowed);
+        assert_eq!(refused.remaining, 0);
+        assert_eq!(refused.retry_after_secs, Some(1));
+        assert_eq!(refused.reset_secs, 60);
+        assert_eq!(limiter.degraded(), None);
+    }
+
+    #[tokio::test]
+    async fn headers_count_down() {
+        let limiter = RateLimiter::memory();
+        let first = limiter.check("k", SIXTY).await;
+        assert_eq!(
+            first,
+            Decision { allowed: true, limit: Some(60), remaining: 59, reset_secs: 1, retry_after_secs: None }
+        );
+        let second = limiter.check("k", SIXTY).await;
+        assert_eq!((second.remaining, second.reset_secs), (58, 2));
+    }
+
+    #[tokio::test]
+    async fn keys_are_independent() {
+        let limiter = RateLimiter::memory();
+        let one = Quota { per_minute: Some(1) };
+        assert!(limiter.check("a", one).await.allowed);
+        assert!(!limiter.check("a", one).await.allowed);
+        assert!(limiter.check("b", one).await.allowed);
+    }
+
+    #[tokio::test]
+    async fn quotas_are_independent_for_one_key() {
+        let limiter = RateLimiter::memory();
+        let one = Quota { per_minute: Some(1) };
+        let two = Quota { per_minute: Some(2) };
+        assert!(limiter.check("k", one).await.allowed);
+        assert!(!limiter.check("k", one).await.allowed);
+        let d = limiter.check("k", two).await;
+        assert!(d.allowed);
+        assert_eq!((d.limit, d.remaining), (Some(2), 1));
+        // A refusal under a 1/min quota waits the whole minute.
+        assert_eq!(limiter.check("k", one).await.retry_after_secs, Some(60));
+    }
+
+    #[tokio::test]
+    async fn unlimited_and_zero() {
+        let limiter = RateLimiter::memory();
+        for _ in 0..1000 {
+            assert_eq!(limiter.check("k", Quota { per_minute: None }).await, Decision::UNLIMITED);
+        }
+        let zero = limiter.check("k", Quota { per_minute: Some(0) }).await;
+        assert!(!zero.allowed);
+        assert_eq!(zero.retry_after_secs, Some(60));
+    }
+}

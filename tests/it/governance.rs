@@ -1,0 +1,281 @@
+//! Licenses, feature toggles, rate limits and usage quotas, over HTTP.
+
+use chrono::{Duration, Utc};
+use nexus::platform::license::key;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::helpers::{PASSWORD, Tenant, TestApp, assert_problem, json, unique};
+
+/// The private half of the development license key (config/default.toml
+/// holds the public half; production refuses it).
+const DEV_SIGNING_KEY: &str = "oPNF7XY9c6XmzMWnRJrPSPerqnlS3kMt1iNZZ7Aw5Dk=";
+
+async fn put(app: &TestApp, path: &str, token: &str, body: Value) -> reqwest::Response {
+    app.send_json(Method::PUT, path, Some(token), body).await
+}
+
+/// Set the tenant's license as a super-admin would.
+async fn assign(app: &TestApp, root: &str, tenant: &Tenant, body: Value) {
+    let res = put(app, &format!("/api/v1/admin/tenants/{}/license", tenant.id), root, body).await;
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+}
+
+async fn new_user(app: &TestApp, tenant: &Tenant) -> reqwest::Response {
+    let email = format!("{}@{}.example.com", unique("u"), tenant.slug);
+    app.post("/api/v1/users", &tenant.token, json!({"name": "N", "email": email, "password": PASSWORD})).await
+}
+
+#[tokio::test]
+async fn a_toggle_switched_off_answers_403_at_once_and_200_when_on_again() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    assert_eq!(app.get("/api/v1/webhooks", &tenant.token).await.status(), 200);
+
+    let res = put(&app, "/api/v1/features/feature.webhooks", &tenant.token, json!({"enabled": false})).await;
+    let body = json(res).await;
+    assert_eq!(body["data"]["enabled"], false);
+    assert_eq!(body["data"]["source"], "tenant");
+    let refused =
+        assert_problem(app.get("/api/v1/webhooks", &tenant.token).await, 403, "feature_disabled").await;
+    assert!(refused["detail"].as_str().unwrap().contains("feature.webhooks"), "{refused}");
+    // GraphQL fields of the feature answer the same code.
+    let res = app
+        .post("/graphql", &tenant.token, json!({"query": "{ webhookEndpoints { pageInfo { total } } }"}))
+        .await;
+    assert_eq!(json(res).await["errors"][0]["extensions"]["code"], "feature_disabled");
+
+    put(&app, "/api/v1/features/feature.webhooks", &tenant.token, json!({"enabled": true})).await;
+    assert_eq!(app.get("/api/v1/webhooks", &tenant.token).await.status(), 200);
+
+    // Every key is listed with why it is on or off.
+    let features = json(app.get("/api/v1/features", &tenant.token).await).await;
+    let analytics = features["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["key"] == "feature.advanced-analytics")
+        .unwrap();
+    assert_eq!((analytics["enabled"].clone(), analytics["source"].clone()), (json!(false), json!("license")));
+    // A key beyond the license cannot be switched on; an unknown key is 404.
+    let res =
+        put(&app, "/api/v1/features/feature.advanced-analytics", &tenant.token, json!({"enabled": true}))
+            .await;
+    assert_problem(res, 403, "license_limit").await;
+    let res = put(&app, "/api/v1/features/feature.nope", &tenant.token, json!({"enabled": true})).await;
+    assert_problem(res, 404, "not_found").await;
+    // The change was announced.
+    app.drained().await;
+    let toggled: u64 = {
+        use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+        entity::event::Entity::find()
+            .filter(entity::event::Column::TenantId.eq(tenant.id))
+            .filter(entity::event::Column::EventType.eq("feature.toggled"))
+            .count(&app.state.db)
+            .await
+            .unwrap()
+    };
+    assert_eq!(toggled, 2);
+}
+
+#[tokio::test]
+async fn graphql_itself_is_a_feature() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    put(&app, "/api/v1/features/feature.graphql", &tenant.token, json!({"enabled": false})).await;
+    let res = app.post("/graphql", &tenant.token, json!({"query": "{ me { email } }"})).await;
+    assert_problem(res, 403, "feature_disabled").await;
+}
+
+#[tokio::test]
+async fn global_values_apply_to_every_tenant_and_removed_answers_410() {
+    let app = TestApp::spawn().await;
+    let (a, b) = (app.register().await, app.register().await);
+    let root = app.super_admin(&a).await;
+    let res = put(&app, "/api/v1/admin/features/module.channels", &root, json!({"state": "enabled"})).await;
+    assert_eq!(res.status(), 204);
+    let features = json(app.get("/api/v1/features", &b.token).await).await;
+    let channels =
+        features["data"].as_array().unwrap().iter().find(|f| f["key"] == "module.channels").unwrap();
+    assert_eq!((channels["enabled"].clone(), channels["source"].clone()), (json!(true), json!("global")));
+
+    let res = put(&app, "/api/v1/admin/features/feature.webhooks", &root, json!({"state": "removed"})).await;
+    assert_eq!(res.status(), 204);
+    assert_problem(app.get("/api/v1/webhooks", &b.token).await, 410, "gone").await;
+    let res = app
+        .request(Method::DELETE, "/api/v1/admin/features/feature.webhooks", Some(&root))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    assert_eq!(app.get("/api/v1/webhooks", &b.token).await.status(), 200);
+    // Tenant admins cannot set global values.
+    let res =
+        put(&app, "/api/v1/admin/features/feature.webhooks", &a.token, json!({"state": "removed"})).await;
+    assert_problem(res, 403, "forbidden").await;
+}
+
+/// BR-006 through the API: the dates a super-admin sets move the tenant
+/// through grace (reads only) to expired (license endpoints only).
+#[tokio::test]
+async fn license_expiry_allows_reads_in_grace_then_only_the_license() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let root = app.super_admin(&tenant).await;
+    let license = json(app.get("/api/v1/license", &tenant.token).await).await;
+    assert_eq!(license["data"]["state"], "trial");
+    assert_eq!(license["data"]["tier"], "professional");
+
+    // Paid, 10 days left: expiring soon, with a warning on every response.
+    let soon = Utc::now() + Duration::days(10);
+    assign(&app, &root, &tenant, json!({"tier": "basic", "expires_at": soon})).await;
+    let res = app.get("/api/v1/users", &tenant.token).await;
+    assert_eq!(res.status(), 200);
+    assert!(res.headers()["x-license-warning"].to_str().unwrap().contains("expires in"));
+
+    // Expired 3 days ago: grace, reads only.
+    assign(&app, &root, &tenant, json!({"expires_at": Utc::now() - Duration::days(3)})).await;
+    assert_eq!(app.get("/api/v1/users", &tenant.token).await.status(), 200);
+    let before = json(app.get("/api/v1/users", &tenant.token).await).await["meta"]["total"].clone();
+    assert_problem(new_user(&app, &tenant).await, 403, "license_read_only").await;
+    assert_eq!(json(app.get("/api/v1/users", &tenant.token).await).await["meta"]["total"], before);
+    let license = json(app.get("/api/v1/license", &tenant.token).await).await;
+    assert_eq!(license["data"]["state"], "grace");
+
+    // Past the 14 days of grace: nothing but auth and the license.
+    assign(&app, &root, &tenant, json!({"expires_at": Utc::now() - Duration::days(15)})).await;
+    assert_problem(app.get("/api/v1/users", &tenant.token).await, 403, "license_expired").await;
+    assert_eq!(app.get("/api/v1/license", &tenant.token).await.status(), 200);
+    assert_eq!(app.get("/api/v1/auth/me", &tenant.token).await.status(), 200);
+
+    // Suspended: reads only; terminated: closed.
+    assign(
+        &app,
+        &root,
+        &tenant,
+        json!({"status": "suspended", "expires_at": Utc::now() + Duration::days(90)}),
+    )
+    .await;
+    assert_eq!(app.get("/api/v1/users", &tenant.token).await.status(), 200);
+    assert_problem(new_user(&app, &tenant).await, 403, "license_suspended").await;
+    assign(&app, &root, &tenant, json!({"status": "terminated"})).await;
+    assert_problem(app.get("/api/v1/users", &tenant.token).await, 403, "license_terminated").await;
+    assign(&app, &root, &tenant, json!({"status": "active"})).await;
+    assert_eq!(app.get("/api/v1/users", &tenant.token).await.status(), 200);
+
+    // Only super-admins assign; bad values are refused.
+    let res =
+        put(&app, &format!("/api/v1/admin/tenants/{}/license", tenant.id), &tenant.token, json!({})).await;
+    assert_problem(res, 403, "forbidden").await;
+    let res =
+        put(&app, &format!("/api/v1/admin/tenants/{}/license", tenant.id), &root, json!({"tier": "gold"}))
+            .await;
+    assert_problem(res, 422, "validation_failed").await;
+}
+
+#[tokio::test]
+async fn the_61st_request_within_a_minute_on_basic_answers_429() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let root = app.super_admin(&tenant).await;
+    assign(&app, &root, &tenant, json!({"tier": "basic", "expires_at": Utc::now() + Duration::days(365)}))
+        .await;
+    let (_, token) = app.user_with_roles(&tenant, &["viewer"]).await;
+    for n in 1..=60u32 {
+        let res = app.get("/api/v1/tenant", &token).await;
+        assert_eq!(res.status(), 200, "request {n}");
+        assert_eq!(res.headers()["x-ratelimit-limit"], "60");
+        assert_eq!(res.headers()["x-ratelimit-remaining"], (60 - n).to_string().as_str());
+        assert!(res.headers().contains_key("x-ratelimit-reset"));
+    }
+    let res = app.get("/api/v1/tenant", &token).await;
+    assert_eq!(res.headers()["retry-after"], "1");
+    assert_eq!(res.headers()["x-ratelimit-remaining"], "0");
+    assert_problem(res, 429, "rate_limited").await;
+    // Another user of the tenant has their own budget.
+    assert_eq!(app.get("/api/v1/tenant", &tenant.token).await.status(), 200);
+}
+
+/// Two instances on one Redis count one limit.
+#[tokio::test]
+async fn instances_sharing_redis_share_one_limit() {
+    if std::env::var("NEXUS_TEST_REDIS_URL").is_err() {
+        return;
+    }
+    let first = TestApp::spawn().await;
+    let second = first.sibling().await;
+    let tenant = first.register().await;
+    let root = first.super_admin(&tenant).await;
+    assign(&first, &root, &tenant, json!({"tier": "basic", "expires_at": Utc::now() + Duration::days(365)}))
+        .await;
+    second.state.governance.invalidate(Some(tenant.id)).await;
+    let (_, token) = first.user_with_roles(&tenant, &["viewer"]).await;
+    for n in 0..60 {
+        let app = if n % 2 == 0 { &first } else { &second };
+        assert_eq!(app.get("/api/v1/tenant", &token).await.status(), 200, "request {n}");
+    }
+    assert_problem(second.get("/api/v1/tenant", &token).await, 429, "rate_limited").await;
+    assert_problem(first.get("/api/v1/tenant", &token).await, 429, "rate_limited").await;
+}
+
+#[tokio::test]
+async fn user_and_api_call_limits_are_enforced() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let root = app.super_admin(&tenant).await;
+    // The owner and the super-admin are two active users.
+    assign(&app, &root, &tenant, json!({"max_users": 3})).await;
+    assert_eq!(new_user(&app, &tenant).await.status(), 201);
+    let refused = assert_problem(new_user(&app, &tenant).await, 403, "license_limit").await;
+    assert!(refused["detail"].as_str().unwrap().contains("3 active users"), "{refused}");
+
+    assign(&app, &root, &tenant, json!({"api_calls_per_month": 0})).await;
+    let refused = assert_problem(app.get("/api/v1/users", &tenant.token).await, 403, "license_limit").await;
+    assert!(refused["detail"].as_str().unwrap().contains("API calls"));
+    let license = json(app.get("/api/v1/license", &tenant.token).await).await;
+    assert_eq!(license["data"]["limits"]["api_calls_per_month"], 0);
+    assert!(license["data"]["usage"]["calls"].as_u64().unwrap() > 0);
+}
+
+#[tokio::test]
+async fn a_signed_key_upgrades_the_license_and_a_forged_one_is_refused() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let signer = key::signing_key(DEV_SIGNING_KEY).unwrap();
+    let grant = |tenant_id, tier: &str| key::Grant {
+        key_id: unique("lk"),
+        tenant_id,
+        tier: tier.to_owned(),
+        starts_at: Utc::now(),
+        expires_at: Utc::now() + Duration::days(365),
+        max_users: Some(500),
+        api_calls_per_month: None,
+        issued_at: Utc::now(),
+    };
+    let good = key::sign(&signer, &grant(tenant.id, "enterprise")).unwrap();
+    let res = app.post("/api/v1/license/key", &tenant.token, json!({"key": good})).await;
+    let body = json(res).await;
+    assert_eq!(body["data"]["tier"], "enterprise", "{body}");
+    assert_eq!(body["data"]["state"], "active");
+    assert_eq!(body["data"]["limits"]["max_users"], 500);
+    let features = json(app.get("/api/v1/features", &tenant.token).await).await;
+    assert!(
+        features["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["key"] == "feature.advanced-analytics" && f["source"] != "license")
+    );
+
+    // Another tenant's key, a key from another vendor key, a tampered key.
+    let other = key::sign(&signer, &grant(uuid::Uuid::now_v7(), "enterprise")).unwrap();
+    let res = app.post("/api/v1/license/key", &tenant.token, json!({"key": other})).await;
+    assert_problem(res, 422, "validation_failed").await;
+    let (foreign_private, _) = key::generate();
+    let foreign =
+        key::sign(&key::signing_key(&foreign_private).unwrap(), &grant(tenant.id, "enterprise")).unwrap();
+    let res = app.post("/api/v1/license/key", &tenant.token, json!({"key": foreign})).await;
+    assert_problem(res, 422, "validation_failed").await;
+    let res = app.post("/api/v1/license/key", &tenant.token, json!({"key": format!("{good}x")})).await;
+    assert_problem(res, 422, "validation_failed").await;
+}
