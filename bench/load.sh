@@ -21,6 +21,13 @@ slug="bench-$RANDOM$RANDOM"
 token=$(curl -sf -X POST "$base/api/v1/auth/register" -H 'content-type: application/json' \
   -d "{\"tenant_name\":\"Bench\",\"tenant_slug\":\"$slug\",\"name\":\"Bench\",\"email\":\"bench@example.com\",\"password\":\"correct horse 42\"}" \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["token"]["token"])')
+json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
+# Measure the request path, not the rate limiter: put the tenant on the
+# enterprise tier (unlimited) with a key signed by the development key.
+tenant_id=$(curl -sf "$base/api/v1/license" -H "Authorization: Bearer $token" | json '["data"]["tenant_id"]')
+license_key=$(NEXUS_LICENSE_SIGNING_KEY=oPNF7XY9c6XmzMWnRJrPSPerqnlS3kMt1iNZZ7Aw5Dk= ./target/release/nexus license sign --tenant "$tenant_id" --tier enterprise)
+curl -sf -o /dev/null -X POST "$base/api/v1/license/key" -H "Authorization: Bearer $token" -H 'content-type: application/json' \
+  -d "{\"key\":\"$license_key\"}"
 for i in $(seq 1 24); do
   curl -sf -o /dev/null -X POST "$base/api/v1/users" -H "Authorization: Bearer $token" -H 'content-type: application/json' \
     -d "{\"name\":\"User $i\",\"email\":\"user$i@example.com\",\"password\":\"correct horse 42\"}"

@@ -3,13 +3,14 @@
 # from the outbox and delivered to a local receiver (bench/receiver.py).
 # Reports deliveries per second under a burst and event-to-delivery latency
 # (p50/p90/p99) at a steady rate.
-# Usage: bench/webhooks.sh [burst_events=2000] [steady_events=300] [steady_rate_per_s=30]
+# Usage: bench/webhooks.sh [burst_events=2000] [steady_events=320] [steady_rate_per_s=30]
+# (event counts are rounded down to a multiple of 8, the number of senders)
 # Env: NEXUS_DATABASE_URL / NEXUS_REDIS_URL to measure on PostgreSQL / Redis.
 # Needs: curl, python3. Builds the release binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 burst=${1:-2000}
-steady=${2:-300}
+steady=${2:-320}
 rate=${3:-30}
 port=18398
 base="http://127.0.0.1:$port"
@@ -27,6 +28,12 @@ json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 token=$(curl -sf -X POST "$base/api/v1/auth/register" -H 'content-type: application/json' \
   -d '{"tenant_name":"Bench","tenant_slug":"bench","name":"Bench","email":"bench@example.com","password":"correct horse 42"}' \
   | json '["data"]["token"]["token"]')
+# Measure the request path, not the rate limiter: put the tenant on the
+# enterprise tier (unlimited) with a key signed by the development key.
+tenant_id=$(curl -sf "$base/api/v1/license" -H "Authorization: Bearer $token" | json '["data"]["tenant_id"]')
+license_key=$(NEXUS_LICENSE_SIGNING_KEY=oPNF7XY9c6XmzMWnRJrPSPerqnlS3kMt1iNZZ7Aw5Dk= ./target/release/nexus license sign --tenant "$tenant_id" --tier enterprise)
+curl -sf -o /dev/null -X POST "$base/api/v1/license/key" -H "Authorization: Bearer $token" -H 'content-type: application/json' \
+  -d "{\"key\":\"$license_key\"}"
 users=()
 for i in $(seq 1 8); do
   users+=("$(curl -sf -X POST "$base/api/v1/users" -H "Authorization: Bearer $token" -H 'content-type: application/json' \
@@ -60,7 +67,7 @@ PY
 phase() {
   local name=$1 events=$2 per_second=$3 rport=$4
   echo "== $name"
-  python3 bench/receiver.py "$rport" "$events" > "$data/$name.out" &
+  python3 bench/receiver.py "$rport" "$events" > "$data/receiver-$rport.out" &
   receiver=$!
   sleep 0.5
   local endpoint
@@ -68,7 +75,7 @@ phase() {
     -d "{\"url\":\"http://127.0.0.1:$rport/hook\",\"event_types\":[\"user.role_assigned\",\"user.role_removed\"]}" | json '["data"]["id"]') || true
   fire "$events" "$per_second"
   wait $receiver
-  cat "$data/$name.out" | grep -v ready
+  grep -v ready "$data/receiver-$rport.out"
   curl -sf -X DELETE "$base/api/v1/webhooks/$endpoint" -H "Authorization: Bearer $token" >/dev/null
 }
 phase "burst: $burst events as fast as the API takes them" "$burst" 0 18401

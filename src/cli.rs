@@ -44,6 +44,11 @@ enum Command {
         #[command(subcommand)]
         command: WebhooksCommand,
     },
+    /// Licenses: show, apply a signed key offline; vendors: keygen, sign.
+    License {
+        #[command(subcommand)]
+        command: LicenseCommand,
+    },
     /// Apply, roll back or list schema migrations.
     Migrate {
         #[arg(value_enum, default_value = "up")]
@@ -144,6 +149,44 @@ enum WebhooksCommand {
 }
 
 #[derive(Subcommand)]
+enum LicenseCommand {
+    /// A tenant's license: tier, state, dates, limits.
+    Show {
+        /// Tenant slug or id.
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Apply a signed license key to a tenant (offline: no network needed).
+    Apply {
+        #[arg(long)]
+        tenant: String,
+        /// The key, `nexus1.<payload>.<signature>`.
+        key: String,
+    },
+    /// Vendors: a new Ed25519 key pair. The public key goes into the
+    /// deployment's `license_public_key`; keep the private key to yourself.
+    Keygen,
+    /// Vendors: sign a license key for a tenant, with the private key from
+    /// NEXUS_LICENSE_SIGNING_KEY.
+    Sign {
+        /// The tenant's id (as in GET /api/v1/license).
+        #[arg(long)]
+        tenant: uuid::Uuid,
+        #[arg(long)]
+        tier: String,
+        /// Valid for this many days from now.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        #[arg(long)]
+        max_users: Option<u64>,
+        #[arg(long)]
+        api_calls_per_month: Option<u64>,
+        #[arg(long, env = "NEXUS_LICENSE_SIGNING_KEY", hide_env_values = true)]
+        signing_key: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum UserCommand {
     /// Create a user in a tenant.
     Create {
@@ -174,6 +217,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Worker => worker(config).await,
         Command::Jobs { command } => ops::jobs(config, command).await,
         Command::Webhooks { command } => ops::webhooks(config, command).await,
+        Command::License { command } => ops::license(config, command).await,
         Command::Migrate { action, steps } => migrate(config, action, steps).await,
         Command::Openapi { output, check } => openapi(&output, check),
         Command::Tenant { command: TenantCommand::Create { name, slug } } => {
@@ -315,7 +359,7 @@ mod ops {
     use chrono::{Duration, Utc};
     use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
 
-    use super::{JobsCommand, WebhooksCommand, connect};
+    use super::{JobsCommand, LicenseCommand, WebhooksCommand, connect};
     use crate::{
         config::Config,
         error::ApiError,
@@ -367,6 +411,67 @@ mod ops {
                 anyhow::ensure!(id.is_some() || all || kind.is_some(), "say --id ID, --all or --kind KIND");
                 let n = jobs::replay(&db, id, kind.as_deref()).await?;
                 println!("queued {n} dead job(s) again");
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn license(config: Config, command: LicenseCommand) -> anyhow::Result<()> {
+        use crate::platform::license::{self, key};
+        let tenant_of = |db: sea_orm::DatabaseConnection, handle: String| async move {
+            users::find_tenant(&db, &handle)
+                .await
+                .map_err(api)?
+                .ok_or_else(|| anyhow::anyhow!("no tenant `{handle}`"))
+        };
+        match command {
+            LicenseCommand::Keygen => {
+                let (private, public) = key::generate();
+                println!(
+                    "license_public_key = \"{public}\"   # the deployment's config (NEXUS_LICENSE_PUBLIC_KEY)"
+                );
+                println!(
+                    "NEXUS_LICENSE_SIGNING_KEY={private}   # the vendor's secret: never on a deployment"
+                );
+            }
+            LicenseCommand::Sign { tenant, tier, days, max_users, api_calls_per_month, signing_key } => {
+                let tiers = license::Tiers::load()?;
+                anyhow::ensure!(
+                    tiers.get(&tier).is_some(),
+                    "--tier {tier}: not a tier of config/licenses.toml"
+                );
+                let now = Utc::now();
+                let grant = key::Grant {
+                    key_id: format!("lk_{}", uuid::Uuid::now_v7().simple()),
+                    tenant_id: tenant,
+                    tier,
+                    starts_at: now,
+                    expires_at: now + Duration::days(i64::from(days)),
+                    max_users,
+                    api_calls_per_month,
+                    issued_at: now,
+                };
+                println!("{}", key::sign(&key::signing_key(&signing_key)?, &grant)?);
+            }
+            LicenseCommand::Show { tenant } => {
+                let state = crate::state(config, Vec::new()).await?;
+                crate::platform::db::migrate(&state.db).await?;
+                let tenant = tenant_of(state.db.clone(), tenant).await?;
+                let gov = &state.governance;
+                let row = license::find_or_start(&state.db, &gov.tiers, tenant.id).await.map_err(api)?;
+                println!("{}", serde_json::to_string_pretty(&license::view(&row, &gov.tiers, Utc::now()))?);
+            }
+            LicenseCommand::Apply { tenant, key } => {
+                let state = crate::state(config, Vec::new()).await?;
+                crate::platform::db::migrate(&state.db).await?;
+                let tenant = tenant_of(state.db.clone(), tenant).await?;
+                let row = license::apply(&state, tenant.id, &key).await.map_err(api)?;
+                println!(
+                    "applied: {} is on {} until {}",
+                    tenant.slug,
+                    row.tier,
+                    row.expires_at.format("%Y-%m-%d")
+                );
             }
         }
         Ok(())
