@@ -368,7 +368,12 @@ mod ops {
     use entity::{job, webhook_delivery as delivery, webhook_endpoint as endpoint};
 
     fn api(err: ApiError) -> anyhow::Error {
-        anyhow::anyhow!("{err}")
+        let fields: Vec<String> = err.errors.iter().map(|e| format!("{}: {}", e.field, e.message)).collect();
+        if fields.is_empty() {
+            anyhow::anyhow!("{err}")
+        } else {
+            anyhow::anyhow!("{err} ({})", fields.join("; "))
+        }
     }
 
     pub async fn jobs(config: Config, command: JobsCommand) -> anyhow::Result<()> {

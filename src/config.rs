@@ -60,6 +60,8 @@ pub struct Config {
     pub jobs: JobsConfig,
     pub webhooks: WebhooksConfig,
     pub events: EventsConfig,
+    /// Route deprecations (`config/api.toml`).
+    pub api: crate::platform::versioning::ApiConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -158,7 +160,7 @@ pub struct ConfigError(String);
 impl Config {
     /// The embedded defaults only: what tests start from.
     pub fn defaults() -> Figment {
-        Figment::from(Toml::string(DEFAULTS))
+        Figment::from(Toml::string(DEFAULTS)).merge(Toml::string(crate::platform::versioning::API_TOML))
     }
 
     /// Every layer, as the server reads them at start.
@@ -166,6 +168,7 @@ impl Config {
         let env = std::env::var("NEXUS_ENV").unwrap_or_else(|_| "development".to_owned());
         Self::defaults()
             .merge(Toml::file("config/default.toml"))
+            .merge(Toml::file("config/api.toml"))
             .merge(Toml::file(format!("config/{env}.toml")))
             .merge(Env::prefixed("NEXUS_").split("__"))
     }

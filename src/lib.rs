@@ -17,12 +17,13 @@ use crate::{
     config::Config,
     platform::{
         auth::TokenKeys,
+        cors,
         crypto::Cipher,
         db,
         events::{self, Listener},
         features::Catalogue,
         governance::Governance,
-        http,
+        http, idempotency,
         jobs::{Registry, Runner, RunnerHandle, Wakeup},
         license::{self, Tiers},
         ratelimit::RateLimiter,
@@ -102,11 +103,18 @@ pub async fn state(config: Config, listeners: Vec<Arc<dyn Listener>>) -> anyhow:
     };
     let license_key = license::key::public_key(&config.license_public_key)?;
     let governance = Governance::new(tiers, catalogue, limiter, license_key, redis.clone());
+    let cipher = Arc::new(Cipher::from_base64_key(config.encryption_key.expose())?);
+    let idempotency = match &redis {
+        Some(redis) => idempotency::Store::redis(redis.clone()).with_timeout(config.redis_timeout()),
+        None => idempotency::Store::database(db.clone()),
+    }
+    .with_cipher(cipher.clone());
     Ok(AppState {
         governance: Arc::new(governance),
         keys: Arc::new(TokenKeys::new(config.jwt_secret.expose())),
         rbac: Arc::new(Rbac::new().await?),
-        cipher: Arc::new(Cipher::from_base64_key(config.encryption_key.expose())?),
+        cipher,
+        idempotency,
         jobs: Arc::new(job_handlers()),
         listeners: Arc::new(listeners),
         wakeup: Wakeup::default(),
@@ -136,6 +144,7 @@ fn server(state: AppState, listener: TcpListener) -> std::io::Result<Server> {
             .route("/api/documentation", web::get().to(http::swagger_redirect))
             .service(SwaggerUi::new("/api/documentation/{_:.*}").url("/api/openapi.json", openapi.clone()))
             .default_service(web::to(http::no_route))
+            .wrap(from_fn(cors::middleware))
             .wrap(from_fn(http::request_context))
     })
     .listen(listener)?

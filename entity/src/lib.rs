@@ -4,8 +4,10 @@
 pub mod api_token;
 pub mod api_usage;
 pub mod audit_log;
+pub mod cors_origin;
 pub mod event;
 pub mod feature_toggle;
+pub mod idempotency_key;
 pub mod job;
 pub mod license;
 pub mod tenant;

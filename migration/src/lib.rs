@@ -5,7 +5,9 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_platform;
 mod m20261122_000002_events_jobs_webhooks;
+mod m20261122_000003_idempotency;
 mod m20261122_000004_governance;
+mod m20261122_000005_cors;
 
 pub struct Migrator;
 
@@ -15,7 +17,9 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261122_000001_platform::Migration),
             Box::new(m20261122_000002_events_jobs_webhooks::Migration),
+            Box::new(m20261122_000003_idempotency::Migration),
             Box::new(m20261122_000004_governance::Migration),
+            Box::new(m20261122_000005_cors::Migration),
         ]
     }
 }

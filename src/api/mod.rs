@@ -9,17 +9,23 @@ use utoipa::{
 };
 use utoipa_actix_web::{AppExt, scope, service_config::ServiceConfig};
 
-use crate::platform::{audit, auth, events, features, governance, health, jobs, license, users, webhooks};
+use crate::platform::{
+    audit, auth, cors, events, features, governance, health, idempotency, jobs, license, users, versioning,
+    webhooks,
+};
 
 /// Every REST route. Paths and schemas are collected from the handlers'
 /// `#[utoipa::path]` by utoipa-actix-web, never listed by hand.
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.configure(health::routes).service(
         scope("/api/v1")
-            // Last wrapped runs first: audit, authentication, governance.
+            // Last wrapped runs first: versioning, audit, authentication,
+            // governance, idempotency.
+            .wrap(from_fn(idempotency::middleware))
             .wrap(from_fn(governance::middleware))
             .wrap(from_fn(auth::middleware))
             .wrap(from_fn(audit::middleware))
+            .wrap(from_fn(versioning::middleware))
             .configure(auth::routes::routes)
             .configure(users::routes::routes)
             .configure(audit::routes::routes)
@@ -27,6 +33,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
             .configure(events::routes::routes)
             .configure(license::routes::routes)
             .configure(features::routes::routes)
+            .configure(cors::routes)
             .configure(jobs::routes::routes),
     );
 }
@@ -49,6 +56,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
         (name = "webhooks", description = "Outbound webhooks: endpoints, deliveries, attempts"),
         (name = "license", description = "The tenant's license: tier, state, limits, signed keys"),
         (name = "features", description = "Module and feature toggles"),
+        (name = "cors", description = "Browser origins allowed per tenant"),
         (name = "events", description = "The live event stream (Server-Sent Events)"),
         (name = "jobs", description = "Background job queue health and dead letters (operators)"),
         (name = "health", description = "Liveness and readiness"),
@@ -70,10 +78,44 @@ impl Modify for BearerAuth {
     }
 }
 
+/// Every authenticated POST takes `Idempotency-Key` (the middleware serves
+/// them all, so the document says so once, here).
+struct IdempotencyKey;
+
+impl Modify for IdempotencyKey {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{
+            Required,
+            path::{ParameterBuilder, ParameterIn},
+            schema::{ObjectBuilder, Type},
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let Some(post) = item.post.as_mut().filter(|op| op.security.is_some()) else { continue };
+            if !path.starts_with("/api/v1/") {
+                continue;
+            }
+            let parameter = ParameterBuilder::new()
+                .name("Idempotency-Key")
+                .parameter_in(ParameterIn::Header)
+                .required(Required::False)
+                .description(Some(
+                    "Send the same key again within 24 h to get the first answer back (with \
+                     `Idempotent-Replayed: true`) instead of acting twice; another body with the \
+                     same key is a 422 `idempotency_conflict`, and 409 while the first is in flight.",
+                ))
+                .schema(Some(ObjectBuilder::new().schema_type(Type::String).max_length(Some(255))))
+                .build();
+            post.parameters.get_or_insert_with(Vec::new).push(parameter.into());
+        }
+    }
+}
+
 /// The OpenAPI document, built from the same route table the server uses.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    let (_, doc) =
+    let (_, mut doc) =
         App::new().into_utoipa_app().openapi(ApiDoc::openapi()).configure(routes).split_for_parts();
+    // After the routes are collected: it edits their operations.
+    IdempotencyKey.modify(&mut doc);
     doc
 }
 

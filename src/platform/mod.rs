@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod cors;
 pub mod crypto;
 pub mod db;
 pub mod events;
@@ -9,6 +10,7 @@ pub mod features;
 pub mod governance;
 pub mod health;
 pub mod http;
+pub mod idempotency;
 pub mod jobs;
 pub mod license;
 pub mod ratelimit;
@@ -18,4 +20,5 @@ pub mod state;
 pub mod tenancy;
 pub mod users;
 pub mod validate;
+pub mod versioning;
 pub mod webhooks;

@@ -91,6 +91,7 @@ permissions! {
     FeaturesRead => "features", "read";
     FeaturesWrite => "features", "write";
     FeaturesManage => "features", "manage";
+    CorsWrite => "cors", "write";
 }
 
 /// An authenticated caller holding permission `P` in the acting tenant,

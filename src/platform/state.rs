@@ -40,4 +40,6 @@ pub struct AppState {
     pub endpoint_slots: EndpointSlots,
     /// Licenses, feature toggles, rate limits and usage.
     pub governance: Arc<Governance>,
+    /// Idempotency-Key responses: the database, or Redis when configured.
+    pub idempotency: crate::platform::idempotency::Store,
 }

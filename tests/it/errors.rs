@@ -147,3 +147,32 @@ async fn request_ids_are_echoed_or_generated() {
     let body = assert_problem(res, 401, "unauthenticated").await;
     assert_eq!(body["request_id"], generated.as_str());
 }
+
+/// BR-010: a deprecated route is configuration: headers before its sunset,
+/// 410 after.
+#[tokio::test]
+async fn deprecated_routes_warn_then_answer_410() {
+    let today = chrono::Utc::now().date_naive();
+    let day = |offset: i64| (today + chrono::Duration::days(offset)).to_string();
+    let deprecations = json!([
+        {"route": "/api/v1/users", "method": "GET", "sunset": day(30), "deprecated_at": day(-1), "successor": "/api/v2/users"},
+        {"route": "/api/v1/audit-logs", "sunset": day(0)},
+        {"route": "/api/v1/tenant", "sunset": day(200)},
+    ]);
+    let app = TestApp::spawn_adjusted(|f| f.merge(("api.deprecations", deprecations))).await;
+    let tenant = app.register().await;
+    let res = app.get("/api/v1/users", &tenant.token).await;
+    assert_eq!(res.status(), 200);
+    let deprecation = res.headers()["deprecation"].to_str().unwrap();
+    assert!(deprecation.starts_with('@') && deprecation[1..].parse::<i64>().is_ok(), "{deprecation}");
+    assert!(res.headers()["sunset"].to_str().unwrap().ends_with("GMT"));
+    assert_eq!(res.headers()["link"], "</api/v2/users>; rel=\"successor-version\"");
+    // Another method of the same route is not deprecated.
+    let res = app.post("/api/v1/users", &tenant.token, json!({})).await;
+    assert!(res.headers().get("deprecation").is_none());
+    // Past its sunset: gone.
+    let body = assert_problem(app.get("/api/v1/audit-logs", &tenant.token).await, 410, "gone").await;
+    assert!(body["detail"].as_str().unwrap().contains("removed"));
+    // Sunset far away: no warning yet (90 days before by default).
+    assert!(app.get("/api/v1/tenant", &tenant.token).await.headers().get("deprecation").is_none());
+}

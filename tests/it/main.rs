@@ -6,12 +6,14 @@
 
 mod audit;
 mod auth;
+mod cors;
 mod errors;
 mod events;
 mod governance;
 mod graphql;
 mod health;
 mod helpers;
+mod idempotency;
 mod jobs;
 mod openapi;
 mod rbac;

@@ -73,7 +73,7 @@ impl Catalogue {
 /// A toggle's state.
 pub const ENABLED: &str = "enabled";
 pub const DISABLED: &str = "disabled";
-/// On, with a `Deprecation` warning on responses (global only).
+/// On, and listed as deprecated by `GET /api/v1/features` (global only).
 pub const DEPRECATED: &str = "deprecated";
 /// Gone: 410 (global only).
 pub const REMOVED: &str = "removed";

@@ -53,6 +53,8 @@ pub struct Snapshot {
     pub toggles: Vec<feature_toggle::Model>,
     /// API calls this month, as stored when the snapshot was read.
     pub calls_this_month: u64,
+    /// Browser origins the tenant allows (CORS).
+    pub cors_origins: Vec<String>,
 }
 
 /// Governance of one request, for the extractors downstream.
@@ -141,6 +143,7 @@ impl Governance {
             license: license::find_or_start(db, &self.tiers, tenant_id).await?,
             toggles: features::toggles_of(db, tenant_id).await?,
             calls_this_month: usage::calls_this_month(db, tenant_id).await?,
+            cors_origins: crate::platform::cors::origins_of(db, tenant_id).await?,
         });
         if let Ok(mut cache) = self.cache.lock() {
             cache.insert(tenant_id, (Instant::now(), snapshot.clone()));
@@ -285,10 +288,14 @@ async fn govern(
         .limiter
         .check(&format!("u:{}", principal.user_id), Quota { per_minute: limits.user_rate_per_minute })
         .await;
-    let tenant = gov
-        .limiter
-        .check(&format!("t:{tenant_id}"), Quota { per_minute: limits.tenant_rate_per_minute })
-        .await;
+    // A user over their own limit does not also spend the tenant's budget.
+    let tenant = if user.allowed {
+        gov.limiter
+            .check(&format!("t:{tenant_id}"), Quota { per_minute: limits.tenant_rate_per_minute })
+            .await
+    } else {
+        user
+    };
     let decision = binding(user, tenant);
     if !decision.allowed {
         gov.usage.rate_limited(tenant_id);

@@ -179,6 +179,9 @@ async fn maintenance(state: AppState, mut stopped: watch::Receiver<bool>) {
         if let Err(err) = prune(&state.db, before).await {
             tracing::warn!(error = %err, "could not prune completed jobs");
         }
+        if let Err(err) = state.idempotency.prune().await {
+            tracing::warn!(error = %err, "could not prune expired idempotency keys");
+        }
         let gov = &state.governance;
         match crate::platform::license::announce_transitions(&state.db, &gov.tiers, Utc::now()).await {
             Ok(0) => {}

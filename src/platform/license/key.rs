@@ -1,6 +1,6 @@
 //! Signed license keys: the vendor signs a license with an Ed25519 private
 //! key that never leaves the vendor; Nexus verifies it with the public key
-//! from its configuration (`license.public_key`), so a tenant cannot forge
+//! from its configuration (`license_public_key`), so a tenant cannot forge
 //! or alter one, and a key can be applied offline.
 //!
 //! Format: `nexus1.<base64url payload>.<base64url signature>`, the signature

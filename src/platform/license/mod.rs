@@ -422,6 +422,17 @@ pub async fn apply(
 ) -> ApiResult<license::Model> {
     let grant = routes::verify_for(state, tenant, text)?;
     let txn = crate::platform::db::begin(&state.db).await?;
+    let current = find_or_start(&txn, &state.governance.tiers, tenant).await?;
+    if current.status != ACTIVE {
+        // A key renews or upgrades; it does not lift the vendor's suspension.
+        return Err(ApiError::new(
+            Code::LicenseSuspended,
+            format!("the license is {}; only the vendor can reinstate it", current.status),
+        ));
+    }
+    if current.key_id.as_deref() == Some(grant.key_id.as_str()) {
+        return Err(ApiError::new(Code::Conflict, "this key is already applied"));
+    }
     let license =
         assign(&txn, &state.governance.tiers, tenant, grant.assignment(), Some(grant.key_id)).await?;
     sea_orm::TransactionSession::commit(txn).await?;
