@@ -17,10 +17,15 @@ use crate::{
     error::{ApiError, ApiResult, Code},
     platform::{
         auth::{self, Principal},
+        features::{
+            Effective,
+            routes::{Toggle, effective, set_for_tenant},
+        },
         governance::{self, Governed},
         http::{PageMeta, PageRequest},
         license::Access,
-        rbac::{self, Permission, TenantRead, UsersRead},
+        license::LicenseView,
+        rbac::{self, FeaturesRead, FeaturesWrite, LicenseRead, Permission, TenantRead, UsersRead},
         state::AppState,
         users::{self, TenantView, UserFilter, UserView},
         webhooks::graphql::{WebhooksMutation, WebhooksQuery},
@@ -31,11 +36,11 @@ pub type NexusSchema = Schema<Query, Mutation, EmptySubscription>;
 
 /// Every query field: the platform's and each module's.
 #[derive(MergedObject, Default)]
-pub struct Query(PlatformQuery, WebhooksQuery);
+pub struct Query(PlatformQuery, GovernanceQuery, WebhooksQuery);
 
 /// Every mutation.
 #[derive(MergedObject, Default)]
-pub struct Mutation(WebhooksMutation);
+pub struct Mutation(PlatformMutation, WebhooksMutation);
 
 pub fn schema(state: &AppState) -> NexusSchema {
     Schema::build(Query::default(), Mutation::default(), EmptySubscription)
@@ -131,6 +136,46 @@ impl PlatformQuery {
 
 /// `/graphql` passes the same authentication and governance (rate limits,
 /// license, `feature.graphql`) as the REST API.
+#[derive(Default)]
+pub struct GovernanceQuery;
+
+#[Object]
+impl GovernanceQuery {
+    /// The tenant's license: tier, state, dates and limits.
+    async fn license(&self, ctx: &Context<'_>) -> async_graphql::Result<LicenseView> {
+        let (state, principal) = authorized::<LicenseRead>(ctx).map_err(gql)?;
+        let gov = &state.governance;
+        let license = crate::platform::license::find_or_start(&state.db, &gov.tiers, principal.tenant.id())
+            .await
+            .map_err(gql)?;
+        Ok(crate::platform::license::view(&license, &gov.tiers, chrono::Utc::now()))
+    }
+
+    /// Every module and feature key with its effective state, and why.
+    async fn features(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Effective>> {
+        let (state, principal) = authorized::<FeaturesRead>(ctx).map_err(gql)?;
+        effective(state, principal.tenant.id()).await.map_err(gql)
+    }
+}
+
+#[derive(Default)]
+pub struct PlatformMutation;
+
+#[Object]
+impl PlatformMutation {
+    /// Switch a module or feature key for the tenant, within its license.
+    async fn set_feature(
+        &self,
+        ctx: &Context<'_>,
+        key: String,
+        enabled: bool,
+    ) -> async_graphql::Result<Effective> {
+        let (state, principal) = authorized::<FeaturesWrite>(ctx).map_err(gql)?;
+        let toggle = Toggle { enabled, effective_at: None, expires_at: None };
+        set_for_tenant(state, principal.tenant.id(), principal.user_id, &key, toggle).await.map_err(gql)
+    }
+}
+
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/graphql")

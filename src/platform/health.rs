@@ -42,6 +42,10 @@ pub struct Checks {
     /// Absent when no Redis is configured.
     #[serde(skip_serializing_if = "Option::is_none")]
     redis: Option<Check>,
+    /// Present while the shared (Redis) rate limiter cannot be used: limits
+    /// are then counted per instance (it fails open).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rate_limiter: Option<Check>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -82,7 +86,9 @@ async fn ready(state: web::Data<AppState>) -> HttpResponse {
     if redis.as_ref().is_some_and(|r| r.error.is_some()) {
         down.push("redis");
     }
-    let checks = Checks { database, redis };
+    let rate_limiter =
+        state.governance.limiter.degraded().map(|why| Check { status: "degraded", error: Some(why) });
+    let checks = Checks { database, redis, rate_limiter };
     if down.is_empty() {
         return HttpResponse::Ok().json(Readiness { status: "ready", checks });
     }

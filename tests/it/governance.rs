@@ -194,6 +194,28 @@ async fn the_61st_request_within_a_minute_on_basic_answers_429() {
     assert_problem(res, 429, "rate_limited").await;
     // Another user of the tenant has their own budget.
     assert_eq!(app.get("/api/v1/tenant", &tenant.token).await.status(), 200);
+    // The rejection is counted for the tenant.
+    let license = json(app.get("/api/v1/license", &tenant.token).await).await;
+    assert_eq!(license["data"]["usage"]["rate_limited"], 1);
+}
+
+/// With Redis unreachable the limits fall back to each instance: requests
+/// are served, limited and counted, and /ready says what is wrong.
+#[tokio::test]
+async fn an_unreachable_redis_leaves_the_rate_limiter_failing_open() {
+    let app = TestApp::spawn_adjusted(|f| {
+        f.merge(("redis_url", "redis://127.0.0.1:1")).merge(("http.redis_timeout_ms", 200))
+    })
+    .await;
+    let tenant = app.register().await;
+    let res = app.get("/api/v1/tenant", &tenant.token).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["x-ratelimit-limit"], "120");
+    assert_eq!(res.headers()["x-ratelimit-remaining"], "119");
+    let res = app.request(Method::GET, "/ready", None).send().await.unwrap();
+    let body = assert_problem(res, 503, "service_unavailable").await;
+    assert_eq!(body["checks"]["redis"]["status"], "down");
+    assert_eq!(body["checks"]["rate_limiter"]["status"], "degraded", "{body}");
 }
 
 /// Two instances on one Redis count one limit.
@@ -278,4 +300,28 @@ async fn a_signed_key_upgrades_the_license_and_a_forged_one_is_refused() {
     assert_problem(res, 422, "validation_failed").await;
     let res = app.post("/api/v1/license/key", &tenant.token, json!({"key": format!("{good}x")})).await;
     assert_problem(res, 422, "validation_failed").await;
+}
+
+#[tokio::test]
+async fn license_and_features_over_graphql() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let query = |q: &str| app.post("/graphql", &tenant.token, json!({ "query": q }));
+    let body = json(query("{ license { tier state limits { maxUsers userRatePerMinute } } features { key enabled source } }").await).await;
+    assert_eq!(body["data"]["license"]["state"], "TRIAL", "{body}");
+    assert_eq!(body["data"]["license"]["limits"]["userRatePerMinute"], 120);
+    assert_eq!(body["data"]["features"].as_array().unwrap().len(), 8);
+    let body = json(
+        query(r#"mutation { setFeature(key: "feature.webhooks", enabled: false) { enabled source } }"#).await,
+    )
+    .await;
+    assert_eq!(body["data"]["setFeature"], json!({"enabled": false, "source": "tenant"}), "{body}");
+    let body = json(query("{ webhookEndpoints { pageInfo { total } } }").await).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "feature_disabled");
+    let body = json(
+        query(r#"mutation { setFeature(key: "feature.advanced-analytics", enabled: true) { enabled } }"#)
+            .await,
+    )
+    .await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "license_limit");
 }

@@ -24,7 +24,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(clear_global);
 }
 
-async fn effective(state: &AppState, tenant: uuid::Uuid) -> ApiResult<Vec<Effective>> {
+pub async fn effective(state: &AppState, tenant: uuid::Uuid) -> ApiResult<Vec<Effective>> {
     let gov = &state.governance;
     let license = crate::platform::license::find_or_start(&state.db, &gov.tiers, tenant).await?;
     let toggles = super::toggles_of(&state.db, tenant).await?;
@@ -99,22 +99,43 @@ async fn set_feature(
     body: ApiJson<TenantToggle>,
 ) -> ApiResult<HttpResponse> {
     let (key, body) = (key.into_inner(), body.0);
-    let tenant = auth.tenant.id();
-    let current = one(&state, tenant, &key).await?;
-    check_dates(body.effective_at, body.expires_at)?;
-    if body.enabled && current.source == "license" {
+    let toggle =
+        Toggle { enabled: body.enabled, effective_at: body.effective_at, expires_at: body.expires_at };
+    Ok(ok(set_for_tenant(&state, auth.tenant.id(), auth.user_id, &key, toggle).await?))
+}
+
+/// A tenant admin's toggle of `key`.
+pub struct Toggle {
+    pub enabled: bool,
+    pub effective_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Switch `key` for `tenant` within what its license allows (REST and
+/// GraphQL); the key's new effective state.
+pub async fn set_for_tenant(
+    state: &AppState,
+    tenant: uuid::Uuid,
+    actor: uuid::Uuid,
+    key: &str,
+    toggle: Toggle,
+) -> ApiResult<Effective> {
+    let current = one(state, tenant, key).await?;
+    check_dates(toggle.effective_at, toggle.expires_at)?;
+    if toggle.enabled && current.source == "license" {
         return Err(ApiError::new(Code::LicenseLimit, current.reason));
     }
     if current.state == REMOVED {
         return Err(ApiError::new(Code::Gone, current.reason));
     }
-    let state_name = if body.enabled { ENABLED } else { DISABLED }.to_owned();
-    let change = Change { state: state_name, effective_at: body.effective_at, expires_at: body.expires_at };
+    let state_name = if toggle.enabled { ENABLED } else { DISABLED }.to_owned();
+    let change =
+        Change { state: state_name, effective_at: toggle.effective_at, expires_at: toggle.expires_at };
     let txn = crate::platform::db::begin(&state.db).await?;
-    super::set(&txn, tenant, &key, change, auth.user_id).await?;
+    super::set(&txn, tenant, key, change, actor).await?;
     sea_orm::TransactionSession::commit(txn).await?;
     state.governance.invalidate(Some(tenant)).await;
-    Ok(ok(one(&state, tenant, &key).await?))
+    one(state, tenant, key).await
 }
 
 /// Remove the tenant's own toggle: the key follows the global value or its default again.

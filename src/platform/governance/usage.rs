@@ -40,7 +40,16 @@ impl Usage {
 
     /// Calls counted here and not yet written.
     pub fn pending_calls(&self, tenant: Uuid) -> u64 {
-        self.0.lock().ok().and_then(|map| map.get(&tenant).map(|c| c.calls)).unwrap_or(0)
+        self.pending(tenant).0
+    }
+
+    /// (calls, rate-limited requests) counted here and not yet written.
+    pub fn pending(&self, tenant: Uuid) -> (u64, u64) {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|map| map.get(&tenant).map(|c| (c.calls, c.rate_limited)))
+            .unwrap_or((0, 0))
     }
 
     /// Add the pending counts to this month's rows. Counts that cannot be
@@ -94,6 +103,12 @@ impl Usage {
 
 /// API calls of `tenant` recorded this month.
 pub async fn calls_this_month(db: &impl ConnectionTrait, tenant: Uuid) -> Result<u64, sea_orm::DbErr> {
+    Ok(this_month(db, tenant).await?.0)
+}
+
+/// (calls, rate-limited requests) of `tenant` recorded this month.
+pub async fn this_month(db: &impl ConnectionTrait, tenant: Uuid) -> Result<(u64, u64), sea_orm::DbErr> {
     let row = entity::api_usage::Entity::find_by_id((tenant, period())).one(db).await?;
-    Ok(row.map_or(0, |r| u64::try_from(r.calls).unwrap_or(0)))
+    let count = |n: i64| u64::try_from(n).unwrap_or(0);
+    Ok(row.map_or((0, 0), |r| (count(r.calls), count(r.rate_limited))))
 }

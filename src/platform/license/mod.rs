@@ -88,8 +88,9 @@ fn toml_parse<T: serde::de::DeserializeOwned>(text: &str) -> anyhow::Result<T> {
 }
 
 /// Where a license is in its life, from its status and dates.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema, async_graphql::Enum)]
 #[serde(rename_all = "snake_case")]
+#[graphql(name = "LicenseState")]
 pub enum State {
     Trial,
     Active,
@@ -168,7 +169,8 @@ pub fn access(state: State) -> Access {
 }
 
 /// The limits in force: the tier's, with the license's overrides.
-#[derive(Clone, Debug, Serialize, ToSchema, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, ToSchema, PartialEq, Eq, async_graphql::SimpleObject)]
+#[graphql(name = "LicenseLimits")]
 pub struct Limits {
     pub max_users: Option<u64>,
     pub api_calls_per_month: Option<u64>,
@@ -378,7 +380,8 @@ pub async fn announce_transitions(
 }
 
 /// A license as its tenant sees it.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema, async_graphql::SimpleObject)]
+#[graphql(name = "License")]
 pub struct LicenseView {
     pub tenant_id: Uuid,
     #[schema(example = "professional")]

@@ -29,6 +29,8 @@ pub struct Usage {
     period: String,
     /// API calls recorded this month (recorded every few seconds).
     calls: u64,
+    /// Requests refused by the rate limits this month.
+    rate_limited: u64,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -41,9 +43,11 @@ pub struct LicenseWithUsage {
 async fn answer(state: &AppState, tenant_id: Uuid) -> ApiResult<HttpResponse> {
     let gov = &state.governance;
     let license = super::find_or_start(&state.db, &gov.tiers, tenant_id).await?;
-    let calls = usage::calls_this_month(&state.db, tenant_id).await? + gov.usage.pending_calls(tenant_id);
+    let (stored, pending) = (usage::this_month(&state.db, tenant_id).await?, gov.usage.pending(tenant_id));
     let view = super::view(&license, &gov.tiers, Utc::now());
-    Ok(ok(LicenseWithUsage { license: view, usage: Usage { period: usage::period(), calls } }))
+    let usage =
+        Usage { period: usage::period(), calls: stored.0 + pending.0, rate_limited: stored.1 + pending.1 };
+    Ok(ok(LicenseWithUsage { license: view, usage }))
 }
 
 /// The tenant's license: tier, state, dates, limits and this month's usage.
