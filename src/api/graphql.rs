@@ -23,6 +23,7 @@ use crate::{
         },
         governance::{self, Governed},
         http::{PageMeta, PageRequest},
+        idempotency,
         license::Access,
         license::LicenseView,
         rbac::{self, FeaturesRead, FeaturesWrite, LicenseRead, Permission, TenantRead, UsersRead},
@@ -179,6 +180,7 @@ impl PlatformMutation {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/graphql")
+            .wrap(from_fn(idempotency::middleware))
             .wrap(from_fn(governance::middleware))
             .wrap(from_fn(auth::middleware))
             .service(execute)

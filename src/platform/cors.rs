@@ -83,7 +83,11 @@ fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
 
 fn allow(headers: &mut HeaderMap, origin: &str) {
     set(headers, header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-    set(headers, header::VARY, "Origin");
+}
+
+/// Answers differ by `Origin`: say so to caches, allowed or not.
+fn vary(headers: &mut HeaderMap) {
+    headers.append(header::VARY, HeaderValue::from_static("Origin"));
 }
 
 pub async fn middleware(
@@ -99,6 +103,7 @@ pub async fn middleware(
         req.method() == Method::OPTIONS && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
     if preflight {
         let mut res = HttpResponse::NoContent().finish();
+        vary(res.headers_mut());
         if allowed_by_any(&state.db, &origin).await {
             let headers = res.headers_mut();
             allow(headers, &origin);
@@ -108,12 +113,17 @@ pub async fn middleware(
         }
         return Ok(req.into_response(res));
     }
+    // Signing in and registering happen before the caller has a tenant
+    // whose list could apply, even though the handler records one.
+    let before_sign_in = ["/api/v1/auth/login", "/api/v1/auth/register"].contains(&req.path());
     let mut res = next.call(req).await?.map_into_boxed_body();
+    vary(res.headers_mut());
     let allowed = {
         let request = res.request();
         let governed = request.extensions().get::<Rc<Governed>>().cloned();
         let actor = request.extensions().get::<Actor>().copied();
         match (governed, actor) {
+            _ if before_sign_in => allowed_by_any(&state.db, &origin).await,
             (Some(governed), _) => governed.snapshot.cors_origins.contains(&origin),
             (None, Some(actor)) => {
                 origins_of(&state.db, actor.tenant_id).await.is_ok_and(|o| o.contains(&origin))

@@ -31,6 +31,7 @@ async fn only_the_tenants_own_origins_get_cors_headers() {
     assert_eq!(res.headers()["access-control-max-age"], "600");
     let res = preflight("https://evil.example").await.unwrap();
     assert!(res.headers().get("access-control-allow-origin").is_none());
+    assert_eq!(res.headers()["vary"], "Origin");
 
     let call = |token: String, origin: &'static str| {
         app.request(Method::GET, "/api/v1/users", Some(&token)).header("origin", origin).send()
@@ -49,6 +50,16 @@ async fn only_the_tenants_own_origins_get_cors_headers() {
             .get("access-control-allow-origin")
             .is_none()
     );
+    // Registering from an allowed origin works before any tenant exists for the caller.
+    let res = app
+        .request(Method::POST, "/api/v1/auth/register", None)
+        .header("origin", APP)
+        .json(&json!({"tenant_name": "From Browser", "name": "B", "email": "b@browser.example.com", "password": crate::helpers::PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    assert_eq!(res.headers()["access-control-allow-origin"], APP);
     // Tenant B never allowed this origin.
     let res = call(b.token.clone(), APP).await.unwrap();
     assert_eq!(res.status(), 200);

@@ -325,3 +325,81 @@ async fn license_and_features_over_graphql() {
     .await;
     assert_eq!(body["errors"][0]["extensions"]["code"], "license_limit");
 }
+
+/// With Redis, a toggle changed on one instance applies on the next request
+/// to another instance, whose cache had the old value.
+#[tokio::test]
+async fn a_toggle_reaches_every_instance_at_once() {
+    if std::env::var("NEXUS_TEST_REDIS_URL").is_err() {
+        return;
+    }
+    let first = TestApp::spawn().await;
+    let second = first.sibling().await;
+    let tenant = first.register().await;
+    assert_eq!(second.get("/api/v1/webhooks", &tenant.token).await.status(), 200); // cached on the second
+    put(&first, "/api/v1/features/feature.webhooks", &tenant.token, json!({"enabled": false})).await;
+    let refused = crate::helpers::eventually(2, || async {
+        let res = second.get("/api/v1/webhooks", &tenant.token).await;
+        (res.status() == 403).then_some(())
+    });
+    refused.await;
+}
+
+/// The scheduler announces a transition once, however often it runs.
+#[tokio::test]
+async fn license_transitions_are_announced_once() {
+    use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+    let app = TestApp::spawn_adjusted(|f| f.merge(("jobs.run_in_server", false))).await;
+    let tenant = app.register().await;
+    let root = app.super_admin(&tenant).await;
+    assign(&app, &root, &tenant, json!({"tier": "basic", "expires_at": Utc::now() + Duration::days(10)}))
+        .await;
+    let tiers = &app.state.governance.tiers;
+    for _ in 0..2 {
+        nexus::platform::license::announce_transitions(&app.state.db, tiers, Utc::now()).await.unwrap();
+    }
+    let count = |event_type: &'static str| {
+        entity::event::Entity::find()
+            .filter(entity::event::Column::TenantId.eq(tenant.id))
+            .filter(entity::event::Column::EventType.eq(event_type))
+            .count(&app.state.db)
+    };
+    assert_eq!(count("license.expiring_soon").await.unwrap(), 1);
+    // Twenty days later, with the clock passed in: grace has started.
+    nexus::platform::license::announce_transitions(&app.state.db, tiers, Utc::now() + Duration::days(20))
+        .await
+        .unwrap();
+    assert_eq!(count("license.grace_started").await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_key_cannot_lift_a_suspension_nor_be_applied_twice() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let root = app.super_admin(&tenant).await;
+    let signer = key::signing_key(DEV_SIGNING_KEY).unwrap();
+    let grant = key::Grant {
+        key_id: unique("lk"),
+        tenant_id: tenant.id,
+        tier: "enterprise".into(),
+        starts_at: Utc::now(),
+        expires_at: Utc::now() + Duration::days(365),
+        max_users: None,
+        api_calls_per_month: None,
+        issued_at: Utc::now(),
+    };
+    let text = key::sign(&signer, &grant).unwrap();
+    assert_eq!(app.post("/api/v1/license/key", &tenant.token, json!({"key": text})).await.status(), 200);
+    assert_problem(
+        app.post("/api/v1/license/key", &tenant.token, json!({"key": text})).await,
+        409,
+        "conflict",
+    )
+    .await;
+    assign(&app, &root, &tenant, json!({"status": "suspended"})).await;
+    let mut renewal = grant.clone();
+    renewal.key_id = unique("lk");
+    let text = key::sign(&signer, &renewal).unwrap();
+    let res = app.post("/api/v1/license/key", &tenant.token, json!({"key": text})).await;
+    assert_problem(res, 403, "license_suspended").await;
+}

@@ -428,8 +428,10 @@ pub async fn apply(
     let current = find_or_start(&txn, &state.governance.tiers, tenant).await?;
     if current.status != ACTIVE {
         // A key renews or upgrades; it does not lift the vendor's suspension.
+        let code =
+            if current.status == TERMINATED { Code::LicenseTerminated } else { Code::LicenseSuspended };
         return Err(ApiError::new(
-            Code::LicenseSuspended,
+            code,
             format!("the license is {}; only the vendor can reinstate it", current.status),
         ));
     }
