@@ -46,6 +46,7 @@ catalogue! {
     NotFound => NOT_FOUND, "not_found", "Not found";
     MethodNotAllowed => METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed";
     Conflict => CONFLICT, "conflict", "Conflict";
+    InsufficientStock => CONFLICT, "insufficient_stock", "Insufficient stock";
     Gone => GONE, "gone", "Gone";
     PreconditionFailed => PRECONDITION_FAILED, "precondition_failed", "Precondition failed";
     PayloadTooLarge => PAYLOAD_TOO_LARGE, "payload_too_large", "Payload too large";

@@ -5,6 +5,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod modules;
 pub mod platform;
 
 use std::{net::TcpListener, sync::Arc};
@@ -88,6 +89,7 @@ pub fn job_handlers() -> Registry {
         .with(events::DISPATCH_JOB, events::Dispatch)
         .with(events::LISTENER_JOB, events::RunListener)
         .with(webhooks::DELIVER_JOB, delivery::Deliver)
+        .with(modules::inventory::EXPIRY_JOB, modules::inventory::service::ExpireReservation)
 }
 
 /// The shared state: database pool, optional Redis, RBAC, token keys, job
@@ -111,6 +113,7 @@ pub async fn state(config: Config, listeners: Vec<Arc<dyn Listener>>) -> anyhow:
     .with_cipher(cipher.clone());
     Ok(AppState {
         governance: Arc::new(governance),
+        inventory: Arc::new(modules::inventory::service::SeaOrmInventory::new(db.clone())),
         keys: Arc::new(TokenKeys::new(config.jwt_secret.expose())),
         rbac: Arc::new(Rbac::new().await?),
         cipher,

@@ -8,6 +8,7 @@ mod m20261122_000002_events_jobs_webhooks;
 mod m20261122_000003_idempotency;
 mod m20261122_000004_governance;
 mod m20261122_000005_cors;
+mod m20261122_000006_inventory;
 
 pub struct Migrator;
 
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000003_idempotency::Migration),
             Box::new(m20261122_000004_governance::Migration),
             Box::new(m20261122_000005_cors::Migration),
+            Box::new(m20261122_000006_inventory::Migration),
         ]
     }
 }

@@ -34,6 +34,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
             .configure(license::routes::routes)
             .configure(features::routes::routes)
             .configure(cors::routes)
+            .configure(crate::modules::inventory::routes::routes)
             .configure(jobs::routes::routes),
     );
 }
@@ -56,6 +57,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
         (name = "webhooks", description = "Outbound webhooks: endpoints, deliveries, attempts"),
         (name = "license", description = "The tenant's license: tier, state, limits, signed keys"),
         (name = "features", description = "Module and feature toggles"),
+        (name = "inventory", description = "Products, warehouses, stock, movements, reservations (module.inventory)"),
         (name = "cors", description = "Browser origins allowed per tenant"),
         (name = "events", description = "The live event stream (Server-Sent Events)"),
         (name = "jobs", description = "Background job queue health and dead letters (operators)"),

@@ -92,6 +92,8 @@ permissions! {
     FeaturesWrite => "features", "write";
     FeaturesManage => "features", "manage";
     CorsWrite => "cors", "write";
+    InventoryRead => "inventory", "read", "module.inventory";
+    InventoryWrite => "inventory", "write", "module.inventory";
 }
 
 /// An authenticated caller holding permission `P` in the acting tenant,

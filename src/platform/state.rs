@@ -42,4 +42,6 @@ pub struct AppState {
     pub governance: Arc<Governance>,
     /// Idempotency-Key responses: the database, or Redis when configured.
     pub idempotency: crate::platform::idempotency::Store,
+    /// The inventory module, as other modules see it.
+    pub inventory: Arc<dyn crate::modules::inventory::InventoryService>,
 }

@@ -28,7 +28,12 @@ tenant_owned!(
     event,
     webhook_endpoint,
     webhook_delivery,
-    webhook_attempt
+    webhook_attempt,
+    product,
+    warehouse,
+    stock_level,
+    stock_movement,
+    reservation
 );
 
 /// Tenant-owned rows the application may change. The audit log is

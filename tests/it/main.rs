@@ -14,6 +14,7 @@ mod graphql;
 mod health;
 mod helpers;
 mod idempotency;
+mod inventory;
 mod jobs;
 mod openapi;
 mod rbac;

@@ -71,6 +71,22 @@ event_types! {
         json!({"tier": "professional", "state": "expired", "expires_at": "2026-11-08T00:00:00Z"});
     FEATURE_TOGGLED => "feature.toggled", 6, "A module or feature was switched for the tenant (or globally).",
         json!({"key": "feature.webhooks", "state": "disabled", "scope": "tenant"});
+    PRODUCT_CREATED => "product.created", 5, "A product was added to the catalogue.",
+        json!({"id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "sku": "TSHIRT-RED-M", "name": "T-shirt, red, M"});
+    PRODUCT_UPDATED => "product.updated", 5, "A product changed.",
+        json!({"id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "sku": "TSHIRT-RED-M", "version": 2});
+    STOCK_ADJUSTED => "stock.adjusted", 5, "On-hand stock was adjusted (count, damage, correction).",
+        json!({"product_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "sku": "TSHIRT-RED-M", "warehouse_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a12", "quantity": -2, "on_hand": 48, "reason": "damaged"});
+    STOCK_LOW => "stock.low", 7, "Available stock fell below the reorder point.",
+        json!({"product_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "sku": "TSHIRT-RED-M", "warehouse_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a12", "available": 4, "reorder_point": 5});
+    STOCK_RESERVED => "stock.reserved", 6, "Stock was reserved for a reference (all lines).",
+        json!({"reference": "order-1042", "lines": [{"product_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "warehouse_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a12", "quantity": 2}]});
+    STOCK_RELEASED => "stock.released", 6, "A reservation was released or expired: its stock is available again.",
+        json!({"reference": "order-1042", "lines": [], "outcome": "released"});
+    STOCK_SHIPPED => "stock.shipped", 6, "A reservation was committed: its stock left the warehouse.",
+        json!({"reference": "order-1042", "lines": [], "outcome": "committed"});
+    STOCK_TRANSFERRED => "stock.transferred", 5, "Stock moved between warehouses.",
+        json!({"product_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "sku": "TSHIRT-RED-M", "from_warehouse_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a12", "to_warehouse_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a13", "quantity": 10});
     WEBHOOK_TEST => "webhook.test", 9, "Sent by `POST /api/v1/webhooks/{id}/test`, to that endpoint only.",
         json!({"endpoint_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "message": "This is a test event from Nexus."});
 }

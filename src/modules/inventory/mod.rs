@@ -1,0 +1,248 @@
+//! Inventory (`module.inventory`): products, warehouses, stock levels, the
+//! stock movement ledger, adjustments, transfers and reservations that
+//! never oversell. Other modules reach inventory only through
+//! [`InventoryService`]; its write methods take the caller's transaction,
+//! so a purchase order receipt and its stock movements commit together.
+
+pub mod routes;
+pub mod service;
+
+use chrono::{DateTime, Utc};
+use sea_orm::DatabaseTransaction;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::{
+    error::ApiResult,
+    platform::{
+        http::{PageRequest, Paged},
+        tenancy::TenantScope,
+    },
+};
+
+pub const EXPIRY_JOB: &str = "inventory.reservation_expiry";
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ProductView {
+    pub id: Uuid,
+    #[schema(example = "TSHIRT-RED-M")]
+    pub sku: String,
+    #[schema(example = "T-shirt, red, M")]
+    pub name: String,
+    pub barcode: Option<String>,
+    /// Minor units (cents) of `currency`.
+    #[schema(example = 1999)]
+    pub unit_price: i64,
+    #[schema(example = "EUR")]
+    pub currency: String,
+    pub attributes: Value,
+    pub active: bool,
+    /// Send it back in `If-Match` to update.
+    pub version: i32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A validated new product.
+pub struct NewProduct {
+    pub sku: String,
+    pub name: String,
+    pub barcode: Option<String>,
+    pub unit_price: i64,
+    pub currency: String,
+    pub attributes: Value,
+    pub active: bool,
+}
+
+/// Validated changes; `None` keeps the value.
+#[derive(Default)]
+pub struct ProductChanges {
+    pub name: Option<String>,
+    pub barcode: Option<String>,
+    pub unit_price: Option<i64>,
+    pub currency: Option<String>,
+    pub attributes: Option<Value>,
+    pub active: Option<bool>,
+}
+
+pub struct ProductFilter {
+    pub sku: Option<String>,
+    pub active: Option<bool>,
+    pub sort: (entity::product::Column, bool),
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct WarehouseView {
+    pub id: Uuid,
+    #[schema(example = "MAIN")]
+    pub code: String,
+    #[schema(example = "Main warehouse")]
+    pub name: String,
+    pub active: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct StockLevelView {
+    pub product_id: Uuid,
+    pub sku: String,
+    pub warehouse_id: Uuid,
+    #[schema(example = 120)]
+    pub on_hand: i64,
+    #[schema(example = 20)]
+    pub reserved: i64,
+    /// `on_hand - reserved`.
+    #[schema(example = 100)]
+    pub available: i64,
+    pub reorder_point: Option<i64>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct MovementView {
+    pub id: Uuid,
+    pub product_id: Uuid,
+    pub warehouse_id: Uuid,
+    /// `receipt`, `shipment`, `adjustment`, `transfer_out`, `transfer_in`, `reservation`, `release`.
+    #[schema(example = "adjustment")]
+    pub kind: String,
+    /// Change of on-hand stock.
+    pub quantity: i64,
+    /// Change of reserved stock.
+    pub reserved_delta: i64,
+    pub reason: Option<String>,
+    pub reference: Option<String>,
+    pub user_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Line {
+    pub product_id: Uuid,
+    pub warehouse_id: Uuid,
+    #[schema(example = 2)]
+    pub quantity: i64,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ReservationView {
+    pub id: Uuid,
+    #[schema(example = "order-1042")]
+    pub reference: String,
+    /// `active`, `committed`, `released` or `expired`.
+    #[schema(example = "active")]
+    pub status: String,
+    pub lines: Vec<Line>,
+    pub expires_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Who did it and why, for the ledger.
+#[derive(Clone, Debug, Default)]
+pub struct Cause {
+    pub user_id: Option<Uuid>,
+    pub reason: Option<String>,
+    pub reference: Option<String>,
+}
+
+/// Everything other modules (and the routes) may do with stock.
+#[async_trait::async_trait]
+pub trait InventoryService: Send + Sync {
+    async fn create_product(&self, tenant: TenantScope, new: NewProduct) -> ApiResult<ProductView>;
+    async fn list_products(
+        &self,
+        tenant: TenantScope,
+        filter: ProductFilter,
+        page: PageRequest,
+    ) -> ApiResult<Paged<ProductView>>;
+    async fn get_product(&self, tenant: TenantScope, id: Uuid) -> ApiResult<ProductView>;
+    async fn update_product(
+        &self,
+        tenant: TenantScope,
+        id: Uuid,
+        if_match: Option<i32>,
+        changes: ProductChanges,
+    ) -> ApiResult<ProductView>;
+    async fn create_warehouse(
+        &self,
+        tenant: TenantScope,
+        code: String,
+        name: String,
+    ) -> ApiResult<WarehouseView>;
+    async fn list_warehouses(
+        &self,
+        tenant: TenantScope,
+        page: PageRequest,
+    ) -> ApiResult<Paged<WarehouseView>>;
+    async fn stock_levels(
+        &self,
+        tenant: TenantScope,
+        product_id: Option<Uuid>,
+        warehouse_id: Option<Uuid>,
+        page: PageRequest,
+    ) -> ApiResult<Paged<StockLevelView>>;
+    async fn movements(
+        &self,
+        tenant: TenantScope,
+        product_id: Option<Uuid>,
+        warehouse_id: Option<Uuid>,
+        page: PageRequest,
+    ) -> ApiResult<Paged<MovementView>>;
+    /// Change on-hand stock by `quantity` (negative to remove); refuses to go
+    /// below zero or below what is reserved.
+    async fn adjust(
+        &self,
+        txn: &DatabaseTransaction,
+        tenant: TenantScope,
+        line: Line,
+        cause: Cause,
+    ) -> ApiResult<StockLevelView>;
+    /// Goods received (procurement): a `receipt` movement.
+    async fn receive(
+        &self,
+        txn: &DatabaseTransaction,
+        tenant: TenantScope,
+        line: Line,
+        cause: Cause,
+    ) -> ApiResult<()>;
+    /// Move stock between warehouses, atomically.
+    async fn transfer(
+        &self,
+        txn: &DatabaseTransaction,
+        tenant: TenantScope,
+        line: Line,
+        to_warehouse: Uuid,
+        cause: Cause,
+    ) -> ApiResult<()>;
+    /// Hold stock for `reference`: all lines or none; idempotent per reference.
+    async fn reserve(
+        &self,
+        txn: &DatabaseTransaction,
+        tenant: TenantScope,
+        reference: &str,
+        lines: Vec<Line>,
+        expires_at: DateTime<Utc>,
+        cause: Cause,
+    ) -> ApiResult<ReservationView>;
+    /// Ship what `reference` holds: reserved and on-hand stock go down.
+    async fn commit(
+        &self,
+        txn: &DatabaseTransaction,
+        tenant: TenantScope,
+        reference: &str,
+        cause: Cause,
+    ) -> ApiResult<ReservationView>;
+    /// Give back what `reference` holds; idempotent.
+    async fn release(
+        &self,
+        txn: &DatabaseTransaction,
+        tenant: TenantScope,
+        reference: &str,
+        cause: Cause,
+    ) -> ApiResult<ReservationView>;
+    async fn reservation(&self, tenant: TenantScope, reference: &str) -> ApiResult<ReservationView>;
+}

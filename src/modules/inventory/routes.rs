@@ -1,0 +1,604 @@
+//! REST routes of the inventory module: thin, one service call each.
+
+use actix_web::{HttpRequest, HttpResponse, get, http::header, patch, post, web};
+use chrono::{Duration, Utc};
+use serde::Deserialize;
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_actix_web::service_config::ServiceConfig;
+use uuid::Uuid;
+
+use super::{
+    Cause, Line, MovementView, NewProduct, ProductChanges, ProductFilter, ProductView, ReservationView,
+    StockLevelView, WarehouseView,
+};
+use crate::{
+    error::{ApiError, ApiResult, Code, FieldError, Problem},
+    platform::{
+        http::{ApiJson, Data, PageRequest, Paged, Validate, created, ok, parse_sort},
+        rbac::{Authorized, InventoryRead, InventoryWrite},
+        state::AppState,
+        validate::{self, Checks},
+    },
+};
+
+pub fn routes(cfg: &mut ServiceConfig) {
+    cfg.service(list_products)
+        .service(create_product)
+        .service(get_product)
+        .service(update_product)
+        .service(list_warehouses)
+        .service(create_warehouse)
+        .service(list_levels)
+        .service(list_movements)
+        .service(adjust)
+        .service(transfer)
+        .service(reserve)
+        .service(get_reservation)
+        .service(commit_reservation)
+        .service(release_reservation);
+}
+
+fn cause(user: Uuid, reason: Option<String>, reference: Option<String>) -> Cause {
+    Cause { user_id: Some(user), reason, reference }
+}
+
+fn check_text(checks: &mut Checks, field: &str, value: &str, max: usize) {
+    checks.check(field, validate::name(value).and_then(|()| validate::plain_text(value, max)));
+}
+
+fn check_currency(currency: &str) -> Result<(), String> {
+    if currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_uppercase()) {
+        Ok(())
+    } else {
+        Err("must be an ISO 4217 code such as EUR".to_owned())
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateProduct {
+    /// Unique in the tenant.
+    #[schema(example = "TSHIRT-RED-M")]
+    sku: String,
+    #[schema(example = "T-shirt, red, M")]
+    name: String,
+    barcode: Option<String>,
+    /// Minor units (cents).
+    #[schema(example = 1999)]
+    unit_price: i64,
+    #[schema(example = "EUR")]
+    currency: String,
+    /// Free-form attributes (an object).
+    #[serde(default)]
+    attributes: Option<Value>,
+    #[serde(default)]
+    active: Option<bool>,
+}
+
+impl Validate for CreateProduct {
+    fn validate(&self) -> Result<(), Vec<FieldError>> {
+        let mut checks = Checks::default();
+        check_text(&mut checks, "sku", &self.sku, 64);
+        check_text(&mut checks, "name", &self.name, 200);
+        checks.check(
+            "unit_price",
+            if self.unit_price >= 0 { Ok(()) } else { Err("must not be negative".into()) },
+        );
+        checks.check("currency", check_currency(&self.currency));
+        if let Some(barcode) = &self.barcode {
+            check_text(&mut checks, "barcode", barcode, 64);
+        }
+        if self.attributes.as_ref().is_some_and(|a| !a.is_object()) {
+            checks.check("attributes", Err("must be an object".into()));
+        }
+        checks.finish()
+    }
+}
+
+/// Create a product.
+#[utoipa::path(
+    tag = "inventory",
+    request_body = CreateProduct,
+    responses(
+        (status = 201, description = "The product", body = Data<ProductView>),
+        (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 409, description = "SKU taken", body = Problem), (status = 422, body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+#[post("/products")]
+async fn create_product(
+    auth: Authorized<InventoryWrite>,
+    state: web::Data<AppState>,
+    body: ApiJson<CreateProduct>,
+) -> ApiResult<HttpResponse> {
+    let b = body.0;
+    let new = NewProduct {
+        sku: b.sku.trim().to_owned(),
+        name: b.name.trim().to_owned(),
+        barcode: b.barcode.map(|v| v.trim().to_owned()),
+        unit_price: b.unit_price,
+        currency: b.currency,
+        attributes: b.attributes.unwrap_or_else(|| Value::Object(Default::default())),
+        active: b.active.unwrap_or(true),
+    };
+    Ok(created(state.inventory.create_product(auth.tenant, new).await?))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct ProductQuery {
+    page: Option<u64>,
+    per_page: Option<u64>,
+    /// `sku`, `name`, `created_at`; prefix `-` for descending.
+    sort: Option<String>,
+    /// Exact SKU.
+    sku: Option<String>,
+    active: Option<bool>,
+}
+
+/// Products, paginated.
+#[utoipa::path(
+    tag = "inventory",
+    params(ProductQuery),
+    responses(
+        (status = 200, description = "A page of products", body = Paged<ProductView>),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/products")]
+async fn list_products(
+    auth: Authorized<InventoryRead>,
+    state: web::Data<AppState>,
+    query: web::Query<ProductQuery>,
+) -> ApiResult<HttpResponse> {
+    use entity::product::Column;
+    let q = query.into_inner();
+    let page = PageRequest::new(q.page, q.per_page)?;
+    let sort = parse_sort(
+        q.sort.as_deref(),
+        &[("sku", Column::Sku), ("name", Column::Name), ("created_at", Column::CreatedAt)],
+        (Column::CreatedAt, false),
+    )?;
+    let filter = ProductFilter { sku: q.sku, active: q.active, sort };
+    Ok(HttpResponse::Ok().json(state.inventory.list_products(auth.tenant, filter, page).await?))
+}
+
+fn with_etag(view: ProductView) -> HttpResponse {
+    let etag = format!("\"{}\"", view.version);
+    let mut res = ok(view);
+    if let Ok(value) = header::HeaderValue::from_str(&etag) {
+        res.headers_mut().insert(header::ETAG, value);
+    }
+    res
+}
+
+/// One product; its `ETag` is the version to send in `If-Match`.
+#[utoipa::path(
+    tag = "inventory",
+    responses(
+        (status = 200, description = "The product", body = Data<ProductView>),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/products/{id}")]
+async fn get_product(
+    auth: Authorized<InventoryRead>,
+    state: web::Data<AppState>,
+    id: web::Path<Uuid>,
+) -> ApiResult<HttpResponse> {
+    Ok(with_etag(state.inventory.get_product(auth.tenant, id.into_inner()).await?))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateProduct {
+    name: Option<String>,
+    barcode: Option<String>,
+    unit_price: Option<i64>,
+    currency: Option<String>,
+    attributes: Option<Value>,
+    active: Option<bool>,
+}
+
+impl Validate for UpdateProduct {
+    fn validate(&self) -> Result<(), Vec<FieldError>> {
+        let mut checks = Checks::default();
+        if let Some(name) = &self.name {
+            check_text(&mut checks, "name", name, 200);
+        }
+        if self.unit_price.is_some_and(|p| p < 0) {
+            checks.check("unit_price", Err("must not be negative".into()));
+        }
+        if let Some(currency) = &self.currency {
+            checks.check("currency", check_currency(currency));
+        }
+        if self.attributes.as_ref().is_some_and(|a| !a.is_object()) {
+            checks.check("attributes", Err("must be an object".into()));
+        }
+        checks.finish()
+    }
+}
+
+fn if_match(req: &HttpRequest) -> ApiResult<Option<i32>> {
+    let Some(value) = req.headers().get(header::IF_MATCH) else { return Ok(None) };
+    value
+        .to_str()
+        .ok()
+        .map(|v| v.trim().trim_start_matches("W/").trim_matches('"'))
+        .and_then(|v| v.parse().ok())
+        .map(Some)
+        .ok_or_else(|| ApiError::new(Code::InvalidHeader, "If-Match must be the product's ETag, e.g. \"3\""))
+}
+
+/// Change a product; `If-Match` refuses (412) a change made meanwhile.
+#[utoipa::path(
+    tag = "inventory",
+    request_body = UpdateProduct,
+    params(("If-Match" = Option<String>, Header, description = "The ETag read before")),
+    responses(
+        (status = 200, description = "The product", body = Data<ProductView>),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 412, body = Problem), (status = 422, body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+#[patch("/products/{id}")]
+async fn update_product(
+    auth: Authorized<InventoryWrite>,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<Uuid>,
+    body: ApiJson<UpdateProduct>,
+) -> ApiResult<HttpResponse> {
+    let b = body.0;
+    let changes = ProductChanges {
+        name: b.name.map(|v| v.trim().to_owned()),
+        barcode: b.barcode,
+        unit_price: b.unit_price,
+        currency: b.currency,
+        attributes: b.attributes,
+        active: b.active,
+    };
+    let view = state.inventory.update_product(auth.tenant, id.into_inner(), if_match(&req)?, changes).await?;
+    Ok(with_etag(view))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWarehouse {
+    #[schema(example = "MAIN")]
+    code: String,
+    #[schema(example = "Main warehouse")]
+    name: String,
+}
+
+impl Validate for CreateWarehouse {
+    fn validate(&self) -> Result<(), Vec<FieldError>> {
+        let mut checks = Checks::default();
+        check_text(&mut checks, "code", &self.code, 32);
+        check_text(&mut checks, "name", &self.name, 200);
+        checks.finish()
+    }
+}
+
+/// Create a warehouse (a stock location).
+#[utoipa::path(
+    tag = "inventory",
+    request_body = CreateWarehouse,
+    responses(
+        (status = 201, description = "The warehouse", body = Data<WarehouseView>),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 409, body = Problem),
+        (status = 422, body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+#[post("/warehouses")]
+async fn create_warehouse(
+    auth: Authorized<InventoryWrite>,
+    state: web::Data<AppState>,
+    body: ApiJson<CreateWarehouse>,
+) -> ApiResult<HttpResponse> {
+    let b = body.0;
+    Ok(created(
+        state
+            .inventory
+            .create_warehouse(auth.tenant, b.code.trim().to_owned(), b.name.trim().to_owned())
+            .await?,
+    ))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct PageQuery {
+    page: Option<u64>,
+    per_page: Option<u64>,
+}
+
+/// Warehouses by code.
+#[utoipa::path(
+    tag = "inventory",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "A page of warehouses", body = Paged<WarehouseView>),
+        (status = 401, body = Problem), (status = 403, body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/warehouses")]
+async fn list_warehouses(
+    auth: Authorized<InventoryRead>,
+    state: web::Data<AppState>,
+    query: web::Query<PageQuery>,
+) -> ApiResult<HttpResponse> {
+    let page = PageRequest::new(query.page, query.per_page)?;
+    Ok(HttpResponse::Ok().json(state.inventory.list_warehouses(auth.tenant, page).await?))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct StockQuery {
+    page: Option<u64>,
+    per_page: Option<u64>,
+    product_id: Option<Uuid>,
+    warehouse_id: Option<Uuid>,
+}
+
+/// Stock levels: on hand, reserved, available.
+#[utoipa::path(
+    tag = "inventory",
+    params(StockQuery),
+    responses(
+        (status = 200, description = "A page of stock levels", body = Paged<StockLevelView>),
+        (status = 401, body = Problem), (status = 403, body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/stock-levels")]
+async fn list_levels(
+    auth: Authorized<InventoryRead>,
+    state: web::Data<AppState>,
+    query: web::Query<StockQuery>,
+) -> ApiResult<HttpResponse> {
+    let q = query.into_inner();
+    let page = PageRequest::new(q.page, q.per_page)?;
+    Ok(HttpResponse::Ok()
+        .json(state.inventory.stock_levels(auth.tenant, q.product_id, q.warehouse_id, page).await?))
+}
+
+/// The stock ledger, newest first.
+#[utoipa::path(
+    tag = "inventory",
+    params(StockQuery),
+    responses(
+        (status = 200, description = "A page of movements", body = Paged<MovementView>),
+        (status = 401, body = Problem), (status = 403, body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/stock-movements")]
+async fn list_movements(
+    auth: Authorized<InventoryRead>,
+    state: web::Data<AppState>,
+    query: web::Query<StockQuery>,
+) -> ApiResult<HttpResponse> {
+    let q = query.into_inner();
+    let page = PageRequest::new(q.page, q.per_page)?;
+    Ok(HttpResponse::Ok()
+        .json(state.inventory.movements(auth.tenant, q.product_id, q.warehouse_id, page).await?))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Adjustment {
+    product_id: Uuid,
+    warehouse_id: Uuid,
+    /// Added to on-hand stock; negative to remove.
+    #[schema(example = 25)]
+    quantity: i64,
+    #[schema(example = "stock count")]
+    reason: String,
+}
+
+impl Validate for Adjustment {
+    fn validate(&self) -> Result<(), Vec<FieldError>> {
+        let mut checks = Checks::default();
+        check_text(&mut checks, "reason", &self.reason, 500);
+        checks.finish()
+    }
+}
+
+/// Adjust on-hand stock (counts, damage, corrections).
+#[utoipa::path(
+    tag = "inventory",
+    request_body = Adjustment,
+    responses(
+        (status = 200, description = "The stock level after", body = Data<StockLevelView>),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 409, description = "`insufficient_stock`: below zero or below what is reserved", body = Problem),
+        (status = 422, body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+#[post("/stock/adjustments")]
+async fn adjust(
+    auth: Authorized<InventoryWrite>,
+    state: web::Data<AppState>,
+    body: ApiJson<Adjustment>,
+) -> ApiResult<HttpResponse> {
+    let b = body.0;
+    let line = Line { product_id: b.product_id, warehouse_id: b.warehouse_id, quantity: b.quantity };
+    let txn = crate::platform::db::begin(&state.db).await?;
+    let level =
+        state.inventory.adjust(&txn, auth.tenant, line, cause(auth.user_id, Some(b.reason), None)).await?;
+    sea_orm::TransactionSession::commit(txn).await?;
+    Ok(ok(level))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Transfer {
+    product_id: Uuid,
+    from_warehouse_id: Uuid,
+    to_warehouse_id: Uuid,
+    #[schema(example = 10)]
+    quantity: i64,
+    reason: Option<String>,
+}
+
+impl Validate for Transfer {}
+
+/// Move stock between warehouses, atomically.
+#[utoipa::path(
+    tag = "inventory",
+    request_body = Transfer,
+    responses(
+        (status = 204, description = "Moved"),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 409, body = Problem), (status = 422, body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+#[post("/stock/transfers")]
+async fn transfer(
+    auth: Authorized<InventoryWrite>,
+    state: web::Data<AppState>,
+    body: ApiJson<Transfer>,
+) -> ApiResult<HttpResponse> {
+    let b = body.0;
+    let line = Line { product_id: b.product_id, warehouse_id: b.from_warehouse_id, quantity: b.quantity };
+    let txn = crate::platform::db::begin(&state.db).await?;
+    let why = cause(auth.user_id, b.reason, None);
+    state.inventory.transfer(&txn, auth.tenant, line, b.to_warehouse_id, why).await?;
+    sea_orm::TransactionSession::commit(txn).await?;
+    Ok(crate::platform::http::no_content())
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Reserve {
+    /// What the stock is held for, e.g. an order number; reserving again
+    /// with the same reference and lines returns the same reservation.
+    #[schema(example = "order-1042")]
+    reference: String,
+    lines: Vec<Line>,
+    /// Released by itself after this many seconds unless committed (default 900).
+    #[schema(example = 900)]
+    expires_in_seconds: Option<u32>,
+}
+
+impl Validate for Reserve {
+    fn validate(&self) -> Result<(), Vec<FieldError>> {
+        let mut checks = Checks::default();
+        check_text(&mut checks, "reference", &self.reference, 128);
+        if self.lines.is_empty() || self.lines.len() > 100 {
+            checks.check("lines", Err("must hold 1 to 100 lines".into()));
+        }
+        for (i, line) in self.lines.iter().enumerate() {
+            if line.quantity <= 0 {
+                checks.check(&format!("lines[{i}].quantity"), Err("must be a positive whole number".into()));
+            }
+        }
+        if self.expires_in_seconds.is_some_and(|s| s == 0 || s > 7 * 86_400) {
+            checks.check("expires_in_seconds", Err("must be between 1 and 604800".into()));
+        }
+        checks.finish()
+    }
+}
+
+/// Reserve stock for a reference: every line or none (409
+/// `insufficient_stock` naming the SKU). Never oversells under concurrency.
+#[utoipa::path(
+    tag = "inventory",
+    request_body = Reserve,
+    responses(
+        (status = 201, description = "The reservation", body = Data<ReservationView>),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 409, body = Problem), (status = 422, body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+#[post("/reservations")]
+async fn reserve(
+    auth: Authorized<InventoryWrite>,
+    state: web::Data<AppState>,
+    body: ApiJson<Reserve>,
+) -> ApiResult<HttpResponse> {
+    let b = body.0;
+    let expires_at = Utc::now() + Duration::seconds(i64::from(b.expires_in_seconds.unwrap_or(900)));
+    let txn = crate::platform::db::begin(&state.db).await?;
+    let why = cause(auth.user_id, None, None);
+    let view =
+        state.inventory.reserve(&txn, auth.tenant, b.reference.trim(), b.lines, expires_at, why).await?;
+    sea_orm::TransactionSession::commit(txn).await?;
+    Ok(created(view))
+}
+
+/// A reservation by its reference.
+#[utoipa::path(
+    tag = "inventory",
+    responses(
+        (status = 200, description = "The reservation", body = Data<ReservationView>),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/reservations/{reference}")]
+async fn get_reservation(
+    auth: Authorized<InventoryRead>,
+    state: web::Data<AppState>,
+    reference: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    Ok(ok(state.inventory.reservation(auth.tenant, &reference).await?))
+}
+
+/// Ship what the reservation holds (on-hand and reserved stock go down).
+#[utoipa::path(
+    tag = "inventory",
+    responses(
+        (status = 200, description = "The reservation, committed", body = Data<ReservationView>),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 409, description = "Released or expired already", body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+#[post("/reservations/{reference}/commit")]
+async fn commit_reservation(
+    auth: Authorized<InventoryWrite>,
+    state: web::Data<AppState>,
+    reference: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let txn = crate::platform::db::begin(&state.db).await?;
+    let view = state.inventory.commit(&txn, auth.tenant, &reference, cause(auth.user_id, None, None)).await?;
+    sea_orm::TransactionSession::commit(txn).await?;
+    Ok(ok(view))
+}
+
+/// Give back what the reservation holds (e.g. an order was cancelled); idempotent.
+#[utoipa::path(
+    tag = "inventory",
+    responses(
+        (status = 200, description = "The reservation, released", body = Data<ReservationView>),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 409, description = "Committed already", body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+#[post("/reservations/{reference}/release")]
+async fn release_reservation(
+    auth: Authorized<InventoryWrite>,
+    state: web::Data<AppState>,
+    reference: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let txn = crate::platform::db::begin(&state.db).await?;
+    let view =
+        state.inventory.release(&txn, auth.tenant, &reference, cause(auth.user_id, None, None)).await?;
+    sea_orm::TransactionSession::commit(txn).await?;
+    Ok(ok(view))
+}

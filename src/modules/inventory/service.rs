@@ -1,0 +1,674 @@
+//! [`InventoryService`] on sea-orm. Every stock change is one conditional
+//! `UPDATE` of the stock level (it only applies when the result keeps
+//! `0 <= reserved <= on_hand`) plus one ledger row, in the caller's
+//! transaction: concurrent reservations can never take more than is there,
+//! on SQLite (one writer) as on PostgreSQL (row locks).
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Statement, sea_query::Expr,
+};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::{
+    Cause, EXPIRY_JOB, InventoryService, Line, MovementView, NewProduct, ProductChanges, ProductFilter,
+    ProductView, ReservationView, StockLevelView, WarehouseView,
+};
+use crate::{
+    error::{ApiError, ApiResult, Code, FieldError},
+    platform::{
+        events,
+        http::{PageRequest, Paged},
+        jobs::{self, JobError, JobHandler, NewJob},
+        state::AppState,
+        tenancy::TenantScope,
+    },
+};
+use entity::{product, reservation, stock_level, stock_movement, warehouse};
+
+pub const ACTIVE: &str = "active";
+pub const COMMITTED: &str = "committed";
+pub const RELEASED: &str = "released";
+pub const EXPIRED: &str = "expired";
+
+pub struct SeaOrmInventory {
+    db: DatabaseConnection,
+}
+
+impl SeaOrmInventory {
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+}
+
+fn product_view(m: product::Model) -> ProductView {
+    ProductView {
+        id: m.id,
+        sku: m.sku,
+        name: m.name,
+        barcode: m.barcode,
+        unit_price: m.unit_price,
+        currency: m.currency,
+        attributes: m.attributes,
+        active: m.active,
+        version: m.version,
+        created_at: m.created_at,
+        updated_at: m.updated_at,
+    }
+}
+
+fn reservation_view(m: reservation::Model) -> ReservationView {
+    ReservationView {
+        id: m.id,
+        lines: serde_json::from_value(m.lines).unwrap_or_default(),
+        reference: m.reference,
+        status: m.status,
+        expires_at: m.expires_at,
+        created_at: m.created_at,
+        updated_at: m.updated_at,
+    }
+}
+
+async fn find_product(db: &impl ConnectionTrait, tenant: TenantScope, id: Uuid) -> ApiResult<product::Model> {
+    tenant.find_by_id::<product::Entity>(id).one(db).await?.ok_or_else(|| ApiError::not_found("product"))
+}
+
+async fn find_warehouse(
+    db: &impl ConnectionTrait,
+    tenant: TenantScope,
+    id: Uuid,
+) -> ApiResult<warehouse::Model> {
+    tenant.find_by_id::<warehouse::Entity>(id).one(db).await?.ok_or_else(|| ApiError::not_found("warehouse"))
+}
+
+async fn level_view(
+    db: &impl ConnectionTrait,
+    tenant: TenantScope,
+    product: &product::Model,
+    warehouse_id: Uuid,
+) -> ApiResult<StockLevelView> {
+    let level = tenant
+        .find::<stock_level::Entity>()
+        .filter(stock_level::Column::ProductId.eq(product.id))
+        .filter(stock_level::Column::WarehouseId.eq(warehouse_id))
+        .one(db)
+        .await?
+        .ok_or_else(|| ApiError::not_found("stock level"))?;
+    Ok(StockLevelView {
+        product_id: level.product_id,
+        sku: product.sku.clone(),
+        warehouse_id: level.warehouse_id,
+        on_hand: level.on_hand,
+        reserved: level.reserved,
+        available: level.on_hand - level.reserved,
+        reorder_point: level.reorder_point,
+        updated_at: level.updated_at,
+    })
+}
+
+/// One stock change: the level (created at zero when new) and its ledger
+/// row; refused with 409 `insufficient_stock` naming the SKU when it would
+/// take more than is available.
+#[allow(clippy::too_many_arguments)]
+async fn apply(
+    txn: &DatabaseTransaction,
+    tenant: TenantScope,
+    product: &product::Model,
+    warehouse_id: Uuid,
+    kind: &str,
+    quantity: i64,
+    reserved_delta: i64,
+    cause: &Cause,
+) -> ApiResult<StockLevelView> {
+    let now = Utc::now();
+    stock_level::Entity::insert(stock_level::ActiveModel {
+        tenant_id: Set(tenant.id()),
+        product_id: Set(product.id),
+        warehouse_id: Set(warehouse_id),
+        on_hand: Set(0),
+        reserved: Set(0),
+        reorder_point: Set(None),
+        updated_at: Set(now),
+    })
+    .on_conflict_do_nothing()
+    .exec_without_returning(txn)
+    .await?;
+    let sql = "UPDATE stock_levels SET on_hand = on_hand + $1, reserved = reserved + $2, updated_at = $3 \
+               WHERE tenant_id = $4 AND product_id = $5 AND warehouse_id = $6 \
+               AND reserved + $2 >= 0 AND on_hand + $1 >= reserved + $2";
+    let values = vec![
+        quantity.into(),
+        reserved_delta.into(),
+        now.into(),
+        tenant.id().into(),
+        product.id.into(),
+        warehouse_id.into(),
+    ];
+    let updated =
+        txn.execute_raw(Statement::from_sql_and_values(txn.get_database_backend(), sql, values)).await?;
+    if updated.rows_affected() == 0 {
+        let mut err = ApiError::new(
+            Code::InsufficientStock,
+            format!("not enough stock of {} in the warehouse for this change", product.sku),
+        );
+        err.errors.push(FieldError::new("sku", product.sku.clone()));
+        return Err(err);
+    }
+    stock_movement::Entity::insert(stock_movement::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        tenant_id: Set(tenant.id()),
+        product_id: Set(product.id),
+        warehouse_id: Set(warehouse_id),
+        kind: Set(kind.to_owned()),
+        quantity: Set(quantity),
+        reserved_delta: Set(reserved_delta),
+        reason: Set(cause.reason.clone()),
+        reference: Set(cause.reference.clone()),
+        user_id: Set(cause.user_id),
+        created_at: Set(now),
+    })
+    .exec_without_returning(txn)
+    .await?;
+    let level = level_view(txn, tenant, product, warehouse_id).await?;
+    // Announce crossing below the reorder point (not every change below it).
+    if let Some(point) = level.reorder_point {
+        let before = level.available - (quantity - reserved_delta);
+        if level.available < point && before >= point {
+            let data = json!({"product_id": product.id, "sku": product.sku, "warehouse_id": warehouse_id,
+                "available": level.available, "reorder_point": point});
+            events::publish(txn, tenant.id(), &events::STOCK_LOW, data).await?;
+        }
+    }
+    Ok(level)
+}
+
+fn positive(quantity: i64) -> ApiResult<()> {
+    if quantity > 0 {
+        Ok(())
+    } else {
+        Err(ApiError::validation(vec![FieldError::new("quantity", "must be a positive whole number")]))
+    }
+}
+
+#[async_trait::async_trait]
+impl InventoryService for SeaOrmInventory {
+    async fn create_product(&self, tenant: TenantScope, new: NewProduct) -> ApiResult<ProductView> {
+        let txn = crate::platform::db::begin(&self.db).await?;
+        let now = Utc::now();
+        let sku = new.sku.clone();
+        let model = product::Entity::insert(product::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            tenant_id: Set(tenant.id()),
+            sku: Set(new.sku),
+            name: Set(new.name),
+            barcode: Set(new.barcode),
+            unit_price: Set(new.unit_price),
+            currency: Set(new.currency),
+            attributes: Set(new.attributes),
+            active: Set(new.active),
+            version: Set(1),
+            created_at: Set(now),
+            updated_at: Set(now),
+        })
+        .exec_with_returning(&txn)
+        .await
+        .map_err(|e| match ApiError::from(e) {
+            err if err.code == Code::Conflict => {
+                ApiError::new(Code::Conflict, format!("SKU `{sku}` exists already"))
+            }
+            err => err,
+        })?;
+        let data = json!({"id": model.id, "sku": model.sku, "name": model.name});
+        events::publish(&txn, tenant.id(), &events::PRODUCT_CREATED, data).await?;
+        sea_orm::TransactionSession::commit(txn).await?;
+        Ok(product_view(model))
+    }
+
+    async fn list_products(
+        &self,
+        tenant: TenantScope,
+        filter: ProductFilter,
+        page: PageRequest,
+    ) -> ApiResult<Paged<ProductView>> {
+        let mut query = tenant.find::<product::Entity>();
+        if let Some(sku) = filter.sku {
+            query = query.filter(product::Column::Sku.eq(sku));
+        }
+        if let Some(active) = filter.active {
+            query = query.filter(product::Column::Active.eq(active));
+        }
+        let total = query.clone().count(&self.db).await?;
+        let (column, desc) = filter.sort;
+        let query = if desc { query.order_by_desc(column) } else { query.order_by_asc(column) };
+        let rows = query
+            .order_by_asc(product::Column::Id)
+            .offset(page.offset())
+            .limit(page.per_page)
+            .all(&self.db)
+            .await?;
+        Ok(page.into_paged(rows.into_iter().map(product_view).collect(), total))
+    }
+
+    async fn get_product(&self, tenant: TenantScope, id: Uuid) -> ApiResult<ProductView> {
+        Ok(product_view(find_product(&self.db, tenant, id).await?))
+    }
+
+    async fn update_product(
+        &self,
+        tenant: TenantScope,
+        id: Uuid,
+        if_match: Option<i32>,
+        changes: ProductChanges,
+    ) -> ApiResult<ProductView> {
+        let txn = crate::platform::db::begin(&self.db).await?;
+        let current = find_product(&txn, tenant, id).await?;
+        if if_match.is_some_and(|v| v != current.version) {
+            return Err(ApiError::new(
+                Code::PreconditionFailed,
+                format!("the product is at version {}, not the one in If-Match", current.version),
+            ));
+        }
+        let mut update = product::Entity::update_many()
+            .filter(product::Column::Id.eq(id))
+            .filter(product::Column::TenantId.eq(tenant.id()))
+            .filter(product::Column::Version.eq(current.version))
+            .col_expr(product::Column::Version, Expr::value(current.version + 1))
+            .col_expr(product::Column::UpdatedAt, Expr::value(Utc::now()));
+        if let Some(v) = changes.name {
+            update = update.col_expr(product::Column::Name, Expr::value(v));
+        }
+        if let Some(v) = changes.barcode {
+            update = update.col_expr(product::Column::Barcode, Expr::value(v));
+        }
+        if let Some(v) = changes.unit_price {
+            update = update.col_expr(product::Column::UnitPrice, Expr::value(v));
+        }
+        if let Some(v) = changes.currency {
+            update = update.col_expr(product::Column::Currency, Expr::value(v));
+        }
+        if let Some(v) = changes.attributes {
+            update = update.col_expr(product::Column::Attributes, Expr::value(v));
+        }
+        if let Some(v) = changes.active {
+            update = update.col_expr(product::Column::Active, Expr::value(v));
+        }
+        if update.exec(&txn).await?.rows_affected == 0 {
+            return Err(ApiError::new(
+                Code::PreconditionFailed,
+                "the product changed meanwhile; read it again",
+            ));
+        }
+        let updated = find_product(&txn, tenant, id).await?;
+        let data = json!({"id": updated.id, "sku": updated.sku, "version": updated.version});
+        events::publish(&txn, tenant.id(), &events::PRODUCT_UPDATED, data).await?;
+        sea_orm::TransactionSession::commit(txn).await?;
+        Ok(product_view(updated))
+    }
+
+    async fn create_warehouse(
+        &self,
+        tenant: TenantScope,
+        code: String,
+        name: String,
+    ) -> ApiResult<WarehouseView> {
+        let now = Utc::now();
+        let model = warehouse::Entity::insert(warehouse::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            tenant_id: Set(tenant.id()),
+            code: Set(code.clone()),
+            name: Set(name),
+            active: Set(true),
+            created_at: Set(now),
+            updated_at: Set(now),
+        })
+        .exec_with_returning(&self.db)
+        .await
+        .map_err(|e| match ApiError::from(e) {
+            err if err.code == Code::Conflict => {
+                ApiError::new(Code::Conflict, format!("warehouse `{code}` exists already"))
+            }
+            err => err,
+        })?;
+        Ok(WarehouseView {
+            id: model.id,
+            code: model.code,
+            name: model.name,
+            active: model.active,
+            created_at: model.created_at,
+        })
+    }
+
+    async fn list_warehouses(
+        &self,
+        tenant: TenantScope,
+        page: PageRequest,
+    ) -> ApiResult<Paged<WarehouseView>> {
+        let query = tenant.find::<warehouse::Entity>();
+        let total = query.clone().count(&self.db).await?;
+        let rows = query
+            .order_by_asc(warehouse::Column::Code)
+            .offset(page.offset())
+            .limit(page.per_page)
+            .all(&self.db)
+            .await?;
+        let views = rows
+            .into_iter()
+            .map(|m| WarehouseView {
+                id: m.id,
+                code: m.code,
+                name: m.name,
+                active: m.active,
+                created_at: m.created_at,
+            })
+            .collect();
+        Ok(page.into_paged(views, total))
+    }
+
+    async fn stock_levels(
+        &self,
+        tenant: TenantScope,
+        product_id: Option<Uuid>,
+        warehouse_id: Option<Uuid>,
+        page: PageRequest,
+    ) -> ApiResult<Paged<StockLevelView>> {
+        let mut query = tenant.find::<stock_level::Entity>();
+        if let Some(id) = product_id {
+            query = query.filter(stock_level::Column::ProductId.eq(id));
+        }
+        if let Some(id) = warehouse_id {
+            query = query.filter(stock_level::Column::WarehouseId.eq(id));
+        }
+        let total = query.clone().count(&self.db).await?;
+        let rows = query
+            .order_by_asc(stock_level::Column::ProductId)
+            .order_by_asc(stock_level::Column::WarehouseId)
+            .offset(page.offset())
+            .limit(page.per_page)
+            .all(&self.db)
+            .await?;
+        let ids: Vec<Uuid> = rows.iter().map(|r| r.product_id).collect();
+        let skus: std::collections::HashMap<Uuid, String> = tenant
+            .find::<product::Entity>()
+            .filter(product::Column::Id.is_in(ids))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|p| (p.id, p.sku))
+            .collect();
+        let views = rows
+            .into_iter()
+            .map(|l| StockLevelView {
+                sku: skus.get(&l.product_id).cloned().unwrap_or_default(),
+                product_id: l.product_id,
+                warehouse_id: l.warehouse_id,
+                on_hand: l.on_hand,
+                reserved: l.reserved,
+                available: l.on_hand - l.reserved,
+                reorder_point: l.reorder_point,
+                updated_at: l.updated_at,
+            })
+            .collect();
+        Ok(page.into_paged(views, total))
+    }
+
+    async fn movements(
+        &self,
+        tenant: TenantScope,
+        product_id: Option<Uuid>,
+        warehouse_id: Option<Uuid>,
+        page: PageRequest,
+    ) -> ApiResult<Paged<MovementView>> {
+        let mut query = tenant.find::<stock_movement::Entity>();
+        if let Some(id) = product_id {
+            query = query.filter(stock_movement::Column::ProductId.eq(id));
+        }
+        if let Some(id) = warehouse_id {
+            query = query.filter(stock_movement::Column::WarehouseId.eq(id));
+        }
+        let total = query.clone().count(&self.db).await?;
+        let rows = query
+            .order_by_desc(stock_movement::Column::Id)
+            .offset(page.offset())
+            .limit(page.per_page)
+            .all(&self.db)
+            .await?;
+        let views = rows
+            .into_iter()
+            .map(|m| MovementView {
+                id: m.id,
+                product_id: m.product_id,
+                warehouse_id: m.warehouse_id,
+                kind: m.kind,
+                quantity: m.quantity,
+                reserved_delta: m.reserved_delta,
+                reason: m.reason,
+                reference: m.reference,
+                user_id: m.user_id,
+                created_at: m.created_at,
+            })
+            .collect();
+        Ok(page.into_paged(views, total))
+    }
+
+    async fn adjust(
+        &self,
+        txn: &DatabaseTransaction,
+        tenant: TenantScope,
+        line: Line,
+        cause: Cause,
+    ) -> ApiResult<StockLevelView> {
+        if line.quantity == 0 {
+            return Err(ApiError::validation(vec![FieldError::new("quantity", "must not be zero")]));
+        }
+        let product = find_product(txn, tenant, line.product_id).await?;
+        find_warehouse(txn, tenant, line.warehouse_id).await?;
+        let level =
+            apply(txn, tenant, &product, line.warehouse_id, "adjustment", line.quantity, 0, &cause).await?;
+        let data = json!({"product_id": product.id, "sku": product.sku, "warehouse_id": line.warehouse_id,
+            "quantity": line.quantity, "on_hand": level.on_hand, "reason": cause.reason});
+        events::publish(txn, tenant.id(), &events::STOCK_ADJUSTED, data).await?;
+        Ok(level)
+    }
+
+    async fn receive(
+        &self,
+        txn: &DatabaseTransaction,
+        tenant: TenantScope,
+        line: Line,
+        cause: Cause,
+    ) -> ApiResult<()> {
+        positive(line.quantity)?;
+        let product = find_product(txn, tenant, line.product_id).await?;
+        find_warehouse(txn, tenant, line.warehouse_id).await?;
+        apply(txn, tenant, &product, line.warehouse_id, "receipt", line.quantity, 0, &cause).await.map(|_| ())
+    }
+
+    async fn transfer(
+        &self,
+        txn: &DatabaseTransaction,
+        tenant: TenantScope,
+        line: Line,
+        to_warehouse: Uuid,
+        cause: Cause,
+    ) -> ApiResult<()> {
+        positive(line.quantity)?;
+        if to_warehouse == line.warehouse_id {
+            let message = "must differ from the source warehouse";
+            return Err(ApiError::validation(vec![FieldError::new("to_warehouse_id", message)]));
+        }
+        let product = find_product(txn, tenant, line.product_id).await?;
+        find_warehouse(txn, tenant, line.warehouse_id).await?;
+        find_warehouse(txn, tenant, to_warehouse).await?;
+        apply(txn, tenant, &product, line.warehouse_id, "transfer_out", -line.quantity, 0, &cause).await?;
+        apply(txn, tenant, &product, to_warehouse, "transfer_in", line.quantity, 0, &cause).await?;
+        let data = json!({"product_id": product.id, "sku": product.sku, "from_warehouse_id": line.warehouse_id,
+            "to_warehouse_id": to_warehouse, "quantity": line.quantity});
+        events::publish(txn, tenant.id(), &events::STOCK_TRANSFERRED, data).await?;
+        Ok(())
+    }
+
+    async fn reserve(
+        &self,
+        txn: &DatabaseTransaction,
+        tenant: TenantScope,
+        reference: &str,
+        lines: Vec<Line>,
+        expires_at: DateTime<Utc>,
+        cause: Cause,
+    ) -> ApiResult<ReservationView> {
+        let existing = tenant
+            .find::<reservation::Entity>()
+            .filter(reservation::Column::Reference.eq(reference))
+            .one(txn)
+            .await?;
+        if let Some(existing) = existing {
+            let view = reservation_view(existing);
+            return if view.status == ACTIVE && view.lines == lines {
+                Ok(view) // the same reservation again: nothing more is held
+            } else {
+                Err(ApiError::new(
+                    Code::Conflict,
+                    format!("reservation `{reference}` exists ({}) with other lines or state", view.status),
+                ))
+            };
+        }
+        let cause = Cause { reference: Some(reference.to_owned()), ..cause };
+        for line in &lines {
+            positive(line.quantity)?;
+            let product = find_product(txn, tenant, line.product_id).await?;
+            find_warehouse(txn, tenant, line.warehouse_id).await?;
+            apply(txn, tenant, &product, line.warehouse_id, "reservation", 0, line.quantity, &cause).await?;
+        }
+        let now = Utc::now();
+        let model = reservation::Entity::insert(reservation::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            tenant_id: Set(tenant.id()),
+            reference: Set(reference.to_owned()),
+            status: Set(ACTIVE.to_owned()),
+            lines: Set(json!(lines)),
+            expires_at: Set(expires_at),
+            created_at: Set(now),
+            updated_at: Set(now),
+        })
+        .exec_with_returning(txn)
+        .await?;
+        let mut expiry = NewJob::new(EXPIRY_JOB, json!({"reservation_id": model.id})).tenant(tenant.id());
+        expiry.run_at = expires_at;
+        jobs::enqueue(txn, expiry).await?;
+        events::publish(
+            txn,
+            tenant.id(),
+            &events::STOCK_RESERVED,
+            json!({"reference": reference, "lines": lines}),
+        )
+        .await?;
+        Ok(reservation_view(model))
+    }
+
+    async fn commit(
+        &self,
+        txn: &DatabaseTransaction,
+        tenant: TenantScope,
+        reference: &str,
+        cause: Cause,
+    ) -> ApiResult<ReservationView> {
+        end(txn, tenant, reference, COMMITTED, cause).await
+    }
+
+    async fn release(
+        &self,
+        txn: &DatabaseTransaction,
+        tenant: TenantScope,
+        reference: &str,
+        cause: Cause,
+    ) -> ApiResult<ReservationView> {
+        end(txn, tenant, reference, RELEASED, cause).await
+    }
+
+    async fn reservation(&self, tenant: TenantScope, reference: &str) -> ApiResult<ReservationView> {
+        tenant
+            .find::<reservation::Entity>()
+            .filter(reservation::Column::Reference.eq(reference))
+            .one(&self.db)
+            .await?
+            .map(reservation_view)
+            .ok_or_else(|| ApiError::not_found("reservation"))
+    }
+}
+
+/// End an active reservation: `committed` ships the stock, `released` and
+/// `expired` give it back. Ending it again the same way is a no-op.
+async fn end(
+    txn: &DatabaseTransaction,
+    tenant: TenantScope,
+    reference: &str,
+    outcome: &str,
+    cause: Cause,
+) -> ApiResult<ReservationView> {
+    let model = tenant
+        .find::<reservation::Entity>()
+        .filter(reservation::Column::Reference.eq(reference))
+        .one(txn)
+        .await?
+        .ok_or_else(|| ApiError::not_found("reservation"))?;
+    let same = model.status == outcome || (outcome == RELEASED && model.status == EXPIRED);
+    if same {
+        return Ok(reservation_view(model));
+    }
+    if model.status != ACTIVE {
+        return Err(ApiError::new(Code::Conflict, format!("reservation `{reference}` is {}", model.status)));
+    }
+    let claimed = reservation::Entity::update_many()
+        .filter(reservation::Column::Id.eq(model.id))
+        .filter(reservation::Column::Status.eq(ACTIVE))
+        .col_expr(reservation::Column::Status, Expr::value(outcome))
+        .col_expr(reservation::Column::UpdatedAt, Expr::value(Utc::now()))
+        .exec(txn)
+        .await?;
+    if claimed.rows_affected == 0 {
+        return Err(ApiError::new(Code::Conflict, format!("reservation `{reference}` changed meanwhile")));
+    }
+    let lines: Vec<Line> = serde_json::from_value(model.lines.clone()).unwrap_or_default();
+    let cause = Cause { reference: Some(reference.to_owned()), ..cause };
+    for line in &lines {
+        let product = find_product(txn, tenant, line.product_id).await?;
+        let (kind, on_hand) =
+            if outcome == COMMITTED { ("shipment", -line.quantity) } else { ("release", 0) };
+        apply(txn, tenant, &product, line.warehouse_id, kind, on_hand, -line.quantity, &cause).await?;
+    }
+    let event = if outcome == COMMITTED { &events::STOCK_SHIPPED } else { &events::STOCK_RELEASED };
+    let data = json!({"reference": reference, "lines": lines, "outcome": outcome});
+    events::publish(txn, tenant.id(), event, data).await?;
+    let updated = reservation::Entity::find_by_id(model.id)
+        .one(txn)
+        .await?
+        .ok_or_else(|| ApiError::not_found("reservation"))?;
+    Ok(reservation_view(updated))
+}
+
+/// `inventory.reservation_expiry`: give back what an unused reservation holds.
+pub struct ExpireReservation;
+
+#[async_trait::async_trait]
+impl JobHandler for ExpireReservation {
+    async fn run(&self, state: &AppState, job: &entity::job::Model) -> Result<(), JobError> {
+        let id = job
+            .payload
+            .get("reservation_id")
+            .and_then(|v| v.as_str())
+            .and_then(|v| Uuid::parse_str(v).ok())
+            .ok_or_else(|| JobError::Fail("payload has no reservation_id".to_owned()))?;
+        let Some(model) = reservation::Entity::find_by_id(id).one(&state.db).await? else { return Ok(()) };
+        if model.status != ACTIVE {
+            return Ok(());
+        }
+        let txn = crate::platform::db::begin(&state.db).await?;
+        let cause = Cause { reason: Some("reservation expired".to_owned()), ..Cause::default() };
+        end(&txn, TenantScope::new(model.tenant_id), &model.reference, EXPIRED, cause).await?;
+        sea_orm::TransactionSession::commit(txn).await?;
+        state.wakeup.wake();
+        Ok(())
+    }
+}

@@ -1,0 +1,5 @@
+//! Business modules. Each is a folder: routes (REST), a service trait with
+//! its sea-orm implementation, and its types; other modules see only the
+//! trait.
+
+pub mod inventory;

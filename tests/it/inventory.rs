@@ -1,0 +1,266 @@
+//! Inventory over HTTP: products, stock, the ledger, and reservations that
+//! never oversell under concurrent requests.
+
+use std::collections::HashMap;
+
+use reqwest::Method;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::helpers::{Tenant, TestApp, assert_problem, eventually, json, unique};
+
+async fn product(app: &TestApp, tenant: &Tenant, sku: &str) -> String {
+    let body = json!({"sku": sku, "name": format!("Product {sku}"), "unit_price": 1999, "currency": "EUR"});
+    let res = app.post("/api/v1/products", &tenant.token, body).await;
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    json(res).await["data"]["id"].as_str().unwrap().to_owned()
+}
+
+async fn warehouse(app: &TestApp, tenant: &Tenant, code: &str) -> String {
+    let res = app.post("/api/v1/warehouses", &tenant.token, json!({"code": code, "name": code})).await;
+    assert_eq!(res.status(), 201);
+    json(res).await["data"]["id"].as_str().unwrap().to_owned()
+}
+
+async fn adjust(
+    app: &TestApp,
+    tenant: &Tenant,
+    product: &str,
+    warehouse: &str,
+    quantity: i64,
+) -> reqwest::Response {
+    let body =
+        json!({"product_id": product, "warehouse_id": warehouse, "quantity": quantity, "reason": "count"});
+    app.post("/api/v1/stock/adjustments", &tenant.token, body).await
+}
+
+/// Every stock level equals the sum of its movements.
+async fn assert_ledger(app: &TestApp, tenant: &Tenant) {
+    let levels = entity::stock_level::Entity::find()
+        .filter(entity::stock_level::Column::TenantId.eq(tenant.id))
+        .all(&app.state.db)
+        .await
+        .unwrap();
+    let movements = entity::stock_movement::Entity::find()
+        .filter(entity::stock_movement::Column::TenantId.eq(tenant.id))
+        .all(&app.state.db)
+        .await
+        .unwrap();
+    let mut sums: HashMap<(Uuid, Uuid), (i64, i64)> = HashMap::new();
+    for m in movements {
+        let sum = sums.entry((m.product_id, m.warehouse_id)).or_default();
+        sum.0 += m.quantity;
+        sum.1 += m.reserved_delta;
+    }
+    for level in levels {
+        let sum = sums.get(&(level.product_id, level.warehouse_id)).copied().unwrap_or_default();
+        assert_eq!((level.on_hand, level.reserved), sum, "stock level differs from its ledger");
+        assert!(level.on_hand >= level.reserved && level.reserved >= 0);
+    }
+}
+
+async fn level(app: &TestApp, tenant: &Tenant, product: &str, warehouse: &str) -> Value {
+    let path = format!("/api/v1/stock-levels?product_id={product}&warehouse_id={warehouse}");
+    json(app.get(&path, &tenant.token).await).await["data"][0].clone()
+}
+
+#[tokio::test]
+async fn products_are_tenant_scoped_versioned_and_validated() {
+    let app = TestApp::spawn().await;
+    let (a, b) = (app.register().await, app.register().await);
+    let id = product(&app, &a, "SKU-1").await;
+    let dup = app
+        .post(
+            "/api/v1/products",
+            &a.token,
+            json!({"sku": "SKU-1", "name": "x", "unit_price": 1, "currency": "EUR"}),
+        )
+        .await;
+    assert_problem(dup, 409, "conflict").await;
+    // The same SKU in another tenant is another product.
+    product(&app, &b, "SKU-1").await;
+    let bad = json!({"sku": "", "name": "x", "unit_price": -1, "currency": "euro", "attributes": [1]});
+    let body =
+        assert_problem(app.post("/api/v1/products", &a.token, bad).await, 422, "validation_failed").await;
+    assert_eq!(body["errors"].as_array().unwrap().len(), 4);
+
+    let res = app.get(&format!("/api/v1/products/{id}"), &a.token).await;
+    assert_eq!(res.headers()["etag"], "\"1\"");
+    let patch = |etag: &'static str| {
+        app.request(Method::PATCH, &format!("/api/v1/products/{id}"), Some(&a.token))
+            .header("if-match", etag)
+            .json(&json!({"unit_price": 2499}))
+            .send()
+    };
+    assert_eq!(json(patch("\"1\"").await.unwrap()).await["data"]["unit_price"], 2499);
+    assert_problem(patch("\"1\"").await.unwrap(), 412, "precondition_failed").await;
+    assert_problem(app.get(&format!("/api/v1/products/{id}"), &b.token).await, 404, "not_found").await;
+    let list = json(app.get("/api/v1/products?sku=SKU-1&sort=-created_at", &a.token).await).await;
+    assert_eq!(list["meta"]["total"], 1);
+    assert_problem(app.get("/api/v1/products?sort=price", &a.token).await, 400, "invalid_query").await;
+}
+
+#[tokio::test]
+async fn adjustments_and_transfers_keep_the_ledger_and_never_go_negative() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let (p, main, shop) = (
+        product(&app, &tenant, "P").await,
+        warehouse(&app, &tenant, "MAIN").await,
+        warehouse(&app, &tenant, "SHOP").await,
+    );
+    assert_eq!(json(adjust(&app, &tenant, &p, &main, 10).await).await["data"]["on_hand"], 10);
+    let refused =
+        assert_problem(adjust(&app, &tenant, &p, &main, -11).await, 409, "insufficient_stock").await;
+    assert!(refused["detail"].as_str().unwrap().contains('P'));
+    let transfer =
+        json!({"product_id": p, "from_warehouse_id": main, "to_warehouse_id": shop, "quantity": 4});
+    assert_eq!(app.post("/api/v1/stock/transfers", &tenant.token, transfer).await.status(), 204);
+    let too_much =
+        json!({"product_id": p, "from_warehouse_id": main, "to_warehouse_id": shop, "quantity": 7});
+    assert_problem(
+        app.post("/api/v1/stock/transfers", &tenant.token, too_much).await,
+        409,
+        "insufficient_stock",
+    )
+    .await;
+    assert_eq!(level(&app, &tenant, &p, &main).await["on_hand"], 6);
+    assert_eq!(level(&app, &tenant, &p, &shop).await["on_hand"], 4);
+    let movements =
+        json(app.get(&format!("/api/v1/stock-movements?product_id={p}"), &tenant.token).await).await;
+    let kinds: Vec<&str> =
+        movements["data"].as_array().unwrap().iter().map(|m| m["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["transfer_in", "transfer_out", "adjustment"]);
+    assert_ledger(&app, &tenant).await;
+}
+
+/// N concurrent reservations against stock K: exactly K succeed.
+#[tokio::test]
+async fn concurrent_reservations_never_oversell() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let (p, w) = (product(&app, &tenant, "HOT-ITEM").await, warehouse(&app, &tenant, "MAIN").await);
+    adjust(&app, &tenant, &p, &w, 7).await;
+    let mut requests = Vec::new();
+    for n in 0..20 {
+        let body = json!({"reference": format!("order-{n}"), "lines": [{"product_id": p, "warehouse_id": w, "quantity": 1}]});
+        requests.push(tokio::spawn(
+            app.request(Method::POST, "/api/v1/reservations", Some(&tenant.token)).json(&body).send(),
+        ));
+    }
+    let (mut won, mut lost) = (0, 0);
+    for request in requests {
+        let res = request.await.unwrap().unwrap();
+        match res.status().as_u16() {
+            201 => won += 1,
+            409 => {
+                let body = assert_problem(res, 409, "insufficient_stock").await;
+                assert!(body["detail"].as_str().unwrap().contains("HOT-ITEM"));
+                lost += 1;
+            }
+            other => panic!("unexpected {other}: {}", res.text().await.unwrap()),
+        }
+    }
+    assert_eq!((won, lost), (7, 13));
+    let stock = level(&app, &tenant, &p, &w).await;
+    assert_eq!((stock["reserved"].clone(), stock["available"].clone()), (json!(7), json!(0)));
+    assert_ledger(&app, &tenant).await;
+}
+
+#[tokio::test]
+async fn reservations_are_all_or_nothing_idempotent_and_end_once() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let (a, b, w) = (
+        product(&app, &tenant, "A").await,
+        product(&app, &tenant, "B").await,
+        warehouse(&app, &tenant, "MAIN").await,
+    );
+    adjust(&app, &tenant, &a, &w, 5).await;
+    adjust(&app, &tenant, &b, &w, 1).await;
+    let lines = |qb: i64| json!([{"product_id": a, "warehouse_id": w, "quantity": 2}, {"product_id": b, "warehouse_id": w, "quantity": qb}]);
+    // The second line cannot be served: nothing is held.
+    let res =
+        app.post("/api/v1/reservations", &tenant.token, json!({"reference": "o-1", "lines": lines(2)})).await;
+    let body = assert_problem(res, 409, "insufficient_stock").await;
+    assert!(body["detail"].as_str().unwrap().contains(" B "), "{body}");
+    assert_eq!(level(&app, &tenant, &a, &w).await["reserved"], 0);
+
+    let first = json(
+        app.post("/api/v1/reservations", &tenant.token, json!({"reference": "o-1", "lines": lines(1)})).await,
+    )
+    .await;
+    let again = json(
+        app.post("/api/v1/reservations", &tenant.token, json!({"reference": "o-1", "lines": lines(1)})).await,
+    )
+    .await;
+    assert_eq!(first["data"]["id"], again["data"]["id"], "reserving again is idempotent");
+    assert_eq!(level(&app, &tenant, &a, &w).await["reserved"], 2);
+    let other =
+        app.post("/api/v1/reservations", &tenant.token, json!({"reference": "o-1", "lines": lines(0)})).await;
+    assert_problem(other, 422, "validation_failed").await;
+
+    let res = app.post("/api/v1/reservations/o-1/commit", &tenant.token, json!({})).await;
+    assert_eq!(json(res).await["data"]["status"], "committed");
+    let stock = level(&app, &tenant, &a, &w).await;
+    assert_eq!((stock["on_hand"].clone(), stock["reserved"].clone()), (json!(3), json!(0)));
+    assert_problem(
+        app.post("/api/v1/reservations/o-1/release", &tenant.token, json!({})).await,
+        409,
+        "conflict",
+    )
+    .await;
+
+    adjust(&app, &tenant, &b, &w, 1).await;
+    let res =
+        app.post("/api/v1/reservations", &tenant.token, json!({"reference": "o-2", "lines": lines(1)})).await;
+    assert_eq!(res.status(), 201);
+    for _ in 0..2 {
+        let res = app.post("/api/v1/reservations/o-2/release", &tenant.token, json!({})).await;
+        assert_eq!(json(res).await["data"]["status"], "released");
+    }
+    assert_eq!(level(&app, &tenant, &b, &w).await["available"], 1);
+    assert_eq!(level(&app, &tenant, &a, &w).await["available"], 3);
+    assert_ledger(&app, &tenant).await;
+}
+
+#[tokio::test]
+async fn an_unused_reservation_expires_and_gives_its_stock_back() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let (p, w) = (product(&app, &tenant, "P").await, warehouse(&app, &tenant, "MAIN").await);
+    adjust(&app, &tenant, &p, &w, 3).await;
+    let body = json!({"reference": "cart-9", "lines": [{"product_id": p, "warehouse_id": w, "quantity": 3}], "expires_in_seconds": 1});
+    assert_eq!(app.post("/api/v1/reservations", &tenant.token, body).await.status(), 201);
+    assert_eq!(level(&app, &tenant, &p, &w).await["available"], 0);
+    eventually(10, || async {
+        let res = json(app.get("/api/v1/reservations/cart-9", &tenant.token).await).await;
+        (res["data"]["status"] == "expired").then_some(())
+    })
+    .await;
+    assert_eq!(level(&app, &tenant, &p, &w).await["available"], 3);
+    assert_ledger(&app, &tenant).await;
+}
+
+#[tokio::test]
+async fn the_module_key_gates_inventory() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let res = app
+        .send_json(
+            Method::PUT,
+            "/api/v1/features/module.inventory",
+            Some(&tenant.token),
+            json!({"enabled": false}),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    let refused =
+        assert_problem(app.get("/api/v1/products", &tenant.token).await, 403, "feature_disabled").await;
+    assert!(refused["detail"].as_str().unwrap().contains("module.inventory"));
+    let (_, viewer) = app.user_with_roles(&tenant, &["viewer"]).await;
+    let sku = unique("S");
+    let body = json!({"sku": sku, "name": "x", "unit_price": 1, "currency": "EUR"});
+    assert_problem(app.post("/api/v1/products", &viewer, body).await, 403, "forbidden").await;
+}
