@@ -70,7 +70,7 @@ fn main() -> anyhow::Result<()> {
                 .merge(("data_dir", dir.path().display().to_string()))
                 .merge(("jobs.run_in_server", false)),
         )?;
-        let state = nexus::state(config, Vec::new()).await?;
+        let state = nexus::state(config).await?;
         db::migrate(&state.db).await?;
         let data = web::Data::new(state.clone());
 

@@ -293,7 +293,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 async fn worker(config: Config) -> anyhow::Result<()> {
-    let state = crate::state(config, Vec::new()).await?;
+    let state = crate::state(config).await?;
     db::migrate(&state.db).await?;
     let runner = crate::platform::jobs::Runner::start(state.clone());
     println!("Nexus worker running; Ctrl-C or SIGTERM stops it gracefully");
@@ -459,7 +459,7 @@ mod ops {
                 println!("{}", key::sign(&key::signing_key(&signing_key)?, &grant)?);
             }
             LicenseCommand::Show { tenant } => {
-                let state = crate::state(config, Vec::new()).await?;
+                let state = crate::state(config).await?;
                 crate::platform::db::migrate(&state.db).await?;
                 let tenant = tenant_of(state.db.clone(), tenant).await?;
                 let gov = &state.governance;
@@ -467,7 +467,7 @@ mod ops {
                 println!("{}", serde_json::to_string_pretty(&license::view(&row, &gov.tiers, Utc::now()))?);
             }
             LicenseCommand::Apply { tenant, key } => {
-                let state = crate::state(config, Vec::new()).await?;
+                let state = crate::state(config).await?;
                 crate::platform::db::migrate(&state.db).await?;
                 let tenant = tenant_of(state.db.clone(), tenant).await?;
                 let row = license::apply(&state, tenant.id, &key).await.map_err(api)?;
@@ -530,7 +530,7 @@ mod ops {
                     .one(&db)
                     .await?
                     .ok_or_else(|| anyhow::anyhow!("no endpoint {id}"))?;
-                let state = crate::state(config, Vec::new()).await?;
+                let state = crate::state(config).await?;
                 let since = since.unwrap_or_else(|| Utc::now() - Duration::hours(24));
                 let n =
                     webhooks::recover(&state, TenantScope::new(e.tenant_id), id, since).await.map_err(api)?;

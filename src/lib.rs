@@ -47,12 +47,13 @@ impl Application {
     /// Connect, migrate, bind, start the job workers (unless
     /// `jobs.run_in_server` is off). With `bind` port 0 the OS picks a port.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        Self::build_with(config, Vec::new()).await
+        Self::build_with(config, Parts::default()).await
     }
 
-    /// [`build`](Self::build) with the event listeners of this build.
-    pub async fn build_with(config: Config, listeners: Vec<Arc<dyn Listener>>) -> anyhow::Result<Self> {
-        let state = state(config, listeners).await?;
+    /// [`build`](Self::build) with parts other than the defaults (event
+    /// listeners, another ledger).
+    pub async fn build_with(config: Config, parts: Parts) -> anyhow::Result<Self> {
+        let state = state_with(config, parts).await?;
         db::migrate(&state.db).await?;
         let listener = TcpListener::bind(state.config.bind)?;
         let port = listener.local_addr()?.port();
@@ -92,9 +93,24 @@ pub fn job_handlers() -> Registry {
         .with(modules::inventory::EXPIRY_JOB, modules::inventory::service::ExpireReservation)
 }
 
+/// What a build may plug in instead of the defaults.
+#[derive(Default)]
+pub struct Parts {
+    /// Cross-module reactions to events.
+    pub listeners: Vec<Arc<dyn Listener>>,
+    /// The accounting ledger; the built-in one when `None`.
+    pub ledger: Option<Arc<dyn modules::ledger::Ledger>>,
+}
+
+/// The shared state with the default parts.
+pub async fn state(config: Config) -> anyhow::Result<AppState> {
+    state_with(config, Parts::default()).await
+}
+
 /// The shared state: database pool, optional Redis, RBAC, token keys, job
-/// handlers and event listeners.
-pub async fn state(config: Config, listeners: Vec<Arc<dyn Listener>>) -> anyhow::Result<AppState> {
+/// handlers, event listeners and the module services.
+pub async fn state_with(config: Config, parts: Parts) -> anyhow::Result<AppState> {
+    let Parts { listeners, ledger } = parts;
     let db = db::connect(&config).await?;
     let redis = config.redis_url().map(|url| Redis::new(url, config.redis_timeout())).transpose()?;
     let tiers = Tiers::load()?;
@@ -106,6 +122,8 @@ pub async fn state(config: Config, listeners: Vec<Arc<dyn Listener>>) -> anyhow:
     let license_key = license::key::public_key(&config.license_public_key)?;
     let governance = Governance::new(tiers, catalogue, limiter, license_key, redis.clone());
     let cipher = Arc::new(Cipher::from_base64_key(config.encryption_key.expose())?);
+    let inventory: Arc<dyn modules::inventory::InventoryService> =
+        Arc::new(modules::inventory::service::SeaOrmInventory::new(db.clone()));
     let idempotency = match &redis {
         Some(redis) => idempotency::Store::redis(redis.clone()).with_timeout(config.redis_timeout()),
         None => idempotency::Store::database(db.clone()),
@@ -113,7 +131,12 @@ pub async fn state(config: Config, listeners: Vec<Arc<dyn Listener>>) -> anyhow:
     .with_cipher(cipher.clone());
     Ok(AppState {
         governance: Arc::new(governance),
-        inventory: Arc::new(modules::inventory::service::SeaOrmInventory::new(db.clone())),
+        inventory: inventory.clone(),
+        procurement: Arc::new(modules::procurement::Procurement::new(
+            db.clone(),
+            inventory,
+            ledger.unwrap_or_else(|| Arc::new(modules::ledger::BuiltInLedger)),
+        )),
         keys: Arc::new(TokenKeys::new(config.jwt_secret.expose())),
         rbac: Arc::new(Rbac::new().await?),
         cipher,

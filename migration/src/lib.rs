@@ -9,6 +9,7 @@ mod m20261122_000003_idempotency;
 mod m20261122_000004_governance;
 mod m20261122_000005_cors;
 mod m20261122_000006_inventory;
+mod m20261122_000007_procurement;
 
 pub struct Migrator;
 
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000004_governance::Migration),
             Box::new(m20261122_000005_cors::Migration),
             Box::new(m20261122_000006_inventory::Migration),
+            Box::new(m20261122_000007_procurement::Migration),
         ]
     }
 }

@@ -35,6 +35,8 @@ pub fn routes(cfg: &mut ServiceConfig) {
             .configure(features::routes::routes)
             .configure(cors::routes)
             .configure(crate::modules::inventory::routes::routes)
+            .configure(crate::modules::procurement::routes::routes)
+            .configure(crate::modules::ledger::routes)
             .configure(jobs::routes::routes),
     );
 }
@@ -58,6 +60,8 @@ pub fn routes(cfg: &mut ServiceConfig) {
         (name = "license", description = "The tenant's license: tier, state, limits, signed keys"),
         (name = "features", description = "Module and feature toggles"),
         (name = "inventory", description = "Products, warehouses, stock, movements, reservations (module.inventory)"),
+        (name = "procurement", description = "Vendors and purchase orders (module.procurement)"),
+        (name = "ledger", description = "The built-in ledger's journal entries"),
         (name = "cors", description = "Browser origins allowed per tenant"),
         (name = "events", description = "The live event stream (Server-Sent Events)"),
         (name = "jobs", description = "Background job queue health and dead letters (operators)"),

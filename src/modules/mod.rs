@@ -3,3 +3,5 @@
 //! trait.
 
 pub mod inventory;
+pub mod ledger;
+pub mod procurement;

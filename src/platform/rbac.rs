@@ -94,6 +94,10 @@ permissions! {
     CorsWrite => "cors", "write";
     InventoryRead => "inventory", "read", "module.inventory";
     InventoryWrite => "inventory", "write", "module.inventory";
+    ProcurementRead => "procurement", "read", "module.procurement";
+    ProcurementWrite => "procurement", "write", "module.procurement";
+    ProcurementApprove => "procurement", "approve", "module.procurement";
+    LedgerRead => "ledger", "read", "module.procurement";
 }
 
 /// An authenticated caller holding permission `P` in the acting tenant,

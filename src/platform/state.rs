@@ -44,4 +44,5 @@ pub struct AppState {
     pub idempotency: crate::platform::idempotency::Store,
     /// The inventory module, as other modules see it.
     pub inventory: Arc<dyn crate::modules::inventory::InventoryService>,
+    pub procurement: Arc<crate::modules::procurement::Procurement>,
 }

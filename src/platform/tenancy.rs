@@ -33,7 +33,11 @@ tenant_owned!(
     warehouse,
     stock_level,
     stock_movement,
-    reservation
+    reservation,
+    vendor,
+    purchase_order,
+    purchase_order_line,
+    journal_entry
 );
 
 /// Tenant-owned rows the application may change. The audit log is
@@ -45,6 +49,9 @@ impl TenantMutable for entity::user_role::Entity {}
 impl TenantMutable for entity::api_token::Entity {}
 impl TenantMutable for entity::webhook_endpoint::Entity {}
 impl TenantMutable for entity::webhook_delivery::Entity {}
+impl TenantMutable for entity::vendor::Entity {}
+impl TenantMutable for entity::purchase_order::Entity {}
+impl TenantMutable for entity::purchase_order_line::Entity {}
 
 /// The tenant a request acts in: taken from the token (or, for a
 /// super-admin, from `X-Tenant-ID`), never from the body.

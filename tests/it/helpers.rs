@@ -95,8 +95,17 @@ impl TestApp {
         dir: tempfile::TempDir,
         listeners: Vec<std::sync::Arc<dyn nexus::platform::events::Listener>>,
     ) -> Self {
+        Self::spawn_with_parts(figment, dir, nexus::Parts { listeners, ledger: None }).await
+    }
+
+    /// An app with parts of its own (listeners, a ledger).
+    pub async fn spawn_with_parts(
+        figment: figment::Figment,
+        dir: tempfile::TempDir,
+        parts: nexus::Parts,
+    ) -> Self {
         let config = Config::from_figment(figment).unwrap();
-        let app = Application::build_with(config.clone(), listeners).await.unwrap();
+        let app = Application::build_with(config.clone(), parts).await.unwrap();
         let base = format!("http://127.0.0.1:{}", app.port());
         let state = app.state().clone();
         tokio::spawn(app.run_until_stopped());
@@ -211,7 +220,9 @@ impl TestApp {
 
 /// Assert a problem+json answer with `status` and `code`, and return it.
 pub async fn assert_problem(res: Response, status: u16, code: &str) -> Value {
-    assert_eq!(res.status(), status, "unexpected status");
+    if res.status() != status {
+        panic!("expected {status} {code}, got {}: {}", res.status(), res.text().await.unwrap());
+    }
     let content_type = res.headers().get(CONTENT_TYPE).map(|v| v.to_str().unwrap().to_owned());
     assert_eq!(content_type.as_deref(), Some("application/problem+json"));
     let header_id = res.headers().get("x-request-id").map(|v| v.to_str().unwrap().to_owned()).unwrap();

@@ -17,6 +17,7 @@ mod idempotency;
 mod inventory;
 mod jobs;
 mod openapi;
+mod procurement;
 mod rbac;
 mod receiver;
 mod tenancy;

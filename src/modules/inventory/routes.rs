@@ -43,8 +43,10 @@ fn cause(user: Uuid, reason: Option<String>, reference: Option<String>) -> Cause
     Cause { user_id: Some(user), reason, reference }
 }
 
+/// Required text: not blank, at most `max` characters, no control characters.
 fn check_text(checks: &mut Checks, field: &str, value: &str, max: usize) {
-    checks.check(field, validate::name(value).and_then(|()| validate::plain_text(value, max)));
+    let blank = if value.trim().is_empty() { Err("must not be blank".to_owned()) } else { Ok(()) };
+    checks.check(field, blank.and_then(|()| validate::plain_text(value, max)));
 }
 
 fn check_currency(currency: &str) -> Result<(), String> {
@@ -211,6 +213,9 @@ impl Validate for UpdateProduct {
         if let Some(name) = &self.name {
             check_text(&mut checks, "name", name, 200);
         }
+        if let Some(barcode) = &self.barcode {
+            check_text(&mut checks, "barcode", barcode, 64);
+        }
         if self.unit_price.is_some_and(|p| p < 0) {
             checks.check("unit_price", Err("must not be negative".into()));
         }
@@ -258,7 +263,7 @@ async fn update_product(
     let b = body.0;
     let changes = ProductChanges {
         name: b.name.map(|v| v.trim().to_owned()),
-        barcode: b.barcode,
+        barcode: b.barcode.map(|v| v.trim().to_owned()),
         unit_price: b.unit_price,
         currency: b.currency,
         attributes: b.attributes,
@@ -452,7 +457,15 @@ pub struct Transfer {
     reason: Option<String>,
 }
 
-impl Validate for Transfer {}
+impl Validate for Transfer {
+    fn validate(&self) -> Result<(), Vec<FieldError>> {
+        let mut checks = Checks::default();
+        if let Some(reason) = &self.reason {
+            check_text(&mut checks, "reason", reason, 500);
+        }
+        checks.finish()
+    }
+}
 
 /// Move stock between warehouses, atomically.
 #[utoipa::path(

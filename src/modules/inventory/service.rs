@@ -666,8 +666,12 @@ impl JobHandler for ExpireReservation {
         }
         let txn = crate::platform::db::begin(&state.db).await?;
         let cause = Cause { reason: Some("reservation expired".to_owned()), ..Cause::default() };
-        end(&txn, TenantScope::new(model.tenant_id), &model.reference, EXPIRED, cause).await?;
-        sea_orm::TransactionSession::commit(txn).await?;
+        match end(&txn, TenantScope::new(model.tenant_id), &model.reference, EXPIRED, cause).await {
+            Ok(_) => sea_orm::TransactionSession::commit(txn).await?,
+            // Committed or released meanwhile: nothing left to expire.
+            Err(err) if err.code == Code::Conflict => return Ok(()),
+            Err(err) => return Err(err.into()),
+        }
         state.wakeup.wake();
         Ok(())
     }

@@ -87,6 +87,18 @@ event_types! {
         json!({"reference": "order-1042", "lines": [], "outcome": "committed"});
     STOCK_TRANSFERRED => "stock.transferred", 5, "Stock moved between warehouses.",
         json!({"product_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "sku": "TSHIRT-RED-M", "from_warehouse_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a12", "to_warehouse_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a13", "quantity": 10});
+    PURCHASE_ORDER_CREATED => "purchase_order.created", 5, "A purchase order was drafted.",
+        json!({"id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "vendor_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a12", "total": 45000, "currency": "EUR"});
+    PURCHASE_ORDER_SUBMITTED => "purchase_order.submitted", 5, "A purchase order was submitted for approval.",
+        json!({"id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "status": "submitted", "total": 45000});
+    PURCHASE_ORDER_APPROVED => "purchase_order.approved", 6, "A purchase order was approved.",
+        json!({"id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "status": "approved", "total": 45000});
+    PURCHASE_ORDER_RECEIVED => "purchase_order.received", 6, "Every line of a purchase order was received.",
+        json!({"id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "status": "received", "total": 45000});
+    PURCHASE_ORDER_CANCELLED => "purchase_order.cancelled", 6, "A purchase order was cancelled.",
+        json!({"id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "status": "cancelled", "total": 45000});
+    GOODS_RECEIVED => "goods.received", 6, "Goods were received against a purchase order (stock and ledger booked).",
+        json!({"purchase_order_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "lines": [{"line_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a13", "quantity": 40}], "value": 18000, "currency": "EUR"});
     WEBHOOK_TEST => "webhook.test", 9, "Sent by `POST /api/v1/webhooks/{id}/test`, to that endpoint only.",
         json!({"endpoint_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "message": "This is a test event from Nexus."});
 }

@@ -1,0 +1,179 @@
+//! A minimal built-in general ledger behind the [`Ledger`] trait: balanced
+//! journal entries posted in the caller's transaction (a goods receipt and
+//! its accounting commit together or not at all). An external accounting
+//! system would implement the same trait.
+
+use actix_web::{HttpResponse, get, web};
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, DatabaseConnection, DatabaseTransaction, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_actix_web::service_config::ServiceConfig;
+use uuid::Uuid;
+
+use crate::{
+    error::{ApiError, ApiResult, Problem},
+    platform::{
+        http::{PageRequest, Paged},
+        rbac::{Authorized, LedgerRead},
+        state::AppState,
+        tenancy::TenantScope,
+    },
+};
+use entity::journal_entry;
+
+pub const INVENTORY: &str = "inventory";
+pub const ACCOUNTS_PAYABLE: &str = "accounts_payable";
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct JournalLine {
+    #[schema(example = "inventory")]
+    pub account: String,
+    /// Minor units.
+    pub debit: i64,
+    pub credit: i64,
+}
+
+/// An entry to post; it must balance.
+pub struct NewEntry {
+    pub reference: String,
+    pub memo: String,
+    pub currency: String,
+    pub lines: Vec<JournalLine>,
+}
+
+impl NewEntry {
+    pub fn balanced(&self) -> bool {
+        let debit: i64 = self.lines.iter().map(|l| l.debit).sum();
+        let credit: i64 = self.lines.iter().map(|l| l.credit).sum();
+        !self.lines.is_empty() && debit == credit && self.lines.iter().all(|l| l.debit >= 0 && l.credit >= 0)
+    }
+}
+
+#[async_trait::async_trait]
+pub trait Ledger: Send + Sync {
+    /// Post a balanced entry in the caller's transaction; its id.
+    async fn post(&self, txn: &DatabaseTransaction, tenant: TenantScope, entry: NewEntry) -> ApiResult<Uuid>;
+}
+
+/// The built-in ledger: rows in `journal_entries`.
+pub struct BuiltInLedger;
+
+#[async_trait::async_trait]
+impl Ledger for BuiltInLedger {
+    async fn post(&self, txn: &DatabaseTransaction, tenant: TenantScope, entry: NewEntry) -> ApiResult<Uuid> {
+        if !entry.balanced() {
+            return Err(ApiError::internal(anyhow::anyhow!("unbalanced journal entry {}", entry.reference)));
+        }
+        let id = Uuid::now_v7();
+        journal_entry::Entity::insert(journal_entry::ActiveModel {
+            id: Set(id),
+            tenant_id: Set(tenant.id()),
+            reference: Set(entry.reference),
+            memo: Set(entry.memo),
+            currency: Set(entry.currency),
+            lines: Set(json!(entry.lines)),
+            created_at: Set(Utc::now()),
+        })
+        .exec_without_returning(txn)
+        .await?;
+        Ok(id)
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EntryView {
+    pub id: Uuid,
+    #[schema(example = "purchase_order:0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11")]
+    pub reference: String,
+    pub memo: String,
+    pub currency: String,
+    pub lines: Vec<JournalLine>,
+    pub created_at: DateTime<Utc>,
+}
+
+pub async fn entries(
+    db: &DatabaseConnection,
+    tenant: TenantScope,
+    reference: Option<String>,
+    page: PageRequest,
+) -> ApiResult<Paged<EntryView>> {
+    let mut query = tenant.find::<journal_entry::Entity>();
+    if let Some(reference) = reference {
+        query = query.filter(journal_entry::Column::Reference.eq(reference));
+    }
+    let total = query.clone().count(db).await?;
+    let rows = query
+        .order_by_desc(journal_entry::Column::Id)
+        .offset(page.offset())
+        .limit(page.per_page)
+        .all(db)
+        .await?;
+    let views = rows
+        .into_iter()
+        .map(|m| EntryView {
+            id: m.id,
+            lines: serde_json::from_value(m.lines).unwrap_or_default(),
+            reference: m.reference,
+            memo: m.memo,
+            currency: m.currency,
+            created_at: m.created_at,
+        })
+        .collect();
+    Ok(page.into_paged(views, total))
+}
+
+pub fn routes(cfg: &mut ServiceConfig) {
+    cfg.service(list_entries);
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct EntryQuery {
+    page: Option<u64>,
+    per_page: Option<u64>,
+    /// Exact reference, e.g. `purchase_order:<id>`.
+    reference: Option<String>,
+}
+
+/// Journal entries of the built-in ledger, newest first.
+#[utoipa::path(
+    tag = "ledger",
+    params(EntryQuery),
+    responses(
+        (status = 200, description = "A page of entries", body = Paged<EntryView>),
+        (status = 401, body = Problem), (status = 403, body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/ledger/entries")]
+async fn list_entries(
+    auth: Authorized<LedgerRead>,
+    state: web::Data<AppState>,
+    query: web::Query<EntryQuery>,
+) -> ApiResult<HttpResponse> {
+    let q = query.into_inner();
+    let page = PageRequest::new(q.page, q.per_page)?;
+    Ok(HttpResponse::Ok().json(entries(&state.db, auth.tenant, q.reference, page).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_balanced_entries_post() {
+        let line = |account: &str, debit, credit| JournalLine { account: account.into(), debit, credit };
+        let entry =
+            |lines| NewEntry { reference: "r".into(), memo: "m".into(), currency: "EUR".into(), lines };
+        assert!(entry(vec![line(INVENTORY, 500, 0), line(ACCOUNTS_PAYABLE, 0, 500)]).balanced());
+        assert!(!entry(vec![line(INVENTORY, 500, 0), line(ACCOUNTS_PAYABLE, 0, 499)]).balanced());
+        assert!(!entry(vec![]).balanced());
+        assert!(!entry(vec![line(INVENTORY, -5, -5)]).balanced());
+    }
+}

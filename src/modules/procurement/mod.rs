@@ -1,0 +1,553 @@
+//! Procurement (`module.procurement`): vendors and purchase orders with a
+//! state machine. A goods receipt is one transaction that updates the
+//! order, books receipt movements through [`InventoryService`] and posts a
+//! balanced journal entry through [`Ledger`]: if any step fails, nothing
+//! is written.
+
+pub mod routes;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, sea_query::Expr,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::{
+    error::{ApiError, ApiResult, Code, FieldError},
+    modules::{
+        inventory::{Cause, InventoryService, Line},
+        ledger::{ACCOUNTS_PAYABLE, INVENTORY, JournalLine, Ledger, NewEntry},
+    },
+    platform::{
+        events::{self, EventType},
+        http::{PageRequest, Paged},
+        tenancy::TenantScope,
+    },
+};
+use entity::{purchase_order as po, purchase_order_line as po_line, vendor};
+
+pub const DRAFT: &str = "draft";
+pub const SUBMITTED: &str = "submitted";
+pub const APPROVED: &str = "approved";
+pub const PARTIALLY_RECEIVED: &str = "partially_received";
+pub const RECEIVED: &str = "received";
+pub const CLOSED: &str = "closed";
+pub const CANCELLED: &str = "cancelled";
+
+/// A transition of the purchase order state machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Submit,
+    Approve,
+    Cancel,
+    Close,
+}
+
+impl Action {
+    /// The state `action` leads to from `from`, or `None` when illegal.
+    pub fn next(self, from: &str) -> Option<&'static str> {
+        match (self, from) {
+            (Action::Submit, DRAFT) => Some(SUBMITTED),
+            (Action::Approve, SUBMITTED) => Some(APPROVED),
+            (Action::Cancel, DRAFT | SUBMITTED | APPROVED) => Some(CANCELLED),
+            (Action::Close, RECEIVED) => Some(CLOSED),
+            _ => None,
+        }
+    }
+
+    fn event(self) -> Option<&'static EventType> {
+        match self {
+            Action::Submit => Some(&events::PURCHASE_ORDER_SUBMITTED),
+            Action::Approve => Some(&events::PURCHASE_ORDER_APPROVED),
+            Action::Cancel => Some(&events::PURCHASE_ORDER_CANCELLED),
+            Action::Close => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct VendorView {
+    pub id: Uuid,
+    #[schema(example = "Acme Supplies")]
+    pub name: String,
+    pub email: Option<String>,
+    #[schema(example = "EUR")]
+    pub currency: String,
+    pub active: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<vendor::Model> for VendorView {
+    fn from(m: vendor::Model) -> Self {
+        Self {
+            id: m.id,
+            name: m.name,
+            email: m.email,
+            currency: m.currency,
+            active: m.active,
+            created_at: m.created_at,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct LineView {
+    pub id: Uuid,
+    pub product_id: Uuid,
+    pub quantity: i64,
+    /// Minor units per unit.
+    pub unit_cost: i64,
+    pub line_total: i64,
+    pub received: i64,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct PurchaseOrderView {
+    pub id: Uuid,
+    pub vendor_id: Uuid,
+    pub warehouse_id: Uuid,
+    /// draft, submitted, approved, partially_received, received, closed, cancelled.
+    #[schema(example = "approved")]
+    pub status: String,
+    pub currency: String,
+    /// Sum of the line totals, minor units (computed by the server).
+    pub total: i64,
+    pub notes: Option<String>,
+    pub lines: Vec<LineView>,
+    pub created_by: Option<Uuid>,
+    pub approved_by: Option<Uuid>,
+    pub version: i32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewLine {
+    pub product_id: Uuid,
+    #[schema(example = 100)]
+    pub quantity: i64,
+    #[schema(example = 450)]
+    pub unit_cost: i64,
+}
+
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptLine {
+    /// A line of the order.
+    pub line_id: Uuid,
+    #[schema(example = 40)]
+    pub quantity: i64,
+}
+
+pub struct Procurement {
+    db: DatabaseConnection,
+    inventory: Arc<dyn InventoryService>,
+    ledger: Arc<dyn Ledger>,
+}
+
+async fn find_vendor(db: &impl ConnectionTrait, tenant: TenantScope, id: Uuid) -> ApiResult<vendor::Model> {
+    tenant.find_by_id::<vendor::Entity>(id).one(db).await?.ok_or_else(|| ApiError::not_found("vendor"))
+}
+
+async fn find_order(db: &impl ConnectionTrait, tenant: TenantScope, id: Uuid) -> ApiResult<po::Model> {
+    tenant.find_by_id::<po::Entity>(id).one(db).await?.ok_or_else(|| ApiError::not_found("purchase order"))
+}
+
+async fn view(
+    db: &impl ConnectionTrait,
+    tenant: TenantScope,
+    order: po::Model,
+) -> ApiResult<PurchaseOrderView> {
+    let lines = tenant
+        .find::<po_line::Entity>()
+        .filter(po_line::Column::PurchaseOrderId.eq(order.id))
+        .order_by_asc(po_line::Column::Id)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|l| LineView {
+            id: l.id,
+            product_id: l.product_id,
+            quantity: l.quantity,
+            unit_cost: l.unit_cost,
+            line_total: l.quantity * l.unit_cost,
+            received: l.received,
+        })
+        .collect();
+    Ok(PurchaseOrderView {
+        id: order.id,
+        vendor_id: order.vendor_id,
+        warehouse_id: order.warehouse_id,
+        status: order.status,
+        currency: order.currency,
+        total: order.total,
+        notes: order.notes,
+        lines,
+        created_by: order.created_by,
+        approved_by: order.approved_by,
+        version: order.version,
+        created_at: order.created_at,
+        updated_at: order.updated_at,
+    })
+}
+
+fn illegal(order: &po::Model, what: &str) -> ApiError {
+    ApiError::new(Code::Conflict, format!("cannot {what} a purchase order that is {}", order.status))
+}
+
+impl Procurement {
+    pub fn new(
+        db: DatabaseConnection,
+        inventory: Arc<dyn InventoryService>,
+        ledger: Arc<dyn Ledger>,
+    ) -> Self {
+        Self { db, inventory, ledger }
+    }
+
+    pub async fn create_vendor(
+        &self,
+        tenant: TenantScope,
+        name: String,
+        email: Option<String>,
+        currency: String,
+    ) -> ApiResult<VendorView> {
+        let now = Utc::now();
+        let model = vendor::Entity::insert(vendor::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            tenant_id: Set(tenant.id()),
+            name: Set(name),
+            email: Set(email),
+            currency: Set(currency),
+            active: Set(true),
+            created_at: Set(now),
+            updated_at: Set(now),
+        })
+        .exec_with_returning(&self.db)
+        .await?;
+        Ok(model.into())
+    }
+
+    pub async fn list_vendors(&self, tenant: TenantScope, page: PageRequest) -> ApiResult<Paged<VendorView>> {
+        let query = tenant.find::<vendor::Entity>();
+        let total = query.clone().count(&self.db).await?;
+        let rows = query
+            .order_by_asc(vendor::Column::Name)
+            .offset(page.offset())
+            .limit(page.per_page)
+            .all(&self.db)
+            .await?;
+        Ok(page.into_paged(rows.into_iter().map(Into::into).collect(), total))
+    }
+
+    pub async fn get_vendor(&self, tenant: TenantScope, id: Uuid) -> ApiResult<VendorView> {
+        Ok(find_vendor(&self.db, tenant, id).await?.into())
+    }
+
+    pub async fn update_vendor(
+        &self,
+        tenant: TenantScope,
+        id: Uuid,
+        name: Option<String>,
+        email: Option<String>,
+        active: Option<bool>,
+    ) -> ApiResult<VendorView> {
+        find_vendor(&self.db, tenant, id).await?;
+        let mut update = tenant
+            .update_many::<vendor::Entity>()
+            .filter(vendor::Column::Id.eq(id))
+            .col_expr(vendor::Column::UpdatedAt, Expr::value(Utc::now()));
+        if let Some(name) = name {
+            update = update.col_expr(vendor::Column::Name, Expr::value(name));
+        }
+        if let Some(email) = email {
+            update = update.col_expr(vendor::Column::Email, Expr::value(email));
+        }
+        if let Some(active) = active {
+            update = update.col_expr(vendor::Column::Active, Expr::value(active));
+        }
+        update.exec(&self.db).await?;
+        self.get_vendor(tenant, id).await
+    }
+
+    /// Delete a vendor without purchase orders (409 otherwise).
+    pub async fn delete_vendor(&self, tenant: TenantScope, id: Uuid) -> ApiResult<()> {
+        let txn = crate::platform::db::begin(&self.db).await?;
+        find_vendor(&txn, tenant, id).await?;
+        let orders = tenant.find::<po::Entity>().filter(po::Column::VendorId.eq(id)).count(&txn).await?;
+        if orders > 0 {
+            return Err(ApiError::new(
+                Code::Conflict,
+                format!("the vendor has {orders} purchase orders; deactivate it"),
+            ));
+        }
+        tenant.delete_many::<vendor::Entity>().filter(vendor::Column::Id.eq(id)).exec(&txn).await?;
+        sea_orm::TransactionSession::commit(txn).await?;
+        Ok(())
+    }
+
+    pub async fn create_order(
+        &self,
+        tenant: TenantScope,
+        actor: Uuid,
+        vendor_id: Uuid,
+        warehouse_id: Uuid,
+        notes: Option<String>,
+        lines: Vec<NewLine>,
+    ) -> ApiResult<PurchaseOrderView> {
+        let txn = crate::platform::db::begin(&self.db).await?;
+        let vendor = find_vendor(&txn, tenant, vendor_id).await?;
+        if !vendor.active {
+            return Err(ApiError::validation(vec![FieldError::new("vendor_id", "the vendor is inactive")]));
+        }
+        tenant.find_by_id::<entity::warehouse::Entity>(warehouse_id).one(&txn).await?.ok_or_else(|| {
+            ApiError::validation(vec![FieldError::new("warehouse_id", "no such warehouse")])
+        })?;
+        let mut total: i64 = 0;
+        for (i, line) in lines.iter().enumerate() {
+            tenant.find_by_id::<entity::product::Entity>(line.product_id).one(&txn).await?.ok_or_else(
+                || {
+                    ApiError::validation(vec![FieldError::new(
+                        format!("lines[{i}].product_id"),
+                        "no such product",
+                    )])
+                },
+            )?;
+            let line_total = line.quantity.checked_mul(line.unit_cost);
+            total = line_total.and_then(|t| total.checked_add(t)).ok_or_else(|| {
+                ApiError::validation(vec![FieldError::new(format!("lines[{i}]"), "the amount is too large")])
+            })?;
+        }
+        let now = Utc::now();
+        let order = po::Entity::insert(po::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            tenant_id: Set(tenant.id()),
+            vendor_id: Set(vendor_id),
+            warehouse_id: Set(warehouse_id),
+            status: Set(DRAFT.to_owned()),
+            currency: Set(vendor.currency.clone()),
+            total: Set(total),
+            notes: Set(notes),
+            created_by: Set(Some(actor)),
+            approved_by: Set(None),
+            version: Set(1),
+            created_at: Set(now),
+            updated_at: Set(now),
+        })
+        .exec_with_returning(&txn)
+        .await?;
+        for line in &lines {
+            po_line::Entity::insert(po_line::ActiveModel {
+                id: Set(Uuid::now_v7()),
+                tenant_id: Set(tenant.id()),
+                purchase_order_id: Set(order.id),
+                product_id: Set(line.product_id),
+                quantity: Set(line.quantity),
+                unit_cost: Set(line.unit_cost),
+                received: Set(0),
+            })
+            .exec_without_returning(&txn)
+            .await?;
+        }
+        let data =
+            json!({"id": order.id, "vendor_id": vendor_id, "total": total, "currency": order.currency});
+        events::publish(&txn, tenant.id(), &events::PURCHASE_ORDER_CREATED, data).await?;
+        let view = view(&txn, tenant, order).await?;
+        sea_orm::TransactionSession::commit(txn).await?;
+        Ok(view)
+    }
+
+    pub async fn list_orders(
+        &self,
+        tenant: TenantScope,
+        status: Option<String>,
+        vendor_id: Option<Uuid>,
+        page: PageRequest,
+    ) -> ApiResult<Paged<PurchaseOrderView>> {
+        let mut query = tenant.find::<po::Entity>();
+        if let Some(status) = status {
+            query = query.filter(po::Column::Status.eq(status));
+        }
+        if let Some(vendor) = vendor_id {
+            query = query.filter(po::Column::VendorId.eq(vendor));
+        }
+        let total = query.clone().count(&self.db).await?;
+        let rows = query
+            .order_by_desc(po::Column::CreatedAt)
+            .order_by_desc(po::Column::Id)
+            .offset(page.offset())
+            .limit(page.per_page)
+            .all(&self.db)
+            .await?;
+        let mut views = Vec::with_capacity(rows.len());
+        for row in rows {
+            views.push(view(&self.db, tenant, row).await?);
+        }
+        Ok(page.into_paged(views, total))
+    }
+
+    pub async fn get_order(&self, tenant: TenantScope, id: Uuid) -> ApiResult<PurchaseOrderView> {
+        view(&self.db, tenant, find_order(&self.db, tenant, id).await?).await
+    }
+
+    /// Move the order through its state machine; 409 naming the current
+    /// state when the action is not allowed from it.
+    pub async fn transition(
+        &self,
+        tenant: TenantScope,
+        actor: Uuid,
+        id: Uuid,
+        action: Action,
+    ) -> ApiResult<PurchaseOrderView> {
+        let txn = crate::platform::db::begin(&self.db).await?;
+        let order = find_order(&txn, tenant, id).await?;
+        let verb = format!("{action:?}").to_lowercase();
+        let next = action.next(&order.status).ok_or_else(|| illegal(&order, &verb))?;
+        let mut update = tenant
+            .update_many::<po::Entity>()
+            .filter(po::Column::Id.eq(id))
+            .filter(po::Column::Status.eq(order.status.clone()))
+            .col_expr(po::Column::Status, Expr::value(next))
+            .col_expr(po::Column::Version, Expr::value(order.version + 1))
+            .col_expr(po::Column::UpdatedAt, Expr::value(Utc::now()));
+        if action == Action::Approve {
+            update = update.col_expr(po::Column::ApprovedBy, Expr::value(actor));
+        }
+        if update.exec(&txn).await?.rows_affected == 0 {
+            return Err(illegal(&order, &verb));
+        }
+        if let Some(event) = action.event() {
+            events::publish(
+                &txn,
+                tenant.id(),
+                event,
+                json!({"id": id, "status": next, "total": order.total}),
+            )
+            .await?;
+        }
+        let updated = find_order(&txn, tenant, id).await?;
+        let view = view(&txn, tenant, updated).await?;
+        sea_orm::TransactionSession::commit(txn).await?;
+        Ok(view)
+    }
+
+    /// Receive goods against an approved order: partial receipts allowed,
+    /// over-receipt refused; order, stock and ledger in one transaction.
+    pub async fn receive(
+        &self,
+        tenant: TenantScope,
+        actor: Uuid,
+        id: Uuid,
+        receipt: Vec<ReceiptLine>,
+    ) -> ApiResult<PurchaseOrderView> {
+        let txn = crate::platform::db::begin(&self.db).await?;
+        let order = find_order(&txn, tenant, id).await?;
+        if ![APPROVED, PARTIALLY_RECEIVED].contains(&order.status.as_str()) {
+            return Err(illegal(&order, "receive goods for"));
+        }
+        let lines = tenant
+            .find::<po_line::Entity>()
+            .filter(po_line::Column::PurchaseOrderId.eq(id))
+            .all(&txn)
+            .await?;
+        let mut value: i64 = 0;
+        let reference = format!("purchase_order:{id}");
+        for (i, item) in receipt.iter().enumerate() {
+            let field = |name: &str| format!("lines[{i}].{name}");
+            let line = lines.iter().find(|l| l.id == item.line_id).ok_or_else(|| {
+                ApiError::validation(vec![FieldError::new(field("line_id"), "not a line of this order")])
+            })?;
+            // Conditional: never more than ordered, even under concurrency.
+            let booked = tenant
+                .update_many::<po_line::Entity>()
+                .filter(po_line::Column::Id.eq(line.id))
+                .filter(po_line::Column::Received.lte(line.quantity - item.quantity))
+                .col_expr(po_line::Column::Received, Expr::cust(format!("received + {}", item.quantity)))
+                .exec(&txn)
+                .await?;
+            if booked.rows_affected == 0 {
+                let left = line.quantity - line.received;
+                return Err(ApiError::validation(vec![FieldError::new(
+                    field("quantity"),
+                    format!("only {left} left to receive on this line"),
+                )]));
+            }
+            let stock = Line {
+                product_id: line.product_id,
+                warehouse_id: order.warehouse_id,
+                quantity: item.quantity,
+            };
+            let cause = Cause {
+                user_id: Some(actor),
+                reason: Some("goods receipt".into()),
+                reference: Some(reference.clone()),
+            };
+            self.inventory.receive(&txn, tenant, stock, cause).await?;
+            value += item.quantity * line.unit_cost;
+        }
+        let entry = NewEntry {
+            reference: reference.clone(),
+            memo: format!("goods received on purchase order {id}"),
+            currency: order.currency.clone(),
+            lines: vec![
+                JournalLine { account: INVENTORY.into(), debit: value, credit: 0 },
+                JournalLine { account: ACCOUNTS_PAYABLE.into(), debit: 0, credit: value },
+            ],
+        };
+        self.ledger.post(&txn, tenant, entry).await?;
+        let lines = tenant
+            .find::<po_line::Entity>()
+            .filter(po_line::Column::PurchaseOrderId.eq(id))
+            .all(&txn)
+            .await?;
+        let complete = lines.iter().all(|l| l.received == l.quantity);
+        let status = if complete { RECEIVED } else { PARTIALLY_RECEIVED };
+        tenant
+            .update_many::<po::Entity>()
+            .filter(po::Column::Id.eq(id))
+            .col_expr(po::Column::Status, Expr::value(status))
+            .col_expr(po::Column::Version, Expr::value(order.version + 1))
+            .col_expr(po::Column::UpdatedAt, Expr::value(Utc::now()))
+            .exec(&txn)
+            .await?;
+        let items: Vec<_> =
+            receipt.iter().map(|r| json!({"line_id": r.line_id, "quantity": r.quantity})).collect();
+        let data =
+            json!({"purchase_order_id": id, "lines": items, "value": value, "currency": order.currency});
+        events::publish(&txn, tenant.id(), &events::GOODS_RECEIVED, data).await?;
+        if complete {
+            let data = json!({"id": id, "status": status, "total": order.total});
+            events::publish(&txn, tenant.id(), &events::PURCHASE_ORDER_RECEIVED, data).await?;
+        }
+        let updated = find_order(&txn, tenant, id).await?;
+        let view = view(&txn, tenant, updated).await?;
+        sea_orm::TransactionSession::commit(txn).await?;
+        Ok(view)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_state_machine_allows_only_its_transitions() {
+        assert_eq!(Action::Submit.next(DRAFT), Some(SUBMITTED));
+        assert_eq!(Action::Approve.next(SUBMITTED), Some(APPROVED));
+        assert_eq!(Action::Approve.next(DRAFT), None);
+        for from in [DRAFT, SUBMITTED, APPROVED] {
+            assert_eq!(Action::Cancel.next(from), Some(CANCELLED));
+        }
+        for from in [PARTIALLY_RECEIVED, RECEIVED, CLOSED, CANCELLED] {
+            assert_eq!(Action::Cancel.next(from), None, "{from}");
+        }
+        assert_eq!(Action::Close.next(RECEIVED), Some(CLOSED));
+        assert_eq!(Action::Close.next(PARTIALLY_RECEIVED), None);
+    }
+}

@@ -1,0 +1,179 @@
+//! Procurement over HTTP: the purchase order state machine, and goods
+//! receipts that book order, stock and ledger together or not at all.
+
+use std::sync::Arc;
+
+use nexus::{
+    error::{ApiError, ApiResult},
+    modules::ledger::{Ledger, NewEntry},
+    platform::tenancy::TenantScope,
+};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::helpers::{Tenant, TestApp, assert_problem, json, test_config};
+
+struct Setup {
+    vendor: String,
+    warehouse: String,
+    product: String,
+}
+
+async fn setup(app: &TestApp, tenant: &Tenant) -> Setup {
+    let post = |path: &'static str, body: Value| app.post(path, &tenant.token, body);
+    let vendor =
+        json(post("/api/v1/vendors", json!({"name": "Acme Supplies", "currency": "EUR"})).await).await;
+    let warehouse = json(post("/api/v1/warehouses", json!({"code": "MAIN", "name": "Main"})).await).await;
+    let product = json(
+        post("/api/v1/products", json!({"sku": "BOLT", "name": "Bolt", "unit_price": 90, "currency": "EUR"}))
+            .await,
+    )
+    .await;
+    let id = |v: &Value| v["data"]["id"].as_str().unwrap().to_owned();
+    Setup { vendor: id(&vendor), warehouse: id(&warehouse), product: id(&product) }
+}
+
+async fn order(app: &TestApp, tenant: &Tenant, s: &Setup) -> Value {
+    let body = json!({"vendor_id": s.vendor, "warehouse_id": s.warehouse,
+        "lines": [{"product_id": s.product, "quantity": 100, "unit_cost": 45}]});
+    let res = app.post("/api/v1/purchase-orders", &tenant.token, body).await;
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    json(res).await["data"].clone()
+}
+
+async fn act(app: &TestApp, token: &str, id: &str, action: &str) -> reqwest::Response {
+    app.post(&format!("/api/v1/purchase-orders/{id}/{action}"), token, json!({})).await
+}
+
+async fn receive(app: &TestApp, tenant: &Tenant, po: &Value, quantity: i64) -> reqwest::Response {
+    let id = po["id"].as_str().unwrap();
+    let body = json!({"lines": [{"line_id": po["lines"][0]["id"], "quantity": quantity}]});
+    app.post(&format!("/api/v1/purchase-orders/{id}/receipts"), &tenant.token, body).await
+}
+
+async fn on_hand(app: &TestApp, tenant: &Tenant, s: &Setup) -> Value {
+    let path = format!("/api/v1/stock-levels?product_id={}&warehouse_id={}", s.product, s.warehouse);
+    json(app.get(&path, &tenant.token).await).await["data"][0]["on_hand"].clone()
+}
+
+#[tokio::test]
+async fn an_order_is_approved_received_in_parts_and_closed() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let s = setup(&app, &tenant).await;
+    let po = order(&app, &tenant, &s).await;
+    let id = po["id"].as_str().unwrap();
+    assert_eq!((po["status"].clone(), po["total"].clone()), (json!("draft"), json!(4500)));
+
+    // Goods cannot be received before approval; approval needs a manager.
+    assert_problem(receive(&app, &tenant, &po, 1).await, 409, "conflict").await;
+    assert_eq!(json(act(&app, &tenant.token, id, "submit").await).await["data"]["status"], "submitted");
+    let (_, user) = app.user_with_roles(&tenant, &["user"]).await;
+    assert_problem(act(&app, &user, id, "approve").await, 403, "forbidden").await;
+    let (manager_id, manager) = app.user_with_roles(&tenant, &["manager"]).await;
+    let approved = json(act(&app, &manager, id, "approve").await).await;
+    assert_eq!(approved["data"]["approved_by"], manager_id.to_string());
+    let refused = assert_problem(act(&app, &manager, id, "approve").await, 409, "conflict").await;
+    assert!(refused["detail"].as_str().unwrap().contains("approved"), "names the current state");
+
+    let partial = json(receive(&app, &tenant, &po, 40).await).await;
+    assert_eq!(partial["data"]["status"], "partially_received");
+    assert_eq!(partial["data"]["lines"][0]["received"], 40);
+    assert_eq!(on_hand(&app, &tenant, &s).await, 40);
+    let over = assert_problem(receive(&app, &tenant, &po, 61).await, 422, "validation_failed").await;
+    assert!(over["errors"][0]["message"].as_str().unwrap().contains("only 60 left"));
+    assert_eq!(json(receive(&app, &tenant, &po, 60).await).await["data"]["status"], "received");
+    assert_eq!(on_hand(&app, &tenant, &s).await, 100);
+
+    // One balanced entry per receipt: debit inventory, credit payables.
+    let ledger =
+        json(app.get(&format!("/api/v1/ledger/entries?reference=purchase_order:{id}"), &tenant.token).await)
+            .await;
+    let entries = ledger["data"].as_array().unwrap();
+    assert_eq!(entries.len(), 2);
+    let values: Vec<i64> = entries.iter().map(|e| e["lines"][0]["debit"].as_i64().unwrap()).collect();
+    assert_eq!(values, [60 * 45, 40 * 45]);
+    for entry in entries {
+        assert_eq!(entry["lines"][0]["account"], "inventory");
+        assert_eq!(entry["lines"][1]["account"], "accounts_payable");
+        assert_eq!(entry["lines"][0]["debit"], entry["lines"][1]["credit"]);
+    }
+    assert_eq!(json(act(&app, &tenant.token, id, "close").await).await["data"]["status"], "closed");
+    assert_problem(act(&app, &tenant.token, id, "cancel").await, 409, "conflict").await;
+
+    // The vendor now has an order: it stays.
+    let res = app
+        .request(Method::DELETE, &format!("/api/v1/vendors/{}", s.vendor), Some(&tenant.token))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, 409, "conflict").await;
+    // Another tenant sees none of it.
+    let other = app.register().await;
+    assert_problem(app.get(&format!("/api/v1/purchase-orders/{id}"), &other.token).await, 404, "not_found")
+        .await;
+}
+
+/// A ledger that always fails, as an unreachable accounting system would.
+struct BrokenLedger;
+
+#[async_trait::async_trait]
+impl Ledger for BrokenLedger {
+    async fn post(
+        &self,
+        _: &sea_orm::DatabaseTransaction,
+        _: TenantScope,
+        _: NewEntry,
+    ) -> ApiResult<uuid::Uuid> {
+        Err(ApiError::internal(anyhow::anyhow!("the ledger is down")))
+    }
+}
+
+#[tokio::test]
+async fn a_failing_ledger_leaves_order_and_stock_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let parts = nexus::Parts { listeners: Vec::new(), ledger: Some(Arc::new(BrokenLedger)) };
+    let app = TestApp::spawn_with_parts(test_config(dir.path()), dir, parts).await;
+    let tenant = app.register().await;
+    let s = setup(&app, &tenant).await;
+    let po = order(&app, &tenant, &s).await;
+    let id = po["id"].as_str().unwrap();
+    act(&app, &tenant.token, id, "submit").await;
+    act(&app, &tenant.token, id, "approve").await;
+    assert_problem(receive(&app, &tenant, &po, 40).await, 500, "internal_error").await;
+    let after = json(app.get(&format!("/api/v1/purchase-orders/{id}"), &tenant.token).await).await;
+    assert_eq!(after["data"]["status"], "approved");
+    assert_eq!(after["data"]["lines"][0]["received"], 0);
+    assert_eq!(on_hand(&app, &tenant, &s).await, Value::Null, "no stock level was even created");
+    let movements =
+        json(app.get(&format!("/api/v1/stock-movements?product_id={}", s.product), &tenant.token).await)
+            .await;
+    assert_eq!(movements["meta"]["total"], 0);
+}
+
+#[tokio::test]
+async fn orders_are_validated_and_the_module_is_gated() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let s = setup(&app, &tenant).await;
+    let bad = json!({"vendor_id": s.vendor, "warehouse_id": s.warehouse,
+        "lines": [{"product_id": s.product, "quantity": 0, "unit_cost": -1}]});
+    let body = assert_problem(
+        app.post("/api/v1/purchase-orders", &tenant.token, bad).await,
+        422,
+        "validation_failed",
+    )
+    .await;
+    assert_eq!(body["errors"].as_array().unwrap().len(), 2);
+    let unknown = json!({"vendor_id": uuid::Uuid::now_v7(), "warehouse_id": s.warehouse,
+        "lines": [{"product_id": s.product, "quantity": 1, "unit_cost": 1}]});
+    assert_problem(app.post("/api/v1/purchase-orders", &tenant.token, unknown).await, 404, "not_found").await;
+    app.send_json(
+        Method::PUT,
+        "/api/v1/features/module.procurement",
+        Some(&tenant.token),
+        json!({"enabled": false}),
+    )
+    .await;
+    assert_problem(app.get("/api/v1/purchase-orders", &tenant.token).await, 403, "feature_disabled").await;
+}
