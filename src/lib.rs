@@ -55,6 +55,7 @@ impl Application {
     pub async fn build_with(config: Config, parts: Parts) -> anyhow::Result<Self> {
         let state = state_with(config, parts).await?;
         db::migrate(&state.db).await?;
+        modules::inventory::service::schedule_reorder_scan(&state.db, chrono::Utc::now()).await?;
         let listener = TcpListener::bind(state.config.bind)?;
         let port = listener.local_addr()?.port();
         let server = server(state.clone(), listener)?;
@@ -91,6 +92,7 @@ pub fn job_handlers() -> Registry {
         .with(events::LISTENER_JOB, events::RunListener)
         .with(webhooks::DELIVER_JOB, delivery::Deliver)
         .with(modules::inventory::EXPIRY_JOB, modules::inventory::service::ExpireReservation)
+        .with(modules::inventory::REORDER_SCAN_JOB, modules::inventory::service::ReorderScan)
 }
 
 /// What a build may plug in instead of the defaults.

@@ -17,6 +17,8 @@ pub struct Model {
     pub currency: String,
     pub attributes: Json,
     pub active: bool,
+    /// The vendor reorders of this product go to.
+    pub preferred_vendor_id: Option<Uuid>,
     pub version: i32,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,

@@ -15,6 +15,8 @@ pub struct Model {
     pub reserved: i64,
     /// Below this, `stock.low` is announced and a reorder is recommended.
     pub reorder_point: Option<i64>,
+    /// How much a reorder should bring; twice the reorder point when unset.
+    pub reorder_quantity: Option<i64>,
     pub updated_at: DateTimeUtc,
 }
 

@@ -10,6 +10,7 @@ mod m20261122_000004_governance;
 mod m20261122_000005_cors;
 mod m20261122_000006_inventory;
 mod m20261122_000007_procurement;
+mod m20261122_000008_reorder;
 
 pub struct Migrator;
 
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000005_cors::Migration),
             Box::new(m20261122_000006_inventory::Migration),
             Box::new(m20261122_000007_procurement::Migration),
+            Box::new(m20261122_000008_reorder::Migration),
         ]
     }
 }

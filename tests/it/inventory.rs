@@ -264,3 +264,53 @@ async fn the_module_key_gates_inventory() {
     let body = json!({"sku": sku, "name": "x", "unit_price": 1, "currency": "EUR"});
     assert_problem(app.post("/api/v1/products", &viewer, body).await, 403, "forbidden").await;
 }
+
+#[tokio::test]
+async fn reorder_points_drive_recommendations_and_stock_low() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let (p, w) = (product(&app, &tenant, "LOW").await, warehouse(&app, &tenant, "MAIN").await);
+    let vendor =
+        json(app.post("/api/v1/vendors", &tenant.token, json!({"name": "V", "currency": "EUR"})).await).await;
+    let vendor_id = vendor["data"]["id"].as_str().unwrap();
+    let res = app
+        .send_json(
+            Method::PATCH,
+            &format!("/api/v1/products/{p}"),
+            Some(&tenant.token),
+            json!({"preferred_vendor_id": vendor_id}),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    adjust(&app, &tenant, &p, &w, 12).await;
+    let path = format!("/api/v1/stock-levels/{p}/{w}/reorder");
+    let res = app.send_json(Method::PUT, &path, Some(&tenant.token), json!({"reorder_point": 10})).await;
+    assert_eq!(json(res).await["data"]["reorder_point"], 10);
+    let empty = json(app.get("/api/v1/inventory/reorder-recommendations", &tenant.token).await).await;
+    assert_eq!(empty["data"], json!([]));
+    // Falling below the point: one stock.low, and a recommendation.
+    adjust(&app, &tenant, &p, &w, -5).await;
+    adjust(&app, &tenant, &p, &w, -1).await;
+    let found = json(app.get("/api/v1/inventory/reorder-recommendations", &tenant.token).await).await;
+    let rec = &found["data"][0];
+    assert_eq!((rec["available"].clone(), rec["suggested_quantity"].clone()), (json!(6), json!(14)));
+    assert_eq!(rec["preferred_vendor_id"], vendor_id);
+    let low = entity::event::Entity::find()
+        .filter(entity::event::Column::TenantId.eq(tenant.id))
+        .filter(entity::event::Column::EventType.eq("stock.low"))
+        .all(&app.state.db)
+        .await
+        .unwrap();
+    assert_eq!(low.len(), 1, "announced when crossing, not on every change below");
+    // The weekly scan is queued once, whoever asks.
+    let scans = || {
+        entity::job::Entity::find()
+            .filter(entity::job::Column::Kind.eq("inventory.reorder_scan"))
+            .all(&app.state.db)
+    };
+    assert_eq!(scans().await.unwrap().len(), 1);
+    nexus::modules::inventory::service::schedule_reorder_scan(&app.state.db, chrono::Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(scans().await.unwrap().len(), 1);
+}

@@ -23,6 +23,7 @@ use crate::{
 };
 
 pub const EXPIRY_JOB: &str = "inventory.reservation_expiry";
+pub const REORDER_SCAN_JOB: &str = "inventory.reorder_scan";
 
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct ProductView {
@@ -39,6 +40,8 @@ pub struct ProductView {
     pub currency: String,
     pub attributes: Value,
     pub active: bool,
+    /// Reorders of this product go to this vendor.
+    pub preferred_vendor_id: Option<Uuid>,
     /// Send it back in `If-Match` to update.
     pub version: i32,
     pub created_at: DateTime<Utc>,
@@ -65,6 +68,7 @@ pub struct ProductChanges {
     pub currency: Option<String>,
     pub attributes: Option<Value>,
     pub active: Option<bool>,
+    pub preferred_vendor_id: Option<Uuid>,
 }
 
 pub struct ProductFilter {
@@ -97,7 +101,22 @@ pub struct StockLevelView {
     #[schema(example = 100)]
     pub available: i64,
     pub reorder_point: Option<i64>,
+    pub reorder_quantity: Option<i64>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// A level below its reorder point, with what to order and from whom.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct Recommendation {
+    pub product_id: Uuid,
+    pub sku: String,
+    pub warehouse_id: Uuid,
+    pub available: i64,
+    pub reorder_point: i64,
+    /// The level's reorder quantity, or enough to reach twice the reorder point.
+    #[schema(example = 40)]
+    pub suggested_quantity: i64,
+    pub preferred_vendor_id: Option<Uuid>,
 }
 
 #[derive(Clone, Debug, Serialize, ToSchema)]
@@ -245,4 +264,15 @@ pub trait InventoryService: Send + Sync {
         cause: Cause,
     ) -> ApiResult<ReservationView>;
     async fn reservation(&self, tenant: TenantScope, reference: &str) -> ApiResult<ReservationView>;
+    /// Set (or clear, with `None`) the reorder point and quantity of a level.
+    async fn set_reorder(
+        &self,
+        tenant: TenantScope,
+        product_id: Uuid,
+        warehouse_id: Uuid,
+        point: Option<i64>,
+        quantity: Option<i64>,
+    ) -> ApiResult<StockLevelView>;
+    /// Levels below their reorder point, most urgent first.
+    async fn reorder_recommendations(&self, tenant: TenantScope) -> ApiResult<Vec<Recommendation>>;
 }

@@ -1,6 +1,6 @@
 //! REST routes of the inventory module: thin, one service call each.
 
-use actix_web::{HttpRequest, HttpResponse, get, http::header, patch, post, web};
+use actix_web::{HttpRequest, HttpResponse, get, http::header, patch, post, put, web};
 use chrono::{Duration, Utc};
 use serde::Deserialize;
 use serde_json::Value;
@@ -9,8 +9,8 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use uuid::Uuid;
 
 use super::{
-    Cause, Line, MovementView, NewProduct, ProductChanges, ProductFilter, ProductView, ReservationView,
-    StockLevelView, WarehouseView,
+    Cause, Line, MovementView, NewProduct, ProductChanges, ProductFilter, ProductView, Recommendation,
+    ReservationView, StockLevelView, WarehouseView,
 };
 use crate::{
     error::{ApiError, ApiResult, Code, FieldError, Problem},
@@ -30,6 +30,8 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(list_warehouses)
         .service(create_warehouse)
         .service(list_levels)
+        .service(set_reorder)
+        .service(recommendations)
         .service(list_movements)
         .service(adjust)
         .service(transfer)
@@ -205,6 +207,8 @@ pub struct UpdateProduct {
     currency: Option<String>,
     attributes: Option<Value>,
     active: Option<bool>,
+    /// The vendor reorders go to.
+    preferred_vendor_id: Option<Uuid>,
 }
 
 impl Validate for UpdateProduct {
@@ -268,6 +272,7 @@ async fn update_product(
         currency: b.currency,
         attributes: b.attributes,
         active: b.active,
+        preferred_vendor_id: b.preferred_vendor_id,
     };
     let view = state.inventory.update_product(auth.tenant, id.into_inner(), if_match(&req)?, changes).await?;
     Ok(with_etag(view))
@@ -375,6 +380,74 @@ async fn list_levels(
     let page = PageRequest::new(q.page, q.per_page)?;
     Ok(HttpResponse::Ok()
         .json(state.inventory.stock_levels(auth.tenant, q.product_id, q.warehouse_id, page).await?))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Reorder {
+    /// Recommend a reorder when available stock falls below this (`null` clears it).
+    #[schema(example = 10)]
+    reorder_point: Option<i64>,
+    /// How much to reorder; twice the reorder point minus what is available when unset.
+    #[schema(example = 40)]
+    reorder_quantity: Option<i64>,
+}
+
+impl Validate for Reorder {
+    fn validate(&self) -> Result<(), Vec<FieldError>> {
+        let mut checks = Checks::default();
+        if self.reorder_point.is_some_and(|p| p < 0) {
+            checks.check("reorder_point", Err("must not be negative".into()));
+        }
+        if self.reorder_quantity.is_some_and(|q| q <= 0) {
+            checks.check("reorder_quantity", Err("must be a positive whole number".into()));
+        }
+        checks.finish()
+    }
+}
+
+/// Set the reorder point (and quantity) of a product in a warehouse;
+/// `stock.low` fires when available stock falls below it.
+#[utoipa::path(
+    tag = "inventory",
+    request_body = Reorder,
+    responses(
+        (status = 200, description = "The stock level", body = Data<StockLevelView>),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 422, body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+#[put("/stock-levels/{product_id}/{warehouse_id}/reorder")]
+async fn set_reorder(
+    auth: Authorized<InventoryWrite>,
+    state: web::Data<AppState>,
+    path: web::Path<(Uuid, Uuid)>,
+    body: ApiJson<Reorder>,
+) -> ApiResult<HttpResponse> {
+    let (product, warehouse) = path.into_inner();
+    let b = body.0;
+    Ok(ok(state
+        .inventory
+        .set_reorder(auth.tenant, product, warehouse, b.reorder_point, b.reorder_quantity)
+        .await?))
+}
+
+/// Stock below its reorder point: what to order, how much, from whom.
+#[utoipa::path(
+    tag = "inventory",
+    responses(
+        (status = 200, description = "Most urgent first", body = Data<Vec<Recommendation>>),
+        (status = 401, body = Problem), (status = 403, body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/inventory/reorder-recommendations")]
+async fn recommendations(
+    auth: Authorized<InventoryRead>,
+    state: web::Data<AppState>,
+) -> ApiResult<HttpResponse> {
+    Ok(ok(state.inventory.reorder_recommendations(auth.tenant).await?))
 }
 
 /// The stock ledger, newest first.

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::{
     Cause, EXPIRY_JOB, InventoryService, Line, MovementView, NewProduct, ProductChanges, ProductFilter,
-    ProductView, ReservationView, StockLevelView, WarehouseView,
+    ProductView, REORDER_SCAN_JOB, Recommendation, ReservationView, StockLevelView, WarehouseView,
 };
 use crate::{
     error::{ApiError, ApiResult, Code, FieldError},
@@ -53,6 +53,7 @@ fn product_view(m: product::Model) -> ProductView {
         currency: m.currency,
         attributes: m.attributes,
         active: m.active,
+        preferred_vendor_id: m.preferred_vendor_id,
         version: m.version,
         created_at: m.created_at,
         updated_at: m.updated_at,
@@ -104,6 +105,7 @@ async fn level_view(
         reserved: level.reserved,
         available: level.on_hand - level.reserved,
         reorder_point: level.reorder_point,
+        reorder_quantity: level.reorder_quantity,
         updated_at: level.updated_at,
     })
 }
@@ -130,6 +132,7 @@ async fn apply(
         on_hand: Set(0),
         reserved: Set(0),
         reorder_point: Set(None),
+        reorder_quantity: Set(None),
         updated_at: Set(now),
     })
     .on_conflict_do_nothing()
@@ -208,6 +211,7 @@ impl InventoryService for SeaOrmInventory {
             currency: Set(new.currency),
             attributes: Set(new.attributes),
             active: Set(new.active),
+            preferred_vendor_id: Set(None),
             version: Set(1),
             created_at: Set(now),
             updated_at: Set(now),
@@ -293,6 +297,12 @@ impl InventoryService for SeaOrmInventory {
         }
         if let Some(v) = changes.active {
             update = update.col_expr(product::Column::Active, Expr::value(v));
+        }
+        if let Some(v) = changes.preferred_vendor_id {
+            tenant.find_by_id::<entity::vendor::Entity>(v).one(&txn).await?.ok_or_else(|| {
+                ApiError::validation(vec![FieldError::new("preferred_vendor_id", "no such vendor")])
+            })?;
+            update = update.col_expr(product::Column::PreferredVendorId, Expr::value(v));
         }
         if update.exec(&txn).await?.rows_affected == 0 {
             return Err(ApiError::new(
@@ -407,6 +417,7 @@ impl InventoryService for SeaOrmInventory {
                 reserved: l.reserved,
                 available: l.on_hand - l.reserved,
                 reorder_point: l.reorder_point,
+                reorder_quantity: l.reorder_quantity,
                 updated_at: l.updated_at,
             })
             .collect();
@@ -587,6 +598,48 @@ impl InventoryService for SeaOrmInventory {
         end(txn, tenant, reference, RELEASED, cause).await
     }
 
+    async fn set_reorder(
+        &self,
+        tenant: TenantScope,
+        product_id: Uuid,
+        warehouse_id: Uuid,
+        point: Option<i64>,
+        quantity: Option<i64>,
+    ) -> ApiResult<StockLevelView> {
+        let txn = crate::platform::db::begin(&self.db).await?;
+        let product = find_product(&txn, tenant, product_id).await?;
+        find_warehouse(&txn, tenant, warehouse_id).await?;
+        let now = Utc::now();
+        stock_level::Entity::insert(stock_level::ActiveModel {
+            tenant_id: Set(tenant.id()),
+            product_id: Set(product_id),
+            warehouse_id: Set(warehouse_id),
+            on_hand: Set(0),
+            reserved: Set(0),
+            reorder_point: Set(point),
+            reorder_quantity: Set(quantity),
+            updated_at: Set(now),
+        })
+        .on_conflict(
+            sea_orm::sea_query::OnConflict::columns([
+                stock_level::Column::TenantId,
+                stock_level::Column::ProductId,
+                stock_level::Column::WarehouseId,
+            ])
+            .update_columns([stock_level::Column::ReorderPoint, stock_level::Column::ReorderQuantity])
+            .to_owned(),
+        )
+        .exec_without_returning(&txn)
+        .await?;
+        let view = level_view(&txn, tenant, &product, warehouse_id).await?;
+        sea_orm::TransactionSession::commit(txn).await?;
+        Ok(view)
+    }
+
+    async fn reorder_recommendations(&self, tenant: TenantScope) -> ApiResult<Vec<Recommendation>> {
+        recommendations(&self.db, tenant).await
+    }
+
     async fn reservation(&self, tenant: TenantScope, reference: &str) -> ApiResult<ReservationView> {
         tenant
             .find::<reservation::Entity>()
@@ -674,5 +727,112 @@ impl JobHandler for ExpireReservation {
         }
         state.wakeup.wake();
         Ok(())
+    }
+}
+
+async fn recommendations(db: &impl ConnectionTrait, tenant: TenantScope) -> ApiResult<Vec<Recommendation>> {
+    let levels = tenant
+        .find::<stock_level::Entity>()
+        .filter(stock_level::Column::ReorderPoint.is_not_null())
+        .all(db)
+        .await?;
+    let low: Vec<stock_level::Model> =
+        levels.into_iter().filter(|l| l.reorder_point.is_some_and(|p| l.on_hand - l.reserved < p)).collect();
+    let ids: Vec<Uuid> = low.iter().map(|l| l.product_id).collect();
+    let products: std::collections::HashMap<Uuid, product::Model> = tenant
+        .find::<product::Entity>()
+        .filter(product::Column::Id.is_in(ids))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|p| (p.id, p))
+        .collect();
+    let mut out: Vec<Recommendation> = low
+        .into_iter()
+        .filter_map(|l| {
+            let point = l.reorder_point?;
+            let product = products.get(&l.product_id)?;
+            let available = l.on_hand - l.reserved;
+            Some(Recommendation {
+                product_id: l.product_id,
+                sku: product.sku.clone(),
+                warehouse_id: l.warehouse_id,
+                available,
+                reorder_point: point,
+                suggested_quantity: l
+                    .reorder_quantity
+                    .unwrap_or(2 * point - available)
+                    .max(point - available),
+                preferred_vendor_id: product.preferred_vendor_id,
+            })
+        })
+        .collect();
+    out.sort_by_key(|r| r.available - r.reorder_point);
+    Ok(out)
+}
+
+/// The next weekly slot: Monday 06:00 UTC after `now`, and its name.
+pub fn next_week_slot(now: DateTime<Utc>) -> (DateTime<Utc>, String) {
+    use chrono::{Datelike, Duration, NaiveTime};
+    let days = (7 - i64::from(now.weekday().num_days_from_monday())) % 7;
+    let mut at =
+        (now.date_naive() + Duration::days(days)).and_time(NaiveTime::MIN).and_utc() + Duration::hours(6);
+    if at <= now {
+        at += Duration::days(7);
+    }
+    let week = at.iso_week();
+    (at, format!("{}-W{:02}", week.year(), week.week()))
+}
+
+/// Make sure the next weekly reorder scan is queued (once, whoever asks).
+pub async fn schedule_reorder_scan(
+    db: &impl ConnectionTrait,
+    now: DateTime<Utc>,
+) -> Result<(), sea_orm::DbErr> {
+    let (at, slot) = next_week_slot(now);
+    let mut job = NewJob::new(REORDER_SCAN_JOB, json!({"slot": slot})).priority(2);
+    job.run_at = at;
+    jobs::enqueue_once(db, jobs::slot_id(REORDER_SCAN_JOB, &slot), job).await
+}
+
+/// `inventory.reorder_scan`, weekly: `inventory.reorder_recommended` for
+/// every tenant with levels below their reorder point; then queue next week.
+pub struct ReorderScan;
+
+#[async_trait::async_trait]
+impl JobHandler for ReorderScan {
+    async fn run(&self, state: &AppState, _job: &entity::job::Model) -> Result<(), JobError> {
+        let tenants = entity::tenant::Entity::find().all(&state.db).await?;
+        for tenant in tenants {
+            let scope = TenantScope::new(tenant.id);
+            let found = recommendations(&state.db, scope).await?;
+            if found.is_empty() {
+                continue;
+            }
+            let data = json!({"recommendations": found});
+            events::publish(&state.db, tenant.id, &events::INVENTORY_REORDER_RECOMMENDED, data).await?;
+        }
+        schedule_reorder_scan(&state.db, Utc::now()).await?;
+        state.wakeup.wake();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_weekly_slot_is_the_next_monday_morning() {
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        // Sunday 22 November 2026 -> Monday 23rd, 06:00.
+        let (next, slot) = next_week_slot(at("2026-11-22T16:00:00Z"));
+        assert_eq!(next, at("2026-11-23T06:00:00Z"));
+        assert_eq!(slot, "2026-W48");
+        // Monday after 06:00 -> the Monday after.
+        assert_eq!(next_week_slot(at("2026-11-23T07:00:00Z")).0, at("2026-11-30T06:00:00Z"));
+        assert_eq!(next_week_slot(at("2026-11-23T05:00:00Z")).0, at("2026-11-23T06:00:00Z"));
+        assert_eq!(jobs::slot_id("k", "2026-W48"), jobs::slot_id("k", "2026-W48"));
+        assert_ne!(jobs::slot_id("k", "2026-W48"), jobs::slot_id("k", "2026-W49"));
     }
 }

@@ -198,6 +198,19 @@ async fn view(
     })
 }
 
+/// The order, locked until the transaction ends (`FOR UPDATE` on
+/// PostgreSQL; SQLite has a single writer already), so receipts and
+/// transitions of one order run one after the other.
+async fn lock_order(db: &impl ConnectionTrait, tenant: TenantScope, id: Uuid) -> ApiResult<po::Model> {
+    let query = tenant.find_by_id::<po::Entity>(id);
+    let query = if db.get_database_backend() == sea_orm::DbBackend::Postgres {
+        query.lock_exclusive()
+    } else {
+        query
+    };
+    query.one(db).await?.ok_or_else(|| ApiError::not_found("purchase order"))
+}
+
 fn illegal(order: &po::Model, what: &str) -> ApiError {
     ApiError::new(Code::Conflict, format!("cannot {what} a purchase order that is {}", order.status))
 }
@@ -406,7 +419,7 @@ impl Procurement {
         action: Action,
     ) -> ApiResult<PurchaseOrderView> {
         let txn = crate::platform::db::begin(&self.db).await?;
-        let order = find_order(&txn, tenant, id).await?;
+        let order = lock_order(&txn, tenant, id).await?;
         let verb = format!("{action:?}").to_lowercase();
         let next = action.next(&order.status).ok_or_else(|| illegal(&order, &verb))?;
         let mut update = tenant
@@ -447,7 +460,7 @@ impl Procurement {
         receipt: Vec<ReceiptLine>,
     ) -> ApiResult<PurchaseOrderView> {
         let txn = crate::platform::db::begin(&self.db).await?;
-        let order = find_order(&txn, tenant, id).await?;
+        let order = lock_order(&txn, tenant, id).await?;
         if ![APPROVED, PARTIALLY_RECEIVED].contains(&order.status.as_str()) {
             return Err(illegal(&order, "receive goods for"));
         }

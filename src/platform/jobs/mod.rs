@@ -120,6 +120,45 @@ pub async fn enqueue(db: &impl ConnectionTrait, new: NewJob) -> Result<Uuid, sea
     Ok(id)
 }
 
+/// Enqueue a job under a fixed id, once: a second call with the same id
+/// (from any instance) does nothing. For schedules: derive the id from the
+/// job kind and its slot, see [`slot_id`].
+pub async fn enqueue_once(db: &impl ConnectionTrait, id: Uuid, new: NewJob) -> Result<(), sea_orm::DbErr> {
+    let now = Utc::now();
+    job::Entity::insert(job::ActiveModel {
+        id: Set(id),
+        tenant_id: Set(new.tenant_id),
+        kind: Set(new.kind.to_owned()),
+        payload: Set(new.payload),
+        priority: Set(new.priority),
+        lane: Set(Lane::of(new.priority).as_str().to_owned()),
+        status: Set(PENDING.to_owned()),
+        attempts: Set(0),
+        max_attempts: Set(new.max_attempts),
+        run_at: Set(new.run_at),
+        locked_by: Set(None),
+        locked_until: Set(None),
+        last_error: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+        finished_at: Set(None),
+    })
+    .on_conflict_do_nothing()
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
+}
+
+/// A stable job id for `kind` at `slot` (e.g. a week), the same on every
+/// instance.
+pub fn slot_id(kind: &str, slot: &str) -> Uuid {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{kind}:{slot}").as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
+}
+
 /// How a run ended, when it did not succeed.
 #[derive(Debug)]
 pub enum JobError {
