@@ -165,6 +165,13 @@ impl ApiError {
         }
     }
 
+    /// The same error for another answer (a shared one, e.g. from a batch
+    /// loader); the hidden cause stays with the original.
+    pub fn clone_of(err: &ApiError) -> ApiError {
+        err.log_source();
+        ApiError { code: err.code, detail: err.detail.clone(), errors: err.errors.clone(), source: None }
+    }
+
     /// Log the hidden cause of an internal or unavailable error.
     pub fn log_source(&self) {
         if let Some(source) = &self.source {

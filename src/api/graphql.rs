@@ -15,6 +15,10 @@ use async_graphql_actix_web::{GraphQLRequest, GraphQLResponse};
 
 use crate::{
     error::{ApiError, ApiResult, Code},
+    modules::{
+        inventory::graphql::{InventoryQuery, Loader},
+        procurement::graphql::{ProcurementMutation, ProcurementQuery},
+    },
     platform::{
         auth::{self, Principal},
         features::{
@@ -37,11 +41,11 @@ pub type NexusSchema = Schema<Query, Mutation, EmptySubscription>;
 
 /// Every query field: the platform's and each module's.
 #[derive(MergedObject, Default)]
-pub struct Query(PlatformQuery, GovernanceQuery, WebhooksQuery);
+pub struct Query(PlatformQuery, GovernanceQuery, WebhooksQuery, InventoryQuery, ProcurementQuery);
 
 /// Every mutation.
 #[derive(MergedObject, Default)]
-pub struct Mutation(PlatformMutation, WebhooksMutation);
+pub struct Mutation(PlatformMutation, WebhooksMutation, ProcurementMutation);
 
 pub fn schema(state: &AppState) -> NexusSchema {
     Schema::build(Query::default(), Mutation::default(), EmptySubscription)
@@ -208,6 +212,11 @@ async fn execute(
     let caller =
         Principal::from_request(&req, &mut Payload::None).into_inner().map_err(|e| (e.code, e.detail));
     let mut request = request.into_inner();
+    if let Ok(principal) = &caller {
+        // Batches nested lookups of this request, within its tenant.
+        let loader = Loader { db: state.db.clone(), tenant: principal.tenant };
+        request = request.data(async_graphql::dataloader::DataLoader::new(loader, tokio::spawn));
+    }
     let governed = req.extensions().get::<Rc<Governed>>().map(|g| Governed::clone(g));
     if let Some(governed) = governed {
         governed.require(&state.governance, "feature.graphql")?;

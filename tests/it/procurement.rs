@@ -177,3 +177,53 @@ async fn orders_are_validated_and_the_module_is_gated() {
     .await;
     assert_problem(app.get("/api/v1/purchase-orders", &tenant.token).await, 403, "feature_disabled").await;
 }
+
+#[tokio::test]
+async fn a_purchase_order_is_created_approved_and_received_over_graphql() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let s = setup(&app, &tenant).await;
+    let gql = |query: String| app.post("/graphql", &tenant.token, json!({ "query": query }));
+    let created = json(
+        gql(format!(
+            r#"mutation {{ createPurchaseOrder(vendorId: "{}", warehouseId: "{}", lines: [{{productId: "{}", quantity: 10, unitCost: 45}}]) {{ id total status lines {{ id }} }} }}"#,
+            s.vendor, s.warehouse, s.product
+        ))
+        .await,
+    )
+    .await;
+    let order = &created["data"]["createPurchaseOrder"];
+    assert_eq!((order["total"].clone(), order["status"].clone()), (json!(450), json!("draft")), "{created}");
+    let id = order["id"].as_str().unwrap();
+    for action in ["SUBMIT", "APPROVE"] {
+        let body = json(
+            gql(format!(
+                r#"mutation {{ transitionPurchaseOrder(id: "{id}", action: {action}) {{ status }} }}"#
+            ))
+            .await,
+        )
+        .await;
+        assert!(body.get("errors").is_none(), "{body}");
+    }
+    let line = order["lines"][0]["id"].as_str().unwrap();
+    let body = json(gql(format!(r#"mutation {{ receiveGoods(id: "{id}", lines: [{{lineId: "{line}", quantity: 10}}]) {{ status }} }}"#)).await).await;
+    assert_eq!(body["data"]["receiveGoods"]["status"], "received", "{body}");
+
+    // The nested shape of the issue, resolved with batched loads.
+    let query = format!(
+        r#"{{ purchaseOrder(id: "{id}") {{ vendor {{ name }} lines {{ quantity product {{ sku stockLevels {{ onHand available }} }} }} }} }}"#
+    );
+    let body = json(gql(query).await).await;
+    let po = &body["data"]["purchaseOrder"];
+    assert_eq!(po["vendor"]["name"], "Acme Supplies", "{body}");
+    assert_eq!(po["lines"][0]["product"]["sku"], "BOLT");
+    assert_eq!(po["lines"][0]["product"]["stockLevels"][0]["onHand"], 10);
+    let body = json(
+        gql("{ products { items { sku stockLevels { onHand } } pageInfo { total } } }".to_owned()).await,
+    )
+    .await;
+    assert_eq!(body["data"]["products"]["pageInfo"]["total"], 1, "{body}");
+    // A bad quantity is refused with the REST code.
+    let body = json(gql(format!(r#"mutation {{ receiveGoods(id: "{id}", lines: [{{lineId: "{line}", quantity: 0}}]) {{ status }} }}"#)).await).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "validation_failed");
+}

@@ -4,6 +4,7 @@
 //! [`InventoryService`]; its write methods take the caller's transaction,
 //! so a purchase order receipt and its stock movements commit together.
 
+pub mod graphql;
 pub mod routes;
 pub mod service;
 
@@ -25,7 +26,8 @@ use crate::{
 pub const EXPIRY_JOB: &str = "inventory.reservation_expiry";
 pub const REORDER_SCAN_JOB: &str = "inventory.reorder_scan";
 
-#[derive(Clone, Debug, Serialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, ToSchema, async_graphql::SimpleObject)]
+#[graphql(name = "Product", complex)]
 pub struct ProductView {
     pub id: Uuid,
     #[schema(example = "TSHIRT-RED-M")]
@@ -88,7 +90,8 @@ pub struct WarehouseView {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Clone, Debug, Serialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, ToSchema, async_graphql::SimpleObject)]
+#[graphql(name = "StockLevel")]
 pub struct StockLevelView {
     pub product_id: Uuid,
     pub sku: String,

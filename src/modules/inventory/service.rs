@@ -43,7 +43,7 @@ impl SeaOrmInventory {
     }
 }
 
-fn product_view(m: product::Model) -> ProductView {
+pub(crate) fn product_view(m: product::Model) -> ProductView {
     ProductView {
         id: m.id,
         sku: m.sku,

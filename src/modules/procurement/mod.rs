@@ -4,6 +4,7 @@
 //! balanced journal entry through [`Ledger`]: if any step fails, nothing
 //! is written.
 
+pub mod graphql;
 pub mod routes;
 
 use std::sync::Arc;
@@ -71,7 +72,8 @@ impl Action {
     }
 }
 
-#[derive(Clone, Debug, Serialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, ToSchema, async_graphql::SimpleObject)]
+#[graphql(name = "Vendor")]
 pub struct VendorView {
     pub id: Uuid,
     #[schema(example = "Acme Supplies")]
@@ -96,7 +98,8 @@ impl From<vendor::Model> for VendorView {
     }
 }
 
-#[derive(Clone, Debug, Serialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, ToSchema, async_graphql::SimpleObject)]
+#[graphql(name = "PurchaseOrderLine", complex)]
 pub struct LineView {
     pub id: Uuid,
     pub product_id: Uuid,
@@ -107,7 +110,8 @@ pub struct LineView {
     pub received: i64,
 }
 
-#[derive(Clone, Debug, Serialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, ToSchema, async_graphql::SimpleObject)]
+#[graphql(name = "PurchaseOrder", complex)]
 pub struct PurchaseOrderView {
     pub id: Uuid,
     pub vendor_id: Uuid,

@@ -1,0 +1,182 @@
+//! Procurement over GraphQL: purchase orders with their vendor and lines,
+//! each line with its product and the product's stock, all batch-loaded.
+
+use async_graphql::{ComplexObject, Context, Enum, InputObject, Object, SimpleObject};
+use uuid::Uuid;
+
+use super::{Action, LineView, NewLine, PurchaseOrderView, ReceiptLine, VendorView};
+use crate::{
+    api::graphql::{authorized, gql},
+    error::ApiError,
+    modules::inventory::{
+        ProductView,
+        graphql::{ProductId, loader},
+    },
+    platform::{
+        http::{PageMeta, PageRequest},
+        rbac::{InventoryRead, ProcurementApprove, ProcurementRead, ProcurementWrite},
+    },
+};
+
+#[ComplexObject]
+impl PurchaseOrderView {
+    async fn vendor(&self, ctx: &Context<'_>) -> async_graphql::Result<VendorView> {
+        let (state, principal) = authorized::<ProcurementRead>(ctx).map_err(gql)?;
+        state.procurement.get_vendor(principal.tenant, self.vendor_id).await.map_err(gql)
+    }
+}
+
+#[ComplexObject]
+impl LineView {
+    async fn product(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<ProductView>> {
+        authorized::<InventoryRead>(ctx).map_err(gql)?;
+        loader(ctx)?.load_one(ProductId(self.product_id)).await.map_err(|e| gql(ApiError::clone_of(&e)))
+    }
+}
+
+#[derive(SimpleObject)]
+#[graphql(name = "PurchaseOrderPage")]
+pub struct OrderPage {
+    items: Vec<PurchaseOrderView>,
+    page_info: PageMeta,
+}
+
+#[derive(Default)]
+pub struct ProcurementQuery;
+
+#[Object]
+impl ProcurementQuery {
+    /// Purchase orders, newest first.
+    async fn purchase_orders(
+        &self,
+        ctx: &Context<'_>,
+        status: Option<String>,
+        #[graphql(default = 1)] page: u64,
+        #[graphql(default = 25)] per_page: u64,
+    ) -> async_graphql::Result<OrderPage> {
+        let (state, principal) = authorized::<ProcurementRead>(ctx).map_err(gql)?;
+        let page = PageRequest::new(Some(page), Some(per_page)).map_err(gql)?;
+        let paged = state.procurement.list_orders(principal.tenant, status, None, page).await.map_err(gql)?;
+        Ok(OrderPage { items: paged.data, page_info: paged.meta })
+    }
+
+    async fn purchase_order(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<PurchaseOrderView> {
+        let (state, principal) = authorized::<ProcurementRead>(ctx).map_err(gql)?;
+        state.procurement.get_order(principal.tenant, id).await.map_err(gql)
+    }
+
+    async fn vendors(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 1)] page: u64,
+        #[graphql(default = 25)] per_page: u64,
+    ) -> async_graphql::Result<Vec<VendorView>> {
+        let (state, principal) = authorized::<ProcurementRead>(ctx).map_err(gql)?;
+        let page = PageRequest::new(Some(page), Some(per_page)).map_err(gql)?;
+        Ok(state.procurement.list_vendors(principal.tenant, page).await.map_err(gql)?.data)
+    }
+}
+
+#[derive(InputObject)]
+#[graphql(name = "PurchaseOrderLineInput")]
+pub struct LineInput {
+    product_id: Uuid,
+    quantity: i64,
+    unit_cost: i64,
+}
+
+#[derive(InputObject)]
+#[graphql(name = "ReceiptLineInput")]
+pub struct ReceiptInput {
+    line_id: Uuid,
+    quantity: i64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Enum)]
+#[graphql(name = "PurchaseOrderAction")]
+pub enum ActionInput {
+    Submit,
+    Approve,
+    Cancel,
+    Close,
+}
+
+fn positive(field: String, value: i64) -> async_graphql::Result<()> {
+    if value > 0 {
+        Ok(())
+    } else {
+        Err(gql(ApiError::validation(vec![crate::error::FieldError::new(
+            field,
+            "must be a positive whole number",
+        )])))
+    }
+}
+
+#[derive(Default)]
+pub struct ProcurementMutation;
+
+#[Object]
+impl ProcurementMutation {
+    /// Draft a purchase order; the total is computed by the server.
+    async fn create_purchase_order(
+        &self,
+        ctx: &Context<'_>,
+        vendor_id: Uuid,
+        warehouse_id: Uuid,
+        lines: Vec<LineInput>,
+        notes: Option<String>,
+    ) -> async_graphql::Result<PurchaseOrderView> {
+        let (state, principal) = authorized::<ProcurementWrite>(ctx).map_err(gql)?;
+        for (i, line) in lines.iter().enumerate() {
+            positive(format!("lines[{i}].quantity"), line.quantity)?;
+            positive(format!("lines[{i}].unit_cost"), line.unit_cost.saturating_add(1))?;
+        }
+        let lines: Vec<NewLine> = lines
+            .into_iter()
+            .map(|l| NewLine { product_id: l.product_id, quantity: l.quantity, unit_cost: l.unit_cost })
+            .collect();
+        let tenant = principal.tenant;
+        state
+            .procurement
+            .create_order(tenant, principal.user_id, vendor_id, warehouse_id, notes, lines)
+            .await
+            .map_err(gql)
+    }
+
+    /// Move an order through its state machine (approval needs procurement:approve).
+    async fn transition_purchase_order(
+        &self,
+        ctx: &Context<'_>,
+        id: Uuid,
+        action: ActionInput,
+    ) -> async_graphql::Result<PurchaseOrderView> {
+        let (state, principal) = match action {
+            ActionInput::Approve => authorized::<ProcurementApprove>(ctx),
+            _ => authorized::<ProcurementWrite>(ctx),
+        }
+        .map_err(gql)?;
+        let action = match action {
+            ActionInput::Submit => Action::Submit,
+            ActionInput::Approve => Action::Approve,
+            ActionInput::Cancel => Action::Cancel,
+            ActionInput::Close => Action::Close,
+        };
+        state.procurement.transition(principal.tenant, principal.user_id, id, action).await.map_err(gql)
+    }
+
+    /// Receive goods: order, stock and ledger in one transaction.
+    async fn receive_goods(
+        &self,
+        ctx: &Context<'_>,
+        id: Uuid,
+        lines: Vec<ReceiptInput>,
+    ) -> async_graphql::Result<PurchaseOrderView> {
+        let (state, principal) = authorized::<ProcurementWrite>(ctx).map_err(gql)?;
+        for (i, line) in lines.iter().enumerate() {
+            positive(format!("lines[{i}].quantity"), line.quantity)?;
+        }
+        let lines =
+            lines.into_iter().map(|l| ReceiptLine { line_id: l.line_id, quantity: l.quantity }).collect();
+        state.procurement.receive(principal.tenant, principal.user_id, id, lines).await.map_err(gql)
+    }
+}
