@@ -37,6 +37,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
             .configure(crate::modules::inventory::routes::routes)
             .configure(crate::modules::procurement::routes::routes)
             .configure(crate::modules::ledger::routes)
+            .configure(crate::modules::bulk::routes)
             .configure(jobs::routes::routes),
     );
 }

@@ -2,6 +2,7 @@
 //! its sea-orm implementation, and its types; other modules see only the
 //! trait.
 
+pub mod bulk;
 pub mod inventory;
 pub mod ledger;
 pub mod procurement;

@@ -98,6 +98,7 @@ permissions! {
     ProcurementWrite => "procurement", "write", "module.procurement";
     ProcurementApprove => "procurement", "approve", "module.procurement";
     LedgerRead => "ledger", "read", "module.procurement";
+    BulkWrite => "bulk", "write", "feature.bulk-operations";
 }
 
 /// An authenticated caller holding permission `P` in the acting tenant,

@@ -314,3 +314,39 @@ async fn reorder_points_drive_recommendations_and_stock_low() {
         .unwrap();
     assert_eq!(scans().await.unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn bulk_products_answer_per_item_and_need_their_feature() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let items = json!({"items": [
+        {"sku": "B-1", "name": "One", "unit_price": 100, "currency": "EUR"},
+        {"sku": "B-1", "name": "Duplicate", "unit_price": 100, "currency": "EUR"},
+        {"sku": "B-3", "name": "Bad price", "unit_price": -1, "currency": "EUR"},
+        {"sku": "B-4", "name": "Four", "unit_price": 400, "currency": "EUR"}
+    ]});
+    // feature.bulk-operations is off by default.
+    let res = app.post("/api/v1/bulk/products", &tenant.token, items.clone()).await;
+    assert_problem(res, 403, "feature_disabled").await;
+    let on = json!({"enabled": true});
+    app.send_json(Method::PUT, "/api/v1/features/feature.bulk-operations", Some(&tenant.token), on).await;
+
+    let body = json(app.post("/api/v1/bulk/products", &tenant.token, items).await).await;
+    let statuses: Vec<i64> =
+        body["data"].as_array().unwrap().iter().map(|r| r["status"].as_i64().unwrap()).collect();
+    assert_eq!(statuses, [201, 409, 422, 201], "{body}");
+    assert_eq!(body["data"][2]["error"]["errors"][0]["field"], "unit_price");
+    assert_eq!(body["meta"], json!({"succeeded": 2, "failed": 2}));
+    assert_eq!(json(app.get("/api/v1/products", &tenant.token).await).await["meta"]["total"], 2);
+
+    let too_many = json!({"items": vec![json!({}); 1001]});
+    assert_problem(
+        app.post("/api/v1/bulk/products", &tenant.token, too_many).await,
+        422,
+        "validation_failed",
+    )
+    .await;
+    let (_, user) = app.user_with_roles(&tenant, &["user"]).await;
+    let one = json!({"items": [{"sku": "U", "name": "U", "unit_price": 1, "currency": "EUR"}]});
+    assert_problem(app.post("/api/v1/bulk/products", &user, one).await, 403, "forbidden").await;
+}

@@ -227,3 +227,30 @@ async fn a_purchase_order_is_created_approved_and_received_over_graphql() {
     let body = json(gql(format!(r#"mutation {{ receiveGoods(id: "{id}", lines: [{{lineId: "{line}", quantity: 0}}]) {{ status }} }}"#)).await).await;
     assert_eq!(body["errors"][0]["extensions"]["code"], "validation_failed");
 }
+
+#[tokio::test]
+async fn bulk_purchase_orders_answer_per_item() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let s = setup(&app, &tenant).await;
+    app.send_json(
+        Method::PUT,
+        "/api/v1/features/feature.bulk-operations",
+        Some(&tenant.token),
+        json!({"enabled": true}),
+    )
+    .await;
+    let good = json!({"vendor_id": s.vendor, "warehouse_id": s.warehouse,
+        "lines": [{"product_id": s.product, "quantity": 5, "unit_cost": 10}]});
+    let unknown_vendor = json!({"vendor_id": uuid::Uuid::now_v7(), "warehouse_id": s.warehouse,
+        "lines": [{"product_id": s.product, "quantity": 5, "unit_cost": 10}]});
+    let body = json(
+        app.post("/api/v1/bulk/purchase-orders", &tenant.token, json!({"items": [good, unknown_vendor]}))
+            .await,
+    )
+    .await;
+    assert_eq!(body["data"][0]["status"], 201, "{body}");
+    assert_eq!(body["data"][0]["data"]["total"], 50);
+    assert_eq!(body["data"][1]["status"], 404);
+    assert_eq!(json(app.get("/api/v1/purchase-orders", &tenant.token).await).await["meta"]["total"], 1);
+}

@@ -117,17 +117,26 @@ async fn create_product(
     state: web::Data<AppState>,
     body: ApiJson<CreateProduct>,
 ) -> ApiResult<HttpResponse> {
-    let b = body.0;
-    let new = NewProduct {
-        sku: b.sku.trim().to_owned(),
-        name: b.name.trim().to_owned(),
-        barcode: b.barcode.map(|v| v.trim().to_owned()),
-        unit_price: b.unit_price,
-        currency: b.currency,
-        attributes: b.attributes.unwrap_or_else(|| Value::Object(Default::default())),
-        active: b.active.unwrap_or(true),
-    };
-    Ok(created(state.inventory.create_product(auth.tenant, new).await?))
+    Ok(created(state.inventory.create_product(auth.tenant, body.0.into()).await?))
+}
+
+impl From<CreateProduct> for NewProduct {
+    fn from(b: CreateProduct) -> Self {
+        NewProduct {
+            sku: b.sku.trim().to_owned(),
+            name: b.name.trim().to_owned(),
+            barcode: b.barcode.map(|v| v.trim().to_owned()),
+            unit_price: b.unit_price,
+            currency: b.currency,
+            attributes: b.attributes.unwrap_or_else(|| Value::Object(Default::default())),
+            active: b.active.unwrap_or(true),
+        }
+    }
+}
+
+/// A product item of a bulk request, checked like `POST /products`.
+pub fn parse_product(bytes: &[u8]) -> ApiResult<NewProduct> {
+    crate::platform::http::parse_json::<CreateProduct>(bytes).map(Into::into)
 }
 
 #[derive(Deserialize, IntoParams)]
