@@ -343,6 +343,28 @@ pub fn ok<T: Serialize>(data: T) -> HttpResponse {
     HttpResponse::Ok().json(Data { data })
 }
 
+/// `{"data": ...}` with `ETag: "<version>"`, for resources updated with `If-Match`.
+pub fn ok_with_etag<T: Serialize>(data: T, version: i32) -> HttpResponse {
+    let mut res = ok(data);
+    if let Ok(value) = HeaderValue::from_str(&format!("\"{version}\"")) {
+        res.headers_mut().insert(header::ETAG, value);
+    }
+    res
+}
+
+/// The version in `If-Match: "<version>"`, when sent (400 `invalid_header`
+/// when it is not one).
+pub fn if_match(req: &HttpRequest) -> ApiResult<Option<i32>> {
+    let Some(value) = req.headers().get(header::IF_MATCH) else { return Ok(None) };
+    value
+        .to_str()
+        .ok()
+        .map(|v| v.trim().trim_start_matches("W/").trim_matches('"'))
+        .and_then(|v| v.parse().ok())
+        .map(Some)
+        .ok_or_else(|| ApiError::new(Code::InvalidHeader, "If-Match must be the resource's ETag, e.g. \"3\""))
+}
+
 pub fn no_content() -> HttpResponse {
     HttpResponse::build(StatusCode::NO_CONTENT).finish()
 }

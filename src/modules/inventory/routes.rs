@@ -1,6 +1,6 @@
 //! REST routes of the inventory module: thin, one service call each.
 
-use actix_web::{HttpRequest, HttpResponse, get, http::header, patch, post, put, web};
+use actix_web::{HttpRequest, HttpResponse, get, patch, post, put, web};
 use chrono::{Duration, Utc};
 use serde::Deserialize;
 use serde_json::Value;
@@ -13,9 +13,11 @@ use super::{
     ReservationView, StockLevelView, WarehouseView,
 };
 use crate::{
-    error::{ApiError, ApiResult, Code, FieldError, Problem},
+    error::{ApiResult, FieldError, Problem},
     platform::{
-        http::{ApiJson, Data, PageRequest, Paged, Validate, created, ok, parse_sort},
+        http::{
+            ApiJson, Data, PageRequest, Paged, Validate, created, if_match, ok, ok_with_etag, parse_sort,
+        },
         rbac::{Authorized, InventoryRead, InventoryWrite},
         state::AppState,
         validate::{self, Checks},
@@ -180,15 +182,6 @@ async fn list_products(
     Ok(HttpResponse::Ok().json(state.inventory.list_products(auth.tenant, filter, page).await?))
 }
 
-fn with_etag(view: ProductView) -> HttpResponse {
-    let etag = format!("\"{}\"", view.version);
-    let mut res = ok(view);
-    if let Ok(value) = header::HeaderValue::from_str(&etag) {
-        res.headers_mut().insert(header::ETAG, value);
-    }
-    res
-}
-
 /// One product; its `ETag` is the version to send in `If-Match`.
 #[utoipa::path(
     tag = "inventory",
@@ -204,7 +197,8 @@ async fn get_product(
     state: web::Data<AppState>,
     id: web::Path<Uuid>,
 ) -> ApiResult<HttpResponse> {
-    Ok(with_etag(state.inventory.get_product(auth.tenant, id.into_inner()).await?))
+    let view = state.inventory.get_product(auth.tenant, id.into_inner()).await?;
+    Ok(ok_with_etag(&view, view.version))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -242,17 +236,6 @@ impl Validate for UpdateProduct {
     }
 }
 
-fn if_match(req: &HttpRequest) -> ApiResult<Option<i32>> {
-    let Some(value) = req.headers().get(header::IF_MATCH) else { return Ok(None) };
-    value
-        .to_str()
-        .ok()
-        .map(|v| v.trim().trim_start_matches("W/").trim_matches('"'))
-        .and_then(|v| v.parse().ok())
-        .map(Some)
-        .ok_or_else(|| ApiError::new(Code::InvalidHeader, "If-Match must be the product's ETag, e.g. \"3\""))
-}
-
 /// Change a product; `If-Match` refuses (412) a change made meanwhile.
 #[utoipa::path(
     tag = "inventory",
@@ -284,7 +267,7 @@ async fn update_product(
         preferred_vendor_id: b.preferred_vendor_id,
     };
     let view = state.inventory.update_product(auth.tenant, id.into_inner(), if_match(&req)?, changes).await?;
-    Ok(with_etag(view))
+    Ok(ok_with_etag(&view, view.version))
 }
 
 #[derive(Deserialize, ToSchema)]

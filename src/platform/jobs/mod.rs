@@ -93,11 +93,9 @@ impl NewJob {
     }
 }
 
-/// Write a job; call it with the transaction of the change that needs it.
-pub async fn enqueue(db: &impl ConnectionTrait, new: NewJob) -> Result<Uuid, sea_orm::DbErr> {
+fn row(id: Uuid, new: NewJob) -> job::ActiveModel {
     let now = Utc::now();
-    let id = Uuid::now_v7();
-    job::Entity::insert(job::ActiveModel {
+    job::ActiveModel {
         id: Set(id),
         tenant_id: Set(new.tenant_id),
         kind: Set(new.kind.to_owned()),
@@ -114,9 +112,13 @@ pub async fn enqueue(db: &impl ConnectionTrait, new: NewJob) -> Result<Uuid, sea
         created_at: Set(now),
         updated_at: Set(now),
         finished_at: Set(None),
-    })
-    .exec_without_returning(db)
-    .await?;
+    }
+}
+
+/// Write a job; call it with the transaction of the change that needs it.
+pub async fn enqueue(db: &impl ConnectionTrait, new: NewJob) -> Result<Uuid, sea_orm::DbErr> {
+    let id = Uuid::now_v7();
+    job::Entity::insert(row(id, new)).exec_without_returning(db).await?;
     Ok(id)
 }
 
@@ -124,28 +126,7 @@ pub async fn enqueue(db: &impl ConnectionTrait, new: NewJob) -> Result<Uuid, sea
 /// (from any instance) does nothing. For schedules: derive the id from the
 /// job kind and its slot, see [`slot_id`].
 pub async fn enqueue_once(db: &impl ConnectionTrait, id: Uuid, new: NewJob) -> Result<(), sea_orm::DbErr> {
-    let now = Utc::now();
-    job::Entity::insert(job::ActiveModel {
-        id: Set(id),
-        tenant_id: Set(new.tenant_id),
-        kind: Set(new.kind.to_owned()),
-        payload: Set(new.payload),
-        priority: Set(new.priority),
-        lane: Set(Lane::of(new.priority).as_str().to_owned()),
-        status: Set(PENDING.to_owned()),
-        attempts: Set(0),
-        max_attempts: Set(new.max_attempts),
-        run_at: Set(new.run_at),
-        locked_by: Set(None),
-        locked_until: Set(None),
-        last_error: Set(None),
-        created_at: Set(now),
-        updated_at: Set(now),
-        finished_at: Set(None),
-    })
-    .on_conflict_do_nothing()
-    .exec_without_returning(db)
-    .await?;
+    job::Entity::insert(row(id, new)).on_conflict_do_nothing().exec_without_returning(db).await?;
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 //! `/webhooks`: endpoint management, the event catalogue, deliveries and
 //! their attempts, resend, recover and test.
 
-use actix_web::{HttpRequest, HttpResponse, delete, get, http::header, patch, post, web};
+use actix_web::{HttpRequest, HttpResponse, delete, get, patch, post, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -11,10 +11,12 @@ use uuid::Uuid;
 
 use super::{AttemptView, DeliveryView, EndpointChanges, EndpointView, EndpointWithSecret, NewEndpoint};
 use crate::{
-    error::{ApiError, ApiResult, Code, Problem},
+    error::{ApiError, ApiResult, Problem},
     platform::{
         events::CATALOGUE,
-        http::{ApiJson, Data, PageRequest, Paged, Validate, created, no_content, ok},
+        http::{
+            ApiJson, Data, PageRequest, Paged, Validate, created, if_match, no_content, ok, ok_with_etag,
+        },
         rbac::{Authorized, WebhooksRead, WebhooksWrite},
         state::AppState,
     },
@@ -161,15 +163,6 @@ async fn list_endpoints(
     Ok(HttpResponse::Ok().json(super::list(&state.db, auth.tenant, q.enabled, page).await?))
 }
 
-fn with_etag(view: EndpointView) -> HttpResponse {
-    let etag = format!("\"{}\"", view.version);
-    let mut res = ok(view);
-    if let Ok(value) = header::HeaderValue::from_str(&etag) {
-        res.headers_mut().insert(header::ETAG, value);
-    }
-    res
-}
-
 /// One endpoint; its `ETag` is the version to send in `If-Match`.
 #[utoipa::path(
     tag = "webhooks",
@@ -186,7 +179,8 @@ async fn get_endpoint(
     state: web::Data<AppState>,
     id: web::Path<Uuid>,
 ) -> ApiResult<HttpResponse> {
-    Ok(with_etag(super::get(&state.db, auth.tenant, id.into_inner()).await?))
+    let view = super::get(&state.db, auth.tenant, id.into_inner()).await?;
+    Ok(ok_with_etag(&view, view.version))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -201,20 +195,6 @@ pub struct UpdateEndpoint {
 }
 
 impl Validate for UpdateEndpoint {}
-
-/// `If-Match: "<version>"`, when sent.
-fn if_match(req: &HttpRequest) -> ApiResult<Option<i32>> {
-    let Some(value) = req.headers().get(header::IF_MATCH) else { return Ok(None) };
-    value
-        .to_str()
-        .ok()
-        .map(|v| v.trim().trim_start_matches("W/").trim_matches('"'))
-        .and_then(|v| v.parse().ok())
-        .map(Some)
-        .ok_or_else(|| {
-            ApiError::new(Code::InvalidHeader, "If-Match must be the ETag of the endpoint, e.g. \"3\"")
-        })
-}
 
 /// Change an endpoint. Send `If-Match` with its `ETag` to refuse (412) a
 /// change made meanwhile by someone else.
@@ -254,7 +234,7 @@ async fn update_endpoint(
         priority: body.priority,
     };
     let view = super::update(&state.db, auth.tenant, id.into_inner(), if_match(&req)?, changes).await?;
-    Ok(with_etag(view))
+    Ok(ok_with_etag(&view, view.version))
 }
 
 /// Delete an endpoint with its delivery history.
