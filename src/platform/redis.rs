@@ -55,6 +55,35 @@ impl Redis {
         }
     }
 
+    /// Hand every message of `channel` to `on_message` for as long as it
+    /// returns `true`, re-subscribing after an outage (backing off up to 5 s).
+    pub fn relay(&self, channel: &'static str, mut on_message: impl FnMut(String) -> bool + Send + 'static) {
+        use futures_util::StreamExt;
+        let redis = self.clone();
+        tokio::spawn(async move {
+            let mut pause = Duration::from_millis(250);
+            loop {
+                match redis.subscribe(channel).await {
+                    Ok(pubsub) => {
+                        pause = Duration::from_millis(250);
+                        let mut messages = pubsub.into_on_message();
+                        while let Some(msg) = messages.next().await {
+                            if !on_message(msg.get_payload().unwrap_or_default()) {
+                                return;
+                            }
+                        }
+                        tracing::warn!(channel, "lost the Redis subscription; re-subscribing");
+                    }
+                    Err(err) => {
+                        tracing::warn!(channel, error = %err, "cannot subscribe to Redis; retrying");
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+        });
+    }
+
     pub async fn ping(&self) -> Result<(), String> {
         let mut conn = self.conn();
         let cmd = redis::cmd("PING");

@@ -4,10 +4,9 @@
 //! instance sees events dispatched on every instance. If Redis is down the
 //! event is still broadcast locally, and the relay reconnects by itself.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::broadcast;
@@ -78,31 +77,13 @@ impl EventBus {
     /// With Redis: relay the channel into this process's broadcast, for as
     /// long as the process runs, reconnecting after an outage.
     pub fn start_relay(&self) {
-        let Some(redis) = self.redis.clone() else { return };
+        let Some(redis) = &self.redis else { return };
         let local = self.local.clone();
-        tokio::spawn(async move {
-            let mut pause = Duration::from_millis(250);
-            loop {
-                match redis.subscribe(CHANNEL).await {
-                    Ok(pubsub) => {
-                        pause = Duration::from_millis(250);
-                        let mut messages = pubsub.into_on_message();
-                        while let Some(msg) = messages.next().await {
-                            let parsed =
-                                msg.get_payload::<String>().ok().and_then(|p| serde_json::from_str(&p).ok());
-                            if let Some(live) = parsed {
-                                let _ = local.send(Arc::new(live));
-                            }
-                        }
-                        tracing::warn!("event relay lost its Redis subscription; reconnecting");
-                    }
-                    Err(err) => {
-                        tracing::warn!(error = %err, "event relay cannot subscribe to Redis; retrying");
-                        tokio::time::sleep(pause).await;
-                        pause = (pause * 2).min(Duration::from_secs(5));
-                    }
-                }
+        redis.relay(CHANNEL, move |payload| {
+            if let Ok(live) = serde_json::from_str::<LiveEvent>(&payload) {
+                let _ = local.send(Arc::new(live));
             }
+            true
         });
     }
 }

@@ -24,7 +24,6 @@ use actix_web::{
 };
 use chrono::{DateTime, Utc};
 use ed25519_dalek::VerifyingKey;
-use futures_util::StreamExt;
 use uuid::Uuid;
 
 use crate::{
@@ -176,31 +175,14 @@ impl Governance {
 
     /// With Redis: drop cached governance when another instance says so.
     pub fn start_relay(self: &Arc<Self>) {
-        let Some(redis) = self.redis.clone() else { return };
+        let Some(redis) = &self.redis else { return };
         let this = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut pause = Duration::from_millis(250);
-            loop {
-                match redis.subscribe(CHANNEL).await {
-                    Ok(pubsub) => {
-                        pause = Duration::from_millis(250);
-                        let mut messages = pubsub.into_on_message();
-                        while let Some(msg) = messages.next().await {
-                            let Some(gov) = this.upgrade() else { return };
-                            let payload: String = msg.get_payload().unwrap_or_default();
-                            gov.forget(Uuid::parse_str(&payload).ok());
-                        }
-                    }
-                    Err(err) => {
-                        tracing::warn!(error = %err, "governance relay cannot subscribe to Redis; retrying");
-                        tokio::time::sleep(pause).await;
-                        pause = (pause * 2).min(Duration::from_secs(5));
-                    }
-                }
-                if this.strong_count() == 0 {
-                    return;
-                }
+        redis.relay(CHANNEL, move |payload| match this.upgrade() {
+            Some(gov) => {
+                gov.forget(Uuid::parse_str(&payload).ok());
+                true
             }
+            None => false,
         });
     }
 }
