@@ -31,8 +31,9 @@ use uuid::Uuid;
 use crate::{
     error::{ApiResult, FieldError, Problem},
     platform::{
+        auth::Principal,
         governance::Governed,
-        http::{Actor, ApiJson, Data, Validate, ok},
+        http::{ApiJson, Data, Validate, ok},
         rbac::{Authorized, CorsWrite, TenantRead},
         state::AppState,
     },
@@ -113,22 +114,19 @@ pub async fn middleware(
         }
         return Ok(req.into_response(res));
     }
-    // Signing in and registering happen before the caller has a tenant
-    // whose list could apply, even though the handler records one.
-    let before_sign_in = ["/api/v1/auth/login", "/api/v1/auth/register"].contains(&req.path());
     let mut res = next.call(req).await?.map_into_boxed_body();
     vary(res.headers_mut());
     let allowed = {
         let request = res.request();
         let governed = request.extensions().get::<Rc<Governed>>().cloned();
-        let actor = request.extensions().get::<Actor>().copied();
-        match (governed, actor) {
-            _ if before_sign_in => allowed_by_any(&state.db, &origin).await,
+        let principal = request.extensions().get::<Rc<Principal>>().cloned();
+        match (governed, principal) {
             (Some(governed), _) => governed.snapshot.cors_origins.contains(&origin),
-            (None, Some(actor)) => {
-                origins_of(&state.db, actor.tenant_id).await.is_ok_and(|o| o.contains(&origin))
+            // Authenticated but refused before governance ran (401, 403, 429).
+            (None, Some(principal)) => {
+                origins_of(&state.db, principal.tenant.id()).await.is_ok_and(|o| o.contains(&origin))
             }
-            // Not signed in yet (login, registration): any tenant's origin.
+            // Not signed in (login, registration): any tenant's origin.
             (None, None) => allowed_by_any(&state.db, &origin).await,
         }
     };
