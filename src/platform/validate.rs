@@ -47,6 +47,15 @@ pub fn plain_text(value: &str, max: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// An ISO 4217 currency code: three upper-case letters.
+pub fn currency(value: &str) -> Result<(), String> {
+    if value.len() == 3 && value.bytes().all(|b| b.is_ascii_uppercase()) {
+        Ok(())
+    } else {
+        Err("must be an ISO 4217 code such as EUR".to_owned())
+    }
+}
+
 /// A pragmatic email check: one `@`, a dotted domain, no spaces, <= 254.
 pub fn email(value: &str) -> Result<(), String> {
     let invalid = || Err("is not a valid email address".to_owned());

@@ -46,33 +46,14 @@ impl async_graphql::dataloader::Loader<LevelsOf> for Loader {
         let levels = self
             .tenant
             .find::<stock_level::Entity>()
-            .filter(stock_level::Column::ProductId.is_in(ids.clone()))
+            .filter(stock_level::Column::ProductId.is_in(ids))
             .all(&self.db)
             .await
             .map_err(db_error)?;
-        let skus: HashMap<Uuid, String> = self
-            .tenant
-            .find::<product::Entity>()
-            .filter(product::Column::Id.is_in(ids))
-            .all(&self.db)
-            .await
-            .map_err(db_error)?
-            .into_iter()
-            .map(|p| (p.id, p.sku))
-            .collect();
+        let views = super::service::stock_views(&self.db, self.tenant, levels).await.map_err(db_error)?;
         let mut out: HashMap<LevelsOf, Vec<StockLevelView>> = keys.iter().map(|k| (*k, Vec::new())).collect();
-        for l in levels {
-            out.entry(LevelsOf(l.product_id)).or_default().push(StockLevelView {
-                sku: skus.get(&l.product_id).cloned().unwrap_or_default(),
-                product_id: l.product_id,
-                warehouse_id: l.warehouse_id,
-                on_hand: l.on_hand,
-                reserved: l.reserved,
-                available: l.on_hand - l.reserved,
-                reorder_point: l.reorder_point,
-                reorder_quantity: l.reorder_quantity,
-                updated_at: l.updated_at,
-            });
+        for view in views {
+            out.entry(LevelsOf(view.product_id)).or_default().push(view);
         }
         Ok(out)
     }

@@ -53,14 +53,6 @@ fn check_text(checks: &mut Checks, field: &str, value: &str, max: usize) {
     checks.check(field, blank.and_then(|()| validate::plain_text(value, max)));
 }
 
-fn check_currency(currency: &str) -> Result<(), String> {
-    if currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_uppercase()) {
-        Ok(())
-    } else {
-        Err("must be an ISO 4217 code such as EUR".to_owned())
-    }
-}
-
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateProduct {
@@ -91,7 +83,7 @@ impl Validate for CreateProduct {
             "unit_price",
             if self.unit_price >= 0 { Ok(()) } else { Err("must not be negative".into()) },
         );
-        checks.check("currency", check_currency(&self.currency));
+        checks.check("currency", validate::currency(&self.currency));
         if let Some(barcode) = &self.barcode {
             check_text(&mut checks, "barcode", barcode, 64);
         }
@@ -227,7 +219,7 @@ impl Validate for UpdateProduct {
             checks.check("unit_price", Err("must not be negative".into()));
         }
         if let Some(currency) = &self.currency {
-            checks.check("currency", check_currency(currency));
+            checks.check("currency", validate::currency(currency));
         }
         if self.attributes.as_ref().is_some_and(|a| !a.is_object()) {
             checks.check("attributes", Err("must be an object".into()));

@@ -97,9 +97,13 @@ async fn level_view(
         .one(db)
         .await?
         .ok_or_else(|| ApiError::not_found("stock level"))?;
-    Ok(StockLevelView {
+    Ok(stock_view(level, product.sku.clone()))
+}
+
+fn stock_view(level: stock_level::Model, sku: String) -> StockLevelView {
+    StockLevelView {
         product_id: level.product_id,
-        sku: product.sku.clone(),
+        sku,
         warehouse_id: level.warehouse_id,
         on_hand: level.on_hand,
         reserved: level.reserved,
@@ -107,7 +111,31 @@ async fn level_view(
         reorder_point: level.reorder_point,
         reorder_quantity: level.reorder_quantity,
         updated_at: level.updated_at,
-    })
+    }
+}
+
+/// Views of `levels`, with their products' SKUs read in one query.
+pub(crate) async fn stock_views(
+    db: &impl ConnectionTrait,
+    tenant: TenantScope,
+    levels: Vec<stock_level::Model>,
+) -> Result<Vec<StockLevelView>, sea_orm::DbErr> {
+    let ids: Vec<Uuid> = levels.iter().map(|l| l.product_id).collect();
+    let skus: std::collections::HashMap<Uuid, String> = tenant
+        .find::<product::Entity>()
+        .filter(product::Column::Id.is_in(ids))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|p| (p.id, p.sku))
+        .collect();
+    Ok(levels
+        .into_iter()
+        .map(|l| {
+            let sku = skus.get(&l.product_id).cloned().unwrap_or_default();
+            stock_view(l, sku)
+        })
+        .collect())
 }
 
 /// One stock change: the level (created at zero when new) and its ledger
@@ -398,30 +426,7 @@ impl InventoryService for SeaOrmInventory {
             .limit(page.per_page)
             .all(&self.db)
             .await?;
-        let ids: Vec<Uuid> = rows.iter().map(|r| r.product_id).collect();
-        let skus: std::collections::HashMap<Uuid, String> = tenant
-            .find::<product::Entity>()
-            .filter(product::Column::Id.is_in(ids))
-            .all(&self.db)
-            .await?
-            .into_iter()
-            .map(|p| (p.id, p.sku))
-            .collect();
-        let views = rows
-            .into_iter()
-            .map(|l| StockLevelView {
-                sku: skus.get(&l.product_id).cloned().unwrap_or_default(),
-                product_id: l.product_id,
-                warehouse_id: l.warehouse_id,
-                on_hand: l.on_hand,
-                reserved: l.reserved,
-                available: l.on_hand - l.reserved,
-                reorder_point: l.reorder_point,
-                reorder_quantity: l.reorder_quantity,
-                updated_at: l.updated_at,
-            })
-            .collect();
-        Ok(page.into_paged(views, total))
+        Ok(page.into_paged(stock_views(&self.db, tenant, rows).await?, total))
     }
 
     async fn movements(

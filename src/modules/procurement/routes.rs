@@ -43,15 +43,12 @@ pub struct CreateVendor {
     currency: String,
 }
 
-fn currency(value: &str) -> Result<(), String> {
-    let ok = value.len() == 3 && value.bytes().all(|b| b.is_ascii_uppercase());
-    if ok { Ok(()) } else { Err("must be an ISO 4217 code such as EUR".to_owned()) }
-}
-
 impl Validate for CreateVendor {
     fn validate(&self) -> Result<(), Vec<FieldError>> {
         let mut checks = Checks::default();
-        checks.check("name", validate::name(&self.name)).check("currency", currency(&self.currency));
+        checks
+            .check("name", validate::name(&self.name))
+            .check("currency", validate::currency(&self.currency));
         if let Some(email) = &self.email {
             checks.check("email", validate::email(email));
         }
