@@ -12,6 +12,8 @@ pub struct Model {
     /// ISO 4217: the currency of its purchase orders.
     pub currency: String,
     pub active: bool,
+    /// Bumped by every change; the `ETag`.
+    pub version: i32,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

@@ -11,6 +11,7 @@ mod m20261122_000005_cors;
 mod m20261122_000006_inventory;
 mod m20261122_000007_procurement;
 mod m20261122_000008_reorder;
+mod m20261122_000009_vendor_version;
 
 pub struct Migrator;
 
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000006_inventory::Migration),
             Box::new(m20261122_000007_procurement::Migration),
             Box::new(m20261122_000008_reorder::Migration),
+            Box::new(m20261122_000009_vendor_version::Migration),
         ]
     }
 }

@@ -215,7 +215,8 @@ async fn execute(
     if let Ok(principal) = &caller {
         // Batches nested lookups of this request, within its tenant.
         let loader = Loader { db: state.db.clone(), tenant: principal.tenant };
-        request = request.data(async_graphql::dataloader::DataLoader::new(loader, tokio::spawn));
+        request = request
+            .data(async_graphql::dataloader::DataLoader::new(loader, crate::platform::db::spawn_counted));
     }
     let governed = req.extensions().get::<Rc<Governed>>().map(|g| Governed::clone(g));
     if let Some(governed) = governed {

@@ -44,7 +44,8 @@ const ALLOWED_METHODS: &str = "GET, POST, PUT, PATCH, DELETE, OPTIONS";
 const ALLOWED_HEADERS: &str =
     "authorization, content-type, idempotency-key, if-match, last-event-id, x-request-id, x-tenant-id";
 const EXPOSED_HEADERS: &str = "x-request-id, x-ratelimit-limit, x-ratelimit-remaining, x-ratelimit-reset, \
-                               retry-after, etag, idempotent-replayed, deprecation, sunset, link, x-license-warning";
+                               retry-after, etag, idempotent-replayed, deprecation, sunset, link, x-license-warning, \
+                               server-timing";
 
 /// `scheme://host[:port]`, lower-cased, without a path: the form browsers
 /// send in `Origin`.

@@ -1,7 +1,13 @@
 //! Database connection: SQLite (embedded default) or PostgreSQL, chosen by
 //! URL; short timeouts so an outage answers 503 fast instead of queueing.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{
@@ -38,12 +44,61 @@ pub async fn connect(config: &Config) -> anyhow::Result<DatabaseConnection> {
     if !schema.is_empty() && !is_sqlite {
         options.set_schema_search_path(schema.clone());
     }
-    let db = Database::connect(options).await?;
+    let mut db = Database::connect(options).await?;
+    db.set_metric_callback(|info| {
+        // Outside a request (jobs, start-up) there is nothing to count into.
+        let _ = QUERIES.try_with(|stats| stats.record(info.elapsed));
+    });
     if !schema.is_empty() && db.get_database_backend() == DbBackend::Postgres {
         let quoted = schema.replace('"', "\"\"");
         db.execute_unprepared(&format!("CREATE SCHEMA IF NOT EXISTS \"{quoted}\"")).await?;
     }
     Ok(db)
+}
+
+tokio::task_local! {
+    static QUERIES: Arc<QueryStats>;
+}
+
+/// The queries one request ran: how many and how long they took, for its
+/// `Server-Timing` header and its log line.
+#[derive(Debug, Default)]
+pub struct QueryStats {
+    count: AtomicU64,
+    micros: AtomicU64,
+}
+
+impl QueryStats {
+    fn record(&self, elapsed: Duration) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.micros.fetch_add(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        Duration::from_micros(self.micros.load(Ordering::Relaxed))
+    }
+}
+
+/// Run `fut`, counting the queries it makes into `stats`.
+pub async fn counted<F: Future>(stats: Arc<QueryStats>, fut: F) -> F::Output {
+    QUERIES.scope(stats, fut).await
+}
+
+/// `tokio::spawn` that keeps counting the spawning request's queries (the
+/// GraphQL data loaders run their batches in tasks of their own).
+pub fn spawn_counted<F>(fut: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    match QUERIES.try_with(Arc::clone) {
+        Ok(stats) => tokio::spawn(QUERIES.scope(stats, fut)),
+        Err(_) => tokio::spawn(fut),
+    }
 }
 
 /// Begin a transaction that will write. On SQLite it takes the write lock

@@ -2,7 +2,7 @@
 //! tracing span, problem+json for every error whoever produced it), the
 //! validated JSON extractor, extractor error mapping, envelopes and paging.
 
-use std::time::Instant;
+use std::{sync::Arc, time::Instant};
 
 use actix_web::{
     Error, FromRequest, HttpMessage, HttpRequest, HttpResponse,
@@ -21,15 +21,17 @@ use tracing::Instrument;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::error::{
-    ApiError, ApiResult, Code, FieldError, PROBLEM_JSON, REQUEST_ID, problem, problem_response,
+use crate::{
+    error::{ApiError, ApiResult, Code, FieldError, PROBLEM_JSON, REQUEST_ID, problem, problem_response},
+    platform::db::{self, QueryStats},
 };
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// Outermost middleware: assigns the request id (echoing a sane client one),
-/// opens the request span, refuses NUL bytes smuggled in the URL, and makes
-/// sure every error leaves as problem+json with the request id in it.
+/// opens the request span, refuses NUL bytes smuggled in the URL, makes
+/// sure every error leaves as problem+json with the request id in it, and
+/// reports the database queries the request ran in `Server-Timing`.
 pub async fn request_context(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -50,10 +52,12 @@ pub async fn request_context(
     );
     let started = Instant::now();
     let id = request_id.clone();
+    let queries = Arc::new(QueryStats::default());
+    let counted = queries.clone();
     let mut res = REQUEST_ID
         .scope(
             id,
-            async move {
+            db::counted(counted, async move {
                 let res = if !clean_url(req.uri().path()) || !req.uri().query().is_none_or(clean_url) {
                     let err = ApiError::new(
                         Code::InvalidString,
@@ -66,23 +70,31 @@ pub async fn request_context(
                     // of ours answers with an ApiError (already problem+json).
                     next.call(req).await?.map_into_boxed_body()
                 };
-                let res = ensure_problem(res);
-                let span = tracing::Span::current();
-                if let Some(route) = res.request().match_pattern() {
-                    span.record("route", route.as_str());
-                }
-                tracing::info!(
-                    status = res.status().as_u16(),
-                    latency_ms = started.elapsed().as_millis() as u64,
-                    "served"
-                );
-                Ok::<_, Error>(res)
-            }
-            .instrument(span),
+                Ok::<_, Error>(ensure_problem(res))
+            })
+            .instrument(span.clone()),
         )
         .await?;
+    if let Some(route) = res.request().match_pattern() {
+        span.record("route", route.as_str());
+    }
+    let (count, db_time) = (queries.count(), queries.elapsed());
+    span.in_scope(|| {
+        tracing::info!(
+            status = res.status().as_u16(),
+            latency_ms = started.elapsed().as_millis() as u64,
+            db_queries = count,
+            db_ms = db_time.as_millis() as u64,
+            "served"
+        );
+    });
+    let timing = format!("db;dur={:.3};desc=\"{count} queries\"", db_time.as_secs_f64() * 1000.0);
+    let headers = res.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&timing) {
+        headers.insert(header::HeaderName::from_static("server-timing"), value);
+    }
     if let Ok(value) = HeaderValue::from_str(&request_id) {
-        res.headers_mut().insert(header::HeaderName::from_static(REQUEST_ID_HEADER), value);
+        headers.insert(header::HeaderName::from_static(REQUEST_ID_HEADER), value);
     }
     Ok(res)
 }
@@ -345,7 +357,11 @@ pub fn ok<T: Serialize>(data: T) -> HttpResponse {
 
 /// `{"data": ...}` with `ETag: "<version>"`, for resources updated with `If-Match`.
 pub fn ok_with_etag<T: Serialize>(data: T, version: i32) -> HttpResponse {
-    let mut res = ok(data);
+    with_etag(ok(data), version)
+}
+
+/// `res` with `ETag: "<version>"`, the value `If-Match` takes back.
+pub fn with_etag(mut res: HttpResponse, version: i32) -> HttpResponse {
     if let Ok(value) = HeaderValue::from_str(&format!("\"{version}\"")) {
         res.headers_mut().insert(header::ETAG, value);
     }
@@ -363,6 +379,23 @@ pub fn if_match(req: &HttpRequest) -> ApiResult<Option<i32>> {
         .and_then(|v| v.parse().ok())
         .map(Some)
         .ok_or_else(|| ApiError::new(Code::InvalidHeader, "If-Match must be the resource's ETag, e.g. \"3\""))
+}
+
+/// 412 `precondition_failed` unless `if_match`, when sent, is the
+/// `current` version of the `what` being changed.
+pub fn check_version(what: &str, current: i32, if_match: Option<i32>) -> ApiResult<()> {
+    match if_match {
+        Some(v) if v != current => Err(ApiError::new(
+            Code::PreconditionFailed,
+            format!("the {what} is at version {current}, not the one in If-Match"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// 412 for a versioned update that found another change committed first.
+pub fn changed_meanwhile(what: &str) -> ApiError {
+    ApiError::new(Code::PreconditionFailed, format!("the {what} changed meanwhile; read it again"))
 }
 
 pub fn no_content() -> HttpResponse {

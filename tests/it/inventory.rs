@@ -168,6 +168,34 @@ async fn concurrent_reservations_never_oversell() {
     assert_ledger(&app, &tenant).await;
 }
 
+/// Concurrent first reservations of one reference hold the stock once and
+/// all answer with that one reservation.
+#[tokio::test]
+async fn concurrent_reservations_of_one_reference_hold_it_once() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let (p, w) = (product(&app, &tenant, "SAME").await, warehouse(&app, &tenant, "MAIN").await);
+    adjust(&app, &tenant, &p, &w, 7).await;
+    let body =
+        json!({"reference": "order-1", "lines": [{"product_id": p, "warehouse_id": w, "quantity": 2}]});
+    let requests: Vec<_> = (0..8)
+        .map(|_| {
+            tokio::spawn(
+                app.request(Method::POST, "/api/v1/reservations", Some(&tenant.token)).json(&body).send(),
+            )
+        })
+        .collect();
+    let mut ids = std::collections::HashSet::new();
+    for request in requests {
+        let res = request.await.unwrap().unwrap();
+        assert_eq!(res.status(), 201);
+        ids.insert(json(res).await["data"]["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(ids.len(), 1, "one reservation: {ids:?}");
+    assert_eq!(level(&app, &tenant, &p, &w).await["reserved"], 2);
+    assert_ledger(&app, &tenant).await;
+}
+
 #[tokio::test]
 async fn reservations_are_all_or_nothing_idempotent_and_end_once() {
     let app = TestApp::spawn().await;

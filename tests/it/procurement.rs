@@ -9,10 +9,12 @@ use nexus::{
     platform::tenancy::TenantScope,
 };
 use reqwest::Method;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::{Value, json};
 
 use crate::helpers::{Tenant, TestApp, assert_problem, json, test_config};
 
+#[derive(Clone)]
 struct Setup {
     vendor: String,
     warehouse: String,
@@ -253,4 +255,165 @@ async fn bulk_purchase_orders_answer_per_item() {
     assert_eq!(body["data"][0]["data"]["total"], 50);
     assert_eq!(body["data"][1]["status"], 404);
     assert_eq!(json(app.get("/api/v1/purchase-orders", &tenant.token).await).await["meta"]["total"], 1);
+}
+
+fn names(list: &Value) -> Vec<&str> {
+    list["data"].as_array().unwrap().iter().map(|v| v["name"].as_str().unwrap()).collect()
+}
+
+#[tokio::test]
+async fn vendors_are_versioned_sorted_and_filtered() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    for name in ["Beta", "Alpha"] {
+        let res = app.post("/api/v1/vendors", &tenant.token, json!({"name": name, "currency": "EUR"})).await;
+        assert_eq!((res.status().as_u16(), res.headers()["etag"].to_str().unwrap()), (201, "\"1\""));
+    }
+    let (app, token) = (&app, &tenant.token);
+    let list = |query: &str| {
+        let path = format!("/api/v1/vendors{query}");
+        async move { app.get(&path, token).await }
+    };
+    assert_eq!(names(&json(list("").await).await), ["Alpha", "Beta"]);
+    assert_eq!(names(&json(list("?sort=-name").await).await), ["Beta", "Alpha"]);
+    assert_eq!(names(&json(list("?sort=created_at").await).await), ["Beta", "Alpha"]);
+    let bad = assert_problem(list("?sort=email").await, 400, "invalid_query").await;
+    assert_eq!(bad["errors"][0]["field"], "sort");
+
+    let alpha = json(list("?sort=name").await).await["data"][0]["id"].as_str().unwrap().to_owned();
+    let path = format!("/api/v1/vendors/{alpha}");
+    let patch = |if_match: &'static str, body: Value| {
+        app.request(Method::PATCH, &path, Some(&tenant.token)).header("if-match", if_match).json(&body).send()
+    };
+    let res = patch("\"1\"", json!({"active": false})).await.unwrap();
+    assert_eq!(res.headers()["etag"], "\"2\"");
+    assert_eq!(json(res).await["data"]["active"], false);
+    // A change based on the old version is refused and changes nothing.
+    let stale = patch("\"1\"", json!({"name": "Alphabet"})).await.unwrap();
+    assert_problem(stale, 412, "precondition_failed").await;
+    assert_problem(patch("yesterday", json!({"name": "Alphabet"})).await.unwrap(), 400, "invalid_header")
+        .await;
+    let current = app.get(&path, &tenant.token).await;
+    assert_eq!(current.headers()["etag"], "\"2\"");
+    assert_eq!(json(current).await["data"]["name"], "Alpha");
+    assert_eq!(names(&json(list("?active=false").await).await), ["Alpha"]);
+    assert_eq!(names(&json(list("?active=true").await).await), ["Beta"]);
+}
+
+#[tokio::test]
+async fn orders_are_sorted_filtered_and_change_only_at_the_version_read() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let s = setup(&app, &tenant).await;
+    let small = order(&app, &tenant, &s).await;
+    let body = json!({"vendor_id": s.vendor, "warehouse_id": s.warehouse,
+        "lines": [{"product_id": s.product, "quantity": 1, "unit_cost": 45}]});
+    let tiny = json(app.post("/api/v1/purchase-orders", &tenant.token, body).await).await["data"].clone();
+    let totals = |list: Value| -> Vec<i64> {
+        list["data"].as_array().unwrap().iter().map(|o| o["total"].as_i64().unwrap()).collect()
+    };
+    let (app, token) = (&app, &tenant.token);
+    let list = |query: &str| {
+        let path = format!("/api/v1/purchase-orders{query}");
+        async move { app.get(&path, token).await }
+    };
+    assert_eq!(totals(json(list("").await).await), [45, 4500], "newest first");
+    assert_eq!(totals(json(list("?sort=total").await).await), [45, 4500]);
+    assert_eq!(totals(json(list("?sort=-total").await).await), [4500, 45]);
+    assert_eq!(totals(json(list(&format!("?warehouse_id={}", s.warehouse)).await).await).len(), 2);
+    assert_eq!(totals(json(list(&format!("?warehouse_id={}", s.vendor)).await).await).len(), 0);
+    let bad = assert_problem(list("?status=shipped").await, 400, "invalid_query").await;
+    assert!(bad["errors"][0]["message"].as_str().unwrap().contains("partially_received"));
+    assert_problem(list("?sort=vendor").await, 400, "invalid_query").await;
+
+    // Submitting an order read at another version is refused; the order stays a draft.
+    let id = small["id"].as_str().unwrap();
+    let submit = |if_match: &'static str| {
+        app.request(Method::POST, &format!("/api/v1/purchase-orders/{id}/submit"), Some(&tenant.token))
+            .header("if-match", if_match)
+            .json(&json!({}))
+            .send()
+    };
+    assert_problem(submit("\"7\"").await.unwrap(), 412, "precondition_failed").await;
+    let read = app.get(&format!("/api/v1/purchase-orders/{id}"), &tenant.token).await;
+    assert_eq!(read.headers()["etag"], "\"1\"");
+    assert_eq!(json(read).await["data"]["status"], "draft");
+    let submitted = submit("\"1\"").await.unwrap();
+    assert_eq!(submitted.headers()["etag"], "\"2\"");
+    assert_eq!(totals(json(list("?status=submitted").await).await), [4500]);
+    assert_eq!(totals(json(list("?status=draft").await).await), [tiny["total"].as_i64().unwrap()]);
+}
+
+#[tokio::test]
+async fn a_short_delivered_order_is_closed_short() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let s = setup(&app, &tenant).await;
+    let po = order(&app, &tenant, &s).await;
+    let id = po["id"].as_str().unwrap();
+    assert_problem(act(&app, &tenant.token, id, "close").await, 409, "conflict").await;
+    for action in ["submit", "approve"] {
+        assert_eq!(act(&app, &tenant.token, id, action).await.status(), 200);
+    }
+    assert_eq!(json(receive(&app, &tenant, &po, 40).await).await["data"]["status"], "partially_received");
+    // The vendor will not deliver the rest: the order ends short.
+    assert_eq!(json(act(&app, &tenant.token, id, "close").await).await["data"]["status"], "closed");
+    assert_problem(receive(&app, &tenant, &po, 1).await, 409, "conflict").await;
+    assert_eq!(on_hand(&app, &tenant, &s).await, 40);
+    let closed = entity::event::Entity::find()
+        .filter(entity::event::Column::TenantId.eq(tenant.id))
+        .filter(entity::event::Column::EventType.eq("purchase_order.closed"))
+        .one(&app.state.db)
+        .await
+        .unwrap()
+        .expect("a purchase_order.closed event");
+    assert_eq!(closed.data, json!({"id": id, "status": "closed", "total": 4500, "short": true}));
+}
+
+/// The `n` in `Server-Timing: db;dur=...;desc="n queries"`.
+fn queries(res: &reqwest::Response) -> u64 {
+    let timing = res.headers()["server-timing"].to_str().unwrap();
+    let desc = timing.split("desc=\"").nth(1).unwrap();
+    desc.split(' ').next().unwrap().parse().unwrap()
+}
+
+/// A page of orders costs the same queries whatever its length: vendors,
+/// lines, products and stock levels are each loaded once per page.
+#[tokio::test]
+async fn listing_orders_costs_the_same_queries_for_one_order_or_many() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let s = setup(&app, &tenant).await;
+    order(&app, &tenant, &s).await;
+    let query =
+        "{ purchaseOrders { items { vendor { name } lines { product { sku stockLevels { onHand } } } } } }";
+    let cost = || async {
+        let graphql = app.post("/graphql", &tenant.token, json!({ "query": query })).await;
+        let rest = app.get("/api/v1/purchase-orders", &tenant.token).await;
+        let cost = (queries(&graphql), queries(&rest));
+        let body = json(graphql).await;
+        assert!(body.get("errors").is_none(), "{body}");
+        (cost, body["data"]["purchaseOrders"]["items"].as_array().unwrap().len())
+    };
+    cost().await; // settles the per-instance caches
+    let (one, n) = cost().await;
+    assert_eq!(n, 1);
+    for i in 0..5 {
+        let post = |path: &'static str, body: Value| app.post(path, &tenant.token, body);
+        let id = |v: Value| v["data"]["id"].as_str().unwrap().to_owned();
+        let vendor = json(post("/api/v1/vendors", json!({"name": format!("V{i}"), "currency": "EUR"})).await);
+        let product = json(
+            post(
+                "/api/v1/products",
+                json!({"sku": format!("P{i}"), "name": "Nut", "unit_price": 9, "currency": "EUR"}),
+            )
+            .await,
+        );
+        let other = Setup { vendor: id(vendor.await), product: id(product.await), ..s.clone() };
+        order(&app, &tenant, &other).await;
+    }
+    let (six, n) = cost().await;
+    assert_eq!(n, 6);
+    assert!(one.0 > 0 && one.1 > 0, "queries are counted");
+    assert_eq!(one, six, "(GraphQL, REST) queries for one order and for six");
 }

@@ -17,6 +17,7 @@ use crate::{
     platform::{
         http::{
             ApiJson, Data, PageRequest, Paged, Validate, created, if_match, ok, ok_with_etag, parse_sort,
+            with_etag,
         },
         rbac::{Authorized, InventoryRead, InventoryWrite},
         state::AppState,
@@ -111,7 +112,8 @@ async fn create_product(
     state: web::Data<AppState>,
     body: ApiJson<CreateProduct>,
 ) -> ApiResult<HttpResponse> {
-    Ok(created(state.inventory.create_product(auth.tenant, body.0.into()).await?))
+    let product = state.inventory.create_product(auth.tenant, body.0.into()).await?;
+    Ok(with_etag(created(&product), product.version))
 }
 
 impl From<CreateProduct> for NewProduct {

@@ -7,7 +7,8 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Statement, sea_query::Expr,
+    IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Statement, TryInsertResult,
+    sea_query::Expr,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -20,7 +21,7 @@ use crate::{
     error::{ApiError, ApiResult, Code, FieldError},
     platform::{
         events,
-        http::{PageRequest, Paged},
+        http::{PageRequest, Paged, changed_meanwhile, check_version},
         jobs::{self, JobError, JobHandler, NewJob},
         state::AppState,
         tenancy::TenantScope,
@@ -296,12 +297,7 @@ impl InventoryService for SeaOrmInventory {
     ) -> ApiResult<ProductView> {
         let txn = crate::platform::db::begin(&self.db).await?;
         let current = find_product(&txn, tenant, id).await?;
-        if if_match.is_some_and(|v| v != current.version) {
-            return Err(ApiError::new(
-                Code::PreconditionFailed,
-                format!("the product is at version {}, not the one in If-Match", current.version),
-            ));
-        }
+        check_version("product", current.version, if_match)?;
         let mut update = product::Entity::update_many()
             .filter(product::Column::Id.eq(id))
             .filter(product::Column::TenantId.eq(tenant.id()))
@@ -333,10 +329,7 @@ impl InventoryService for SeaOrmInventory {
             update = update.col_expr(product::Column::PreferredVendorId, Expr::value(v));
         }
         if update.exec(&txn).await?.rows_affected == 0 {
-            return Err(ApiError::new(
-                Code::PreconditionFailed,
-                "the product changed meanwhile; read it again",
-            ));
+            return Err(changed_meanwhile("product"));
         }
         let updated = find_product(&txn, tenant, id).await?;
         let data = json!({"id": updated.id, "sku": updated.sku, "version": updated.version});
@@ -534,12 +527,33 @@ impl InventoryService for SeaOrmInventory {
         expires_at: DateTime<Utc>,
         cause: Cause,
     ) -> ApiResult<ReservationView> {
-        let existing = tenant
-            .find::<reservation::Entity>()
-            .filter(reservation::Column::Reference.eq(reference))
-            .one(txn)
+        // The reservation row first: a concurrent first reservation of the
+        // same reference waits here on the unique index until the other
+        // transaction ends, then finds its row instead of failing.
+        let now = Utc::now();
+        let model = reservation::Model {
+            id: Uuid::now_v7(),
+            tenant_id: tenant.id(),
+            reference: reference.to_owned(),
+            status: ACTIVE.to_owned(),
+            lines: json!(lines),
+            expires_at,
+            created_at: now,
+            updated_at: now,
+        };
+        let inserted = reservation::Entity::insert(model.clone().into_active_model())
+            .on_conflict_do_nothing_on([reservation::Column::TenantId, reservation::Column::Reference])
+            .exec_without_returning(txn)
             .await?;
-        if let Some(existing) = existing {
+        if !matches!(inserted, TryInsertResult::Inserted(1)) {
+            let existing = tenant
+                .find::<reservation::Entity>()
+                .filter(reservation::Column::Reference.eq(reference))
+                .one(txn)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::new(Code::Conflict, format!("reservation `{reference}` is in use"))
+                })?;
             let view = reservation_view(existing);
             return if view.status == ACTIVE && view.lines == lines {
                 Ok(view) // the same reservation again: nothing more is held
@@ -557,19 +571,6 @@ impl InventoryService for SeaOrmInventory {
             find_warehouse(txn, tenant, line.warehouse_id).await?;
             apply(txn, tenant, &product, line.warehouse_id, "reservation", 0, line.quantity, &cause).await?;
         }
-        let now = Utc::now();
-        let model = reservation::Entity::insert(reservation::ActiveModel {
-            id: Set(Uuid::now_v7()),
-            tenant_id: Set(tenant.id()),
-            reference: Set(reference.to_owned()),
-            status: Set(ACTIVE.to_owned()),
-            lines: Set(json!(lines)),
-            expires_at: Set(expires_at),
-            created_at: Set(now),
-            updated_at: Set(now),
-        })
-        .exec_with_returning(txn)
-        .await?;
         let mut expiry = NewJob::new(EXPIRY_JOB, json!({"reservation_id": model.id})).tenant(tenant.id());
         expiry.run_at = expires_at;
         jobs::enqueue(txn, expiry).await?;

@@ -1,16 +1,21 @@
 //! Procurement over GraphQL: purchase orders with their vendor and lines,
 //! each line with its product and the product's stock, all batch-loaded.
 
+use std::{collections::HashMap, sync::Arc};
+
 use async_graphql::{ComplexObject, Context, Enum, InputObject, Object, SimpleObject};
+use sea_orm::{ColumnTrait, QueryFilter};
 use uuid::Uuid;
 
-use super::{Action, LineView, NewLine, PurchaseOrderView, ReceiptLine, VendorView};
+use super::{
+    Action, LineView, NewLine, OrderFilter, PurchaseOrderView, ReceiptLine, STATES, VendorFilter, VendorView,
+};
 use crate::{
     api::graphql::{authorized, gql},
-    error::ApiError,
+    error::{ApiError, Code},
     modules::inventory::{
         ProductView,
-        graphql::{ProductId, loader},
+        graphql::{Loader, ProductId, loader},
     },
     platform::{
         http::{PageMeta, PageRequest},
@@ -18,11 +23,35 @@ use crate::{
     },
 };
 
+/// A vendor by id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct VendorId(pub Uuid);
+
+impl async_graphql::dataloader::Loader<VendorId> for Loader {
+    type Value = VendorView;
+    type Error = Arc<ApiError>;
+
+    async fn load(&self, keys: &[VendorId]) -> Result<HashMap<VendorId, Self::Value>, Self::Error> {
+        let ids: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
+        let rows = self
+            .tenant
+            .find::<entity::vendor::Entity>()
+            .filter(entity::vendor::Column::Id.is_in(ids))
+            .all(&self.db)
+            .await
+            .map_err(|e| Arc::new(ApiError::from(e)))?;
+        Ok(rows.into_iter().map(|m| (VendorId(m.id), m.into())).collect())
+    }
+}
+
 #[ComplexObject]
 impl PurchaseOrderView {
+    /// Batch-loaded: a page of orders costs one vendor query.
     async fn vendor(&self, ctx: &Context<'_>) -> async_graphql::Result<VendorView> {
-        let (state, principal) = authorized::<ProcurementRead>(ctx).map_err(gql)?;
-        state.procurement.get_vendor(principal.tenant, self.vendor_id).await.map_err(gql)
+        authorized::<ProcurementRead>(ctx).map_err(gql)?;
+        let vendor =
+            loader(ctx)?.load_one(VendorId(self.vendor_id)).await.map_err(|e| gql(ApiError::clone_of(&e)))?;
+        vendor.ok_or_else(|| gql(ApiError::not_found("vendor")))
     }
 }
 
@@ -51,12 +80,18 @@ impl ProcurementQuery {
         &self,
         ctx: &Context<'_>,
         status: Option<String>,
+        vendor_id: Option<Uuid>,
         #[graphql(default = 1)] page: u64,
         #[graphql(default = 25)] per_page: u64,
     ) -> async_graphql::Result<OrderPage> {
         let (state, principal) = authorized::<ProcurementRead>(ctx).map_err(gql)?;
         let page = PageRequest::new(Some(page), Some(per_page)).map_err(gql)?;
-        let paged = state.procurement.list_orders(principal.tenant, status, None, page).await.map_err(gql)?;
+        if let Some(status) = status.as_deref().filter(|s| !STATES.contains(s)) {
+            let detail = format!("no purchase order state is called `{status}`");
+            return Err(gql(ApiError::new(Code::InvalidQuery, detail)));
+        }
+        let filter = OrderFilter { status, vendor_id, ..OrderFilter::default() };
+        let paged = state.procurement.list_orders(principal.tenant, filter, page).await.map_err(gql)?;
         Ok(OrderPage { items: paged.data, page_info: paged.meta })
     }
 
@@ -65,15 +100,18 @@ impl ProcurementQuery {
         state.procurement.get_order(principal.tenant, id).await.map_err(gql)
     }
 
+    /// Vendors by name.
     async fn vendors(
         &self,
         ctx: &Context<'_>,
+        active: Option<bool>,
         #[graphql(default = 1)] page: u64,
         #[graphql(default = 25)] per_page: u64,
     ) -> async_graphql::Result<Vec<VendorView>> {
         let (state, principal) = authorized::<ProcurementRead>(ctx).map_err(gql)?;
         let page = PageRequest::new(Some(page), Some(per_page)).map_err(gql)?;
-        Ok(state.procurement.list_vendors(principal.tenant, page).await.map_err(gql)?.data)
+        let filter = VendorFilter { active, sort: (entity::vendor::Column::Name, false) };
+        Ok(state.procurement.list_vendors(principal.tenant, filter, page).await.map_err(gql)?.data)
     }
 }
 
@@ -143,12 +181,14 @@ impl ProcurementMutation {
             .map_err(gql)
     }
 
-    /// Move an order through its state machine (approval needs procurement:approve).
+    /// Move an order through its state machine (approval needs
+    /// procurement:approve); `ifVersion` works as `If-Match` does on REST.
     async fn transition_purchase_order(
         &self,
         ctx: &Context<'_>,
         id: Uuid,
         action: ActionInput,
+        if_version: Option<i32>,
     ) -> async_graphql::Result<PurchaseOrderView> {
         let (state, principal) = match action {
             ActionInput::Approve => authorized::<ProcurementApprove>(ctx),
@@ -161,7 +201,11 @@ impl ProcurementMutation {
             ActionInput::Cancel => Action::Cancel,
             ActionInput::Close => Action::Close,
         };
-        state.procurement.transition(principal.tenant, principal.user_id, id, action).await.map_err(gql)
+        state
+            .procurement
+            .transition(principal.tenant, principal.user_id, id, if_version, action)
+            .await
+            .map_err(gql)
     }
 
     /// Receive goods: order, stock and ledger in one transaction.
@@ -170,6 +214,7 @@ impl ProcurementMutation {
         ctx: &Context<'_>,
         id: Uuid,
         lines: Vec<ReceiptInput>,
+        if_version: Option<i32>,
     ) -> async_graphql::Result<PurchaseOrderView> {
         let (state, principal) = authorized::<ProcurementWrite>(ctx).map_err(gql)?;
         for (i, line) in lines.iter().enumerate() {
@@ -177,6 +222,10 @@ impl ProcurementMutation {
         }
         let lines =
             lines.into_iter().map(|l| ReceiptLine { line_id: l.line_id, quantity: l.quantity }).collect();
-        state.procurement.receive(principal.tenant, principal.user_id, id, lines).await.map_err(gql)
+        state
+            .procurement
+            .receive(principal.tenant, principal.user_id, id, if_version, lines)
+            .await
+            .map_err(gql)
     }
 }

@@ -7,7 +7,7 @@
 pub mod graphql;
 pub mod routes;
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
@@ -27,7 +27,7 @@ use crate::{
     },
     platform::{
         events::{self, EventType},
-        http::{PageRequest, Paged},
+        http::{PageRequest, Paged, changed_meanwhile, check_version},
         tenancy::TenantScope,
     },
 };
@@ -40,6 +40,8 @@ pub const PARTIALLY_RECEIVED: &str = "partially_received";
 pub const RECEIVED: &str = "received";
 pub const CLOSED: &str = "closed";
 pub const CANCELLED: &str = "cancelled";
+/// Every state, in the order an order goes through them.
+pub const STATES: [&str; 7] = [DRAFT, SUBMITTED, APPROVED, PARTIALLY_RECEIVED, RECEIVED, CLOSED, CANCELLED];
 
 /// A transition of the purchase order state machine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,17 +59,19 @@ impl Action {
             (Action::Submit, DRAFT) => Some(SUBMITTED),
             (Action::Approve, SUBMITTED) => Some(APPROVED),
             (Action::Cancel, DRAFT | SUBMITTED | APPROVED) => Some(CANCELLED),
-            (Action::Close, RECEIVED) => Some(CLOSED),
+            // Closing a partially received order ends it short: nothing
+            // more is expected from the vendor.
+            (Action::Close, PARTIALLY_RECEIVED | RECEIVED) => Some(CLOSED),
             _ => None,
         }
     }
 
-    fn event(self) -> Option<&'static EventType> {
+    fn event(self) -> &'static EventType {
         match self {
-            Action::Submit => Some(&events::PURCHASE_ORDER_SUBMITTED),
-            Action::Approve => Some(&events::PURCHASE_ORDER_APPROVED),
-            Action::Cancel => Some(&events::PURCHASE_ORDER_CANCELLED),
-            Action::Close => None,
+            Action::Submit => &events::PURCHASE_ORDER_SUBMITTED,
+            Action::Approve => &events::PURCHASE_ORDER_APPROVED,
+            Action::Cancel => &events::PURCHASE_ORDER_CANCELLED,
+            Action::Close => &events::PURCHASE_ORDER_CLOSED,
         }
     }
 }
@@ -82,6 +86,8 @@ pub struct VendorView {
     #[schema(example = "EUR")]
     pub currency: String,
     pub active: bool,
+    /// Bumped by every change; sent as the `ETag`.
+    pub version: i32,
     pub created_at: DateTime<Utc>,
 }
 
@@ -93,6 +99,7 @@ impl From<vendor::Model> for VendorView {
             email: m.email,
             currency: m.currency,
             active: m.active,
+            version: m.version,
             created_at: m.created_at,
         }
     }
@@ -150,6 +157,37 @@ pub struct ReceiptLine {
     pub quantity: i64,
 }
 
+/// Which vendors to list, in which order.
+pub struct VendorFilter {
+    pub active: Option<bool>,
+    /// Column and whether descending.
+    pub sort: (vendor::Column, bool),
+}
+
+/// Which purchase orders to list, in which order.
+pub struct OrderFilter {
+    pub status: Option<String>,
+    pub vendor_id: Option<Uuid>,
+    pub warehouse_id: Option<Uuid>,
+    /// Column and whether descending.
+    pub sort: (po::Column, bool),
+}
+
+impl Default for OrderFilter {
+    /// Every order, newest first.
+    fn default() -> Self {
+        Self { status: None, vendor_id: None, warehouse_id: None, sort: (po::Column::CreatedAt, true) }
+    }
+}
+
+/// The fields of a vendor to change; `None` leaves one as it is.
+#[derive(Default)]
+pub struct VendorChanges {
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub active: Option<bool>,
+}
+
 pub struct Procurement {
     db: DatabaseConnection,
     inventory: Arc<dyn InventoryService>,
@@ -169,37 +207,52 @@ async fn view(
     tenant: TenantScope,
     order: po::Model,
 ) -> ApiResult<PurchaseOrderView> {
-    let lines = tenant
+    let mut views = views(db, tenant, vec![order]).await?;
+    Ok(views.remove(0))
+}
+
+/// Orders with their lines, in one query for the lines of them all.
+async fn views(
+    db: &impl ConnectionTrait,
+    tenant: TenantScope,
+    orders: Vec<po::Model>,
+) -> ApiResult<Vec<PurchaseOrderView>> {
+    let ids: Vec<Uuid> = orders.iter().map(|o| o.id).collect();
+    let mut lines: HashMap<Uuid, Vec<LineView>> = HashMap::new();
+    for l in tenant
         .find::<po_line::Entity>()
-        .filter(po_line::Column::PurchaseOrderId.eq(order.id))
+        .filter(po_line::Column::PurchaseOrderId.is_in(ids))
         .order_by_asc(po_line::Column::Id)
         .all(db)
         .await?
-        .into_iter()
-        .map(|l| LineView {
+    {
+        lines.entry(l.purchase_order_id).or_default().push(LineView {
             id: l.id,
             product_id: l.product_id,
             quantity: l.quantity,
             unit_cost: l.unit_cost,
             line_total: l.quantity * l.unit_cost,
             received: l.received,
+        });
+    }
+    Ok(orders
+        .into_iter()
+        .map(|order| PurchaseOrderView {
+            lines: lines.remove(&order.id).unwrap_or_default(),
+            id: order.id,
+            vendor_id: order.vendor_id,
+            warehouse_id: order.warehouse_id,
+            status: order.status,
+            currency: order.currency,
+            total: order.total,
+            notes: order.notes,
+            created_by: order.created_by,
+            approved_by: order.approved_by,
+            version: order.version,
+            created_at: order.created_at,
+            updated_at: order.updated_at,
         })
-        .collect();
-    Ok(PurchaseOrderView {
-        id: order.id,
-        vendor_id: order.vendor_id,
-        warehouse_id: order.warehouse_id,
-        status: order.status,
-        currency: order.currency,
-        total: order.total,
-        notes: order.notes,
-        lines,
-        created_by: order.created_by,
-        approved_by: order.approved_by,
-        version: order.version,
-        created_at: order.created_at,
-        updated_at: order.updated_at,
-    })
+        .collect())
 }
 
 /// The order, locked until the transaction ends (`FOR UPDATE` on
@@ -243,6 +296,7 @@ impl Procurement {
             email: Set(email),
             currency: Set(currency),
             active: Set(true),
+            version: Set(1),
             created_at: Set(now),
             updated_at: Set(now),
         })
@@ -251,11 +305,21 @@ impl Procurement {
         Ok(model.into())
     }
 
-    pub async fn list_vendors(&self, tenant: TenantScope, page: PageRequest) -> ApiResult<Paged<VendorView>> {
-        let query = tenant.find::<vendor::Entity>();
+    pub async fn list_vendors(
+        &self,
+        tenant: TenantScope,
+        filter: VendorFilter,
+        page: PageRequest,
+    ) -> ApiResult<Paged<VendorView>> {
+        let mut query = tenant.find::<vendor::Entity>();
+        if let Some(active) = filter.active {
+            query = query.filter(vendor::Column::Active.eq(active));
+        }
         let total = query.clone().count(&self.db).await?;
+        let (column, desc) = filter.sort;
+        let query = if desc { query.order_by_desc(column) } else { query.order_by_asc(column) };
         let rows = query
-            .order_by_asc(vendor::Column::Name)
+            .order_by_asc(vendor::Column::Id)
             .offset(page.offset())
             .limit(page.per_page)
             .all(&self.db)
@@ -267,30 +331,38 @@ impl Procurement {
         Ok(find_vendor(&self.db, tenant, id).await?.into())
     }
 
+    /// Change a vendor; 412 when `if_match` is not its version.
     pub async fn update_vendor(
         &self,
         tenant: TenantScope,
         id: Uuid,
-        name: Option<String>,
-        email: Option<String>,
-        active: Option<bool>,
+        if_match: Option<i32>,
+        changes: VendorChanges,
     ) -> ApiResult<VendorView> {
-        find_vendor(&self.db, tenant, id).await?;
+        let txn = crate::platform::db::begin(&self.db).await?;
+        let current = find_vendor(&txn, tenant, id).await?;
+        check_version("vendor", current.version, if_match)?;
         let mut update = tenant
             .update_many::<vendor::Entity>()
             .filter(vendor::Column::Id.eq(id))
+            .filter(vendor::Column::Version.eq(current.version))
+            .col_expr(vendor::Column::Version, Expr::value(current.version + 1))
             .col_expr(vendor::Column::UpdatedAt, Expr::value(Utc::now()));
-        if let Some(name) = name {
+        if let Some(name) = changes.name {
             update = update.col_expr(vendor::Column::Name, Expr::value(name));
         }
-        if let Some(email) = email {
+        if let Some(email) = changes.email {
             update = update.col_expr(vendor::Column::Email, Expr::value(email));
         }
-        if let Some(active) = active {
+        if let Some(active) = changes.active {
             update = update.col_expr(vendor::Column::Active, Expr::value(active));
         }
-        update.exec(&self.db).await?;
-        self.get_vendor(tenant, id).await
+        if update.exec(&txn).await?.rows_affected == 0 {
+            return Err(changed_meanwhile("vendor"));
+        }
+        let view = find_vendor(&txn, tenant, id).await?.into();
+        sea_orm::TransactionSession::commit(txn).await?;
+        Ok(view)
     }
 
     /// Delete a vendor without purchase orders (409 otherwise).
@@ -383,30 +455,29 @@ impl Procurement {
     pub async fn list_orders(
         &self,
         tenant: TenantScope,
-        status: Option<String>,
-        vendor_id: Option<Uuid>,
+        filter: OrderFilter,
         page: PageRequest,
     ) -> ApiResult<Paged<PurchaseOrderView>> {
         let mut query = tenant.find::<po::Entity>();
-        if let Some(status) = status {
+        if let Some(status) = filter.status {
             query = query.filter(po::Column::Status.eq(status));
         }
-        if let Some(vendor) = vendor_id {
+        if let Some(vendor) = filter.vendor_id {
             query = query.filter(po::Column::VendorId.eq(vendor));
         }
+        if let Some(warehouse) = filter.warehouse_id {
+            query = query.filter(po::Column::WarehouseId.eq(warehouse));
+        }
         let total = query.clone().count(&self.db).await?;
+        let (column, desc) = filter.sort;
+        let query = if desc { query.order_by_desc(column) } else { query.order_by_asc(column) };
         let rows = query
-            .order_by_desc(po::Column::CreatedAt)
             .order_by_desc(po::Column::Id)
             .offset(page.offset())
             .limit(page.per_page)
             .all(&self.db)
             .await?;
-        let mut views = Vec::with_capacity(rows.len());
-        for row in rows {
-            views.push(view(&self.db, tenant, row).await?);
-        }
-        Ok(page.into_paged(views, total))
+        Ok(page.into_paged(views(&self.db, tenant, rows).await?, total))
     }
 
     pub async fn get_order(&self, tenant: TenantScope, id: Uuid) -> ApiResult<PurchaseOrderView> {
@@ -420,10 +491,12 @@ impl Procurement {
         tenant: TenantScope,
         actor: Uuid,
         id: Uuid,
+        if_match: Option<i32>,
         action: Action,
     ) -> ApiResult<PurchaseOrderView> {
         let txn = crate::platform::db::begin(&self.db).await?;
         let order = lock_order(&txn, tenant, id).await?;
+        check_version("purchase order", order.version, if_match)?;
         let verb = format!("{action:?}").to_lowercase();
         let next = action.next(&order.status).ok_or_else(|| illegal(&order, &verb))?;
         let mut update = tenant
@@ -439,15 +512,11 @@ impl Procurement {
         if update.exec(&txn).await?.rows_affected == 0 {
             return Err(illegal(&order, &verb));
         }
-        if let Some(event) = action.event() {
-            events::publish(
-                &txn,
-                tenant.id(),
-                event,
-                json!({"id": id, "status": next, "total": order.total}),
-            )
-            .await?;
+        let mut data = json!({"id": id, "status": next, "total": order.total});
+        if action == Action::Close {
+            data["short"] = json!(order.status == PARTIALLY_RECEIVED);
         }
+        events::publish(&txn, tenant.id(), action.event(), data).await?;
         let updated = find_order(&txn, tenant, id).await?;
         let view = view(&txn, tenant, updated).await?;
         sea_orm::TransactionSession::commit(txn).await?;
@@ -461,10 +530,12 @@ impl Procurement {
         tenant: TenantScope,
         actor: Uuid,
         id: Uuid,
+        if_match: Option<i32>,
         receipt: Vec<ReceiptLine>,
     ) -> ApiResult<PurchaseOrderView> {
         let txn = crate::platform::db::begin(&self.db).await?;
         let order = lock_order(&txn, tenant, id).await?;
+        check_version("purchase order", order.version, if_match)?;
         if ![APPROVED, PARTIALLY_RECEIVED].contains(&order.status.as_str()) {
             return Err(illegal(&order, "receive goods for"));
         }
@@ -565,6 +636,9 @@ mod tests {
             assert_eq!(Action::Cancel.next(from), None, "{from}");
         }
         assert_eq!(Action::Close.next(RECEIVED), Some(CLOSED));
-        assert_eq!(Action::Close.next(PARTIALLY_RECEIVED), None);
+        assert_eq!(Action::Close.next(PARTIALLY_RECEIVED), Some(CLOSED));
+        for from in [DRAFT, SUBMITTED, APPROVED, CLOSED, CANCELLED] {
+            assert_eq!(Action::Close.next(from), None, "{from}");
+        }
     }
 }

@@ -1,16 +1,22 @@
 //! REST routes of the procurement module.
 
-use actix_web::{HttpResponse, delete, get, patch, post, web};
+use actix_web::{HttpRequest, HttpResponse, delete, get, patch, post, web};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 use uuid::Uuid;
 
-use super::{Action, NewLine, PurchaseOrderView, ReceiptLine, VendorView};
+use super::{
+    Action, NewLine, OrderFilter, PurchaseOrderView, ReceiptLine, STATES, VendorChanges, VendorFilter,
+    VendorView,
+};
 use crate::{
-    error::{ApiResult, FieldError, Problem},
+    error::{ApiError, ApiResult, Code, FieldError, Problem},
     platform::{
-        http::{ApiJson, Data, PageRequest, Paged, Validate, created, no_content, ok},
+        http::{
+            ApiJson, Data, PageRequest, Paged, Validate, created, if_match, no_content, ok_with_etag,
+            parse_sort, with_etag,
+        },
         rbac::{Authorized, ProcurementApprove, ProcurementRead, ProcurementWrite},
         state::AppState,
         validate::{self, Checks},
@@ -67,34 +73,45 @@ async fn create_vendor(
     body: ApiJson<CreateVendor>,
 ) -> ApiResult<HttpResponse> {
     let b = body.0;
-    Ok(created(
-        state.procurement.create_vendor(auth.tenant, b.name.trim().to_owned(), b.email, b.currency).await?,
-    ))
+    let vendor =
+        state.procurement.create_vendor(auth.tenant, b.name.trim().to_owned(), b.email, b.currency).await?;
+    Ok(with_etag(created(&vendor), vendor.version))
 }
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-struct PageQuery {
+struct VendorQuery {
     page: Option<u64>,
     per_page: Option<u64>,
+    /// `name` (the default), `created_at`; prefix `-` for descending.
+    sort: Option<String>,
+    active: Option<bool>,
 }
 
-/// Vendors by name.
-#[utoipa::path(tag = "procurement", params(PageQuery),
-    responses((status = 200, body = Paged<VendorView>), (status = 401, body = Problem), (status = 403, body = Problem)),
+/// Vendors, by name unless sorted otherwise.
+#[utoipa::path(tag = "procurement", params(VendorQuery),
+    responses((status = 200, body = Paged<VendorView>), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)),
     security(("bearer" = [])))]
 #[get("/vendors")]
 async fn list_vendors(
     auth: Authorized<ProcurementRead>,
     state: web::Data<AppState>,
-    query: web::Query<PageQuery>,
+    query: web::Query<VendorQuery>,
 ) -> ApiResult<HttpResponse> {
-    let page = PageRequest::new(query.page, query.per_page)?;
-    Ok(HttpResponse::Ok().json(state.procurement.list_vendors(auth.tenant, page).await?))
+    use entity::vendor::Column;
+    let q = query.into_inner();
+    let page = PageRequest::new(q.page, q.per_page)?;
+    let sort = parse_sort(
+        q.sort.as_deref(),
+        &[("name", Column::Name), ("created_at", Column::CreatedAt)],
+        (Column::Name, false),
+    )?;
+    let filter = VendorFilter { active: q.active, sort };
+    Ok(HttpResponse::Ok().json(state.procurement.list_vendors(auth.tenant, filter, page).await?))
 }
 
-/// One vendor.
+/// One vendor; its `ETag` is the version to send in `If-Match`.
 #[utoipa::path(tag = "procurement",
     responses((status = 200, body = Data<VendorView>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = [])))]
@@ -104,7 +121,8 @@ async fn get_vendor(
     state: web::Data<AppState>,
     id: web::Path<Uuid>,
 ) -> ApiResult<HttpResponse> {
-    Ok(ok(state.procurement.get_vendor(auth.tenant, id.into_inner()).await?))
+    let vendor = state.procurement.get_vendor(auth.tenant, id.into_inner()).await?;
+    Ok(ok_with_etag(&vendor, vendor.version))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -128,20 +146,26 @@ impl Validate for UpdateVendor {
     }
 }
 
-/// Change a vendor.
+/// Change a vendor; `If-Match` refuses (412) a change made meanwhile.
 #[utoipa::path(tag = "procurement", request_body = UpdateVendor,
-    responses((status = 200, body = Data<VendorView>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)),
+    params(("If-Match" = Option<String>, Header, description = "The ETag read before")),
+    responses((status = 200, body = Data<VendorView>), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 412, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
 #[patch("/vendors/{id}")]
 async fn update_vendor(
     auth: Authorized<ProcurementWrite>,
     state: web::Data<AppState>,
+    req: HttpRequest,
     id: web::Path<Uuid>,
     body: ApiJson<UpdateVendor>,
 ) -> ApiResult<HttpResponse> {
     let b = body.0;
-    let name = b.name.map(|n| n.trim().to_owned());
-    Ok(ok(state.procurement.update_vendor(auth.tenant, id.into_inner(), name, b.email, b.active).await?))
+    let changes =
+        VendorChanges { name: b.name.map(|n| n.trim().to_owned()), email: b.email, active: b.active };
+    let vendor =
+        state.procurement.update_vendor(auth.tenant, id.into_inner(), if_match(&req)?, changes).await?;
+    Ok(ok_with_etag(&vendor, vendor.version))
 }
 
 /// Delete a vendor that has no purchase orders.
@@ -204,7 +228,7 @@ async fn create_order(
         .procurement
         .create_order(auth.tenant, auth.user_id, b.vendor_id, b.warehouse_id, b.notes, b.lines)
         .await?;
-    Ok(created(order))
+    Ok(with_etag(created(&order), order.version))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -213,13 +237,18 @@ async fn create_order(
 struct OrderQuery {
     page: Option<u64>,
     per_page: Option<u64>,
+    /// `created_at` (the default, newest first with `-created_at`),
+    /// `updated_at`, `total`; prefix `-` for descending.
+    sort: Option<String>,
+    /// draft, submitted, approved, partially_received, received, closed or cancelled.
     status: Option<String>,
     vendor_id: Option<Uuid>,
+    warehouse_id: Option<Uuid>,
 }
 
-/// Purchase orders, newest first.
+/// Purchase orders, newest first unless sorted otherwise.
 #[utoipa::path(tag = "procurement", params(OrderQuery),
-    responses((status = 200, body = Paged<PurchaseOrderView>), (status = 401, body = Problem), (status = 403, body = Problem)),
+    responses((status = 200, body = Paged<PurchaseOrderView>), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)),
     security(("bearer" = [])))]
 #[get("/purchase-orders")]
 async fn list_orders(
@@ -227,13 +256,26 @@ async fn list_orders(
     state: web::Data<AppState>,
     query: web::Query<OrderQuery>,
 ) -> ApiResult<HttpResponse> {
+    use entity::purchase_order::Column;
     let q = query.into_inner();
     let page = PageRequest::new(q.page, q.per_page)?;
-    Ok(HttpResponse::Ok()
-        .json(state.procurement.list_orders(auth.tenant, q.status, q.vendor_id, page).await?))
+    let sort = parse_sort(
+        q.sort.as_deref(),
+        &[("created_at", Column::CreatedAt), ("updated_at", Column::UpdatedAt), ("total", Column::Total)],
+        (Column::CreatedAt, true),
+    )?;
+    if let Some(status) = q.status.as_deref().filter(|s| !STATES.contains(s)) {
+        let mut err =
+            ApiError::new(Code::InvalidQuery, format!("no purchase order state is called `{status}`"));
+        err.errors.push(FieldError::new("status", format!("must be one of {}", STATES.join(", "))));
+        return Err(err);
+    }
+    let filter = OrderFilter { status: q.status, vendor_id: q.vendor_id, warehouse_id: q.warehouse_id, sort };
+    Ok(HttpResponse::Ok().json(state.procurement.list_orders(auth.tenant, filter, page).await?))
 }
 
-/// One purchase order with its lines.
+/// One purchase order with its lines; its `ETag` is the version to send
+/// in `If-Match` on a transition or receipt.
 #[utoipa::path(tag = "procurement",
     responses((status = 200, body = Data<PurchaseOrderView>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = [])))]
@@ -243,23 +285,31 @@ async fn get_order(
     state: web::Data<AppState>,
     id: web::Path<Uuid>,
 ) -> ApiResult<HttpResponse> {
-    Ok(ok(state.procurement.get_order(auth.tenant, id.into_inner()).await?))
+    let order = state.procurement.get_order(auth.tenant, id.into_inner()).await?;
+    Ok(ok_with_etag(&order, order.version))
 }
 
 macro_rules! transition {
     ($name:ident, $path:literal, $permission:ty, $action:expr, $doc:literal) => {
         #[doc = $doc]
         #[utoipa::path(tag = "procurement",
-            responses((status = 200, body = Data<PurchaseOrderView>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
-                (status = 409, description = "Not allowed from the current state (named in the detail)", body = Problem)),
+            params(("If-Match" = Option<String>, Header, description = "The ETag read before")),
+            responses((status = 200, body = Data<PurchaseOrderView>), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+                (status = 409, description = "Not allowed from the current state (named in the detail)", body = Problem),
+                (status = 412, body = Problem)),
             security(("bearer" = [])))]
         #[post($path)]
         async fn $name(
             auth: Authorized<$permission>,
             state: web::Data<AppState>,
+            req: HttpRequest,
             id: web::Path<Uuid>,
         ) -> ApiResult<HttpResponse> {
-            Ok(ok(state.procurement.transition(auth.tenant, auth.user_id, id.into_inner(), $action).await?))
+            let order = state
+                .procurement
+                .transition(auth.tenant, auth.user_id, id.into_inner(), if_match(&req)?, $action)
+                .await?;
+            Ok(ok_with_etag(&order, order.version))
         }
     };
 }
@@ -290,7 +340,7 @@ transition!(
     "/purchase-orders/{id}/close",
     ProcurementWrite,
     Action::Close,
-    "Close a fully received order."
+    "Close a received order, or a partially received one to end it short."
 );
 
 #[derive(Deserialize, ToSchema)]
@@ -317,15 +367,20 @@ impl Validate for Receipt {
 /// Receive goods (partial receipts allowed, over-receipt refused): the
 /// order, stock movements and a journal entry commit together.
 #[utoipa::path(tag = "procurement", request_body = Receipt,
-    responses((status = 200, body = Data<PurchaseOrderView>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
-        (status = 409, body = Problem), (status = 422, body = Problem)),
+    params(("If-Match" = Option<String>, Header, description = "The ETag read before")),
+    responses((status = 200, body = Data<PurchaseOrderView>), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 409, body = Problem), (status = 412, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
 #[post("/purchase-orders/{id}/receipts")]
 async fn receive_goods(
     auth: Authorized<ProcurementWrite>,
     state: web::Data<AppState>,
+    req: HttpRequest,
     id: web::Path<Uuid>,
     body: ApiJson<Receipt>,
 ) -> ApiResult<HttpResponse> {
-    Ok(ok(state.procurement.receive(auth.tenant, auth.user_id, id.into_inner(), body.0.lines).await?))
+    let lines = body.0.lines;
+    let order =
+        state.procurement.receive(auth.tenant, auth.user_id, id.into_inner(), if_match(&req)?, lines).await?;
+    Ok(ok_with_etag(&order, order.version))
 }

@@ -97,6 +97,8 @@ event_types! {
         json!({"id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "status": "received", "total": 45000});
     PURCHASE_ORDER_CANCELLED => "purchase_order.cancelled", 6, "A purchase order was cancelled.",
         json!({"id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "status": "cancelled", "total": 45000});
+    PURCHASE_ORDER_CLOSED => "purchase_order.closed", 5, "A purchase order was closed; `short` when lines were never fully received.",
+        json!({"id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "status": "closed", "total": 45000, "short": false});
     GOODS_RECEIVED => "goods.received", 6, "Goods were received against a purchase order (stock and ledger booked).",
         json!({"purchase_order_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "lines": [{"line_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a13", "quantity": 40}], "value": 18000, "currency": "EUR"});
     INVENTORY_REORDER_RECOMMENDED => "inventory.reorder_recommended", 4, "The weekly scan found stock below its reorder points.",
@@ -236,6 +238,18 @@ mod tests {
             assert!(t.name.split('.').count() == 2, "{} is not `resource.action`", t.name);
             assert!((1..=10).contains(&t.priority));
             assert!((t.example)().is_object());
+        }
+    }
+
+    #[test]
+    fn the_guides_list_every_event_type() {
+        for (guide, text) in [
+            ("events.md", include_str!("../../../docs/events.md")),
+            ("webhooks.md", include_str!("../../../docs/webhooks.md")),
+        ] {
+            for t in CATALOGUE {
+                assert!(text.contains(&format!("| `{}` |", t.name)), "docs/{guide} lacks {}", t.name);
+            }
         }
     }
 }

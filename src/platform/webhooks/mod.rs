@@ -240,12 +240,7 @@ pub async fn update(
 ) -> ApiResult<EndpointView> {
     let txn = crate::platform::db::begin(db).await?;
     let current = find(&txn, tenant, id).await?;
-    if if_match.is_some_and(|v| v != current.version) {
-        return Err(ApiError::new(
-            Code::PreconditionFailed,
-            format!("the endpoint is at version {}, not the one in If-Match", current.version),
-        ));
-    }
+    crate::platform::http::check_version("endpoint", current.version, if_match)?;
     let mut update = tenant
         .update_many::<endpoint::Entity>()
         .filter(endpoint::Column::Id.eq(id))
@@ -273,7 +268,7 @@ pub async fn update(
         }
     }
     if update.exec(&txn).await?.rows_affected == 0 {
-        return Err(ApiError::new(Code::PreconditionFailed, "the endpoint changed meanwhile; read it again"));
+        return Err(crate::platform::http::changed_meanwhile("endpoint"));
     }
     let view = find(&txn, tenant, id).await?.into();
     txn.commit().await?;
