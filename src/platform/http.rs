@@ -16,6 +16,10 @@ use actix_web::{
     web,
 };
 use futures_util::future::LocalBoxFuture;
+use sea_orm::{
+    ConnectionTrait, DbErr, EntityTrait, Iterable, Order, PaginatorTrait, PrimaryKeyToColumn, QueryOrder,
+    QuerySelect, Select,
+};
 use serde::{Serialize, de::DeserializeOwned};
 use tracing::Instrument;
 use utoipa::ToSchema;
@@ -264,6 +268,13 @@ pub struct Paged<T> {
     pub meta: PageMeta,
 }
 
+impl<T> Paged<T> {
+    /// The same page, each item turned into another.
+    pub fn map<U>(self, f: impl FnMut(T) -> U) -> Paged<U> {
+        Paged { data: self.data.into_iter().map(f).collect(), meta: self.meta }
+    }
+}
+
 #[derive(Debug, Serialize, ToSchema, async_graphql::SimpleObject)]
 #[graphql(name = "PageInfo")]
 pub struct PageMeta {
@@ -309,6 +320,29 @@ impl PageRequest {
 
     pub fn offset(&self) -> u64 {
         (self.page - 1) * self.per_page
+    }
+
+    /// This page of `query` ordered by `sort` (a column, and whether
+    /// descending), ties broken by the primary key in the same direction so
+    /// that pages never overlap; with the number of rows matching in all.
+    pub async fn fetch<E>(
+        self,
+        db: &impl ConnectionTrait,
+        query: Select<E>,
+        sort: (E::Column, bool),
+    ) -> Result<Paged<E::Model>, DbErr>
+    where
+        E: EntityTrait,
+        E::Model: Sync,
+    {
+        let total = query.clone().count(db).await?;
+        let order = if sort.1 { Order::Desc } else { Order::Asc };
+        let mut query = query.order_by(sort.0, order.clone());
+        for key in E::PrimaryKey::iter() {
+            query = query.order_by(key.into_column(), order.clone());
+        }
+        let rows = query.offset(self.offset()).limit(self.per_page).all(db).await?;
+        Ok(self.into_paged(rows, total))
     }
 
     pub fn into_paged<T>(self, data: Vec<T>, total: u64) -> Paged<T> {

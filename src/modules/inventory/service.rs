@@ -7,8 +7,7 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, EntityTrait,
-    IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Statement, TryInsertResult,
-    sea_query::Expr,
+    IntoActiveModel, QueryFilter, Statement, TryInsertResult, sea_query::Expr,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -272,16 +271,7 @@ impl InventoryService for SeaOrmInventory {
         if let Some(active) = filter.active {
             query = query.filter(product::Column::Active.eq(active));
         }
-        let total = query.clone().count(&self.db).await?;
-        let (column, desc) = filter.sort;
-        let query = if desc { query.order_by_desc(column) } else { query.order_by_asc(column) };
-        let rows = query
-            .order_by_asc(product::Column::Id)
-            .offset(page.offset())
-            .limit(page.per_page)
-            .all(&self.db)
-            .await?;
-        Ok(page.into_paged(rows.into_iter().map(product_view).collect(), total))
+        Ok(page.fetch(&self.db, query, filter.sort).await?.map(product_view))
     }
 
     async fn get_product(&self, tenant: TenantScope, id: Uuid) -> ApiResult<ProductView> {
@@ -377,24 +367,14 @@ impl InventoryService for SeaOrmInventory {
         page: PageRequest,
     ) -> ApiResult<Paged<WarehouseView>> {
         let query = tenant.find::<warehouse::Entity>();
-        let total = query.clone().count(&self.db).await?;
-        let rows = query
-            .order_by_asc(warehouse::Column::Code)
-            .offset(page.offset())
-            .limit(page.per_page)
-            .all(&self.db)
-            .await?;
-        let views = rows
-            .into_iter()
-            .map(|m| WarehouseView {
-                id: m.id,
-                code: m.code,
-                name: m.name,
-                active: m.active,
-                created_at: m.created_at,
-            })
-            .collect();
-        Ok(page.into_paged(views, total))
+        let rows = page.fetch(&self.db, query, (warehouse::Column::Code, false)).await?;
+        Ok(rows.map(|m| WarehouseView {
+            id: m.id,
+            code: m.code,
+            name: m.name,
+            active: m.active,
+            created_at: m.created_at,
+        }))
     }
 
     async fn stock_levels(
@@ -411,15 +391,9 @@ impl InventoryService for SeaOrmInventory {
         if let Some(id) = warehouse_id {
             query = query.filter(stock_level::Column::WarehouseId.eq(id));
         }
-        let total = query.clone().count(&self.db).await?;
-        let rows = query
-            .order_by_asc(stock_level::Column::ProductId)
-            .order_by_asc(stock_level::Column::WarehouseId)
-            .offset(page.offset())
-            .limit(page.per_page)
-            .all(&self.db)
-            .await?;
-        Ok(page.into_paged(stock_views(&self.db, tenant, rows).await?, total))
+        let Paged { data, meta } =
+            page.fetch(&self.db, query, (stock_level::Column::ProductId, false)).await?;
+        Ok(Paged { data: stock_views(&self.db, tenant, data).await?, meta })
     }
 
     async fn movements(
@@ -436,29 +410,19 @@ impl InventoryService for SeaOrmInventory {
         if let Some(id) = warehouse_id {
             query = query.filter(stock_movement::Column::WarehouseId.eq(id));
         }
-        let total = query.clone().count(&self.db).await?;
-        let rows = query
-            .order_by_desc(stock_movement::Column::Id)
-            .offset(page.offset())
-            .limit(page.per_page)
-            .all(&self.db)
-            .await?;
-        let views = rows
-            .into_iter()
-            .map(|m| MovementView {
-                id: m.id,
-                product_id: m.product_id,
-                warehouse_id: m.warehouse_id,
-                kind: m.kind,
-                quantity: m.quantity,
-                reserved_delta: m.reserved_delta,
-                reason: m.reason,
-                reference: m.reference,
-                user_id: m.user_id,
-                created_at: m.created_at,
-            })
-            .collect();
-        Ok(page.into_paged(views, total))
+        let rows = page.fetch(&self.db, query, (stock_movement::Column::Id, true)).await?;
+        Ok(rows.map(|m| MovementView {
+            id: m.id,
+            product_id: m.product_id,
+            warehouse_id: m.warehouse_id,
+            kind: m.kind,
+            quantity: m.quantity,
+            reserved_delta: m.reserved_delta,
+            reason: m.reason,
+            reference: m.reference,
+            user_id: m.user_id,
+            created_at: m.created_at,
+        }))
     }
 
     async fn adjust(

@@ -6,8 +6,7 @@
 use actix_web::{HttpResponse, get, web};
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseConnection, DatabaseTransaction, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect,
+    ActiveValue::Set, ColumnTrait, DatabaseConnection, DatabaseTransaction, EntityTrait, QueryFilter,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -106,25 +105,15 @@ pub async fn entries(
     if let Some(reference) = reference {
         query = query.filter(journal_entry::Column::Reference.eq(reference));
     }
-    let total = query.clone().count(db).await?;
-    let rows = query
-        .order_by_desc(journal_entry::Column::Id)
-        .offset(page.offset())
-        .limit(page.per_page)
-        .all(db)
-        .await?;
-    let views = rows
-        .into_iter()
-        .map(|m| EntryView {
-            id: m.id,
-            lines: serde_json::from_value(m.lines).unwrap_or_default(),
-            reference: m.reference,
-            memo: m.memo,
-            currency: m.currency,
-            created_at: m.created_at,
-        })
-        .collect();
-    Ok(page.into_paged(views, total))
+    let entries = page.fetch(db, query, (journal_entry::Column::Id, true)).await?;
+    Ok(entries.map(|m| EntryView {
+        id: m.id,
+        lines: serde_json::from_value(m.lines).unwrap_or_default(),
+        reference: m.reference,
+        memo: m.memo,
+        currency: m.currency,
+        created_at: m.created_at,
+    }))
 }
 
 pub fn routes(cfg: &mut ServiceConfig) {

@@ -315,16 +315,7 @@ impl Procurement {
         if let Some(active) = filter.active {
             query = query.filter(vendor::Column::Active.eq(active));
         }
-        let total = query.clone().count(&self.db).await?;
-        let (column, desc) = filter.sort;
-        let query = if desc { query.order_by_desc(column) } else { query.order_by_asc(column) };
-        let rows = query
-            .order_by_asc(vendor::Column::Id)
-            .offset(page.offset())
-            .limit(page.per_page)
-            .all(&self.db)
-            .await?;
-        Ok(page.into_paged(rows.into_iter().map(Into::into).collect(), total))
+        Ok(page.fetch(&self.db, query, filter.sort).await?.map(Into::into))
     }
 
     pub async fn get_vendor(&self, tenant: TenantScope, id: Uuid) -> ApiResult<VendorView> {
@@ -468,16 +459,8 @@ impl Procurement {
         if let Some(warehouse) = filter.warehouse_id {
             query = query.filter(po::Column::WarehouseId.eq(warehouse));
         }
-        let total = query.clone().count(&self.db).await?;
-        let (column, desc) = filter.sort;
-        let query = if desc { query.order_by_desc(column) } else { query.order_by_asc(column) };
-        let rows = query
-            .order_by_desc(po::Column::Id)
-            .offset(page.offset())
-            .limit(page.per_page)
-            .all(&self.db)
-            .await?;
-        Ok(page.into_paged(views(&self.db, tenant, rows).await?, total))
+        let Paged { data, meta } = page.fetch(&self.db, query, filter.sort).await?;
+        Ok(Paged { data: views(&self.db, tenant, data).await?, meta })
     }
 
     pub async fn get_order(&self, tenant: TenantScope, id: Uuid) -> ApiResult<PurchaseOrderView> {

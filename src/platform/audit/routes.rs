@@ -3,7 +3,7 @@
 
 use actix_web::{HttpResponse, get, web};
 use chrono::{DateTime, Utc};
-use sea_orm::{ColumnTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{ColumnTrait, QueryFilter};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
@@ -118,10 +118,6 @@ async fn list_audit_logs(
     if let Some(to) = q.to {
         select = select.filter(Column::CreatedAt.lt(to));
     }
-    let total = select.clone().count(&state.db).await?;
-    let select = if desc { select.order_by_desc(column) } else { select.order_by_asc(column) };
-    let rows =
-        select.order_by_desc(Column::Id).offset(page.offset()).limit(page.per_page).all(&state.db).await?;
-    let views = rows.into_iter().map(AuditLogView::from).collect();
-    Ok(HttpResponse::Ok().json(page.into_paged(views, total)))
+    let entries = page.fetch(&state.db, select, (column, desc)).await?;
+    Ok(HttpResponse::Ok().json(entries.map(AuditLogView::from)))
 }

@@ -3,7 +3,7 @@
 
 use actix_web::{HttpResponse, get, post, web};
 use chrono::{DateTime, Utc};
-use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
@@ -120,16 +120,8 @@ async fn list_jobs(
     if let Some(kind) = q.kind {
         select = select.filter(Column::Kind.eq(kind));
     }
-    let total = select.clone().count(&state.db).await?;
-    let rows = select
-        .order_by_desc(Column::CreatedAt)
-        .order_by_desc(Column::Id)
-        .offset(page.offset())
-        .limit(page.per_page)
-        .all(&state.db)
-        .await?;
-    let views: Vec<JobView> = rows.into_iter().map(Into::into).collect();
-    Ok(HttpResponse::Ok().json(page.into_paged(views, total)))
+    let jobs = page.fetch(&state.db, select, (Column::CreatedAt, true)).await?;
+    Ok(HttpResponse::Ok().json(jobs.map(JobView::from)))
 }
 
 #[derive(Serialize, ToSchema)]

@@ -254,21 +254,13 @@ pub async fn list(
         Some(false) => query = query.filter(user::Column::DisabledAt.is_null()),
         None => {}
     }
-    let total = query.clone().count(db).await?;
-    let (column, desc) = filter.sort;
-    let query = if desc { query.order_by_desc(column) } else { query.order_by_asc(column) };
-    let users =
-        query.order_by_asc(user::Column::Id).offset(page.offset()).limit(page.per_page).all(db).await?;
-    let ids: Vec<Uuid> = users.iter().map(|u| u.id).collect();
+    let users = page.fetch(db, query, filter.sort).await?;
+    let ids: Vec<Uuid> = users.data.iter().map(|u| u.id).collect();
     let mut roles = roles_of(db, tenant, &ids).await?;
-    let views = users
-        .into_iter()
-        .map(|u| {
-            let r = roles.remove(&u.id).unwrap_or_default();
-            UserView::new(u, r)
-        })
-        .collect();
-    Ok(page.into_paged(views, total))
+    Ok(users.map(|u| {
+        let r = roles.remove(&u.id).unwrap_or_default();
+        UserView::new(u, r)
+    }))
 }
 
 /// Disable or re-enable an account. Disabling refuses every token of the

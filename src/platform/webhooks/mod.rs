@@ -214,15 +214,7 @@ pub async fn list(
     if let Some(enabled) = enabled {
         query = query.filter(endpoint::Column::Enabled.eq(enabled));
     }
-    let total = query.clone().count(db).await?;
-    let rows = query
-        .order_by_asc(endpoint::Column::CreatedAt)
-        .order_by_asc(endpoint::Column::Id)
-        .offset(page.offset())
-        .limit(page.per_page)
-        .all(db)
-        .await?;
-    Ok(page.into_paged(rows.into_iter().map(Into::into).collect(), total))
+    Ok(page.fetch(db, query, (endpoint::Column::CreatedAt, false)).await?.map(Into::into))
 }
 
 pub async fn get(db: &impl ConnectionTrait, tenant: TenantScope, id: Uuid) -> ApiResult<EndpointView> {
@@ -475,15 +467,7 @@ pub async fn deliveries(
     if let Some(status) = status {
         query = query.filter(delivery_row::Column::Status.eq(status));
     }
-    let total = query.clone().count(db).await?;
-    let rows = query
-        .order_by_desc(delivery_row::Column::CreatedAt)
-        .order_by_desc(delivery_row::Column::Id)
-        .offset(page.offset())
-        .limit(page.per_page)
-        .all(db)
-        .await?;
-    Ok(page.into_paged(rows.into_iter().map(Into::into).collect(), total))
+    Ok(page.fetch(db, query, (delivery_row::Column::CreatedAt, true)).await?.map(Into::into))
 }
 
 async fn find_delivery(
