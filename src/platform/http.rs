@@ -377,6 +377,19 @@ pub fn parse_sort<C: Copy>(
     })
 }
 
+/// 400 `invalid_query` unless the filter `field`, when given, is one of
+/// `allowed`.
+pub fn one_of(field: &str, value: Option<&str>, allowed: &[&str]) -> ApiResult<()> {
+    match value {
+        Some(v) if !allowed.contains(&v) => {
+            let mut err = ApiError::new(Code::InvalidQuery, format!("`{v}` is not a {field} here"));
+            err.errors.push(FieldError::new(field, format!("must be one of {}", allowed.join(", "))));
+            Err(err)
+        }
+        _ => Ok(()),
+    }
+}
+
 pub fn is_mutating(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }

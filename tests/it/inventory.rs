@@ -378,3 +378,42 @@ async fn bulk_products_answer_per_item_and_need_their_feature() {
     let one = json!({"items": [{"sku": "U", "name": "U", "unit_price": 1, "currency": "EUR"}]});
     assert_problem(app.post("/api/v1/bulk/products", &user, one).await, 403, "forbidden").await;
 }
+
+#[tokio::test]
+async fn stock_lists_sort_and_filter_by_their_fields() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let (a, b) = (product(&app, &tenant, "A").await, product(&app, &tenant, "B").await);
+    let (main, spare) = (warehouse(&app, &tenant, "MAIN").await, warehouse(&app, &tenant, "SPARE").await);
+    adjust(&app, &tenant, &a, &main, 5).await;
+    adjust(&app, &tenant, &b, &main, 9).await;
+    adjust(&app, &tenant, &a, &spare, 1).await;
+    let body =
+        json!({"reference": "order-9", "lines": [{"product_id": b, "warehouse_id": main, "quantity": 2}]});
+    assert_eq!(app.post("/api/v1/reservations", &tenant.token, body).await.status(), 201);
+    let (app, token) = (&app, &tenant.token);
+    let list = |path: String| async move { json(app.get(&path, token).await).await };
+    let field = |list: &Value, name: &str| -> Vec<Value> {
+        list["data"].as_array().unwrap().iter().map(|v| v[name].clone()).collect()
+    };
+
+    let codes = list("/api/v1/warehouses?sort=-code".into()).await;
+    assert_eq!(field(&codes, "code"), [json!("SPARE"), json!("MAIN")]);
+    let levels = list("/api/v1/stock-levels?sort=-on_hand".into()).await;
+    assert_eq!(field(&levels, "on_hand"), [json!(9), json!(5), json!(1)]);
+    let levels = list(format!("/api/v1/stock-levels?sort=reserved&warehouse_id={main}")).await;
+    assert_eq!(field(&levels, "reserved"), [json!(0), json!(2)]);
+
+    let oldest = list("/api/v1/stock-movements?sort=created_at".into()).await;
+    assert_eq!(field(&oldest, "quantity")[..3], [json!(5), json!(9), json!(1)]);
+    let held = list("/api/v1/stock-movements?kind=reservation".into()).await;
+    assert_eq!(field(&held, "reference"), [json!("order-9")]);
+    let by_reference = list("/api/v1/stock-movements?reference=order-9".into()).await;
+    assert_eq!(field(&by_reference, "kind"), [json!("reservation")]);
+    for bad in
+        ["/api/v1/stock-movements?kind=theft", "/api/v1/stock-levels?sort=sku", "/api/v1/warehouses?sort=-id"]
+    {
+        let res = app.get(bad, token).await;
+        assert_problem(res, 400, "invalid_query").await;
+    }
+}

@@ -95,6 +95,9 @@ async fn an_order_is_approved_received_in_parts_and_closed() {
     assert_eq!(entries.len(), 2);
     let values: Vec<i64> = entries.iter().map(|e| e["lines"][0]["debit"].as_i64().unwrap()).collect();
     assert_eq!(values, [60 * 45, 40 * 45]);
+    let path = format!("/api/v1/ledger/entries?reference=purchase_order:{id}&sort=created_at");
+    let oldest_first = json(app.get(&path, &tenant.token).await).await;
+    assert_eq!(oldest_first["data"][0]["lines"][0]["debit"], 40 * 45);
     for entry in entries {
         assert_eq!(entry["lines"][0]["account"], "inventory");
         assert_eq!(entry["lines"][1]["account"], "accounts_payable");

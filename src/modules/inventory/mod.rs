@@ -79,6 +79,25 @@ pub struct ProductFilter {
     pub sort: (entity::product::Column, bool),
 }
 
+pub struct LevelFilter {
+    pub product_id: Option<Uuid>,
+    pub warehouse_id: Option<Uuid>,
+    pub sort: (entity::stock_level::Column, bool),
+}
+
+/// The kinds of stock movement.
+pub const MOVEMENT_KINDS: [&str; 7] =
+    ["receipt", "shipment", "adjustment", "transfer_out", "transfer_in", "reservation", "release"];
+
+pub struct MovementFilter {
+    pub product_id: Option<Uuid>,
+    pub warehouse_id: Option<Uuid>,
+    /// One of [`MOVEMENT_KINDS`].
+    pub kind: Option<String>,
+    pub reference: Option<String>,
+    pub sort: (entity::stock_movement::Column, bool),
+}
+
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct WarehouseView {
     pub id: Uuid,
@@ -198,20 +217,19 @@ pub trait InventoryService: Send + Sync {
     async fn list_warehouses(
         &self,
         tenant: TenantScope,
+        sort: (entity::warehouse::Column, bool),
         page: PageRequest,
     ) -> ApiResult<Paged<WarehouseView>>;
     async fn stock_levels(
         &self,
         tenant: TenantScope,
-        product_id: Option<Uuid>,
-        warehouse_id: Option<Uuid>,
+        filter: LevelFilter,
         page: PageRequest,
     ) -> ApiResult<Paged<StockLevelView>>;
     async fn movements(
         &self,
         tenant: TenantScope,
-        product_id: Option<Uuid>,
-        warehouse_id: Option<Uuid>,
+        filter: MovementFilter,
         page: PageRequest,
     ) -> ApiResult<Paged<MovementView>>;
     /// Change on-hand stock by `quantity` (negative to remove); refuses to go

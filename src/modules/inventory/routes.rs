@@ -9,15 +9,15 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use uuid::Uuid;
 
 use super::{
-    Cause, Line, MovementView, NewProduct, ProductChanges, ProductFilter, ProductView, Recommendation,
-    ReservationView, StockLevelView, WarehouseView,
+    Cause, LevelFilter, Line, MOVEMENT_KINDS, MovementFilter, MovementView, NewProduct, ProductChanges,
+    ProductFilter, ProductView, Recommendation, ReservationView, StockLevelView, WarehouseView,
 };
 use crate::{
     error::{ApiResult, FieldError, Problem},
     platform::{
         http::{
-            ApiJson, Data, PageRequest, Paged, Validate, created, if_match, ok, ok_with_etag, parse_sort,
-            with_etag,
+            ApiJson, Data, PageRequest, Paged, Validate, created, if_match, ok, ok_with_etag, one_of,
+            parse_sort, with_etag,
         },
         rbac::{Authorized, InventoryRead, InventoryWrite},
         state::AppState,
@@ -311,18 +311,20 @@ async fn create_warehouse(
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-struct PageQuery {
+struct WarehouseQuery {
     page: Option<u64>,
     per_page: Option<u64>,
+    /// `code` (the default), `name`, `created_at`; prefix `-` for descending.
+    sort: Option<String>,
 }
 
-/// Warehouses by code.
+/// Warehouses, by code unless sorted otherwise.
 #[utoipa::path(
     tag = "inventory",
-    params(PageQuery),
+    params(WarehouseQuery),
     responses(
         (status = 200, description = "A page of warehouses", body = Paged<WarehouseView>),
-        (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
     ),
     security(("bearer" = []))
 )]
@@ -330,18 +332,28 @@ struct PageQuery {
 async fn list_warehouses(
     auth: Authorized<InventoryRead>,
     state: web::Data<AppState>,
-    query: web::Query<PageQuery>,
+    query: web::Query<WarehouseQuery>,
 ) -> ApiResult<HttpResponse> {
-    let page = PageRequest::new(query.page, query.per_page)?;
-    Ok(HttpResponse::Ok().json(state.inventory.list_warehouses(auth.tenant, page).await?))
+    use entity::warehouse::Column;
+    let q = query.into_inner();
+    let page = PageRequest::new(q.page, q.per_page)?;
+    let sort = parse_sort(
+        q.sort.as_deref(),
+        &[("code", Column::Code), ("name", Column::Name), ("created_at", Column::CreatedAt)],
+        (Column::Code, false),
+    )?;
+    Ok(HttpResponse::Ok().json(state.inventory.list_warehouses(auth.tenant, sort, page).await?))
 }
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-struct StockQuery {
+struct LevelQuery {
     page: Option<u64>,
     per_page: Option<u64>,
+    /// `product_id` (the default), `on_hand`, `reserved`, `updated_at`;
+    /// prefix `-` for descending.
+    sort: Option<String>,
     product_id: Option<Uuid>,
     warehouse_id: Option<Uuid>,
 }
@@ -349,10 +361,10 @@ struct StockQuery {
 /// Stock levels: on hand, reserved, available.
 #[utoipa::path(
     tag = "inventory",
-    params(StockQuery),
+    params(LevelQuery),
     responses(
         (status = 200, description = "A page of stock levels", body = Paged<StockLevelView>),
-        (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
     ),
     security(("bearer" = []))
 )]
@@ -360,12 +372,23 @@ struct StockQuery {
 async fn list_levels(
     auth: Authorized<InventoryRead>,
     state: web::Data<AppState>,
-    query: web::Query<StockQuery>,
+    query: web::Query<LevelQuery>,
 ) -> ApiResult<HttpResponse> {
+    use entity::stock_level::Column;
     let q = query.into_inner();
     let page = PageRequest::new(q.page, q.per_page)?;
-    Ok(HttpResponse::Ok()
-        .json(state.inventory.stock_levels(auth.tenant, q.product_id, q.warehouse_id, page).await?))
+    let sort = parse_sort(
+        q.sort.as_deref(),
+        &[
+            ("product_id", Column::ProductId),
+            ("on_hand", Column::OnHand),
+            ("reserved", Column::Reserved),
+            ("updated_at", Column::UpdatedAt),
+        ],
+        (Column::ProductId, false),
+    )?;
+    let filter = LevelFilter { product_id: q.product_id, warehouse_id: q.warehouse_id, sort };
+    Ok(HttpResponse::Ok().json(state.inventory.stock_levels(auth.tenant, filter, page).await?))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -436,10 +459,26 @@ async fn recommendations(
     Ok(ok(state.inventory.reorder_recommendations(auth.tenant).await?))
 }
 
-/// The stock ledger, newest first.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct MovementQuery {
+    page: Option<u64>,
+    per_page: Option<u64>,
+    /// `-created_at` (the default, newest first) or `created_at`.
+    sort: Option<String>,
+    product_id: Option<Uuid>,
+    warehouse_id: Option<Uuid>,
+    /// receipt, shipment, adjustment, transfer_out, transfer_in, reservation or release.
+    kind: Option<String>,
+    /// Exact reference, e.g. `purchase_order:<id>` or a reservation's.
+    reference: Option<String>,
+}
+
+/// The stock ledger, newest first unless sorted otherwise.
 #[utoipa::path(
     tag = "inventory",
-    params(StockQuery),
+    params(MovementQuery),
     responses(
         (status = 200, description = "A page of movements", body = Paged<MovementView>),
         (status = 401, body = Problem), (status = 403, body = Problem),
@@ -450,12 +489,22 @@ async fn recommendations(
 async fn list_movements(
     auth: Authorized<InventoryRead>,
     state: web::Data<AppState>,
-    query: web::Query<StockQuery>,
+    query: web::Query<MovementQuery>,
 ) -> ApiResult<HttpResponse> {
+    use entity::stock_movement::Column;
     let q = query.into_inner();
     let page = PageRequest::new(q.page, q.per_page)?;
-    Ok(HttpResponse::Ok()
-        .json(state.inventory.movements(auth.tenant, q.product_id, q.warehouse_id, page).await?))
+    let sort =
+        parse_sort(q.sort.as_deref(), &[("created_at", Column::CreatedAt)], (Column::CreatedAt, true))?;
+    one_of("kind", q.kind.as_deref(), &MOVEMENT_KINDS)?;
+    let filter = MovementFilter {
+        product_id: q.product_id,
+        warehouse_id: q.warehouse_id,
+        kind: q.kind,
+        reference: q.reference,
+        sort,
+    };
+    Ok(HttpResponse::Ok().json(state.inventory.movements(auth.tenant, filter, page).await?))
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -13,8 +13,9 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::{
-    Cause, EXPIRY_JOB, InventoryService, Line, MovementView, NewProduct, ProductChanges, ProductFilter,
-    ProductView, REORDER_SCAN_JOB, Recommendation, ReservationView, StockLevelView, WarehouseView,
+    Cause, EXPIRY_JOB, InventoryService, LevelFilter, Line, MovementFilter, MovementView, NewProduct,
+    ProductChanges, ProductFilter, ProductView, REORDER_SCAN_JOB, Recommendation, ReservationView,
+    StockLevelView, WarehouseView,
 };
 use crate::{
     error::{ApiError, ApiResult, Code, FieldError},
@@ -364,10 +365,10 @@ impl InventoryService for SeaOrmInventory {
     async fn list_warehouses(
         &self,
         tenant: TenantScope,
+        sort: (warehouse::Column, bool),
         page: PageRequest,
     ) -> ApiResult<Paged<WarehouseView>> {
-        let query = tenant.find::<warehouse::Entity>();
-        let rows = page.fetch(&self.db, query, (warehouse::Column::Code, false)).await?;
+        let rows = page.fetch(&self.db, tenant.find::<warehouse::Entity>(), sort).await?;
         Ok(rows.map(|m| WarehouseView {
             id: m.id,
             code: m.code,
@@ -380,37 +381,40 @@ impl InventoryService for SeaOrmInventory {
     async fn stock_levels(
         &self,
         tenant: TenantScope,
-        product_id: Option<Uuid>,
-        warehouse_id: Option<Uuid>,
+        filter: LevelFilter,
         page: PageRequest,
     ) -> ApiResult<Paged<StockLevelView>> {
         let mut query = tenant.find::<stock_level::Entity>();
-        if let Some(id) = product_id {
+        if let Some(id) = filter.product_id {
             query = query.filter(stock_level::Column::ProductId.eq(id));
         }
-        if let Some(id) = warehouse_id {
+        if let Some(id) = filter.warehouse_id {
             query = query.filter(stock_level::Column::WarehouseId.eq(id));
         }
-        let Paged { data, meta } =
-            page.fetch(&self.db, query, (stock_level::Column::ProductId, false)).await?;
+        let Paged { data, meta } = page.fetch(&self.db, query, filter.sort).await?;
         Ok(Paged { data: stock_views(&self.db, tenant, data).await?, meta })
     }
 
     async fn movements(
         &self,
         tenant: TenantScope,
-        product_id: Option<Uuid>,
-        warehouse_id: Option<Uuid>,
+        filter: MovementFilter,
         page: PageRequest,
     ) -> ApiResult<Paged<MovementView>> {
         let mut query = tenant.find::<stock_movement::Entity>();
-        if let Some(id) = product_id {
+        if let Some(id) = filter.product_id {
             query = query.filter(stock_movement::Column::ProductId.eq(id));
         }
-        if let Some(id) = warehouse_id {
+        if let Some(id) = filter.warehouse_id {
             query = query.filter(stock_movement::Column::WarehouseId.eq(id));
         }
-        let rows = page.fetch(&self.db, query, (stock_movement::Column::Id, true)).await?;
+        if let Some(kind) = filter.kind {
+            query = query.filter(stock_movement::Column::Kind.eq(kind));
+        }
+        if let Some(reference) = filter.reference {
+            query = query.filter(stock_movement::Column::Reference.eq(reference));
+        }
+        let rows = page.fetch(&self.db, query, filter.sort).await?;
         Ok(rows.map(|m| MovementView {
             id: m.id,
             product_id: m.product_id,

@@ -17,7 +17,7 @@ use uuid::Uuid;
 use crate::{
     error::{ApiError, ApiResult, Problem},
     platform::{
-        http::{PageRequest, Paged},
+        http::{PageRequest, Paged, parse_sort},
         rbac::{Authorized, LedgerRead},
         state::AppState,
         tenancy::TenantScope,
@@ -99,13 +99,14 @@ pub async fn entries(
     db: &DatabaseConnection,
     tenant: TenantScope,
     reference: Option<String>,
+    sort: (journal_entry::Column, bool),
     page: PageRequest,
 ) -> ApiResult<Paged<EntryView>> {
     let mut query = tenant.find::<journal_entry::Entity>();
     if let Some(reference) = reference {
         query = query.filter(journal_entry::Column::Reference.eq(reference));
     }
-    let entries = page.fetch(db, query, (journal_entry::Column::Id, true)).await?;
+    let entries = page.fetch(db, query, sort).await?;
     Ok(entries.map(|m| EntryView {
         id: m.id,
         lines: serde_json::from_value(m.lines).unwrap_or_default(),
@@ -126,17 +127,19 @@ pub fn routes(cfg: &mut ServiceConfig) {
 struct EntryQuery {
     page: Option<u64>,
     per_page: Option<u64>,
+    /// `-created_at` (the default, newest first) or `created_at`.
+    sort: Option<String>,
     /// Exact reference, e.g. `purchase_order:<id>`.
     reference: Option<String>,
 }
 
-/// Journal entries of the built-in ledger, newest first.
+/// Journal entries of the built-in ledger, newest first unless sorted otherwise.
 #[utoipa::path(
     tag = "ledger",
     params(EntryQuery),
     responses(
         (status = 200, description = "A page of entries", body = Paged<EntryView>),
-        (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
     ),
     security(("bearer" = []))
 )]
@@ -148,7 +151,9 @@ async fn list_entries(
 ) -> ApiResult<HttpResponse> {
     let q = query.into_inner();
     let page = PageRequest::new(q.page, q.per_page)?;
-    Ok(HttpResponse::Ok().json(entries(&state.db, auth.tenant, q.reference, page).await?))
+    let created_at = journal_entry::Column::CreatedAt;
+    let sort = parse_sort(q.sort.as_deref(), &[("created_at", created_at)], (created_at, true))?;
+    Ok(HttpResponse::Ok().json(entries(&state.db, auth.tenant, q.reference, sort, page).await?))
 }
 
 #[cfg(test)]

@@ -12,13 +12,13 @@ use super::{
 };
 use crate::{
     api::graphql::{authorized, gql},
-    error::{ApiError, Code},
+    error::ApiError,
     modules::inventory::{
         ProductView,
         graphql::{Loader, ProductId, loader},
     },
     platform::{
-        http::{PageMeta, PageRequest},
+        http::{PageMeta, PageRequest, one_of},
         rbac::{InventoryRead, ProcurementApprove, ProcurementRead, ProcurementWrite},
     },
 };
@@ -86,10 +86,7 @@ impl ProcurementQuery {
     ) -> async_graphql::Result<OrderPage> {
         let (state, principal) = authorized::<ProcurementRead>(ctx).map_err(gql)?;
         let page = PageRequest::new(Some(page), Some(per_page)).map_err(gql)?;
-        if let Some(status) = status.as_deref().filter(|s| !STATES.contains(s)) {
-            let detail = format!("no purchase order state is called `{status}`");
-            return Err(gql(ApiError::new(Code::InvalidQuery, detail)));
-        }
+        one_of("status", status.as_deref(), &STATES).map_err(gql)?;
         let filter = OrderFilter { status, vendor_id, ..OrderFilter::default() };
         let paged = state.procurement.list_orders(principal.tenant, filter, page).await.map_err(gql)?;
         Ok(OrderPage { items: paged.data, page_info: paged.meta })

@@ -11,10 +11,10 @@ use super::{
     VendorView,
 };
 use crate::{
-    error::{ApiError, ApiResult, Code, FieldError, Problem},
+    error::{ApiResult, FieldError, Problem},
     platform::{
         http::{
-            ApiJson, Data, PageRequest, Paged, Validate, created, if_match, no_content, ok_with_etag,
+            ApiJson, Data, PageRequest, Paged, Validate, created, if_match, no_content, ok_with_etag, one_of,
             parse_sort, with_etag,
         },
         rbac::{Authorized, ProcurementApprove, ProcurementRead, ProcurementWrite},
@@ -264,12 +264,7 @@ async fn list_orders(
         &[("created_at", Column::CreatedAt), ("updated_at", Column::UpdatedAt), ("total", Column::Total)],
         (Column::CreatedAt, true),
     )?;
-    if let Some(status) = q.status.as_deref().filter(|s| !STATES.contains(s)) {
-        let mut err =
-            ApiError::new(Code::InvalidQuery, format!("no purchase order state is called `{status}`"));
-        err.errors.push(FieldError::new("status", format!("must be one of {}", STATES.join(", "))));
-        return Err(err);
-    }
+    one_of("status", q.status.as_deref(), &STATES)?;
     let filter = OrderFilter { status: q.status, vendor_id: q.vendor_id, warehouse_id: q.warehouse_id, sort };
     Ok(HttpResponse::Ok().json(state.procurement.list_orders(auth.tenant, filter, page).await?))
 }

@@ -11,9 +11,9 @@ use uuid::Uuid;
 
 use super::LaneStats;
 use crate::{
-    error::{ApiError, ApiResult, Code, FieldError, Problem},
+    error::{ApiError, ApiResult, Problem},
     platform::{
-        http::{ApiJson, Data, PageRequest, Paged, Validate, ok},
+        http::{ApiJson, Data, PageRequest, Paged, Validate, ok, one_of},
         rbac::{Authorized, JobsManage},
         state::AppState,
     },
@@ -111,11 +111,7 @@ async fn list_jobs(
     let q = query.into_inner();
     let page = PageRequest::new(q.page, q.per_page)?;
     let status = q.status.unwrap_or_else(|| super::DEAD.to_owned());
-    if ![super::PENDING, super::RUNNING, super::COMPLETED, super::DEAD].contains(&status.as_str()) {
-        let mut err = ApiError::new(Code::InvalidQuery, "unknown job status");
-        err.errors.push(FieldError::new("status", "must be pending, running, completed or dead"));
-        return Err(err);
-    }
+    one_of("status", Some(&status), &[super::PENDING, super::RUNNING, super::COMPLETED, super::DEAD])?;
     let mut select = Entity::find().filter(Column::Status.eq(status));
     if let Some(kind) = q.kind {
         select = select.filter(Column::Kind.eq(kind));

@@ -454,13 +454,8 @@ pub async fn deliveries(
     status: Option<String>,
     page: PageRequest,
 ) -> ApiResult<Paged<DeliveryView>> {
-    if let Some(status) = &status
-        && ![DELIVERY_PENDING, DELIVERY_SUCCEEDED, DELIVERY_FAILED].contains(&status.as_str())
-    {
-        let mut err = ApiError::new(Code::InvalidQuery, "unknown delivery status");
-        err.errors.push(FieldError::new("status", "must be pending, succeeded or failed"));
-        return Err(err);
-    }
+    let statuses = [DELIVERY_PENDING, DELIVERY_SUCCEEDED, DELIVERY_FAILED];
+    crate::platform::http::one_of("status", status.as_deref(), &statuses)?;
     find(db, tenant, endpoint_id).await?;
     let mut query =
         tenant.find::<delivery_row::Entity>().filter(delivery_row::Column::EndpointId.eq(endpoint_id));
