@@ -117,12 +117,74 @@ impl Modify for IdempotencyKey {
     }
 }
 
+/// Error responses are documented as the server sends them:
+/// `application/problem+json`, each with an example of its own status
+/// (the `Problem` schema's own example is a 422).
+struct ProblemResponses;
+
+impl ProblemResponses {
+    /// A typical problem for `status`, as an example.
+    fn example(status: u16) -> serde_json::Value {
+        use crate::error::{Code, FieldError, problem};
+        let (code, detail) = match status {
+            400 => (Code::InvalidQuery, "cannot sort by `colour`"),
+            401 => (Code::Unauthenticated, "the token is invalid or has expired"),
+            403 => (Code::Forbidden, "this action needs the permission inventory:write"),
+            404 => (Code::NotFound, "product not found"),
+            409 => (Code::Conflict, "cannot approve a purchase order that is approved"),
+            410 => (Code::Gone, "this API version was retired"),
+            412 => (Code::PreconditionFailed, "the product is at version 4, not the one in If-Match"),
+            422 => (Code::ValidationFailed, "the request body has invalid fields"),
+            429 => (Code::RateLimited, "too many requests; retry after the time in Retry-After"),
+            503 => (Code::ServiceUnavailable, "the database is unavailable; retry shortly"),
+            _ => (Code::Internal, "an internal error occurred"),
+        };
+        let errors = match code {
+            Code::ValidationFailed => {
+                vec![FieldError::new("lines[0].quantity", "must be a positive whole number")]
+            }
+            Code::InvalidQuery => vec![FieldError::new("sort", "must be one of sku, name, created_at")],
+            _ => Vec::new(),
+        };
+        let mut example = serde_json::json!(problem(code, detail.to_owned(), errors));
+        example["request_id"] = "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11".into();
+        example
+    }
+}
+
+impl Modify for ProblemResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{Ref, RefOr};
+        let problem = Some(RefOr::Ref(Ref::from_schema_name("Problem")));
+        for item in openapi.paths.paths.values_mut() {
+            let operations =
+                [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
+            for operation in operations.into_iter().flatten() {
+                for (status, response) in operation.responses.responses.iter_mut() {
+                    let RefOr::T(response) = response else { continue };
+                    let Some(RefOr::T(mut content)) = response.content.shift_remove("application/json")
+                    else {
+                        continue;
+                    };
+                    if content.schema == problem {
+                        content.example = Some(Self::example(status.parse().unwrap_or(500)));
+                        response.content.insert(crate::error::PROBLEM_JSON.to_owned(), RefOr::T(content));
+                    } else {
+                        response.content.insert("application/json".to_owned(), RefOr::T(content));
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The OpenAPI document, built from the same route table the server uses.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let (_, mut doc) =
         App::new().into_utoipa_app().openapi(ApiDoc::openapi()).configure(routes).split_for_parts();
-    // After the routes are collected: it edits their operations.
+    // After the routes are collected: they edit their operations.
     IdempotencyKey.modify(&mut doc);
+    ProblemResponses.modify(&mut doc);
     doc
 }
 
@@ -131,4 +193,27 @@ pub fn openapi_json() -> String {
     let mut json = openapi().to_pretty_json().unwrap_or_default();
     json.push('\n');
     json
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_error_response_is_documented_as_problem_json_with_an_example_of_its_status() {
+        let doc = serde_json::to_value(super::openapi()).unwrap();
+        let mut seen = 0;
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                let Some(responses) = operation["responses"].as_object() else { continue };
+                for (status, response) in responses.iter().filter(|(s, _)| s.starts_with(['4', '5'])) {
+                    let content = &response["content"];
+                    assert!(content.get("application/json").is_none(), "{method} {path} {status} says JSON");
+                    let example = &content["application/problem+json"]["example"];
+                    assert_eq!(example["status"].as_u64(), status.parse().ok(), "{method} {path} {status}");
+                    assert!(example["code"].is_string() && example["detail"].is_string());
+                    seen += 1;
+                }
+            }
+        }
+        assert!(seen > 200, "only {seen} error responses documented");
+    }
 }
