@@ -117,6 +117,65 @@ impl Modify for IdempotencyKey {
     }
 }
 
+/// What holds for every operation, said once: paging bounds; the 400 that
+/// any operation taking parameters or a body answers to a malformed one (a
+/// path id that is no UUID, a bad query value, invalid JSON, a bad header);
+/// 413 and 415 for bodies; 409 and 422 for an `Idempotency-Key` in flight or
+/// reused. Runs after [`IdempotencyKey`] has added that header.
+struct Conventions;
+
+impl Modify for Conventions {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use crate::platform::http::{MAX_PAGE, MAX_PER_PAGE};
+        use utoipa::{
+            Number,
+            openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder, schema::Schema},
+        };
+        for item in openapi.paths.paths.values_mut() {
+            let operations =
+                [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
+            for operation in operations.into_iter().flatten() {
+                for parameter in operation.parameters.iter_mut().flatten() {
+                    let RefOr::T(parameter) = parameter else { continue };
+                    let maximum = match parameter.name.as_str() {
+                        "page" => Some(Number::UInt(MAX_PAGE as usize)),
+                        "per_page" => Some(Number::UInt(MAX_PER_PAGE as usize)),
+                        _ => continue,
+                    };
+                    if let Some(RefOr::T(Schema::Object(schema))) = parameter.schema.as_mut() {
+                        schema.minimum = Some(Number::UInt(1));
+                        schema.maximum = maximum;
+                    }
+                }
+                let takes_input = operation.parameters.as_ref().is_some_and(|p| !p.is_empty())
+                    || operation.request_body.is_some();
+                let idempotent = operation
+                    .parameters
+                    .iter()
+                    .flatten()
+                    .any(|p| matches!(p, RefOr::T(p) if p.name == "Idempotency-Key"));
+                let answers = [
+                    (takes_input, "400", "A malformed parameter, header or JSON body"),
+                    (operation.request_body.is_some(), "413", "The body is larger than the server accepts"),
+                    (operation.request_body.is_some(), "415", "The body is not sent as application/json"),
+                    (idempotent, "409", "A request with this Idempotency-Key is still in flight"),
+                    (idempotent, "422", "This Idempotency-Key was used with another request"),
+                ];
+                for (applies, status, description) in answers {
+                    if applies && !operation.responses.responses.contains_key(status) {
+                        let problem =
+                            ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build();
+                        let response = ResponseBuilder::new()
+                            .description(description)
+                            .content("application/json", problem);
+                        operation.responses.responses.insert(status.to_owned(), RefOr::T(response.build()));
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Error responses are documented as the server sends them:
 /// `application/problem+json`, each with an example of its own status
 /// (the `Problem` schema's own example is a 422).
@@ -133,6 +192,8 @@ impl ProblemResponses {
             404 => (Code::NotFound, "product not found"),
             409 => (Code::Conflict, "cannot approve a purchase order that is approved"),
             410 => (Code::Gone, "this API version was retired"),
+            413 => (Code::PayloadTooLarge, "the body is larger than the server accepts"),
+            415 => (Code::UnsupportedMediaType, "send the body as application/json"),
             412 => (Code::PreconditionFailed, "the product is at version 4, not the one in If-Match"),
             422 => (Code::ValidationFailed, "the request body has invalid fields"),
             429 => (Code::RateLimited, "too many requests; retry after the time in Retry-After"),
@@ -184,6 +245,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         App::new().into_utoipa_app().openapi(ApiDoc::openapi()).configure(routes).split_for_parts();
     // After the routes are collected: they edit their operations.
     IdempotencyKey.modify(&mut doc);
+    Conventions.modify(&mut doc);
     ProblemResponses.modify(&mut doc);
     doc
 }

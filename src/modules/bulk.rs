@@ -30,7 +30,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
 #[serde(deny_unknown_fields)]
 pub struct BulkRequest {
     /// 1 to 1000 items, each shaped like the body of the single-item endpoint.
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<Object>, min_items = 1, max_items = 1000)]
     items: Vec<Value>,
 }
 

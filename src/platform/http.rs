@@ -143,14 +143,46 @@ fn ensure_problem(res: ServiceResponse<BoxBody>) -> ServiceResponse<BoxBody> {
     ServiceResponse::new(req, new)
 }
 
-/// App default service: 405 when the path exists under another method,
-/// 404 otherwise.
+/// App default service: 405 with `Allow` when the path exists under other
+/// methods, 404 otherwise.
 pub async fn no_route(req: HttpRequest) -> ApiResult<HttpResponse> {
-    Err(if req.resource_map().has_resource(req.path()) {
-        ApiError::new(Code::MethodNotAllowed, format!("{} is not allowed on {}", req.method(), req.path()))
-    } else {
-        ApiError::new(Code::NotFound, format!("no route for {} {}", req.method(), req.path()))
-    })
+    if !req.resource_map().has_resource(req.path()) {
+        return Err(ApiError::new(Code::NotFound, format!("no route for {} {}", req.method(), req.path())));
+    }
+    let err =
+        ApiError::new(Code::MethodNotAllowed, format!("{} is not allowed on {}", req.method(), req.path()));
+    let mut res = actix_web::ResponseError::error_response(&err);
+    let allow = req.resource_map().match_pattern(req.path()).and_then(|pattern| allowed_methods(&pattern));
+    if let Some(allow) = allow {
+        res.headers_mut().insert(header::ALLOW, allow);
+    }
+    Ok(res)
+}
+
+/// The methods the API documents for a route pattern, e.g. `GET, PATCH`.
+fn allowed_methods(pattern: &str) -> Option<HeaderValue> {
+    static ALLOWED: std::sync::OnceLock<std::collections::HashMap<String, String>> =
+        std::sync::OnceLock::new();
+    let allowed = ALLOWED.get_or_init(|| {
+        let doc = crate::api::openapi();
+        doc.paths
+            .paths
+            .iter()
+            .map(|(path, item)| {
+                let methods = [
+                    ("GET", item.get.is_some()),
+                    ("POST", item.post.is_some()),
+                    ("PUT", item.put.is_some()),
+                    ("PATCH", item.patch.is_some()),
+                    ("DELETE", item.delete.is_some()),
+                ];
+                let names: Vec<&str> =
+                    methods.iter().filter(|(_, has)| *has).map(|(name, _)| *name).collect();
+                (path.clone(), names.join(", "))
+            })
+            .collect()
+    });
+    allowed.get(pattern).and_then(|methods| HeaderValue::from_str(methods).ok())
 }
 
 /// `/api/documentation` -> `/api/documentation/` (where Swagger UI lives).
@@ -290,6 +322,9 @@ pub struct PageMeta {
 
 pub const DEFAULT_PER_PAGE: u64 = 25;
 pub const MAX_PER_PAGE: u64 = 100;
+/// Far beyond any real list, and small enough that the offset fits the
+/// databases' signed 64-bit integers.
+pub const MAX_PAGE: u64 = 10_000_000;
 
 /// A validated page request (`page` from 1, `per_page` 1..=100).
 #[derive(Clone, Copy, Debug)]
@@ -303,8 +338,8 @@ impl PageRequest {
         let page = page.unwrap_or(1);
         let per_page = per_page.unwrap_or(DEFAULT_PER_PAGE);
         let mut errors = Vec::new();
-        if page == 0 {
-            errors.push(FieldError::new("page", "must be at least 1"));
+        if page == 0 || page > MAX_PAGE {
+            errors.push(FieldError::new("page", format!("must be between 1 and {MAX_PAGE}")));
         }
         if per_page == 0 || per_page > MAX_PER_PAGE {
             errors.push(FieldError::new("per_page", format!("must be between 1 and {MAX_PER_PAGE}")));

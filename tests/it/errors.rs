@@ -102,10 +102,22 @@ async fn routing_errors_are_problems_too() {
     assert_problem(app.get("/api/v1/nothing-here", &tenant.token).await, 404, "not_found").await;
     assert_problem(app.get("/nothing", &tenant.token).await, 404, "not_found").await;
     let res = app.request(Method::DELETE, "/api/v1/auth/me", Some(&tenant.token)).send().await.unwrap();
+    assert_eq!(res.headers()["allow"], "GET", "a 405 names the methods the path has");
     assert_problem(res, 405, "method_not_allowed").await;
+    let path = format!("/api/v1/products/{}", uuid::Uuid::now_v7());
+    let res = app.request(Method::PUT, &path, Some(&tenant.token)).send().await.unwrap();
+    assert_eq!(res.headers()["allow"], "GET, PATCH");
     assert_problem(app.get("/api/v1/users/not-a-uuid", &tenant.token).await, 400, "invalid_path").await;
-    for query in ["per_page=500", "page=0", "page=abc", "sort=password_hash", "colour=blue", "disabled=maybe"]
-    {
+    for query in [
+        "per_page=500",
+        "page=0",
+        "page=abc",
+        "page=9223372036854775808",
+        "page=10000001",
+        "sort=password_hash",
+        "colour=blue",
+        "disabled=maybe",
+    ] {
         let res = app.get(&format!("/api/v1/users?{query}"), &tenant.token).await;
         assert_problem(res, 400, "invalid_query").await;
     }

@@ -164,7 +164,7 @@ pub struct MovementView {
 pub struct Line {
     pub product_id: Uuid,
     pub warehouse_id: Uuid,
-    #[schema(example = 2)]
+    #[schema(example = 2, minimum = 1)]
     pub quantity: i64,
 }
 

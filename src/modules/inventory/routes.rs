@@ -58,15 +58,15 @@ fn check_text(checks: &mut Checks, field: &str, value: &str, max: usize) {
 #[serde(deny_unknown_fields)]
 pub struct CreateProduct {
     /// Unique in the tenant.
-    #[schema(example = "TSHIRT-RED-M")]
+    #[schema(example = "TSHIRT-RED-M", min_length = 1, max_length = 64)]
     sku: String,
-    #[schema(example = "T-shirt, red, M")]
+    #[schema(example = "T-shirt, red, M", min_length = 1, max_length = 200)]
     name: String,
     barcode: Option<String>,
     /// Minor units (cents).
-    #[schema(example = 1999)]
+    #[schema(example = 1999, minimum = 0)]
     unit_price: i64,
-    #[schema(example = "EUR")]
+    #[schema(example = "EUR", pattern = "^[A-Z]{3}$")]
     currency: String,
     /// Free-form attributes (an object).
     #[serde(default)]
@@ -142,6 +142,7 @@ struct ProductQuery {
     page: Option<u64>,
     per_page: Option<u64>,
     /// `sku`, `name`, `created_at`; prefix `-` for descending.
+    #[param(pattern = "^-?(sku|name|created_at)$")]
     sort: Option<String>,
     /// Exact SKU.
     sku: Option<String>,
@@ -234,7 +235,7 @@ impl Validate for UpdateProduct {
 #[utoipa::path(
     tag = "inventory",
     request_body = UpdateProduct,
-    params(("If-Match" = Option<String>, Header, description = "The ETag read before")),
+    params(("If-Match" = Option<String>, Header, description = "The ETag read before", pattern = r#"^(W/)?"[0-9]+"$"#)),
     responses(
         (status = 200, description = "The product", body = Data<ProductView>),
         (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
@@ -267,9 +268,9 @@ async fn update_product(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateWarehouse {
-    #[schema(example = "MAIN")]
+    #[schema(example = "MAIN", min_length = 1, max_length = 32)]
     code: String,
-    #[schema(example = "Main warehouse")]
+    #[schema(example = "Main warehouse", min_length = 1, max_length = 200)]
     name: String,
 }
 
@@ -315,6 +316,7 @@ struct WarehouseQuery {
     page: Option<u64>,
     per_page: Option<u64>,
     /// `code` (the default), `name`, `created_at`; prefix `-` for descending.
+    #[param(pattern = "^-?(code|name|created_at)$")]
     sort: Option<String>,
 }
 
@@ -353,6 +355,7 @@ struct LevelQuery {
     per_page: Option<u64>,
     /// `product_id` (the default), `on_hand`, `reserved`, `updated_at`;
     /// prefix `-` for descending.
+    #[param(pattern = "^-?(product_id|on_hand|reserved|updated_at)$")]
     sort: Option<String>,
     product_id: Option<Uuid>,
     warehouse_id: Option<Uuid>,
@@ -395,10 +398,10 @@ async fn list_levels(
 #[serde(deny_unknown_fields)]
 pub struct Reorder {
     /// Recommend a reorder when available stock falls below this (`null` clears it).
-    #[schema(example = 10)]
+    #[schema(example = 10, minimum = 0)]
     reorder_point: Option<i64>,
     /// How much to reorder; twice the reorder point minus what is available when unset.
-    #[schema(example = 40)]
+    #[schema(example = 40, minimum = 1)]
     reorder_quantity: Option<i64>,
 }
 
@@ -466,10 +469,12 @@ struct MovementQuery {
     page: Option<u64>,
     per_page: Option<u64>,
     /// `-created_at` (the default, newest first) or `created_at`.
+    #[param(pattern = "^-?created_at$")]
     sort: Option<String>,
     product_id: Option<Uuid>,
     warehouse_id: Option<Uuid>,
     /// receipt, shipment, adjustment, transfer_out, transfer_in, reservation or release.
+    #[param(pattern = "^(receipt|shipment|adjustment|transfer_out|transfer_in|reservation|release)$")]
     kind: Option<String>,
     /// Exact reference, e.g. `purchase_order:<id>` or a reservation's.
     reference: Option<String>,
@@ -560,7 +565,7 @@ pub struct Transfer {
     product_id: Uuid,
     from_warehouse_id: Uuid,
     to_warehouse_id: Uuid,
-    #[schema(example = 10)]
+    #[schema(example = 10, minimum = 1)]
     quantity: i64,
     reason: Option<String>,
 }
@@ -606,11 +611,12 @@ async fn transfer(
 pub struct Reserve {
     /// What the stock is held for, e.g. an order number; reserving again
     /// with the same reference and lines returns the same reservation.
-    #[schema(example = "order-1042")]
+    #[schema(example = "order-1042", min_length = 1, max_length = 128)]
     reference: String,
+    #[schema(min_items = 1, max_items = 100)]
     lines: Vec<Line>,
     /// Released by itself after this many seconds unless committed (default 900).
-    #[schema(example = 900)]
+    #[schema(example = 900, minimum = 1, maximum = 604800)]
     expires_in_seconds: Option<u32>,
 }
 

@@ -128,6 +128,7 @@ struct EntryQuery {
     page: Option<u64>,
     per_page: Option<u64>,
     /// `-created_at` (the default, newest first) or `created_at`.
+    #[param(pattern = "^-?created_at$")]
     sort: Option<String>,
     /// Exact reference, e.g. `purchase_order:<id>`.
     reference: Option<String>,

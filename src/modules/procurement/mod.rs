@@ -142,9 +142,9 @@ pub struct PurchaseOrderView {
 #[serde(deny_unknown_fields)]
 pub struct NewLine {
     pub product_id: Uuid,
-    #[schema(example = 100)]
+    #[schema(example = 100, minimum = 1)]
     pub quantity: i64,
-    #[schema(example = 450)]
+    #[schema(example = 450, minimum = 0)]
     pub unit_cost: i64,
 }
 
@@ -153,7 +153,7 @@ pub struct NewLine {
 pub struct ReceiptLine {
     /// A line of the order.
     pub line_id: Uuid,
-    #[schema(example = 40)]
+    #[schema(example = 40, minimum = 1)]
     pub quantity: i64,
 }
 

@@ -42,10 +42,11 @@ pub fn routes(cfg: &mut ServiceConfig) {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateVendor {
-    #[schema(example = "Acme Supplies")]
+    #[schema(example = "Acme Supplies", min_length = 1, max_length = 200)]
     name: String,
+    #[schema(example = "orders@acme.example", max_length = 254)]
     email: Option<String>,
-    #[schema(example = "EUR")]
+    #[schema(example = "EUR", pattern = "^[A-Z]{3}$")]
     currency: String,
 }
 
@@ -85,6 +86,7 @@ struct VendorQuery {
     page: Option<u64>,
     per_page: Option<u64>,
     /// `name` (the default), `created_at`; prefix `-` for descending.
+    #[param(pattern = "^-?(name|created_at)$")]
     sort: Option<String>,
     active: Option<bool>,
 }
@@ -128,7 +130,9 @@ async fn get_vendor(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateVendor {
+    #[schema(min_length = 1, max_length = 200)]
     name: Option<String>,
+    #[schema(max_length = 254)]
     email: Option<String>,
     active: Option<bool>,
 }
@@ -148,7 +152,7 @@ impl Validate for UpdateVendor {
 
 /// Change a vendor; `If-Match` refuses (412) a change made meanwhile.
 #[utoipa::path(tag = "procurement", request_body = UpdateVendor,
-    params(("If-Match" = Option<String>, Header, description = "The ETag read before")),
+    params(("If-Match" = Option<String>, Header, description = "The ETag read before", pattern = r#"^(W/)?"[0-9]+"$"#)),
     responses((status = 200, body = Data<VendorView>), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
         (status = 412, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
@@ -188,7 +192,9 @@ pub struct CreateOrder {
     vendor_id: Uuid,
     /// Where the goods will be received.
     warehouse_id: Uuid,
+    #[schema(max_length = 2000)]
     notes: Option<String>,
+    #[schema(min_items = 1, max_items = 500)]
     lines: Vec<NewLine>,
 }
 
@@ -239,8 +245,10 @@ struct OrderQuery {
     per_page: Option<u64>,
     /// `created_at` (the default, newest first with `-created_at`),
     /// `updated_at`, `total`; prefix `-` for descending.
+    #[param(pattern = "^-?(created_at|updated_at|total)$")]
     sort: Option<String>,
     /// draft, submitted, approved, partially_received, received, closed or cancelled.
+    #[param(pattern = "^(draft|submitted|approved|partially_received|received|closed|cancelled)$")]
     status: Option<String>,
     vendor_id: Option<Uuid>,
     warehouse_id: Option<Uuid>,
@@ -288,7 +296,7 @@ macro_rules! transition {
     ($name:ident, $path:literal, $permission:ty, $action:expr, $doc:literal) => {
         #[doc = $doc]
         #[utoipa::path(tag = "procurement",
-            params(("If-Match" = Option<String>, Header, description = "The ETag read before")),
+            params(("If-Match" = Option<String>, Header, description = "The ETag read before", pattern = r#"^(W/)?"[0-9]+"$"#)),
             responses((status = 200, body = Data<PurchaseOrderView>), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
                 (status = 409, description = "Not allowed from the current state (named in the detail)", body = Problem),
                 (status = 412, body = Problem)),
@@ -341,6 +349,7 @@ transition!(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Receipt {
+    #[schema(min_items = 1)]
     lines: Vec<ReceiptLine>,
 }
 
@@ -362,7 +371,7 @@ impl Validate for Receipt {
 /// Receive goods (partial receipts allowed, over-receipt refused): the
 /// order, stock movements and a journal entry commit together.
 #[utoipa::path(tag = "procurement", request_body = Receipt,
-    params(("If-Match" = Option<String>, Header, description = "The ETag read before")),
+    params(("If-Match" = Option<String>, Header, description = "The ETag read before", pattern = r#"^(W/)?"[0-9]+"$"#)),
     responses((status = 200, body = Data<PurchaseOrderView>), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
         (status = 409, body = Problem), (status = 412, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]

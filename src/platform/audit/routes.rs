@@ -68,6 +68,7 @@ struct AuditQuery {
     page: Option<u64>,
     per_page: Option<u64>,
     /// `created_at` or `status`; prefix `-` for descending (default `-created_at`).
+    #[param(pattern = "^-?(created_at|status)$")]
     sort: Option<String>,
     user_id: Option<Uuid>,
     /// Route template, e.g. `/api/v1/users`.

@@ -87,6 +87,7 @@ struct JobListQuery {
     page: Option<u64>,
     per_page: Option<u64>,
     /// `pending`, `running`, `completed` or `dead` (default `dead`).
+    #[param(pattern = "^(pending|running|completed|dead)$")]
     status: Option<String>,
     /// Job kind, e.g. `webhook.deliver`.
     kind: Option<String>,

@@ -54,6 +54,7 @@ struct UserListQuery {
     /// Items per page, 1-100 (default 25).
     per_page: Option<u64>,
     /// `name`, `email` or `created_at`; prefix `-` for descending.
+    #[param(pattern = "^-?(name|email|created_at)$")]
     sort: Option<String>,
     /// Exact email (case-insensitive).
     email: Option<String>,

@@ -201,7 +201,7 @@ impl Validate for UpdateEndpoint {}
 #[utoipa::path(
     tag = "webhooks",
     request_body = UpdateEndpoint,
-    params(("If-Match" = Option<String>, Header, description = "The ETag read before, e.g. \"3\"")),
+    params(("If-Match" = Option<String>, Header, description = "The ETag read before, e.g. \"3\"", pattern = r#"^(W/)?"[0-9]+"$"#)),
     responses(
         (status = 200, description = "The endpoint", body = Data<EndpointView>),
         (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
@@ -283,6 +283,7 @@ struct DeliveryListQuery {
     page: Option<u64>,
     per_page: Option<u64>,
     /// `pending`, `succeeded` or `failed`.
+    #[param(pattern = "^(pending|succeeded|failed)$")]
     status: Option<String>,
 }
 
