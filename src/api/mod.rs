@@ -110,7 +110,12 @@ impl Modify for IdempotencyKey {
                      `Idempotent-Replayed: true`) instead of acting twice; another body with the \
                      same key is a 422 `idempotency_conflict`, and 409 while the first is in flight.",
                 ))
-                .schema(Some(ObjectBuilder::new().schema_type(Type::String).max_length(Some(255))))
+                .schema(Some(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .pattern(Some("^[\\x21-\\x7E]{1,255}$"))
+                        .max_length(Some(255)),
+                ))
                 .build();
             post.parameters.get_or_insert_with(Vec::new).push(parameter.into());
         }
@@ -129,7 +134,11 @@ impl Modify for Conventions {
         use crate::platform::http::{MAX_PAGE, MAX_PER_PAGE};
         use utoipa::{
             Number,
-            openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder, schema::Schema},
+            openapi::{
+                ContentBuilder, Ref, RefOr, ResponseBuilder,
+                path::ParameterIn,
+                schema::{Schema, SchemaType, Type},
+            },
         };
         for item in openapi.paths.paths.values_mut() {
             let operations =
@@ -137,6 +146,12 @@ impl Modify for Conventions {
             for operation in operations.into_iter().flatten() {
                 for parameter in operation.parameters.iter_mut().flatten() {
                     let RefOr::T(parameter) = parameter else { continue };
+                    // An optional header is left out, never sent as `null`.
+                    if parameter.parameter_in == ParameterIn::Header
+                        && let Some(RefOr::T(Schema::Object(schema))) = parameter.schema.as_mut()
+                    {
+                        schema.schema_type = SchemaType::Type(Type::String);
+                    }
                     let maximum = match parameter.name.as_str() {
                         "page" => Some(Number::UInt(MAX_PAGE as usize)),
                         "per_page" => Some(Number::UInt(MAX_PER_PAGE as usize)),
