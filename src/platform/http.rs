@@ -27,7 +27,10 @@ use uuid::Uuid;
 
 use crate::{
     error::{ApiError, ApiResult, Code, FieldError, PROBLEM_JSON, REQUEST_ID, problem, problem_response},
-    platform::db::{self, QueryStats},
+    platform::{
+        auth::Principal,
+        db::{self, QueryStats},
+    },
 };
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -35,7 +38,8 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// Outermost middleware: assigns the request id (echoing a sane client one),
 /// opens the request span, refuses NUL bytes smuggled in the URL, makes
 /// sure every error leaves as problem+json with the request id in it, and
-/// reports the database queries the request ran in `Server-Timing`.
+/// reports the database queries the request ran (in the log, and to an
+/// authenticated caller in `Server-Timing`).
 pub async fn request_context(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -92,9 +96,14 @@ pub async fn request_context(
             "served"
         );
     });
+    // Only to authenticated callers: before sign-in, how many queries a
+    // login ran could tell a known email from an unknown one.
+    let authenticated = res.request().extensions().get::<std::rc::Rc<Principal>>().is_some();
     let timing = format!("db;dur={:.3};desc=\"{count} queries\"", db_time.as_secs_f64() * 1000.0);
     let headers = res.headers_mut();
-    if let Ok(value) = HeaderValue::from_str(&timing) {
+    if let Ok(value) = HeaderValue::from_str(&timing)
+        && authenticated
+    {
         headers.insert(header::HeaderName::from_static("server-timing"), value);
     }
     if let Ok(value) = HeaderValue::from_str(&request_id) {
