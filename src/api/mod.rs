@@ -85,22 +85,34 @@ impl Modify for BearerAuth {
     }
 }
 
-/// Every authenticated POST takes `Idempotency-Key` (the middleware serves
-/// them all, so the document says so once, here).
-struct IdempotencyKey;
+/// What holds for every operation, said once rather than on each handler:
+/// - every authenticated POST under `/api/v1` takes `Idempotency-Key`, and
+///   may answer 409 (in flight) or 422 (reused with another body);
+/// - `page` and `per_page` have their bounds; optional headers are strings,
+///   never `null`;
+/// - any operation taking parameters or a body answers 400 to a malformed
+///   one (a path id that is no UUID, a bad query value, invalid JSON, a bad
+///   header), and a body may get 413 or 415;
+/// - error responses are `application/problem+json`, each with an example
+///   of its own status (the `Problem` schema's own example is a 422).
+struct Conventions;
 
-impl Modify for IdempotencyKey {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::{
-            Required,
-            path::{ParameterBuilder, ParameterIn},
-            schema::{ObjectBuilder, Type},
+impl Conventions {
+    fn apply(path: &str, is_post: bool, operation: &mut utoipa::openapi::path::Operation) {
+        use crate::{
+            error::PROBLEM_JSON,
+            platform::http::{MAX_PAGE, MAX_PER_PAGE},
         };
-        for (path, item) in openapi.paths.paths.iter_mut() {
-            let Some(post) = item.post.as_mut().filter(|op| op.security.is_some()) else { continue };
-            if !path.starts_with("/api/v1/") {
-                continue;
-            }
+        use utoipa::{
+            Number,
+            openapi::{
+                ContentBuilder, Ref, RefOr, Required, ResponseBuilder,
+                path::{ParameterBuilder, ParameterIn},
+                schema::{ObjectBuilder, Schema, SchemaType, Type},
+            },
+        };
+        let idempotent = is_post && operation.security.is_some() && path.starts_with("/api/v1/");
+        if idempotent {
             let parameter = ParameterBuilder::new()
                 .name("Idempotency-Key")
                 .parameter_in(ParameterIn::Header)
@@ -117,86 +129,56 @@ impl Modify for IdempotencyKey {
                         .max_length(Some(255)),
                 ))
                 .build();
-            post.parameters.get_or_insert_with(Vec::new).push(parameter.into());
+            operation.parameters.get_or_insert_with(Vec::new).push(parameter.into());
         }
-    }
-}
+        for parameter in operation.parameters.iter_mut().flatten() {
+            let RefOr::T(parameter) = parameter else { continue };
+            let Some(RefOr::T(Schema::Object(schema))) = parameter.schema.as_mut() else { continue };
+            if parameter.parameter_in == ParameterIn::Header {
+                schema.schema_type = SchemaType::Type(Type::String);
+            }
+            let maximum = match parameter.name.as_str() {
+                "page" => MAX_PAGE,
+                "per_page" => MAX_PER_PAGE,
+                _ => continue,
+            };
+            schema.minimum = Some(Number::UInt(1));
+            schema.maximum = Some(Number::UInt(maximum as usize));
+        }
 
-/// What holds for every operation, said once: paging bounds; the 400 that
-/// any operation taking parameters or a body answers to a malformed one (a
-/// path id that is no UUID, a bad query value, invalid JSON, a bad header);
-/// 413 and 415 for bodies; 409 and 422 for an `Idempotency-Key` in flight or
-/// reused. Runs after [`IdempotencyKey`] has added that header.
-struct Conventions;
+        let takes_input =
+            operation.parameters.as_ref().is_some_and(|p| !p.is_empty()) || operation.request_body.is_some();
+        let has_body = operation.request_body.is_some();
+        let answers = [
+            (takes_input, "400", "A malformed parameter, header or JSON body"),
+            (has_body, "413", "The body is larger than the server accepts"),
+            (has_body, "415", "The body is not sent as application/json"),
+            (idempotent, "409", "A request with this Idempotency-Key is still in flight"),
+            (idempotent, "422", "This Idempotency-Key was used with another request"),
+        ];
+        for (applies, status, description) in answers {
+            if applies && !operation.responses.responses.contains_key(status) {
+                let problem = ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build();
+                let response = ResponseBuilder::new().description(description).content(PROBLEM_JSON, problem);
+                operation.responses.responses.insert(status.to_owned(), RefOr::T(response.build()));
+            }
+        }
 
-impl Modify for Conventions {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use crate::platform::http::{MAX_PAGE, MAX_PER_PAGE};
-        use utoipa::{
-            Number,
-            openapi::{
-                ContentBuilder, Ref, RefOr, ResponseBuilder,
-                path::ParameterIn,
-                schema::{Schema, SchemaType, Type},
-            },
-        };
-        for item in openapi.paths.paths.values_mut() {
-            let operations =
-                [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
-            for operation in operations.into_iter().flatten() {
-                for parameter in operation.parameters.iter_mut().flatten() {
-                    let RefOr::T(parameter) = parameter else { continue };
-                    // An optional header is left out, never sent as `null`.
-                    if parameter.parameter_in == ParameterIn::Header
-                        && let Some(RefOr::T(Schema::Object(schema))) = parameter.schema.as_mut()
-                    {
-                        schema.schema_type = SchemaType::Type(Type::String);
-                    }
-                    let maximum = match parameter.name.as_str() {
-                        "page" => Some(Number::UInt(MAX_PAGE as usize)),
-                        "per_page" => Some(Number::UInt(MAX_PER_PAGE as usize)),
-                        _ => continue,
-                    };
-                    if let Some(RefOr::T(Schema::Object(schema))) = parameter.schema.as_mut() {
-                        schema.minimum = Some(Number::UInt(1));
-                        schema.maximum = maximum;
-                    }
-                }
-                let takes_input = operation.parameters.as_ref().is_some_and(|p| !p.is_empty())
-                    || operation.request_body.is_some();
-                let idempotent = operation
-                    .parameters
-                    .iter()
-                    .flatten()
-                    .any(|p| matches!(p, RefOr::T(p) if p.name == "Idempotency-Key"));
-                let answers = [
-                    (takes_input, "400", "A malformed parameter, header or JSON body"),
-                    (operation.request_body.is_some(), "413", "The body is larger than the server accepts"),
-                    (operation.request_body.is_some(), "415", "The body is not sent as application/json"),
-                    (idempotent, "409", "A request with this Idempotency-Key is still in flight"),
-                    (idempotent, "422", "This Idempotency-Key was used with another request"),
-                ];
-                for (applies, status, description) in answers {
-                    if applies && !operation.responses.responses.contains_key(status) {
-                        let problem =
-                            ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build();
-                        let response = ResponseBuilder::new()
-                            .description(description)
-                            .content("application/json", problem);
-                        operation.responses.responses.insert(status.to_owned(), RefOr::T(response.build()));
-                    }
-                }
+        let problem = Some(RefOr::Ref(Ref::from_schema_name("Problem")));
+        for (status, response) in operation.responses.responses.iter_mut() {
+            let RefOr::T(response) = response else { continue };
+            let declared = response.content.get("application/json");
+            if matches!(declared, Some(RefOr::T(content)) if content.schema == problem)
+                && let Some(content) = response.content.shift_remove("application/json")
+            {
+                response.content.insert(PROBLEM_JSON.to_owned(), content);
+            }
+            if let Some(RefOr::T(content)) = response.content.get_mut(PROBLEM_JSON) {
+                content.example = Some(Self::example(status.parse().unwrap_or(500)));
             }
         }
     }
-}
 
-/// Error responses are documented as the server sends them:
-/// `application/problem+json`, each with an example of its own status
-/// (the `Problem` schema's own example is a 422).
-struct ProblemResponses;
-
-impl ProblemResponses {
     /// A typical problem for `status`, as an example.
     fn example(status: u16) -> serde_json::Value {
         use crate::error::{Code, FieldError, problem};
@@ -228,26 +210,19 @@ impl ProblemResponses {
     }
 }
 
-impl Modify for ProblemResponses {
+impl Modify for Conventions {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::{Ref, RefOr};
-        let problem = Some(RefOr::Ref(Ref::from_schema_name("Problem")));
-        for item in openapi.paths.paths.values_mut() {
-            let operations =
-                [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
-            for operation in operations.into_iter().flatten() {
-                for (status, response) in operation.responses.responses.iter_mut() {
-                    let RefOr::T(response) = response else { continue };
-                    let Some(RefOr::T(mut content)) = response.content.shift_remove("application/json")
-                    else {
-                        continue;
-                    };
-                    if content.schema == problem {
-                        content.example = Some(Self::example(status.parse().unwrap_or(500)));
-                        response.content.insert(crate::error::PROBLEM_JSON.to_owned(), RefOr::T(content));
-                    } else {
-                        response.content.insert("application/json".to_owned(), RefOr::T(content));
-                    }
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let operations = [
+                (false, &mut item.get),
+                (false, &mut item.put),
+                (true, &mut item.post),
+                (false, &mut item.delete),
+                (false, &mut item.patch),
+            ];
+            for (is_post, operation) in operations {
+                if let Some(operation) = operation {
+                    Self::apply(path, is_post, operation);
                 }
             }
         }
@@ -258,10 +233,8 @@ impl Modify for ProblemResponses {
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let (_, mut doc) =
         App::new().into_utoipa_app().openapi(ApiDoc::openapi()).configure(routes).split_for_parts();
-    // After the routes are collected: they edit their operations.
-    IdempotencyKey.modify(&mut doc);
+    // After the routes are collected: it edits their operations.
     Conventions.modify(&mut doc);
-    ProblemResponses.modify(&mut doc);
     doc
 }
 
