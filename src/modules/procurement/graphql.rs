@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::{
     Action, LineView, NewLine, OrderFilter, PurchaseOrderView, ReceiptLine, STATES, VendorFilter, VendorView,
+    check_order, check_receipt,
 };
 use crate::{
     api::graphql::{authorized, gql},
@@ -136,17 +137,6 @@ pub enum ActionInput {
     Close,
 }
 
-fn positive(field: String, value: i64) -> async_graphql::Result<()> {
-    if value > 0 {
-        Ok(())
-    } else {
-        Err(gql(ApiError::validation(vec![crate::error::FieldError::new(
-            field,
-            "must be a positive whole number",
-        )])))
-    }
-}
-
 #[derive(Default)]
 pub struct ProcurementMutation;
 
@@ -162,14 +152,11 @@ impl ProcurementMutation {
         notes: Option<String>,
     ) -> async_graphql::Result<PurchaseOrderView> {
         let (state, principal) = authorized::<ProcurementWrite>(ctx).map_err(gql)?;
-        for (i, line) in lines.iter().enumerate() {
-            positive(format!("lines[{i}].quantity"), line.quantity)?;
-            positive(format!("lines[{i}].unit_cost"), line.unit_cost.saturating_add(1))?;
-        }
         let lines: Vec<NewLine> = lines
             .into_iter()
             .map(|l| NewLine { product_id: l.product_id, quantity: l.quantity, unit_cost: l.unit_cost })
             .collect();
+        check_order(notes.as_deref(), &lines).map_err(|errors| gql(ApiError::validation(errors)))?;
         let tenant = principal.tenant;
         state
             .procurement
@@ -214,11 +201,9 @@ impl ProcurementMutation {
         if_version: Option<i32>,
     ) -> async_graphql::Result<PurchaseOrderView> {
         let (state, principal) = authorized::<ProcurementWrite>(ctx).map_err(gql)?;
-        for (i, line) in lines.iter().enumerate() {
-            positive(format!("lines[{i}].quantity"), line.quantity)?;
-        }
-        let lines =
+        let lines: Vec<ReceiptLine> =
             lines.into_iter().map(|l| ReceiptLine { line_id: l.line_id, quantity: l.quantity }).collect();
+        check_receipt(&lines).map_err(|errors| gql(ApiError::validation(errors)))?;
         state
             .procurement
             .receive(principal.tenant, principal.user_id, id, if_version, lines)

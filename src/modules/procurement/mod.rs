@@ -29,6 +29,7 @@ use crate::{
         events::{self, EventType},
         http::{PageRequest, Paged, changed_meanwhile, check_version},
         tenancy::TenantScope,
+        validate::{self, Checks},
     },
 };
 use entity::{purchase_order as po, purchase_order_line as po_line, vendor};
@@ -186,6 +187,40 @@ pub struct VendorChanges {
     pub name: Option<String>,
     pub email: Option<String>,
     pub active: Option<bool>,
+}
+
+/// What a new order's input must satisfy, over REST, bulk and GraphQL alike.
+pub fn check_order(notes: Option<&str>, lines: &[NewLine]) -> Result<(), Vec<FieldError>> {
+    let mut checks = Checks::default();
+    if lines.is_empty() || lines.len() > 500 {
+        checks.check("lines", Err("must hold 1 to 500 lines".into()));
+    }
+    for (i, line) in lines.iter().enumerate() {
+        if line.quantity <= 0 {
+            checks.check(&format!("lines[{i}].quantity"), Err("must be a positive whole number".into()));
+        }
+        if line.unit_cost < 0 {
+            checks.check(&format!("lines[{i}].unit_cost"), Err("must not be negative".into()));
+        }
+    }
+    if let Some(notes) = notes {
+        checks.check("notes", validate::plain_text(notes, 2000));
+    }
+    checks.finish()
+}
+
+/// What a goods receipt's input must satisfy, over REST and GraphQL alike.
+pub fn check_receipt(lines: &[ReceiptLine]) -> Result<(), Vec<FieldError>> {
+    let mut checks = Checks::default();
+    if lines.is_empty() {
+        checks.check("lines", Err("must hold at least one line".into()));
+    }
+    for (i, line) in lines.iter().enumerate() {
+        if line.quantity <= 0 {
+            checks.check(&format!("lines[{i}].quantity"), Err("must be a positive whole number".into()));
+        }
+    }
+    checks.finish()
 }
 
 pub struct Procurement {

@@ -200,22 +200,7 @@ pub struct CreateOrder {
 
 impl Validate for CreateOrder {
     fn validate(&self) -> Result<(), Vec<FieldError>> {
-        let mut checks = Checks::default();
-        if self.lines.is_empty() || self.lines.len() > 500 {
-            checks.check("lines", Err("must hold 1 to 500 lines".into()));
-        }
-        for (i, line) in self.lines.iter().enumerate() {
-            if line.quantity <= 0 {
-                checks.check(&format!("lines[{i}].quantity"), Err("must be a positive whole number".into()));
-            }
-            if line.unit_cost < 0 {
-                checks.check(&format!("lines[{i}].unit_cost"), Err("must not be negative".into()));
-            }
-        }
-        if let Some(notes) = &self.notes {
-            checks.check("notes", validate::plain_text(notes, 2000));
-        }
-        checks.finish()
+        super::check_order(self.notes.as_deref(), &self.lines)
     }
 }
 
@@ -355,16 +340,7 @@ pub struct Receipt {
 
 impl Validate for Receipt {
     fn validate(&self) -> Result<(), Vec<FieldError>> {
-        let mut checks = Checks::default();
-        if self.lines.is_empty() {
-            checks.check("lines", Err("must hold at least one line".into()));
-        }
-        for (i, line) in self.lines.iter().enumerate() {
-            if line.quantity <= 0 {
-                checks.check(&format!("lines[{i}].quantity"), Err("must be a positive whole number".into()));
-            }
-        }
-        checks.finish()
+        super::check_receipt(&self.lines)
     }
 }
 
