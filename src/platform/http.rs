@@ -98,16 +98,14 @@ pub async fn request_context(
     });
     // Only to authenticated callers: before sign-in, how many queries a
     // login ran could tell a known email from an unknown one.
-    let authenticated = res.request().extensions().get::<std::rc::Rc<Principal>>().is_some();
-    let timing = format!("db;dur={:.3};desc=\"{count} queries\"", db_time.as_secs_f64() * 1000.0);
-    let headers = res.headers_mut();
-    if let Ok(value) = HeaderValue::from_str(&timing)
-        && authenticated
-    {
-        headers.insert(header::HeaderName::from_static("server-timing"), value);
+    if res.request().extensions().get::<std::rc::Rc<Principal>>().is_some() {
+        let timing = format!("db;dur={:.3};desc=\"{count} queries\"", db_time.as_secs_f64() * 1000.0);
+        if let Ok(value) = HeaderValue::from_str(&timing) {
+            res.headers_mut().insert(header::HeaderName::from_static("server-timing"), value);
+        }
     }
     if let Ok(value) = HeaderValue::from_str(&request_id) {
-        headers.insert(header::HeaderName::from_static(REQUEST_ID_HEADER), value);
+        res.headers_mut().insert(header::HeaderName::from_static(REQUEST_ID_HEADER), value);
     }
     Ok(res)
 }
