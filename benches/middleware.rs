@@ -78,7 +78,7 @@ fn main() -> anyhow::Result<()> {
             App::new()
                 .into_utoipa_app()
                 .app_data(data.clone())
-                .configure(api::routes)
+                .configure(|cfg| api::routes(cfg, &state.modules))
                 .into_app()
                 .wrap(from_fn(cors::middleware))
                 .wrap(from_fn(http::request_context)),

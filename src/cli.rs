@@ -293,9 +293,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 async fn worker(config: Config) -> anyhow::Result<()> {
-    let state = crate::state(config).await?;
-    db::migrate(&state.db).await?;
-    let runner = crate::platform::jobs::Runner::start(state.clone());
+    let runner = crate::worker(config).await?;
     println!("Nexus worker running; Ctrl-C or SIGTERM stops it gracefully");
     shutdown_signal().await;
     println!("stopping: finishing the jobs in flight");
@@ -339,7 +337,7 @@ async fn migrate(config: Config, action: MigrateAction, steps: u32) -> anyhow::R
 }
 
 fn openapi(output: &PathBuf, check: bool) -> anyhow::Result<()> {
-    let json = api::openapi_json();
+    let json = api::openapi_json(&crate::modules::offline()?);
     if check {
         let current = std::fs::read_to_string(output).unwrap_or_default();
         anyhow::ensure!(current == json, "{} is out of date: run `nexus openapi`", output.display());
@@ -357,13 +355,17 @@ fn openapi(output: &PathBuf, check: bool) -> anyhow::Result<()> {
 /// The operators' commands on jobs and webhooks.
 mod ops {
     use chrono::{Duration, Utc};
-    use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
+    use sea_orm::{ColumnTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
 
     use super::{JobsCommand, LicenseCommand, WebhooksCommand, connect};
     use crate::{
         config::Config,
         error::ApiError,
-        platform::{jobs, tenancy::TenantScope, users, webhooks},
+        platform::{
+            jobs,
+            tenancy::{SystemScope, TenantScope},
+            users, webhooks,
+        },
     };
     use entity::{job, webhook_delivery as delivery, webhook_endpoint as endpoint};
 
@@ -401,7 +403,8 @@ mod ops {
                 }
             }
             JobsCommand::Dead { limit } => {
-                let rows = job::Entity::find()
+                let rows = SystemScope
+                    .find::<job::Entity>()
                     .filter(job::Column::Status.eq(jobs::DEAD))
                     .order_by_desc(job::Column::CreatedAt)
                     .limit(limit)
@@ -486,7 +489,8 @@ mod ops {
         let db = connect(config.clone()).await?;
         match command {
             WebhooksCommand::Status { tenant } => {
-                let mut query = endpoint::Entity::find().order_by_asc(endpoint::Column::CreatedAt);
+                let mut query =
+                    SystemScope.find::<endpoint::Entity>().order_by_asc(endpoint::Column::CreatedAt);
                 if let Some(handle) = tenant {
                     let tenant = users::find_tenant(&db, &handle)
                         .await
@@ -497,7 +501,8 @@ mod ops {
                 println!("endpoint                              enabled  pending  failed  succeeded  url");
                 for e in query.all(&db).await? {
                     let count = |status: &'static str| {
-                        delivery::Entity::find()
+                        SystemScope
+                            .find::<delivery::Entity>()
                             .filter(delivery::Column::EndpointId.eq(e.id))
                             .filter(delivery::Column::Status.eq(status))
                             .count(&db)
@@ -513,7 +518,8 @@ mod ops {
                 }
             }
             WebhooksCommand::Deliveries { endpoint: id, status, limit } => {
-                let mut query = delivery::Entity::find().filter(delivery::Column::EndpointId.eq(id));
+                let mut query =
+                    SystemScope.find::<delivery::Entity>().filter(delivery::Column::EndpointId.eq(id));
                 if let Some(status) = status {
                     query = query.filter(delivery::Column::Status.eq(status));
                 }
@@ -526,7 +532,8 @@ mod ops {
                 }
             }
             WebhooksCommand::Replay { endpoint: id, since } => {
-                let e = endpoint::Entity::find_by_id(id)
+                let e = SystemScope
+                    .find_by_id::<endpoint::Entity>(id)
                     .one(&db)
                     .await?
                     .ok_or_else(|| anyhow::anyhow!("no endpoint {id}"))?;

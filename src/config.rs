@@ -62,6 +62,9 @@ pub struct Config {
     pub events: EventsConfig,
     /// Route deprecations (`config/api.toml`).
     pub api: crate::platform::versioning::ApiConfig,
+    /// Each module's own section, `[modules.<name>]`, read by the module.
+    #[serde(default)]
+    modules: std::collections::BTreeMap<String, figment::value::Value>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -171,6 +174,19 @@ impl Config {
             .merge(Toml::file("config/api.toml"))
             .merge(Toml::file(format!("config/{env}.toml")))
             .merge(Env::prefixed("NEXUS_").split("__"))
+    }
+
+    /// A module's `[modules.<name>]` section, its defaults when absent. A
+    /// bad value names the key, as every other setting does.
+    pub fn module<T: serde::de::DeserializeOwned + Default>(&self, name: &str) -> anyhow::Result<T> {
+        match self.modules.get(name) {
+            None => Ok(T::default()),
+            Some(value) => value.deserialize().map_err(|e| {
+                let key =
+                    std::iter::once(format!("modules.{name}")).chain(e.path.clone()).collect::<Vec<_>>();
+                ConfigError(format!("`{}`: {}", key.join("."), e.kind)).into()
+            }),
+        }
     }
 
     pub fn load() -> Result<Self, ConfigError> {

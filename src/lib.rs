@@ -27,6 +27,7 @@ use crate::{
         http, idempotency,
         jobs::{Registry, Runner, RunnerHandle, Wakeup},
         license::{self, Tiers},
+        module::{Module, Modules, Setup},
         ratelimit::RateLimiter,
         rbac::Rbac,
         redis::Redis,
@@ -51,18 +52,15 @@ impl Application {
     }
 
     /// [`build`](Self::build) with parts other than the defaults (event
-    /// listeners, another ledger).
+    /// listeners, another ledger, more modules).
     pub async fn build_with(config: Config, parts: Parts) -> anyhow::Result<Self> {
         let state = state_with(config, parts).await?;
         db::migrate(&state.db).await?;
-        modules::inventory::service::schedule_reorder_scan(&state.db, chrono::Utc::now()).await?;
         let listener = TcpListener::bind(state.config.bind)?;
         let port = listener.local_addr()?.port();
         let server = server(state.clone(), listener)?;
+        start_background(&state).await?;
         let runner = state.config.jobs.run_in_server.then(|| Runner::start(state.clone()));
-        state.events.start_relay();
-        state.governance.start_relay();
-        state.governance.usage.start_flushing(state.db.clone(), std::time::Duration::from_secs(5));
         Ok(Self { server, port, state, runner })
     }
 
@@ -85,23 +83,46 @@ impl Application {
     }
 }
 
-/// The code behind every job kind.
-pub fn job_handlers() -> Registry {
-    Registry::default()
-        .with(events::DISPATCH_JOB, events::Dispatch)
-        .with(events::LISTENER_JOB, events::RunListener)
-        .with(webhooks::DELIVER_JOB, delivery::Deliver)
-        .with(modules::inventory::EXPIRY_JOB, modules::inventory::service::ExpireReservation)
-        .with(modules::inventory::REORDER_SCAN_JOB, modules::inventory::service::ReorderScan)
+/// A `nexus worker` process: migrations, the same start-up work, relays and
+/// schedules as a server, and the job workers; no HTTP.
+pub async fn worker(config: Config) -> anyhow::Result<RunnerHandle> {
+    let state = state(config).await?;
+    db::migrate(&state.db).await?;
+    start_background(&state).await?;
+    Ok(Runner::start(state))
 }
 
-/// What a build may plug in instead of the defaults.
+/// What runs beside the job workers in every process: each module's
+/// start-up work (schedules), the Redis relays, usage flushing.
+async fn start_background(state: &AppState) -> anyhow::Result<()> {
+    state.modules.start(state).await?;
+    state.events.start_relay();
+    state.governance.start_relay();
+    state.governance.usage.start_flushing(state.db.clone(), std::time::Duration::from_secs(5));
+    Ok(())
+}
+
+/// The code behind every job kind: the platform's and each module's.
+fn job_handlers(modules: &Modules) -> Registry {
+    let mut registry = Registry::default()
+        .with(events::DISPATCH_JOB, events::Dispatch)
+        .with(events::LISTENER_JOB, events::RunListener)
+        .with(webhooks::DELIVER_JOB, delivery::Deliver);
+    for (kind, handler) in modules.jobs() {
+        registry.insert(kind, handler);
+    }
+    registry
+}
+
+/// What a build may plug in besides the defaults.
 #[derive(Default)]
 pub struct Parts {
-    /// Cross-module reactions to events.
+    /// Cross-module reactions to events, beside the modules' own.
     pub listeners: Vec<Arc<dyn Listener>>,
     /// The accounting ledger; the built-in one when `None`.
     pub ledger: Option<Arc<dyn modules::ledger::Ledger>>,
+    /// Modules beyond the built-in ones (see `platform::module`).
+    pub modules: Vec<Arc<dyn Module>>,
 }
 
 /// The shared state with the default parts.
@@ -109,14 +130,18 @@ pub async fn state(config: Config) -> anyhow::Result<AppState> {
     state_with(config, Parts::default()).await
 }
 
-/// The shared state: database pool, optional Redis, RBAC, token keys, job
-/// handlers, event listeners and the module services.
+/// The shared state: database pool, optional Redis, the modules, RBAC,
+/// token keys, job handlers and event listeners.
 pub async fn state_with(config: Config, parts: Parts) -> anyhow::Result<AppState> {
-    let Parts { listeners, ledger } = parts;
+    let Parts { listeners, ledger, modules: extra } = parts;
     let db = db::connect(&config).await?;
+    let setup = Setup { db: db.clone(), config: &config };
+    let mut built = modules::build(&setup, ledger)?;
+    built.extend(extra);
+    let modules = Modules::new(built)?;
     let redis = config.redis_url().map(|url| Redis::new(url, config.redis_timeout())).transpose()?;
     let tiers = Tiers::load()?;
-    let catalogue = Catalogue::load(&tiers)?;
+    let catalogue = Catalogue::load(&tiers, &modules)?;
     let limiter = match &redis {
         Some(redis) => RateLimiter::redis(redis.clone(), config.redis_timeout()),
         None => RateLimiter::memory(),
@@ -124,31 +149,26 @@ pub async fn state_with(config: Config, parts: Parts) -> anyhow::Result<AppState
     let license_key = license::key::public_key(&config.license_public_key)?;
     let governance = Governance::new(tiers, catalogue, limiter, license_key, redis.clone());
     let cipher = Arc::new(Cipher::from_base64_key(config.encryption_key.expose())?);
-    let inventory: Arc<dyn modules::inventory::InventoryService> =
-        Arc::new(modules::inventory::service::SeaOrmInventory::new(db.clone()));
     let idempotency = match &redis {
         Some(redis) => idempotency::Store::redis(redis.clone()).with_timeout(config.redis_timeout()),
         None => idempotency::Store::database(db.clone()),
     }
     .with_cipher(cipher.clone());
+    let listeners: Vec<Arc<dyn Listener>> = modules.listeners().chain(listeners).collect();
     Ok(AppState {
         governance: Arc::new(governance),
-        inventory: inventory.clone(),
-        procurement: Arc::new(modules::procurement::Procurement::new(
-            db.clone(),
-            inventory,
-            ledger.unwrap_or_else(|| Arc::new(modules::ledger::BuiltInLedger)),
-        )),
         keys: Arc::new(TokenKeys::new(config.jwt_secret.expose())),
-        rbac: Arc::new(Rbac::new().await?),
+        rbac: Arc::new(Rbac::new(modules.grants()).await?),
         cipher,
         idempotency,
-        jobs: Arc::new(job_handlers()),
+        jobs: Arc::new(job_handlers(&modules)),
         listeners: Arc::new(listeners),
         wakeup: Wakeup::default(),
         events: events::stream::EventBus::new(redis.clone()),
+        event_types: events::Catalogue::new(&modules)?,
         webhook_client: delivery::client(&config)?,
         endpoint_slots: delivery::EndpointSlots::default(),
+        modules,
         config: Arc::new(config),
         db,
         redis,
@@ -156,17 +176,20 @@ pub async fn state_with(config: Config, parts: Parts) -> anyhow::Result<AppState
 }
 
 fn server(state: AppState, listener: TcpListener) -> std::io::Result<Server> {
-    let openapi = api::openapi();
+    let openapi = api::openapi(&state.modules);
+    let allowed = web::Data::new(http::AllowedMethods::of(&openapi));
     let schema = web::Data::new(api::graphql::schema(&state));
     let state = web::Data::new(state);
     let server = HttpServer::new(move || {
         let max_body = state.config.http.max_body_bytes;
+        let modules = state.modules.clone();
         App::new()
             .into_utoipa_app()
             .app_data(state.clone())
             .app_data(schema.clone())
+            .app_data(allowed.clone())
             .map(|app| app.configure(|cfg| http::extractor_config(cfg, max_body)))
-            .configure(api::routes)
+            .configure(|cfg| api::routes(cfg, &modules))
             .into_app()
             .configure(api::graphql::routes)
             .route("/api/documentation", web::get().to(http::swagger_redirect))

@@ -2,23 +2,15 @@
 //! context, permissions and error codes as REST. The playground (GraphiQL)
 //! and its assets are served by Nexus itself, so it works offline.
 
-use std::rc::Rc;
-
 use actix_web::{
-    FromRequest, HttpMessage, HttpRequest, HttpResponse, dev::Payload, get, http::header,
-    middleware::from_fn, post, web,
+    FromRequest, HttpRequest, HttpResponse, dev::Payload, get, http::header, middleware::from_fn, post, web,
 };
-use async_graphql::{
-    Context, EmptySubscription, ErrorExtensions, MergedObject, Object, Schema, SimpleObject,
-};
+use async_graphql::{Context, EmptySubscription, MergedObject, Object, Schema, SimpleObject};
 use async_graphql_actix_web::{GraphQLRequest, GraphQLResponse};
 
 use crate::{
-    error::{ApiError, ApiResult, Code},
-    modules::{
-        inventory::graphql::{InventoryQuery, Loader},
-        procurement::graphql::{ProcurementMutation, ProcurementQuery},
-    },
+    error::{ApiError, ApiResult},
+    modules,
     platform::{
         auth::{self, Principal},
         features::{
@@ -26,11 +18,12 @@ use crate::{
             routes::{Toggle, effective, set_for_tenant},
         },
         governance::{self, Governed},
+        graphql::{Caller, authorized, caller, gql},
         http::{PageMeta, PageRequest},
         idempotency,
         license::Access,
         license::LicenseView,
-        rbac::{self, FeaturesRead, FeaturesWrite, LicenseRead, Permission, TenantRead, UsersRead},
+        rbac::{FeaturesRead, FeaturesWrite, LicenseRead, TenantRead, UsersRead},
         state::AppState,
         users::{self, TenantView, UserFilter, UserView},
         webhooks::graphql::{WebhooksMutation, WebhooksQuery},
@@ -39,13 +32,13 @@ use crate::{
 
 pub type NexusSchema = Schema<Query, Mutation, EmptySubscription>;
 
-/// Every query field: the platform's and each module's.
+/// Every query field: the platform's and the modules'.
 #[derive(MergedObject, Default)]
-pub struct Query(PlatformQuery, GovernanceQuery, WebhooksQuery, InventoryQuery, ProcurementQuery);
+pub struct Query(PlatformQuery, GovernanceQuery, WebhooksQuery, modules::Query);
 
 /// Every mutation.
 #[derive(MergedObject, Default)]
-pub struct Mutation(PlatformMutation, WebhooksMutation, ProcurementMutation);
+pub struct Mutation(PlatformMutation, WebhooksMutation, modules::Mutation);
 
 pub fn schema(state: &AppState) -> NexusSchema {
     Schema::build(Query::default(), Mutation::default(), EmptySubscription)
@@ -53,50 +46,6 @@ pub fn schema(state: &AppState) -> NexusSchema {
         .limit_depth(state.config.graphql.max_depth)
         .limit_complexity(state.config.graphql.max_complexity)
         .finish()
-}
-
-/// The caller, resolved before execution; resolvers that need it fail with
-/// the same code REST would answer.
-struct Caller(Result<Principal, (Code, String)>);
-
-/// GraphQL errors carry the REST code, status and field errors in
-/// `extensions`; internal causes are logged, as REST does.
-impl ErrorExtensions for ApiError {
-    fn extend(&self) -> async_graphql::Error {
-        self.log_source();
-        let code = self.code;
-        let fields =
-            serde_json::to_value(&self.errors).ok().and_then(|v| async_graphql::Value::from_json(v).ok());
-        async_graphql::Error::new(self.detail.clone()).extend_with(|_, e| {
-            e.set("code", code.as_str());
-            e.set("status", code.status().as_u16());
-            if let Some(fields) = fields.clone().filter(|_| !self.errors.is_empty()) {
-                e.set("errors", fields);
-            }
-        })
-    }
-}
-
-pub fn gql(err: ApiError) -> async_graphql::Error {
-    err.extend()
-}
-
-pub fn caller<'a>(ctx: &'a Context<'_>) -> ApiResult<(&'a AppState, &'a Principal)> {
-    let missing = |_| ApiError::internal(anyhow::anyhow!("GraphQL context is incomplete"));
-    let state = ctx.data::<AppState>().map_err(missing)?;
-    match &ctx.data::<Caller>().map_err(missing)?.0 {
-        Ok(principal) => Ok((state, principal)),
-        Err((code, detail)) => Err(ApiError::new(*code, detail.clone())),
-    }
-}
-
-pub fn authorized<'a, P: Permission>(ctx: &'a Context<'_>) -> ApiResult<(&'a AppState, &'a Principal)> {
-    let (state, principal) = caller(ctx)?;
-    rbac::check::<P>(&state.rbac, principal)?;
-    if let (Some(key), Some(governed)) = (P::FEATURE, ctx.data_opt::<Governed>()) {
-        governed.require(&state.governance, key)?;
-    }
-    Ok((state, principal))
 }
 
 #[derive(SimpleObject)]
@@ -212,21 +161,17 @@ async fn execute(
     let caller =
         Principal::from_request(&req, &mut Payload::None).into_inner().map_err(|e| (e.code, e.detail));
     let mut request = request.into_inner();
-    if let Ok(principal) = &caller {
-        // Batches nested lookups of this request, within its tenant.
-        let loader = Loader { db: state.db.clone(), tenant: principal.tenant };
-        request = request
-            .data(async_graphql::dataloader::DataLoader::new(loader, crate::platform::db::spawn_counted));
-    }
-    let governed = req.extensions().get::<Rc<Governed>>().map(|g| Governed::clone(g));
-    if let Some(governed) = governed {
+    // The modules' services, and batch loaders within the caller's tenant.
+    state.modules.graphql_data(&mut request.data, caller.as_ref().ok().map(|p| p.tenant));
+    if caller.is_ok() {
+        let governed = Governed::of(&req)?;
         governed.require(&state.governance, "feature.graphql")?;
         if let Access::ReadOnly(code) = governed.access(&state.governance)
             && has_mutation(&request.query)
         {
             return Err(ApiError::new(code, "the license allows reads only: no mutations"));
         }
-        request = request.data(governed);
+        request = request.data(Governed::clone(&governed));
     }
     Ok(schema.execute(request.data(Caller(caller))).await.into())
 }

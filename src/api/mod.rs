@@ -10,13 +10,14 @@ use utoipa::{
 use utoipa_actix_web::{AppExt, scope, service_config::ServiceConfig};
 
 use crate::platform::{
-    audit, auth, cors, events, features, governance, health, idempotency, jobs, license, users, versioning,
-    webhooks,
+    audit, auth, cors, events, features, governance, health, idempotency, jobs, license, module::Modules,
+    users, versioning, webhooks,
 };
 
-/// Every REST route. Paths and schemas are collected from the handlers'
-/// `#[utoipa::path]` by utoipa-actix-web, never listed by hand.
-pub fn routes(cfg: &mut ServiceConfig) {
+/// Every REST route: the platform's and each module's. Paths and schemas
+/// are collected from the handlers' `#[utoipa::path]` by utoipa-actix-web,
+/// never listed by hand.
+pub fn routes(cfg: &mut ServiceConfig, modules: &Modules) {
     cfg.configure(health::routes).service(
         scope("/api/v1")
             // Last wrapped runs first: versioning, audit, authentication,
@@ -34,10 +35,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
             .configure(license::routes::routes)
             .configure(features::routes::routes)
             .configure(cors::routes)
-            .configure(crate::modules::inventory::routes::routes)
-            .configure(crate::modules::procurement::routes::routes)
-            .configure(crate::modules::ledger::routes)
-            .configure(crate::modules::bulk::routes)
+            .configure(|cfg| modules.routes(cfg))
             .configure(jobs::routes::routes),
     );
 }
@@ -60,9 +58,6 @@ pub fn routes(cfg: &mut ServiceConfig) {
         (name = "webhooks", description = "Outbound webhooks: endpoints, deliveries, attempts"),
         (name = "license", description = "The tenant's license: tier, state, limits, signed keys"),
         (name = "features", description = "Module and feature toggles"),
-        (name = "inventory", description = "Products, warehouses, stock, movements, reservations (module.inventory)"),
-        (name = "procurement", description = "Vendors and purchase orders (module.procurement)"),
-        (name = "ledger", description = "The built-in ledger's journal entries"),
         (name = "cors", description = "Browser origins allowed per tenant"),
         (name = "events", description = "The live event stream (Server-Sent Events)"),
         (name = "jobs", description = "Background job queue health and dead letters (operators)"),
@@ -230,17 +225,27 @@ impl Modify for Conventions {
 }
 
 /// The OpenAPI document, built from the same route table the server uses.
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    let (_, mut doc) =
-        App::new().into_utoipa_app().openapi(ApiDoc::openapi()).configure(routes).split_for_parts();
+pub fn openapi(modules: &Modules) -> utoipa::openapi::OpenApi {
+    let (_, mut doc) = App::new()
+        .into_utoipa_app()
+        .openapi(ApiDoc::openapi())
+        .configure(|cfg| routes(cfg, modules))
+        .split_for_parts();
+    // The modules' tags, after the platform's own resources.
+    let tags = doc.tags.get_or_insert_with(Vec::new);
+    let at = tags.iter().position(|t| t.name == "features").map_or(tags.len(), |i| i + 1);
+    let module_tags = modules.tags().map(|(name, description)| {
+        utoipa::openapi::tag::TagBuilder::new().name(name).description(Some(description)).build()
+    });
+    tags.splice(at..at, module_tags);
     // After the routes are collected: it edits their operations.
     Conventions.modify(&mut doc);
     doc
 }
 
 /// The document as committed in `openapi/openapi.json`.
-pub fn openapi_json() -> String {
-    let mut json = openapi().to_pretty_json().unwrap_or_default();
+pub fn openapi_json(modules: &Modules) -> String {
+    let mut json = openapi(modules).to_pretty_json().unwrap_or_default();
     json.push('\n');
     json
 }
@@ -249,7 +254,8 @@ pub fn openapi_json() -> String {
 mod tests {
     #[test]
     fn every_error_response_is_documented_as_problem_json_with_an_example_of_its_status() {
-        let doc = serde_json::to_value(super::openapi()).unwrap();
+        let modules = crate::modules::offline().unwrap();
+        let doc = serde_json::to_value(super::openapi(&modules)).unwrap();
         let mut seen = 0;
         for (path, item) in doc["paths"].as_object().unwrap() {
             for (method, operation) in item.as_object().unwrap() {

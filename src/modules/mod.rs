@@ -1,8 +1,106 @@
-//! Business modules. Each is a folder: routes (REST), a service trait with
-//! its sea-orm implementation, and its types; other modules see only the
-//! trait.
+//! Business modules: the one place that lists them and wires their
+//! services to each other. Each module is a folder: a service trait with
+//! its sea-orm implementation, routes (REST), graphql, and one type that
+//! implements `platform::module::Module` (see docs/architecture.md).
+//!
+//! Adding a module is its folder plus its lines here: `pub mod`, its
+//! GraphQL `Query` / `Mutation` in the two merged objects below (GraphQL
+//! types are static), and one line in [`build`] that constructs it with the
+//! services it uses. Those services are trait objects built above it, so a
+//! missing binding does not compile.
 
-pub mod bulk;
 pub mod inventory;
 pub mod ledger;
 pub mod procurement;
+
+use std::sync::Arc;
+
+use async_graphql::MergedObject;
+
+use crate::platform::module::{Module, Modules, Setup};
+
+/// Every module's GraphQL queries.
+#[derive(MergedObject, Default)]
+#[graphql(name = "ModulesQuery")]
+pub struct Query(inventory::graphql::Query, procurement::graphql::Query);
+
+/// Every module's GraphQL mutations.
+#[derive(MergedObject, Default)]
+#[graphql(name = "ModulesMutation")]
+pub struct Mutation(inventory::graphql::Mutation, procurement::graphql::Mutation);
+
+/// Every module of this build, in dependency order: each is given the
+/// services of those built before it. `ledger` replaces the built-in one.
+pub fn build(setup: &Setup, ledger: Option<Arc<dyn ledger::Ledger>>) -> anyhow::Result<Vec<Arc<dyn Module>>> {
+    let ledger = ledger::LedgerModule::new(setup, ledger);
+    let vendors = procurement::vendors(setup);
+    let inventory = inventory::Inventory::new(setup, vendors)?;
+    let procurement = procurement::Procurement::new(setup, inventory.service(), ledger.service());
+    Ok(vec![Arc::new(inventory), Arc::new(procurement), Arc::new(ledger)])
+}
+
+/// The modules built on no database: for the OpenAPI document, which needs
+/// their routes but never calls them.
+pub fn offline() -> anyhow::Result<Modules> {
+    let config = crate::config::Config::from_figment(crate::config::Config::defaults())?;
+    let setup = Setup { db: sea_orm::DatabaseConnection::default(), config: &config };
+    Modules::new(build(&setup, None)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::platform::{events, features::Catalogue, license::Tiers, rbac};
+
+    /// docs/rbac.md shows the matrix; it must say what the policy (the
+    /// platform's and every module's grants) says.
+    #[test]
+    fn the_documented_matrix_is_the_policy() {
+        let modules = offline().unwrap();
+        let policy = rbac::policy(modules.grants());
+        let doc = include_str!("../../docs/rbac.md");
+        let mut documented = std::collections::HashSet::new();
+        for line in doc.lines().filter(|l| l.starts_with("| `")) {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let (object, action) = cells[1].trim_matches('`').split_once(':').unwrap();
+            for (role, cell) in rbac::ROLES.iter().zip(&cells[2..6]) {
+                let granted = policy.iter().any(|(r, o, a)| r == role && o == object && a == action);
+                assert_eq!(granted, *cell == "✓", "docs/rbac.md: {role} {object}:{action}");
+            }
+            documented.insert((object.to_owned(), action.to_owned()));
+        }
+        let permissions = rbac::PERMISSIONS
+            .iter()
+            .map(|(o, a)| (o.to_string(), a.to_string()))
+            .chain(modules.grants().map(|g| (g.object.to_owned(), g.action.to_owned())));
+        for permission in permissions {
+            assert!(documented.contains(&permission), "docs/rbac.md lacks {permission:?}");
+        }
+        for (role, _, _) in &policy {
+            assert!(rbac::ROLES.contains(&role.as_str()), "unknown role {role}");
+        }
+    }
+
+    #[test]
+    fn the_guides_list_every_event_type() {
+        let catalogue = events::Catalogue::new(&offline().unwrap()).unwrap();
+        for (guide, text) in [
+            ("events.md", include_str!("../../docs/events.md")),
+            ("webhooks.md", include_str!("../../docs/webhooks.md")),
+        ] {
+            for t in catalogue.iter() {
+                assert!((t.example)().is_object(), "{} has no example", t.name);
+                assert!(text.contains(&format!("| `{}` |", t.name)), "docs/{guide} lacks {}", t.name);
+            }
+        }
+    }
+
+    /// The feature catalogue holds exactly the keys of the registered modules.
+    #[test]
+    fn every_module_key_is_in_the_catalogue_and_no_other() {
+        let modules = offline().unwrap();
+        let catalogue = Catalogue::load(&Tiers::load().unwrap(), &modules).unwrap();
+        let keys: Vec<&String> = catalogue.features.keys().filter(|k| k.starts_with("module.")).collect();
+        assert_eq!(keys, ["module.inventory", "module.procurement"]);
+    }
+}

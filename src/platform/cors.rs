@@ -5,6 +5,7 @@
 //! allows the origin (the browser withholds the answer otherwise). An origin
 //! nobody allows gets no CORS headers at all.
 
+use crate::platform::tenancy::SystemScope;
 use std::rc::Rc;
 
 use actix_web::{
@@ -61,7 +62,8 @@ pub fn normalize(origin: &str) -> Result<String, String> {
 }
 
 pub async fn origins_of(db: &impl ConnectionTrait, tenant: Uuid) -> Result<Vec<String>, sea_orm::DbErr> {
-    let rows = cors_origin::Entity::find()
+    let rows = SystemScope
+        .find::<cors_origin::Entity>()
         .filter(cors_origin::Column::TenantId.eq(tenant))
         .order_by_asc(cors_origin::Column::Origin)
         .all(db)
@@ -70,7 +72,8 @@ pub async fn origins_of(db: &impl ConnectionTrait, tenant: Uuid) -> Result<Vec<S
 }
 
 async fn allowed_by_any(db: &impl ConnectionTrait, origin: &str) -> bool {
-    cors_origin::Entity::find()
+    SystemScope
+        .find::<cors_origin::Entity>()
         .filter(cors_origin::Column::Origin.eq(origin))
         .count(db)
         .await
@@ -199,7 +202,11 @@ async fn put_origins(
     origins.sort();
     origins.dedup();
     let txn = crate::platform::db::begin(&state.db).await?;
-    cors_origin::Entity::delete_many().filter(cors_origin::Column::TenantId.eq(tenant)).exec(&txn).await?;
+    SystemScope
+        .delete_many::<cors_origin::Entity>()
+        .filter(cors_origin::Column::TenantId.eq(tenant))
+        .exec(&txn)
+        .await?;
     let now = Utc::now();
     for origin in &origins {
         let row = cors_origin::ActiveModel {

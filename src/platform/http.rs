@@ -150,6 +150,27 @@ fn ensure_problem(res: ServiceResponse<BoxBody>) -> ServiceResponse<BoxBody> {
     ServiceResponse::new(req, new)
 }
 
+/// The methods the API documents for each route pattern, e.g. `GET, PATCH`:
+/// read once from the OpenAPI document the server was built with.
+pub struct AllowedMethods(std::collections::HashMap<String, HeaderValue>);
+
+impl AllowedMethods {
+    pub fn of(doc: &utoipa::openapi::OpenApi) -> Self {
+        let allowed = doc.paths.paths.iter().filter_map(|(path, item)| {
+            let methods = [
+                ("GET", item.get.is_some()),
+                ("POST", item.post.is_some()),
+                ("PUT", item.put.is_some()),
+                ("PATCH", item.patch.is_some()),
+                ("DELETE", item.delete.is_some()),
+            ];
+            let names: Vec<&str> = methods.iter().filter(|(_, has)| *has).map(|(name, _)| *name).collect();
+            Some((path.clone(), HeaderValue::from_str(&names.join(", ")).ok()?))
+        });
+        Self(allowed.collect())
+    }
+}
+
 /// App default service: 405 with `Allow` when the path exists under other
 /// methods, 404 otherwise.
 pub async fn no_route(req: HttpRequest) -> ApiResult<HttpResponse> {
@@ -159,37 +180,14 @@ pub async fn no_route(req: HttpRequest) -> ApiResult<HttpResponse> {
     let err =
         ApiError::new(Code::MethodNotAllowed, format!("{} is not allowed on {}", req.method(), req.path()));
     let mut res = actix_web::ResponseError::error_response(&err);
-    let allow = req.resource_map().match_pattern(req.path()).and_then(|pattern| allowed_methods(&pattern));
-    if let Some(allow) = allow {
-        res.headers_mut().insert(header::ALLOW, allow);
+    let allowed = req.app_data::<web::Data<AllowedMethods>>();
+    let pattern = req.resource_map().match_pattern(req.path());
+    if let (Some(allowed), Some(pattern)) = (allowed, pattern)
+        && let Some(allow) = allowed.0.get(&pattern)
+    {
+        res.headers_mut().insert(header::ALLOW, allow.clone());
     }
     Ok(res)
-}
-
-/// The methods the API documents for a route pattern, e.g. `GET, PATCH`.
-fn allowed_methods(pattern: &str) -> Option<HeaderValue> {
-    static ALLOWED: std::sync::OnceLock<std::collections::HashMap<String, String>> =
-        std::sync::OnceLock::new();
-    let allowed = ALLOWED.get_or_init(|| {
-        let doc = crate::api::openapi();
-        doc.paths
-            .paths
-            .iter()
-            .map(|(path, item)| {
-                let methods = [
-                    ("GET", item.get.is_some()),
-                    ("POST", item.post.is_some()),
-                    ("PUT", item.put.is_some()),
-                    ("PATCH", item.patch.is_some()),
-                    ("DELETE", item.delete.is_some()),
-                ];
-                let names: Vec<&str> =
-                    methods.iter().filter(|(_, has)| *has).map(|(name, _)| *name).collect();
-                (path.clone(), names.join(", "))
-            })
-            .collect()
-    });
-    allowed.get(pattern).and_then(|methods| HeaderValue::from_str(methods).ok())
 }
 
 /// `/api/documentation` -> `/api/documentation/` (where Swagger UI lives).

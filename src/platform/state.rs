@@ -7,9 +7,10 @@ use crate::{
     platform::{
         auth::TokenKeys,
         crypto::Cipher,
-        events::{Listeners, stream::EventBus},
+        events::{self, Listeners, stream::EventBus},
         governance::Governance,
         jobs::{Registry, Wakeup},
+        module::Modules,
         rbac::Rbac,
         redis::Redis,
         webhooks::delivery::EndpointSlots,
@@ -42,7 +43,8 @@ pub struct AppState {
     pub governance: Arc<Governance>,
     /// Idempotency-Key responses: the database, or Redis when configured.
     pub idempotency: crate::platform::idempotency::Store,
-    /// The inventory module, as other modules see it.
-    pub inventory: Arc<dyn crate::modules::inventory::InventoryService>,
-    pub procurement: Arc<crate::modules::procurement::Procurement>,
+    /// The business modules of this build, as the platform sees them.
+    pub modules: Modules,
+    /// Every event type: the platform's and the modules'.
+    pub event_types: events::Catalogue,
 }

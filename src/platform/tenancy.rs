@@ -1,6 +1,10 @@
-//! The one access path to tenant-owned rows. A query starts from a
-//! [`TenantScope`], which adds the tenant filter, so forgetting it is not
-//! possible; a row of another tenant is simply not found (404, never 403).
+//! The one access path to rows. A query on a tenant-owned table starts
+//! from a [`TenantScope`], which adds the tenant filter, so forgetting it is
+//! not possible; a row of another tenant is simply not found (404, never
+//! 403). Code that acts for no tenant (jobs, the CLI, the platform's own
+//! tables) says so with [`SystemScope`]. Clippy (`clippy.toml`) refuses the
+//! raw `find` / `find_by_id` / `update_many` / `delete_many` anywhere else.
+#![allow(clippy::disallowed_methods)] // the one place they are allowed
 
 use sea_orm::{ColumnTrait, DeleteMany, EntityTrait, PrimaryKeyTrait, QueryFilter, Select, UpdateMany};
 use uuid::Uuid;
@@ -50,6 +54,8 @@ impl TenantMutable for entity::api_token::Entity {}
 impl TenantMutable for entity::webhook_endpoint::Entity {}
 impl TenantMutable for entity::webhook_delivery::Entity {}
 impl TenantMutable for entity::vendor::Entity {}
+impl TenantMutable for entity::product::Entity {}
+impl TenantMutable for entity::reservation::Entity {}
 impl TenantMutable for entity::purchase_order::Entity {}
 impl TenantMutable for entity::purchase_order_line::Entity {}
 
@@ -84,5 +90,32 @@ impl TenantScope {
 
     pub fn delete_many<E: TenantMutable>(&self) -> DeleteMany<E> {
         E::delete_many().filter(E::tenant_column().eq(self.0))
+    }
+}
+
+/// Queries outside any tenant: the platform's own tables (tenants, jobs,
+/// licenses, toggles...) and, for jobs and the CLI, rows of any tenant
+/// (each job then acts in the row's tenant through a [`TenantScope`]).
+#[derive(Clone, Copy, Debug)]
+pub struct SystemScope;
+
+impl SystemScope {
+    pub fn find<E: EntityTrait>(self) -> Select<E> {
+        E::find()
+    }
+
+    pub fn find_by_id<E: EntityTrait>(
+        self,
+        id: impl Into<<E::PrimaryKey as PrimaryKeyTrait>::ValueType>,
+    ) -> Select<E> {
+        E::find_by_id(id)
+    }
+
+    pub fn update_many<E: EntityTrait>(self) -> UpdateMany<E> {
+        E::update_many()
+    }
+
+    pub fn delete_many<E: EntityTrait>(self) -> DeleteMany<E> {
+        E::delete_many()
     }
 }

@@ -1,5 +1,6 @@
+use nexus::platform::tenancy::SystemScope;
 use reqwest::Method;
-use sea_orm::{ConnectionTrait, EntityTrait, PaginatorTrait};
+use sea_orm::{ConnectionTrait, PaginatorTrait};
 use serde_json::json;
 
 use crate::helpers::{PASSWORD, TestApp, assert_problem, json};
@@ -80,14 +81,20 @@ async fn the_database_refuses_to_change_or_delete_audit_entries() {
     let app = TestApp::spawn().await;
     app.register().await;
     let db = &app.state.db;
-    let before = entity::audit_log::Entity::find().count(db).await.unwrap();
+    let before = SystemScope.find::<entity::audit_log::Entity>().count(db).await.unwrap();
     assert!(before >= 1);
     let update = db.execute_unprepared("UPDATE audit_logs SET status = 999").await;
     assert!(update.unwrap_err().to_string().contains("append-only"));
     let delete = db.execute_unprepared("DELETE FROM audit_logs").await;
     assert!(delete.unwrap_err().to_string().contains("append-only"));
-    assert_eq!(entity::audit_log::Entity::find().count(db).await.unwrap(), before);
-    let statuses: Vec<i32> =
-        entity::audit_log::Entity::find().all(db).await.unwrap().iter().map(|e| e.status).collect();
+    assert_eq!(SystemScope.find::<entity::audit_log::Entity>().count(db).await.unwrap(), before);
+    let statuses: Vec<i32> = SystemScope
+        .find::<entity::audit_log::Entity>()
+        .all(db)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.status)
+        .collect();
     assert!(!statuses.contains(&999));
 }

@@ -1,3 +1,4 @@
+use nexus::platform::tenancy::SystemScope;
 use reqwest::Method;
 use serde_json::json;
 
@@ -84,8 +85,7 @@ async fn five_failures_lock_the_account_without_revealing_it() {
 }
 
 async fn users_row(app: &TestApp, id: uuid::Uuid) -> entity::user::Model {
-    use sea_orm::EntityTrait;
-    entity::user::Entity::find_by_id(id).one(&app.state.db).await.unwrap().unwrap()
+    SystemScope.find_by_id::<entity::user::Entity>(id).one(&app.state.db).await.unwrap().unwrap()
 }
 
 #[tokio::test]

@@ -2,6 +2,7 @@
 
 use chrono::{Duration, Utc};
 use nexus::platform::license::key;
+use nexus::platform::tenancy::SystemScope;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -67,8 +68,9 @@ async fn a_toggle_switched_off_answers_403_at_once_and_200_when_on_again() {
     // The change was announced.
     app.drained().await;
     let toggled: u64 = {
-        use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
-        entity::event::Entity::find()
+        use sea_orm::{ColumnTrait, PaginatorTrait, QueryFilter};
+        SystemScope
+            .find::<entity::event::Entity>()
             .filter(entity::event::Column::TenantId.eq(tenant.id))
             .filter(entity::event::Column::EventType.eq("feature.toggled"))
             .count(&app.state.db)
@@ -92,12 +94,13 @@ async fn global_values_apply_to_every_tenant_and_removed_answers_410() {
     let app = TestApp::spawn().await;
     let (a, b) = (app.register().await, app.register().await);
     let root = app.super_admin(&a).await;
-    let res = put(&app, "/api/v1/admin/features/module.channels", &root, json!({"state": "enabled"})).await;
+    let res =
+        put(&app, "/api/v1/admin/features/feature.bulk-operations", &root, json!({"state": "enabled"})).await;
     assert_eq!(res.status(), 204);
     let features = json(app.get("/api/v1/features", &b.token).await).await;
-    let channels =
-        features["data"].as_array().unwrap().iter().find(|f| f["key"] == "module.channels").unwrap();
-    assert_eq!((channels["enabled"].clone(), channels["source"].clone()), (json!(true), json!("global")));
+    let bulk =
+        features["data"].as_array().unwrap().iter().find(|f| f["key"] == "feature.bulk-operations").unwrap();
+    assert_eq!((bulk["enabled"].clone(), bulk["source"].clone()), (json!(true), json!("global")));
 
     let res = put(&app, "/api/v1/admin/features/feature.webhooks", &root, json!({"state": "removed"})).await;
     assert_eq!(res.status(), 204);
@@ -333,7 +336,8 @@ async fn license_and_features_over_graphql() {
     let body = json(query("{ license { tier state limits { maxUsers userRatePerMinute } } features { key enabled source } }").await).await;
     assert_eq!(body["data"]["license"]["state"], "TRIAL", "{body}");
     assert_eq!(body["data"]["license"]["limits"]["userRatePerMinute"], 120);
-    assert_eq!(body["data"]["features"].as_array().unwrap().len(), 8);
+    // The platform's four features and the two modules of this build.
+    assert_eq!(body["data"]["features"].as_array().unwrap().len(), 6);
     let body = json(
         query(r#"mutation { setFeature(key: "feature.webhooks", enabled: false) { enabled source } }"#).await,
     )
@@ -371,7 +375,7 @@ async fn a_toggle_reaches_every_instance_at_once() {
 /// The scheduler announces a transition once, however often it runs.
 #[tokio::test]
 async fn license_transitions_are_announced_once() {
-    use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+    use sea_orm::{ColumnTrait, PaginatorTrait, QueryFilter};
     let app = TestApp::spawn_adjusted(|f| f.merge(("jobs.run_in_server", false))).await;
     let tenant = app.register().await;
     let root = app.super_admin(&tenant).await;
@@ -382,7 +386,8 @@ async fn license_transitions_are_announced_once() {
         nexus::platform::license::announce_transitions(&app.state.db, tiers, Utc::now()).await.unwrap();
     }
     let count = |event_type: &'static str| {
-        entity::event::Entity::find()
+        SystemScope
+            .find::<entity::event::Entity>()
             .filter(entity::event::Column::TenantId.eq(tenant.id))
             .filter(entity::event::Column::EventType.eq(event_type))
             .count(&app.state.db)

@@ -1,3 +1,4 @@
+use nexus::platform::tenancy::SystemScope;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use nexus::{
@@ -95,7 +96,7 @@ impl TestApp {
         dir: tempfile::TempDir,
         listeners: Vec<std::sync::Arc<dyn nexus::platform::events::Listener>>,
     ) -> Self {
-        Self::spawn_with_parts(figment, dir, nexus::Parts { listeners, ledger: None }).await
+        Self::spawn_with_parts(figment, dir, nexus::Parts { listeners, ..Default::default() }).await
     }
 
     /// An app with parts of its own (listeners, a ledger).
@@ -190,10 +191,11 @@ impl TestApp {
 
     /// Wait until no job is due or running (at most 10 s).
     pub async fn drained(&self) {
-        use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+        use sea_orm::{ColumnTrait, PaginatorTrait, QueryFilter};
         eventually(10, || async {
             // Due now: scheduled jobs (a weekly scan) do not count.
-            let busy = entity::job::Entity::find()
+            let busy = SystemScope
+                .find::<entity::job::Entity>()
                 .filter(entity::job::Column::Status.is_in(["pending", "running"]))
                 .filter(entity::job::Column::RunAt.lte(chrono::Utc::now()))
                 .count(&self.state.db)

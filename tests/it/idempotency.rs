@@ -3,6 +3,7 @@
 //! 422, a request still in flight a 409. Runs on the database store, or on
 //! Redis when NEXUS_TEST_REDIS_URL is set.
 
+use nexus::platform::tenancy::SystemScope;
 use std::time::Duration;
 
 use nexus::{
@@ -312,8 +313,9 @@ async fn the_database_store_prunes_expired_keys_and_seals_bodies() {
 
     let Begin::Claimed(claim) = store.begin(&scope, "fp").await.unwrap() else { panic!("not claimed") };
     assert!(store.complete(&claim, &stored(secret)).await.unwrap());
-    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
-    let row = entity::idempotency_key::Entity::find()
+    use sea_orm::{ColumnTrait, QueryFilter};
+    let row = SystemScope
+        .find::<entity::idempotency_key::Entity>()
         .filter(entity::idempotency_key::Column::Key.eq(scope.key.as_str()))
         .one(&app.state.db)
         .await
@@ -328,7 +330,8 @@ async fn the_database_store_prunes_expired_keys_and_seals_bodies() {
 
     tokio::time::sleep(short + Duration::from_millis(200)).await;
     assert!(store.prune().await.unwrap() >= 1);
-    let left = entity::idempotency_key::Entity::find()
+    let left = SystemScope
+        .find::<entity::idempotency_key::Entity>()
         .filter(entity::idempotency_key::Column::Key.eq(scope.key.as_str()))
         .one(&app.state.db)
         .await

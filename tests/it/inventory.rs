@@ -1,10 +1,11 @@
 //! Inventory over HTTP: products, stock, the ledger, and reservations that
 //! never oversell under concurrent requests.
 
+use nexus::platform::tenancy::SystemScope;
 use std::collections::HashMap;
 
 use reqwest::Method;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use sea_orm::{ColumnTrait, QueryFilter};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -37,12 +38,14 @@ async fn adjust(
 
 /// Every stock level equals the sum of its movements.
 async fn assert_ledger(app: &TestApp, tenant: &Tenant) {
-    let levels = entity::stock_level::Entity::find()
+    let levels = SystemScope
+        .find::<entity::stock_level::Entity>()
         .filter(entity::stock_level::Column::TenantId.eq(tenant.id))
         .all(&app.state.db)
         .await
         .unwrap();
-    let movements = entity::stock_movement::Entity::find()
+    let movements = SystemScope
+        .find::<entity::stock_movement::Entity>()
         .filter(entity::stock_movement::Column::TenantId.eq(tenant.id))
         .all(&app.state.db)
         .await
@@ -323,7 +326,8 @@ async fn reorder_points_drive_recommendations_and_stock_low() {
     let rec = &found["data"][0];
     assert_eq!((rec["available"].clone(), rec["suggested_quantity"].clone()), (json!(6), json!(14)));
     assert_eq!(rec["preferred_vendor_id"], vendor_id);
-    let low = entity::event::Entity::find()
+    let low = SystemScope
+        .find::<entity::event::Entity>()
         .filter(entity::event::Column::TenantId.eq(tenant.id))
         .filter(entity::event::Column::EventType.eq("stock.low"))
         .all(&app.state.db)
@@ -332,7 +336,8 @@ async fn reorder_points_drive_recommendations_and_stock_low() {
     assert_eq!(low.len(), 1, "announced when crossing, not on every change below");
     // The weekly scan is queued once, whoever asks.
     let scans = || {
-        entity::job::Entity::find()
+        SystemScope
+            .find::<entity::job::Entity>()
             .filter(entity::job::Column::Kind.eq("inventory.reorder_scan"))
             .all(&app.state.db)
     };

@@ -1,6 +1,7 @@
 //! The outbox and the job queue: listeners run durably and are retried,
 //! dead jobs are kept and replayable, queue health is reported.
 
+use nexus::platform::tenancy::SystemScope;
 use std::sync::{
     Arc,
     atomic::{AtomicUsize, Ordering},
@@ -11,7 +12,7 @@ use nexus::platform::{
     jobs::{self, JobError, NewJob},
     state::AppState,
 };
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use sea_orm::{ColumnTrait, QueryFilter};
 use serde_json::json;
 
 use crate::helpers::{TestApp, assert_problem, eventually, json, test_config};
@@ -48,7 +49,8 @@ async fn a_failing_listener_is_retried_until_it_succeeds() {
     // Registering creates the owner: one `user.created` event.
     app.register().await;
     let job = eventually(10, || async {
-        let jobs = entity::job::Entity::find()
+        let jobs = SystemScope
+            .find::<entity::job::Entity>()
             .filter(entity::job::Column::Kind.eq("event.listener"))
             .filter(entity::job::Column::Status.eq("completed"))
             .all(&app.state.db)
@@ -115,7 +117,8 @@ async fn a_job_held_by_a_dead_worker_runs_again_when_its_lease_expires() {
         app.post("/api/v1/webhooks", &tenant.token, json!({"url": receiver.url, "event_types": ["*"]})).await;
     let id = json(res).await["data"]["id"].as_str().unwrap().to_owned();
     app.post(&format!("/api/v1/webhooks/{id}/test"), &tenant.token, json!({})).await;
-    let job = entity::job::Entity::find()
+    let job = SystemScope
+        .find::<entity::job::Entity>()
         .filter(entity::job::Column::Kind.eq("webhook.deliver"))
         .one(&app.state.db)
         .await

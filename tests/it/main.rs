@@ -16,6 +16,7 @@ mod helpers;
 mod idempotency;
 mod inventory;
 mod jobs;
+mod modules;
 mod openapi;
 mod procurement;
 mod rbac;

@@ -10,7 +10,7 @@ async fn the_served_document_is_the_committed_one() {
     let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json"))
         .expect("openapi/openapi.json is committed");
     assert!(
-        committed == nexus::api::openapi_json(),
+        committed == nexus::api::openapi_json(&nexus::modules::offline().unwrap()),
         "openapi/openapi.json is out of date: run `cargo run -- openapi` and commit it"
     );
     let app = TestApp::spawn().await;
@@ -23,7 +23,7 @@ async fn the_served_document_is_the_committed_one() {
 #[tokio::test]
 async fn every_non_public_operation_requires_authentication() {
     let app = TestApp::spawn().await;
-    let doc = nexus::api::openapi();
+    let doc = nexus::api::openapi(&nexus::modules::offline().unwrap());
     let mut checked = 0;
     for (path, item) in &doc.paths.paths {
         let operations = [

@@ -1,28 +1,31 @@
 //! Inventory over GraphQL: products with their stock levels, loaded in
 //! batches (a page of products costs one stock query, not one per product).
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
-use async_graphql::{ComplexObject, Context, Object, SimpleObject, dataloader::DataLoader};
-use sea_orm::{ColumnTrait, DatabaseConnection, QueryFilter};
+use async_graphql::{ComplexObject, Context, EmptyMutation, Object, SimpleObject, dataloader::DataLoader};
 use uuid::Uuid;
 
-use super::{ProductFilter, ProductView, StockLevelView};
+use super::{InventoryRead, InventoryService, ProductFilter, ProductView, StockLevelView};
 use crate::{
-    api::graphql::{authorized, gql},
     error::ApiError,
     platform::{
+        graphql::{authorized, data, gql},
         http::{PageMeta, PageRequest},
-        rbac::InventoryRead,
         tenancy::TenantScope,
     },
 };
-use entity::{product, stock_level};
+use entity::product;
 
-/// Batches lookups of one request, within its tenant.
+/// Batches inventory lookups of one request, within its tenant.
 pub struct Loader {
-    pub db: DatabaseConnection,
-    pub tenant: TenantScope,
+    inventory: Arc<dyn InventoryService>,
+    tenant: TenantScope,
+}
+
+/// The request's batch loader, run on counted tasks (see `db::spawn_counted`).
+pub fn loader(inventory: Arc<dyn InventoryService>, tenant: TenantScope) -> DataLoader<Loader> {
+    DataLoader::new(Loader { inventory, tenant }, crate::platform::db::spawn_counted)
 }
 
 /// Stock levels of products, by product id.
@@ -33,24 +36,13 @@ pub struct LevelsOf(pub Uuid);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ProductId(pub Uuid);
 
-fn db_error(err: sea_orm::DbErr) -> std::sync::Arc<ApiError> {
-    std::sync::Arc::new(ApiError::from(err))
-}
-
 impl async_graphql::dataloader::Loader<LevelsOf> for Loader {
     type Value = Vec<StockLevelView>;
-    type Error = std::sync::Arc<ApiError>;
+    type Error = Arc<ApiError>;
 
     async fn load(&self, keys: &[LevelsOf]) -> Result<HashMap<LevelsOf, Self::Value>, Self::Error> {
         let ids: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
-        let levels = self
-            .tenant
-            .find::<stock_level::Entity>()
-            .filter(stock_level::Column::ProductId.is_in(ids))
-            .all(&self.db)
-            .await
-            .map_err(db_error)?;
-        let views = super::service::stock_views(&self.db, self.tenant, levels).await.map_err(db_error)?;
+        let views = self.inventory.levels_of_products(self.tenant, ids).await.map_err(Arc::new)?;
         let mut out: HashMap<LevelsOf, Vec<StockLevelView>> = keys.iter().map(|k| (*k, Vec::new())).collect();
         for view in views {
             out.entry(LevelsOf(view.product_id)).or_default().push(view);
@@ -61,23 +53,20 @@ impl async_graphql::dataloader::Loader<LevelsOf> for Loader {
 
 impl async_graphql::dataloader::Loader<ProductId> for Loader {
     type Value = ProductView;
-    type Error = std::sync::Arc<ApiError>;
+    type Error = Arc<ApiError>;
 
     async fn load(&self, keys: &[ProductId]) -> Result<HashMap<ProductId, Self::Value>, Self::Error> {
         let ids: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
-        let rows = self
-            .tenant
-            .find::<product::Entity>()
-            .filter(product::Column::Id.is_in(ids))
-            .all(&self.db)
-            .await
-            .map_err(db_error)?;
-        Ok(rows.into_iter().map(|m| (ProductId(m.id), super::service::product_view(m))).collect())
+        let products = self.inventory.products_by_ids(self.tenant, ids).await.map_err(Arc::new)?;
+        Ok(products.into_iter().map(|p| (ProductId(p.id), p)).collect())
     }
 }
 
-pub fn loader<'a>(ctx: &'a Context<'_>) -> async_graphql::Result<&'a DataLoader<Loader>> {
-    ctx.data::<DataLoader<Loader>>().map_err(|_| gql(ApiError::internal(anyhow::anyhow!("no data loader"))))
+/// A product by id, batch-loaded: for other modules' objects that point at one.
+pub async fn product(ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Option<ProductView>> {
+    authorized::<InventoryRead>(ctx).map_err(gql)?;
+    let loader = data::<DataLoader<Loader>>(ctx).map_err(gql)?;
+    loader.load_one(ProductId(id)).await.map_err(|e| gql(ApiError::clone_of(&e)))
 }
 
 #[ComplexObject]
@@ -85,8 +74,8 @@ impl ProductView {
     /// Stock of this product in every warehouse.
     async fn stock_levels(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<StockLevelView>> {
         authorized::<InventoryRead>(ctx).map_err(gql)?;
-        let levels =
-            loader(ctx)?.load_one(LevelsOf(self.id)).await.map_err(|e| gql(ApiError::clone_of(&e)))?;
+        let loader = data::<DataLoader<Loader>>(ctx).map_err(gql)?;
+        let levels = loader.load_one(LevelsOf(self.id)).await.map_err(|e| gql(ApiError::clone_of(&e)))?;
         Ok(levels.unwrap_or_default())
     }
 }
@@ -99,10 +88,13 @@ pub struct ProductPage {
 }
 
 #[derive(Default)]
-pub struct InventoryQuery;
+pub struct Query;
 
-#[Object]
-impl InventoryQuery {
+/// Inventory has no GraphQL mutations yet.
+pub type Mutation = EmptyMutation;
+
+#[Object(name = "InventoryQuery")]
+impl Query {
     /// Products, newest first.
     async fn products(
         &self,
@@ -111,15 +103,17 @@ impl InventoryQuery {
         #[graphql(default = 1)] page: u64,
         #[graphql(default = 25)] per_page: u64,
     ) -> async_graphql::Result<ProductPage> {
-        let (state, principal) = authorized::<InventoryRead>(ctx).map_err(gql)?;
+        let (_, principal) = authorized::<InventoryRead>(ctx).map_err(gql)?;
         let page = PageRequest::new(Some(page), Some(per_page)).map_err(gql)?;
         let filter = ProductFilter { sku, active: None, sort: (product::Column::CreatedAt, true) };
-        let paged = state.inventory.list_products(principal.tenant, filter, page).await.map_err(gql)?;
+        let inventory = data::<Arc<dyn InventoryService>>(ctx).map_err(gql)?;
+        let paged = inventory.list_products(principal.tenant, filter, page).await.map_err(gql)?;
         Ok(ProductPage { items: paged.data, page_info: paged.meta })
     }
 
     async fn product(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<ProductView> {
-        let (state, principal) = authorized::<InventoryRead>(ctx).map_err(gql)?;
-        state.inventory.get_product(principal.tenant, id).await.map_err(gql)
+        let (_, principal) = authorized::<InventoryRead>(ctx).map_err(gql)?;
+        let inventory = data::<Arc<dyn InventoryService>>(ctx).map_err(gql)?;
+        inventory.get_product(principal.tenant, id).await.map_err(gql)
     }
 }

@@ -15,16 +15,145 @@ use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use std::sync::Arc;
+
+use actix_web::web;
+use serde_json::json;
+use utoipa_actix_web::service_config::ServiceConfig;
+
 use crate::{
     error::ApiResult,
+    modules::procurement::Vendors,
     platform::{
+        events::event_types,
         http::{PageRequest, Paged},
+        jobs::JobHandler,
+        module::{Feature, Grant, Module, Setup},
+        rbac::grants,
+        state::AppState,
         tenancy::TenantScope,
     },
 };
 
 pub const EXPIRY_JOB: &str = "inventory.reservation_expiry";
 pub const REORDER_SCAN_JOB: &str = "inventory.reorder_scan";
+
+grants! {
+    InventoryRead => "inventory", "read", "module.inventory", ["admin", "manager", "user", "viewer"];
+    InventoryWrite => "inventory", "write", "module.inventory", ["admin", "manager"];
+}
+
+event_types! {
+    EVENTS;
+    PRODUCT_CREATED => "product.created", 5, "A product was added to the catalogue.",
+        json!({"id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "sku": "TSHIRT-RED-M", "name": "T-shirt, red, M"});
+    PRODUCT_UPDATED => "product.updated", 5, "A product changed.",
+        json!({"id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "sku": "TSHIRT-RED-M", "version": 2});
+    STOCK_ADJUSTED => "stock.adjusted", 5, "On-hand stock was adjusted (count, damage, correction).",
+        json!({"product_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "sku": "TSHIRT-RED-M", "warehouse_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a12", "quantity": -2, "on_hand": 48, "reason": "damaged"});
+    STOCK_LOW => "stock.low", 7, "Available stock fell below the reorder point.",
+        json!({"product_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "sku": "TSHIRT-RED-M", "warehouse_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a12", "available": 4, "reorder_point": 5});
+    STOCK_RESERVED => "stock.reserved", 6, "Stock was reserved for a reference (all lines).",
+        json!({"reference": "order-1042", "lines": [{"product_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "warehouse_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a12", "quantity": 2}]});
+    STOCK_RELEASED => "stock.released", 6, "A reservation was released or expired: its stock is available again.",
+        json!({"reference": "order-1042", "lines": [], "outcome": "released"});
+    STOCK_SHIPPED => "stock.shipped", 6, "A reservation was committed: its stock left the warehouse.",
+        json!({"reference": "order-1042", "lines": [], "outcome": "committed"});
+    STOCK_TRANSFERRED => "stock.transferred", 5, "Stock moved between warehouses.",
+        json!({"product_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "sku": "TSHIRT-RED-M", "from_warehouse_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a12", "to_warehouse_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a13", "quantity": 10});
+    INVENTORY_REORDER_RECOMMENDED => "inventory.reorder_recommended", 4, "The weekly scan found stock below its reorder points.",
+        json!({"recommendations": [{"product_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "sku": "TSHIRT-RED-M", "warehouse_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a12", "available": 3, "reorder_point": 10, "suggested_quantity": 17, "preferred_vendor_id": null}]});
+}
+
+/// `[modules.inventory]`.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// A reservation made without `expires_in_seconds` is released after this.
+    pub reservation_ttl_seconds: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self { reservation_ttl_seconds: 900 }
+    }
+}
+
+/// The inventory module: its service and how it plugs in.
+pub struct Inventory {
+    service: Arc<service::SeaOrmInventory>,
+    settings: Settings,
+}
+
+impl Inventory {
+    pub fn new(setup: &Setup, vendors: Arc<dyn Vendors>) -> anyhow::Result<Self> {
+        let settings: Settings = setup.config("inventory")?;
+        anyhow::ensure!(
+            (1..=7 * 86_400).contains(&settings.reservation_ttl_seconds),
+            "`modules.inventory.reservation_ttl_seconds`: must be between 1 and 604800"
+        );
+        Ok(Self { service: Arc::new(service::SeaOrmInventory::new(setup.db.clone(), vendors)), settings })
+    }
+
+    /// What other modules are given.
+    pub fn service(&self) -> Arc<dyn InventoryService> {
+        self.service.clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl Module for Inventory {
+    fn name(&self) -> &'static str {
+        "inventory"
+    }
+
+    fn feature(&self) -> Option<Feature> {
+        Some(Feature {
+            key: "module.inventory",
+            description: "Products, warehouses, stock levels, movements and reservations",
+            default: true,
+            tier: "basic",
+        })
+    }
+
+    fn tags(&self) -> &'static [(&'static str, &'static str)] {
+        &[("inventory", "Products, warehouses, stock, movements, reservations (module.inventory)")]
+    }
+
+    fn routes(&self, cfg: &mut ServiceConfig) {
+        cfg.app_data(web::Data::from(self.service()));
+        cfg.app_data(web::Data::new(self.settings.clone()));
+        routes::routes(cfg);
+    }
+
+    fn graphql_data(&self, data: &mut async_graphql::Data, tenant: Option<TenantScope>) {
+        data.insert(self.service());
+        if let Some(tenant) = tenant {
+            data.insert(graphql::loader(self.service(), tenant));
+        }
+    }
+
+    fn grants(&self) -> &'static [Grant] {
+        GRANTS
+    }
+
+    fn event_types(&self) -> &'static [&'static crate::platform::events::EventType] {
+        EVENTS
+    }
+
+    fn jobs(&self) -> Vec<(&'static str, Arc<dyn JobHandler>)> {
+        vec![
+            (EXPIRY_JOB, Arc::new(service::ExpireReservation(self.service.clone()))),
+            (REORDER_SCAN_JOB, Arc::new(service::ReorderScan)),
+        ]
+    }
+
+    /// Queue the next weekly reorder scan (once, whoever asks).
+    async fn start(&self, state: &AppState) -> anyhow::Result<()> {
+        service::schedule_reorder_scan(&state.db, chrono::Utc::now()).await?;
+        Ok(())
+    }
+}
 
 #[derive(Clone, Debug, Serialize, ToSchema, async_graphql::SimpleObject)]
 #[graphql(name = "Product", complex)]
@@ -285,6 +414,15 @@ pub trait InventoryService: Send + Sync {
         cause: Cause,
     ) -> ApiResult<ReservationView>;
     async fn reservation(&self, tenant: TenantScope, reference: &str) -> ApiResult<ReservationView>;
+    async fn get_warehouse(&self, tenant: TenantScope, id: Uuid) -> ApiResult<WarehouseView>;
+    /// The products among `ids` (others are simply absent): for batch loads.
+    async fn products_by_ids(&self, tenant: TenantScope, ids: Vec<Uuid>) -> ApiResult<Vec<ProductView>>;
+    /// Every stock level of the products among `product_ids`.
+    async fn levels_of_products(
+        &self,
+        tenant: TenantScope,
+        product_ids: Vec<Uuid>,
+    ) -> ApiResult<Vec<StockLevelView>>;
     /// Set (or clear, with `None`) the reorder point and quantity of a level.
     async fn set_reorder(
         &self,

@@ -9,17 +9,19 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use uuid::Uuid;
 
 use super::{
-    Cause, LevelFilter, Line, MOVEMENT_KINDS, MovementFilter, MovementView, NewProduct, ProductChanges,
-    ProductFilter, ProductView, Recommendation, ReservationView, StockLevelView, WarehouseView,
+    Cause, InventoryRead, InventoryService, InventoryWrite, LevelFilter, Line, MOVEMENT_KINDS,
+    MovementFilter, MovementView, NewProduct, ProductChanges, ProductFilter, ProductView, Recommendation,
+    ReservationView, Settings, StockLevelView, WarehouseView,
 };
 use crate::{
     error::{ApiResult, FieldError, Problem},
     platform::{
+        bulk::{BulkRequest, BulkResponse},
         http::{
             ApiJson, Data, PageRequest, Paged, Validate, created, if_match, ok, ok_with_etag, one_of,
-            parse_sort, with_etag,
+            parse_json, parse_sort, with_etag,
         },
-        rbac::{Authorized, InventoryRead, InventoryWrite},
+        rbac::{Authorized, BulkWrite},
         state::AppState,
         validate::{self, Checks},
     },
@@ -27,6 +29,7 @@ use crate::{
 
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(list_products)
+        .service(bulk_products)
         .service(create_product)
         .service(get_product)
         .service(update_product)
@@ -109,10 +112,10 @@ impl Validate for CreateProduct {
 #[post("/products")]
 async fn create_product(
     auth: Authorized<InventoryWrite>,
-    state: web::Data<AppState>,
+    inventory: web::Data<dyn InventoryService>,
     body: ApiJson<CreateProduct>,
 ) -> ApiResult<HttpResponse> {
-    let product = state.inventory.create_product(auth.tenant, body.0.into()).await?;
+    let product = inventory.create_product(auth.tenant, body.0.into()).await?;
     Ok(with_etag(created(&product), product.version))
 }
 
@@ -130,9 +133,36 @@ impl From<CreateProduct> for NewProduct {
     }
 }
 
-/// A product item of a bulk request, checked like `POST /products`.
-pub fn parse_product(bytes: &[u8]) -> ApiResult<NewProduct> {
-    crate::platform::http::parse_json::<CreateProduct>(bytes).map(Into::into)
+/// Create up to 1000 products; one result per item (partial success).
+#[utoipa::path(
+    tag = "inventory",
+    request_body = BulkRequest,
+    responses(
+        (status = 200, description = "A result per item, in order", body = BulkResponse),
+        (status = 401, body = Problem),
+        (status = 403, description = "Not allowed, or feature.bulk-operations / module.inventory off", body = Problem),
+        (status = 422, body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+#[post("/bulk/products")]
+async fn bulk_products(
+    auth: Authorized<BulkWrite>,
+    _write: Authorized<InventoryWrite>,
+    state: web::Data<AppState>,
+    inventory: web::Data<dyn InventoryService>,
+    body: ApiJson<BulkRequest>,
+) -> ApiResult<HttpResponse> {
+    let (inventory, tenant) = (&inventory, auth.tenant);
+    let response = body
+        .0
+        .each(move |bytes| async move {
+            let new: NewProduct = parse_json::<CreateProduct>(&bytes)?.into();
+            inventory.create_product(tenant, new).await
+        })
+        .await;
+    state.wakeup.wake();
+    Ok(response)
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -162,7 +192,7 @@ struct ProductQuery {
 #[get("/products")]
 async fn list_products(
     auth: Authorized<InventoryRead>,
-    state: web::Data<AppState>,
+    inventory: web::Data<dyn InventoryService>,
     query: web::Query<ProductQuery>,
 ) -> ApiResult<HttpResponse> {
     use entity::product::Column;
@@ -174,7 +204,7 @@ async fn list_products(
         (Column::CreatedAt, false),
     )?;
     let filter = ProductFilter { sku: q.sku, active: q.active, sort };
-    Ok(HttpResponse::Ok().json(state.inventory.list_products(auth.tenant, filter, page).await?))
+    Ok(HttpResponse::Ok().json(inventory.list_products(auth.tenant, filter, page).await?))
 }
 
 /// One product; its `ETag` is the version to send in `If-Match`.
@@ -189,10 +219,10 @@ async fn list_products(
 #[get("/products/{id}")]
 async fn get_product(
     auth: Authorized<InventoryRead>,
-    state: web::Data<AppState>,
+    inventory: web::Data<dyn InventoryService>,
     id: web::Path<Uuid>,
 ) -> ApiResult<HttpResponse> {
-    let view = state.inventory.get_product(auth.tenant, id.into_inner()).await?;
+    let view = inventory.get_product(auth.tenant, id.into_inner()).await?;
     Ok(ok_with_etag(&view, view.version))
 }
 
@@ -246,7 +276,7 @@ impl Validate for UpdateProduct {
 #[patch("/products/{id}")]
 async fn update_product(
     auth: Authorized<InventoryWrite>,
-    state: web::Data<AppState>,
+    inventory: web::Data<dyn InventoryService>,
     req: HttpRequest,
     id: web::Path<Uuid>,
     body: ApiJson<UpdateProduct>,
@@ -261,7 +291,7 @@ async fn update_product(
         active: b.active,
         preferred_vendor_id: b.preferred_vendor_id,
     };
-    let view = state.inventory.update_product(auth.tenant, id.into_inner(), if_match(&req)?, changes).await?;
+    let view = inventory.update_product(auth.tenant, id.into_inner(), if_match(&req)?, changes).await?;
     Ok(ok_with_etag(&view, view.version))
 }
 
@@ -297,15 +327,12 @@ impl Validate for CreateWarehouse {
 #[post("/warehouses")]
 async fn create_warehouse(
     auth: Authorized<InventoryWrite>,
-    state: web::Data<AppState>,
+    inventory: web::Data<dyn InventoryService>,
     body: ApiJson<CreateWarehouse>,
 ) -> ApiResult<HttpResponse> {
     let b = body.0;
     Ok(created(
-        state
-            .inventory
-            .create_warehouse(auth.tenant, b.code.trim().to_owned(), b.name.trim().to_owned())
-            .await?,
+        inventory.create_warehouse(auth.tenant, b.code.trim().to_owned(), b.name.trim().to_owned()).await?,
     ))
 }
 
@@ -333,7 +360,7 @@ struct WarehouseQuery {
 #[get("/warehouses")]
 async fn list_warehouses(
     auth: Authorized<InventoryRead>,
-    state: web::Data<AppState>,
+    inventory: web::Data<dyn InventoryService>,
     query: web::Query<WarehouseQuery>,
 ) -> ApiResult<HttpResponse> {
     use entity::warehouse::Column;
@@ -344,7 +371,7 @@ async fn list_warehouses(
         &[("code", Column::Code), ("name", Column::Name), ("created_at", Column::CreatedAt)],
         (Column::Code, false),
     )?;
-    Ok(HttpResponse::Ok().json(state.inventory.list_warehouses(auth.tenant, sort, page).await?))
+    Ok(HttpResponse::Ok().json(inventory.list_warehouses(auth.tenant, sort, page).await?))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -374,7 +401,7 @@ struct LevelQuery {
 #[get("/stock-levels")]
 async fn list_levels(
     auth: Authorized<InventoryRead>,
-    state: web::Data<AppState>,
+    inventory: web::Data<dyn InventoryService>,
     query: web::Query<LevelQuery>,
 ) -> ApiResult<HttpResponse> {
     use entity::stock_level::Column;
@@ -391,7 +418,7 @@ async fn list_levels(
         (Column::ProductId, false),
     )?;
     let filter = LevelFilter { product_id: q.product_id, warehouse_id: q.warehouse_id, sort };
-    Ok(HttpResponse::Ok().json(state.inventory.stock_levels(auth.tenant, filter, page).await?))
+    Ok(HttpResponse::Ok().json(inventory.stock_levels(auth.tenant, filter, page).await?))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -433,14 +460,13 @@ impl Validate for Reorder {
 #[put("/stock-levels/{product_id}/{warehouse_id}/reorder")]
 async fn set_reorder(
     auth: Authorized<InventoryWrite>,
-    state: web::Data<AppState>,
+    inventory: web::Data<dyn InventoryService>,
     path: web::Path<(Uuid, Uuid)>,
     body: ApiJson<Reorder>,
 ) -> ApiResult<HttpResponse> {
     let (product, warehouse) = path.into_inner();
     let b = body.0;
-    Ok(ok(state
-        .inventory
+    Ok(ok(inventory
         .set_reorder(auth.tenant, product, warehouse, b.reorder_point, b.reorder_quantity)
         .await?))
 }
@@ -457,9 +483,9 @@ async fn set_reorder(
 #[get("/inventory/reorder-recommendations")]
 async fn recommendations(
     auth: Authorized<InventoryRead>,
-    state: web::Data<AppState>,
+    inventory: web::Data<dyn InventoryService>,
 ) -> ApiResult<HttpResponse> {
-    Ok(ok(state.inventory.reorder_recommendations(auth.tenant).await?))
+    Ok(ok(inventory.reorder_recommendations(auth.tenant).await?))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -493,7 +519,7 @@ struct MovementQuery {
 #[get("/stock-movements")]
 async fn list_movements(
     auth: Authorized<InventoryRead>,
-    state: web::Data<AppState>,
+    inventory: web::Data<dyn InventoryService>,
     query: web::Query<MovementQuery>,
 ) -> ApiResult<HttpResponse> {
     use entity::stock_movement::Column;
@@ -509,7 +535,7 @@ async fn list_movements(
         reference: q.reference,
         sort,
     };
-    Ok(HttpResponse::Ok().json(state.inventory.movements(auth.tenant, filter, page).await?))
+    Ok(HttpResponse::Ok().json(inventory.movements(auth.tenant, filter, page).await?))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -548,13 +574,13 @@ impl Validate for Adjustment {
 async fn adjust(
     auth: Authorized<InventoryWrite>,
     state: web::Data<AppState>,
+    inventory: web::Data<dyn InventoryService>,
     body: ApiJson<Adjustment>,
 ) -> ApiResult<HttpResponse> {
     let b = body.0;
     let line = Line { product_id: b.product_id, warehouse_id: b.warehouse_id, quantity: b.quantity };
     let txn = crate::platform::db::begin(&state.db).await?;
-    let level =
-        state.inventory.adjust(&txn, auth.tenant, line, cause(auth.user_id, Some(b.reason), None)).await?;
+    let level = inventory.adjust(&txn, auth.tenant, line, cause(auth.user_id, Some(b.reason), None)).await?;
     sea_orm::TransactionSession::commit(txn).await?;
     Ok(ok(level))
 }
@@ -595,13 +621,14 @@ impl Validate for Transfer {
 async fn transfer(
     auth: Authorized<InventoryWrite>,
     state: web::Data<AppState>,
+    inventory: web::Data<dyn InventoryService>,
     body: ApiJson<Transfer>,
 ) -> ApiResult<HttpResponse> {
     let b = body.0;
     let line = Line { product_id: b.product_id, warehouse_id: b.from_warehouse_id, quantity: b.quantity };
     let txn = crate::platform::db::begin(&state.db).await?;
     let why = cause(auth.user_id, b.reason, None);
-    state.inventory.transfer(&txn, auth.tenant, line, b.to_warehouse_id, why).await?;
+    inventory.transfer(&txn, auth.tenant, line, b.to_warehouse_id, why).await?;
     sea_orm::TransactionSession::commit(txn).await?;
     Ok(crate::platform::http::no_content())
 }
@@ -655,14 +682,16 @@ impl Validate for Reserve {
 async fn reserve(
     auth: Authorized<InventoryWrite>,
     state: web::Data<AppState>,
+    inventory: web::Data<dyn InventoryService>,
+    settings: web::Data<Settings>,
     body: ApiJson<Reserve>,
 ) -> ApiResult<HttpResponse> {
     let b = body.0;
-    let expires_at = Utc::now() + Duration::seconds(i64::from(b.expires_in_seconds.unwrap_or(900)));
+    let ttl = b.expires_in_seconds.unwrap_or(settings.reservation_ttl_seconds);
+    let expires_at = Utc::now() + Duration::seconds(i64::from(ttl));
     let txn = crate::platform::db::begin(&state.db).await?;
     let why = cause(auth.user_id, None, None);
-    let view =
-        state.inventory.reserve(&txn, auth.tenant, b.reference.trim(), b.lines, expires_at, why).await?;
+    let view = inventory.reserve(&txn, auth.tenant, b.reference.trim(), b.lines, expires_at, why).await?;
     sea_orm::TransactionSession::commit(txn).await?;
     Ok(created(view))
 }
@@ -679,10 +708,10 @@ async fn reserve(
 #[get("/reservations/{reference}")]
 async fn get_reservation(
     auth: Authorized<InventoryRead>,
-    state: web::Data<AppState>,
+    inventory: web::Data<dyn InventoryService>,
     reference: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
-    Ok(ok(state.inventory.reservation(auth.tenant, &reference).await?))
+    Ok(ok(inventory.reservation(auth.tenant, &reference).await?))
 }
 
 /// Ship what the reservation holds (on-hand and reserved stock go down).
@@ -699,10 +728,11 @@ async fn get_reservation(
 async fn commit_reservation(
     auth: Authorized<InventoryWrite>,
     state: web::Data<AppState>,
+    inventory: web::Data<dyn InventoryService>,
     reference: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
     let txn = crate::platform::db::begin(&state.db).await?;
-    let view = state.inventory.commit(&txn, auth.tenant, &reference, cause(auth.user_id, None, None)).await?;
+    let view = inventory.commit(&txn, auth.tenant, &reference, cause(auth.user_id, None, None)).await?;
     sea_orm::TransactionSession::commit(txn).await?;
     Ok(ok(view))
 }
@@ -721,11 +751,11 @@ async fn commit_reservation(
 async fn release_reservation(
     auth: Authorized<InventoryWrite>,
     state: web::Data<AppState>,
+    inventory: web::Data<dyn InventoryService>,
     reference: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
     let txn = crate::platform::db::begin(&state.db).await?;
-    let view =
-        state.inventory.release(&txn, auth.tenant, &reference, cause(auth.user_id, None, None)).await?;
+    let view = inventory.release(&txn, auth.tenant, &reference, cause(auth.user_id, None, None)).await?;
     sea_orm::TransactionSession::commit(txn).await?;
     Ok(ok(view))
 }

@@ -4,6 +4,8 @@
 //! transaction: concurrent reservations can never take more than is there,
 //! on SQLite (one writer) as on PostgreSQL (row locks).
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, EntityTrait,
@@ -17,6 +19,7 @@ use super::{
     ProductChanges, ProductFilter, ProductView, REORDER_SCAN_JOB, Recommendation, ReservationView,
     StockLevelView, WarehouseView,
 };
+use crate::modules::procurement::Vendors;
 use crate::{
     error::{ApiError, ApiResult, Code, FieldError},
     platform::{
@@ -24,7 +27,7 @@ use crate::{
         http::{PageRequest, Paged, changed_meanwhile, check_version},
         jobs::{self, JobError, JobHandler, NewJob},
         state::AppState,
-        tenancy::TenantScope,
+        tenancy::{SystemScope, TenantScope},
     },
 };
 use entity::{product, reservation, stock_level, stock_movement, warehouse};
@@ -36,11 +39,13 @@ pub const EXPIRED: &str = "expired";
 
 pub struct SeaOrmInventory {
     db: DatabaseConnection,
+    /// Procurement's vendors, for a product's preferred vendor.
+    vendors: Arc<dyn Vendors>,
 }
 
 impl SeaOrmInventory {
-    pub fn new(db: DatabaseConnection) -> Self {
-        Self { db }
+    pub fn new(db: DatabaseConnection, vendors: Arc<dyn Vendors>) -> Self {
+        Self { db, vendors }
     }
 }
 
@@ -61,16 +66,27 @@ pub(crate) fn product_view(m: product::Model) -> ProductView {
     }
 }
 
-fn reservation_view(m: reservation::Model) -> ReservationView {
-    ReservationView {
+fn warehouse_view(m: warehouse::Model) -> WarehouseView {
+    WarehouseView { id: m.id, code: m.code, name: m.name, active: m.active, created_at: m.created_at }
+}
+
+/// A reservation's lines; a row whose lines do not decode is an error,
+/// never an empty reservation.
+fn reservation_lines(m: &reservation::Model) -> ApiResult<Vec<Line>> {
+    serde_json::from_value(m.lines.clone())
+        .map_err(|e| ApiError::internal(anyhow::anyhow!("reservation {} has unreadable lines: {e}", m.id)))
+}
+
+fn reservation_view(m: reservation::Model) -> ApiResult<ReservationView> {
+    Ok(ReservationView {
         id: m.id,
-        lines: serde_json::from_value(m.lines).unwrap_or_default(),
+        lines: reservation_lines(&m)?,
         reference: m.reference,
         status: m.status,
         expires_at: m.expires_at,
         created_at: m.created_at,
         updated_at: m.updated_at,
-    }
+    })
 }
 
 async fn find_product(db: &impl ConnectionTrait, tenant: TenantScope, id: Uuid) -> ApiResult<product::Model> {
@@ -210,7 +226,7 @@ async fn apply(
         if level.available < point && before >= point {
             let data = json!({"product_id": product.id, "sku": product.sku, "warehouse_id": warehouse_id,
                 "available": level.available, "reorder_point": point});
-            events::publish(txn, tenant.id(), &events::STOCK_LOW, data).await?;
+            events::publish(txn, tenant.id(), &super::STOCK_LOW, data).await?;
         }
     }
     Ok(level)
@@ -254,7 +270,7 @@ impl InventoryService for SeaOrmInventory {
             err => err,
         })?;
         let data = json!({"id": model.id, "sku": model.sku, "name": model.name});
-        events::publish(&txn, tenant.id(), &events::PRODUCT_CREATED, data).await?;
+        events::publish(&txn, tenant.id(), &super::PRODUCT_CREATED, data).await?;
         sea_orm::TransactionSession::commit(txn).await?;
         Ok(product_view(model))
     }
@@ -289,9 +305,9 @@ impl InventoryService for SeaOrmInventory {
         let txn = crate::platform::db::begin(&self.db).await?;
         let current = find_product(&txn, tenant, id).await?;
         check_version("product", current.version, if_match)?;
-        let mut update = product::Entity::update_many()
+        let mut update = tenant
+            .update_many::<product::Entity>()
             .filter(product::Column::Id.eq(id))
-            .filter(product::Column::TenantId.eq(tenant.id()))
             .filter(product::Column::Version.eq(current.version))
             .col_expr(product::Column::Version, Expr::value(current.version + 1))
             .col_expr(product::Column::UpdatedAt, Expr::value(Utc::now()));
@@ -314,9 +330,12 @@ impl InventoryService for SeaOrmInventory {
             update = update.col_expr(product::Column::Active, Expr::value(v));
         }
         if let Some(v) = changes.preferred_vendor_id {
-            tenant.find_by_id::<entity::vendor::Entity>(v).one(&txn).await?.ok_or_else(|| {
-                ApiError::validation(vec![FieldError::new("preferred_vendor_id", "no such vendor")])
-            })?;
+            if !self.vendors.exists(tenant, v).await? {
+                return Err(ApiError::validation(vec![FieldError::new(
+                    "preferred_vendor_id",
+                    "no such vendor",
+                )]));
+            }
             update = update.col_expr(product::Column::PreferredVendorId, Expr::value(v));
         }
         if update.exec(&txn).await?.rows_affected == 0 {
@@ -324,7 +343,7 @@ impl InventoryService for SeaOrmInventory {
         }
         let updated = find_product(&txn, tenant, id).await?;
         let data = json!({"id": updated.id, "sku": updated.sku, "version": updated.version});
-        events::publish(&txn, tenant.id(), &events::PRODUCT_UPDATED, data).await?;
+        events::publish(&txn, tenant.id(), &super::PRODUCT_UPDATED, data).await?;
         sea_orm::TransactionSession::commit(txn).await?;
         Ok(product_view(updated))
     }
@@ -353,13 +372,7 @@ impl InventoryService for SeaOrmInventory {
             }
             err => err,
         })?;
-        Ok(WarehouseView {
-            id: model.id,
-            code: model.code,
-            name: model.name,
-            active: model.active,
-            created_at: model.created_at,
-        })
+        Ok(warehouse_view(model))
     }
 
     async fn list_warehouses(
@@ -369,13 +382,7 @@ impl InventoryService for SeaOrmInventory {
         page: PageRequest,
     ) -> ApiResult<Paged<WarehouseView>> {
         let rows = page.fetch(&self.db, tenant.find::<warehouse::Entity>(), sort).await?;
-        Ok(rows.map(|m| WarehouseView {
-            id: m.id,
-            code: m.code,
-            name: m.name,
-            active: m.active,
-            created_at: m.created_at,
-        }))
+        Ok(rows.map(warehouse_view))
     }
 
     async fn stock_levels(
@@ -445,7 +452,7 @@ impl InventoryService for SeaOrmInventory {
             apply(txn, tenant, &product, line.warehouse_id, "adjustment", line.quantity, 0, &cause).await?;
         let data = json!({"product_id": product.id, "sku": product.sku, "warehouse_id": line.warehouse_id,
             "quantity": line.quantity, "on_hand": level.on_hand, "reason": cause.reason});
-        events::publish(txn, tenant.id(), &events::STOCK_ADJUSTED, data).await?;
+        events::publish(txn, tenant.id(), &super::STOCK_ADJUSTED, data).await?;
         Ok(level)
     }
 
@@ -482,7 +489,7 @@ impl InventoryService for SeaOrmInventory {
         apply(txn, tenant, &product, to_warehouse, "transfer_in", line.quantity, 0, &cause).await?;
         let data = json!({"product_id": product.id, "sku": product.sku, "from_warehouse_id": line.warehouse_id,
             "to_warehouse_id": to_warehouse, "quantity": line.quantity});
-        events::publish(txn, tenant.id(), &events::STOCK_TRANSFERRED, data).await?;
+        events::publish(txn, tenant.id(), &super::STOCK_TRANSFERRED, data).await?;
         Ok(())
     }
 
@@ -522,7 +529,7 @@ impl InventoryService for SeaOrmInventory {
                 .ok_or_else(|| {
                     ApiError::new(Code::Conflict, format!("reservation `{reference}` is in use"))
                 })?;
-            let view = reservation_view(existing);
+            let view = reservation_view(existing)?;
             return if view.status == ACTIVE && view.lines == lines {
                 Ok(view) // the same reservation again: nothing more is held
             } else {
@@ -545,11 +552,11 @@ impl InventoryService for SeaOrmInventory {
         events::publish(
             txn,
             tenant.id(),
-            &events::STOCK_RESERVED,
+            &super::STOCK_RESERVED,
             json!({"reference": reference, "lines": lines}),
         )
         .await?;
-        Ok(reservation_view(model))
+        reservation_view(model)
     }
 
     async fn commit(
@@ -614,6 +621,29 @@ impl InventoryService for SeaOrmInventory {
         recommendations(&self.db, tenant).await
     }
 
+    async fn get_warehouse(&self, tenant: TenantScope, id: Uuid) -> ApiResult<WarehouseView> {
+        Ok(warehouse_view(find_warehouse(&self.db, tenant, id).await?))
+    }
+
+    async fn products_by_ids(&self, tenant: TenantScope, ids: Vec<Uuid>) -> ApiResult<Vec<ProductView>> {
+        let rows =
+            tenant.find::<product::Entity>().filter(product::Column::Id.is_in(ids)).all(&self.db).await?;
+        Ok(rows.into_iter().map(product_view).collect())
+    }
+
+    async fn levels_of_products(
+        &self,
+        tenant: TenantScope,
+        product_ids: Vec<Uuid>,
+    ) -> ApiResult<Vec<StockLevelView>> {
+        let levels = tenant
+            .find::<stock_level::Entity>()
+            .filter(stock_level::Column::ProductId.is_in(product_ids))
+            .all(&self.db)
+            .await?;
+        Ok(stock_views(&self.db, tenant, levels).await?)
+    }
+
     async fn reservation(&self, tenant: TenantScope, reference: &str) -> ApiResult<ReservationView> {
         tenant
             .find::<reservation::Entity>()
@@ -621,7 +651,7 @@ impl InventoryService for SeaOrmInventory {
             .one(&self.db)
             .await?
             .map(reservation_view)
-            .ok_or_else(|| ApiError::not_found("reservation"))
+            .ok_or_else(|| ApiError::not_found("reservation"))?
     }
 }
 
@@ -642,12 +672,15 @@ async fn end(
         .ok_or_else(|| ApiError::not_found("reservation"))?;
     let same = model.status == outcome || (outcome == RELEASED && model.status == EXPIRED);
     if same {
-        return Ok(reservation_view(model));
+        return reservation_view(model);
     }
+    // Decoded before anything changes: unreadable lines fail the call.
+    let lines = reservation_lines(&model)?;
     if model.status != ACTIVE {
         return Err(ApiError::new(Code::Conflict, format!("reservation `{reference}` is {}", model.status)));
     }
-    let claimed = reservation::Entity::update_many()
+    let claimed = tenant
+        .update_many::<reservation::Entity>()
         .filter(reservation::Column::Id.eq(model.id))
         .filter(reservation::Column::Status.eq(ACTIVE))
         .col_expr(reservation::Column::Status, Expr::value(outcome))
@@ -657,7 +690,6 @@ async fn end(
     if claimed.rows_affected == 0 {
         return Err(ApiError::new(Code::Conflict, format!("reservation `{reference}` changed meanwhile")));
     }
-    let lines: Vec<Line> = serde_json::from_value(model.lines.clone()).unwrap_or_default();
     let cause = Cause { reference: Some(reference.to_owned()), ..cause };
     for line in &lines {
         let product = find_product(txn, tenant, line.product_id).await?;
@@ -665,33 +697,37 @@ async fn end(
             if outcome == COMMITTED { ("shipment", -line.quantity) } else { ("release", 0) };
         apply(txn, tenant, &product, line.warehouse_id, kind, on_hand, -line.quantity, &cause).await?;
     }
-    let event = if outcome == COMMITTED { &events::STOCK_SHIPPED } else { &events::STOCK_RELEASED };
+    let event = if outcome == COMMITTED { &super::STOCK_SHIPPED } else { &super::STOCK_RELEASED };
     let data = json!({"reference": reference, "lines": lines, "outcome": outcome});
     events::publish(txn, tenant.id(), event, data).await?;
-    let updated = reservation::Entity::find_by_id(model.id)
+    let updated = tenant
+        .find_by_id::<reservation::Entity>(model.id)
         .one(txn)
         .await?
         .ok_or_else(|| ApiError::not_found("reservation"))?;
-    Ok(reservation_view(updated))
+    reservation_view(updated)
 }
 
 /// `inventory.reservation_expiry`: give back what an unused reservation holds.
-pub struct ExpireReservation;
+pub struct ExpireReservation(pub Arc<SeaOrmInventory>);
 
 #[async_trait::async_trait]
 impl JobHandler for ExpireReservation {
     async fn run(&self, state: &AppState, job: &entity::job::Model) -> Result<(), JobError> {
+        let db = &self.0.db;
         let id = job
             .payload
             .get("reservation_id")
             .and_then(|v| v.as_str())
             .and_then(|v| Uuid::parse_str(v).ok())
             .ok_or_else(|| JobError::Fail("payload has no reservation_id".to_owned()))?;
-        let Some(model) = reservation::Entity::find_by_id(id).one(&state.db).await? else { return Ok(()) };
+        let Some(model) = SystemScope.find_by_id::<reservation::Entity>(id).one(db).await? else {
+            return Ok(());
+        };
         if model.status != ACTIVE {
             return Ok(());
         }
-        let txn = crate::platform::db::begin(&state.db).await?;
+        let txn = crate::platform::db::begin(db).await?;
         let cause = Cause { reason: Some("reservation expired".to_owned()), ..Cause::default() };
         match end(&txn, TenantScope::new(model.tenant_id), &model.reference, EXPIRED, cause).await {
             Ok(_) => sea_orm::TransactionSession::commit(txn).await?,
@@ -776,7 +812,7 @@ pub struct ReorderScan;
 #[async_trait::async_trait]
 impl JobHandler for ReorderScan {
     async fn run(&self, state: &AppState, _job: &entity::job::Model) -> Result<(), JobError> {
-        let tenants = entity::tenant::Entity::find().all(&state.db).await?;
+        let tenants = SystemScope.find::<entity::tenant::Entity>().all(&state.db).await?;
         for tenant in tenants {
             let scope = TenantScope::new(tenant.id);
             let found = recommendations(&state.db, scope).await?;
@@ -784,7 +820,7 @@ impl JobHandler for ReorderScan {
                 continue;
             }
             let data = json!({"recommendations": found});
-            events::publish(&state.db, tenant.id, &events::INVENTORY_REORDER_RECOMMENDED, data).await?;
+            events::publish(&state.db, tenant.id, &super::INVENTORY_REORDER_RECOMMENDED, data).await?;
         }
         schedule_reorder_scan(&state.db, Utc::now()).await?;
         state.wakeup.wake();

@@ -1,7 +1,10 @@
 //! A minimal built-in general ledger behind the [`Ledger`] trait: balanced
 //! journal entries posted in the caller's transaction (a goods receipt and
 //! its accounting commit together or not at all). An external accounting
-//! system would implement the same trait.
+//! system would implement the same trait (`nexus::Parts::ledger`). It has
+//! no feature key of its own: procurement's (`module.procurement`) gates it.
+
+use std::sync::Arc;
 
 use actix_web::{HttpResponse, get, web};
 use chrono::{DateTime, Utc};
@@ -18,12 +21,16 @@ use crate::{
     error::{ApiError, ApiResult, Problem},
     platform::{
         http::{PageRequest, Paged, parse_sort},
-        rbac::{Authorized, LedgerRead},
-        state::AppState,
+        module::{Grant, Module, Setup},
+        rbac::{Authorized, grants},
         tenancy::TenantScope,
     },
 };
 use entity::journal_entry;
+
+grants! {
+    LedgerRead => "ledger", "read", "module.procurement", ["admin", "manager"];
+}
 
 pub const INVENTORY: &str = "inventory";
 pub const ACCOUNTS_PAYABLE: &str = "accounts_payable";
@@ -57,10 +64,26 @@ impl NewEntry {
 pub trait Ledger: Send + Sync {
     /// Post a balanced entry in the caller's transaction; its id.
     async fn post(&self, txn: &DatabaseTransaction, tenant: TenantScope, entry: NewEntry) -> ApiResult<Uuid>;
+    /// Posted entries, optionally of one reference.
+    async fn entries(
+        &self,
+        tenant: TenantScope,
+        reference: Option<String>,
+        sort: (journal_entry::Column, bool),
+        page: PageRequest,
+    ) -> ApiResult<Paged<EntryView>>;
 }
 
 /// The built-in ledger: rows in `journal_entries`.
-pub struct BuiltInLedger;
+pub struct BuiltInLedger {
+    db: DatabaseConnection,
+}
+
+impl BuiltInLedger {
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+}
 
 #[async_trait::async_trait]
 impl Ledger for BuiltInLedger {
@@ -82,6 +105,38 @@ impl Ledger for BuiltInLedger {
         .await?;
         Ok(id)
     }
+
+    async fn entries(
+        &self,
+        tenant: TenantScope,
+        reference: Option<String>,
+        sort: (journal_entry::Column, bool),
+        page: PageRequest,
+    ) -> ApiResult<Paged<EntryView>> {
+        let mut query = tenant.find::<journal_entry::Entity>();
+        if let Some(reference) = reference {
+            query = query.filter(journal_entry::Column::Reference.eq(reference));
+        }
+        let entries = page.fetch(&self.db, query, sort).await?;
+        let views: ApiResult<Vec<EntryView>> = entries
+            .data
+            .into_iter()
+            .map(|m| {
+                let lines = serde_json::from_value(m.lines).map_err(|e| {
+                    ApiError::internal(anyhow::anyhow!("journal entry {} has unreadable lines: {e}", m.id))
+                })?;
+                Ok(EntryView {
+                    id: m.id,
+                    lines,
+                    reference: m.reference,
+                    memo: m.memo,
+                    currency: m.currency,
+                    created_at: m.created_at,
+                })
+            })
+            .collect();
+        Ok(Paged { data: views?, meta: entries.meta })
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -95,30 +150,39 @@ pub struct EntryView {
     pub created_at: DateTime<Utc>,
 }
 
-pub async fn entries(
-    db: &DatabaseConnection,
-    tenant: TenantScope,
-    reference: Option<String>,
-    sort: (journal_entry::Column, bool),
-    page: PageRequest,
-) -> ApiResult<Paged<EntryView>> {
-    let mut query = tenant.find::<journal_entry::Entity>();
-    if let Some(reference) = reference {
-        query = query.filter(journal_entry::Column::Reference.eq(reference));
-    }
-    let entries = page.fetch(db, query, sort).await?;
-    Ok(entries.map(|m| EntryView {
-        id: m.id,
-        lines: serde_json::from_value(m.lines).unwrap_or_default(),
-        reference: m.reference,
-        memo: m.memo,
-        currency: m.currency,
-        created_at: m.created_at,
-    }))
+/// The ledger module: journal entries over REST, and the ledger other
+/// modules post to.
+pub struct LedgerModule {
+    ledger: Arc<dyn Ledger>,
 }
 
-pub fn routes(cfg: &mut ServiceConfig) {
-    cfg.service(list_entries);
+impl LedgerModule {
+    /// The built-in ledger, or `ledger` when the build brings its own.
+    pub fn new(setup: &Setup, ledger: Option<Arc<dyn Ledger>>) -> Self {
+        Self { ledger: ledger.unwrap_or_else(|| Arc::new(BuiltInLedger::new(setup.db.clone()))) }
+    }
+
+    pub fn service(&self) -> Arc<dyn Ledger> {
+        self.ledger.clone()
+    }
+}
+
+impl Module for LedgerModule {
+    fn name(&self) -> &'static str {
+        "ledger"
+    }
+
+    fn tags(&self) -> &'static [(&'static str, &'static str)] {
+        &[("ledger", "The built-in ledger's journal entries")]
+    }
+
+    fn routes(&self, cfg: &mut ServiceConfig) {
+        cfg.app_data(web::Data::from(self.service())).service(list_entries);
+    }
+
+    fn grants(&self) -> &'static [Grant] {
+        GRANTS
+    }
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -147,14 +211,14 @@ struct EntryQuery {
 #[get("/ledger/entries")]
 async fn list_entries(
     auth: Authorized<LedgerRead>,
-    state: web::Data<AppState>,
+    ledger: web::Data<dyn Ledger>,
     query: web::Query<EntryQuery>,
 ) -> ApiResult<HttpResponse> {
     let q = query.into_inner();
     let page = PageRequest::new(q.page, q.per_page)?;
     let created_at = journal_entry::Column::CreatedAt;
     let sort = parse_sort(q.sort.as_deref(), &[("created_at", created_at)], (created_at, true))?;
-    Ok(HttpResponse::Ok().json(entries(&state.db, auth.tenant, q.reference, sort, page).await?))
+    Ok(HttpResponse::Ok().json(ledger.entries(auth.tenant, q.reference, sort, page).await?))
 }
 
 #[cfg(test)]

@@ -3,26 +3,35 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use async_graphql::{ComplexObject, Context, Enum, InputObject, Object, SimpleObject};
-use sea_orm::{ColumnTrait, QueryFilter};
+use async_graphql::{
+    ComplexObject, Context, Enum, InputObject, Object, SimpleObject, dataloader::DataLoader,
+};
 use uuid::Uuid;
 
 use super::{
-    Action, LineView, NewLine, OrderFilter, PurchaseOrderView, ReceiptLine, STATES, VendorFilter, VendorView,
-    check_order, check_receipt,
+    Action, LineView, NewLine, OrderFilter, ProcurementApprove, ProcurementRead, ProcurementService,
+    ProcurementWrite, PurchaseOrderView, ReceiptLine, STATES, VendorFilter, VendorView, check_order,
+    check_receipt,
 };
 use crate::{
-    api::graphql::{authorized, gql},
     error::ApiError,
-    modules::inventory::{
-        ProductView,
-        graphql::{Loader, ProductId, loader},
-    },
+    modules::inventory::{ProductView, graphql::product},
     platform::{
+        graphql::{authorized, data, gql},
         http::{PageMeta, PageRequest, one_of},
-        rbac::{InventoryRead, ProcurementApprove, ProcurementRead, ProcurementWrite},
+        tenancy::TenantScope,
     },
 };
+
+/// Batches procurement lookups of one request, within its tenant.
+pub struct Loader {
+    procurement: Arc<dyn ProcurementService>,
+    tenant: TenantScope,
+}
+
+pub fn loader(procurement: Arc<dyn ProcurementService>, tenant: TenantScope) -> DataLoader<Loader> {
+    DataLoader::new(Loader { procurement, tenant }, crate::platform::db::spawn_counted)
+}
 
 /// A vendor by id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -34,15 +43,13 @@ impl async_graphql::dataloader::Loader<VendorId> for Loader {
 
     async fn load(&self, keys: &[VendorId]) -> Result<HashMap<VendorId, Self::Value>, Self::Error> {
         let ids: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
-        let rows = self
-            .tenant
-            .find::<entity::vendor::Entity>()
-            .filter(entity::vendor::Column::Id.is_in(ids))
-            .all(&self.db)
-            .await
-            .map_err(|e| Arc::new(ApiError::from(e)))?;
-        Ok(rows.into_iter().map(|m| (VendorId(m.id), m.into())).collect())
+        let vendors = self.procurement.vendors_by_ids(self.tenant, ids).await.map_err(Arc::new)?;
+        Ok(vendors.into_iter().map(|v| (VendorId(v.id), v)).collect())
     }
+}
+
+fn service<'a>(ctx: &'a Context<'_>) -> async_graphql::Result<&'a Arc<dyn ProcurementService>> {
+    data::<Arc<dyn ProcurementService>>(ctx).map_err(gql)
 }
 
 #[ComplexObject]
@@ -50,8 +57,9 @@ impl PurchaseOrderView {
     /// Batch-loaded: a page of orders costs one vendor query.
     async fn vendor(&self, ctx: &Context<'_>) -> async_graphql::Result<VendorView> {
         authorized::<ProcurementRead>(ctx).map_err(gql)?;
+        let loader = data::<DataLoader<Loader>>(ctx).map_err(gql)?;
         let vendor =
-            loader(ctx)?.load_one(VendorId(self.vendor_id)).await.map_err(|e| gql(ApiError::clone_of(&e)))?;
+            loader.load_one(VendorId(self.vendor_id)).await.map_err(|e| gql(ApiError::clone_of(&e)))?;
         vendor.ok_or_else(|| gql(ApiError::not_found("vendor")))
     }
 }
@@ -59,8 +67,7 @@ impl PurchaseOrderView {
 #[ComplexObject]
 impl LineView {
     async fn product(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<ProductView>> {
-        authorized::<InventoryRead>(ctx).map_err(gql)?;
-        loader(ctx)?.load_one(ProductId(self.product_id)).await.map_err(|e| gql(ApiError::clone_of(&e)))
+        product(ctx, self.product_id).await
     }
 }
 
@@ -72,10 +79,10 @@ pub struct OrderPage {
 }
 
 #[derive(Default)]
-pub struct ProcurementQuery;
+pub struct Query;
 
-#[Object]
-impl ProcurementQuery {
+#[Object(name = "ProcurementQuery")]
+impl Query {
     /// Purchase orders, newest first.
     async fn purchase_orders(
         &self,
@@ -85,17 +92,17 @@ impl ProcurementQuery {
         #[graphql(default = 1)] page: u64,
         #[graphql(default = 25)] per_page: u64,
     ) -> async_graphql::Result<OrderPage> {
-        let (state, principal) = authorized::<ProcurementRead>(ctx).map_err(gql)?;
+        let (_, principal) = authorized::<ProcurementRead>(ctx).map_err(gql)?;
         let page = PageRequest::new(Some(page), Some(per_page)).map_err(gql)?;
         one_of("status", status.as_deref(), &STATES).map_err(gql)?;
         let filter = OrderFilter { status, vendor_id, ..OrderFilter::default() };
-        let paged = state.procurement.list_orders(principal.tenant, filter, page).await.map_err(gql)?;
+        let paged = service(ctx)?.list_orders(principal.tenant, filter, page).await.map_err(gql)?;
         Ok(OrderPage { items: paged.data, page_info: paged.meta })
     }
 
     async fn purchase_order(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<PurchaseOrderView> {
-        let (state, principal) = authorized::<ProcurementRead>(ctx).map_err(gql)?;
-        state.procurement.get_order(principal.tenant, id).await.map_err(gql)
+        let (_, principal) = authorized::<ProcurementRead>(ctx).map_err(gql)?;
+        service(ctx)?.get_order(principal.tenant, id).await.map_err(gql)
     }
 
     /// Vendors by name.
@@ -106,10 +113,10 @@ impl ProcurementQuery {
         #[graphql(default = 1)] page: u64,
         #[graphql(default = 25)] per_page: u64,
     ) -> async_graphql::Result<Vec<VendorView>> {
-        let (state, principal) = authorized::<ProcurementRead>(ctx).map_err(gql)?;
+        let (_, principal) = authorized::<ProcurementRead>(ctx).map_err(gql)?;
         let page = PageRequest::new(Some(page), Some(per_page)).map_err(gql)?;
         let filter = VendorFilter { active, sort: (entity::vendor::Column::Name, false) };
-        Ok(state.procurement.list_vendors(principal.tenant, filter, page).await.map_err(gql)?.data)
+        Ok(service(ctx)?.list_vendors(principal.tenant, filter, page).await.map_err(gql)?.data)
     }
 }
 
@@ -138,10 +145,10 @@ pub enum ActionInput {
 }
 
 #[derive(Default)]
-pub struct ProcurementMutation;
+pub struct Mutation;
 
-#[Object]
-impl ProcurementMutation {
+#[Object(name = "ProcurementMutation")]
+impl Mutation {
     /// Draft a purchase order; the total is computed by the server.
     async fn create_purchase_order(
         &self,
@@ -151,15 +158,14 @@ impl ProcurementMutation {
         lines: Vec<LineInput>,
         notes: Option<String>,
     ) -> async_graphql::Result<PurchaseOrderView> {
-        let (state, principal) = authorized::<ProcurementWrite>(ctx).map_err(gql)?;
+        let (_, principal) = authorized::<ProcurementWrite>(ctx).map_err(gql)?;
         let lines: Vec<NewLine> = lines
             .into_iter()
             .map(|l| NewLine { product_id: l.product_id, quantity: l.quantity, unit_cost: l.unit_cost })
             .collect();
         check_order(notes.as_deref(), &lines).map_err(|errors| gql(ApiError::validation(errors)))?;
         let tenant = principal.tenant;
-        state
-            .procurement
+        service(ctx)?
             .create_order(tenant, principal.user_id, vendor_id, warehouse_id, notes, lines)
             .await
             .map_err(gql)
@@ -174,7 +180,7 @@ impl ProcurementMutation {
         action: ActionInput,
         if_version: Option<i32>,
     ) -> async_graphql::Result<PurchaseOrderView> {
-        let (state, principal) = match action {
+        let (_, principal) = match action {
             ActionInput::Approve => authorized::<ProcurementApprove>(ctx),
             _ => authorized::<ProcurementWrite>(ctx),
         }
@@ -185,8 +191,7 @@ impl ProcurementMutation {
             ActionInput::Cancel => Action::Cancel,
             ActionInput::Close => Action::Close,
         };
-        state
-            .procurement
+        service(ctx)?
             .transition(principal.tenant, principal.user_id, id, if_version, action)
             .await
             .map_err(gql)
@@ -200,14 +205,10 @@ impl ProcurementMutation {
         lines: Vec<ReceiptInput>,
         if_version: Option<i32>,
     ) -> async_graphql::Result<PurchaseOrderView> {
-        let (state, principal) = authorized::<ProcurementWrite>(ctx).map_err(gql)?;
+        let (_, principal) = authorized::<ProcurementWrite>(ctx).map_err(gql)?;
         let lines: Vec<ReceiptLine> =
             lines.into_iter().map(|l| ReceiptLine { line_id: l.line_id, quantity: l.quantity }).collect();
         check_receipt(&lines).map_err(|errors| gql(ApiError::validation(errors)))?;
-        state
-            .procurement
-            .receive(principal.tenant, principal.user_id, id, if_version, lines)
-            .await
-            .map_err(gql)
+        service(ctx)?.receive(principal.tenant, principal.user_id, id, if_version, lines).await.map_err(gql)
     }
 }

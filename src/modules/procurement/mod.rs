@@ -6,33 +6,55 @@
 
 pub mod graphql;
 pub mod routes;
+pub mod service;
 
-use std::{collections::HashMap, sync::Arc};
+use std::sync::Arc;
 
+use actix_web::web;
 use chrono::{DateTime, Utc};
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, sea_query::Expr,
-};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
+use utoipa_actix_web::service_config::ServiceConfig;
 use uuid::Uuid;
 
 use crate::{
-    error::{ApiError, ApiResult, Code, FieldError},
-    modules::{
-        inventory::{Cause, InventoryService, Line},
-        ledger::{ACCOUNTS_PAYABLE, INVENTORY, JournalLine, Ledger, NewEntry},
-    },
+    error::{ApiResult, FieldError},
+    modules::{inventory::InventoryService, ledger::Ledger},
     platform::{
-        events::{self, EventType},
-        http::{PageRequest, Paged, changed_meanwhile, check_version},
+        events::{EventType, event_types},
+        http::{PageRequest, Paged},
+        module::{Feature, Grant, Module, Setup},
+        rbac::grants,
         tenancy::TenantScope,
         validate::{self, Checks},
     },
 };
-use entity::{purchase_order as po, purchase_order_line as po_line, vendor};
+use entity::{purchase_order as po, vendor};
+
+grants! {
+    ProcurementRead => "procurement", "read", "module.procurement", ["admin", "manager", "user", "viewer"];
+    ProcurementWrite => "procurement", "write", "module.procurement", ["admin", "manager", "user"];
+    ProcurementApprove => "procurement", "approve", "module.procurement", ["admin", "manager"];
+}
+
+event_types! {
+    EVENTS;
+    PURCHASE_ORDER_CREATED => "purchase_order.created", 5, "A purchase order was drafted.",
+        json!({"id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "vendor_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a12", "total": 45000, "currency": "EUR"});
+    PURCHASE_ORDER_SUBMITTED => "purchase_order.submitted", 5, "A purchase order was submitted for approval.",
+        json!({"id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "status": "submitted", "total": 45000});
+    PURCHASE_ORDER_APPROVED => "purchase_order.approved", 6, "A purchase order was approved.",
+        json!({"id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "status": "approved", "total": 45000});
+    PURCHASE_ORDER_RECEIVED => "purchase_order.received", 6, "Every line of a purchase order was received.",
+        json!({"id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "status": "received", "total": 45000});
+    PURCHASE_ORDER_CANCELLED => "purchase_order.cancelled", 6, "A purchase order was cancelled.",
+        json!({"id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "status": "cancelled", "total": 45000});
+    PURCHASE_ORDER_CLOSED => "purchase_order.closed", 5, "A purchase order was closed; `short` when lines were never fully received.",
+        json!({"id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "status": "closed", "total": 45000, "short": false});
+    GOODS_RECEIVED => "goods.received", 6, "Goods were received against a purchase order (stock and ledger booked).",
+        json!({"purchase_order_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "lines": [{"line_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a13", "quantity": 40}], "value": 18000, "currency": "EUR"});
+}
 
 pub const DRAFT: &str = "draft";
 pub const SUBMITTED: &str = "submitted";
@@ -69,10 +91,10 @@ impl Action {
 
     fn event(self) -> &'static EventType {
         match self {
-            Action::Submit => &events::PURCHASE_ORDER_SUBMITTED,
-            Action::Approve => &events::PURCHASE_ORDER_APPROVED,
-            Action::Cancel => &events::PURCHASE_ORDER_CANCELLED,
-            Action::Close => &events::PURCHASE_ORDER_CLOSED,
+            Action::Submit => &PURCHASE_ORDER_SUBMITTED,
+            Action::Approve => &PURCHASE_ORDER_APPROVED,
+            Action::Cancel => &PURCHASE_ORDER_CANCELLED,
+            Action::Close => &PURCHASE_ORDER_CLOSED,
         }
     }
 }
@@ -223,191 +245,37 @@ pub fn check_receipt(lines: &[ReceiptLine]) -> Result<(), Vec<FieldError>> {
     checks.finish()
 }
 
-pub struct Procurement {
-    db: DatabaseConnection,
-    inventory: Arc<dyn InventoryService>,
-    ledger: Arc<dyn Ledger>,
-}
-
-async fn find_vendor(db: &impl ConnectionTrait, tenant: TenantScope, id: Uuid) -> ApiResult<vendor::Model> {
-    tenant.find_by_id::<vendor::Entity>(id).one(db).await?.ok_or_else(|| ApiError::not_found("vendor"))
-}
-
-async fn find_order(db: &impl ConnectionTrait, tenant: TenantScope, id: Uuid) -> ApiResult<po::Model> {
-    tenant.find_by_id::<po::Entity>(id).one(db).await?.ok_or_else(|| ApiError::not_found("purchase order"))
-}
-
-async fn view(
-    db: &impl ConnectionTrait,
-    tenant: TenantScope,
-    order: po::Model,
-) -> ApiResult<PurchaseOrderView> {
-    let mut views = views(db, tenant, vec![order]).await?;
-    Ok(views.remove(0))
-}
-
-/// Orders with their lines, in one query for the lines of them all.
-async fn views(
-    db: &impl ConnectionTrait,
-    tenant: TenantScope,
-    orders: Vec<po::Model>,
-) -> ApiResult<Vec<PurchaseOrderView>> {
-    let ids: Vec<Uuid> = orders.iter().map(|o| o.id).collect();
-    let mut lines: HashMap<Uuid, Vec<LineView>> = HashMap::new();
-    for l in tenant
-        .find::<po_line::Entity>()
-        .filter(po_line::Column::PurchaseOrderId.is_in(ids))
-        .order_by_asc(po_line::Column::Id)
-        .all(db)
-        .await?
-    {
-        lines.entry(l.purchase_order_id).or_default().push(LineView {
-            id: l.id,
-            product_id: l.product_id,
-            quantity: l.quantity,
-            unit_cost: l.unit_cost,
-            line_total: l.quantity * l.unit_cost,
-            received: l.received,
-        });
-    }
-    Ok(orders
-        .into_iter()
-        .map(|order| PurchaseOrderView {
-            lines: lines.remove(&order.id).unwrap_or_default(),
-            id: order.id,
-            vendor_id: order.vendor_id,
-            warehouse_id: order.warehouse_id,
-            status: order.status,
-            currency: order.currency,
-            total: order.total,
-            notes: order.notes,
-            created_by: order.created_by,
-            approved_by: order.approved_by,
-            version: order.version,
-            created_at: order.created_at,
-            updated_at: order.updated_at,
-        })
-        .collect())
-}
-
-/// The order, locked until the transaction ends (`FOR UPDATE` on
-/// PostgreSQL; SQLite has a single writer already), so receipts and
-/// transitions of one order run one after the other.
-async fn lock_order(db: &impl ConnectionTrait, tenant: TenantScope, id: Uuid) -> ApiResult<po::Model> {
-    let query = tenant.find_by_id::<po::Entity>(id);
-    let query = if db.get_database_backend() == sea_orm::DbBackend::Postgres {
-        query.lock_exclusive()
-    } else {
-        query
-    };
-    query.one(db).await?.ok_or_else(|| ApiError::not_found("purchase order"))
-}
-
-fn illegal(order: &po::Model, what: &str) -> ApiError {
-    ApiError::new(Code::Conflict, format!("cannot {what} a purchase order that is {}", order.status))
-}
-
-impl Procurement {
-    pub fn new(
-        db: DatabaseConnection,
-        inventory: Arc<dyn InventoryService>,
-        ledger: Arc<dyn Ledger>,
-    ) -> Self {
-        Self { db, inventory, ledger }
-    }
-
-    pub async fn create_vendor(
+/// Everything the routes, GraphQL and other modules may do with vendors
+/// and purchase orders.
+#[async_trait::async_trait]
+pub trait ProcurementService: Send + Sync {
+    async fn create_vendor(
         &self,
         tenant: TenantScope,
         name: String,
         email: Option<String>,
         currency: String,
-    ) -> ApiResult<VendorView> {
-        let now = Utc::now();
-        let model = vendor::Entity::insert(vendor::ActiveModel {
-            id: Set(Uuid::now_v7()),
-            tenant_id: Set(tenant.id()),
-            name: Set(name),
-            email: Set(email),
-            currency: Set(currency),
-            active: Set(true),
-            version: Set(1),
-            created_at: Set(now),
-            updated_at: Set(now),
-        })
-        .exec_with_returning(&self.db)
-        .await?;
-        Ok(model.into())
-    }
-
-    pub async fn list_vendors(
+    ) -> ApiResult<VendorView>;
+    async fn list_vendors(
         &self,
         tenant: TenantScope,
         filter: VendorFilter,
         page: PageRequest,
-    ) -> ApiResult<Paged<VendorView>> {
-        let mut query = tenant.find::<vendor::Entity>();
-        if let Some(active) = filter.active {
-            query = query.filter(vendor::Column::Active.eq(active));
-        }
-        Ok(page.fetch(&self.db, query, filter.sort).await?.map(Into::into))
-    }
-
-    pub async fn get_vendor(&self, tenant: TenantScope, id: Uuid) -> ApiResult<VendorView> {
-        Ok(find_vendor(&self.db, tenant, id).await?.into())
-    }
-
+    ) -> ApiResult<Paged<VendorView>>;
+    async fn get_vendor(&self, tenant: TenantScope, id: Uuid) -> ApiResult<VendorView>;
+    /// The vendors among `ids` (others are simply absent): for batch loads.
+    async fn vendors_by_ids(&self, tenant: TenantScope, ids: Vec<Uuid>) -> ApiResult<Vec<VendorView>>;
     /// Change a vendor; 412 when `if_match` is not its version.
-    pub async fn update_vendor(
+    async fn update_vendor(
         &self,
         tenant: TenantScope,
         id: Uuid,
         if_match: Option<i32>,
         changes: VendorChanges,
-    ) -> ApiResult<VendorView> {
-        let txn = crate::platform::db::begin(&self.db).await?;
-        let current = find_vendor(&txn, tenant, id).await?;
-        check_version("vendor", current.version, if_match)?;
-        let mut update = tenant
-            .update_many::<vendor::Entity>()
-            .filter(vendor::Column::Id.eq(id))
-            .filter(vendor::Column::Version.eq(current.version))
-            .col_expr(vendor::Column::Version, Expr::value(current.version + 1))
-            .col_expr(vendor::Column::UpdatedAt, Expr::value(Utc::now()));
-        if let Some(name) = changes.name {
-            update = update.col_expr(vendor::Column::Name, Expr::value(name));
-        }
-        if let Some(email) = changes.email {
-            update = update.col_expr(vendor::Column::Email, Expr::value(email));
-        }
-        if let Some(active) = changes.active {
-            update = update.col_expr(vendor::Column::Active, Expr::value(active));
-        }
-        if update.exec(&txn).await?.rows_affected == 0 {
-            return Err(changed_meanwhile("vendor"));
-        }
-        let view = find_vendor(&txn, tenant, id).await?.into();
-        sea_orm::TransactionSession::commit(txn).await?;
-        Ok(view)
-    }
-
+    ) -> ApiResult<VendorView>;
     /// Delete a vendor without purchase orders (409 otherwise).
-    pub async fn delete_vendor(&self, tenant: TenantScope, id: Uuid) -> ApiResult<()> {
-        let txn = crate::platform::db::begin(&self.db).await?;
-        find_vendor(&txn, tenant, id).await?;
-        let orders = tenant.find::<po::Entity>().filter(po::Column::VendorId.eq(id)).count(&txn).await?;
-        if orders > 0 {
-            return Err(ApiError::new(
-                Code::Conflict,
-                format!("the vendor has {orders} purchase orders; deactivate it"),
-            ));
-        }
-        tenant.delete_many::<vendor::Entity>().filter(vendor::Column::Id.eq(id)).exec(&txn).await?;
-        sea_orm::TransactionSession::commit(txn).await?;
-        Ok(())
-    }
-
-    pub async fn create_order(
+    async fn delete_vendor(&self, tenant: TenantScope, id: Uuid) -> ApiResult<()>;
+    async fn create_order(
         &self,
         tenant: TenantScope,
         actor: Uuid,
@@ -415,226 +283,97 @@ impl Procurement {
         warehouse_id: Uuid,
         notes: Option<String>,
         lines: Vec<NewLine>,
-    ) -> ApiResult<PurchaseOrderView> {
-        let txn = crate::platform::db::begin(&self.db).await?;
-        let vendor = find_vendor(&txn, tenant, vendor_id).await?;
-        if !vendor.active {
-            return Err(ApiError::validation(vec![FieldError::new("vendor_id", "the vendor is inactive")]));
-        }
-        tenant.find_by_id::<entity::warehouse::Entity>(warehouse_id).one(&txn).await?.ok_or_else(|| {
-            ApiError::validation(vec![FieldError::new("warehouse_id", "no such warehouse")])
-        })?;
-        let mut total: i64 = 0;
-        for (i, line) in lines.iter().enumerate() {
-            tenant.find_by_id::<entity::product::Entity>(line.product_id).one(&txn).await?.ok_or_else(
-                || {
-                    ApiError::validation(vec![FieldError::new(
-                        format!("lines[{i}].product_id"),
-                        "no such product",
-                    )])
-                },
-            )?;
-            let line_total = line.quantity.checked_mul(line.unit_cost);
-            total = line_total.and_then(|t| total.checked_add(t)).ok_or_else(|| {
-                ApiError::validation(vec![FieldError::new(format!("lines[{i}]"), "the amount is too large")])
-            })?;
-        }
-        let now = Utc::now();
-        let order = po::Entity::insert(po::ActiveModel {
-            id: Set(Uuid::now_v7()),
-            tenant_id: Set(tenant.id()),
-            vendor_id: Set(vendor_id),
-            warehouse_id: Set(warehouse_id),
-            status: Set(DRAFT.to_owned()),
-            currency: Set(vendor.currency.clone()),
-            total: Set(total),
-            notes: Set(notes),
-            created_by: Set(Some(actor)),
-            approved_by: Set(None),
-            version: Set(1),
-            created_at: Set(now),
-            updated_at: Set(now),
-        })
-        .exec_with_returning(&txn)
-        .await?;
-        for line in &lines {
-            po_line::Entity::insert(po_line::ActiveModel {
-                id: Set(Uuid::now_v7()),
-                tenant_id: Set(tenant.id()),
-                purchase_order_id: Set(order.id),
-                product_id: Set(line.product_id),
-                quantity: Set(line.quantity),
-                unit_cost: Set(line.unit_cost),
-                received: Set(0),
-            })
-            .exec_without_returning(&txn)
-            .await?;
-        }
-        let data =
-            json!({"id": order.id, "vendor_id": vendor_id, "total": total, "currency": order.currency});
-        events::publish(&txn, tenant.id(), &events::PURCHASE_ORDER_CREATED, data).await?;
-        let view = view(&txn, tenant, order).await?;
-        sea_orm::TransactionSession::commit(txn).await?;
-        Ok(view)
-    }
-
-    pub async fn list_orders(
+    ) -> ApiResult<PurchaseOrderView>;
+    async fn list_orders(
         &self,
         tenant: TenantScope,
         filter: OrderFilter,
         page: PageRequest,
-    ) -> ApiResult<Paged<PurchaseOrderView>> {
-        let mut query = tenant.find::<po::Entity>();
-        if let Some(status) = filter.status {
-            query = query.filter(po::Column::Status.eq(status));
-        }
-        if let Some(vendor) = filter.vendor_id {
-            query = query.filter(po::Column::VendorId.eq(vendor));
-        }
-        if let Some(warehouse) = filter.warehouse_id {
-            query = query.filter(po::Column::WarehouseId.eq(warehouse));
-        }
-        let Paged { data, meta } = page.fetch(&self.db, query, filter.sort).await?;
-        Ok(Paged { data: views(&self.db, tenant, data).await?, meta })
-    }
-
-    pub async fn get_order(&self, tenant: TenantScope, id: Uuid) -> ApiResult<PurchaseOrderView> {
-        view(&self.db, tenant, find_order(&self.db, tenant, id).await?).await
-    }
-
+    ) -> ApiResult<Paged<PurchaseOrderView>>;
+    async fn get_order(&self, tenant: TenantScope, id: Uuid) -> ApiResult<PurchaseOrderView>;
     /// Move the order through its state machine; 409 naming the current
     /// state when the action is not allowed from it.
-    pub async fn transition(
+    async fn transition(
         &self,
         tenant: TenantScope,
         actor: Uuid,
         id: Uuid,
         if_match: Option<i32>,
         action: Action,
-    ) -> ApiResult<PurchaseOrderView> {
-        let txn = crate::platform::db::begin(&self.db).await?;
-        let order = lock_order(&txn, tenant, id).await?;
-        check_version("purchase order", order.version, if_match)?;
-        let verb = format!("{action:?}").to_lowercase();
-        let next = action.next(&order.status).ok_or_else(|| illegal(&order, &verb))?;
-        let mut update = tenant
-            .update_many::<po::Entity>()
-            .filter(po::Column::Id.eq(id))
-            .filter(po::Column::Status.eq(order.status.clone()))
-            .col_expr(po::Column::Status, Expr::value(next))
-            .col_expr(po::Column::Version, Expr::value(order.version + 1))
-            .col_expr(po::Column::UpdatedAt, Expr::value(Utc::now()));
-        if action == Action::Approve {
-            update = update.col_expr(po::Column::ApprovedBy, Expr::value(actor));
-        }
-        if update.exec(&txn).await?.rows_affected == 0 {
-            return Err(illegal(&order, &verb));
-        }
-        let mut data = json!({"id": id, "status": next, "total": order.total});
-        if action == Action::Close {
-            data["short"] = json!(order.status == PARTIALLY_RECEIVED);
-        }
-        events::publish(&txn, tenant.id(), action.event(), data).await?;
-        let updated = find_order(&txn, tenant, id).await?;
-        let view = view(&txn, tenant, updated).await?;
-        sea_orm::TransactionSession::commit(txn).await?;
-        Ok(view)
-    }
-
+    ) -> ApiResult<PurchaseOrderView>;
     /// Receive goods against an approved order: partial receipts allowed,
     /// over-receipt refused; order, stock and ledger in one transaction.
-    pub async fn receive(
+    async fn receive(
         &self,
         tenant: TenantScope,
         actor: Uuid,
         id: Uuid,
         if_match: Option<i32>,
         receipt: Vec<ReceiptLine>,
-    ) -> ApiResult<PurchaseOrderView> {
-        let txn = crate::platform::db::begin(&self.db).await?;
-        let order = lock_order(&txn, tenant, id).await?;
-        check_version("purchase order", order.version, if_match)?;
-        if ![APPROVED, PARTIALLY_RECEIVED].contains(&order.status.as_str()) {
-            return Err(illegal(&order, "receive goods for"));
+    ) -> ApiResult<PurchaseOrderView>;
+}
+
+/// What inventory asks of procurement: whether a vendor exists (a
+/// product's preferred vendor). Built before inventory, which procurement
+/// itself needs.
+#[async_trait::async_trait]
+pub trait Vendors: Send + Sync {
+    async fn exists(&self, tenant: TenantScope, id: Uuid) -> ApiResult<bool>;
+}
+
+/// Vendors for inventory, built before either module.
+pub fn vendors(setup: &Setup) -> Arc<dyn Vendors> {
+    Arc::new(service::SeaOrmVendors::new(setup.db.clone()))
+}
+
+/// The procurement module: its service and how it plugs in.
+pub struct Procurement {
+    service: Arc<dyn ProcurementService>,
+}
+
+impl Procurement {
+    pub fn new(setup: &Setup, inventory: Arc<dyn InventoryService>, ledger: Arc<dyn Ledger>) -> Self {
+        Self { service: Arc::new(service::SeaOrmProcurement::new(setup.db.clone(), inventory, ledger)) }
+    }
+}
+
+#[async_trait::async_trait]
+impl Module for Procurement {
+    fn name(&self) -> &'static str {
+        "procurement"
+    }
+
+    fn feature(&self) -> Option<Feature> {
+        Some(Feature {
+            key: "module.procurement",
+            description: "Vendors, purchase orders and goods receipts",
+            default: true,
+            tier: "basic",
+        })
+    }
+
+    fn tags(&self) -> &'static [(&'static str, &'static str)] {
+        &[("procurement", "Vendors and purchase orders (module.procurement)")]
+    }
+
+    fn routes(&self, cfg: &mut ServiceConfig) {
+        cfg.app_data(web::Data::from(self.service.clone()));
+        routes::routes(cfg);
+    }
+
+    fn graphql_data(&self, data: &mut async_graphql::Data, tenant: Option<TenantScope>) {
+        data.insert(self.service.clone());
+        if let Some(tenant) = tenant {
+            data.insert(graphql::loader(self.service.clone(), tenant));
         }
-        let lines = tenant
-            .find::<po_line::Entity>()
-            .filter(po_line::Column::PurchaseOrderId.eq(id))
-            .all(&txn)
-            .await?;
-        let mut value: i64 = 0;
-        let reference = format!("purchase_order:{id}");
-        for (i, item) in receipt.iter().enumerate() {
-            let field = |name: &str| format!("lines[{i}].{name}");
-            let line = lines.iter().find(|l| l.id == item.line_id).ok_or_else(|| {
-                ApiError::validation(vec![FieldError::new(field("line_id"), "not a line of this order")])
-            })?;
-            // Conditional: never more than ordered, even under concurrency.
-            let booked = tenant
-                .update_many::<po_line::Entity>()
-                .filter(po_line::Column::Id.eq(line.id))
-                .filter(po_line::Column::Received.lte(line.quantity - item.quantity))
-                .col_expr(po_line::Column::Received, Expr::cust(format!("received + {}", item.quantity)))
-                .exec(&txn)
-                .await?;
-            if booked.rows_affected == 0 {
-                let left = line.quantity - line.received;
-                return Err(ApiError::validation(vec![FieldError::new(
-                    field("quantity"),
-                    format!("only {left} left to receive on this line"),
-                )]));
-            }
-            let stock = Line {
-                product_id: line.product_id,
-                warehouse_id: order.warehouse_id,
-                quantity: item.quantity,
-            };
-            let cause = Cause {
-                user_id: Some(actor),
-                reason: Some("goods receipt".into()),
-                reference: Some(reference.clone()),
-            };
-            self.inventory.receive(&txn, tenant, stock, cause).await?;
-            value += item.quantity * line.unit_cost;
-        }
-        let entry = NewEntry {
-            reference: reference.clone(),
-            memo: format!("goods received on purchase order {id}"),
-            currency: order.currency.clone(),
-            lines: vec![
-                JournalLine { account: INVENTORY.into(), debit: value, credit: 0 },
-                JournalLine { account: ACCOUNTS_PAYABLE.into(), debit: 0, credit: value },
-            ],
-        };
-        self.ledger.post(&txn, tenant, entry).await?;
-        let lines = tenant
-            .find::<po_line::Entity>()
-            .filter(po_line::Column::PurchaseOrderId.eq(id))
-            .all(&txn)
-            .await?;
-        let complete = lines.iter().all(|l| l.received == l.quantity);
-        let status = if complete { RECEIVED } else { PARTIALLY_RECEIVED };
-        tenant
-            .update_many::<po::Entity>()
-            .filter(po::Column::Id.eq(id))
-            .col_expr(po::Column::Status, Expr::value(status))
-            .col_expr(po::Column::Version, Expr::value(order.version + 1))
-            .col_expr(po::Column::UpdatedAt, Expr::value(Utc::now()))
-            .exec(&txn)
-            .await?;
-        let items: Vec<_> =
-            receipt.iter().map(|r| json!({"line_id": r.line_id, "quantity": r.quantity})).collect();
-        let data =
-            json!({"purchase_order_id": id, "lines": items, "value": value, "currency": order.currency});
-        events::publish(&txn, tenant.id(), &events::GOODS_RECEIVED, data).await?;
-        if complete {
-            let data = json!({"id": id, "status": status, "total": order.total});
-            events::publish(&txn, tenant.id(), &events::PURCHASE_ORDER_RECEIVED, data).await?;
-        }
-        let updated = find_order(&txn, tenant, id).await?;
-        let view = view(&txn, tenant, updated).await?;
-        sea_orm::TransactionSession::commit(txn).await?;
-        Ok(view)
+    }
+
+    fn grants(&self) -> &'static [Grant] {
+        GRANTS
+    }
+
+    fn event_types(&self) -> &'static [&'static EventType] {
+        EVENTS
     }
 }
 

@@ -7,17 +7,18 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use uuid::Uuid;
 
 use super::{
-    Action, NewLine, OrderFilter, PurchaseOrderView, ReceiptLine, STATES, VendorChanges, VendorFilter,
-    VendorView,
+    Action, NewLine, OrderFilter, ProcurementApprove, ProcurementRead, ProcurementService, ProcurementWrite,
+    PurchaseOrderView, ReceiptLine, STATES, VendorChanges, VendorFilter, VendorView,
 };
 use crate::{
     error::{ApiResult, FieldError, Problem},
     platform::{
+        bulk::{BulkRequest, BulkResponse},
         http::{
             ApiJson, Data, PageRequest, Paged, Validate, created, if_match, no_content, ok_with_etag, one_of,
-            parse_sort, with_etag,
+            parse_json, parse_sort, with_etag,
         },
-        rbac::{Authorized, ProcurementApprove, ProcurementRead, ProcurementWrite},
+        rbac::{Authorized, BulkWrite},
         state::AppState,
         validate::{self, Checks},
     },
@@ -31,6 +32,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(delete_vendor)
         .service(list_orders)
         .service(create_order)
+        .service(bulk_purchase_orders)
         .service(get_order)
         .service(submit_order)
         .service(approve_order)
@@ -70,12 +72,12 @@ impl Validate for CreateVendor {
 #[post("/vendors")]
 async fn create_vendor(
     auth: Authorized<ProcurementWrite>,
-    state: web::Data<AppState>,
+    procurement: web::Data<dyn ProcurementService>,
     body: ApiJson<CreateVendor>,
 ) -> ApiResult<HttpResponse> {
     let b = body.0;
     let vendor =
-        state.procurement.create_vendor(auth.tenant, b.name.trim().to_owned(), b.email, b.currency).await?;
+        procurement.create_vendor(auth.tenant, b.name.trim().to_owned(), b.email, b.currency).await?;
     Ok(with_etag(created(&vendor), vendor.version))
 }
 
@@ -98,7 +100,7 @@ struct VendorQuery {
 #[get("/vendors")]
 async fn list_vendors(
     auth: Authorized<ProcurementRead>,
-    state: web::Data<AppState>,
+    procurement: web::Data<dyn ProcurementService>,
     query: web::Query<VendorQuery>,
 ) -> ApiResult<HttpResponse> {
     use entity::vendor::Column;
@@ -110,7 +112,7 @@ async fn list_vendors(
         (Column::Name, false),
     )?;
     let filter = VendorFilter { active: q.active, sort };
-    Ok(HttpResponse::Ok().json(state.procurement.list_vendors(auth.tenant, filter, page).await?))
+    Ok(HttpResponse::Ok().json(procurement.list_vendors(auth.tenant, filter, page).await?))
 }
 
 /// One vendor; its `ETag` is the version to send in `If-Match`.
@@ -120,10 +122,10 @@ async fn list_vendors(
 #[get("/vendors/{id}")]
 async fn get_vendor(
     auth: Authorized<ProcurementRead>,
-    state: web::Data<AppState>,
+    procurement: web::Data<dyn ProcurementService>,
     id: web::Path<Uuid>,
 ) -> ApiResult<HttpResponse> {
-    let vendor = state.procurement.get_vendor(auth.tenant, id.into_inner()).await?;
+    let vendor = procurement.get_vendor(auth.tenant, id.into_inner()).await?;
     Ok(ok_with_etag(&vendor, vendor.version))
 }
 
@@ -159,7 +161,7 @@ impl Validate for UpdateVendor {
 #[patch("/vendors/{id}")]
 async fn update_vendor(
     auth: Authorized<ProcurementWrite>,
-    state: web::Data<AppState>,
+    procurement: web::Data<dyn ProcurementService>,
     req: HttpRequest,
     id: web::Path<Uuid>,
     body: ApiJson<UpdateVendor>,
@@ -167,8 +169,7 @@ async fn update_vendor(
     let b = body.0;
     let changes =
         VendorChanges { name: b.name.map(|n| n.trim().to_owned()), email: b.email, active: b.active };
-    let vendor =
-        state.procurement.update_vendor(auth.tenant, id.into_inner(), if_match(&req)?, changes).await?;
+    let vendor = procurement.update_vendor(auth.tenant, id.into_inner(), if_match(&req)?, changes).await?;
     Ok(ok_with_etag(&vendor, vendor.version))
 }
 
@@ -179,10 +180,10 @@ async fn update_vendor(
 #[delete("/vendors/{id}")]
 async fn delete_vendor(
     auth: Authorized<ProcurementWrite>,
-    state: web::Data<AppState>,
+    procurement: web::Data<dyn ProcurementService>,
     id: web::Path<Uuid>,
 ) -> ApiResult<HttpResponse> {
-    state.procurement.delete_vendor(auth.tenant, id.into_inner()).await?;
+    procurement.delete_vendor(auth.tenant, id.into_inner()).await?;
     Ok(no_content())
 }
 
@@ -211,15 +212,46 @@ impl Validate for CreateOrder {
 #[post("/purchase-orders")]
 async fn create_order(
     auth: Authorized<ProcurementWrite>,
-    state: web::Data<AppState>,
+    procurement: web::Data<dyn ProcurementService>,
     body: ApiJson<CreateOrder>,
 ) -> ApiResult<HttpResponse> {
     let b = body.0;
-    let order = state
-        .procurement
+    let order = procurement
         .create_order(auth.tenant, auth.user_id, b.vendor_id, b.warehouse_id, b.notes, b.lines)
         .await?;
     Ok(with_etag(created(&order), order.version))
+}
+
+/// Create up to 1000 purchase orders (drafts); one result per item.
+#[utoipa::path(
+    tag = "procurement",
+    request_body = BulkRequest,
+    responses(
+        (status = 200, description = "A result per item, in order", body = BulkResponse),
+        (status = 401, body = Problem),
+        (status = 403, description = "Not allowed, or feature.bulk-operations / module.procurement off", body = Problem),
+        (status = 422, body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+#[post("/bulk/purchase-orders")]
+async fn bulk_purchase_orders(
+    auth: Authorized<BulkWrite>,
+    _write: Authorized<ProcurementWrite>,
+    state: web::Data<AppState>,
+    procurement: web::Data<dyn ProcurementService>,
+    body: ApiJson<BulkRequest>,
+) -> ApiResult<HttpResponse> {
+    let (procurement, tenant, actor) = (&procurement, auth.tenant, auth.user_id);
+    let response = body
+        .0
+        .each(move |bytes| async move {
+            let o: CreateOrder = parse_json(&bytes)?;
+            procurement.create_order(tenant, actor, o.vendor_id, o.warehouse_id, o.notes, o.lines).await
+        })
+        .await;
+    state.wakeup.wake();
+    Ok(response)
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -246,7 +278,7 @@ struct OrderQuery {
 #[get("/purchase-orders")]
 async fn list_orders(
     auth: Authorized<ProcurementRead>,
-    state: web::Data<AppState>,
+    procurement: web::Data<dyn ProcurementService>,
     query: web::Query<OrderQuery>,
 ) -> ApiResult<HttpResponse> {
     use entity::purchase_order::Column;
@@ -259,7 +291,7 @@ async fn list_orders(
     )?;
     one_of("status", q.status.as_deref(), &STATES)?;
     let filter = OrderFilter { status: q.status, vendor_id: q.vendor_id, warehouse_id: q.warehouse_id, sort };
-    Ok(HttpResponse::Ok().json(state.procurement.list_orders(auth.tenant, filter, page).await?))
+    Ok(HttpResponse::Ok().json(procurement.list_orders(auth.tenant, filter, page).await?))
 }
 
 /// One purchase order with its lines; its `ETag` is the version to send
@@ -270,10 +302,10 @@ async fn list_orders(
 #[get("/purchase-orders/{id}")]
 async fn get_order(
     auth: Authorized<ProcurementRead>,
-    state: web::Data<AppState>,
+    procurement: web::Data<dyn ProcurementService>,
     id: web::Path<Uuid>,
 ) -> ApiResult<HttpResponse> {
-    let order = state.procurement.get_order(auth.tenant, id.into_inner()).await?;
+    let order = procurement.get_order(auth.tenant, id.into_inner()).await?;
     Ok(ok_with_etag(&order, order.version))
 }
 
@@ -289,12 +321,11 @@ macro_rules! transition {
         #[post($path)]
         async fn $name(
             auth: Authorized<$permission>,
-            state: web::Data<AppState>,
+            procurement: web::Data<dyn ProcurementService>,
             req: HttpRequest,
             id: web::Path<Uuid>,
         ) -> ApiResult<HttpResponse> {
-            let order = state
-                .procurement
+            let order = procurement
                 .transition(auth.tenant, auth.user_id, id.into_inner(), if_match(&req)?, $action)
                 .await?;
             Ok(ok_with_etag(&order, order.version))
@@ -354,13 +385,13 @@ impl Validate for Receipt {
 #[post("/purchase-orders/{id}/receipts")]
 async fn receive_goods(
     auth: Authorized<ProcurementWrite>,
-    state: web::Data<AppState>,
+    procurement: web::Data<dyn ProcurementService>,
     req: HttpRequest,
     id: web::Path<Uuid>,
     body: ApiJson<Receipt>,
 ) -> ApiResult<HttpResponse> {
     let lines = body.0.lines;
     let order =
-        state.procurement.receive(auth.tenant, auth.user_id, id.into_inner(), if_match(&req)?, lines).await?;
+        procurement.receive(auth.tenant, auth.user_id, id.into_inner(), if_match(&req)?, lines).await?;
     Ok(ok_with_etag(&order, order.version))
 }

@@ -22,7 +22,7 @@ use actix_web::{
 };
 use chrono::Utc;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
+use sea_orm::{ColumnTrait, QueryFilter, QuerySelect};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -32,7 +32,7 @@ use crate::{
     platform::{
         http::{Actor, record_actor},
         state::AppState,
-        tenancy::TenantScope,
+        tenancy::{SystemScope, TenantScope},
     },
 };
 
@@ -121,12 +121,13 @@ pub async fn authenticate_optional(state: &AppState, req: &HttpRequest) -> ApiRe
     let claims =
         state.keys.verify(&token).ok_or_else(|| unauthenticated("the token is invalid or has expired"))?;
     let now = Utc::now();
-    let row = entity::api_token::Entity::find_by_id(claims.jti).one(&state.db).await?;
+    let row = SystemScope.find_by_id::<entity::api_token::Entity>(claims.jti).one(&state.db).await?;
     let token_row = row
         .filter(|t| t.user_id == claims.sub && t.revoked_at.is_none() && t.expires_at > now)
         .filter(|t| t.token_hash == token_hash(&token))
         .ok_or_else(|| unauthenticated("the token has been revoked or has expired"))?;
-    let user = entity::user::Entity::find_by_id(token_row.user_id)
+    let user = SystemScope
+        .find_by_id::<entity::user::Entity>(token_row.user_id)
         .one(&state.db)
         .await?
         .filter(|u| u.disabled_at.is_none())
@@ -146,7 +147,8 @@ pub async fn authenticate_optional(state: &AppState, req: &HttpRequest) -> ApiRe
                 .ok()
                 .and_then(|v| Uuid::parse_str(v).ok())
                 .ok_or_else(|| ApiError::new(Code::InvalidHeader, "X-Tenant-ID must be a tenant UUID"))?;
-            entity::tenant::Entity::find_by_id(id)
+            SystemScope
+                .find_by_id::<entity::tenant::Entity>(id)
                 .one(&state.db)
                 .await?
                 .ok_or_else(|| ApiError::not_found("tenant"))?

@@ -16,7 +16,7 @@ use crate::{
     platform::{
         rbac::ROLES,
         state::AppState,
-        tenancy::TenantScope,
+        tenancy::{SystemScope, TenantScope},
         users::{self, NewUser, TenantView, UserView},
     },
 };
@@ -128,8 +128,11 @@ pub async fn register(state: &AppState, input: Registration) -> ApiResult<Regist
     let tenant = users::create_tenant(&txn, &input.tenant_name, &input.tenant_slug).await?;
     let user = users::create_user(&txn, TenantScope::new(tenant.id), new).await?;
     crate::platform::license::start_trial(&txn, &state.governance.tiers, tenant.id).await?;
-    let model =
-        user::Entity::find_by_id(user.id).one(&txn).await?.ok_or_else(|| ApiError::not_found("user"))?;
+    let model = SystemScope
+        .find_by_id::<user::Entity>(user.id)
+        .one(&txn)
+        .await?
+        .ok_or_else(|| ApiError::not_found("user"))?;
     let token =
         issue_token(state, &txn, &model, TokenKind::Session, "registration", state.config.token_ttl())
             .await?;
@@ -251,7 +254,8 @@ pub async fn create_personal_token(
     name: &str,
     expires_in_days: Option<u32>,
 ) -> ApiResult<IssuedToken> {
-    let user = user::Entity::find_by_id(principal.user_id)
+    let user = SystemScope
+        .find_by_id::<user::Entity>(principal.user_id)
         .one(&state.db)
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;

@@ -8,6 +8,7 @@
 pub mod routes;
 pub mod stream;
 
+use crate::platform::tenancy::SystemScope;
 use std::sync::Arc;
 
 use chrono::Utc;
@@ -19,6 +20,7 @@ use uuid::Uuid;
 
 use crate::platform::{
     jobs::{self, JobError, JobHandler, NewJob},
+    module::Modules,
     state::AppState,
     webhooks,
 };
@@ -34,20 +36,22 @@ pub struct EventType {
     pub example: fn() -> Value,
 }
 
+/// Event types as constants, and their list `$list` (a module's `EVENTS`).
 macro_rules! event_types {
-    ($($ident:ident => $name:literal, $priority:literal, $description:literal, $example:expr;)*) => {
-        $(pub const $ident: EventType = EventType {
+    ($list:ident; $($ident:ident => $name:literal, $priority:literal, $description:literal, $example:expr;)*) => {
+        $(pub const $ident: $crate::platform::events::EventType = $crate::platform::events::EventType {
             name: $name,
             description: $description,
             priority: $priority,
             example: || $example,
         };)*
-        /// Every event type Nexus emits.
-        pub const CATALOGUE: &[&EventType] = &[$(&$ident),*];
+        pub const $list: &[&$crate::platform::events::EventType] = &[$(&$ident),*];
     };
 }
+pub(crate) use event_types;
 
 event_types! {
+    PLATFORM_EVENTS;
     USER_CREATED => "user.created", 5, "A user was added to the tenant.",
         json!({"id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "email": "grace@example.com", "name": "Grace Hopper", "roles": ["manager"]});
     USER_DISABLED => "user.disabled", 7, "A user was disabled; their tokens stop working.",
@@ -71,44 +75,38 @@ event_types! {
         json!({"tier": "professional", "state": "expired", "expires_at": "2026-11-08T00:00:00Z"});
     FEATURE_TOGGLED => "feature.toggled", 6, "A module or feature was switched for the tenant (or globally).",
         json!({"key": "feature.webhooks", "state": "disabled", "scope": "tenant"});
-    PRODUCT_CREATED => "product.created", 5, "A product was added to the catalogue.",
-        json!({"id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "sku": "TSHIRT-RED-M", "name": "T-shirt, red, M"});
-    PRODUCT_UPDATED => "product.updated", 5, "A product changed.",
-        json!({"id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "sku": "TSHIRT-RED-M", "version": 2});
-    STOCK_ADJUSTED => "stock.adjusted", 5, "On-hand stock was adjusted (count, damage, correction).",
-        json!({"product_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "sku": "TSHIRT-RED-M", "warehouse_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a12", "quantity": -2, "on_hand": 48, "reason": "damaged"});
-    STOCK_LOW => "stock.low", 7, "Available stock fell below the reorder point.",
-        json!({"product_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "sku": "TSHIRT-RED-M", "warehouse_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a12", "available": 4, "reorder_point": 5});
-    STOCK_RESERVED => "stock.reserved", 6, "Stock was reserved for a reference (all lines).",
-        json!({"reference": "order-1042", "lines": [{"product_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "warehouse_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a12", "quantity": 2}]});
-    STOCK_RELEASED => "stock.released", 6, "A reservation was released or expired: its stock is available again.",
-        json!({"reference": "order-1042", "lines": [], "outcome": "released"});
-    STOCK_SHIPPED => "stock.shipped", 6, "A reservation was committed: its stock left the warehouse.",
-        json!({"reference": "order-1042", "lines": [], "outcome": "committed"});
-    STOCK_TRANSFERRED => "stock.transferred", 5, "Stock moved between warehouses.",
-        json!({"product_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "sku": "TSHIRT-RED-M", "from_warehouse_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a12", "to_warehouse_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a13", "quantity": 10});
-    PURCHASE_ORDER_CREATED => "purchase_order.created", 5, "A purchase order was drafted.",
-        json!({"id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "vendor_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a12", "total": 45000, "currency": "EUR"});
-    PURCHASE_ORDER_SUBMITTED => "purchase_order.submitted", 5, "A purchase order was submitted for approval.",
-        json!({"id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "status": "submitted", "total": 45000});
-    PURCHASE_ORDER_APPROVED => "purchase_order.approved", 6, "A purchase order was approved.",
-        json!({"id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "status": "approved", "total": 45000});
-    PURCHASE_ORDER_RECEIVED => "purchase_order.received", 6, "Every line of a purchase order was received.",
-        json!({"id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "status": "received", "total": 45000});
-    PURCHASE_ORDER_CANCELLED => "purchase_order.cancelled", 6, "A purchase order was cancelled.",
-        json!({"id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "status": "cancelled", "total": 45000});
-    PURCHASE_ORDER_CLOSED => "purchase_order.closed", 5, "A purchase order was closed; `short` when lines were never fully received.",
-        json!({"id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "status": "closed", "total": 45000, "short": false});
-    GOODS_RECEIVED => "goods.received", 6, "Goods were received against a purchase order (stock and ledger booked).",
-        json!({"purchase_order_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "lines": [{"line_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a13", "quantity": 40}], "value": 18000, "currency": "EUR"});
-    INVENTORY_REORDER_RECOMMENDED => "inventory.reorder_recommended", 4, "The weekly scan found stock below its reorder points.",
-        json!({"recommendations": [{"product_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "sku": "TSHIRT-RED-M", "warehouse_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a12", "available": 3, "reorder_point": 10, "suggested_quantity": 17, "preferred_vendor_id": null}]});
     WEBHOOK_TEST => "webhook.test", 9, "Sent by `POST /api/v1/webhooks/{id}/test`, to that endpoint only.",
         json!({"endpoint_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "message": "This is a test event from Nexus."});
 }
 
-pub fn find_type(name: &str) -> Option<&'static EventType> {
-    CATALOGUE.iter().copied().find(|t| t.name == name)
+/// Every event type of this build: the platform's and each module's.
+#[derive(Clone)]
+pub struct Catalogue(Arc<Vec<&'static EventType>>);
+
+impl Catalogue {
+    pub fn new(modules: &Modules) -> anyhow::Result<Self> {
+        let types: Vec<&'static EventType> =
+            PLATFORM_EVENTS.iter().copied().chain(modules.event_types()).collect();
+        let mut seen = std::collections::HashSet::new();
+        for t in &types {
+            anyhow::ensure!(seen.insert(t.name), "event type `{}` is declared twice", t.name);
+            anyhow::ensure!(
+                t.name.split('.').count() == 2,
+                "event type `{}` is not `resource.action`",
+                t.name
+            );
+            anyhow::ensure!((1..=10).contains(&t.priority), "event type `{}`: priority is 1 to 10", t.name);
+        }
+        Ok(Self(Arc::new(types)))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &'static EventType> + '_ {
+        self.0.iter().copied()
+    }
+
+    pub fn find(&self, name: &str) -> Option<&'static EventType> {
+        self.iter().find(|t| t.name == name)
+    }
 }
 
 pub const DISPATCH_JOB: &str = "event.dispatch";
@@ -182,7 +180,8 @@ fn event_id(job: &job::Model) -> Result<Uuid, JobError> {
 
 async fn load(state: &AppState, job: &job::Model) -> Result<event::Model, JobError> {
     let id = event_id(job)?;
-    event::Entity::find_by_id(id)
+    SystemScope
+        .find_by_id::<event::Entity>(id)
         .one(&state.db)
         .await?
         .ok_or_else(|| JobError::Fail(format!("event {id} is gone")))
@@ -231,25 +230,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_catalogue_is_well_formed() {
-        let mut seen = std::collections::HashSet::new();
-        for t in CATALOGUE {
-            assert!(seen.insert(t.name), "duplicate {}", t.name);
-            assert!(t.name.split('.').count() == 2, "{} is not `resource.action`", t.name);
-            assert!((1..=10).contains(&t.priority));
-            assert!((t.example)().is_object());
-        }
-    }
-
-    #[test]
-    fn the_guides_list_every_event_type() {
-        for (guide, text) in [
-            ("events.md", include_str!("../../../docs/events.md")),
-            ("webhooks.md", include_str!("../../../docs/webhooks.md")),
-        ] {
-            for t in CATALOGUE {
-                assert!(text.contains(&format!("| `{}` |", t.name)), "docs/{guide} lacks {}", t.name);
-            }
-        }
+    fn the_platform_catalogue_is_well_formed() {
+        let catalogue = Catalogue::new(&Modules::default()).unwrap();
+        assert!(catalogue.iter().all(|t| (t.example)().is_object()));
+        assert!(catalogue.find("user.created").is_some());
     }
 }

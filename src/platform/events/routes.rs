@@ -4,7 +4,7 @@
 use std::{collections::HashSet, time::Duration};
 
 use actix_web::{HttpRequest, HttpResponse, get, http::header, web};
-use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{ColumnTrait, DatabaseConnection, QueryFilter, QueryOrder, QuerySelect};
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 use utoipa::IntoParams;
@@ -17,7 +17,7 @@ use crate::{
     platform::{
         rbac::{Authorized, EventsRead},
         state::AppState,
-        tenancy::TenantScope,
+        tenancy::{SystemScope, TenantScope},
         webhooks,
     },
 };
@@ -51,7 +51,7 @@ fn resume_after(req: &HttpRequest, query: Option<Uuid>) -> ApiResult<Option<Uuid
     }
 }
 
-fn patterns(types: Option<&str>) -> ApiResult<Vec<String>> {
+fn patterns(catalogue: &crate::platform::events::Catalogue, types: Option<&str>) -> ApiResult<Vec<String>> {
     let mut patterns: Vec<String> =
         types.unwrap_or("*").split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect();
     if patterns.is_empty() {
@@ -59,7 +59,9 @@ fn patterns(types: Option<&str>) -> ApiResult<Vec<String>> {
     }
     let bad: Vec<FieldError> = patterns
         .iter()
-        .filter_map(|p| webhooks::check_pattern(p).err().map(|message| FieldError::new("types", message)))
+        .filter_map(|p| {
+            webhooks::check_pattern(catalogue, p).err().map(|message| FieldError::new("types", message))
+        })
         .collect();
     if bad.is_empty() {
         Ok(patterns)
@@ -98,8 +100,8 @@ async fn since(
 /// Whether the stream's token is still live and its user enabled.
 async fn still_valid(db: &DatabaseConnection, token_id: Uuid, user_id: Uuid) -> Result<bool, sea_orm::DbErr> {
     let now = chrono::Utc::now();
-    let token = entity::api_token::Entity::find_by_id(token_id).one(db).await?;
-    let user = entity::user::Entity::find_by_id(user_id).one(db).await?;
+    let token = SystemScope.find_by_id::<entity::api_token::Entity>(token_id).one(db).await?;
+    let user = SystemScope.find_by_id::<entity::user::Entity>(user_id).one(db).await?;
     Ok(token.is_some_and(|t| t.revoked_at.is_none() && t.expires_at > now)
         && user.is_some_and(|u| u.disabled_at.is_none()))
 }
@@ -133,7 +135,7 @@ async fn stream_events(
     query: web::Query<StreamQuery>,
 ) -> ApiResult<HttpResponse> {
     let query = query.into_inner();
-    let patterns = patterns(query.types.as_deref())?;
+    let patterns = patterns(&state.event_types, query.types.as_deref())?;
     let after = resume_after(&req, query.last_event_id)?;
     let tenant = auth.tenant.id();
     let config = &state.config.events;

@@ -7,6 +7,7 @@
 
 pub mod routes;
 
+use crate::platform::tenancy::SystemScope;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
@@ -20,7 +21,7 @@ use uuid::Uuid;
 
 use crate::{
     error::{ApiError, ApiResult, Code},
-    platform::{events, license::Tiers},
+    platform::{events, license::Tiers, module::Modules},
 };
 use entity::feature_toggle as toggle;
 
@@ -47,18 +48,25 @@ pub struct Catalogue {
 }
 
 impl Catalogue {
-    /// The embedded catalogue, checked against the tiers.
-    pub fn load(tiers: &Tiers) -> anyhow::Result<Self> {
+    /// The platform's features (`config/features.toml`) and the keys of
+    /// this build's modules, checked against the tiers.
+    pub fn load(tiers: &Tiers, modules: &Modules) -> anyhow::Result<Self> {
         use figment::providers::{Format, Toml};
-        let catalogue: Catalogue = figment::Figment::from(Toml::string(FEATURES_TOML)).extract()?;
+        let mut catalogue: Catalogue = figment::Figment::from(Toml::string(FEATURES_TOML)).extract()?;
+        for key in catalogue.features.keys() {
+            anyhow::ensure!(
+                key.starts_with("feature."),
+                "config/features.toml: `{key}` must start with feature."
+            );
+        }
+        for feature in modules.features() {
+            let previous = catalogue.features.insert(feature.key.to_owned(), feature.definition());
+            anyhow::ensure!(previous.is_none(), "feature key `{}` is declared twice", feature.key);
+        }
         for (key, def) in &catalogue.features {
             anyhow::ensure!(
-                key.starts_with("module.") || key.starts_with("feature."),
-                "config/features.toml: `{key}` must start with module. or feature."
-            );
-            anyhow::ensure!(
                 tiers.get(&def.tier).is_some(),
-                "config/features.toml: `{key}` needs unknown tier `{}`",
+                "feature `{key}` needs unknown tier `{}`",
                 def.tier
             );
         }
@@ -178,7 +186,11 @@ pub async fn toggles_of(
     db: &impl ConnectionTrait,
     tenant_id: Uuid,
 ) -> Result<Vec<toggle::Model>, sea_orm::DbErr> {
-    toggle::Entity::find().filter(toggle::Column::TenantId.is_in([tenant_id, GLOBAL])).all(db).await
+    SystemScope
+        .find::<toggle::Entity>()
+        .filter(toggle::Column::TenantId.is_in([tenant_id, GLOBAL]))
+        .all(db)
+        .await
 }
 
 /// A validated toggle change.
@@ -226,7 +238,8 @@ pub async fn set(
 
 /// Remove a tenant's own toggle: the key falls back to global / default.
 pub async fn clear(db: &impl ConnectionTrait, tenant_id: Uuid, key: &str) -> ApiResult<()> {
-    let res = toggle::Entity::delete_many()
+    let res = SystemScope
+        .delete_many::<toggle::Entity>()
         .filter(toggle::Column::TenantId.eq(tenant_id))
         .filter(toggle::Column::Key.eq(key))
         .exec(db)
@@ -241,7 +254,7 @@ pub async fn clear(db: &impl ConnectionTrait, tenant_id: Uuid, key: &str) -> Api
 async fn announce(db: &impl ConnectionTrait, tenant_id: Uuid, key: &str, state: &str) -> ApiResult<()> {
     if tenant_id == GLOBAL {
         let tenants: Vec<Uuid> =
-            entity::tenant::Entity::find().all(db).await?.into_iter().map(|t| t.id).collect();
+            SystemScope.find::<entity::tenant::Entity>().all(db).await?.into_iter().map(|t| t.id).collect();
         for tenant in tenants {
             let data = json!({ "key": key, "state": state, "scope": "global" });
             events::publish(db, tenant, &events::FEATURE_TOGGLED, data).await?;
@@ -270,27 +283,21 @@ mod tests {
     }
 
     #[test]
-    fn the_catalogue_names_every_key_of_the_contract() {
+    fn the_catalogue_names_every_platform_feature() {
         let tiers = Tiers::load().unwrap();
-        let catalogue = Catalogue::load(&tiers).unwrap();
-        for key in [
-            "module.procurement",
-            "module.inventory",
-            "module.channels",
-            "module.orders",
-            "feature.webhooks",
-            "feature.bulk-operations",
-            "feature.graphql",
-            "feature.advanced-analytics",
-        ] {
+        let catalogue = Catalogue::load(&tiers, &Modules::default()).unwrap();
+        for key in
+            ["feature.webhooks", "feature.bulk-operations", "feature.graphql", "feature.advanced-analytics"]
+        {
             assert!(catalogue.get(key).is_some(), "{key}");
         }
+        assert!(catalogue.features.keys().all(|k| !k.starts_with("module.")), "modules bring their own keys");
     }
 
     #[test]
     fn license_then_tenant_then_global_then_default() {
         let tiers = Tiers::load().unwrap();
-        let catalogue = Catalogue::load(&tiers).unwrap();
+        let catalogue = Catalogue::load(&tiers, &Modules::default()).unwrap();
         let def = catalogue.get("feature.webhooks").unwrap();
         let now = Utc::now();
         let tenant = Uuid::now_v7();
@@ -321,7 +328,7 @@ mod tests {
     #[test]
     fn toggles_apply_only_within_their_dates() {
         let tiers = Tiers::load().unwrap();
-        let catalogue = Catalogue::load(&tiers).unwrap();
+        let catalogue = Catalogue::load(&tiers, &Modules::default()).unwrap();
         let def = catalogue.get("feature.webhooks").unwrap();
         let now = Utc::now();
         let mut later = row(Uuid::now_v7(), DISABLED);

@@ -65,6 +65,15 @@ pub struct Governed {
 }
 
 impl Governed {
+    /// The governance the middleware put on `req`. Fails closed: a route
+    /// that needs a governed check where the middleware did not run is a
+    /// server error, never an open door.
+    pub fn of(req: &actix_web::HttpRequest) -> ApiResult<Rc<Governed>> {
+        req.extensions().get::<Rc<Governed>>().cloned().ok_or_else(|| {
+            ApiError::internal(anyhow::anyhow!("governance did not run before {}", req.path()))
+        })
+    }
+
     pub fn feature(&self, gov: &Governance, key: &str) -> Option<Effective> {
         let def = gov.catalogue.get(key)?;
         let find =
@@ -89,7 +98,7 @@ impl Governed {
     /// naming the key and the reason otherwise.
     pub fn require(&self, gov: &Governance, key: &str) -> ApiResult<()> {
         match self.feature(gov, key) {
-            None => Ok(()),
+            None => Err(ApiError::new(Code::FeatureDisabled, format!("{key} is not part of this build"))),
             Some(e) if e.state == features::REMOVED => Err(ApiError::new(Code::Gone, e.reason)),
             Some(e) if !e.enabled => {
                 Err(ApiError::new(Code::FeatureDisabled, format!("{key} is disabled: {}", e.reason)))

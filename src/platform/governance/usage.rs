@@ -2,13 +2,14 @@
 //! in memory on the request path and added to `api_usage` every few
 //! seconds, so counting costs no database write per request.
 
+use crate::platform::tenancy::SystemScope;
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
 };
 
 use chrono::Utc;
-use sea_orm::{ConnectionTrait, DatabaseConnection, EntityTrait, Statement};
+use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 use uuid::Uuid;
 
 #[derive(Clone, Copy, Default)]
@@ -108,7 +109,7 @@ pub async fn calls_this_month(db: &impl ConnectionTrait, tenant: Uuid) -> Result
 
 /// (calls, rate-limited requests) of `tenant` recorded this month.
 pub async fn this_month(db: &impl ConnectionTrait, tenant: Uuid) -> Result<(u64, u64), sea_orm::DbErr> {
-    let row = entity::api_usage::Entity::find_by_id((tenant, period())).one(db).await?;
+    let row = SystemScope.find_by_id::<entity::api_usage::Entity>((tenant, period())).one(db).await?;
     let count = |n: i64| u64::try_from(n).unwrap_or(0);
     Ok(row.map_or((0, 0), |r| (count(r.calls), count(r.rate_limited))))
 }

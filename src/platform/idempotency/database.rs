@@ -3,6 +3,7 @@
 //! simultaneous requests make; an expired key is taken over by a
 //! conditional update, which also only one request can make.
 
+use crate::platform::tenancy::SystemScope;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -73,7 +74,8 @@ pub(super) async fn begin(
         }
         // Taken: free again if it expired (a kept response past its window,
         // or a claim whose request died).
-        let taken = row::Entity::update_many()
+        let taken = SystemScope
+            .update_many::<row::Entity>()
             .col_expr(Column::Fingerprint, Expr::value(fingerprint))
             .col_expr(Column::Status, Expr::value(IN_PROGRESS))
             .col_expr(Column::ClaimId, Expr::value(claim))
@@ -90,7 +92,7 @@ pub(super) async fn begin(
         if taken.rows_affected == 1 {
             return Ok(Found::Claimed(Token::Database(claim)));
         }
-        let existing: Select<row::Entity> = row::Entity::find().scoped(scope);
+        let existing: Select<row::Entity> = SystemScope.find::<row::Entity>().scoped(scope);
         let Some(existing) = existing.one(db).await? else {
             continue; // released in between: claim again
         };
@@ -131,7 +133,8 @@ pub(super) async fn complete(
     retention: Duration,
 ) -> ApiResult<bool> {
     let headers = serde_json::to_value(&record.headers).map_err(ApiError::internal)?;
-    let res = row::Entity::update_many()
+    let res = SystemScope
+        .update_many::<row::Entity>()
         .col_expr(Column::Status, Expr::value(COMPLETED))
         .col_expr(Column::ResponseStatus, Expr::value(i32::from(record.status)))
         .col_expr(Column::ResponseHeaders, Expr::value(headers))
@@ -147,7 +150,8 @@ pub(super) async fn complete(
 }
 
 pub(super) async fn release(db: &impl ConnectionTrait, scope: &Scope, claim: Uuid) -> ApiResult<()> {
-    row::Entity::delete_many()
+    SystemScope
+        .delete_many::<row::Entity>()
         .scoped(scope)
         .filter(Column::ClaimId.eq(claim))
         .filter(Column::Status.eq(IN_PROGRESS))
@@ -157,6 +161,7 @@ pub(super) async fn release(db: &impl ConnectionTrait, scope: &Scope, claim: Uui
 }
 
 pub(super) async fn prune(db: &impl ConnectionTrait) -> Result<u64, DbErr> {
-    let res = row::Entity::delete_many().filter(Column::ExpiresAt.lt(Utc::now())).exec(db).await?;
+    let res =
+        SystemScope.delete_many::<row::Entity>().filter(Column::ExpiresAt.lt(Utc::now())).exec(db).await?;
     Ok(res.rows_affected)
 }

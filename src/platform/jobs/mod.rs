@@ -10,6 +10,7 @@
 pub mod routes;
 mod runner;
 
+use crate::platform::tenancy::SystemScope;
 use std::{collections::HashMap, sync::Arc};
 
 use chrono::{DateTime, Duration, Utc};
@@ -187,6 +188,10 @@ impl Registry {
         self
     }
 
+    pub fn insert(&mut self, kind: &'static str, handler: Arc<dyn JobHandler>) {
+        self.0.insert(kind, handler);
+    }
+
     pub fn get(&self, kind: &str) -> Option<&Arc<dyn JobHandler>> {
         self.0.get(kind)
     }
@@ -243,7 +248,8 @@ pub async fn heartbeat(
     worker: &str,
     lease: Duration,
 ) -> Result<(), sea_orm::DbErr> {
-    job::Entity::update_many()
+    SystemScope
+        .update_many::<job::Entity>()
         .col_expr(job::Column::LockedUntil, Expr::value(Utc::now() + lease))
         .filter(job::Column::Id.eq(id))
         .filter(job::Column::LockedBy.eq(worker))
@@ -262,7 +268,8 @@ pub async fn finish(
     backoff_base: Duration,
 ) -> Result<(), sea_orm::DbErr> {
     let now = Utc::now();
-    let mut update = job::Entity::update_many()
+    let mut update = SystemScope
+        .update_many::<job::Entity>()
         .col_expr(job::Column::LockedBy, Expr::value(Option::<String>::None))
         .col_expr(job::Column::LockedUntil, Expr::value(Option::<DateTime<Utc>>::None))
         .col_expr(job::Column::UpdatedAt, Expr::value(now))
@@ -300,7 +307,8 @@ fn attempts_minus_one() -> sea_orm::sea_query::SimpleExpr {
 /// Give jobs this worker still holds back to the queue, uncounted (used at
 /// shutdown for runs that did not finish within the grace period).
 pub async fn release(db: &impl ConnectionTrait, ids: &[Uuid], worker: &str) -> Result<u64, sea_orm::DbErr> {
-    let res = job::Entity::update_many()
+    let res = SystemScope
+        .update_many::<job::Entity>()
         .col_expr(job::Column::Status, Expr::value(PENDING))
         .col_expr(job::Column::LockedBy, Expr::value(Option::<String>::None))
         .col_expr(job::Column::LockedUntil, Expr::value(Option::<DateTime<Utc>>::None))
@@ -327,7 +335,8 @@ pub async fn replay(
     kind: Option<&str>,
 ) -> Result<u64, sea_orm::DbErr> {
     let now = Utc::now();
-    let mut update = job::Entity::update_many()
+    let mut update = SystemScope
+        .update_many::<job::Entity>()
         .col_expr(job::Column::Status, Expr::value(PENDING))
         .col_expr(job::Column::Attempts, Expr::value(0))
         .col_expr(job::Column::RunAt, Expr::value(now))
@@ -345,7 +354,8 @@ pub async fn replay(
 
 /// Delete completed jobs that finished before `before` (dead ones stay).
 pub async fn prune(db: &impl ConnectionTrait, before: DateTime<Utc>) -> Result<u64, sea_orm::DbErr> {
-    let res = job::Entity::delete_many()
+    let res = SystemScope
+        .delete_many::<job::Entity>()
         .filter(job::Column::Status.eq(COMPLETED))
         .filter(job::Column::FinishedAt.lt(before))
         .exec(db)

@@ -1,9 +1,10 @@
 //! `/admin/jobs`: queue health, dead jobs and their replay, for operators
 //! (super-admins: the queue is shared by every tenant).
 
+use crate::platform::tenancy::SystemScope;
 use actix_web::{HttpResponse, get, post, web};
 use chrono::{DateTime, Utc};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use sea_orm::{ColumnTrait, QueryFilter};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
@@ -113,7 +114,7 @@ async fn list_jobs(
     let page = PageRequest::new(q.page, q.per_page)?;
     let status = q.status.unwrap_or_else(|| super::DEAD.to_owned());
     one_of("status", Some(&status), &[super::PENDING, super::RUNNING, super::COMPLETED, super::DEAD])?;
-    let mut select = Entity::find().filter(Column::Status.eq(status));
+    let mut select = SystemScope.find::<Entity>().filter(Column::Status.eq(status));
     if let Some(kind) = q.kind {
         select = select.filter(Column::Kind.eq(kind));
     }

@@ -7,6 +7,7 @@
 pub mod key;
 pub mod routes;
 
+use crate::platform::tenancy::SystemScope;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
@@ -229,7 +230,7 @@ pub async fn find_or_start(
     tiers: &Tiers,
     tenant_id: Uuid,
 ) -> ApiResult<license::Model> {
-    match license::Entity::find_by_id(tenant_id).one(db).await? {
+    match SystemScope.find_by_id::<license::Entity>(tenant_id).one(db).await? {
         Some(license) => Ok(license),
         None => start_trial(db, tiers, tenant_id).await,
     }
@@ -293,7 +294,8 @@ pub async fn assign(
     let current = find_or_start(db, tiers, tenant_id).await?;
     let now = Utc::now();
     let to_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-    let mut update = license::Entity::update_many()
+    let mut update = SystemScope
+        .update_many::<license::Entity>()
         .filter(license::Column::TenantId.eq(tenant_id))
         .col_expr(license::Column::UpdatedAt, Expr::value(now));
     if let Some(tier) = &assignment.tier {
@@ -353,7 +355,7 @@ pub async fn announce_transitions(
     tiers: &Tiers,
     now: DateTime<Utc>,
 ) -> ApiResult<u64> {
-    let licenses = license::Entity::find().all(db).await?;
+    let licenses = SystemScope.find::<license::Entity>().all(db).await?;
     let mut announced = 0;
     for license in licenses {
         let state = state(&license, &tiers.lifecycle, now);
@@ -361,7 +363,8 @@ pub async fn announce_transitions(
             continue;
         }
         let txn = crate::platform::db::begin(db).await?;
-        let claimed = license::Entity::update_many()
+        let claimed = SystemScope
+            .update_many::<license::Entity>()
             .filter(license::Column::TenantId.eq(license.tenant_id))
             .filter(license::Column::AnnouncedState.eq(license.announced_state.clone()))
             .col_expr(license::Column::AnnouncedState, Expr::value(state.as_str()))

@@ -1,6 +1,7 @@
 //! `/license` for tenant admins; `/admin/tenants/{id}/license` for
 //! super-admins.
 
+use crate::platform::tenancy::SystemScope;
 use actix_web::{HttpResponse, get, post, put, web};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
@@ -146,8 +147,8 @@ async fn admin_assign_license(
 }
 
 async fn existing_tenant(state: &AppState, id: Uuid) -> ApiResult<Uuid> {
-    use sea_orm::EntityTrait;
-    entity::tenant::Entity::find_by_id(id)
+    SystemScope
+        .find_by_id::<entity::tenant::Entity>(id)
         .one(&state.db)
         .await?
         .map(|t| t.id)

@@ -21,7 +21,7 @@ use crate::{
         events,
         http::{PageRequest, Paged},
         rbac::ROLES,
-        tenancy::TenantScope,
+        tenancy::{SystemScope, TenantScope},
     },
 };
 
@@ -118,7 +118,7 @@ pub async fn find_tenant(db: &impl ConnectionTrait, handle: &str) -> ApiResult<O
         Ok(id) => tenant::Column::Id.eq(id),
         Err(_) => tenant::Column::Slug.eq(handle.trim().to_lowercase()),
     };
-    Ok(tenant::Entity::find().filter(condition).one(db).await?)
+    Ok(SystemScope.find::<tenant::Entity>().filter(condition).one(db).await?)
 }
 
 /// Create a user in `tenant` with its roles, atomically.
@@ -353,7 +353,8 @@ pub async fn remove_role(
 }
 
 pub async fn tenant(db: &impl ConnectionTrait, tenant: TenantScope) -> ApiResult<TenantView> {
-    tenant::Entity::find_by_id(tenant.id())
+    SystemScope
+        .find_by_id::<tenant::Entity>(tenant.id())
         .one(db)
         .await?
         .map(TenantView::from)

@@ -2,6 +2,7 @@
 //! record, and what follows (success, a retry on the schedule, giving up,
 //! or disabling an endpoint that is gone or has failed for too long).
 
+use crate::platform::tenancy::SystemScope;
 use std::{
     collections::HashMap,
     net::SocketAddr,
@@ -122,13 +123,15 @@ impl JobHandler for Deliver {
             .and_then(Value::as_str)
             .and_then(|id| Uuid::parse_str(id).ok())
             .ok_or_else(|| JobError::Fail("payload has no delivery_id".to_owned()))?;
-        let Some(delivery) = delivery_row::Entity::find_by_id(id).one(&state.db).await? else {
+        let Some(delivery) = SystemScope.find_by_id::<delivery_row::Entity>(id).one(&state.db).await? else {
             return Ok(()); // the endpoint was deleted with its deliveries
         };
         if delivery.status != DELIVERY_PENDING {
             return Ok(());
         }
-        let Some(endpoint) = endpoint::Entity::find_by_id(delivery.endpoint_id).one(&state.db).await? else {
+        let Some(endpoint) =
+            SystemScope.find_by_id::<endpoint::Entity>(delivery.endpoint_id).one(&state.db).await?
+        else {
             return Ok(());
         };
         let config = &state.config.webhooks;
@@ -175,7 +178,8 @@ impl JobHandler for Deliver {
             (false, Some(_)) => DELIVERY_PENDING,
             (false, None) => DELIVERY_FAILED,
         };
-        delivery_row::Entity::update_many()
+        SystemScope
+            .update_many::<delivery_row::Entity>()
             .filter(delivery_row::Column::Id.eq(delivery.id))
             .col_expr(delivery_row::Column::Attempts, Expr::value(number))
             .col_expr(delivery_row::Column::Status, Expr::value(status))
@@ -188,7 +192,8 @@ impl JobHandler for Deliver {
             .col_expr(delivery_row::Column::UpdatedAt, Expr::value(now))
             .exec(&txn)
             .await?;
-        let endpoint_update = endpoint::Entity::update_many().filter(endpoint::Column::Id.eq(endpoint.id));
+        let endpoint_update =
+            SystemScope.update_many::<endpoint::Entity>().filter(endpoint::Column::Id.eq(endpoint.id));
         if succeeded {
             endpoint_update
                 .col_expr(endpoint::Column::LastSuccessAt, Expr::value(now))
@@ -308,7 +313,8 @@ fn describe(err: &reqwest::Error) -> String {
 
 /// End a delivery without sending it.
 async fn give_up(state: &AppState, delivery: &delivery_row::Model, why: &str) -> Result<(), JobError> {
-    delivery_row::Entity::update_many()
+    SystemScope
+        .update_many::<delivery_row::Entity>()
         .filter(delivery_row::Column::Id.eq(delivery.id))
         .col_expr(delivery_row::Column::Status, Expr::value(DELIVERY_FAILED))
         .col_expr(delivery_row::Column::UpdatedAt, Expr::value(Utc::now()))
@@ -326,7 +332,8 @@ async fn disable(
 ) -> Result<(), JobError> {
     use sea_orm::sea_query::ExprTrait;
     let now = Utc::now();
-    let changed = endpoint::Entity::update_many()
+    let changed = SystemScope
+        .update_many::<endpoint::Entity>()
         .filter(endpoint::Column::Id.eq(endpoint.id))
         .filter(endpoint::Column::Enabled.eq(true))
         .col_expr(endpoint::Column::Enabled, Expr::value(false))

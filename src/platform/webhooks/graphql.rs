@@ -7,10 +7,9 @@ use uuid::Uuid;
 
 use super::{AttemptView, DeliveryView, EndpointChanges, EndpointView, EndpointWithSecret, NewEndpoint};
 use crate::{
-    api::graphql::{authorized, gql},
     error::ApiError,
     platform::{
-        events::CATALOGUE,
+        graphql::{authorized, gql},
         http::{PageMeta, PageRequest},
         rbac::{WebhooksRead, WebhooksWrite},
         state::AppState,
@@ -27,7 +26,7 @@ fn check(
     priority: Option<i16>,
 ) -> Result<()> {
     let policy = state.config.url_policy().map_err(|e| gql(ApiError::internal(anyhow::anyhow!(e))))?;
-    super::check_endpoint(&policy, url, description, types, priority)
+    super::check_endpoint(&policy, &state.event_types, url, description, types, priority)
         .map_err(|errors| gql(ApiError::validation(errors)))
 }
 
@@ -107,8 +106,9 @@ impl WebhooksQuery {
 
     /// Every event type an endpoint can subscribe to.
     async fn webhook_event_types(&self, ctx: &Context<'_>) -> Result<Vec<EventTypeInfo>> {
-        authorized::<WebhooksRead>(ctx).map_err(gql)?;
-        Ok(CATALOGUE
+        let (state, _) = authorized::<WebhooksRead>(ctx).map_err(gql)?;
+        Ok(state
+            .event_types
             .iter()
             .map(|t| EventTypeInfo { name: t.name, description: t.description, example: (t.example)() })
             .collect())

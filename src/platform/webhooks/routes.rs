@@ -13,7 +13,6 @@ use super::{AttemptView, DeliveryView, EndpointChanges, EndpointView, EndpointWi
 use crate::{
     error::{ApiError, ApiResult, Problem},
     platform::{
-        events::CATALOGUE,
         http::{
             ApiJson, Data, PageRequest, Paged, Validate, created, if_match, no_content, ok, ok_with_etag,
         },
@@ -56,9 +55,10 @@ pub struct EventTypeView {
     security(("bearer" = []))
 )]
 #[get("/webhooks/event-types")]
-async fn event_types(auth: Authorized<WebhooksRead>) -> HttpResponse {
+async fn event_types(auth: Authorized<WebhooksRead>, state: web::Data<AppState>) -> HttpResponse {
     let tenant = auth.tenant.id();
-    let types: Vec<EventTypeView> = CATALOGUE
+    let types: Vec<EventTypeView> = state
+        .event_types
         .iter()
         .map(|t| EventTypeView {
             name: t.name,
@@ -80,7 +80,8 @@ fn check(
     priority: Option<i16>,
 ) -> ApiResult<()> {
     let policy = state.config.url_policy().map_err(|e| ApiError::internal(anyhow::anyhow!(e)))?;
-    super::check_endpoint(&policy, url, description, types, priority).map_err(ApiError::validation)
+    super::check_endpoint(&policy, &state.event_types, url, description, types, priority)
+        .map_err(ApiError::validation)
 }
 
 #[derive(Deserialize, ToSchema)]
