@@ -338,6 +338,24 @@ mod tests {
     }
 
     #[test]
+    fn a_module_section_is_read_by_its_module_and_a_bad_value_names_its_key() {
+        #[derive(Debug, Default, serde::Deserialize)]
+        #[serde(default, deny_unknown_fields)]
+        struct Section {
+            limit: u32,
+        }
+        let config = Config::from_figment(Config::defaults().merge(("modules.demo.limit", 7))).unwrap();
+        assert_eq!(config.module::<Section>("demo").unwrap().limit, 7);
+        assert_eq!(config.module::<Section>("absent").unwrap().limit, 0, "defaults when absent");
+        let config = Config::from_figment(Config::defaults().merge(("modules.demo.limit", "many"))).unwrap();
+        let err = config.module::<Section>("demo").unwrap_err().to_string();
+        assert!(err.contains("`modules.demo"), "{err}");
+        let config = Config::from_figment(Config::defaults().merge(("modules.demo.limt", 1))).unwrap();
+        let err = config.module::<Section>("demo").unwrap_err().to_string();
+        assert!(err.contains("limt"), "{err}");
+    }
+
+    #[test]
     fn production_refuses_the_default_secrets() {
         let err = with("env", "production").unwrap_err().to_string();
         assert!(err.contains("`jwt_secret`"), "{err}");

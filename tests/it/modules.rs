@@ -198,7 +198,12 @@ async fn a_module_plugs_in_its_whole_surface_with_one_line() {
     let features = json(app.get("/api/v1/features", &tenant.token).await).await;
     assert!(features["data"].as_array().unwrap().iter().any(|f| f["key"] == "module.notes"), "{features}");
     let off = app
-        .send_json(Method::PUT, "/api/v1/features/module.notes", Some(&tenant.token), json!({"enabled": false}))
+        .send_json(
+            Method::PUT,
+            "/api/v1/features/module.notes",
+            Some(&tenant.token),
+            json!({"enabled": false}),
+        )
         .await;
     assert_eq!(off.status(), 200);
     assert_problem(
