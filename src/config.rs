@@ -80,12 +80,18 @@ pub struct AuthConfig {
     pub token_ttl_days: u32,
     pub max_failed_logins: u32,
     pub lockout_minutes: u32,
+    /// Sign-in and registration attempts per minute from one client address.
+    pub attempts_per_minute_per_address: u32,
+    /// Sign-in attempts per minute against one account.
+    pub attempts_per_minute_per_account: u32,
 }
 
 #[derive(Clone, Debug, Deserialize)]
 pub struct HttpConfig {
     pub max_body_bytes: usize,
     pub redis_timeout_ms: u64,
+    /// Reverse proxies whose `X-Forwarded-For` is believed (networks or addresses).
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -275,6 +281,12 @@ impl Config {
         if self.events.sse_heartbeat_ms == 0 || self.events.sse_backlog_limit == 0 {
             return fail("events", "sse_heartbeat_ms and sse_backlog_limit must be positive");
         }
+        if let Err(err) = self.trusted_proxies() {
+            return fail("http.trusted_proxies", &err);
+        }
+        if self.auth.attempts_per_minute_per_address == 0 || self.auth.attempts_per_minute_per_account == 0 {
+            return fail("auth", "attempts_per_minute_per_address and _per_account must be at least 1");
+        }
         if self.http.max_body_bytes < 1024 {
             return fail("http.max_body_bytes", "must be at least 1024");
         }
@@ -302,6 +314,19 @@ impl Config {
     pub fn url_policy(&self) -> Result<crate::platform::webhooks::ssrf::UrlPolicy, String> {
         let allow_http = self.webhooks.allow_http || self.env == Environment::Development;
         crate::platform::webhooks::ssrf::UrlPolicy::new(allow_http, &self.webhooks.allow_networks)
+    }
+
+    /// `http.trusted_proxies`, parsed: `10.0.0.0/8` or a single address.
+    pub fn trusted_proxies(&self) -> Result<Vec<ipnet::IpNet>, String> {
+        self.http
+            .trusted_proxies
+            .iter()
+            .map(|p| {
+                p.parse::<ipnet::IpNet>()
+                    .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| format!("`{p}` is neither an address nor a network"))
+            })
+            .collect()
     }
 
     pub fn redis_timeout(&self) -> Duration {

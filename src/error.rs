@@ -125,13 +125,15 @@ pub struct ApiError {
     pub errors: Vec<FieldError>,
     /// Logged, never shown to the client.
     source: Option<anyhow::Error>,
+    /// Seconds, sent as `Retry-After`.
+    pub retry_after: Option<u64>,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
     pub fn new(code: Code, detail: impl Into<String>) -> Self {
-        Self { code, detail: detail.into(), errors: Vec::new(), source: None }
+        Self { code, detail: detail.into(), errors: Vec::new(), source: None, retry_after: None }
     }
 
     pub fn validation(errors: Vec<FieldError>) -> Self {
@@ -140,6 +142,7 @@ impl ApiError {
             detail: "the request has invalid fields".to_owned(),
             errors,
             source: None,
+            retry_after: None,
         }
     }
 
@@ -153,6 +156,7 @@ impl ApiError {
             detail: "an internal error occurred; it has been logged".to_owned(),
             errors: Vec::new(),
             source: Some(source.into()),
+            retry_after: None,
         }
     }
 
@@ -162,6 +166,7 @@ impl ApiError {
             detail: "a backing service is unavailable; retry shortly".to_owned(),
             errors: Vec::new(),
             source: Some(source.into()),
+            retry_after: None,
         }
     }
 
@@ -169,7 +174,13 @@ impl ApiError {
     /// loader); the hidden cause stays with the original.
     pub fn clone_of(err: &ApiError) -> ApiError {
         err.log_source();
-        ApiError { code: err.code, detail: err.detail.clone(), errors: err.errors.clone(), source: None }
+        ApiError {
+            code: err.code,
+            detail: err.detail.clone(),
+            errors: err.errors.clone(),
+            source: None,
+            retry_after: err.retry_after,
+        }
     }
 
     /// Log the hidden cause of an internal or unavailable error.
@@ -177,6 +188,12 @@ impl ApiError {
         if let Some(source) = &self.source {
             tracing::error!(code = self.code.as_str(), error = ?source, "request failed");
         }
+    }
+
+    /// Ask the client to come back after `secs` seconds.
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
 
     pub fn problem(&self) -> Problem {
@@ -221,7 +238,11 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         self.log_source();
-        problem_response(&self.problem())
+        let mut res = problem_response(&self.problem());
+        if let Some(secs) = self.retry_after {
+            res.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+        }
+        res
     }
 }
 

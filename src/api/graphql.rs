@@ -6,10 +6,10 @@ use actix_web::{
     FromRequest, HttpRequest, HttpResponse, dev::Payload, get, http::header, middleware::from_fn, post, web,
 };
 use async_graphql::{Context, EmptySubscription, MergedObject, Object, Schema, SimpleObject};
-use async_graphql_actix_web::{GraphQLRequest, GraphQLResponse};
+use async_graphql_actix_web::GraphQLResponse;
 
 use crate::{
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, Code, FieldError},
     modules,
     platform::{
         auth::{self, Principal},
@@ -19,7 +19,7 @@ use crate::{
         },
         governance::{self, Governed},
         graphql::{Caller, authorized, caller, gql},
-        http::{PageMeta, PageRequest},
+        http::{PageMeta, PageRequest, Validate, parse_json},
         idempotency,
         license::Access,
         license::LicenseView,
@@ -151,16 +151,21 @@ fn has_mutation(query: &str) -> bool {
     })
 }
 
+/// The largest body an anonymous caller may send: introspection fits many
+/// times over, and nothing bigger is read before the caller is known.
+const ANONYMOUS_MAX_BODY: usize = 16 * 1024;
+
 #[post("")]
 async fn execute(
     req: HttpRequest,
     state: web::Data<AppState>,
     schema: web::Data<NexusSchema>,
-    request: GraphQLRequest,
+    payload: web::Payload,
 ) -> ApiResult<GraphQLResponse> {
     let caller =
         Principal::from_request(&req, &mut Payload::None).into_inner().map_err(|e| (e.code, e.detail));
-    let mut request = request.into_inner();
+    let limit = if caller.is_ok() { state.config.http.max_body_bytes } else { ANONYMOUS_MAX_BODY };
+    let mut request = read_request(&req, payload, limit).await?;
     // The modules' services, and batch loaders within the caller's tenant.
     state.modules.graphql_data(&mut request.data, caller.as_ref().ok().map(|p| p.tenant));
     if caller.is_ok() {
@@ -174,6 +179,109 @@ async fn execute(
         request = request.data(Governed::clone(&governed));
     }
     Ok(schema.execute(request.data(Caller(caller))).await.into())
+}
+
+/// A GraphQL request as JSON, under the input rules REST has: JSON only
+/// (415; multipart too, since no field takes an upload), at most `limit`
+/// bytes (413, refused before reading when `Content-Length` says so),
+/// strings free of NUL in the body and in the document's arguments (400
+/// `invalid_string`).
+async fn read_request(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> ApiResult<async_graphql::Request> {
+    use futures_util::StreamExt;
+    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if content_type.starts_with("multipart/") {
+        return Err(ApiError::new(
+            Code::UnsupportedMediaType,
+            "multipart bodies are not accepted: no GraphQL field takes a file upload; send application/json",
+        ));
+    }
+    if !content_type.starts_with("application/json") {
+        return Err(ApiError::new(
+            Code::UnsupportedMediaType,
+            "send the GraphQL request as application/json",
+        ));
+    }
+    let too_large = || ApiError::new(Code::PayloadTooLarge, format!("the body is larger than {limit} bytes"));
+    let declared =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::new(Code::BadRequest, e.to_string()))?;
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let parsed: GraphqlBody = parse_json(&body)?;
+    if document_has_nul(&parsed.query) {
+        let mut err = ApiError::new(Code::InvalidString, "strings must not contain NUL characters");
+        err.errors.push(FieldError::new("query", "a string argument contains a NUL character"));
+        return Err(err);
+    }
+    let mut request = async_graphql::Request::new(parsed.query);
+    if let Some(name) = parsed.operation_name {
+        request = request.operation_name(name);
+    }
+    if let Some(variables) = parsed.variables {
+        request = request.variables(async_graphql::Variables::from_json(variables));
+    }
+    Ok(request)
+}
+
+/// The body of a GraphQL request (graphql-over-http).
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GraphqlBody {
+    query: String,
+    operation_name: Option<String>,
+    variables: Option<serde_json::Value>,
+}
+
+impl Validate for GraphqlBody {}
+
+/// Whether a string argument of the document holds NUL (`"a\u0000b"` in the
+/// query text): refused as in variables and REST bodies.
+fn document_has_nul(query: &str) -> bool {
+    use async_graphql::Positioned;
+    use async_graphql::parser::types::{Selection, SelectionSet};
+    use async_graphql_value::Value;
+    fn nul(value: &Value) -> bool {
+        match value {
+            Value::String(s) => s.contains('\0'),
+            Value::List(items) => items.iter().any(nul),
+            Value::Object(fields) => fields.iter().any(|(k, v)| k.contains('\0') || nul(v)),
+            _ => false,
+        }
+    }
+    fn in_set(set: &Positioned<SelectionSet>) -> bool {
+        set.node.items.iter().any(|item| match &item.node {
+            Selection::Field(field) => {
+                let f = &field.node;
+                f.arguments.iter().any(|(_, v)| nul(&v.node))
+                    || f.directives.iter().any(|d| d.node.arguments.iter().any(|(_, v)| nul(&v.node)))
+                    || in_set(&f.selection_set)
+            }
+            Selection::InlineFragment(fragment) => in_set(&fragment.node.selection_set),
+            Selection::FragmentSpread(_) => false,
+        })
+    }
+    // A document that does not parse is reported by the schema as usual.
+    let Ok(doc) = async_graphql::parser::parse_query(query) else { return false };
+    doc.operations.iter().any(|(_, op)| {
+        in_set(&op.node.selection_set)
+            || op
+                .node
+                .variable_definitions
+                .iter()
+                .any(|d| d.node.default_value.as_ref().is_some_and(|v| nul(&v.node.clone().into_value())))
+    }) || doc.fragments.values().any(|f| in_set(&f.node.selection_set))
 }
 
 #[get("")]

@@ -194,9 +194,69 @@ async fn a_disabled_user_is_refused_at_once() {
     assert_eq!(json(res).await["data"]["disabled"], true);
     assert_problem(app.get("/api/v1/auth/me", &token).await, 401, "unauthenticated").await;
     let res = app.post(&format!("/api/v1/users/{id}/enable"), &tenant.token, json!({})).await;
-    assert_eq!(json(res).await["data"]["disabled"], false);
-    assert_eq!(app.get("/api/v1/auth/me", &token).await.status(), 200);
+    let user = json(res).await;
+    assert_eq!(user["data"]["disabled"], false);
+    // Enabled again, the tokens issued before the disable stay dead; a new sign-in works.
+    assert_problem(app.get("/api/v1/auth/me", &token).await, 401, "unauthenticated").await;
+    let fresh = app.token_for(&tenant.slug, user["data"]["email"].as_str().unwrap()).await;
+    assert_eq!(app.get("/api/v1/auth/me", &fresh).await.status(), 200);
     // Nobody disables themselves.
     let res = app.post(&format!("/api/v1/users/{}/disable", tenant.admin_id), &tenant.token, json!({})).await;
     assert_problem(res, 409, "conflict").await;
+}
+
+/// Sign-ins are throttled per client address and per account, with the
+/// client taken from `X-Forwarded-For` behind a trusted proxy.
+#[tokio::test]
+async fn sign_in_attempts_are_throttled_per_address_and_per_account() {
+    let app = TestApp::spawn_adjusted(|f| {
+        f.merge(("http.trusted_proxies", vec!["127.0.0.1"]))
+            .merge(("auth.attempts_per_minute_per_address", 3))
+            .merge(("auth.attempts_per_minute_per_account", 2))
+    })
+    .await;
+    // Addresses of this run only, so a shared Redis limiter starts afresh.
+    let run = uuid::Uuid::now_v7().as_bytes()[10..16].to_vec();
+    let address = |n: u8| format!("10.{}.{}.{n}", run[0], run[1]);
+    let login = |from: String, tenant: String, email: String| {
+        let body = json!({"tenant": tenant, "email": email, "password": "wrong password 1"});
+        app.request(Method::POST, "/api/v1/auth/login", None)
+            .header("x-forwarded-for", from)
+            .json(&body)
+            .send()
+    };
+    let slug = unique("t");
+
+    // One account, from three addresses: the third attempt is one too many.
+    for n in 1..=2 {
+        let res = login(address(n), slug.clone(), "ada@example.com".into()).await.unwrap();
+        assert_eq!(res.status(), 401);
+    }
+    let res = login(address(3), slug.clone(), "ada@example.com".into()).await.unwrap();
+    let retry: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    let body = assert_problem(res, 429, "rate_limited").await;
+    assert!(body["detail"].as_str().unwrap().contains("account"), "{body}");
+
+    // One address, three accounts: the fourth attempt is one too many, and
+    // registration from that address is refused too.
+    for n in 1..=3 {
+        let res = login(address(9), slug.clone(), format!("user{n}@example.com")).await.unwrap();
+        assert_eq!(res.status(), 401);
+    }
+    let res = login(address(9), slug.clone(), "user4@example.com".into()).await.unwrap();
+    let body = assert_problem(res, 429, "rate_limited").await;
+    assert!(body["detail"].as_str().unwrap().contains("address"), "{body}");
+    let res = app
+        .request(Method::POST, "/api/v1/auth/register", None)
+        .header("x-forwarded-for", address(9))
+        .json(&json!({"tenant_name": "T", "tenant_slug": slug, "name": "N", "email": "n@example.com",
+                      "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, 429, "rate_limited").await;
+    // Another address is not affected.
+    let res = login(address(10), slug, "user5@example.com".into()).await.unwrap();
+    assert_eq!(res.status(), 401);
 }

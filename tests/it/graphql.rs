@@ -171,3 +171,53 @@ async fn webhook_endpoints_are_managed_over_graphql() {
         body["data"]["webhookEventTypes"].as_array().unwrap().iter().any(|t| t["name"] == "user.created")
     );
 }
+
+/// `/graphql` takes the REST body rules: a size limit (far smaller before
+/// the caller is known), JSON only, no NUL in any string.
+#[tokio::test]
+async fn graphql_bodies_are_bounded_json_without_nul() {
+    use crate::helpers::assert_problem;
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let post = |token: Option<&str>, body: Vec<u8>, content_type: &str| {
+        let req = app.request(reqwest::Method::POST, "/graphql", token);
+        req.header("content-type", content_type).body(body).send()
+    };
+    let padded = |bytes: usize| {
+        serde_json::to_vec(&json!({"query": format!("{{ me {{ email }} }}{}", " ".repeat(bytes))})).unwrap()
+    };
+    // Anonymous: 20 KiB is refused unread; an introspection-sized body is fine.
+    assert_problem(
+        post(None, padded(20 * 1024), "application/json").await.unwrap(),
+        413,
+        "payload_too_large",
+    )
+    .await;
+    let res = post(None, padded(1024), "application/json").await.unwrap();
+    assert_eq!(res.status(), 200);
+    // Authenticated: up to http.max_body_bytes (1 MiB), not beyond.
+    let token = Some(tenant.token.as_str());
+    assert_eq!(post(token, padded(512 * 1024), "application/json").await.unwrap().status(), 200);
+    assert_problem(post(token, padded(2 << 20), "application/json").await.unwrap(), 413, "payload_too_large")
+        .await;
+    // Multipart (file uploads) and other types are refused.
+    let multipart =
+        b"--x\r\nContent-Disposition: form-data; name=\"operations\"\r\n\r\n{}\r\n--x--\r\n".to_vec();
+    let res = post(token, multipart, "multipart/form-data; boundary=x").await.unwrap();
+    assert_problem(res, 415, "unsupported_media_type").await;
+    assert_problem(post(token, padded(10), "text/plain").await.unwrap(), 415, "unsupported_media_type").await;
+    // NUL in an argument of the document, in a variable, in the body: 400, as REST answers.
+    let body =
+        serde_json::to_vec(&json!({"query": r#"{ products(sku: "a\u0000b") { items { id } } }"#})).unwrap();
+    let res = post(token, body, "application/json").await.unwrap();
+    let problem = assert_problem(res, 400, "invalid_string").await;
+    assert_eq!(problem["errors"][0]["field"], "query", "{problem}");
+    let body = serde_json::to_vec(&json!({
+        "query": "query($sku: String) { products(sku: $sku) { items { id } } }",
+        "variables": {"sku": "a\u{0}b"}
+    }))
+    .unwrap();
+    let problem =
+        assert_problem(post(token, body, "application/json").await.unwrap(), 400, "invalid_string").await;
+    assert_eq!(problem["errors"][0]["field"], "variables.sku", "{problem}");
+}

@@ -48,7 +48,10 @@ pub fn test_config(dir: &std::path::Path) -> figment::Figment {
         .merge(("webhooks.retry_schedule_ms", vec![20, 40, 60]))
         .merge(("webhooks.timeout_ms", 2000))
         // Test receivers listen on loopback.
-        .merge(("webhooks.allow_networks", vec!["127.0.0.0/8"]));
+        .merge(("webhooks.allow_networks", vec!["127.0.0.0/8"]))
+        // Every test signs in from 127.0.0.1, some many times a second.
+        .merge(("auth.attempts_per_minute_per_address", 100_000))
+        .merge(("auth.attempts_per_minute_per_account", 100_000));
     if let Ok(url) = std::env::var("NEXUS_TEST_DATABASE_URL") {
         let schema = format!("t_{}", Uuid::now_v7().simple());
         figment = figment.merge(("database_url", url)).merge(("database.schema", schema));

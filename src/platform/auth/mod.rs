@@ -6,6 +6,7 @@
 pub mod password;
 pub mod routes;
 pub mod service;
+pub mod throttle;
 
 use std::{
     future::{Ready, ready},

@@ -9,6 +9,7 @@ use uuid::Uuid;
 use super::{
     Principal,
     service::{self, IssuedToken, Login, Registration, TokenView},
+    throttle,
 };
 use crate::{
     error::{ApiResult, FieldError, Problem},
@@ -88,6 +89,7 @@ async fn register(
     state: web::Data<AppState>,
     body: ApiJson<RegisterRequest>,
 ) -> ApiResult<HttpResponse> {
+    throttle::attempt(&state, &req, None).await?;
     let body = body.0;
     let input = Registration {
         tenant_slug: body.slug(),
@@ -150,6 +152,8 @@ async fn login(
     body: ApiJson<LoginRequest>,
 ) -> ApiResult<HttpResponse> {
     let body = body.0;
+    let account = format!("{}/{}", body.tenant.trim().to_lowercase(), body.email.trim().to_lowercase());
+    throttle::attempt(&state, &req, Some(&account)).await?;
     let input = Login {
         tenant: body.tenant,
         email: body.email,

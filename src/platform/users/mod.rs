@@ -285,6 +285,17 @@ pub async fn set_disabled(
         .col_expr(user::Column::UpdatedAt, Expr::value(now))
         .exec(&txn)
         .await?;
+    if disabled {
+        // Every token issued so far dies with the disable and stays dead
+        // when the user is enabled again: they sign in anew.
+        tenant
+            .update_many::<entity::api_token::Entity>()
+            .filter(entity::api_token::Column::UserId.eq(id))
+            .filter(entity::api_token::Column::RevokedAt.is_null())
+            .col_expr(entity::api_token::Column::RevokedAt, Expr::value(now))
+            .exec(&txn)
+            .await?;
+    }
     if disabled != user.disabled_at.is_some() {
         let event = if disabled { &events::USER_DISABLED } else { &events::USER_ENABLED };
         events::publish(&txn, tenant.id(), event, json!({ "id": id, "email": user.email })).await?;
