@@ -47,6 +47,7 @@ catalogue! {
     MethodNotAllowed => METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed";
     Conflict => CONFLICT, "conflict", "Conflict";
     InsufficientStock => CONFLICT, "insufficient_stock", "Insufficient stock";
+    StockLimitExceeded => UNPROCESSABLE_ENTITY, "stock_limit_exceeded", "Stock limit exceeded";
     Gone => GONE, "gone", "Gone";
     PreconditionFailed => PRECONDITION_FAILED, "precondition_failed", "Precondition failed";
     PayloadTooLarge => PAYLOAD_TOO_LARGE, "payload_too_large", "Payload too large";

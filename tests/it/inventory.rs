@@ -422,3 +422,58 @@ async fn stock_lists_sort_and_filter_by_their_fields() {
         assert_problem(res, 400, "invalid_query").await;
     }
 }
+
+/// Quantities are bounded: a request moves at most 1,000,000,000 units and a
+/// level holds at most 10^15, so no sum overflows into a 500.
+#[tokio::test]
+async fn quantities_beyond_their_bounds_are_refused_and_change_nothing() {
+    use sea_orm::sea_query::Expr;
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let p = product(&app, &tenant, &unique("SKU")).await;
+    let (a, b) = (warehouse(&app, &tenant, "A").await, warehouse(&app, &tenant, "B").await);
+    assert_eq!(adjust(&app, &tenant, &p, &a, 5).await.status(), 200);
+    for quantity in [i64::MAX, i64::MIN, 1_000_000_001, 0] {
+        let body =
+            assert_problem(adjust(&app, &tenant, &p, &a, quantity).await, 422, "validation_failed").await;
+        assert_eq!(body["errors"][0]["field"], "quantity", "{body}");
+    }
+    let res = app
+        .post(
+            "/api/v1/reservations",
+            &tenant.token,
+            json!({"reference": "r", "lines": [{"product_id": p, "warehouse_id": a, "quantity": i64::MAX}]}),
+        )
+        .await;
+    assert_problem(res, 422, "validation_failed").await;
+
+    // A level at its bound takes nothing more: adjustment, transfer in, receipt.
+    let full = 1_000_000_000_000_000_i64;
+    SystemScope
+        .update_many::<entity::stock_level::Entity>()
+        .filter(entity::stock_level::Column::TenantId.eq(tenant.id))
+        .col_expr(entity::stock_level::Column::OnHand, Expr::value(full))
+        .exec(&app.state.db)
+        .await
+        .unwrap();
+    let body = assert_problem(adjust(&app, &tenant, &p, &a, 1).await, 422, "stock_limit_exceeded").await;
+    assert!(body["detail"].as_str().unwrap().contains("1000000000000000"), "{body}");
+    assert_eq!(adjust(&app, &tenant, &p, &b, 10).await.status(), 200);
+    SystemScope
+        .update_many::<entity::stock_level::Entity>()
+        .filter(entity::stock_level::Column::TenantId.eq(tenant.id))
+        .filter(entity::stock_level::Column::WarehouseId.eq(Uuid::parse_str(&a).unwrap()))
+        .col_expr(entity::stock_level::Column::OnHand, Expr::value(full))
+        .exec(&app.state.db)
+        .await
+        .unwrap();
+    let transfer = json!({"product_id": p, "from_warehouse_id": b, "to_warehouse_id": a, "quantity": 5});
+    assert_problem(
+        app.post("/api/v1/stock/transfers", &tenant.token, transfer).await,
+        422,
+        "stock_limit_exceeded",
+    )
+    .await;
+    assert_eq!(level(&app, &tenant, &p, &b).await["on_hand"], 10, "the transfer changed nothing");
+    assert_eq!(level(&app, &tenant, &p, &a).await["on_hand"], full);
+}

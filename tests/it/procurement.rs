@@ -432,3 +432,33 @@ async fn listing_orders_costs_the_same_queries_for_one_order_or_many() {
     assert!(one.0 > 0 && one.1 > 0, "queries are counted");
     assert_eq!(one, six, "(GraphQL, REST) queries for one order and for six");
 }
+
+/// A goods receipt onto a level at its bound is refused whole: order,
+/// stock and ledger unchanged.
+#[tokio::test]
+async fn a_receipt_onto_a_full_level_is_refused_and_changes_nothing() {
+    use sea_orm::{ColumnTrait, QueryFilter, sea_query::Expr};
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let s = setup(&app, &tenant).await;
+    let po = order(&app, &tenant, &s).await;
+    let id = po["id"].as_str().unwrap();
+    for action in ["submit", "approve"] {
+        assert_eq!(act(&app, &tenant.token, id, action).await.status(), 200);
+    }
+    assert_eq!(receive(&app, &tenant, &po, 10).await.status(), 200);
+    let full = 1_000_000_000_000_000_i64;
+    SystemScope
+        .update_many::<entity::stock_level::Entity>()
+        .filter(entity::stock_level::Column::TenantId.eq(tenant.id))
+        .col_expr(entity::stock_level::Column::OnHand, Expr::value(full))
+        .exec(&app.state.db)
+        .await
+        .unwrap();
+    assert_problem(receive(&app, &tenant, &po, 10).await, 422, "stock_limit_exceeded").await;
+    assert_eq!(on_hand(&app, &tenant, &s).await, full);
+    let order = json(app.get(&format!("/api/v1/purchase-orders/{id}"), &tenant.token).await).await;
+    assert_eq!(order["data"]["lines"][0]["received"], 10, "{order}");
+    let entries = json(app.get("/api/v1/ledger/entries", &tenant.token).await).await;
+    assert_eq!(entries["data"].as_array().unwrap().len(), 1, "only the first receipt was booked");
+}

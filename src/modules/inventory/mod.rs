@@ -35,6 +35,21 @@ use crate::{
     },
 };
 
+/// The most one change may move: every quantity in a request is at most this.
+pub const MAX_QUANTITY: i64 = 1_000_000_000;
+/// The most one stock level may hold (on hand or reserved). With
+/// [`MAX_QUANTITY`] per change, no sum can overflow.
+pub const MAX_LEVEL: i64 = 1_000_000_000_000_000;
+
+/// A quantity of one change: 1 to [`MAX_QUANTITY`].
+pub fn check_quantity(quantity: i64) -> Result<(), String> {
+    if (1..=MAX_QUANTITY).contains(&quantity) {
+        Ok(())
+    } else {
+        Err(format!("must be a whole number from 1 to {MAX_QUANTITY}"))
+    }
+}
+
 pub const EXPIRY_JOB: &str = "inventory.reservation_expiry";
 pub const REORDER_SCAN_JOB: &str = "inventory.reorder_scan";
 
@@ -293,7 +308,7 @@ pub struct MovementView {
 pub struct Line {
     pub product_id: Uuid,
     pub warehouse_id: Uuid,
-    #[schema(example = 2, minimum = 1)]
+    #[schema(example = 2, minimum = 1, maximum = 1_000_000_000)]
     pub quantity: i64,
 }
 

@@ -9,9 +9,9 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use uuid::Uuid;
 
 use super::{
-    Cause, InventoryRead, InventoryService, InventoryWrite, LevelFilter, Line, MOVEMENT_KINDS,
+    Cause, InventoryRead, InventoryService, InventoryWrite, LevelFilter, Line, MAX_QUANTITY, MOVEMENT_KINDS,
     MovementFilter, MovementView, NewProduct, ProductChanges, ProductFilter, ProductView, Recommendation,
-    ReservationView, Settings, StockLevelView, WarehouseView,
+    ReservationView, Settings, StockLevelView, WarehouseView, check_quantity,
 };
 use crate::{
     error::{ApiResult, FieldError, Problem},
@@ -425,21 +425,21 @@ async fn list_levels(
 #[serde(deny_unknown_fields)]
 pub struct Reorder {
     /// Recommend a reorder when available stock falls below this (`null` clears it).
-    #[schema(example = 10, minimum = 0)]
+    #[schema(example = 10, minimum = 0, maximum = 1_000_000_000)]
     reorder_point: Option<i64>,
     /// How much to reorder; twice the reorder point minus what is available when unset.
-    #[schema(example = 40, minimum = 1)]
+    #[schema(example = 40, minimum = 1, maximum = 1_000_000_000)]
     reorder_quantity: Option<i64>,
 }
 
 impl Validate for Reorder {
     fn validate(&self) -> Result<(), Vec<FieldError>> {
         let mut checks = Checks::default();
-        if self.reorder_point.is_some_and(|p| p < 0) {
-            checks.check("reorder_point", Err("must not be negative".into()));
+        if self.reorder_point.is_some_and(|p| !(0..=MAX_QUANTITY).contains(&p)) {
+            checks.check("reorder_point", Err(format!("must be a whole number from 0 to {MAX_QUANTITY}")));
         }
-        if self.reorder_quantity.is_some_and(|q| q <= 0) {
-            checks.check("reorder_quantity", Err("must be a positive whole number".into()));
+        if let Some(quantity) = self.reorder_quantity {
+            checks.check("reorder_quantity", check_quantity(quantity));
         }
         checks.finish()
     }
@@ -543,8 +543,8 @@ async fn list_movements(
 pub struct Adjustment {
     product_id: Uuid,
     warehouse_id: Uuid,
-    /// Added to on-hand stock; negative to remove.
-    #[schema(example = 25)]
+    /// Added to on-hand stock; negative to remove. Not 0; at most 1,000,000,000 either way.
+    #[schema(example = 25, minimum = -1_000_000_000, maximum = 1_000_000_000)]
     quantity: i64,
     #[schema(example = "stock count")]
     reason: String,
@@ -553,6 +553,7 @@ pub struct Adjustment {
 impl Validate for Adjustment {
     fn validate(&self) -> Result<(), Vec<FieldError>> {
         let mut checks = Checks::default();
+        checks.check("quantity", check_quantity(self.quantity.saturating_abs()));
         check_text(&mut checks, "reason", &self.reason, 500);
         checks.finish()
     }
@@ -591,7 +592,7 @@ pub struct Transfer {
     product_id: Uuid,
     from_warehouse_id: Uuid,
     to_warehouse_id: Uuid,
-    #[schema(example = 10, minimum = 1)]
+    #[schema(example = 10, minimum = 1, maximum = 1_000_000_000)]
     quantity: i64,
     reason: Option<String>,
 }
@@ -599,6 +600,7 @@ pub struct Transfer {
 impl Validate for Transfer {
     fn validate(&self) -> Result<(), Vec<FieldError>> {
         let mut checks = Checks::default();
+        checks.check("quantity", check_quantity(self.quantity));
         if let Some(reason) = &self.reason {
             check_text(&mut checks, "reason", reason, 500);
         }
@@ -655,9 +657,7 @@ impl Validate for Reserve {
             checks.check("lines", Err("must hold 1 to 100 lines".into()));
         }
         for (i, line) in self.lines.iter().enumerate() {
-            if line.quantity <= 0 {
-                checks.check(&format!("lines[{i}].quantity"), Err("must be a positive whole number".into()));
-            }
+            checks.check(&format!("lines[{i}].quantity"), check_quantity(line.quantity));
         }
         if self.expires_in_seconds.is_some_and(|s| s == 0 || s > 7 * 86_400) {
             checks.check("expires_in_seconds", Err("must be between 1 and 604800".into()));

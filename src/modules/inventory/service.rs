@@ -169,6 +169,12 @@ async fn apply(
     reserved_delta: i64,
     cause: &Cause,
 ) -> ApiResult<StockLevelView> {
+    for (field, delta) in [("quantity", quantity), ("reserved", reserved_delta)] {
+        if delta != 0 {
+            super::check_quantity(delta.abs())
+                .map_err(|message| ApiError::validation(vec![FieldError::new(field, message)]))?;
+        }
+    }
     let now = Utc::now();
     stock_level::Entity::insert(stock_level::ActiveModel {
         tenant_id: Set(tenant.id()),
@@ -185,7 +191,7 @@ async fn apply(
     .await?;
     let sql = "UPDATE stock_levels SET on_hand = on_hand + $1, reserved = reserved + $2, updated_at = $3 \
                WHERE tenant_id = $4 AND product_id = $5 AND warehouse_id = $6 \
-               AND reserved + $2 >= 0 AND on_hand + $1 >= reserved + $2";
+               AND reserved + $2 >= 0 AND on_hand + $1 >= reserved + $2 AND on_hand + $1 <= $7";
     let values = vec![
         quantity.into(),
         reserved_delta.into(),
@@ -193,10 +199,23 @@ async fn apply(
         tenant.id().into(),
         product.id.into(),
         warehouse_id.into(),
+        super::MAX_LEVEL.into(),
     ];
     let updated =
         txn.execute_raw(Statement::from_sql_and_values(txn.get_database_backend(), sql, values)).await?;
     if updated.rows_affected() == 0 {
+        let level = level_view(txn, tenant, product, warehouse_id).await?;
+        if level.on_hand + quantity > super::MAX_LEVEL {
+            return Err(ApiError::new(
+                Code::StockLimitExceeded,
+                format!(
+                    "{} would hold more than {} units in the warehouse (it holds {})",
+                    product.sku,
+                    super::MAX_LEVEL,
+                    level.on_hand
+                ),
+            ));
+        }
         let mut err = ApiError::new(
             Code::InsufficientStock,
             format!("not enough stock of {} in the warehouse for this change", product.sku),
@@ -233,11 +252,8 @@ async fn apply(
 }
 
 fn positive(quantity: i64) -> ApiResult<()> {
-    if quantity > 0 {
-        Ok(())
-    } else {
-        Err(ApiError::validation(vec![FieldError::new("quantity", "must be a positive whole number")]))
-    }
+    super::check_quantity(quantity)
+        .map_err(|message| ApiError::validation(vec![FieldError::new("quantity", message)]))
 }
 
 #[async_trait::async_trait]

@@ -20,7 +20,10 @@ use uuid::Uuid;
 
 use crate::{
     error::{ApiResult, FieldError},
-    modules::{inventory::InventoryService, ledger::Ledger},
+    modules::{
+        inventory::{InventoryService, check_quantity},
+        ledger::Ledger,
+    },
     platform::{
         events::{EventType, event_types},
         http::{PageRequest, Paged},
@@ -165,7 +168,7 @@ pub struct PurchaseOrderView {
 #[serde(deny_unknown_fields)]
 pub struct NewLine {
     pub product_id: Uuid,
-    #[schema(example = 100, minimum = 1)]
+    #[schema(example = 100, minimum = 1, maximum = 1_000_000_000)]
     pub quantity: i64,
     #[schema(example = 450, minimum = 0)]
     pub unit_cost: i64,
@@ -176,7 +179,7 @@ pub struct NewLine {
 pub struct ReceiptLine {
     /// A line of the order.
     pub line_id: Uuid,
-    #[schema(example = 40, minimum = 1)]
+    #[schema(example = 40, minimum = 1, maximum = 1_000_000_000)]
     pub quantity: i64,
 }
 
@@ -218,9 +221,7 @@ pub fn check_order(notes: Option<&str>, lines: &[NewLine]) -> Result<(), Vec<Fie
         checks.check("lines", Err("must hold 1 to 500 lines".into()));
     }
     for (i, line) in lines.iter().enumerate() {
-        if line.quantity <= 0 {
-            checks.check(&format!("lines[{i}].quantity"), Err("must be a positive whole number".into()));
-        }
+        checks.check(&format!("lines[{i}].quantity"), check_quantity(line.quantity));
         if line.unit_cost < 0 {
             checks.check(&format!("lines[{i}].unit_cost"), Err("must not be negative".into()));
         }
@@ -238,9 +239,7 @@ pub fn check_receipt(lines: &[ReceiptLine]) -> Result<(), Vec<FieldError>> {
         checks.check("lines", Err("must hold at least one line".into()));
     }
     for (i, line) in lines.iter().enumerate() {
-        if line.quantity <= 0 {
-            checks.check(&format!("lines[{i}].quantity"), Err("must be a positive whole number".into()));
-        }
+        checks.check(&format!("lines[{i}].quantity"), check_quantity(line.quantity));
     }
     checks.finish()
 }
