@@ -261,10 +261,34 @@ impl From<DbErr> for ApiError {
             }
             _ => {}
         }
+        if connection_lost(&err) {
+            return ApiError::unavailable(err);
+        }
         match err {
             DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => ApiError::unavailable(err),
             other => ApiError::internal(other),
         }
+    }
+}
+
+/// Whether a statement failed because the database went away under it
+/// (the socket closed, the server shut down or is starting): a 503 the
+/// client may retry, not a 500.
+fn connection_lost(err: &DbErr) -> bool {
+    use sea_orm::{RuntimeErr, sqlx};
+    let (DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e))) = err else {
+        return false;
+    };
+    match e.as_ref() {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Tls(_) => true,
+        // SQLSTATE class 08 (connection exception) and 57P (operator
+        // intervention: shutdown, cannot connect now).
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+        _ => false,
     }
 }
 

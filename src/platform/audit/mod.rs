@@ -8,7 +8,7 @@ use actix_web::{
     Error, HttpMessage,
     body::{BoxBody, MessageBody},
     dev::{Payload, ServiceRequest, ServiceResponse},
-    http::header,
+    http::{StatusCode, header},
     middleware::Next,
     web,
 };
@@ -49,7 +49,11 @@ pub async fn middleware(
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let res = next.call(req).await?.map_into_boxed_body();
     if let Some(state) = state {
-        record(&state, &res, summary).await;
+        // A 503 changed nothing, and its backend is down: writing the entry
+        // would only wait for the same backend again.
+        if res.status() != StatusCode::SERVICE_UNAVAILABLE {
+            record(&state, &res, summary).await;
+        }
         // A change may have enqueued jobs (events, deliveries): wake this
         // process's idle workers instead of leaving them to the next poll.
         state.wakeup.wake();

@@ -81,6 +81,8 @@ pub struct RegisterResponse {
         (status = 201, description = "Tenant, owner and a token", body = Data<RegisterResponse>),
         (status = 409, description = "Tenant slug taken", body = Problem),
         (status = 422, description = "Invalid fields", body = Problem),
+        (status = 429, description = "Too many attempts from this address (see Retry-After)", body = Problem),
+        (status = 503, description = "Too many sign-ins at once; retry after Retry-After", body = Problem),
     )
 )]
 #[post("/auth/register")]
@@ -143,6 +145,8 @@ pub struct LoginResponse {
     responses(
         (status = 200, description = "A session token", body = Data<LoginResponse>),
         (status = 401, description = "Wrong credentials or locked account", body = Problem),
+        (status = 429, description = "Too many attempts from this address or for this account (see Retry-After)", body = Problem),
+        (status = 503, description = "Too many sign-ins at once; retry after Retry-After", body = Problem),
     )
 )]
 #[post("/auth/login")]
