@@ -57,6 +57,7 @@ catalogue! {
     RateLimited => TOO_MANY_REQUESTS, "rate_limited", "Too many requests";
     Internal => INTERNAL_SERVER_ERROR, "internal_error", "Internal server error";
     ServiceUnavailable => SERVICE_UNAVAILABLE, "service_unavailable", "Service unavailable";
+    DatabaseUnavailable => SERVICE_UNAVAILABLE, "database_unavailable", "Database unavailable";
 }
 
 impl Code {
@@ -134,7 +135,9 @@ pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
     pub fn new(code: Code, detail: impl Into<String>) -> Self {
-        Self { code, detail: detail.into(), errors: Vec::new(), source: None, retry_after: None }
+        // A 503 is retried after a second unless said otherwise.
+        let retry_after = (code.status() == StatusCode::SERVICE_UNAVAILABLE).then_some(1);
+        Self { code, detail: detail.into(), errors: Vec::new(), source: None, retry_after }
     }
 
     pub fn validation(errors: Vec<FieldError>) -> Self {
@@ -168,6 +171,18 @@ impl ApiError {
             errors: Vec::new(),
             source: Some(source.into()),
             retry_after: None,
+        }
+    }
+
+    /// The database cannot be reached (or went away mid-statement): the
+    /// client may retry shortly; nothing was changed.
+    pub fn database_unavailable(source: impl Into<anyhow::Error>) -> Self {
+        Self {
+            code: Code::DatabaseUnavailable,
+            detail: "the database is unavailable; retry shortly".to_owned(),
+            errors: Vec::new(),
+            source: Some(source.into()),
+            retry_after: Some(1),
         }
     }
 
@@ -261,11 +276,9 @@ impl From<DbErr> for ApiError {
             }
             _ => {}
         }
-        if connection_lost(&err) {
-            return ApiError::unavailable(err);
-        }
         match err {
-            DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => ApiError::unavailable(err),
+            DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => ApiError::database_unavailable(err),
+            err if connection_lost(&err) => ApiError::database_unavailable(err),
             other => ApiError::internal(other),
         }
     }
@@ -301,6 +314,27 @@ impl From<redis::RedisError> for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connection_lost_mid_statement_is_a_503_not_a_500() {
+        use sea_orm::{RuntimeErr, sqlx};
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+        let lost = DbErr::Exec(RuntimeErr::SqlxError(std::sync::Arc::new(sqlx::Error::Io(reset))));
+        let err = ApiError::from(lost);
+        assert_eq!((err.code, err.retry_after), (Code::DatabaseUnavailable, Some(1)));
+        let other = DbErr::Query(RuntimeErr::Internal("syntax error".into()));
+        assert_eq!(ApiError::from(other).code, Code::Internal);
+    }
+
+    /// docs/errors.md describes every code the server can answer.
+    #[test]
+    fn the_error_guide_lists_every_code() {
+        let guide = include_str!("../docs/errors.md");
+        for code in Code::ALL {
+            let row = format!("| `{}` | {} |", code.as_str(), code.status().as_u16());
+            assert!(guide.contains(&row), "docs/errors.md lacks the row {row}");
+        }
+    }
 
     #[test]
     fn codes_are_unique_and_snake_case() {

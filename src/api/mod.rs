@@ -189,7 +189,7 @@ impl Conventions {
             412 => (Code::PreconditionFailed, "the product is at version 4, not the one in If-Match"),
             422 => (Code::ValidationFailed, "the request body has invalid fields"),
             429 => (Code::RateLimited, "too many requests; retry after the time in Retry-After"),
-            503 => (Code::ServiceUnavailable, "the database is unavailable; retry shortly"),
+            503 => (Code::DatabaseUnavailable, "the database is unavailable; retry shortly"),
             _ => (Code::Internal, "an internal error occurred"),
         };
         let errors = match code {

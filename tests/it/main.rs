@@ -18,6 +18,7 @@ mod inventory;
 mod jobs;
 mod modules;
 mod openapi;
+mod outage;
 mod procurement;
 mod rbac;
 mod receiver;
