@@ -203,14 +203,74 @@ pub fn extractor_config(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
             let code = if code == Code::BadRequest { Code::MalformedJson } else { code };
             ApiError::new(code, err.to_string()).into()
         }))
-        .app_data(
-            web::QueryConfig::default()
-                .error_handler(|err, _| ApiError::new(Code::InvalidQuery, err.to_string()).into()),
-        )
-        .app_data(
-            web::PathConfig::default()
-                .error_handler(|err, _| ApiError::new(Code::InvalidPath, err.to_string()).into()),
-        );
+        .app_data(web::QueryConfig::default().error_handler(|err, _| {
+            let message = err.to_string();
+            let message = message.trim_start_matches("Query deserialize error: ");
+            let (field, explained) = explain(message);
+            let mut error =
+                ApiError::new(Code::InvalidQuery, format!("the query string is invalid: {explained}"));
+            error.errors.push(FieldError::new(field.unwrap_or_else(|| "query".to_owned()), explained));
+            error.into()
+        }))
+        .app_data(web::PathConfig::default().error_handler(|err, req| {
+            let (_, explained) = explain(&err.to_string());
+            let detail = format!("{} is not a valid path: {explained}", req.path());
+            let mut error = ApiError::new(Code::InvalidPath, detail);
+            error.errors.push(FieldError::new("path", explained));
+            error.into()
+        }));
+}
+
+/// What a deserializer's message means, in an integrator's words: the field
+/// it names (when it names one) and what is expected of it. serde's own
+/// wording (`invalid type: floating point `19.99`, expected i64`) never
+/// reaches a client.
+pub fn explain(message: &str) -> (Option<String>, String) {
+    let message = message.split(" at line ").next().unwrap_or(message);
+    let quoted = |m: &str| m.split('`').nth(1).map(str::to_owned);
+    if let Some(rest) = message.strip_prefix("missing field ") {
+        return (quoted(rest), "is required".to_owned());
+    }
+    if let Some(rest) = message.strip_prefix("unknown field ") {
+        let expected = rest.split_once("expected one of ").map(|(_, list)| list.replace('`', ""));
+        let text = match expected {
+            Some(list) => format!("is not a known field; expected one of {list}"),
+            None => "is not a known field".to_owned(),
+        };
+        return (quoted(rest), text);
+    }
+    let expected = message.rsplit_once("expected ").map(|(_, e)| e.trim());
+    let text = match expected {
+        Some("i8" | "i16" | "i32" | "i64" | "u8" | "u16" | "u32" | "u64" | "usize" | "isize") => {
+            if message.contains("invalid value: integer `-") {
+                "must not be negative".to_owned()
+            } else {
+                "must be a whole number".to_owned()
+            }
+        }
+        Some("a boolean") => "must be true or false".to_owned(),
+        Some("a string") => "must be a string".to_owned(),
+        Some("a sequence") => "must be an array".to_owned(),
+        Some(e) if e.starts_with("struct") || e == "a map" || e.starts_with("a map") => {
+            "must be an object".to_owned()
+        }
+        Some(e) if e.starts_with("UUID") || e.contains("UUID") => {
+            "must be a UUID such as 0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11".to_owned()
+        }
+        _ if message.contains("UUID parsing failed") || message.contains("invalid length") => {
+            "must be a UUID such as 0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11".to_owned()
+        }
+        _ if message.contains("invalid digit") || message.contains("number too large") => {
+            "must be a whole number".to_owned()
+        }
+        _ if message.contains("input contains invalid characters")
+            || message.contains("premature end of input") =>
+        {
+            "must be an RFC 3339 timestamp such as 2026-11-22T09:14:45Z".to_owned()
+        }
+        _ => message.to_owned(),
+    };
+    (None, text)
 }
 
 /// Edge validation of a parsed body; domain newtypes do most of the work.
@@ -269,9 +329,18 @@ pub fn parse_json<T: DeserializeOwned + Validate>(bytes: &[u8]) -> ApiResult<T> 
         return Err(err);
     }
     let parsed: T = serde_path_to_error::deserialize(value).map_err(|err| {
-        let field = err.path().to_string();
-        let message = err.into_inner().to_string();
-        ApiError::validation(vec![FieldError::new(if field == "." { String::new() } else { field }, message)])
+        let path = err.path().to_string();
+        let (named, message) = explain(&err.into_inner().to_string());
+        // A missing or unknown field is named by the message, inside the path.
+        let field = match (path.as_str(), named) {
+            (".", Some(name)) => name,
+            (".", None) => "body".to_owned(),
+            // An unknown field's path already ends with it.
+            (path, Some(name)) if path == name || path.ends_with(&format!(".{name}")) => path.to_owned(),
+            (path, Some(name)) => format!("{path}.{name}"),
+            (path, None) => path.to_owned(),
+        };
+        ApiError::validation(vec![FieldError::new(field, message)])
     })?;
     parsed.validate().map_err(ApiError::validation)?;
     Ok(parsed)

@@ -47,6 +47,36 @@ pub fn plain_text(value: &str, max: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// The largest integer every JSON reader keeps exactly (2^53 - 1).
+pub const MAX_EXACT_INTEGER: u64 = (1 << 53) - 1;
+
+/// Free-form attributes: an object whose numbers every client reads back
+/// exactly, so none is silently turned into a float on the way.
+pub fn attributes(value: &serde_json::Value) -> Result<(), String> {
+    fn exact(value: &serde_json::Value) -> bool {
+        use serde_json::Value;
+        match value {
+            Value::Number(n) => n
+                .as_u64()
+                .map(|v| v <= MAX_EXACT_INTEGER)
+                .or_else(|| n.as_i64().map(|v| v.unsigned_abs() <= MAX_EXACT_INTEGER))
+                .unwrap_or_else(|| n.as_f64().is_some_and(|f| f.abs() <= MAX_EXACT_INTEGER as f64)),
+            Value::Array(items) => items.iter().all(exact),
+            Value::Object(map) => map.values().all(exact),
+            _ => true,
+        }
+    }
+    if !value.is_object() {
+        return Err("must be an object".to_owned());
+    }
+    if !exact(value) {
+        return Err(format!(
+            "numbers must lie within ±{MAX_EXACT_INTEGER} to be kept exactly; send larger ones as strings"
+        ));
+    }
+    Ok(())
+}
+
 /// An ISO 4217 currency code: three upper-case letters.
 pub fn currency(value: &str) -> Result<(), String> {
     if value.len() == 3 && value.bytes().all(|b| b.is_ascii_uppercase()) {
@@ -160,5 +190,25 @@ mod tests {
         assert!(name("Ada Lovelace").is_ok());
         assert!(name("   ").is_err());
         assert!(name("a\u{7}b").is_err());
+    }
+}
+
+#[cfg(test)]
+mod attribute_tests {
+    use serde_json::json;
+
+    use super::attributes;
+
+    #[test]
+    fn attributes_keep_their_numbers_exact_or_are_refused() {
+        assert!(
+            attributes(&json!({"weight": 1.5, "pack": 9007199254740991_u64, "nested": [{"n": -3}]})).is_ok()
+        );
+        assert!(attributes(&json!({"ean": 9007199254740993_u64})).is_err());
+        assert!(attributes(&json!({"deep": [{"n": -9007199254740993_i64}]})).is_err());
+        let huge: serde_json::Value =
+            serde_json::from_str(r#"{"n": 123456789012345678901234567890}"#).unwrap();
+        assert!(attributes(&huge).is_err(), "beyond u64 it would be a float");
+        assert_eq!(attributes(&json!([1])), Err("must be an object".to_owned()));
     }
 }

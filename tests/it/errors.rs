@@ -192,3 +192,59 @@ async fn deprecated_routes_warn_then_answer_410() {
     // Sunset far away: no warning yet (90 days before by default).
     assert!(app.get("/api/v1/tenant", &tenant.token).await.headers().get("deprecation").is_none());
 }
+
+/// Every 4xx names the field and says what is expected in an integrator's
+/// words, never serde's.
+#[tokio::test]
+async fn error_messages_name_the_field_in_plain_words() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let fields = |body: &serde_json::Value| -> Vec<(String, String)> {
+        body["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["field"].as_str().unwrap().to_owned(), e["message"].as_str().unwrap().to_owned()))
+            .collect()
+    };
+    let product = |body: serde_json::Value| app.post("/api/v1/products", &tenant.token, body);
+
+    let body = assert_problem(
+        product(json!({"name": "Bolt", "unit_price": 90, "currency": "EUR"})).await,
+        422,
+        "validation_failed",
+    )
+    .await;
+    assert_eq!(fields(&body), [("sku".to_owned(), "is required".to_owned())]);
+    let res = product(json!({"sku": "B", "name": "Bolt", "unit_price": 19.99, "currency": "EUR"})).await;
+    let body = assert_problem(res, 422, "validation_failed").await;
+    assert_eq!(fields(&body), [("unit_price".to_owned(), "must be a whole number".to_owned())]);
+    let res =
+        product(json!({"sku": "B", "name": "Bolt", "unit_price": 1, "currency": "EUR", "colour": "red"}))
+            .await;
+    let body = assert_problem(res, 422, "validation_failed").await;
+    assert_eq!(fields(&body)[0].0, "colour");
+    assert!(fields(&body)[0].1.starts_with("is not a known field; expected one of sku, name"), "{body}");
+
+    let body =
+        assert_problem(app.get("/api/v1/products?q=bolt", &tenant.token).await, 400, "invalid_query").await;
+    assert_eq!(fields(&body)[0].0, "q");
+    assert!(fields(&body)[0].1.starts_with("is not a known field"), "{body}");
+    let body =
+        assert_problem(app.get("/api/v1/products?page=two", &tenant.token).await, 400, "invalid_query").await;
+    assert_eq!(fields(&body)[0].1, "must be a whole number");
+
+    let body =
+        assert_problem(app.get("/api/v1/products/abc", &tenant.token).await, 400, "invalid_path").await;
+    assert_eq!(
+        fields(&body),
+        [("path".to_owned(), "must be a UUID such as 0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11".to_owned())]
+    );
+    for body in [&body] {
+        let text = body.to_string();
+        assert!(
+            !text.contains("invalid type") && !text.contains("UUID parsing") && !text.contains("deserialize"),
+            "{text}"
+        );
+    }
+}

@@ -91,8 +91,8 @@ impl Validate for CreateProduct {
         if let Some(barcode) = &self.barcode {
             check_text(&mut checks, "barcode", barcode, 64);
         }
-        if self.attributes.as_ref().is_some_and(|a| !a.is_object()) {
-            checks.check("attributes", Err("must be an object".into()));
+        if let Some(attributes) = &self.attributes {
+            checks.check("attributes", validate::attributes(attributes));
         }
         checks.finish()
     }
@@ -254,8 +254,8 @@ impl Validate for UpdateProduct {
         if let Some(currency) = &self.currency {
             checks.check("currency", validate::currency(currency));
         }
-        if self.attributes.as_ref().is_some_and(|a| !a.is_object()) {
-            checks.check("attributes", Err("must be an object".into()));
+        if let Some(attributes) = &self.attributes {
+            checks.check("attributes", validate::attributes(attributes));
         }
         checks.finish()
     }
