@@ -193,7 +193,13 @@ fn server(state: AppState, listener: TcpListener) -> std::io::Result<Server> {
             .into_app()
             .configure(api::graphql::routes)
             .route("/api/documentation", web::get().to(http::swagger_redirect))
-            .service(SwaggerUi::new("/api/documentation/{_:.*}").url("/api/openapi.json", openapi.clone()))
+            .service(
+                SwaggerUi::new("/api/documentation/{_:.*}")
+                    .url("/api/openapi.json", openapi.clone())
+                    // Swagger UI would send the document's URL to a public
+                    // validator: it makes no request beyond this server.
+                    .config(utoipa_swagger_ui::Config::new(["/api/openapi.json"]).validator_url("none")),
+            )
             .default_service(web::to(http::no_route))
             .wrap(from_fn(cors::middleware))
             .wrap(from_fn(http::request_context))

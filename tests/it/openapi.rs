@@ -79,5 +79,11 @@ async fn swagger_ui_is_served_without_internet() {
         .send()
         .await
         .unwrap();
-    assert!(init.text().await.unwrap().contains("/api/openapi.json"));
+    let init = init.text().await.unwrap();
+    assert!(init.contains("/api/openapi.json"));
+    // No request beyond this server: no public validator, no external asset.
+    assert!(init.contains(r#""validatorUrl": "none""#), "{init}");
+    for (name, text) in [("index", &page), ("initializer", &init)] {
+        assert!(!text.contains("http://") && !text.contains("https://"), "{name} names an external URL: {text}");
+    }
 }

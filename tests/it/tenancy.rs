@@ -122,6 +122,6 @@ async fn the_tenant_comes_from_the_token_never_from_the_body() {
         .await;
     let body = assert_problem(res, 422, "validation_failed").await;
     assert_eq!(body["errors"][0]["field"], "tenant_id");
-    assert!(body["errors"][0]["message"].as_str().unwrap().contains("tenant_id"));
+    assert!(body["errors"][0]["message"].as_str().unwrap().starts_with("is not a known field"));
     assert_eq!(json(app.get("/api/v1/users", &b.token).await).await["meta"]["total"], 1);
 }
