@@ -213,6 +213,15 @@ pub fn extractor_config(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
             error.into()
         }))
         .app_data(web::PathConfig::default().error_handler(|err, req| {
+            // `PATCH /webhooks/event-types` matched `/webhooks/{id}`: the path
+            // exists, just not with this method.
+            let static_route = req.app_data::<web::Data<AllowedMethods>>().and_then(|a| a.0.get(req.path()));
+            if let Some(allow) = static_route {
+                let detail = format!("{} is not allowed on {}", req.method(), req.path());
+                let mut res = actix_web::ResponseError::error_response(&ApiError::new(Code::MethodNotAllowed, detail));
+                res.headers_mut().insert(header::ALLOW, allow.clone());
+                return actix_web::error::InternalError::from_response(err, res).into();
+            }
             let (_, explained) = explain(&err.to_string());
             let detail = format!("{} is not a valid path: {explained}", req.path());
             let mut error = ApiError::new(Code::InvalidPath, detail);

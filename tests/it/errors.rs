@@ -104,6 +104,15 @@ async fn routing_errors_are_problems_too() {
     let res = app.request(Method::DELETE, "/api/v1/auth/me", Some(&tenant.token)).send().await.unwrap();
     assert_eq!(res.headers()["allow"], "GET", "a 405 names the methods the path has");
     assert_problem(res, 405, "method_not_allowed").await;
+    // A static path that a `{id}` route of another method also matches.
+    let res = app
+        .request(Method::PATCH, "/api/v1/webhooks/event-types", Some(&tenant.token))
+        .json(&serde_json::json!({"description": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["allow"], "GET");
+    assert_problem(res, 405, "method_not_allowed").await;
     // Query counts go to authenticated callers only.
     assert!(app.get("/api/v1/auth/me", &tenant.token).await.headers().contains_key("server-timing"));
     let anonymous = app.request(Method::GET, "/api/v1/auth/me", None).send().await.unwrap();

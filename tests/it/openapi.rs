@@ -84,6 +84,9 @@ async fn swagger_ui_is_served_without_internet() {
     // No request beyond this server: no public validator, no external asset.
     assert!(init.contains(r#""validatorUrl": "none""#), "{init}");
     for (name, text) in [("index", &page), ("initializer", &init)] {
-        assert!(!text.contains("http://") && !text.contains("https://"), "{name} names an external URL: {text}");
+        assert!(
+            !text.contains("http://") && !text.contains("https://"),
+            "{name} names an external URL: {text}"
+        );
     }
 }
