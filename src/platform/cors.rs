@@ -149,7 +149,8 @@ pub fn routes(cfg: &mut ServiceConfig) {
 #[derive(Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Origins {
-    /// Browser origins allowed to call the API for this tenant.
+    /// Browser origins allowed to call the API for this tenant: absolute
+    /// `scheme://host[:port]`, http or https, no path.
     #[schema(example = json!(["https://app.example.com", "http://localhost:3000"]))]
     origins: Vec<String>,
 }

@@ -218,7 +218,8 @@ pub fn extractor_config(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
             let static_route = req.app_data::<web::Data<AllowedMethods>>().and_then(|a| a.0.get(req.path()));
             if let Some(allow) = static_route {
                 let detail = format!("{} is not allowed on {}", req.method(), req.path());
-                let mut res = actix_web::ResponseError::error_response(&ApiError::new(Code::MethodNotAllowed, detail));
+                let mut res =
+                    actix_web::ResponseError::error_response(&ApiError::new(Code::MethodNotAllowed, detail));
                 res.headers_mut().insert(header::ALLOW, allow.clone());
                 return actix_web::error::InternalError::from_response(err, res).into();
             }

@@ -71,8 +71,9 @@ pub struct CreateProduct {
     unit_price: i64,
     #[schema(example = "EUR", pattern = "^[A-Z]{3}$")]
     currency: String,
-    /// Free-form attributes (an object).
+    /// Free-form attributes: an object; numbers within ±9007199254740991.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     attributes: Option<Value>,
     #[serde(default)]
     active: Option<bool>,
@@ -231,8 +232,12 @@ async fn get_product(
 pub struct UpdateProduct {
     name: Option<String>,
     barcode: Option<String>,
+    #[schema(minimum = 0)]
     unit_price: Option<i64>,
+    #[schema(pattern = "^[A-Z]{3}$")]
     currency: Option<String>,
+    /// Replaces the attributes: an object; numbers within ±9007199254740991.
+    #[schema(value_type = Option<Object>)]
     attributes: Option<Value>,
     active: Option<bool>,
     /// The vendor reorders go to.
@@ -591,6 +596,7 @@ async fn adjust(
 pub struct Transfer {
     product_id: Uuid,
     from_warehouse_id: Uuid,
+    /// Another warehouse than `from_warehouse_id`.
     to_warehouse_id: Uuid,
     #[schema(example = 10, minimum = 1, maximum = 1_000_000_000)]
     quantity: i64,

@@ -44,7 +44,7 @@ pub struct RegisterRequest {
     #[schema(example = "ada@example.com")]
     email: String,
     /// At least 12 characters, mixing letters with digits or symbols.
-    #[schema(example = "correct horse 42")]
+    #[schema(example = "correct horse 42", min_length = 12, max_length = 128)]
     password: String,
 }
 

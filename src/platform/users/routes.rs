@@ -96,7 +96,8 @@ pub struct CreateUser {
     name: String,
     #[schema(example = "grace@example.com")]
     email: String,
-    #[schema(example = "a long passphrase 42")]
+    /// At least 12 characters, mixing letters with digits or symbols.
+    #[schema(example = "a long passphrase 42", min_length = 12, max_length = 128)]
     password: String,
     /// Roles in this tenant; default `["user"]`.
     #[serde(default)]

@@ -94,11 +94,12 @@ pub struct CreateEndpoint {
     #[schema(example = "Order sync")]
     description: String,
     /// Exact types, `prefix.*` wildcards, or `*` for everything.
-    #[schema(example = json!(["user.*"]))]
+    #[schema(example = json!(["user.*"]), min_items = 1)]
     event_types: Vec<String>,
     /// Default true.
     enabled: Option<bool>,
     /// 1-10 (default 5); 8 and above deliver in the high-priority lane.
+    #[schema(minimum = 1, maximum = 10)]
     priority: Option<i16>,
 }
 
@@ -189,9 +190,11 @@ async fn get_endpoint(
 pub struct UpdateEndpoint {
     url: Option<String>,
     description: Option<String>,
+    #[schema(min_items = 1)]
     event_types: Option<Vec<String>>,
     /// Re-enabling clears `disabled_reason` and the failure streak.
     enabled: Option<bool>,
+    #[schema(minimum = 1, maximum = 10)]
     priority: Option<i16>,
 }
 
