@@ -49,6 +49,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     database_url: String,
     redis_url: String,
+    /// Starts every Redis key and pub/sub channel of this deployment, so
+    /// that deployments sharing one Redis stay apart.
+    pub redis_key_prefix: String,
     pub jwt_secret: Secret,
     pub encryption_key: Secret,
     /// Verifies signed license keys (Ed25519, base64 of 32 bytes).
@@ -263,6 +266,10 @@ impl Config {
             && !(redis.starts_with("redis://") || redis.starts_with("rediss://"))
         {
             fail("redis_url", "must start with redis:// or rediss://");
+        }
+        let prefix = &self.redis_key_prefix;
+        if prefix.is_empty() || prefix.len() > 64 || !prefix.bytes().all(|b| b.is_ascii_graphic()) {
+            fail("redis_key_prefix", "must be 1 to 64 visible ASCII characters (no spaces)");
         }
         if self.database.max_connections == 0 {
             fail("database.max_connections", "must be at least 1");
