@@ -267,12 +267,24 @@ async fn private_and_metadata_addresses_are_refused() {
         .await;
     assert_problem(res, 422, "validation_failed").await;
 
-    // A hostname is only judged once resolved, at delivery, where the
-    // resolver refuses the loopback address it points to.
+    // `localhost` is loopback at registration, as it is at delivery.
     let receiver = Receiver::start(&[]).await;
     let url = receiver.url.replace("127.0.0.1", "localhost");
-    let (id, _) = endpoint(&app, &tenant, &url, json!(["*"])).await;
-    app.post(&format!("/api/v1/webhooks/{id}/test"), &tenant.token, json!({})).await;
+    let res = app.post("/api/v1/webhooks", &tenant.token, json!({"url": url, "event_types": ["*"]})).await;
+    let body = assert_problem(res, 422, "validation_failed").await;
+    assert_eq!(body["errors"][0]["field"], "url");
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("non-public address (127.0.0.1)"));
+
+    // Delivery judges the address again, at connect time: an endpoint
+    // accepted by an instance that allows loopback is refused by one that
+    // does not (this one delivers; the other has no workers).
+    let lenient = app
+        .sibling_adjusted(|f| {
+            f.merge(("webhooks.allow_networks", vec!["127.0.0.1"])).merge(("jobs.run_in_server", false))
+        })
+        .await;
+    let (id, _) = endpoint(&lenient, &tenant, &url, json!(["*"])).await;
+    lenient.post(&format!("/api/v1/webhooks/{id}/test"), &tenant.token, json!({})).await;
     let deliveries = deliveries_when(&app, &tenant, &id, "failed").await;
     let delivery = deliveries[0]["id"].as_str().unwrap();
     let attempts =
@@ -281,6 +293,21 @@ async fn private_and_metadata_addresses_are_refused() {
     let error = attempts["data"][0]["error"].as_str().unwrap();
     assert!(error.contains("non-public address"), "{error}");
     assert!(receiver.received().is_empty());
+}
+
+/// The developer-machine recipe of docs/webhooks.md: with
+/// `webhooks.allow_networks = ["127.0.0.1"]`, `http://localhost:<port>` is
+/// accepted at registration and delivered to.
+#[tokio::test]
+async fn localhost_receivers_work_when_loopback_is_allowed() {
+    let app = TestApp::spawn_adjusted(|f| f.merge(("webhooks.allow_networks", vec!["127.0.0.1"]))).await;
+    let receiver = Receiver::start(&[]).await;
+    let tenant = app.register().await;
+    let url = receiver.url.replace("127.0.0.1", "localhost");
+    let (id, _) = endpoint(&app, &tenant, &url, json!(["*"])).await;
+    app.post(&format!("/api/v1/webhooks/{id}/test"), &tenant.token, json!({})).await;
+    deliveries_when(&app, &tenant, &id, "succeeded").await;
+    assert_eq!(receiver.received()[0].json()["type"], "webhook.test");
 }
 
 #[tokio::test]
