@@ -235,10 +235,7 @@ impl Config {
             fail("jwt_secret", "must be at least 32 bytes");
         }
         if self.env == Environment::Production && self.jwt_secret.expose() == DEFAULT_JWT_SECRET {
-            fail(
-                "jwt_secret",
-                "the development default cannot be used in production; set NEXUS_JWT_SECRET",
-            );
+            fail("jwt_secret", "the development default cannot be used in production; set NEXUS_JWT_SECRET");
         }
         if self.env == Environment::Production && self.encryption_key.expose() == DEFAULT_ENCRYPTION_KEY {
             fail(

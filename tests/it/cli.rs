@@ -125,7 +125,11 @@ fn allow_networks_is_read_from_the_environment_as_a_list() {
     let dir = tempfile::tempdir().unwrap();
     let env = [("NEXUS_WEBHOOKS__ALLOW_NETWORKS", r#"["127.0.0.1", "not-a-net"]"#)];
     let out = nexus_with(dir.path(), &["openapi", "--output", "x.json"], &env);
-    assert!(stderr(&out).contains(r#"invalid network in webhook allowlist: "not-a-net""#), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(r#"invalid network in webhook allowlist: "not-a-net""#),
+        "{}",
+        stderr(&out)
+    );
     let env = [("NEXUS_WEBHOOKS__ALLOW_NETWORKS", r#"["127.0.0.1"]"#)];
     assert!(nexus_with(dir.path(), &["openapi", "--output", "x.json"], &env).status.success());
 }

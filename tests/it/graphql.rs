@@ -139,7 +139,8 @@ async fn webhook_endpoints_are_managed_over_graphql() {
     assert_eq!(delivery["status"], "succeeded");
     assert_eq!(delivery["attemptLog"][0]["statusCode"], 200);
     // The status filter is checked as in REST (docs/graphql.md).
-    let unknown = format!(r#"{{ webhookEndpoint(id: "{id}") {{ deliveries(status: "lost") {{ items {{ id }} }} }} }}"#);
+    let unknown =
+        format!(r#"{{ webhookEndpoint(id: "{id}") {{ deliveries(status: "lost") {{ items {{ id }} }} }} }}"#);
     let body = query(&app, Some(&tenant.token), &unknown).await;
     assert_eq!(body["errors"][0]["extensions"]["code"], "invalid_query", "{body}");
 

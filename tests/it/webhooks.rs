@@ -419,7 +419,8 @@ async fn an_attempt_cut_off_by_a_dead_worker_stays_in_the_log() {
         .unwrap()
         .unwrap();
     let (state, claimed) = (app.state.clone(), job.clone());
-    let worker = tokio::spawn(async move { nexus::platform::webhooks::delivery::Deliver.run(&state, &claimed).await });
+    let worker =
+        tokio::spawn(async move { nexus::platform::webhooks::delivery::Deliver.run(&state, &claimed).await });
     receiver.wait_for(1).await;
     worker.abort(); // killed while the receiver holds the request
     let _ = worker.await;

@@ -29,8 +29,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
 use super::{
-    ATTEMPT_FAILED, ATTEMPT_INTERRUPTED, ATTEMPT_SENDING, ATTEMPT_SUCCEEDED, DELIVERY_FAILED, DELIVERY_PENDING,
-    DELIVERY_SUCCEEDED, signature, ssrf::UrlPolicy,
+    ATTEMPT_FAILED, ATTEMPT_INTERRUPTED, ATTEMPT_SENDING, ATTEMPT_SUCCEEDED, DELIVERY_FAILED,
+    DELIVERY_PENDING, DELIVERY_SUCCEEDED, signature, ssrf::UrlPolicy,
 };
 use crate::{
     config::{Config, WebhooksConfig},

@@ -402,7 +402,10 @@ mod tests {
         assert_eq!(addrs, vec!["127.0.0.1:4000".parse().unwrap()], "only the allowed loopback address");
         let v6_only = UrlPolicy::new(true, &["::1".into()]).unwrap();
         assert!(v6_only.check_url("http://localhost/").is_ok());
-        assert_eq!(v6_only.resolve_host("app.localhost", 80).await.unwrap(), vec!["[::1]:80".parse().unwrap()]);
+        assert_eq!(
+            v6_only.resolve_host("app.localhost", 80).await.unwrap(),
+            vec!["[::1]:80".parse().unwrap()]
+        );
     }
 
     #[tokio::test]
