@@ -51,6 +51,8 @@ enum Command {
     },
     /// Apply, roll back or list schema migrations.
     Migrate {
+        /// `up` applies pending migrations, `down` rolls back, `status` lists
+        /// them (and changes nothing).
         #[arg(value_enum, default_value = "up")]
         action: MigrateAction,
         /// For `down`: how many migrations to roll back.
@@ -59,6 +61,7 @@ enum Command {
     },
     /// Write the OpenAPI document.
     Openapi {
+        /// Where the document is written (or, with --check, read).
         #[arg(long, default_value = "openapi/openapi.json")]
         output: PathBuf,
         /// Fail if the file differs instead of writing it.
@@ -79,8 +82,11 @@ enum Command {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum MigrateAction {
+    /// Apply every pending migration (creates the SQLite file if needed).
     Up,
+    /// Roll back the last --steps migrations (development resets only).
     Down,
+    /// List the migrations, applied or pending.
     Status,
 }
 
@@ -88,6 +94,7 @@ enum MigrateAction {
 enum TenantCommand {
     /// Create a tenant.
     Create {
+        /// The tenant's display name.
         #[arg(long)]
         name: String,
         /// Defaults to a slug derived from the name.
@@ -106,15 +113,19 @@ enum JobsCommand {
     },
     /// List dead jobs (newest first).
     Dead {
+        /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: u64,
     },
     /// Queue dead jobs again: one by id, or all (optionally of one kind).
     Replay {
+        /// The dead job to queue again (from `jobs dead`).
         #[arg(long, conflicts_with_all = ["all", "kind"])]
         id: Option<uuid::Uuid>,
+        /// Every dead job.
         #[arg(long)]
         all: bool,
+        /// Every dead job of this kind, e.g. `webhook.deliver`.
         #[arg(long)]
         kind: Option<String>,
     },
@@ -128,21 +139,25 @@ enum WebhooksCommand {
         #[arg(long)]
         tenant: Option<String>,
     },
-    /// Recent deliveries of an endpoint.
+    /// Recent deliveries of an endpoint, newest first.
     Deliveries {
+        /// The endpoint's id (from `webhooks status`).
         #[arg(long)]
         endpoint: uuid::Uuid,
-        /// `pending`, `succeeded` or `failed`.
-        #[arg(long)]
+        /// Only deliveries in this state.
+        #[arg(long, value_parser = ["pending", "succeeded", "failed"])]
         status: Option<String>,
+        /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: u64,
     },
-    /// Resend the failed deliveries of an endpoint created since a time
-    /// (RFC 3339; default: the last 24 hours).
+    /// Resend the failed deliveries of an endpoint created since a time.
     Replay {
+        /// The endpoint's id (from `webhooks status`).
         #[arg(long)]
         endpoint: uuid::Uuid,
+        /// Failed deliveries created at or after this time (RFC 3339, e.g.
+        /// 2026-11-21T00:00:00Z); default: the last 24 hours.
         #[arg(long)]
         since: Option<chrono::DateTime<chrono::Utc>>,
     },
@@ -158,6 +173,7 @@ enum LicenseCommand {
     },
     /// Apply a signed license key to a tenant (offline: no network needed).
     Apply {
+        /// Tenant slug or id.
         #[arg(long)]
         tenant: String,
         /// The key, `nexus1.<payload>.<signature>`.
@@ -172,15 +188,21 @@ enum LicenseCommand {
         /// The tenant's id (as in GET /api/v1/license).
         #[arg(long)]
         tenant: uuid::Uuid,
+        /// A tier of config/licenses.toml, e.g. `professional`.
         #[arg(long)]
         tier: String,
         /// Valid for this many days from now.
         #[arg(long, default_value_t = 365)]
         days: u32,
+        /// Most active users; default: the tier's limit.
         #[arg(long)]
         max_users: Option<u64>,
+        /// Most API calls per calendar month; default: the tier's limit.
         #[arg(long)]
         api_calls_per_month: Option<u64>,
+        /// The vendor's Ed25519 private key (base64), from `license keygen`.
+        /// Read from NEXUS_LICENSE_SIGNING_KEY when not given, to keep it
+        /// out of shell history.
         #[arg(long, env = "NEXUS_LICENSE_SIGNING_KEY", hide_env_values = true)]
         signing_key: String,
     },
@@ -190,11 +212,13 @@ enum LicenseCommand {
 enum UserCommand {
     /// Create a user in a tenant.
     Create {
-        /// Tenant slug.
+        /// Tenant slug or id.
         #[arg(long)]
         tenant: String,
+        /// The user's email, their login name.
         #[arg(long)]
         email: String,
+        /// The user's display name.
         #[arg(long)]
         name: String,
         /// Read from NEXUS_USER_PASSWORD when not given, to keep it out of shell history.
@@ -277,6 +301,42 @@ async fn connect(config: Config) -> anyhow::Result<sea_orm::DatabaseConnection> 
     Ok(db)
 }
 
+/// The deployment's database as it is, for the operators' commands on
+/// existing data: never created, never migrated. A missing or unmigrated
+/// database is refused with what to do, not reported as an empty system.
+async fn existing(config: &Config) -> anyhow::Result<sea_orm::DatabaseConnection> {
+    let db = db::connect_existing(config).await?;
+    db::ensure_migrated(&db).await?;
+    Ok(db)
+}
+
+/// Rows under a header, columns padded to their widest cell; `empty` is
+/// printed instead when there are no rows.
+fn table(header: &[&str], rows: &[Vec<String>], empty: &str) -> String {
+    if rows.is_empty() {
+        return empty.to_owned();
+    }
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let last = cells.len().saturating_sub(1);
+        let padded: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| if i == last { (*c).to_owned() } else { format!("{c:<width$}", width = widths[i]) })
+            .collect();
+        padded.join("  ")
+    };
+    std::iter::once(line(header.to_vec()))
+        .chain(rows.iter().map(|r| line(r.iter().map(String::as_str).collect())))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 async fn serve(config: Config) -> anyhow::Result<()> {
     let app = Application::build(config).await?;
     let state = app.state();
@@ -317,6 +377,17 @@ async fn shutdown_signal() {
 }
 
 async fn migrate(config: Config, action: MigrateAction, steps: u32) -> anyhow::Result<()> {
+    if let MigrateAction::Status = action {
+        // Reading: neither the database nor the migrations table is created.
+        let db = db::connect_existing(&config).await?;
+        let rows: Vec<Vec<String>> = Migrator::get_migration_with_status_read_only(&db)
+            .await?
+            .iter()
+            .map(|m| vec![format!("{:?}", m.status()), m.name().to_owned()])
+            .collect();
+        println!("{}", table(&["status", "migration"], &rows, "no migrations"));
+        return Ok(());
+    }
     let db = db::connect(&config).await?;
     match action {
         MigrateAction::Up => {
@@ -327,11 +398,7 @@ async fn migrate(config: Config, action: MigrateAction, steps: u32) -> anyhow::R
             Migrator::down(&db, Some(steps)).await?;
             println!("rolled back {steps} migration(s)");
         }
-        MigrateAction::Status => {
-            for migration in Migrator::get_migration_with_status(&db).await? {
-                println!("{:?}\t{}", migration.status(), migration.name());
-            }
-        }
+        MigrateAction::Status => {}
     }
     Ok(())
 }
@@ -339,7 +406,13 @@ async fn migrate(config: Config, action: MigrateAction, steps: u32) -> anyhow::R
 fn openapi(output: &PathBuf, check: bool) -> anyhow::Result<()> {
     let json = api::openapi_json(&crate::modules::offline()?);
     if check {
-        let current = std::fs::read_to_string(output).unwrap_or_default();
+        let current = match std::fs::read_to_string(output) {
+            Ok(current) => current,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                anyhow::bail!("{} is missing: run `nexus openapi` to write it", output.display())
+            }
+            Err(err) => anyhow::bail!("cannot read {}: {err}", output.display()),
+        };
         anyhow::ensure!(current == json, "{} is out of date: run `nexus openapi`", output.display());
         println!("{} is up to date", output.display());
     } else {
@@ -357,7 +430,7 @@ mod ops {
     use chrono::{Duration, Utc};
     use sea_orm::{ColumnTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
 
-    use super::{JobsCommand, LicenseCommand, WebhooksCommand, connect};
+    use super::{JobsCommand, LicenseCommand, WebhooksCommand, existing, table};
     use crate::{
         config::Config,
         error::ApiError,
@@ -379,7 +452,7 @@ mod ops {
     }
 
     pub async fn jobs(config: Config, command: JobsCommand) -> anyhow::Result<()> {
-        let db = connect(config).await?;
+        let db = existing(&config).await?;
         match command {
             JobsCommand::Status { json } => {
                 let stats = jobs::stats(&db).await?;
@@ -410,10 +483,22 @@ mod ops {
                     .limit(limit)
                     .all(&db)
                     .await?;
-                for j in rows {
-                    let error = j.last_error.unwrap_or_default();
-                    println!("{}\t{}\tattempts {}\t{}\t{error}", j.id, j.kind, j.attempts, j.payload);
-                }
+                let rows: Vec<Vec<String>> = rows
+                    .into_iter()
+                    .map(|j| {
+                        let error = j.last_error.unwrap_or_else(|| "-".to_owned()).replace('\n', " ");
+                        vec![
+                            j.id.to_string(),
+                            j.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                            j.kind,
+                            j.attempts.to_string(),
+                            error,
+                            j.payload.to_string(),
+                        ]
+                    })
+                    .collect();
+                let header = ["id", "created", "kind", "attempts", "last error", "payload"];
+                println!("{}", table(&header, &rows, "no dead jobs"));
             }
             JobsCommand::Replay { id, all, kind } => {
                 anyhow::ensure!(id.is_some() || all || kind.is_some(), "say --id ID, --all or --kind KIND");
@@ -462,16 +547,16 @@ mod ops {
                 println!("{}", key::sign(&key::signing_key(&signing_key)?, &grant)?);
             }
             LicenseCommand::Show { tenant } => {
+                existing(&config).await?;
                 let state = crate::state(config).await?;
-                crate::platform::db::migrate(&state.db).await?;
                 let tenant = tenant_of(state.db.clone(), tenant).await?;
                 let gov = &state.governance;
                 let row = license::find_or_start(&state.db, &gov.tiers, tenant.id).await.map_err(api)?;
                 println!("{}", serde_json::to_string_pretty(&license::view(&row, &gov.tiers, Utc::now()))?);
             }
             LicenseCommand::Apply { tenant, key } => {
+                existing(&config).await?;
                 let state = crate::state(config).await?;
-                crate::platform::db::migrate(&state.db).await?;
                 let tenant = tenant_of(state.db.clone(), tenant).await?;
                 let row = license::apply(&state, tenant.id, &key).await.map_err(api)?;
                 println!(
@@ -486,7 +571,7 @@ mod ops {
     }
 
     pub async fn webhooks(config: Config, command: WebhooksCommand) -> anyhow::Result<()> {
-        let db = connect(config.clone()).await?;
+        let db = existing(&config).await?;
         match command {
             WebhooksCommand::Status { tenant } => {
                 let mut query =
@@ -498,7 +583,7 @@ mod ops {
                         .ok_or_else(|| anyhow::anyhow!("no tenant `{handle}`"))?;
                     query = query.filter(endpoint::Column::TenantId.eq(tenant.id));
                 }
-                println!("endpoint                              enabled  pending  failed  succeeded  url");
+                let mut rows = Vec::new();
                 for e in query.all(&db).await? {
                     let count = |status: &'static str| {
                         SystemScope
@@ -514,22 +599,52 @@ mod ops {
                     );
                     let enabled =
                         if e.enabled { "yes".to_owned() } else { e.disabled_reason.unwrap_or("no".into()) };
-                    println!("{}  {enabled:>7}  {pending:>7}  {failed:>6}  {ok:>9}  {}", e.id, e.url);
+                    rows.push(vec![
+                        e.id.to_string(),
+                        enabled,
+                        pending.to_string(),
+                        failed.to_string(),
+                        ok.to_string(),
+                        e.url,
+                    ]);
                 }
+                let header = ["endpoint", "enabled", "pending", "failed", "succeeded", "url"];
+                println!("{}", table(&header, &rows, "no webhook endpoints"));
             }
             WebhooksCommand::Deliveries { endpoint: id, status, limit } => {
+                SystemScope
+                    .find_by_id::<endpoint::Entity>(id)
+                    .one(&db)
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("no endpoint {id}"))?;
                 let mut query =
                     SystemScope.find::<delivery::Entity>().filter(delivery::Column::EndpointId.eq(id));
-                if let Some(status) = status {
+                if let Some(status) = &status {
                     query = query.filter(delivery::Column::Status.eq(status));
                 }
-                for d in query.order_by_desc(delivery::Column::CreatedAt).limit(limit).all(&db).await? {
-                    let code = d.last_status_code.map_or("-".to_owned(), |c| c.to_string());
-                    println!(
-                        "{}\t{}\t{}\tattempts {}\tlast {code}\t{}",
-                        d.id, d.created_at, d.event_type, d.attempts, d.status
-                    );
-                }
+                let rows: Vec<Vec<String>> = query
+                    .order_by_desc(delivery::Column::CreatedAt)
+                    .limit(limit)
+                    .all(&db)
+                    .await?
+                    .into_iter()
+                    .map(|d| {
+                        vec![
+                            d.id.to_string(),
+                            d.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                            d.event_type,
+                            d.status,
+                            d.attempts.to_string(),
+                            d.last_status_code.map_or("-".to_owned(), |c| c.to_string()),
+                        ]
+                    })
+                    .collect();
+                let empty = match status {
+                    Some(status) => format!("no {status} deliveries"),
+                    None => "no deliveries".to_owned(),
+                };
+                let header = ["delivery", "created", "event", "status", "attempts", "last status code"];
+                println!("{}", table(&header, &rows, &empty));
             }
             WebhooksCommand::Replay { endpoint: id, since } => {
                 let e = SystemScope
@@ -545,5 +660,43 @@ mod ops {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// `--help` explains every flag and argument of every command.
+    #[test]
+    fn every_argument_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id != "help" && id != "version" && arg.get_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() {
+                    missing.push(format!("{path} {} (the command)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "nexus", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:?}");
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn tables_have_a_header_and_aligned_columns_and_say_when_empty() {
+        let rows = vec![vec!["a".to_owned(), "long value".to_owned(), "x".to_owned()]];
+        let text = table(&["first", "second", "last"], &rows, "nothing");
+        assert_eq!(text, "first  second      last\na      long value  x");
+        assert_eq!(table(&["first"], &[], "no rows"), "no rows");
     }
 }

@@ -49,6 +49,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     database_url: String,
     redis_url: String,
+    /// Starts every Redis key and pub/sub channel of this deployment, so
+    /// that deployments sharing one Redis stay apart.
+    pub redis_key_prefix: String,
     pub jwt_secret: Secret,
     pub encryption_key: Secret,
     /// Verifies signed license keys (Ed25519, base64 of 32 bytes).
@@ -161,10 +164,24 @@ pub struct EventsConfig {
     pub sse_backlog_limit: u64,
 }
 
-/// Why the configuration was refused; always names the key.
+/// Why the configuration was refused; always names the key. Every problem
+/// found is reported at once, one per line, so one run shows them all.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(String);
+
+impl ConfigError {
+    fn new(problems: &[String]) -> Self {
+        match problems {
+            [one] => Self(one.clone()),
+            many => Self(format!("{} problems:\n  {}", many.len(), many.join("\n  "))),
+        }
+    }
+
+    fn of(problems: Vec<String>) -> Result<(), Self> {
+        if problems.is_empty() { Ok(()) } else { Err(Self::new(&problems)) }
+    }
+}
 
 impl Config {
     /// The embedded defaults only: what tests start from.
@@ -200,97 +217,108 @@ impl Config {
     }
 
     pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
-        let config: Config = figment.extract().map_err(|e| {
-            let key = e.path.join(".");
-            ConfigError(if key.is_empty() { e.to_string() } else { format!("`{key}`: {}", e.kind) })
-        })?;
+        let config: Config = match figment.extract() {
+            Ok(config) => config,
+            Err(errors) => {
+                let problems: Vec<String> = errors
+                    .into_iter()
+                    .map(|e| {
+                        let key = e.path.join(".");
+                        if key.is_empty() { e.to_string() } else { format!("`{key}`: {}", e.kind) }
+                    })
+                    .collect();
+                return Err(ConfigError::new(&problems));
+            }
+        };
         config.validate()?;
         Ok(config)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let fail = |key: &str, why: &str| Err(ConfigError(format!("`{key}`: {why}")));
+        let mut problems = Vec::new();
+        let mut fail = |key: &str, why: &str| problems.push(format!("`{key}`: {why}"));
         if self.jwt_secret.expose().len() < 32 {
-            return fail("jwt_secret", "must be at least 32 bytes");
+            fail("jwt_secret", "must be at least 32 bytes");
         }
         if self.env == Environment::Production && self.jwt_secret.expose() == DEFAULT_JWT_SECRET {
-            return fail(
-                "jwt_secret",
-                "the development default cannot be used in production; set NEXUS_JWT_SECRET",
-            );
+            fail("jwt_secret", "the development default cannot be used in production; set NEXUS_JWT_SECRET");
         }
         if self.env == Environment::Production && self.encryption_key.expose() == DEFAULT_ENCRYPTION_KEY {
-            return fail(
+            fail(
                 "encryption_key",
                 "the development default cannot be used in production; set NEXUS_ENCRYPTION_KEY",
             );
         }
         if let Err(err) = crate::platform::crypto::Cipher::from_base64_key(self.encryption_key.expose()) {
-            return fail("encryption_key", &err.to_string());
+            fail("encryption_key", &err.to_string());
         }
         if self.env == Environment::Production && self.license_public_key == DEV_LICENSE_PUBLIC_KEY {
-            return fail(
+            fail(
                 "license_public_key",
                 "the development key cannot be used in production; set NEXUS_LICENSE_PUBLIC_KEY",
             );
         }
         if let Err(err) = crate::platform::license::key::public_key(&self.license_public_key) {
-            return fail("license_public_key", &err.to_string());
+            fail("license_public_key", &err.to_string());
         }
         let db = self.database_url();
         if !(db.starts_with("sqlite:") || db.starts_with("postgres://") || db.starts_with("postgresql://")) {
-            return fail("database_url", "must start with sqlite:, postgres:// or postgresql://");
+            fail("database_url", "must start with sqlite:, postgres:// or postgresql://");
         }
         if let Some(redis) = self.redis_url()
             && !(redis.starts_with("redis://") || redis.starts_with("rediss://"))
         {
-            return fail("redis_url", "must start with redis:// or rediss://");
+            fail("redis_url", "must start with redis:// or rediss://");
+        }
+        let prefix = &self.redis_key_prefix;
+        if prefix.is_empty() || prefix.len() > 64 || !prefix.bytes().all(|b| b.is_ascii_graphic()) {
+            fail("redis_key_prefix", "must be 1 to 64 visible ASCII characters (no spaces)");
         }
         if self.database.max_connections == 0 {
-            return fail("database.max_connections", "must be at least 1");
+            fail("database.max_connections", "must be at least 1");
         }
         if self.auth.token_ttl_days == 0 {
-            return fail("auth.token_ttl_days", "must be at least 1");
+            fail("auth.token_ttl_days", "must be at least 1");
         }
         if self.auth.max_failed_logins == 0 {
-            return fail("auth.max_failed_logins", "must be at least 1");
+            fail("auth.max_failed_logins", "must be at least 1");
         }
         let jobs = &self.jobs;
         if jobs.high_workers + jobs.default_workers + jobs.low_workers == 0 {
-            return fail("jobs", "at least one lane needs a worker");
+            fail("jobs", "at least one lane needs a worker");
         }
         if jobs.poll_interval_ms == 0 {
-            return fail("jobs.poll_interval_ms", "must be positive");
+            fail("jobs.poll_interval_ms", "must be positive");
         }
         if jobs.lease_ms < 1000 {
-            return fail("jobs.lease_ms", "must be at least 1000");
+            fail("jobs.lease_ms", "must be at least 1000");
         }
         let hooks = &self.webhooks;
         if hooks.timeout_ms == 0 {
-            return fail("webhooks.timeout_ms", "must be positive");
+            fail("webhooks.timeout_ms", "must be positive");
         }
         if !(0.0..=1.0).contains(&hooks.jitter) {
-            return fail("webhooks.jitter", "must be between 0 and 1");
+            fail("webhooks.jitter", "must be between 0 and 1");
         }
         if hooks.max_in_flight_per_endpoint == 0 {
-            return fail("webhooks.max_in_flight_per_endpoint", "must be at least 1");
+            fail("webhooks.max_in_flight_per_endpoint", "must be at least 1");
         }
         if let Err(err) = self.url_policy() {
-            return fail("webhooks.allow_networks", &err);
+            fail("webhooks.allow_networks", &err);
         }
         if self.events.sse_heartbeat_ms == 0 || self.events.sse_backlog_limit == 0 {
-            return fail("events", "sse_heartbeat_ms and sse_backlog_limit must be positive");
+            fail("events", "sse_heartbeat_ms and sse_backlog_limit must be positive");
         }
         if let Err(err) = self.trusted_proxies() {
-            return fail("http.trusted_proxies", &err);
+            fail("http.trusted_proxies", &err);
         }
         if self.auth.attempts_per_minute_per_address == 0 || self.auth.attempts_per_minute_per_account == 0 {
-            return fail("auth", "attempts_per_minute_per_address and _per_account must be at least 1");
+            fail("auth", "attempts_per_minute_per_address and _per_account must be at least 1");
         }
         if self.http.max_body_bytes < 1024 {
-            return fail("http.max_body_bytes", "must be at least 1024");
+            fail("http.max_body_bytes", "must be at least 1024");
         }
-        Ok(())
+        ConfigError::of(problems)
     }
 
     /// The database to use: `database_url`, or the SQLite file under `data_dir`.
@@ -396,6 +424,20 @@ mod tests {
         assert!(Config::from_figment(production.merge(("license_public_key", public))).is_ok());
         let err = with("encryption_key", "c2hvcnQ=").unwrap_err().to_string();
         assert!(err.contains("`encryption_key`"), "{err}");
+    }
+
+    /// Production with nothing set: every missing setting in one run, not
+    /// one per run.
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let err = with("env", "production").unwrap_err().to_string();
+        for key in ["`jwt_secret`", "`encryption_key`", "`license_public_key`"] {
+            assert!(err.contains(key), "{key} missing from: {err}");
+        }
+        assert!(err.contains("3 problems"), "{err}");
+        let figment = Config::defaults().merge(("auth.token_ttl_days", 0)).merge(("webhooks.jitter", 2.0));
+        let err = Config::from_figment(figment).unwrap_err().to_string();
+        assert!(err.contains("`auth.token_ttl_days`") && err.contains("`webhooks.jitter`"), "{err}");
     }
 
     #[test]

@@ -139,7 +139,10 @@ pub async fn state_with(config: Config, parts: Parts) -> anyhow::Result<AppState
     let mut built = modules::build(&setup, ledger)?;
     built.extend(extra);
     let modules = Modules::new(built)?;
-    let redis = config.redis_url().map(|url| Redis::new(url, config.redis_timeout())).transpose()?;
+    let redis = config
+        .redis_url()
+        .map(|url| Redis::new(url, config.redis_timeout()).map(|r| r.with_prefix(&config.redis_key_prefix)))
+        .transpose()?;
     let tiers = Tiers::load()?;
     let catalogue = Catalogue::load(&tiers, &modules)?;
     let limiter = match &redis {

@@ -1,6 +1,7 @@
 use sea_orm::entity::prelude::*;
 
-/// One HTTP attempt of a delivery, successful or not.
+/// One HTTP attempt of a delivery, successful or not. Written before the
+/// request goes out (`sending`) and completed with its outcome.
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "webhook_attempts")]
 pub struct Model {
@@ -20,6 +21,10 @@ pub struct Model {
     /// First 4 KiB of the response body.
     pub response_body: Option<String>,
     pub error: Option<String>,
+    /// `sending`, `succeeded`, `failed` or `interrupted` (the worker stopped
+    /// before the outcome was recorded).
+    pub state: String,
+    /// When the request went out.
     pub created_at: DateTimeUtc,
 }
 

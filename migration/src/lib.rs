@@ -12,6 +12,7 @@ mod m20261122_000006_inventory;
 mod m20261122_000007_procurement;
 mod m20261122_000008_reorder;
 mod m20261122_000009_vendor_version;
+mod m20261122_000010_attempt_state;
 
 pub struct Migrator;
 
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000007_procurement::Migration),
             Box::new(m20261122_000008_reorder::Migration),
             Box::new(m20261122_000009_vendor_version::Migration),
+            Box::new(m20261122_000010_attempt_state::Migration),
         ]
     }
 }

@@ -17,12 +17,35 @@ use sea_orm::{
 
 use crate::config::Config;
 
+/// Connect, creating what is missing: the data directory and SQLite file,
+/// or the PostgreSQL schema (the server, the worker, `migrate`).
 pub async fn connect(config: &Config) -> anyhow::Result<DatabaseConnection> {
+    connect_with(config, true).await
+}
+
+/// Connect to a database that must exist already (the operators' commands
+/// that read or fix data): nothing is created, and a missing SQLite file is
+/// an error naming it instead of a new, empty database.
+pub async fn connect_existing(config: &Config) -> anyhow::Result<DatabaseConnection> {
+    connect_with(config, false).await
+}
+
+async fn connect_with(config: &Config, create: bool) -> anyhow::Result<DatabaseConnection> {
     let url = config.database_url();
     let is_sqlite = url.starts_with("sqlite:");
-    if is_sqlite {
+    if is_sqlite && create {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| anyhow::anyhow!("cannot create data_dir {}: {e}", config.data_dir.display()))?;
+    }
+    if is_sqlite && !create {
+        use std::str::FromStr;
+        let file = sea_orm::sqlx::sqlite::SqliteConnectOptions::from_str(&url)?.get_filename().to_owned();
+        anyhow::ensure!(
+            file.exists(),
+            "no database at {}: run `nexus migrate` to create one, or point NEXUS_DATA_DIR or \
+             NEXUS_DATABASE_URL at the deployment's database",
+            file.display()
+        );
     }
     let mut options = ConnectOptions::new(url);
     options
@@ -33,11 +56,12 @@ pub async fn connect(config: &Config) -> anyhow::Result<DatabaseConnection> {
     if is_sqlite {
         // WAL lets readers proceed beside the single writer; a writer waits
         // for the lock instead of failing with SQLITE_BUSY.
-        options.map_sqlx_sqlite_opts(|opts| {
+        options.map_sqlx_sqlite_opts(move |opts| {
             opts.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
                 .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(5))
                 .foreign_keys(true)
+                .create_if_missing(create)
         });
     }
     let schema = config.database.schema.clone();
@@ -49,7 +73,7 @@ pub async fn connect(config: &Config) -> anyhow::Result<DatabaseConnection> {
         // Outside a request (jobs, start-up) there is nothing to count into.
         let _ = QUERIES.try_with(|stats| stats.record(info.elapsed));
     });
-    if !schema.is_empty() && db.get_database_backend() == DbBackend::Postgres {
+    if create && !schema.is_empty() && db.get_database_backend() == DbBackend::Postgres {
         let quoted = schema.replace('"', "\"\"");
         db.execute_unprepared(&format!("CREATE SCHEMA IF NOT EXISTS \"{quoted}\"")).await?;
     }
@@ -117,6 +141,22 @@ pub async fn begin<C: TransactionTrait>(db: &C) -> Result<C::Transaction, DbErr>
 
 pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
     Migrator::up(db, None).await
+}
+
+/// Refuse a database that is not fully migrated, without changing it (not
+/// even the migrations table): the operators' commands read tables that
+/// must be there.
+pub async fn ensure_migrated(db: &DatabaseConnection) -> anyhow::Result<()> {
+    let pending = Migrator::get_pending_migrations_read_only(db).await?;
+    if pending.len() == Migrator::migrations().len() {
+        anyhow::bail!("the database has no Nexus tables: run `nexus migrate` first");
+    }
+    anyhow::ensure!(
+        pending.is_empty(),
+        "the database has {} pending migration(s): run `nexus migrate` first",
+        pending.len()
+    );
+    Ok(())
 }
 
 /// One round trip, bounded by the pool's acquire timeout.

@@ -1,8 +1,14 @@
 //! The optional Redis connection. Lazy and self-healing: the server starts
 //! while Redis is down, every command fails fast within the configured
 //! timeout, and the connection comes back by itself.
+//!
+//! Every key and pub/sub channel Nexus uses starts with the deployment's
+//! `redis_key_prefix` (default `nexus:`): callers name keys with
+//! [`Redis::key`], and `publish`, `subscribe` and `relay` prefix channel
+//! names themselves, so deployments with different prefixes can share one
+//! Redis without seeing each other's limits, keys or messages.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
@@ -11,7 +17,11 @@ pub struct Redis {
     client: redis::Client,
     conn: ConnectionManager,
     timeout: Duration,
+    prefix: Arc<str>,
 }
+
+/// The prefix when none is configured (the `redis_key_prefix` default).
+pub const DEFAULT_PREFIX: &str = "nexus:";
 
 impl Redis {
     pub fn new(url: &str, timeout: Duration) -> redis::RedisResult<Self> {
@@ -22,7 +32,18 @@ impl Redis {
             .set_number_of_retries(1)
             .set_max_delay(timeout);
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
-        Ok(Self { client, conn, timeout })
+        Ok(Self { client, conn, timeout, prefix: DEFAULT_PREFIX.into() })
+    }
+
+    /// The same connection with another key prefix (`redis_key_prefix`).
+    pub fn with_prefix(mut self, prefix: &str) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// The Redis key (or channel) for `name`: the prefix, then `name`.
+    pub fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
     }
 
     /// A connection handle; cheap to clone, multiplexed.
@@ -30,11 +51,11 @@ impl Redis {
         self.conn.clone()
     }
 
-    /// PUBLISH, bounded by the timeout.
+    /// PUBLISH on the prefixed `channel`, bounded by the timeout.
     pub async fn publish(&self, channel: &str, message: String) -> Result<(), String> {
         let mut conn = self.conn();
         let mut cmd = redis::cmd("PUBLISH");
-        cmd.arg(channel).arg(message);
+        cmd.arg(self.key(channel)).arg(message);
         match tokio::time::timeout(self.timeout, cmd.query_async::<i64>(&mut conn)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(err)) => Err(err.to_string()),
@@ -42,11 +63,11 @@ impl Redis {
         }
     }
 
-    /// A dedicated subscription connection on `channel`.
+    /// A dedicated subscription connection on the prefixed `channel`.
     pub async fn subscribe(&self, channel: &str) -> Result<redis::aio::PubSub, String> {
         let connect = async {
             let mut pubsub = self.client.get_async_pubsub().await?;
-            pubsub.subscribe(channel).await?;
+            pubsub.subscribe(self.key(channel)).await?;
             Ok::<_, redis::RedisError>(pubsub)
         };
         match tokio::time::timeout(self.timeout, connect).await {
@@ -55,7 +76,7 @@ impl Redis {
         }
     }
 
-    /// Hand every message of `channel` to `on_message` for as long as it
+    /// Hand every message of the prefixed `channel` to `on_message` for as long as it
     /// returns `true`, re-subscribing after an outage (backing off up to 5 s).
     pub fn relay(&self, channel: &'static str, mut on_message: impl FnMut(String) -> bool + Send + 'static) {
         use futures_util::StreamExt;

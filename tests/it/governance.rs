@@ -265,6 +265,73 @@ async fn instances_sharing_redis_share_one_limit() {
     assert!((60..=60 + slack).contains(&allowed), "{allowed} passed in {slack} s");
 }
 
+/// Two deployments on one Redis with different `redis_key_prefix`es share
+/// nothing there: not a rate limit, not an Idempotency-Key, not a channel.
+#[tokio::test]
+#[ignore = "needs Redis: set NEXUS_TEST_REDIS_URL and run with --include-ignored (.ci/run does)"]
+async fn deployments_with_their_own_redis_key_prefix_share_nothing_in_redis() {
+    use futures_util::StreamExt;
+    let url = std::env::var("NEXUS_TEST_REDIS_URL").expect("this test needs Redis");
+    let (a, b) = (format!("{}:", unique("a")), format!("{}:", unique("b")));
+    let first = TestApp::spawn_adjusted(|f| f.merge(("redis_key_prefix", a.clone()))).await;
+    let second = first.sibling_adjusted(|f| f.merge(("redis_key_prefix", b.clone()))).await;
+    let client = redis::Client::open(url).unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub.psubscribe("*").await.unwrap();
+    let mut messages = pubsub.into_on_message();
+
+    let tenant = first.register().await;
+    // An Idempotency-Key answered by one deployment is unknown to the other.
+    let email = format!("{}@{}.example.com", unique("u"), tenant.slug);
+    let body = json!({"name": "N", "email": email, "password": PASSWORD});
+    let post = |app: &TestApp| {
+        app.request(Method::POST, "/api/v1/users", Some(&tenant.token))
+            .header("Idempotency-Key", "one-key")
+            .json(&body)
+            .send()
+    };
+    assert_eq!(post(&first).await.unwrap().status(), 201);
+    let again = post(&second).await.unwrap();
+    assert!(again.headers().get("idempotent-replayed").is_none(), "replayed across deployments");
+    assert_eq!(again.status(), 409, "ran again: the email is taken");
+    // Channels carry the prefix: a governance change is announced on `<a>governance`.
+    put(&first, "/api/v1/features/feature.webhooks", &tenant.token, json!({"enabled": false})).await;
+    let channel = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        loop {
+            let channel = messages.next().await.unwrap().get_channel_name().to_owned();
+            if channel.ends_with("governance") {
+                return channel;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(channel, format!("{a}governance"));
+
+    // The first deployment's limit used up leaves the second's whole.
+    let root = first.super_admin(&tenant).await;
+    assign(&first, &root, &tenant, json!({"tier": "basic", "expires_at": Utc::now() + Duration::days(365)}))
+        .await;
+    second.state.governance.invalidate(Some(tenant.id)).await;
+    let (_, token) = first.user_with_roles(&tenant, &["viewer"]).await;
+    let mut allowed = 0;
+    while first.get("/api/v1/tenant", &token).await.status() == 200 {
+        allowed += 1;
+        assert!(allowed <= 200, "never refused");
+    }
+    assert_eq!(second.get("/api/v1/tenant", &token).await.status(), 200, "the limit was shared");
+
+    // Every key either deployment wrote is under its own prefix.
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    for prefix in [&a, &b] {
+        let keys: Vec<String> =
+            redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut conn).await.unwrap();
+        assert!(keys.iter().any(|k| k.starts_with(&format!("{prefix}rl:"))), "{prefix}: {keys:?}");
+    }
+    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{a}*")).query_async(&mut conn).await.unwrap();
+    assert!(keys.iter().any(|k| k.starts_with(&format!("{a}idempotency:"))), "{keys:?}");
+}
+
 #[tokio::test]
 async fn user_and_api_call_limits_are_enforced() {
     let app = TestApp::spawn().await;

@@ -138,6 +138,11 @@ async fn webhook_endpoints_are_managed_over_graphql() {
     assert_eq!(delivery["eventType"], "webhook.test", "{body}");
     assert_eq!(delivery["status"], "succeeded");
     assert_eq!(delivery["attemptLog"][0]["statusCode"], 200);
+    // The status filter is checked as in REST (docs/graphql.md).
+    let unknown =
+        format!(r#"{{ webhookEndpoint(id: "{id}") {{ deliveries(status: "lost") {{ items {{ id }} }} }} }}"#);
+    let body = query(&app, Some(&tenant.token), &unknown).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "invalid_query", "{body}");
 
     // Stale version: the REST code, 412.
     let stale = format!(
@@ -220,4 +225,27 @@ async fn graphql_bodies_are_bounded_json_without_nul() {
     let problem =
         assert_problem(post(token, body, "application/json").await.unwrap(), 400, "invalid_string").await;
     assert_eq!(problem["errors"][0]["field"], "variables.sku", "{problem}");
+}
+
+/// `/graphql` honours Idempotency-Key like a REST `POST`: a retried
+/// mutation with the same key is replayed, not run again (docs/governance.md).
+#[tokio::test]
+async fn a_retried_mutation_with_the_same_idempotency_key_is_replayed() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let create = json!({"query": r#"mutation { createWebhookEndpoint(input: { url: "https://example.com/h", eventTypes: ["*"] }) { endpoint { id } } }"#});
+    let send = || {
+        app.request(reqwest::Method::POST, "/graphql", Some(&tenant.token))
+            .header("Idempotency-Key", "graphql-retry-1")
+            .json(&create)
+            .send()
+    };
+    let first = send().await.unwrap();
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let first = json(first).await;
+    let again = send().await.unwrap();
+    assert_eq!(again.headers().get("idempotent-replayed").unwrap(), "true");
+    assert_eq!(json(again).await, first);
+    let list = json(app.get("/api/v1/webhooks", &tenant.token).await).await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 1, "the mutation ran twice");
 }

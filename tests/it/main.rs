@@ -2,10 +2,12 @@
 
 //! One integration-test binary: each test starts the real app on a random
 //! port with its own database (a SQLite file, or a PostgreSQL schema when
-//! NEXUS_TEST_DATABASE_URL is set) and talks to it over HTTP.
+//! NEXUS_TEST_DATABASE_URL is set) and talks to it over HTTP; `cli` runs the
+//! `nexus` binary itself.
 
 mod audit;
 mod auth;
+mod cli;
 mod cors;
 mod errors;
 mod events;

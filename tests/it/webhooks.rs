@@ -81,6 +81,7 @@ async fn a_committed_event_arrives_signed_per_standard_webhooks() {
         json(app.get(&format!("/api/v1/webhooks/{id}/deliveries/{delivery}/attempts"), &tenant.token).await)
             .await;
     let attempt = &attempts["data"][0];
+    assert_eq!(attempt["state"], "succeeded");
     assert_eq!(attempt["status_code"], 200);
     assert_eq!(attempt["response_body"], "ok");
     assert_eq!(attempt["request_headers"]["webhook-id"], msg_id);
@@ -112,6 +113,8 @@ async fn failures_are_retried_on_the_schedule_and_every_attempt_is_logged() {
             .clone();
     let codes: Vec<Value> = attempts.iter().map(|a| a["status_code"].clone()).collect();
     assert_eq!(codes, vec![json!(500), Value::Null, json!(503), json!(200)]);
+    let states: Vec<Value> = attempts.iter().map(|a| a["state"].clone()).collect();
+    assert_eq!(states, vec![json!("failed"), json!("failed"), json!("failed"), json!("succeeded")]);
     assert!(attempts[1]["error"].as_str().unwrap().contains("timed out"), "{}", attempts[1]);
     // The receiver asked for 1 s after the third attempt; the schedule alone says 60 ms.
     let third = chrono::DateTime::parse_from_rfc3339(attempts[2]["created_at"].as_str().unwrap()).unwrap();
@@ -264,12 +267,24 @@ async fn private_and_metadata_addresses_are_refused() {
         .await;
     assert_problem(res, 422, "validation_failed").await;
 
-    // A hostname is only judged once resolved, at delivery, where the
-    // resolver refuses the loopback address it points to.
+    // `localhost` is loopback at registration, as it is at delivery.
     let receiver = Receiver::start(&[]).await;
     let url = receiver.url.replace("127.0.0.1", "localhost");
-    let (id, _) = endpoint(&app, &tenant, &url, json!(["*"])).await;
-    app.post(&format!("/api/v1/webhooks/{id}/test"), &tenant.token, json!({})).await;
+    let res = app.post("/api/v1/webhooks", &tenant.token, json!({"url": url, "event_types": ["*"]})).await;
+    let body = assert_problem(res, 422, "validation_failed").await;
+    assert_eq!(body["errors"][0]["field"], "url");
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("non-public address (127.0.0.1)"));
+
+    // Delivery judges the address again, at connect time: an endpoint
+    // accepted by an instance that allows loopback is refused by one that
+    // does not (this one delivers; the other has no workers).
+    let lenient = app
+        .sibling_adjusted(|f| {
+            f.merge(("webhooks.allow_networks", vec!["127.0.0.1"])).merge(("jobs.run_in_server", false))
+        })
+        .await;
+    let (id, _) = endpoint(&lenient, &tenant, &url, json!(["*"])).await;
+    lenient.post(&format!("/api/v1/webhooks/{id}/test"), &tenant.token, json!({})).await;
     let deliveries = deliveries_when(&app, &tenant, &id, "failed").await;
     let delivery = deliveries[0]["id"].as_str().unwrap();
     let attempts =
@@ -278,6 +293,21 @@ async fn private_and_metadata_addresses_are_refused() {
     let error = attempts["data"][0]["error"].as_str().unwrap();
     assert!(error.contains("non-public address"), "{error}");
     assert!(receiver.received().is_empty());
+}
+
+/// The developer-machine recipe of docs/webhooks.md: with
+/// `webhooks.allow_networks = ["127.0.0.1"]`, `http://localhost:<port>` is
+/// accepted at registration and delivered to.
+#[tokio::test]
+async fn localhost_receivers_work_when_loopback_is_allowed() {
+    let app = TestApp::spawn_adjusted(|f| f.merge(("webhooks.allow_networks", vec!["127.0.0.1"]))).await;
+    let receiver = Receiver::start(&[]).await;
+    let tenant = app.register().await;
+    let url = receiver.url.replace("127.0.0.1", "localhost");
+    let (id, _) = endpoint(&app, &tenant, &url, json!(["*"])).await;
+    app.post(&format!("/api/v1/webhooks/{id}/test"), &tenant.token, json!({})).await;
+    deliveries_when(&app, &tenant, &id, "succeeded").await;
+    assert_eq!(receiver.received()[0].json()["type"], "webhook.test");
 }
 
 #[tokio::test]
@@ -365,6 +395,61 @@ async fn events_committed_while_no_worker_runs_are_delivered_once_after_restart(
     ids.sort_unstable();
     ids.dedup();
     assert_eq!(ids.len(), 3);
+}
+
+/// A worker killed while its request is with the receiver: once the lease
+/// runs out the message is sent again (at-least-once), and the attempt log
+/// shows both requests the receiver got, the first as `interrupted`.
+#[tokio::test]
+async fn an_attempt_cut_off_by_a_dead_worker_stays_in_the_log() {
+    use nexus::platform::jobs::JobHandler;
+    use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, IntoActiveModel, QueryFilter};
+    // No workers here: the "worker" is the handler run by hand, then killed.
+    let app = TestApp::spawn_adjusted(|f| f.merge(("jobs.run_in_server", false))).await;
+    let receiver = Receiver::start(&[Reply::Slow(Duration::from_secs(30))]).await;
+    let tenant = app.register().await;
+    let (id, _) = endpoint(&app, &tenant, &receiver.url, json!(["*"])).await;
+    let res = app.post(&format!("/api/v1/webhooks/{id}/test"), &tenant.token, json!({})).await;
+    let delivery = json(res).await["data"]["id"].as_str().unwrap().to_owned();
+    let job = nexus::platform::tenancy::SystemScope
+        .find::<entity::job::Entity>()
+        .filter(entity::job::Column::Kind.eq("webhook.deliver"))
+        .one(&app.state.db)
+        .await
+        .unwrap()
+        .unwrap();
+    let (state, claimed) = (app.state.clone(), job.clone());
+    let worker =
+        tokio::spawn(async move { nexus::platform::webhooks::delivery::Deliver.run(&state, &claimed).await });
+    receiver.wait_for(1).await;
+    worker.abort(); // killed while the receiver holds the request
+    let _ = worker.await;
+    // As the dead worker left it: running, its lease now over.
+    let mut held = job.into_active_model();
+    held.status = Set("running".to_owned());
+    held.attempts = Set(1);
+    held.locked_by = Set(Some("killed-worker".to_owned()));
+    held.locked_until = Set(Some(chrono::Utc::now() - chrono::Duration::seconds(1)));
+    held.update(&app.state.db).await.unwrap();
+
+    let _worker = app.sibling().await;
+    deliveries_when(&app, &tenant, &id, "succeeded").await;
+    let got = receiver.received();
+    assert_eq!(got.len(), 2, "the message is sent again");
+    assert_eq!(got[0].header("webhook-id"), got[1].header("webhook-id"));
+    let path = format!("/api/v1/webhooks/{id}/deliveries/{delivery}/attempts");
+    let attempts = json(app.get(&path, &tenant.token).await).await["data"].as_array().unwrap().clone();
+    assert_eq!(attempts.len(), 2, "one attempt per request the receiver got: {attempts:?}");
+    let first = &attempts[0];
+    assert_eq!((first["attempt"].clone(), first["state"].clone()), (json!(1), json!("interrupted")));
+    assert!(first["status_code"].is_null() && first["duration_ms"].is_null(), "{first}");
+    assert!(first["error"].as_str().unwrap().contains("may have received"), "{first}");
+    assert_eq!(first["request_headers"]["webhook-signature"], got[0].header("webhook-signature"));
+    let second = &attempts[1];
+    assert_eq!((second["attempt"].clone(), second["state"].clone()), (json!(2), json!("succeeded")));
+    assert_eq!(second["status_code"], 200);
+    let view = json(app.get(&format!("/api/v1/webhooks/{id}/deliveries"), &tenant.token).await).await;
+    assert_eq!(view["data"][0]["attempts"], 2);
 }
 
 #[tokio::test]

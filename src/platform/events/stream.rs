@@ -15,7 +15,8 @@ use uuid::Uuid;
 use crate::platform::redis::Redis;
 use entity::event;
 
-const CHANNEL: &str = "nexus:events";
+/// The pub/sub channel, after the `redis_key_prefix`.
+const CHANNEL: &str = "events";
 /// Events a slow stream may fall behind before it catches up from the outbox.
 const CAPACITY: usize = 1024;
 

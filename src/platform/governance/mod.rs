@@ -40,7 +40,8 @@ use crate::{
 };
 use entity::{feature_toggle, license as license_row};
 
-const CHANNEL: &str = "nexus:governance";
+/// The pub/sub channel, after the `redis_key_prefix`.
+const CHANNEL: &str = "governance";
 /// A safety net: cached governance is re-read after this even without an
 /// invalidation (e.g. while Redis is down).
 const TTL: Duration = Duration::from_secs(10);

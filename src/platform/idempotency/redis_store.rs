@@ -63,13 +63,18 @@ impl RedisStore {
         Self { redis, timeout }
     }
 
-    /// `nexus:idempotency:<tenant>:<user>:<sha256 of route and key>`.
-    fn key(scope: &Scope) -> String {
+    /// `<prefix>idempotency:<tenant>:<user>:<sha256 of route and key>`.
+    fn key(&self, scope: &Scope) -> String {
         let mut hash = Sha256::new();
         hash.update((scope.route.len() as u64).to_be_bytes());
         hash.update(scope.route.as_bytes());
         hash.update(scope.key.as_bytes());
-        format!("nexus:idempotency:{}:{}:{}", scope.tenant_id, scope.user_id, hex::encode(hash.finalize()))
+        self.redis.key(&format!(
+            "idempotency:{}:{}:{}",
+            scope.tenant_id,
+            scope.user_id,
+            hex::encode(hash.finalize())
+        ))
     }
 
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> ApiResult<T> {
@@ -85,7 +90,7 @@ impl RedisStore {
     }
 
     pub(super) async fn begin(&self, scope: &Scope, fingerprint: &str, lease: Duration) -> ApiResult<Found> {
-        let key = Self::key(scope);
+        let key = self.key(scope);
         for _ in 0..super::CLAIM_ATTEMPTS {
             let entry = Entry {
                 state: State::InProgress,

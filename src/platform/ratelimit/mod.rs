@@ -84,7 +84,7 @@ impl RateLimiter {
         Self(Backend::Memory(Arc::default()))
     }
 
-    /// Shared across instances: a GCRA Lua script run atomically in one round trip (EVALSHA with fallback to EVAL, e.g. redis::Script), keys prefixed "nexus:rl:" with an expiry. When Redis errors or times out (`timeout`), the check FAILS OPEN onto an in-process limiter (same quota), logs a warning (rate-limited logging: not once per request — at most once per ~10 s), and `degraded()` returns the reason until a Redis call succeeds again.
+    /// Shared across instances: a GCRA Lua script run atomically in one round trip (EVALSHA with fallback to EVAL, e.g. redis::Script), keys `<redis_key_prefix>rl:<limit>:<key>` with an expiry. When Redis errors or times out (`timeout`), the check FAILS OPEN onto an in-process limiter (same quota), logs a warning (rate-limited logging: not once per request — at most once per ~10 s), and `degraded()` returns the reason until a Redis call succeeds again.
     pub fn redis(redis: crate::platform::redis::Redis, timeout: Duration) -> Self {
         Self(Backend::Redis(Arc::new(redis::Shared::new(redis, timeout))))
     }

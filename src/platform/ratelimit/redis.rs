@@ -100,7 +100,7 @@ impl Shared {
     /// EVAL (which caches the script again) if Redis lost it in a restart.
     async fn invoke(&self, key: &str, limit: NonZeroU32) -> ::redis::RedisResult<Vec<i64>> {
         let interval_us = u64::try_from(emission_interval(limit).as_micros()).unwrap_or(u64::MAX).max(1);
-        let key = format!("nexus:rl:{limit}:{key}");
+        let key = self.redis.key(&format!("rl:{limit}:{key}"));
         let eval = |command: &str, script: &str| {
             let mut cmd = ::redis::cmd(command);
             cmd.arg(script).arg(1).arg(&key).arg(interval_us).arg(limit.get());
@@ -210,7 +210,7 @@ mod tests {
         let key = unique_key();
         limiter.check(&key, SIXTY).await;
         let ttl: i64 = ::redis::cmd("PTTL")
-            .arg(format!("nexus:rl:60:{key}"))
+            .arg(redis.key(&format!("rl:60:{key}")))
             .query_async(&mut redis.conn())
             .await
             .unwrap();

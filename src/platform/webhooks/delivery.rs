@@ -1,6 +1,12 @@
 //! The `webhook.deliver` job: one signed HTTP attempt of a delivery, its
 //! record, and what follows (success, a retry on the schedule, giving up,
 //! or disabling an endpoint that is gone or has failed for too long).
+//!
+//! The attempt is recorded (`sending`) and committed *before* the request
+//! goes out, then completed with its outcome. A worker that dies in between
+//! leaves it `sending`; the next run of the job (once the lease runs out)
+//! marks it `interrupted` before sending again, so the log shows every
+//! request a receiver may have seen.
 
 use crate::platform::tenancy::SystemScope;
 use std::{
@@ -22,7 +28,10 @@ use serde_json::{Value, json};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
-use super::{DELIVERY_FAILED, DELIVERY_PENDING, DELIVERY_SUCCEEDED, signature, ssrf::UrlPolicy};
+use super::{
+    ATTEMPT_FAILED, ATTEMPT_INTERRUPTED, ATTEMPT_SENDING, ATTEMPT_SUCCEEDED, DELIVERY_FAILED,
+    DELIVERY_PENDING, DELIVERY_SUCCEEDED, signature, ssrf::UrlPolicy,
+};
 use crate::{
     config::{Config, WebhooksConfig},
     platform::{
@@ -145,7 +154,13 @@ impl JobHandler for Deliver {
             return Err(JobError::Defer(Utc::now() + Duration::milliseconds(200)));
         };
 
-        let (headers, outcome, elapsed) = attempt_once(state, &endpoint, &delivery).await?;
+        // Recorded and committed before the request goes out: if this
+        // worker dies mid-request, the log still shows the attempt.
+        let signed = sign(state, &endpoint, &delivery)?;
+        let attempt_id = begin_attempt(state, &endpoint, &delivery, &signed.headers).await?;
+        let started = Instant::now();
+        let outcome = send(state, &endpoint, signed).await?;
+        let elapsed = started.elapsed();
         let now = Utc::now();
         let succeeded = outcome.status.is_some_and(|s| s.is_success());
         let gone = outcome.status == Some(StatusCode::GONE);
@@ -156,23 +171,22 @@ impl JobHandler for Deliver {
         };
 
         let txn = crate::platform::db::begin(&state.db).await?;
-        let number = delivery.attempts + 1;
-        attempt::Entity::insert(attempt::ActiveModel {
-            id: Set(Uuid::now_v7()),
-            tenant_id: Set(delivery.tenant_id),
-            delivery_id: Set(delivery.id),
-            endpoint_id: Set(endpoint.id),
-            attempt: Set(number),
-            url: Set(endpoint.url.clone()),
-            request_headers: Set(headers),
-            status_code: Set(outcome.status.map(|s| i32::from(s.as_u16()))),
-            duration_ms: Set(i32::try_from(elapsed.as_millis()).unwrap_or(i32::MAX)),
-            response_body: Set(outcome.body),
-            error: Set(outcome.error.clone()),
-            created_at: Set(now),
-        })
-        .exec_without_returning(&txn)
-        .await?;
+        SystemScope
+            .update_many::<attempt::Entity>()
+            .filter(attempt::Column::Id.eq(attempt_id))
+            .col_expr(
+                attempt::Column::State,
+                Expr::value(if succeeded { ATTEMPT_SUCCEEDED } else { ATTEMPT_FAILED }),
+            )
+            .col_expr(attempt::Column::StatusCode, Expr::value(outcome.status.map(|s| i32::from(s.as_u16()))))
+            .col_expr(
+                attempt::Column::DurationMs,
+                Expr::value(i32::try_from(elapsed.as_millis()).unwrap_or(i32::MAX)),
+            )
+            .col_expr(attempt::Column::ResponseBody, Expr::value(outcome.body))
+            .col_expr(attempt::Column::Error, Expr::value(outcome.error.clone()))
+            .exec(&txn)
+            .await?;
         let status = match (succeeded, retry_at) {
             (true, _) => DELIVERY_SUCCEEDED,
             (false, Some(_)) => DELIVERY_PENDING,
@@ -181,7 +195,6 @@ impl JobHandler for Deliver {
         SystemScope
             .update_many::<delivery_row::Entity>()
             .filter(delivery_row::Column::Id.eq(delivery.id))
-            .col_expr(delivery_row::Column::Attempts, Expr::value(number))
             .col_expr(delivery_row::Column::Status, Expr::value(status))
             .col_expr(delivery_row::Column::NextAttemptAt, Expr::value(retry_at))
             .col_expr(
@@ -224,13 +237,22 @@ impl JobHandler for Deliver {
     }
 }
 
-/// Sign and send the delivery once; the headers sent are returned for the
-/// attempt log.
-async fn attempt_once(
+/// A delivery signed for one attempt: the body and the headers to send.
+struct Signed {
+    body: Vec<u8>,
+    msg_id: String,
+    timestamp: i64,
+    signature: String,
+    /// The same headers, as the attempt log shows them.
+    headers: Value,
+}
+
+/// Sign the delivery for this attempt (each attempt is signed afresh).
+fn sign(
     state: &AppState,
     endpoint: &endpoint::Model,
     delivery: &delivery_row::Model,
-) -> Result<(Value, Outcome, StdDuration), JobError> {
+) -> Result<Signed, JobError> {
     let body = serde_json::to_vec(&delivery.payload).map_err(|e| JobError::Fail(e.to_string()))?;
     let now = Utc::now();
     let mut secrets =
@@ -252,9 +274,73 @@ async fn attempt_once(
         "webhook-timestamp": timestamp.to_string(),
         "webhook-signature": signature,
     });
+    Ok(Signed { body, msg_id, timestamp, signature, headers })
+}
 
-    let started = Instant::now();
-    let outcome = match state.config.url_policy().map_err(JobError::Fail)?.check_url(&endpoint.url) {
+/// What the log says of an attempt whose worker stopped before its outcome
+/// was recorded.
+const INTERRUPTED: &str =
+    "the worker stopped before the outcome was recorded: the receiver may have received this request";
+
+/// Mark the attempts of a delivery still `sending` as `interrupted`: the
+/// worker that wrote them died (the job ran again only after its lease).
+async fn interrupt_stale(db: &impl sea_orm::ConnectionTrait, delivery_id: Uuid) -> Result<(), JobError> {
+    SystemScope
+        .update_many::<attempt::Entity>()
+        .filter(attempt::Column::DeliveryId.eq(delivery_id))
+        .filter(attempt::Column::State.eq(ATTEMPT_SENDING))
+        .col_expr(attempt::Column::State, Expr::value(ATTEMPT_INTERRUPTED))
+        .col_expr(attempt::Column::Error, Expr::value(INTERRUPTED))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Record the attempt as `sending` and count it on the delivery, committed
+/// before the request goes out; returns the attempt's id.
+async fn begin_attempt(
+    state: &AppState,
+    endpoint: &endpoint::Model,
+    delivery: &delivery_row::Model,
+    headers: &Value,
+) -> Result<Uuid, JobError> {
+    let now = Utc::now();
+    let id = Uuid::now_v7();
+    let number = delivery.attempts + 1;
+    let txn = crate::platform::db::begin(&state.db).await?;
+    interrupt_stale(&txn, delivery.id).await?;
+    attempt::Entity::insert(attempt::ActiveModel {
+        id: Set(id),
+        tenant_id: Set(delivery.tenant_id),
+        delivery_id: Set(delivery.id),
+        endpoint_id: Set(endpoint.id),
+        attempt: Set(number),
+        url: Set(endpoint.url.clone()),
+        request_headers: Set(headers.clone()),
+        status_code: Set(None),
+        duration_ms: Set(0),
+        response_body: Set(None),
+        error: Set(None),
+        state: Set(ATTEMPT_SENDING.to_owned()),
+        created_at: Set(now),
+    })
+    .exec_without_returning(&txn)
+    .await?;
+    SystemScope
+        .update_many::<delivery_row::Entity>()
+        .filter(delivery_row::Column::Id.eq(delivery.id))
+        .col_expr(delivery_row::Column::Attempts, Expr::value(number))
+        .col_expr(delivery_row::Column::UpdatedAt, Expr::value(now))
+        .exec(&txn)
+        .await?;
+    txn.commit().await?;
+    Ok(id)
+}
+
+/// Send the signed delivery once.
+async fn send(state: &AppState, endpoint: &endpoint::Model, signed: Signed) -> Result<Outcome, JobError> {
+    let Signed { body, msg_id, timestamp, signature, .. } = signed;
+    Ok(match state.config.url_policy().map_err(JobError::Fail)?.check_url(&endpoint.url) {
         Err(err) => Outcome { status: None, body: None, error: Some(err.to_string()), retry_after: None },
         Ok(url) => {
             let request = state
@@ -279,8 +365,7 @@ async fn attempt_once(
                 }
             }
         }
-    };
-    Ok((headers, outcome, started.elapsed()))
+    })
 }
 
 /// The first `max` bytes of a response body (as text); the rest is never
@@ -313,6 +398,7 @@ fn describe(err: &reqwest::Error) -> String {
 
 /// End a delivery without sending it.
 async fn give_up(state: &AppState, delivery: &delivery_row::Model, why: &str) -> Result<(), JobError> {
+    interrupt_stale(&state.db, delivery.id).await?;
     SystemScope
         .update_many::<delivery_row::Entity>()
         .filter(delivery_row::Column::Id.eq(delivery.id))

@@ -38,6 +38,13 @@ pub const DELIVERY_PENDING: &str = "pending";
 pub const DELIVERY_SUCCEEDED: &str = "succeeded";
 pub const DELIVERY_FAILED: &str = "failed";
 
+/// An attempt's state: written before the request goes out (`sending`),
+/// completed with its outcome, or found cut off by a dead worker.
+pub const ATTEMPT_SENDING: &str = "sending";
+pub const ATTEMPT_SUCCEEDED: &str = "succeeded";
+pub const ATTEMPT_FAILED: &str = "failed";
+pub const ATTEMPT_INTERRUPTED: &str = "interrupted";
+
 /// Whether an endpoint subscribed with `patterns` wants `event_type`:
 /// `*` is everything, `order.*` every `order.` event, else exact.
 pub fn matches(patterns: &[String], event_type: &str) -> bool {
@@ -428,17 +435,26 @@ pub struct AttemptView {
     pub id: Uuid,
     #[schema(example = 1)]
     pub attempt: i32,
+    /// `sending`: recorded before the request went out, no outcome yet;
+    /// `succeeded` (a 2xx); `failed`; `interrupted`: the worker stopped
+    /// before recording the outcome, so the receiver may or may not have got
+    /// the request (the delivery is sent again, with the same `webhook-id`).
+    #[schema(example = "succeeded")]
+    pub state: String,
     pub url: String,
     /// The headers sent, signatures included.
     pub request_headers: Value,
-    /// None when no response arrived (timeout, connection refused, address refused).
+    /// None when no response arrived (timeout, connection refused, address
+    /// refused) or the attempt has no outcome (`sending`, `interrupted`).
     #[schema(example = 200)]
     pub status_code: Option<i32>,
+    /// None while `sending` and when `interrupted`.
     #[schema(example = 42)]
-    pub duration_ms: i32,
+    pub duration_ms: Option<i32>,
     /// The first 4 KiB of the response body.
     pub response_body: Option<String>,
     pub error: Option<String>,
+    /// When the request went out.
     pub created_at: DateTime<Utc>,
 }
 
@@ -447,10 +463,13 @@ impl From<attempt::Model> for AttemptView {
         Self {
             id: m.id,
             attempt: m.attempt,
+            duration_ms: [ATTEMPT_SUCCEEDED, ATTEMPT_FAILED]
+                .contains(&m.state.as_str())
+                .then_some(m.duration_ms),
+            state: m.state,
             url: m.url,
             request_headers: m.request_headers,
             status_code: m.status_code,
-            duration_ms: m.duration_ms,
             response_body: m.response_body,
             error: m.error,
             created_at: m.created_at,

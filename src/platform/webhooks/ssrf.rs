@@ -47,6 +47,14 @@ const FORBIDDEN_V6: &[Ipv6Net] = &[
     Ipv6Net::new_assert(Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0), 8), // multicast
 ];
 
+/// What `localhost` and `*.localhost` stand for (RFC 6761: they always name
+/// this machine, so they are never looked up in DNS).
+const LOOPBACK: [IpAddr; 2] = [IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)];
+
+fn is_localhost(host: &str) -> bool {
+    host == "localhost" || host.ends_with(".localhost")
+}
+
 /// NAT64 well-known prefix: the gateway forwards to the embedded IPv4 address.
 const NAT64: Ipv6Net = Ipv6Net::new_assert(Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0), 96);
 /// 6to4: the relay forwards to the IPv4 address in bits 16..48.
@@ -115,6 +123,9 @@ impl UrlPolicy {
         if METADATA_HOSTS.contains(&bare) {
             return Err(UrlError::Invalid(format!("{bare} is a cloud metadata endpoint")));
         }
+        if is_localhost(&bare.to_ascii_lowercase()) {
+            return Ok(self.localhost()?.into_iter().map(|ip| SocketAddr::new(ip, port)).collect());
+        }
         let resolved = tokio::net::lookup_host((host, port))
             .await
             .map_err(|e| UrlError::Unresolvable(format!("{host}: {e}")))?;
@@ -171,10 +182,22 @@ impl UrlPolicy {
                 if METADATA_HOSTS.contains(&host) {
                     return Err(UrlError::Invalid(format!("{host} is a cloud metadata endpoint")));
                 }
+                if is_localhost(host) {
+                    // Judged now, by the same rule as at delivery.
+                    self.localhost()?;
+                }
                 Ok(())
             }
             None => Err(UrlError::Invalid("no host".into())),
         }
+    }
+
+    /// The loopback addresses a `localhost` name may reach: those the
+    /// allowlist covers (`127.0.0.1`, `::1`). None covered: refused, at
+    /// registration and at delivery alike.
+    fn localhost(&self) -> Result<Vec<IpAddr>, UrlError> {
+        let allowed: Vec<IpAddr> = LOOPBACK.into_iter().filter(|ip| self.is_allowed_ip(*ip)).collect();
+        if allowed.is_empty() { Err(UrlError::Forbidden(LOOPBACK[0])) } else { Ok(allowed) }
     }
 
     fn check_ip(&self, ip: IpAddr) -> Result<(), UrlError> {
@@ -352,6 +375,8 @@ mod tests {
     #[tokio::test]
     async fn resolve_localhost_refused_without_allowlist() {
         assert!(matches!(strict().resolve_host("localhost", 443).await, Err(UrlError::Forbidden(_))));
+        // What the system resolver answers is judged the same way.
+        assert!(matches!(strict().resolve_host("127.0.0.1", 443).await, Err(UrlError::Forbidden(_))));
     }
 
     #[tokio::test]
@@ -359,6 +384,28 @@ mod tests {
         let addrs = loopback_allowed().resolve_host("localhost", 443).await.unwrap();
         assert!(!addrs.is_empty());
         assert!(addrs.iter().all(|a| a.ip().is_loopback() && a.port() == 443), "{addrs:?}");
+    }
+
+    /// `localhost` gets the same answer at registration as at delivery.
+    #[tokio::test]
+    async fn localhost_is_judged_alike_at_registration_and_delivery() {
+        for url in ["http://localhost:4000/hook", "http://LOCALHOST./hook", "http://api.localhost/hook"] {
+            assert_eq!(
+                UrlPolicy::new(true, &[]).unwrap().check_url(url).unwrap_err(),
+                UrlError::Forbidden(ip("127.0.0.1")),
+                "{url}"
+            );
+        }
+        let v4_only = UrlPolicy::new(true, &["127.0.0.1".into()]).unwrap();
+        assert!(v4_only.check_url("http://localhost:4000/hook").is_ok());
+        let addrs = v4_only.resolve_host("localhost", 4000).await.unwrap();
+        assert_eq!(addrs, vec!["127.0.0.1:4000".parse().unwrap()], "only the allowed loopback address");
+        let v6_only = UrlPolicy::new(true, &["::1".into()]).unwrap();
+        assert!(v6_only.check_url("http://localhost/").is_ok());
+        assert_eq!(
+            v6_only.resolve_host("app.localhost", 80).await.unwrap(),
+            vec!["[::1]:80".parse().unwrap()]
+        );
     }
 
     #[tokio::test]
