@@ -276,12 +276,25 @@ impl From<DbErr> for ApiError {
             }
             _ => {}
         }
+        if transient_conflict(&err) {
+            return ApiError::new(Code::Conflict, "the change collided with a concurrent one; retry it");
+        }
         match err {
             DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => ApiError::database_unavailable(err),
             err if connection_lost(&err) => ApiError::database_unavailable(err),
             other => ApiError::internal(other),
         }
     }
+}
+
+/// A deadlock or serialization failure (SQLSTATE 40P01, 40001): nothing was
+/// changed, and the same request may succeed when retried.
+fn transient_conflict(err: &DbErr) -> bool {
+    use sea_orm::{RuntimeErr, sqlx};
+    let (DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e))) = err else {
+        return false;
+    };
+    matches!(e.as_ref(), sqlx::Error::Database(db) if db.code().is_some_and(|c| c == "40P01" || c == "40001"))
 }
 
 /// Whether a statement failed because the database went away under it

@@ -251,6 +251,15 @@ async fn apply(
     Ok(level)
 }
 
+/// Lines in the order their levels are locked: by product, then warehouse,
+/// whatever order a caller gave, so two reservations of the same levels in
+/// opposite orders wait for each other instead of deadlocking.
+fn in_lock_order(lines: &[Line]) -> Vec<&Line> {
+    let mut ordered: Vec<&Line> = lines.iter().collect();
+    ordered.sort_by_key(|l| (l.product_id, l.warehouse_id));
+    ordered
+}
+
 fn positive(quantity: i64) -> ApiResult<()> {
     super::check_quantity(quantity)
         .map_err(|message| ApiError::validation(vec![FieldError::new("quantity", message)]))
@@ -501,8 +510,16 @@ impl InventoryService for SeaOrmInventory {
         let product = find_product(txn, tenant, line.product_id).await?;
         find_warehouse(txn, tenant, line.warehouse_id).await?;
         find_warehouse(txn, tenant, to_warehouse).await?;
-        apply(txn, tenant, &product, line.warehouse_id, "transfer_out", -line.quantity, 0, &cause).await?;
-        apply(txn, tenant, &product, to_warehouse, "transfer_in", line.quantity, 0, &cause).await?;
+        // Levels are locked in one order (by warehouse) whatever the
+        // direction, so two opposite transfers cannot deadlock.
+        let mut steps = [
+            (line.warehouse_id, "transfer_out", -line.quantity),
+            (to_warehouse, "transfer_in", line.quantity),
+        ];
+        steps.sort_by_key(|(warehouse, _, _)| *warehouse);
+        for (warehouse, kind, quantity) in steps {
+            apply(txn, tenant, &product, warehouse, kind, quantity, 0, &cause).await?;
+        }
         let data = json!({"product_id": product.id, "sku": product.sku, "from_warehouse_id": line.warehouse_id,
             "to_warehouse_id": to_warehouse, "quantity": line.quantity});
         events::publish(txn, tenant.id(), &super::STOCK_TRANSFERRED, data).await?;
@@ -556,7 +573,7 @@ impl InventoryService for SeaOrmInventory {
             };
         }
         let cause = Cause { reference: Some(reference.to_owned()), ..cause };
-        for line in &lines {
+        for line in in_lock_order(&lines) {
             positive(line.quantity)?;
             let product = find_product(txn, tenant, line.product_id).await?;
             find_warehouse(txn, tenant, line.warehouse_id).await?;
@@ -707,7 +724,7 @@ async fn end(
         return Err(ApiError::new(Code::Conflict, format!("reservation `{reference}` changed meanwhile")));
     }
     let cause = Cause { reference: Some(reference.to_owned()), ..cause };
-    for line in &lines {
+    for line in in_lock_order(&lines) {
         let product = find_product(txn, tenant, line.product_id).await?;
         let (kind, on_hand) =
             if outcome == COMMITTED { ("shipment", -line.quantity) } else { ("release", 0) };
