@@ -167,12 +167,16 @@ impl Conventions {
         let takes_input =
             operation.parameters.as_ref().is_some_and(|p| !p.is_empty()) || operation.request_body.is_some();
         let has_body = operation.request_body.is_some();
+        let authenticated = operation.security.is_some() && path.starts_with("/api/v1/");
         let answers = [
             (takes_input, "400", "A malformed parameter, header or JSON body"),
             (has_body, "413", "The body is larger than the server accepts"),
             (has_body, "415", "The body is not sent as application/json"),
+            (has_body, "422", "Fields that are not valid (or an Idempotency-Key used with another request)"),
             (idempotent, "409", "A request with this Idempotency-Key is still in flight"),
             (idempotent, "422", "This Idempotency-Key was used with another request"),
+            (authenticated, "429", "The user's or the tenant's rate limit is reached; retry after Retry-After"),
+            (authenticated, "503", "A backend is unavailable; retry after Retry-After"),
         ];
         for (applies, status, description) in answers {
             if applies && !operation.responses.responses.contains_key(status) {

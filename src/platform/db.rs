@@ -47,7 +47,7 @@ async fn connect_with(config: &Config, create: bool) -> anyhow::Result<DatabaseC
             file.display()
         );
     }
-    let mut options = ConnectOptions::new(url);
+    let mut options = ConnectOptions::new(url.clone());
     options
         .max_connections(config.database.max_connections)
         .acquire_timeout(Duration::from_millis(config.database.acquire_timeout_ms))
@@ -68,7 +68,16 @@ async fn connect_with(config: &Config, create: bool) -> anyhow::Result<DatabaseC
     if !schema.is_empty() && !is_sqlite {
         options.set_schema_search_path(schema.clone());
     }
-    let mut db = Database::connect(options).await?;
+    let mut db = Database::connect(options).await.map_err(|err| {
+        // Said once, in words: sea-orm's message repeats the driver's, and
+        // PostgreSQL's carries the line of its own source it failed at.
+        let message = match &err {
+            sea_orm::DbErr::Conn(inner) => inner.to_string(),
+            other => other.to_string(),
+        };
+        let message = message.split(" at line ").next().unwrap_or(&message).to_owned();
+        anyhow::anyhow!("cannot connect to the database ({}): {message}", redacted(&url))
+    })?;
     db.set_metric_callback(|info| {
         // Outside a request (jobs, start-up) there is nothing to count into.
         let _ = QUERIES.try_with(|stats| stats.record(info.elapsed));
@@ -166,5 +175,16 @@ pub async fn ping(db: &DatabaseConnection) -> Result<(), String> {
         Ok(Ok(())) => Ok(()),
         Ok(Err(err)) => Err(err.to_string()),
         Err(_) => Err("no answer within 3 s".to_owned()),
+    }
+}
+
+/// A database URL without its password, for messages.
+fn redacted(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
     }
 }

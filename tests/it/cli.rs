@@ -133,3 +133,19 @@ fn allow_networks_is_read_from_the_environment_as_a_list() {
     let env = [("NEXUS_WEBHOOKS__ALLOW_NETWORKS", r#"["127.0.0.1"]"#)];
     assert!(nexus_with(dir.path(), &["openapi", "--output", "x.json"], &env).status.success());
 }
+
+/// An unreachable database is said once, in words, without its password.
+#[test]
+fn an_unreachable_database_is_reported_once_without_its_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = "postgres://root:hunter2secret@127.0.0.1:1/nexus";
+    let out =
+        nexus_with(dir.path(), &["serve"], &[("NEXUS_DATABASE_URL", url), ("NEXUS_BIND", "127.0.0.1:0")]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("cannot connect to the database (postgres://root:***@127.0.0.1:1/nexus)"), "{err}");
+    assert!(!err.contains("hunter2secret") && !err.contains(" at line "), "{err}");
+    let line = err.lines().find(|l| l.starts_with("nexus: ")).unwrap();
+    let cause = line.rsplit(": ").next().unwrap();
+    assert_eq!(line.matches(cause).count(), 1, "said twice: {line}");
+}
