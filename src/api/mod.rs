@@ -175,7 +175,11 @@ impl Conventions {
             (has_body, "422", "Fields that are not valid (or an Idempotency-Key used with another request)"),
             (idempotent, "409", "A request with this Idempotency-Key is still in flight"),
             (idempotent, "422", "This Idempotency-Key was used with another request"),
-            (authenticated, "429", "The user's or the tenant's rate limit is reached; retry after Retry-After"),
+            (
+                authenticated,
+                "429",
+                "The user's or the tenant's rate limit is reached; retry after Retry-After",
+            ),
             (authenticated, "503", "A backend is unavailable; retry after Retry-After"),
         ];
         for (applies, status, description) in answers {

@@ -95,6 +95,28 @@ mod tests {
         }
     }
 
+    /// And no guide names an event type that does not exist (rows naming
+    /// settings, `webhooks.*` and `events.*`, are not event types).
+    #[test]
+    fn the_guides_name_no_event_type_that_does_not_exist() {
+        let catalogue = events::Catalogue::new(&offline().unwrap()).unwrap();
+        for (guide, text) in [
+            ("events.md", include_str!("../../docs/events.md")),
+            ("webhooks.md", include_str!("../../docs/webhooks.md")),
+        ] {
+            for line in text.lines() {
+                let Some(name) = line.strip_prefix("| `").and_then(|l| l.split('`').next()) else { continue };
+                let setting = name.starts_with("webhooks.") || name.starts_with("events.");
+                if name.contains('.') && !setting {
+                    assert!(
+                        catalogue.find(name).is_some(),
+                        "docs/{guide} names `{name}`, which is no event type"
+                    );
+                }
+            }
+        }
+    }
+
     /// The feature catalogue holds exactly the keys of the registered modules.
     #[test]
     fn every_module_key_is_in_the_catalogue_and_no_other() {

@@ -80,15 +80,20 @@ async fn committed_events_stream_live_and_resume_without_gaps() {
     let other = app.register().await;
     app.drained().await; // the owners' own `user.created` are out of the way
     let mut stream = Stream::open(&app, &tenant.token, "/api/v1/events", None).await;
+    let mut others = Stream::open(&app, &other.token, "/api/v1/events", None).await;
 
     let first = add_user(&app, &tenant).await;
-    add_user(&app, &other).await; // another tenant's event never shows
+    let theirs = add_user(&app, &other).await; // another tenant's event never shows
     let frame = stream.next_event().await;
     assert_eq!(frame.event, "user.created");
     assert_eq!(frame.data["type"], "user.created");
     assert_eq!(frame.data["tenant_id"], tenant.id.to_string());
     assert_eq!(frame.data["data"]["email"], first);
-    drop(stream);
+    // The other tenant's live stream sees its own event and not this one.
+    let their_frame = others.next_event().await;
+    assert_eq!(their_frame.data["tenant_id"], other.id.to_string());
+    assert_eq!(their_frame.data["data"]["email"], theirs);
+    drop((stream, others));
 
     // Events committed while disconnected are replayed on resume, in order,
     // then the stream goes on live.
@@ -98,6 +103,14 @@ async fn committed_events_stream_live_and_resume_without_gaps() {
     assert_eq!(replayed[0].data["data"]["email"], second);
     assert_eq!(replayed[1].data["data"]["email"], third);
     let fourth = add_user(&app, &tenant).await;
+    assert_eq!(stream.next_event().await.data["data"]["email"], fourth);
+    drop(stream);
+
+    // `?last_event_id=` resumes as the header does (for EventSource, which
+    // cannot set headers on a first connection).
+    let path = format!("/api/v1/events?last_event_id={}", replayed[0].id);
+    let mut stream = Stream::open(&app, &tenant.token, &path, None).await;
+    assert_eq!(stream.next_event().await.data["data"]["email"], third);
     assert_eq!(stream.next_event().await.data["data"]["email"], fourth);
 }
 

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use nexus::platform::webhooks::signature;
+use nexus::platform::{tenancy::SystemScope, webhooks::signature};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -247,6 +247,44 @@ async fn a_rotated_secret_signs_beside_the_old_one() {
     for secret in [&old, &new] {
         assert!(signature::verify(secret, hit.header("webhook-id"), ts, &hit.body, header, now, 300));
     }
+
+    // At rest both secrets are ciphertext, never the `whsec_` value.
+    use sea_orm::{ColumnTrait, QueryFilter, sea_query::Expr};
+    let endpoint_id = uuid::Uuid::parse_str(&id).unwrap();
+    let row = SystemScope
+        .find_by_id::<entity::webhook_endpoint::Entity>(endpoint_id)
+        .one(&app.state.db)
+        .await
+        .unwrap()
+        .unwrap();
+    let stored = [row.secret.clone(), row.previous_secret.clone().unwrap()];
+    for (value, plain) in stored.iter().zip([&new, &old]) {
+        assert!(
+            !value.contains("whsec_") && !value.contains(&plain["whsec_".len()..]),
+            "stored in clear: {value}"
+        );
+    }
+
+    // Once the overlap is over, the old secret signs no more.
+    SystemScope
+        .update_many::<entity::webhook_endpoint::Entity>()
+        .filter(entity::webhook_endpoint::Column::Id.eq(endpoint_id))
+        .col_expr(
+            entity::webhook_endpoint::Column::PreviousSecretExpiresAt,
+            Expr::value(chrono::Utc::now() - chrono::Duration::seconds(1)),
+        )
+        .exec(&app.state.db)
+        .await
+        .unwrap();
+    let res = app.post(&format!("/api/v1/webhooks/{id}/test"), &tenant.token, json!({})).await;
+    assert_eq!(res.status(), 202);
+    let hit = &receiver.wait_for(2).await[1];
+    let header = hit.header("webhook-signature");
+    assert_eq!(header.split(' ').count(), 1, "{header}");
+    let ts: i64 = hit.header("webhook-timestamp").parse().unwrap();
+    let now = chrono::Utc::now().timestamp();
+    assert!(signature::verify(&new, hit.header("webhook-id"), ts, &hit.body, header, now, 300));
+    assert!(!signature::verify(&old, hit.header("webhook-id"), ts, &hit.body, header, now, 300));
 }
 
 #[tokio::test]
