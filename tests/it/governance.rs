@@ -496,3 +496,56 @@ async fn a_key_cannot_lift_a_suspension_nor_be_applied_twice() {
     let res = app.post("/api/v1/license/key", &tenant.token, json!({"key": text})).await;
     assert_problem(res, 403, "license_suspended").await;
 }
+
+/// In grace (read-only), GraphQL answers queries and refuses any document
+/// holding a mutation, as REST refuses writes; expired, it answers nothing.
+#[tokio::test]
+async fn graphql_under_a_read_only_license_reads_and_refuses_mutations() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let root = app.super_admin(&tenant).await;
+    let graphql = |query: &str| app.post("/graphql", &tenant.token, json!({ "query": query }));
+    let expired =
+        |days: i64| json!({"tier": "professional", "expires_at": Utc::now() - Duration::days(days)});
+    assign(&app, &root, &tenant, expired(3)).await;
+
+    let res = graphql("{ me { email } license { state } }").await;
+    assert_eq!(res.status(), 200);
+    let body = json(res).await;
+    assert_eq!(body["data"]["license"]["state"], "GRACE", "{body}");
+    let mutation = r#"mutation { setFeature(key: "feature.webhooks", enabled: false) { enabled } }"#;
+    assert_problem(graphql(mutation).await, 403, "license_read_only").await;
+    // Nothing was switched.
+    let features = json(graphql("{ features { key enabled } }").await).await;
+    let webhooks =
+        features["data"]["features"].as_array().unwrap().iter().find(|f| f["key"] == "feature.webhooks");
+    assert_eq!(webhooks.unwrap()["enabled"], true);
+
+    assign(&app, &root, &tenant, expired(15)).await;
+    assert_problem(graphql("{ me { email } }").await, 403, "license_expired").await;
+}
+
+/// The tenant-wide limit binds across users: each under their own limit,
+/// together they reach the tenant's, and every user of it is refused.
+#[tokio::test]
+async fn the_tenant_wide_limit_binds_across_its_users() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let (_, other) = app.user_with_roles(&tenant, &["viewer"]).await;
+    let root = app.super_admin(&tenant).await;
+    let limits = json!({"tier": "basic", "expires_at": Utc::now() + Duration::days(365),
+                        "user_rate_per_minute": 8, "tenant_rate_per_minute": 10});
+    assign(&app, &root, &tenant, limits).await;
+    for _ in 0..6 {
+        assert_eq!(app.get("/api/v1/tenant", &tenant.token).await.status(), 200);
+    }
+    for _ in 0..4 {
+        assert_eq!(app.get("/api/v1/tenant", &other).await.status(), 200);
+    }
+    for token in [&other, &tenant.token] {
+        let res = app.get("/api/v1/tenant", token).await;
+        assert!(res.headers().contains_key("retry-after"));
+        let body = assert_problem(res, 429, "rate_limited").await;
+        assert!(body["detail"].as_str().unwrap().contains("the tenant's limit of 10"), "{body}");
+    }
+}
