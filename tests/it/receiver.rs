@@ -4,7 +4,10 @@
 use std::{
     collections::VecDeque,
     net::TcpListener,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
@@ -40,6 +43,9 @@ pub enum Reply {
 struct Shared {
     received: Mutex<Vec<Received>>,
     script: Mutex<VecDeque<Reply>>,
+    /// Requests being answered now, and the most there ever were at once.
+    in_flight: AtomicUsize,
+    most_in_flight: AtomicUsize,
 }
 
 pub struct Receiver {
@@ -64,6 +70,11 @@ impl Receiver {
         Self { url, shared }
     }
 
+    /// The most requests this receiver was answering at once.
+    pub fn most_in_flight(&self) -> usize {
+        self.shared.most_in_flight.load(Ordering::SeqCst)
+    }
+
     pub fn received(&self) -> Vec<Received> {
         self.shared.received.lock().unwrap().clone()
     }
@@ -85,8 +96,10 @@ async fn receive(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) 
         .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
         .collect();
     shared.received.lock().unwrap().push(Received { headers, body: body.to_vec() });
+    let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    shared.most_in_flight.fetch_max(now, Ordering::SeqCst);
     let reply = shared.script.lock().unwrap().pop_front();
-    match reply {
+    let response = match reply {
         None => HttpResponse::Ok().body("ok"),
         Some(Reply::Status(status)) => {
             HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
@@ -101,5 +114,7 @@ async fn receive(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) 
             tokio::time::sleep(delay).await;
             HttpResponse::Ok().body("late")
         }
-    }
+    };
+    shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+    response
 }

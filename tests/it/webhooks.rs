@@ -510,3 +510,22 @@ async fn two_instances_deliver_each_message_exactly_once() {
     ids.dedup();
     assert_eq!((got.len(), ids.len()), (n, n), "a message was delivered twice");
 }
+
+/// `webhooks.max_in_flight_per_endpoint` caps the deliveries one endpoint
+/// receives at once, though more workers are free.
+#[tokio::test]
+async fn deliveries_to_one_endpoint_are_capped_in_flight() {
+    let app = TestApp::spawn_adjusted(|f| f.merge(("webhooks.max_in_flight_per_endpoint", 2))).await;
+    let receiver = Receiver::start(&[Reply::Slow(Duration::from_millis(300)); 8]).await;
+    let tenant = app.register().await;
+    let (id, _) = endpoint(&app, &tenant, &receiver.url, json!(["*"])).await;
+    for _ in 0..8 {
+        let res = app.post(&format!("/api/v1/webhooks/{id}/test"), &tenant.token, json!({})).await;
+        assert_eq!(res.status(), 202);
+    }
+    receiver.wait_for(8).await;
+    // Four high-lane workers could have sent four at once; the cap holds
+    // two (on a loaded machine the workers may not even reach two).
+    let most = receiver.most_in_flight();
+    assert!((1..=2).contains(&most), "{most} deliveries at once to one endpoint");
+}
