@@ -95,6 +95,8 @@ pub struct HttpConfig {
     pub redis_timeout_ms: u64,
     /// Reverse proxies whose `X-Forwarded-For` is believed (networks or addresses).
     pub trusted_proxies: Vec<String>,
+    /// On shutdown, how long requests in flight (and event streams) may go on.
+    pub shutdown_timeout_secs: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -179,6 +179,7 @@ pub async fn state_with(config: Config, parts: Parts) -> anyhow::Result<AppState
 }
 
 fn server(state: AppState, listener: TcpListener) -> std::io::Result<Server> {
+    let shutdown_timeout = state.config.http.shutdown_timeout_secs;
     let openapi = api::openapi(&state.modules);
     let allowed = web::Data::new(http::AllowedMethods::of(&openapi));
     let schema = web::Data::new(api::graphql::schema(&state));
@@ -207,6 +208,9 @@ fn server(state: AppState, listener: TcpListener) -> std::io::Result<Server> {
             .wrap(from_fn(cors::middleware))
             .wrap(from_fn(http::request_context))
     })
+    // On SIGTERM, requests in flight get this long; open event streams are
+    // then closed (clients resume with Last-Event-ID).
+    .shutdown_timeout(shutdown_timeout)
     .listen(listener)?
     .run();
     Ok(server)

@@ -149,3 +149,62 @@ fn an_unreachable_database_is_reported_once_without_its_password() {
     let cause = line.rsplit(": ").next().unwrap();
     assert_eq!(line.matches(cause).count(), 1, "said twice: {line}");
 }
+
+/// SIGTERM stops the server within `http.shutdown_timeout_secs`, cleanly,
+/// though an event stream is still open.
+#[test]
+fn sigterm_stops_the_server_promptly_with_a_stream_open() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let bind = format!("127.0.0.1:{port}");
+    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_nexus"));
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("NEXUS_")) {
+        server.env_remove(key);
+    }
+    let mut server = server
+        .arg("serve")
+        .current_dir(dir.path())
+        .env("RUST_LOG", "warn")
+        .env("NEXUS_BIND", &bind)
+        .env("NEXUS_HTTP__SHUTDOWN_TIMEOUT_SECS", "2")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(server.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert!(line.contains("Nexus is running"), "{line}");
+
+    let http = |request: String| {
+        let mut stream = std::net::TcpStream::connect(&bind).unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        stream
+    };
+    let body = r#"{"tenant_name":"Acme","tenant_slug":"acme","name":"Ada","email":"ada@example.com","password":"correct horse 42"}"#;
+    let mut register = http(format!(
+        "POST /api/v1/auth/register HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    ));
+    let mut answer = String::new();
+    register.read_to_string(&mut answer).unwrap();
+    let token = answer.split(r#""token":""#).nth(1).and_then(|t| t.split('"').next()).unwrap().to_owned();
+    let mut events =
+        http(format!("GET /api/v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n"));
+    let mut first = [0u8; 64];
+    let n = events.read(&mut first).unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+
+    let started = std::time::Instant::now();
+    let killed =
+        std::process::Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let status = loop {
+        if let Some(status) = server.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "still running 10 s after SIGTERM");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+}
