@@ -134,3 +134,89 @@ async fn concurrent_role_changes_all_succeed() {
         assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
     }
 }
+
+/// Every documented route, for every default role, answers what the policy
+/// says. A viewer's 403 names the permission a route needs; every role
+/// lacking it in the policy (platform matrix and module grants) must get
+/// the same 403, every role holding it must not. A route the viewer passes
+/// needs no permission beyond the viewer's, which every role holds.
+#[tokio::test]
+async fn every_route_answers_every_role_as_the_policy_says() {
+    use std::collections::HashSet;
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let modules = nexus::modules::offline().unwrap();
+    let policy: HashSet<(String, String, String)> =
+        nexus::platform::rbac::policy(modules.grants()).into_iter().collect();
+    // Unlimited, so the rate limit does not answer for the policy.
+    let root = app.super_admin(&tenant).await;
+    let enterprise =
+        json!({"tier": "enterprise", "expires_at": chrono::Utc::now() + chrono::Duration::days(365)});
+    let path = format!("/api/v1/admin/tenants/{}/license", tenant.id);
+    assert_eq!(app.send_json(Method::PUT, &path, Some(&root), enterprise).await.status(), 200);
+    let mut tokens = Vec::new();
+    for role in nexus::platform::rbac::ROLES {
+        tokens.push((*role, app.user_with_roles(&tenant, &[role]).await.1));
+    }
+    let doc = nexus::api::openapi(&modules);
+    let mut routes = 0;
+    let mut refusals = 0;
+    for (path, item) in &doc.paths.paths {
+        // The caller's own session and token routes need no permission and
+        // would end the session under test.
+        if !path.starts_with("/api/v1/") || path.starts_with("/api/v1/auth/") {
+            continue;
+        }
+        let operations = [
+            (Method::GET, item.get.as_ref()),
+            (Method::POST, item.post.as_ref()),
+            (Method::PUT, item.put.as_ref()),
+            (Method::DELETE, item.delete.as_ref()),
+            (Method::PATCH, item.patch.as_ref()),
+        ];
+        for (method, operation) in operations {
+            if operation.is_none() || path == "/api/v1/events" {
+                continue; // the stream would stay open; events:read is covered above
+            }
+            let concrete = path
+                .split('/')
+                .map(|s| if s.starts_with('{') { uuid::Uuid::now_v7().to_string() } else { s.to_owned() })
+                .collect::<Vec<_>>()
+                .join("/");
+            let send =
+                |token: &str| app.request(method.clone(), &concrete, Some(token)).json(&json!({})).send();
+            let needed = |res: &serde_json::Value| -> Option<(String, String)> {
+                let detail = res["detail"].as_str()?;
+                let (object, action) =
+                    detail.strip_prefix("this action needs the permission ")?.split_once(':')?;
+                Some((object.to_owned(), action.to_owned()))
+            };
+            let viewer = json(send(&tokens[3].1).await.unwrap()).await;
+            let permission = (viewer["code"] == "forbidden").then(|| needed(&viewer)).flatten();
+            for (role, token) in &tokens {
+                let res = send(token).await.unwrap();
+                let status = res.status().as_u16();
+                let body: serde_json::Value = res.json().await.unwrap_or_default();
+                let refused = status == 403 && body["code"] == "forbidden";
+                match &permission {
+                    Some((object, action)) => {
+                        let granted = policy.contains(&((*role).to_owned(), object.clone(), action.clone()));
+                        assert_eq!(
+                            !refused, granted,
+                            "{role} {method} {path} ({object}:{action}): {status} {body}"
+                        );
+                        if refused {
+                            assert_eq!(needed(&body), permission, "{role} {method} {path}");
+                            refusals += 1;
+                        }
+                    }
+                    None => {
+                        assert!(!refused, "{role} {method} {path}: refused though the viewer was not: {body}")
+                    }
+                }
+            }
+            routes += 1;
+        }
+    }
+    assert!(routes >= 60 && refusals >= 100, "only {routes} routes and {refusals} refusals checked");
+}
