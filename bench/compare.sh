@@ -4,7 +4,9 @@
 # Usage: bench/compare.sh [products=20000] [duration=15s] [connections=64]
 # Env: COMPARE_PG (server URL without database, default
 #   postgres://root@127.0.0.1:5432), NEXUS_REDIS_URL (default
-#   redis://127.0.0.1:6379), CARGO_TARGET_DIR (where Nexus is built).
+#   redis://127.0.0.1:6379), CARGO_TARGET_DIR (where Nexus is built),
+#   COMPARE_INDEX=1 (add an index on products (tenant_id, created_at, id) to
+#   the scratch database, which the migrations do not create: what it changes).
 # Needs: PostgreSQL, Redis, wrk (apt-get install wrk), psql, curl, python3.
 # Builds both release binaries. A scratch database is created and dropped.
 set -euo pipefail
@@ -79,6 +81,10 @@ SELECT gen_random_uuid(), o.id, 'SKU-' || lpad(i::text, 7, '0'), 'Other product 
 FROM (SELECT id FROM tenants WHERE slug LIKE 'other-%') AS o, generate_series(1, :n / 12) AS i;
 VACUUM ANALYZE;
 SQL
+if [ "${COMPARE_INDEX:-0}" = 1 ]; then
+  echo "== with an index on products (tenant_id, created_at, id), not in the migrations"
+  sql -c "CREATE INDEX ix_compare_products_newest ON products (tenant_id, created_at, id)" -c "ANALYZE products"
+fi
 echo "products: $(sql -c "SELECT count(*) FROM products") in all, $(sql -c "SELECT count(*) FROM products WHERE tenant_id = '$tenant'") of the tenant"
 product=$(sql -c "SELECT id FROM products WHERE tenant_id = '$tenant' ORDER BY created_at DESC OFFSET $((size / 2)) LIMIT 1")
 # What the database alone spends on the queries of a page (third run, warm):
@@ -156,7 +162,7 @@ pair "\`GET /api/v1/products/{id}\` vs \`/products/{id}\`" "$base/products/$prod
 pair "\`GET /health\` vs \`/json\`" "$base/json" "$nexus/health"
 
 echo
-echo "$size products of the tenant, about $((size / 4)) of others; wrk -t1 -c$connections -d$duration after a 3 s warm-up; $(date -u +%F)"
+echo "$size products of the tenant, about $((size / 4)) of others$([ "${COMPARE_INDEX:-0}" = 1 ] && echo ', index on (tenant_id, created_at, id)'); wrk -t1 -c$connections -d$duration after a 3 s warm-up; $(date -u +%F)"
 echo
 printf '%s\n' "${rows[@]}" | python3 -c '
 import sys
