@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# Nexus against a bare actix-web + sqlx server (bench/baseline) reading the
+# same rows of the same PostgreSQL database, in the same run, with wrk.
+# Usage: bench/compare.sh [products=20000] [duration=15s] [connections=64]
+# Env: COMPARE_PG (server URL without database, default
+#   postgres://root@127.0.0.1:5432), NEXUS_REDIS_URL (default
+#   redis://127.0.0.1:6379), CARGO_TARGET_DIR (where Nexus is built),
+#   COMPARE_INDEX=1 (add an index on products (tenant_id, created_at, id) to
+#   the scratch database, which the migrations do not create: what it changes).
+# Needs: PostgreSQL, Redis, wrk (apt-get install wrk), psql, curl, python3.
+# Builds both release binaries. A scratch database is created and dropped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+size=${1:-20000}
+duration=${2:-15s}
+connections=${3:-64}
+pg=${COMPARE_PG:-postgres://root@127.0.0.1:5432}
+redis=${NEXUS_REDIS_URL:-redis://127.0.0.1:6379}
+db="nexus_compare_$$"
+prefix="nexus-compare-$$:"
+nexus_port=18401
+base_port=18402
+nexus="http://127.0.0.1:$nexus_port"
+base="http://127.0.0.1:$base_port"
+work=$(mktemp -d)
+nexus_bin="${CARGO_TARGET_DIR:-target}/release/nexus"
+base_bin=bench/baseline/target/release/nexus-baseline
+
+nice -n 19 cargo build --release --quiet
+nice -n 19 cargo build --release --quiet --manifest-path bench/baseline/Cargo.toml --target-dir bench/baseline/target
+
+sql() { psql -q -v ON_ERROR_STOP=1 -At "$pg/$db" "$@"; }
+servers=()
+cleanup() {
+  for pid in "${servers[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  psql -q "$pg/postgres" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" || true
+  redis-cli -u "$redis" --scan --pattern "$prefix*" | xargs -r redis-cli -u "$redis" del >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+psql -q -v ON_ERROR_STOP=1 "$pg/postgres" -c "CREATE DATABASE $db"
+
+NEXUS_BIND=127.0.0.1:$nexus_port NEXUS_DATA_DIR="$work" NEXUS_DATABASE_URL="$pg/$db" NEXUS_REDIS_URL="$redis" \
+  NEXUS_REDIS_KEY_PREFIX="$prefix" RUST_LOG=warn "$nexus_bin" serve >"$work/nexus.log" 2>&1 &
+servers+=($!)
+nexus_pid=$!
+for _ in $(seq 1 100); do curl -sf "$nexus/health" >/dev/null && break; sleep 0.2; done
+curl -sf "$nexus/health" >/dev/null || { cat "$work/nexus.log"; exit 1; }
+
+json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
+token=$(curl -sf -X POST "$nexus/api/v1/auth/register" -H 'content-type: application/json' \
+  -d '{"tenant_name":"Bench","tenant_slug":"bench","name":"Bench","email":"bench@example.com","password":"correct horse 42"}' \
+  | json '["data"]["token"]["token"]')
+auth="Authorization: Bearer $token"
+# Unlimited tier, so the per-user rate limit does not turn this into a 429 benchmark.
+tenant=$(curl -sf "$nexus/api/v1/license" -H "$auth" | json '["data"]["tenant_id"]')
+license_key=$(NEXUS_LICENSE_SIGNING_KEY=oPNF7XY9c6XmzMWnRJrPSPerqnlS3kMt1iNZZ7Aw5Dk= "$nexus_bin" license sign --tenant "$tenant" --tier enterprise)
+curl -sf -o /dev/null -X POST "$nexus/api/v1/license/key" -H "$auth" -H 'content-type: application/json' \
+  -d "{\"key\":\"$license_key\"}"
+
+# The tenant's products, and a quarter as many of three other tenants,
+# interleaved in time (one a minute, the others' between them).
+echo "== seeding $size products of the tenant and about $((size / 4)) of three others"
+sql -v tenant="$tenant" -v n="$size" <<'SQL'
+INSERT INTO tenants (id, name, slug, created_at, updated_at)
+SELECT gen_random_uuid(), 'Other ' || t, 'other-' || t, now(), now() FROM generate_series(1, 3) AS t;
+INSERT INTO products (id, tenant_id, sku, name, barcode, unit_price, currency, attributes, active,
+                      preferred_vendor_id, version, created_at, updated_at)
+SELECT gen_random_uuid(), :'tenant', 'SKU-' || lpad(i::text, 7, '0'), 'Product ' || i,
+       CASE WHEN i % 3 = 0 THEN (4000000000000 + i)::text END,
+       (i * 137) % 100000, CASE WHEN i % 5 = 0 THEN 'USD' ELSE 'EUR' END,
+       json_build_object('color', (ARRAY['red', 'green', 'blue'])[i % 3 + 1], 'size', i % 50),
+       i % 10 <> 0, NULL, 1, now() - make_interval(mins => i), now() - make_interval(mins => i)
+FROM generate_series(1, :n) AS i;
+INSERT INTO products (id, tenant_id, sku, name, barcode, unit_price, currency, attributes, active,
+                      preferred_vendor_id, version, created_at, updated_at)
+SELECT gen_random_uuid(), o.id, 'SKU-' || lpad(i::text, 7, '0'), 'Other product ' || i, NULL,
+       (i * 71) % 100000, 'EUR', '{}'::json, true, NULL, 1,
+       now() - make_interval(mins => i * 4, secs => 30), now()
+FROM (SELECT id FROM tenants WHERE slug LIKE 'other-%') AS o, generate_series(1, :n / 12) AS i;
+VACUUM ANALYZE;
+SQL
+if [ "${COMPARE_INDEX:-0}" = 1 ]; then
+  echo "== with an index on products (tenant_id, created_at, id), not in the migrations"
+  sql -c "CREATE INDEX ix_compare_products_newest ON products (tenant_id, created_at, id)" -c "ANALYZE products"
+fi
+echo "products: $(sql -c "SELECT count(*) FROM products") in all, $(sql -c "SELECT count(*) FROM products WHERE tenant_id = '$tenant'") of the tenant"
+product=$(sql -c "SELECT id FROM products WHERE tenant_id = '$tenant' ORDER BY created_at DESC OFFSET $((size / 2)) LIMIT 1")
+# What the database alone spends on the queries of a page (third run, warm):
+# plan nodes and execution time.
+plan() {
+  for _ in 1 2; do sql -c "EXPLAIN ANALYZE $2" >/dev/null; done
+  echo "$1: $(sql -c "EXPLAIN ANALYZE $2" | sed -nE 's/^ *(-> +)?([A-Za-z][^(]*[^ (]) +\(cost.*/\2/p; s/^Execution Time: (.*)/= \1/p' | paste -sd'<' | sed 's/<=/ =/; s/</ < /g')"
+}
+plan "page of 25 " "SELECT * FROM products WHERE tenant_id = '$tenant' ORDER BY created_at DESC, id DESC LIMIT 25"
+plan "its count  " "SELECT COUNT(*) FROM products WHERE tenant_id = '$tenant'"
+plan "one product" "SELECT * FROM products WHERE tenant_id = '$tenant' AND id = '$product'"
+
+DATABASE_URL="$pg/$db" TENANT_ID="$tenant" BIND=127.0.0.1:$base_port "$base_bin" >"$work/baseline.log" 2>&1 &
+servers+=($!)
+base_pid=$!
+for _ in $(seq 1 50); do curl -sf "$base/json" >/dev/null && break; sleep 0.1; done
+
+# Both answer the same rows: the same 25 products in the same order, the same
+# product. (Nexus's REST list is oldest first unless sorted: ask for newest.)
+same() {
+  python3 - "$1" "$2" <<'PY'
+import json, sys
+a, b = (json.load(open(p))["data"] for p in sys.argv[1:])
+if a != b:
+    pairs = zip(a, b) if isinstance(a, list) else [(a, b)]
+    print("Nexus:   ", next(x for x, y in pairs if x != y) if len(a) == len(b) else len(a), file=sys.stderr)
+    print("baseline:", b[0] if isinstance(b, list) else b, file=sys.stderr)
+    sys.exit(1)
+PY
+}
+for _ in 1 2; do # the second, warm, answer is compared and its Server-Timing shown
+  curl -sf "$nexus/api/v1/products?per_page=25&sort=-created_at" -H "$auth" -D "$work/list.h" -o "$work/n-list.json"
+  curl -sf "$nexus/api/v1/products/$product" -H "$auth" -D "$work/one.h" -o "$work/n-one.json"
+done
+curl -sf "$base/products" -o "$work/b-list.json"
+curl -sf "$base/products/$product" -o "$work/b-one.json"
+same "$work/n-list.json" "$work/b-list.json" || { echo "the pages differ"; exit 1; }
+same "$work/n-one.json" "$work/b-one.json" || { echo "the products differ"; exit 1; }
+echo "same data from both: yes (page of 25, and product $product)"
+echo "Nexus list:    $(grep -i '^server-timing' "$work/list.h" | tr -d '\r')"
+echo "Nexus product: $(grep -i '^server-timing' "$work/one.h" | tr -d '\r')"
+
+# One measured wrk run after a 3 s warm-up; prints "req/s p50_ms p99_ms non-2xx".
+measure() {
+  wrk -t1 -c"$connections" -d3s "$@" >/dev/null
+  wrk -t1 -c"$connections" -d"$duration" --latency "$@" | tee -a "$work/wrk.txt" | python3 -c '
+import re, sys
+text = sys.stdin.read()
+def ms(v):
+    n, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", v).groups()
+    return float(n) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[unit]
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+p50 = ms(re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1))
+p99 = ms(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1))
+bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+errors = re.search(r"Socket errors:.*", text)
+if errors:
+    print("   " + errors.group(0), file=sys.stderr)
+print(rps, p50, p99, int(bad.group(1)) if bad else 0)
+'
+}
+rows=()
+pair() {
+  local name=$1 base_url=$2 nexus_url=$3
+  echo "== $name" >&2
+  local b n
+  b=$(measure "$base_url")
+  n=$(measure -H "$auth" "$nexus_url")
+  echo "   baseline: $b" >&2
+  echo "   Nexus:    $n" >&2
+  rows+=("$name|$b|$n")
+}
+pair "\`GET /api/v1/products?per_page=25&sort=-created_at\` vs \`/products\`" "$base/products" "$nexus/api/v1/products?per_page=25&sort=-created_at"
+pair "\`GET /api/v1/products/{id}\` vs \`/products/{id}\`" "$base/products/$product" "$nexus/api/v1/products/$product"
+pair "\`GET /health\` vs \`/json\`" "$base/json" "$nexus/health"
+
+echo
+echo "$size products of the tenant, about $((size / 4)) of others$([ "${COMPARE_INDEX:-0}" = 1 ] && echo ', index on (tenant_id, created_at, id)'); wrk -t1 -c$connections -d$duration after a 3 s warm-up; $(date -u +%F)"
+echo
+printf '%s\n' "${rows[@]}" | python3 -c '
+import sys
+print("| request (Nexus vs baseline) | baseline req/s | p50 | p99 | Nexus req/s | p50 | p99 | Nexus / baseline |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|")
+for line in sys.stdin:
+    name, b, n = line.rstrip("\n").split("|")
+    (br, b50, b99, bbad), (nr, n50, n99, nbad) = (list(map(float, x.split())) for x in (b, n))
+    note = f" ({int(nbad)} Nexus non-2xx)" if nbad else ""
+    note += f" ({int(bbad)} baseline non-2xx)" if bbad else ""
+    print(f"| {name} | {br:,.0f} | {b50:.2f} ms | {b99:.2f} ms | {nr:,.0f} | {n50:.2f} ms | {n99:.2f} ms | {nr / br:.2f}x{note} |")
+'
+echo
+echo "peak RSS (VmHWM): Nexus $(awk '/VmHWM/ {print $2, $3}' "/proc/$nexus_pid/status"), baseline $(awk '/VmHWM/ {print $2, $3}' "/proc/$base_pid/status")"
