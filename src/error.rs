@@ -166,11 +166,8 @@ impl ApiError {
 
     pub fn unavailable(source: impl Into<anyhow::Error>) -> Self {
         Self {
-            code: Code::ServiceUnavailable,
-            detail: "a backing service is unavailable; retry shortly".to_owned(),
-            errors: Vec::new(),
             source: Some(source.into()),
-            retry_after: None,
+            ..Self::new(Code::ServiceUnavailable, "a backing service is unavailable; retry shortly")
         }
     }
 
@@ -178,11 +175,8 @@ impl ApiError {
     /// client may retry shortly; nothing was changed.
     pub fn database_unavailable(source: impl Into<anyhow::Error>) -> Self {
         Self {
-            code: Code::DatabaseUnavailable,
-            detail: "the database is unavailable; retry shortly".to_owned(),
-            errors: Vec::new(),
             source: Some(source.into()),
-            retry_after: Some(1),
+            ..Self::new(Code::DatabaseUnavailable, "the database is unavailable; retry shortly")
         }
     }
 

@@ -81,13 +81,16 @@ mod tests {
         }
     }
 
+    /// The guides that list the event catalogue.
+    const GUIDES: [(&str, &str); 2] = [
+        ("events.md", include_str!("../../docs/events.md")),
+        ("webhooks.md", include_str!("../../docs/webhooks.md")),
+    ];
+
     #[test]
     fn the_guides_list_every_event_type() {
         let catalogue = events::Catalogue::new(&offline().unwrap()).unwrap();
-        for (guide, text) in [
-            ("events.md", include_str!("../../docs/events.md")),
-            ("webhooks.md", include_str!("../../docs/webhooks.md")),
-        ] {
+        for (guide, text) in GUIDES {
             for t in catalogue.iter() {
                 assert!((t.example)().is_object(), "{} has no example", t.name);
                 assert!(text.contains(&format!("| `{}` |", t.name)), "docs/{guide} lacks {}", t.name);
@@ -100,10 +103,7 @@ mod tests {
     #[test]
     fn the_guides_name_no_event_type_that_does_not_exist() {
         let catalogue = events::Catalogue::new(&offline().unwrap()).unwrap();
-        for (guide, text) in [
-            ("events.md", include_str!("../../docs/events.md")),
-            ("webhooks.md", include_str!("../../docs/webhooks.md")),
-        ] {
+        for (guide, text) in GUIDES {
             for line in text.lines() {
                 let Some(name) = line.strip_prefix("| `").and_then(|l| l.split('`').next()) else { continue };
                 let setting = name.starts_with("webhooks.") || name.starts_with("events.");

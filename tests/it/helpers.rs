@@ -261,3 +261,49 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// Every documented operation: its method, path and description.
+pub fn operations(
+    doc: &utoipa::openapi::OpenApi,
+) -> Vec<(Method, &String, &utoipa::openapi::path::Operation)> {
+    doc.paths
+        .paths
+        .iter()
+        .flat_map(|(path, item)| {
+            [
+                (Method::GET, item.get.as_ref()),
+                (Method::POST, item.post.as_ref()),
+                (Method::PUT, item.put.as_ref()),
+                (Method::DELETE, item.delete.as_ref()),
+                (Method::PATCH, item.patch.as_ref()),
+            ]
+            .into_iter()
+            .filter_map(move |(method, operation)| Some((method, path, operation?)))
+        })
+        .collect()
+}
+
+/// Put every stock level of `tenant` (in `warehouse` only, if given) at
+/// the most a level may hold.
+pub async fn fill_levels(app: &TestApp, tenant: &Tenant, warehouse: Option<Uuid>) {
+    use entity::stock_level::{Column, Entity};
+    use sea_orm::{ColumnTrait, QueryFilter, sea_query::Expr};
+    let mut update = SystemScope.update_many::<Entity>().filter(Column::TenantId.eq(tenant.id));
+    if let Some(warehouse) = warehouse {
+        update = update.filter(Column::WarehouseId.eq(warehouse));
+    }
+    let full = nexus::modules::inventory::MAX_LEVEL;
+    update.col_expr(Column::OnHand, Expr::value(full)).exec(&app.state.db).await.unwrap();
+}
+
+/// Leave `job` as a worker that died while running it would: running,
+/// attempted once, its lease already over.
+pub async fn held_by_a_dead_worker(app: &TestApp, job: entity::job::Model) {
+    use sea_orm::{ActiveModelTrait, ActiveValue::Set, IntoActiveModel};
+    let mut held = job.into_active_model();
+    held.status = Set("running".to_owned());
+    held.attempts = Set(1);
+    held.locked_by = Set(Some("dead-worker".to_owned()));
+    held.locked_until = Set(Some(chrono::Utc::now() - chrono::Duration::seconds(1)));
+    held.update(&app.state.db).await.unwrap();
+}

@@ -9,7 +9,7 @@ use sea_orm::{ColumnTrait, QueryFilter};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{Tenant, TestApp, assert_problem, eventually, json, unique};
+use crate::helpers::{Tenant, TestApp, assert_problem, eventually, fill_levels, json, unique};
 
 async fn product(app: &TestApp, tenant: &Tenant, sku: &str) -> String {
     let body = json!({"sku": sku, "name": format!("Product {sku}"), "unit_price": 1999, "currency": "EUR"});
@@ -427,7 +427,6 @@ async fn stock_lists_sort_and_filter_by_their_fields() {
 /// level holds at most 10^15, so no sum overflows into a 500.
 #[tokio::test]
 async fn quantities_beyond_their_bounds_are_refused_and_change_nothing() {
-    use sea_orm::sea_query::Expr;
     let app = TestApp::spawn().await;
     let tenant = app.register().await;
     let p = product(&app, &tenant, &unique("SKU")).await;
@@ -449,24 +448,11 @@ async fn quantities_beyond_their_bounds_are_refused_and_change_nothing() {
 
     // A level at its bound takes nothing more: adjustment, transfer in, receipt.
     let full = 1_000_000_000_000_000_i64;
-    SystemScope
-        .update_many::<entity::stock_level::Entity>()
-        .filter(entity::stock_level::Column::TenantId.eq(tenant.id))
-        .col_expr(entity::stock_level::Column::OnHand, Expr::value(full))
-        .exec(&app.state.db)
-        .await
-        .unwrap();
+    fill_levels(&app, &tenant, None).await;
     let body = assert_problem(adjust(&app, &tenant, &p, &a, 1).await, 422, "stock_limit_exceeded").await;
     assert!(body["detail"].as_str().unwrap().contains("1000000000000000"), "{body}");
     assert_eq!(adjust(&app, &tenant, &p, &b, 10).await.status(), 200);
-    SystemScope
-        .update_many::<entity::stock_level::Entity>()
-        .filter(entity::stock_level::Column::TenantId.eq(tenant.id))
-        .filter(entity::stock_level::Column::WarehouseId.eq(Uuid::parse_str(&a).unwrap()))
-        .col_expr(entity::stock_level::Column::OnHand, Expr::value(full))
-        .exec(&app.state.db)
-        .await
-        .unwrap();
+    fill_levels(&app, &tenant, Some(Uuid::parse_str(&a).unwrap())).await;
     let transfer = json!({"product_id": p, "from_warehouse_id": b, "to_warehouse_id": a, "quantity": 5});
     assert_problem(
         app.post("/api/v1/stock/transfers", &tenant.token, transfer).await,

@@ -108,7 +108,6 @@ async fn dead_jobs_are_kept_listed_and_replayed() {
 
 #[tokio::test]
 async fn a_job_held_by_a_dead_worker_runs_again_when_its_lease_expires() {
-    use sea_orm::{ActiveModelTrait, ActiveValue::Set, IntoActiveModel};
     // No workers: the job stays where the "crashed" worker left it.
     let app = TestApp::spawn_adjusted(|f| f.merge(("jobs.run_in_server", false))).await;
     let receiver = crate::receiver::Receiver::start(&[]).await;
@@ -125,12 +124,7 @@ async fn a_job_held_by_a_dead_worker_runs_again_when_its_lease_expires() {
         .unwrap()
         .unwrap();
     // A worker claimed it, then died: running, lease already expired.
-    let mut held = job.into_active_model();
-    held.status = Set("running".to_owned());
-    held.attempts = Set(1);
-    held.locked_by = Set(Some("crashed-worker".to_owned()));
-    held.locked_until = Set(Some(chrono::Utc::now() - chrono::Duration::seconds(1)));
-    held.update(&app.state.db).await.unwrap();
+    crate::helpers::held_by_a_dead_worker(&app, job).await;
 
     let _worker = app.sibling().await;
     let got = receiver.wait_for(1).await;

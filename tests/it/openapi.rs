@@ -1,4 +1,3 @@
-use reqwest::Method;
 use serde_json::Value;
 
 use crate::helpers::{TestApp, assert_problem};
@@ -25,29 +24,19 @@ async fn every_non_public_operation_requires_authentication() {
     let app = TestApp::spawn().await;
     let doc = nexus::api::openapi(&nexus::modules::offline().unwrap());
     let mut checked = 0;
-    for (path, item) in &doc.paths.paths {
-        let operations = [
-            (Method::GET, item.get.as_ref()),
-            (Method::POST, item.post.as_ref()),
-            (Method::PUT, item.put.as_ref()),
-            (Method::DELETE, item.delete.as_ref()),
-            (Method::PATCH, item.patch.as_ref()),
-        ];
-        for (method, operation) in operations {
-            let Some(operation) = operation else { continue };
-            let concrete = path.replace("{id}", &uuid::Uuid::now_v7().to_string()).replace("{role}", "admin");
-            let res = app.request(method.clone(), &concrete, None).send().await.unwrap();
-            if PUBLIC.contains(&path.as_str()) {
-                assert_ne!(res.status(), 401, "{method} {path} must be public");
-                assert!(
-                    operation.security.is_none(),
-                    "{method} {path} is public but documents a security scheme"
-                );
-            } else {
-                assert_problem(res, 401, "unauthenticated").await;
-                assert!(operation.security.is_some(), "{method} {path} does not document the bearer scheme");
-                checked += 1;
-            }
+    for (method, path, operation) in crate::helpers::operations(&doc) {
+        let concrete = path.replace("{id}", &uuid::Uuid::now_v7().to_string()).replace("{role}", "admin");
+        let res = app.request(method.clone(), &concrete, None).send().await.unwrap();
+        if PUBLIC.contains(&path.as_str()) {
+            assert_ne!(res.status(), 401, "{method} {path} must be public");
+            assert!(
+                operation.security.is_none(),
+                "{method} {path} is public but documents a security scheme"
+            );
+        } else {
+            assert_problem(res, 401, "unauthenticated").await;
+            assert!(operation.security.is_some(), "{method} {path} does not document the bearer scheme");
+            checked += 1;
         }
     }
     assert!(checked >= 14, "only {checked} protected operations found");

@@ -437,7 +437,6 @@ async fn listing_orders_costs_the_same_queries_for_one_order_or_many() {
 /// stock and ledger unchanged.
 #[tokio::test]
 async fn a_receipt_onto_a_full_level_is_refused_and_changes_nothing() {
-    use sea_orm::{ColumnTrait, QueryFilter, sea_query::Expr};
     let app = TestApp::spawn().await;
     let tenant = app.register().await;
     let s = setup(&app, &tenant).await;
@@ -448,13 +447,7 @@ async fn a_receipt_onto_a_full_level_is_refused_and_changes_nothing() {
     }
     assert_eq!(receive(&app, &tenant, &po, 10).await.status(), 200);
     let full = 1_000_000_000_000_000_i64;
-    SystemScope
-        .update_many::<entity::stock_level::Entity>()
-        .filter(entity::stock_level::Column::TenantId.eq(tenant.id))
-        .col_expr(entity::stock_level::Column::OnHand, Expr::value(full))
-        .exec(&app.state.db)
-        .await
-        .unwrap();
+    crate::helpers::fill_levels(&app, &tenant, None).await;
     assert_problem(receive(&app, &tenant, &po, 10).await, 422, "stock_limit_exceeded").await;
     assert_eq!(on_hand(&app, &tenant, &s).await, full);
     let order = json(app.get(&format!("/api/v1/purchase-orders/{id}"), &tenant.token).await).await;

@@ -161,62 +161,50 @@ async fn every_route_answers_every_role_as_the_policy_says() {
     let doc = nexus::api::openapi(&modules);
     let mut routes = 0;
     let mut refusals = 0;
-    for (path, item) in &doc.paths.paths {
+    for (method, path, _) in crate::helpers::operations(&doc) {
         // The caller's own session and token routes need no permission and
-        // would end the session under test.
-        if !path.starts_with("/api/v1/") || path.starts_with("/api/v1/auth/") {
+        // would end the session under test; the event stream would stay
+        // open (events:read is covered above).
+        if !path.starts_with("/api/v1/") || path.starts_with("/api/v1/auth/") || path == "/api/v1/events" {
             continue;
         }
-        let operations = [
-            (Method::GET, item.get.as_ref()),
-            (Method::POST, item.post.as_ref()),
-            (Method::PUT, item.put.as_ref()),
-            (Method::DELETE, item.delete.as_ref()),
-            (Method::PATCH, item.patch.as_ref()),
-        ];
-        for (method, operation) in operations {
-            if operation.is_none() || path == "/api/v1/events" {
-                continue; // the stream would stay open; events:read is covered above
-            }
-            let concrete = path
-                .split('/')
-                .map(|s| if s.starts_with('{') { uuid::Uuid::now_v7().to_string() } else { s.to_owned() })
-                .collect::<Vec<_>>()
-                .join("/");
-            let send =
-                |token: &str| app.request(method.clone(), &concrete, Some(token)).json(&json!({})).send();
-            let needed = |res: &serde_json::Value| -> Option<(String, String)> {
-                let detail = res["detail"].as_str()?;
-                let (object, action) =
-                    detail.strip_prefix("this action needs the permission ")?.split_once(':')?;
-                Some((object.to_owned(), action.to_owned()))
-            };
-            let viewer = json(send(&tokens[3].1).await.unwrap()).await;
-            let permission = (viewer["code"] == "forbidden").then(|| needed(&viewer)).flatten();
-            for (role, token) in &tokens {
-                let res = send(token).await.unwrap();
-                let status = res.status().as_u16();
-                let body: serde_json::Value = res.json().await.unwrap_or_default();
-                let refused = status == 403 && body["code"] == "forbidden";
-                match &permission {
-                    Some((object, action)) => {
-                        let granted = policy.contains(&((*role).to_owned(), object.clone(), action.clone()));
-                        assert_eq!(
-                            !refused, granted,
-                            "{role} {method} {path} ({object}:{action}): {status} {body}"
-                        );
-                        if refused {
-                            assert_eq!(needed(&body), permission, "{role} {method} {path}");
-                            refusals += 1;
-                        }
-                    }
-                    None => {
-                        assert!(!refused, "{role} {method} {path}: refused though the viewer was not: {body}")
+        let concrete = path
+            .split('/')
+            .map(|s| if s.starts_with('{') { uuid::Uuid::now_v7().to_string() } else { s.to_owned() })
+            .collect::<Vec<_>>()
+            .join("/");
+        let send = |token: &str| app.request(method.clone(), &concrete, Some(token)).json(&json!({})).send();
+        let needed = |res: &serde_json::Value| -> Option<(String, String)> {
+            let detail = res["detail"].as_str()?;
+            let (object, action) =
+                detail.strip_prefix("this action needs the permission ")?.split_once(':')?;
+            Some((object.to_owned(), action.to_owned()))
+        };
+        let viewer = json(send(&tokens[3].1).await.unwrap()).await;
+        let permission = (viewer["code"] == "forbidden").then(|| needed(&viewer)).flatten();
+        for (role, token) in &tokens {
+            let res = send(token).await.unwrap();
+            let status = res.status().as_u16();
+            let body: serde_json::Value = res.json().await.unwrap_or_default();
+            let refused = status == 403 && body["code"] == "forbidden";
+            match &permission {
+                Some((object, action)) => {
+                    let granted = policy.contains(&((*role).to_owned(), object.clone(), action.clone()));
+                    assert_eq!(
+                        !refused, granted,
+                        "{role} {method} {path} ({object}:{action}): {status} {body}"
+                    );
+                    if refused {
+                        assert_eq!(needed(&body), permission, "{role} {method} {path}");
+                        refusals += 1;
                     }
                 }
+                None => {
+                    assert!(!refused, "{role} {method} {path}: refused though the viewer was not: {body}")
+                }
             }
-            routes += 1;
         }
+        routes += 1;
     }
     assert!(routes >= 60 && refusals >= 100, "only {routes} routes and {refusals} refusals checked");
 }

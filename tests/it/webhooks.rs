@@ -441,7 +441,7 @@ async fn events_committed_while_no_worker_runs_are_delivered_once_after_restart(
 #[tokio::test]
 async fn an_attempt_cut_off_by_a_dead_worker_stays_in_the_log() {
     use nexus::platform::jobs::JobHandler;
-    use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, IntoActiveModel, QueryFilter};
+    use sea_orm::{ColumnTrait, QueryFilter};
     // No workers here: the "worker" is the handler run by hand, then killed.
     let app = TestApp::spawn_adjusted(|f| f.merge(("jobs.run_in_server", false))).await;
     let receiver = Receiver::start(&[Reply::Slow(Duration::from_secs(30))]).await;
@@ -462,13 +462,7 @@ async fn an_attempt_cut_off_by_a_dead_worker_stays_in_the_log() {
     receiver.wait_for(1).await;
     worker.abort(); // killed while the receiver holds the request
     let _ = worker.await;
-    // As the dead worker left it: running, its lease now over.
-    let mut held = job.into_active_model();
-    held.status = Set("running".to_owned());
-    held.attempts = Set(1);
-    held.locked_by = Set(Some("killed-worker".to_owned()));
-    held.locked_until = Set(Some(chrono::Utc::now() - chrono::Duration::seconds(1)));
-    held.update(&app.state.db).await.unwrap();
+    crate::helpers::held_by_a_dead_worker(&app, job).await;
 
     let _worker = app.sibling().await;
     deliveries_when(&app, &tenant, &id, "succeeded").await;

@@ -27,8 +27,8 @@ const WAIT: Duration = Duration::from_secs(5);
 async fn slot(wait: Duration) -> ApiResult<SemaphorePermit<'static>> {
     match tokio::time::timeout(wait, SLOTS.acquire()).await {
         Ok(Ok(permit)) => Ok(permit),
-        _ => Err(ApiError::new(Code::ServiceUnavailable, "too many sign-ins at once; retry shortly")
-            .retry_after(1)),
+        // A 503: `Retry-After: 1` comes with it.
+        _ => Err(ApiError::new(Code::ServiceUnavailable, "too many sign-ins at once; retry shortly")),
     }
 }
 
