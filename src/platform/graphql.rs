@@ -1,6 +1,6 @@
 //! What every GraphQL resolver shares, platform and modules alike: the
 //! caller resolved before execution, the permission check, and errors that
-//! carry the same code as REST. the schema itself is assembled in `src/api/`.
+//! carry the same code as REST. The schema itself is assembled in `src/api/`.
 
 use async_graphql::{Context, ErrorExtensions};
 
