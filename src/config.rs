@@ -87,6 +87,9 @@ pub struct AuthConfig {
     pub attempts_per_minute_per_address: u32,
     /// Sign-in attempts per minute against one account.
     pub attempts_per_minute_per_account: u32,
+    /// How long an instance reuses a resolved principal: the bound on how
+    /// late another instance sees a revocation. 0: never reused.
+    pub principal_cache_ms: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -164,6 +167,9 @@ pub struct EventsConfig {
     pub sse_heartbeat_ms: u64,
     /// Most events replayed to a stream resuming with `Last-Event-ID`.
     pub sse_backlog_limit: u64,
+    /// Live events a stream may fall behind before it catches up from the
+    /// outbox instead.
+    pub sse_buffer: usize,
 }
 
 /// Why the configuration was refused; always names the key. Every problem
@@ -308,8 +314,11 @@ impl Config {
         if let Err(err) = self.url_policy() {
             fail("webhooks.allow_networks", &err);
         }
-        if self.events.sse_heartbeat_ms == 0 || self.events.sse_backlog_limit == 0 {
-            fail("events", "sse_heartbeat_ms and sse_backlog_limit must be positive");
+        if self.events.sse_heartbeat_ms == 0
+            || self.events.sse_backlog_limit == 0
+            || self.events.sse_buffer == 0
+        {
+            fail("events", "sse_heartbeat_ms, sse_backlog_limit and sse_buffer must be positive");
         }
         if let Err(err) = self.trusted_proxies() {
             fail("http.trusted_proxies", &err);

@@ -17,7 +17,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::{
     config::Config,
     platform::{
-        auth::TokenKeys,
+        auth::{TokenKeys, cache::Principals},
         cors,
         crypto::Cipher,
         db,
@@ -161,13 +161,16 @@ pub async fn state_with(config: Config, parts: Parts) -> anyhow::Result<AppState
     Ok(AppState {
         governance: Arc::new(governance),
         keys: Arc::new(TokenKeys::new(config.jwt_secret.expose())),
+        principals: Arc::new(Principals::new(std::time::Duration::from_millis(
+            config.auth.principal_cache_ms,
+        ))),
         rbac: Arc::new(Rbac::new(modules.grants()).await?),
         cipher,
         idempotency,
         jobs: Arc::new(job_handlers(&modules)),
         listeners: Arc::new(listeners),
         wakeup: Wakeup::default(),
-        events: events::stream::EventBus::new(redis.clone()),
+        events: events::stream::EventBus::new(redis.clone(), config.events.sse_buffer),
         event_types: events::Catalogue::new(&modules)?,
         webhook_client: delivery::client(&config)?,
         endpoint_slots: delivery::EndpointSlots::default(),

@@ -5,7 +5,7 @@ use sea_orm::DatabaseConnection;
 use crate::{
     config::Config,
     platform::{
-        auth::TokenKeys,
+        auth::{TokenKeys, cache::Principals},
         crypto::Cipher,
         events::{self, Listeners, stream::EventBus},
         governance::Governance,
@@ -26,6 +26,8 @@ pub struct AppState {
     pub redis: Option<Redis>,
     pub rbac: Arc<Rbac>,
     pub keys: Arc<TokenKeys>,
+    /// Principals resolved in the last `auth.principal_cache_ms`.
+    pub principals: Arc<Principals>,
     /// Encrypts tenant secrets at rest.
     pub cipher: Arc<Cipher>,
     /// Job handlers by kind.

@@ -132,8 +132,14 @@ async fn personal_tokens_are_shown_once_listed_and_revoked_everywhere() {
         .await
         .unwrap();
     assert_eq!(res.status(), 204);
-    // Refused at once, on this instance and on the other one.
+    // Refused at once on this instance; the other one had the caller cached
+    // and refuses within `auth.principal_cache_ms` (1 s).
+    let revoked = std::time::Instant::now();
     assert_problem(app.get("/api/v1/auth/me", &token).await, 401, "unauthenticated").await;
+    while other_instance.get("/api/v1/auth/me", &token).await.status() == 200 {
+        assert!(revoked.elapsed() < std::time::Duration::from_millis(1500), "still accepted after 1.5 s");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     assert_problem(other_instance.get("/api/v1/auth/me", &token).await, 401, "unauthenticated").await;
     // Revoking again, or a token that is not yours, is not found.
     let again = app

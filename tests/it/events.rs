@@ -180,3 +180,67 @@ async fn a_stream_ends_when_its_token_is_revoked() {
     .await;
     assert!(end.is_ok(), "the stream stayed open");
 }
+
+/// A client that stops reading while a burst is published: the server can
+/// only write what the socket buffers hold, its stream falls further behind
+/// the live feed than `events.sse_buffer` allows, and it catches up from the
+/// outbox. Read afterwards, the stream has every event exactly once.
+#[tokio::test]
+async fn a_slow_reader_catches_up_without_gaps_or_repeats() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const BURST: usize = 1000;
+    let app = TestApp::spawn_adjusted(|f| f.merge(("events.sse_buffer", 2))).await;
+    let tenant = app.register().await;
+    let on = json!({"enabled": true});
+    app.send_json(Method::PUT, "/api/v1/features/feature.bulk-operations", Some(&tenant.token), on).await;
+    app.drained().await;
+
+    // A raw HTTP/1.1 client with the smallest receive buffer the kernel
+    // allows, so a few frames fill the path from server to client.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(1024).unwrap();
+    let mut conn = socket.connect(app.base.trim_start_matches("http://").parse().unwrap()).await.unwrap();
+    let request = format!(
+        "GET /api/v1/events?types=product.created HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\n\r\n",
+        tenant.token
+    );
+    conn.write_all(request.as_bytes()).await.unwrap();
+    let mut received = Vec::new();
+    let mut buf = [0u8; 512];
+    while !String::from_utf8_lossy(&received).contains("retry: 3000") {
+        let n = conn.read(&mut buf).await.unwrap();
+        received.extend_from_slice(&buf[..n]);
+    }
+
+    // The burst, with names long enough that the buffers hold few frames.
+    let items: Vec<Value> = (0..BURST)
+        .map(|i| {
+            let name = format!("{i:04} {}", "n".repeat(190));
+            json!({"sku": format!("SLOW-{i:04}"), "name": name, "unit_price": 100, "currency": "EUR"})
+        })
+        .collect();
+    let res = app.post("/api/v1/bulk/products", &tenant.token, json!({"items": items})).await;
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["meta"]["succeeded"], BURST, "{body}");
+    app.drained().await;
+
+    // Now read until every event has arrived, then a little longer for any repeat.
+    let count = |bytes: &[u8]| String::from_utf8_lossy(bytes).matches("event: product.created").count();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while count(&received) < BURST && tokio::time::Instant::now() < deadline {
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(1), conn.read(&mut buf)).await {
+            received.extend_from_slice(&buf[..n]);
+        }
+    }
+    while let Ok(Ok(n @ 1..)) = tokio::time::timeout(Duration::from_millis(300), conn.read(&mut buf)).await {
+        received.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&received);
+    let mut skus: Vec<&str> =
+        text.match_indices("\"sku\":\"SLOW-").map(|(at, _)| &text[at + 7..at + 16]).collect();
+    assert_eq!(skus.len(), BURST, "every event once");
+    skus.sort_unstable();
+    skus.dedup();
+    assert_eq!(skus.len(), BURST, "no event twice");
+}

@@ -276,5 +276,6 @@ pub async fn revoke_token(state: &AppState, principal: &Principal, id: Uuid) -> 
     if result.rows_affected == 0 {
         return Err(ApiError::not_found("token"));
     }
+    state.principals.forget_token(id);
     Ok(())
 }

@@ -106,6 +106,53 @@ async fn still_valid(db: &DatabaseConnection, token_id: Uuid, user_id: Uuid) -> 
         && user.is_some_and(|u| u.disabled_at.is_none()))
 }
 
+/// What a stream has sent, so that catching up after a lag neither skips
+/// nor repeats an event. Live events arrive in the order their dispatch jobs
+/// finish, not in id order, so a catch-up reads from a while before the
+/// newest event sent and skips the ones already sent.
+struct Sent {
+    /// The stream's starting point: the id it resumed from, or when it opened.
+    start: Uuid,
+    newest: Uuid,
+    ids: HashSet<Uuid>,
+}
+
+/// How far before the newest event sent a catch-up reads: an event lost in a
+/// lag whose dispatch came later than this after its commit is not replayed.
+const REORDER_WINDOW_MS: u64 = 60_000;
+/// Sent ids kept beyond this many are dropped once outside the window.
+const SENT_IDS: usize = 10_000;
+
+impl Sent {
+    fn new(start: Uuid) -> Self {
+        Self { start, newest: start, ids: HashSet::new() }
+    }
+
+    /// Record `id` as sent; false when it was already.
+    fn first_time(&mut self, id: Uuid) -> bool {
+        if !self.ids.insert(id) {
+            return false;
+        }
+        self.newest = self.newest.max(id);
+        if self.ids.len() > SENT_IDS {
+            let from = self.catch_up_from();
+            self.ids.retain(|id| *id > from);
+        }
+        true
+    }
+
+    /// The id a catch-up reads after: the reorder window before the newest
+    /// event sent, never before the start (ids are UUIDv7: time first).
+    fn catch_up_from(&self) -> Uuid {
+        let Some((secs, nanos)) = self.newest.get_timestamp().map(|t| t.to_unix()) else {
+            return self.start;
+        };
+        let millis = (secs * 1000 + u64::from(nanos) / 1_000_000).saturating_sub(REORDER_WINDOW_MS);
+        let window = uuid::Builder::from_unix_timestamp_millis(millis, &[0; 10]).into_uuid();
+        window.max(self.start)
+    }
+}
+
 enum Next {
     Beat,
     Live(Result<std::sync::Arc<LiveEvent>, RecvError>),
@@ -154,12 +201,9 @@ async fn stream_events(
 
     let body = async_stream::stream! {
         yield Ok::<_, actix_web::Error>(web::Bytes::from_static(b"retry: 3000\n\n"));
-        let mut seen: HashSet<Uuid> = HashSet::new();
-        let mut last = after.or(Some(opened));
+        let mut sent = Sent::new(after.unwrap_or(opened));
         for event in backlog {
-            seen.insert(event.id);
-            last = Some(event.id);
-            if wants(&event) {
+            if wants(&event) && sent.first_time(event.id) {
                 yield Ok(frame(&event));
             }
         }
@@ -179,20 +223,24 @@ async fn stream_events(
                     yield Ok(web::Bytes::from_static(b": heartbeat\n\n"));
                 }
                 Next::Live(Ok(event)) => {
-                    if !seen.contains(&event.id) && wants(&event) {
-                        last = Some(event.id);
+                    if wants(&event) && sent.first_time(event.id) {
                         yield Ok(frame(&event));
                     }
                 }
                 Next::Live(Err(RecvError::Lagged(_))) => {
-                    // Too slow for the live feed: catch up from the outbox.
-                    let Some(after) = last else { continue };
-                    let Ok(missed) = since(&db, tenant, after, limit).await else { continue };
-                    for event in missed {
-                        seen.insert(event.id);
-                        last = Some(event.id);
-                        if wants(&event) {
-                            yield Ok(frame(&event));
+                    // Too slow for the live feed: catch up from the outbox,
+                    // page by page, skipping what was sent already.
+                    let mut from = sent.catch_up_from();
+                    while let Ok(missed) = since(&db, tenant, from, limit).await {
+                        let full = missed.len() as u64 == limit;
+                        for event in &missed {
+                            from = event.id;
+                            if wants(event) && sent.first_time(event.id) {
+                                yield Ok(frame(event));
+                            }
+                        }
+                        if !full {
+                            break;
                         }
                     }
                 }
@@ -205,4 +253,41 @@ async fn stream_events(
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         .insert_header(("x-accel-buffering", "no"))
         .streaming(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(millis: u64) -> Uuid {
+        uuid::Builder::from_unix_timestamp_millis(millis, &[7; 10]).into_uuid()
+    }
+
+    #[test]
+    fn a_catch_up_covers_events_dispatched_out_of_order_and_skips_those_sent() {
+        let now = 1_800_000_000_000;
+        let (a, b, c, d) = (at(now), at(now + 1), at(now + 2), at(now + 3));
+        let mut sent = Sent::new(at(now - 10));
+        // Opened, nothing sent yet: a catch-up starts where the stream did.
+        assert_eq!(sent.catch_up_from(), at(now - 10));
+        // `b` was committed before `c` but its dispatch finished later.
+        assert!(sent.first_time(a) && sent.first_time(c));
+        assert!(!sent.first_time(c), "sent once");
+        let from = sent.catch_up_from();
+        assert!(from < b, "the catch-up reads `b`, lost in the lag");
+        let replayed: Vec<Uuid> =
+            [a, b, c, d].into_iter().filter(|id| *id > from && sent.first_time(*id)).collect();
+        assert_eq!(replayed, [b, d]);
+    }
+
+    #[test]
+    fn a_catch_up_reads_a_window_before_the_newest_never_before_the_start() {
+        let now = 1_800_000_000_000;
+        let mut sent = Sent::new(at(now - 5 * REORDER_WINDOW_MS));
+        assert!(sent.first_time(at(now)));
+        let from = sent.catch_up_from();
+        assert!(from < at(now - REORDER_WINDOW_MS) && from > at(now - REORDER_WINDOW_MS - 1));
+        let resumed = Sent::new(at(now));
+        assert_eq!(resumed.catch_up_from(), at(now), "no earlier than the resume point");
+    }
 }

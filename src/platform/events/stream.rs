@@ -17,8 +17,6 @@ use entity::event;
 
 /// The pub/sub channel, after the `redis_key_prefix`.
 const CHANNEL: &str = "events";
-/// Events a slow stream may fall behind before it catches up from the outbox.
-const CAPACITY: usize = 1024;
 
 /// An event as streams see it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -49,8 +47,10 @@ pub struct EventBus {
 }
 
 impl EventBus {
-    pub fn new(redis: Option<Redis>) -> Self {
-        Self { local: broadcast::channel(CAPACITY).0, redis }
+    /// `buffer`: live events a slow stream may fall behind before it
+    /// catches up from the outbox (`events.sse_buffer`).
+    pub fn new(redis: Option<Redis>, buffer: usize) -> Self {
+        Self { local: broadcast::channel(buffer).0, redis }
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<LiveEvent>> {

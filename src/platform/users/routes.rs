@@ -215,7 +215,9 @@ async fn set_disabled(
     id: Uuid,
     disabled: bool,
 ) -> ApiResult<HttpResponse> {
-    Ok(ok(super::set_disabled(&state.db, auth.tenant, auth.user_id, id, disabled).await?))
+    let view = super::set_disabled(&state.db, auth.tenant, auth.user_id, id, disabled).await?;
+    state.principals.forget_user(id);
+    Ok(ok(view))
 }
 
 /// Give a user a role (`admin`, `manager`, `user`, `viewer`). Idempotent.
@@ -236,7 +238,9 @@ async fn assign_role(
     path: web::Path<(Uuid, String)>,
 ) -> ApiResult<HttpResponse> {
     let (id, role) = path.into_inner();
-    Ok(ok(super::assign_role(&state.db, auth.tenant, id, &role).await?))
+    let view = super::assign_role(&state.db, auth.tenant, id, &role).await?;
+    state.principals.forget_user(id);
+    Ok(ok(view))
 }
 
 /// Take a role from a user. The last admin of a tenant keeps theirs (409).
@@ -257,5 +261,7 @@ async fn remove_role(
     path: web::Path<(Uuid, String)>,
 ) -> ApiResult<HttpResponse> {
     let (id, role) = path.into_inner();
-    Ok(ok(super::remove_role(&state.db, auth.tenant, id, &role).await?))
+    let view = super::remove_role(&state.db, auth.tenant, id, &role).await?;
+    state.principals.forget_user(id);
+    Ok(ok(view))
 }
