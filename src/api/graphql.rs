@@ -220,9 +220,12 @@ async fn read_request(
         body.extend_from_slice(&chunk);
     }
     let parsed: GraphqlBody = parse_json(&body)?;
-    if document_has_nul(&parsed.query) {
-        let mut err = ApiError::new(Code::InvalidString, "strings must not contain NUL characters");
-        err.errors.push(FieldError::new("query", "a string argument contains a NUL character"));
+    if document_has_forbidden(&parsed.query) {
+        let mut err = ApiError::new(
+            Code::InvalidString,
+            "strings must not contain control characters other than tab and line breaks",
+        );
+        err.errors.push(FieldError::new("query", "a string argument contains a control character"));
         return Err(err);
     }
     let mut request = async_graphql::Request::new(parsed.query);
@@ -246,17 +249,19 @@ struct GraphqlBody {
 
 impl Validate for GraphqlBody {}
 
-/// Whether a string argument of the document holds NUL (`"a\u0000b"` in the
-/// query text): refused as in variables and REST bodies.
-fn document_has_nul(query: &str) -> bool {
+/// Whether a string argument of the document breaks the character rule
+/// (`"a\u0000b"` in the query text): refused as in variables and REST bodies.
+fn document_has_forbidden(query: &str) -> bool {
     use async_graphql::Positioned;
     use async_graphql::parser::types::{Selection, SelectionSet};
     use async_graphql_value::Value;
-    fn nul(value: &Value) -> bool {
+    fn bad(value: &Value) -> bool {
         match value {
-            Value::String(s) => s.contains('\0'),
-            Value::List(items) => items.iter().any(nul),
-            Value::Object(fields) => fields.iter().any(|(k, v)| k.contains('\0') || nul(v)),
+            Value::String(s) => s.chars().any(crate::platform::validate::forbidden_char),
+            Value::List(items) => items.iter().any(bad),
+            Value::Object(fields) => {
+                fields.iter().any(|(k, v)| bad(v) || k.chars().any(crate::platform::validate::forbidden_char))
+            }
             _ => false,
         }
     }
@@ -264,8 +269,8 @@ fn document_has_nul(query: &str) -> bool {
         set.node.items.iter().any(|item| match &item.node {
             Selection::Field(field) => {
                 let f = &field.node;
-                f.arguments.iter().any(|(_, v)| nul(&v.node))
-                    || f.directives.iter().any(|d| d.node.arguments.iter().any(|(_, v)| nul(&v.node)))
+                f.arguments.iter().any(|(_, v)| bad(&v.node))
+                    || f.directives.iter().any(|d| d.node.arguments.iter().any(|(_, v)| bad(&v.node)))
                     || in_set(&f.selection_set)
             }
             Selection::InlineFragment(fragment) => in_set(&fragment.node.selection_set),
@@ -280,7 +285,7 @@ fn document_has_nul(query: &str) -> bool {
                 .node
                 .variable_definitions
                 .iter()
-                .any(|d| d.node.default_value.as_ref().is_some_and(|v| nul(&v.node.clone().into_value())))
+                .any(|d| d.node.default_value.as_ref().is_some_and(|v| bad(&v.node.clone().into_value())))
     }) || doc.fragments.values().any(|f| in_set(&f.node.selection_set))
 }
 

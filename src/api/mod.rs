@@ -1,6 +1,7 @@
 //! Assembly: the route table, the OpenAPI document, the GraphQL schema.
 
 pub mod graphql;
+mod text;
 
 use actix_web::{App, middleware::from_fn};
 use utoipa::{
@@ -450,6 +451,7 @@ pub fn openapi(modules: &Modules) -> utoipa::openapi::OpenApi {
     tags.splice(at..at, module_tags);
     // After the routes are collected: it edits their operations.
     Conventions::new(modules, &doc).modify(&mut doc);
+    text::declare(&mut doc);
     doc
 }
 

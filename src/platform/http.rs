@@ -30,13 +30,14 @@ use crate::{
     platform::{
         auth::Principal,
         db::{self, QueryStats},
+        validate,
     },
 };
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// Outermost middleware: assigns the request id (echoing a sane client one),
-/// opens the request span, refuses NUL bytes smuggled in the URL, makes
+/// opens the request span, refuses control characters smuggled in the URL, makes
 /// sure every error leaves as problem+json with the request id in it, and
 /// reports the database queries the request ran (in the log, and to an
 /// authenticated caller in `Server-Timing`).
@@ -69,7 +70,7 @@ pub async fn request_context(
                 let res = if !clean_url(req.uri().path()) || !req.uri().query().is_none_or(clean_url) {
                     let err = ApiError::new(
                         Code::InvalidString,
-                        "the URL must decode to UTF-8 without NUL characters",
+                        "the URL must decode to UTF-8 without control characters",
                     );
                     req.error_response(err)
                 } else {
@@ -113,7 +114,9 @@ pub async fn request_context(
 /// A path or query whose percent-decoding is valid UTF-8 (no lone
 /// surrogates) without NUL characters.
 fn clean_url(s: &str) -> bool {
-    percent_encoding::percent_decode_str(s).decode_utf8().is_ok_and(|decoded| !decoded.contains('\0'))
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .is_ok_and(|decoded| !decoded.chars().any(validate::forbidden_char))
 }
 
 /// Any error response that is not already problem+json (actix's own 404,
@@ -333,11 +336,17 @@ pub fn parse_json<T: DeserializeOwned + Validate>(bytes: &[u8]) -> ApiResult<T> 
         };
         ApiError::new(code, message)
     })?;
-    if let Some(field) = find_nul(&value, String::new()) {
-        let mut err = ApiError::new(Code::InvalidString, "strings must not contain NUL characters");
-        err.errors.push(FieldError::new(field, "contains a NUL character"));
+    if let Some((field, c)) = find_forbidden(&value, String::new()) {
+        let mut err = ApiError::new(
+            Code::InvalidString,
+            "strings must not contain control characters other than tab and line breaks",
+        );
+        err.errors
+            .push(FieldError::new(field, format!("contains the control character U+{:04X}", u32::from(c))));
         return Err(err);
     }
+    let mut value = value;
+    integral_floats_as_integers(&mut value);
     let parsed: T = serde_path_to_error::deserialize(value).map_err(|err| {
         let path = err.path().to_string();
         let (named, message) = explain(&err.into_inner().to_string());
@@ -356,16 +365,39 @@ pub fn parse_json<T: DeserializeOwned + Validate>(bytes: &[u8]) -> ApiResult<T> 
     Ok(parsed)
 }
 
-fn find_nul(value: &serde_json::Value, path: String) -> Option<String> {
+/// `3.0` is the integer 3 in JSON Schema, so an integer field takes it:
+/// numbers with no fraction, within the exact range, become integers.
+fn integral_floats_as_integers(value: &mut serde_json::Value) {
     use serde_json::Value;
     match value {
-        Value::String(s) if s.contains('\0') => Some(path),
+        Value::Number(n) => {
+            if let Some(f) = n.as_f64().filter(|f| n.is_f64() && f.fract() == 0.0)
+                && f.abs() <= validate::MAX_EXACT_INTEGER as f64
+            {
+                *value = Value::from(f as i64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_floats_as_integers),
+        Value::Object(map) => map.values_mut().for_each(integral_floats_as_integers),
+        _ => {}
+    }
+}
+
+/// The first string or key breaking the character rule, and its character.
+fn find_forbidden(value: &serde_json::Value, path: String) -> Option<(String, char)> {
+    use serde_json::Value;
+    let bad = |s: &str| s.chars().find(|c| validate::forbidden_char(*c));
+    match value {
+        Value::String(s) => bad(s).map(|c| (path, c)),
         Value::Array(items) => {
-            items.iter().enumerate().find_map(|(i, v)| find_nul(v, format!("{path}[{i}]")))
+            items.iter().enumerate().find_map(|(i, v)| find_forbidden(v, format!("{path}[{i}]")))
         }
         Value::Object(map) => map.iter().find_map(|(k, v)| {
             let child = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
-            if k.contains('\0') { Some(child) } else { find_nul(v, child) }
+            match bad(k) {
+                Some(c) => Some((child, c)),
+                None => find_forbidden(v, child),
+            }
         }),
         _ => None,
     }
@@ -541,7 +573,9 @@ pub fn if_match(req: &HttpRequest) -> ApiResult<Option<i32>> {
     value
         .to_str()
         .ok()
-        .map(|v| v.trim().trim_start_matches("W/").trim_matches('"'))
+        .map(|v| v.trim().strip_prefix("W/").unwrap_or(v.trim()))
+        .map(|v| v.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(v))
+        .filter(|v| !v.is_empty() && v.len() <= 9 && v.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|v| v.parse().ok())
         .map(Some)
         .ok_or_else(|| ApiError::new(Code::InvalidHeader, "If-Match must be the resource's ETag, e.g. \"3\""))
@@ -610,6 +644,11 @@ mod tests {
         assert_eq!(code, "validation_failed");
         assert_eq!(errors[0].field, "count");
         assert_eq!(code_of(r#"{"name":"a"}"#).0, "validation_failed");
+        assert_eq!(code_of(r#"{"name":"a\u0007","count":1}"#).0, "invalid_string", "a control character");
+        assert!(parse_json::<Body>(br#"{"name":"a\tb\n","count":1}"#).is_ok(), "tab and line breaks");
+        // 3.0 is an integer to JSON Schema; 3.5 is not.
+        assert!(parse_json::<Body>(br#"{"name":"a","count":3.0}"#).is_ok_and(|b| b.count == 3));
+        assert_eq!(code_of(r#"{"name":"a","count":3.5}"#).0, "validation_failed");
     }
 
     #[test]

@@ -20,16 +20,25 @@ impl Checks {
     }
 }
 
-/// A display name: 1..=200 characters after trimming, no control characters.
+/// The one character rule of every string the API reads (JSON bodies,
+/// GraphQL arguments and variables, URLs): no control character other than
+/// tab, line feed and carriage return. Refused with 400 `invalid_string`.
+pub fn forbidden_char(c: char) -> bool {
+    c.is_control() && !matches!(c, '\t' | '\n' | '\r')
+}
+
+/// The same rule as a JSON Schema pattern, declared on every string input.
+pub const TEXT_PATTERN: &str = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$";
+
+/// A display name: 1..=200 characters, not blank, within the character rule.
 pub fn name(value: &str) -> Result<(), String> {
-    let trimmed = value.trim();
-    if trimmed.is_empty() {
+    if value.trim().is_empty() {
         return Err("must not be blank".to_owned());
     }
-    if trimmed.chars().count() > 200 {
+    if value.chars().count() > 200 {
         return Err("must be at most 200 characters".to_owned());
     }
-    if trimmed.chars().any(char::is_control) {
+    if value.chars().any(forbidden_char) {
         return Err("must not contain control characters".to_owned());
     }
     Ok(())
@@ -41,7 +50,7 @@ pub fn plain_text(value: &str, max: usize) -> Result<(), String> {
     if value.chars().count() > max {
         return Err(format!("must be at most {max} characters"));
     }
-    if value.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
+    if value.chars().any(forbidden_char) {
         return Err("must not contain control characters".to_owned());
     }
     Ok(())
@@ -87,9 +96,12 @@ pub fn currency(value: &str) -> Result<(), String> {
 }
 
 /// A pragmatic email check: one `@`, a dotted domain, no spaces, <= 254.
+/// [`email`] as a JSON Schema pattern.
+pub const EMAIL_PATTERN: &str = r"^[^\s@\x00-\x1f\x7f-\x9f]+@[^\s@.\x00-\x1f\x7f-\x9f][^\s@\x00-\x1f\x7f-\x9f]*\.[^\s@\x00-\x1f\x7f-\x9f]*[^\s@.\x00-\x1f\x7f-\x9f]$";
+
 pub fn email(value: &str) -> Result<(), String> {
     let invalid = || Err("is not a valid email address".to_owned());
-    if value.len() > 254 || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if value.chars().count() > 254 || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return invalid();
     }
     match value.split_once('@') {

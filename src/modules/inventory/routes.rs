@@ -65,6 +65,7 @@ pub struct CreateProduct {
     sku: String,
     #[schema(example = "T-shirt, red, M", min_length = 1, max_length = 200)]
     name: String,
+    #[schema(min_length = 1, max_length = 64)]
     barcode: Option<String>,
     /// Minor units (cents).
     #[schema(example = 1999, minimum = 0)]
@@ -230,7 +231,9 @@ async fn get_product(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateProduct {
+    #[schema(min_length = 1, max_length = 200)]
     name: Option<String>,
+    #[schema(min_length = 1, max_length = 64)]
     barcode: Option<String>,
     #[schema(minimum = 0)]
     unit_price: Option<i64>,
@@ -551,7 +554,7 @@ pub struct Adjustment {
     /// Added to on-hand stock; negative to remove. Not 0; at most 1,000,000,000 either way.
     #[schema(example = 25, minimum = -1_000_000_000, maximum = 1_000_000_000)]
     quantity: i64,
-    #[schema(example = "stock count")]
+    #[schema(min_length = 1, max_length = 500, example = "stock count")]
     reason: String,
 }
 
@@ -600,6 +603,7 @@ pub struct Transfer {
     to_warehouse_id: Uuid,
     #[schema(example = 10, minimum = 1, maximum = 1_000_000_000)]
     quantity: i64,
+    #[schema(min_length = 1, max_length = 500)]
     reason: Option<String>,
 }
 

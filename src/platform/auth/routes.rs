@@ -34,12 +34,12 @@ pub fn routes(cfg: &mut ServiceConfig) {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
-    #[schema(example = "Acme Trading")]
+    #[schema(min_length = 1, max_length = 200, example = "Acme Trading")]
     tenant_name: String,
     /// URL-safe tenant handle used to log in; derived from the name if absent.
     #[schema(example = "acme")]
     tenant_slug: Option<String>,
-    #[schema(example = "Ada Lovelace")]
+    #[schema(min_length = 1, max_length = 200, example = "Ada Lovelace")]
     name: String,
     #[schema(example = "ada@example.com")]
     email: String,
@@ -116,7 +116,7 @@ pub struct LoginRequest {
     #[schema(example = "correct horse 42")]
     password: String,
     /// Names the session in the token list, e.g. the device.
-    #[schema(example = "laptop")]
+    #[schema(min_length = 1, max_length = 200, example = "laptop")]
     device_name: Option<String>,
 }
 
@@ -219,10 +219,10 @@ async fn list_tokens(principal: Principal, state: web::Data<AppState>) -> ApiRes
 #[serde(deny_unknown_fields)]
 pub struct CreateTokenRequest {
     /// Device or purpose.
-    #[schema(example = "ci-pipeline")]
+    #[schema(min_length = 1, max_length = 200, example = "ci-pipeline")]
     name: String,
     /// Lifetime in days, 1-3650; default from `auth.token_ttl_days` (30).
-    #[schema(example = 90)]
+    #[schema(example = 90, minimum = 1, maximum = 3650)]
     expires_in_days: Option<u32>,
 }
 

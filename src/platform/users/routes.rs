@@ -92,7 +92,7 @@ async fn list_users(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
-    #[schema(example = "Grace Hopper")]
+    #[schema(min_length = 1, max_length = 200, example = "Grace Hopper")]
     name: String,
     #[schema(example = "grace@example.com")]
     email: String,
