@@ -19,12 +19,28 @@ const INDEXES: &[Spec] = &[
     ("ix_products_tenant_name", "products", &["tenant_id", "name", "id"]),
     ("ix_warehouses_tenant_created", "warehouses", &["tenant_id", "created_at", "id"]),
     ("ix_warehouses_tenant_name", "warehouses", &["tenant_id", "name", "id"]),
-    ("ix_stock_levels_tenant_on_hand", "stock_levels", &["tenant_id", "on_hand", "product_id", "warehouse_id"]),
-    ("ix_stock_levels_tenant_reserved", "stock_levels", &["tenant_id", "reserved", "product_id", "warehouse_id"]),
-    ("ix_stock_levels_tenant_updated", "stock_levels", &["tenant_id", "updated_at", "product_id", "warehouse_id"]),
+    (
+        "ix_stock_levels_tenant_on_hand",
+        "stock_levels",
+        &["tenant_id", "on_hand", "product_id", "warehouse_id"],
+    ),
+    (
+        "ix_stock_levels_tenant_reserved",
+        "stock_levels",
+        &["tenant_id", "reserved", "product_id", "warehouse_id"],
+    ),
+    (
+        "ix_stock_levels_tenant_updated",
+        "stock_levels",
+        &["tenant_id", "updated_at", "product_id", "warehouse_id"],
+    ),
     ("ix_stock_movements_tenant_created", "stock_movements", &["tenant_id", "created_at", "id"]),
     // A product's history is the movement list's common filter.
-    ("ix_stock_movements_product_created", "stock_movements", &["tenant_id", "product_id", "created_at", "id"]),
+    (
+        "ix_stock_movements_product_created",
+        "stock_movements",
+        &["tenant_id", "product_id", "created_at", "id"],
+    ),
     ("ix_vendors_tenant_created", "vendors", &["tenant_id", "created_at", "id"]),
     ("ix_vendors_tenant_name", "vendors", &["tenant_id", "name", "id"]),
     ("ix_purchase_orders_tenant_created", "purchase_orders", &["tenant_id", "created_at", "id"]),

@@ -117,12 +117,10 @@ impl Conventions {
     fn apply(&self, path: &str, method: &str, operation: &mut utoipa::openapi::path::Operation) {
         let is_post = method == "post";
         use crate::error::PROBLEM_JSON;
-        use utoipa::{
-            openapi::{
-                ContentBuilder, Ref, RefOr, Required, ResponseBuilder,
-                path::{ParameterBuilder, ParameterIn},
-                schema::{ObjectBuilder, Schema, SchemaType, Type},
-            },
+        use utoipa::openapi::{
+            ContentBuilder, Ref, RefOr, Required, ResponseBuilder,
+            path::{ParameterBuilder, ParameterIn},
+            schema::{ObjectBuilder, Schema, SchemaType, Type},
         };
         let idempotent = is_post && operation.security.is_some() && path.starts_with("/api/v1/");
         if idempotent {

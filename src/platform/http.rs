@@ -15,12 +15,12 @@ use actix_web::{
     middleware::Next,
     web,
 };
-use futures_util::future::LocalBoxFuture;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, SecondsFormat, Utc};
+use futures_util::future::LocalBoxFuture;
 use sea_orm::{
-    ColumnTrait, ColumnType, Condition, ConnectionTrait, EntityTrait, IdenStatic, Iterable, ModelTrait, Order,
-    PaginatorTrait, PrimaryKeyToColumn, QueryFilter, QueryOrder, QuerySelect, Select, Value,
+    ColumnTrait, ColumnType, Condition, ConnectionTrait, EntityTrait, IdenStatic, Iterable, ModelTrait,
+    Order, PaginatorTrait, PrimaryKeyToColumn, QueryFilter, QueryOrder, QuerySelect, Select, Value,
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tracing::Instrument;
@@ -592,12 +592,35 @@ impl ListRequest {
         Err(err)
     }
 
-    /// This page of the rows `scope` sees that match `filter`, in `sort`
-    /// order with ties broken by the row's key (its id), so that pages
-    /// never overlap or skip: one query for the rows (one more than asked,
-    /// to learn `has_more`), one to read an anchor given by id (within
-    /// `scope`, so another tenant's id is unknown), one for the total only
-    /// when asked.
+    /// The query of this page's rows: those `scope` sees that match
+    /// `filter`, beyond the anchor, in `sort` order with ties broken by the
+    /// row's key (its id) so that pages never overlap or skip, reversed
+    /// when reading backwards, one more than asked to learn `has_more`.
+    /// Reading an anchor given by id costs a query, within `scope`: another
+    /// tenant's id is unknown.
+    pub async fn rows_query<E: EntityTrait>(
+        &self,
+        db: &impl ConnectionTrait,
+        scope: Select<E>,
+        filter: Condition,
+        sort: Sort<E::Column>,
+    ) -> ApiResult<Select<E>> {
+        let columns = order_columns::<E>(sort.column);
+        let mut query = scope.clone().filter(filter);
+        let desc = sort.desc != self.backwards();
+        if let Some(from) = &self.from {
+            let values = position(db, &scope, &sort, &columns, from).await?;
+            query = query.filter(beyond(&columns, values, desc));
+        }
+        let order = if desc { Order::Desc } else { Order::Asc };
+        for column in &columns {
+            query = query.order_by(*column, order.clone());
+        }
+        Ok(query.limit(self.limit + 1))
+    }
+
+    /// This page (see [`Self::rows_query`]) with its cursors, and the total
+    /// only when asked.
     pub async fn fetch<E>(
         &self,
         db: &impl ConnectionTrait,
@@ -609,22 +632,11 @@ impl ListRequest {
         E: EntityTrait,
         E::Model: Sync,
     {
-        let columns = order_columns::<E>(sort.column);
-        let mut query = scope.clone().filter(filter.clone());
-        let backwards = self.from.as_ref().is_some_and(|from| from.before);
-        // The order rows are read in: reversed when reading backwards.
-        let desc = sort.desc != backwards;
-        if let Some(from) = &self.from {
-            let values = position(db, &scope, &sort, &columns, from).await?;
-            query = query.filter(beyond(&columns, values, desc));
-        }
-        let order = if desc { Order::Desc } else { Order::Asc };
-        for column in &columns {
-            query = query.order_by(*column, order.clone());
-        }
-        let mut rows = query.limit(self.limit + 1).all(db).await?;
+        let query = self.rows_query(db, scope.clone(), filter.clone(), sort).await?;
+        let mut rows = query.all(db).await?;
         let has_more = rows.len() as u64 > self.limit;
         rows.truncate(self.limit as usize);
+        let backwards = self.backwards();
         if backwards {
             rows.reverse();
         }
@@ -632,6 +644,7 @@ impl ListRequest {
         // Read forwards, rows lie before the page when it started from an
         // anchor; read backwards, the anchor itself lies after it.
         let (after, before) = if backwards { (true, has_more) } else { (has_more, self.from.is_some()) };
+        let columns = order_columns::<E>(sort.column);
         let cursor = |row: Option<&E::Model>, before: bool| -> ApiResult<Option<String>> {
             let Some(row) = row else { return Ok(None) };
             let k = columns.iter().map(|c| to_json(row.get(*c))).collect::<ApiResult<_>>()?;
@@ -640,6 +653,10 @@ impl ListRequest {
         let next_cursor = if after { cursor(rows.last(), false)? } else { None };
         let previous_cursor = if before { cursor(rows.first(), true)? } else { None };
         Ok(Paged { data: rows, meta: PageMeta { has_more, next_cursor, previous_cursor, total } })
+    }
+
+    fn backwards(&self) -> bool {
+        self.from.as_ref().is_some_and(|from| from.before)
     }
 }
 
@@ -918,7 +935,10 @@ mod tests {
         assert_eq!(fields(ListRequest::new(None, &ids, None, Some("count")).unwrap_err()), ["include"]);
         let id = Uuid::now_v7().to_string();
         let both = [("starting_after", Some(id.as_str())), ("ending_before", None)];
-        assert_eq!(fields(ListRequest::new(None, &both, Some("x"), None).unwrap_err()), ["starting_after", "cursor"]);
+        assert_eq!(
+            fields(ListRequest::new(None, &both, Some("x"), None).unwrap_err()),
+            ["starting_after", "cursor"]
+        );
         let bad_id = [("starting_after", Some("42")), ("ending_before", None)];
         assert_eq!(fields(ListRequest::new(None, &bad_id, None, None).unwrap_err()), ["starting_after"]);
         assert_eq!(fields(ListRequest::connection(0, None, None, false).unwrap_err()), ["first"]);
@@ -928,7 +948,8 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_reject_garbage() {
-        let cursor = Cursor { s: "-name".into(), b: true, k: vec!["Ann".into(), Uuid::nil().to_string().into()] };
+        let cursor =
+            Cursor { s: "-name".into(), b: true, k: vec!["Ann".into(), Uuid::nil().to_string().into()] };
         let decoded = Cursor::decode("cursor", &cursor.encode()).unwrap();
         assert_eq!(decoded, cursor);
         for garbage in ["", "%%%", "bm90IGpzb24", &URL_SAFE_NO_PAD.encode(r#"{"s":"name","k":[],"x":1}"#)] {

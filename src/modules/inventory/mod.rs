@@ -251,10 +251,8 @@ pub const LEVEL_SORTS: Sorts<entity::stock_level::Column> = Sorts {
 };
 
 /// The stock ledger: newest first unless sorted otherwise.
-pub const MOVEMENT_SORTS: Sorts<entity::stock_movement::Column> = Sorts {
-    fields: &[("created_at", entity::stock_movement::Column::CreatedAt)],
-    default: "-created_at",
-};
+pub const MOVEMENT_SORTS: Sorts<entity::stock_movement::Column> =
+    Sorts { fields: &[("created_at", entity::stock_movement::Column::CreatedAt)], default: "-created_at" };
 
 pub struct ProductFilter {
     pub sku: Option<String>,

@@ -19,8 +19,8 @@ use crate::{
     platform::{
         bulk::{BulkRequest, BulkResponse},
         http::{
-            ApiJson, Data, Paged, Validate, created, if_match, ok, ok_with_etag, one_of, parse_json, parse_sort,
-            with_etag,
+            ApiJson, Data, Paged, Validate, created, if_match, ok, ok_with_etag, one_of, parse_json,
+            parse_sort, with_etag,
         },
         rbac::{Authorized, BulkWrite},
         state::AppState,

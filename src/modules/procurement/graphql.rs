@@ -9,8 +9,8 @@ use async_graphql::{
 use uuid::Uuid;
 
 use super::{
-    Action, LineView, NewLine, OrderFilter, ProcurementApprove, ProcurementRead, ProcurementService,
-    ORDER_SORTS, ProcurementWrite, PurchaseOrderView, ReceiptLine, STATES, VENDOR_SORTS, VendorFilter,
+    Action, LineView, NewLine, ORDER_SORTS, OrderFilter, ProcurementApprove, ProcurementRead,
+    ProcurementService, ProcurementWrite, PurchaseOrderView, ReceiptLine, STATES, VENDOR_SORTS, VendorFilter,
     VendorView, check_order, check_receipt,
 };
 use crate::{

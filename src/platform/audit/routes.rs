@@ -62,8 +62,10 @@ impl From<Model> for AuditLogView {
 }
 
 /// The audit trail: newest first unless sorted otherwise.
-const AUDIT_SORTS: Sorts<Column> =
-    Sorts { fields: &[("created_at", Column::CreatedAt), ("status", Column::Status)], default: "-created_at" };
+const AUDIT_SORTS: Sorts<Column> = Sorts {
+    fields: &[("created_at", Column::CreatedAt), ("status", Column::Status)],
+    default: "-created_at",
+};
 
 crate::list_query! {
     #[derive(Deserialize, IntoParams)]

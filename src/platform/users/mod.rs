@@ -7,8 +7,8 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, TransactionSession, TransactionTrait, sea_query::Expr,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, TransactionSession, TransactionTrait, sea_query::Expr,
 };
 use serde::Serialize;
 use serde_json::json;
@@ -234,7 +234,11 @@ pub async fn get(db: &impl ConnectionTrait, tenant: TenantScope, id: Uuid) -> Ap
 
 /// Users: newest first unless sorted otherwise.
 pub const USER_SORTS: Sorts<user::Column> = Sorts {
-    fields: &[("name", user::Column::Name), ("email", user::Column::Email), ("created_at", user::Column::CreatedAt)],
+    fields: &[
+        ("name", user::Column::Name),
+        ("email", user::Column::Email),
+        ("created_at", user::Column::CreatedAt),
+    ],
     default: "-created_at",
 };
 

@@ -48,9 +48,8 @@ crate::list_query! {
     #[serde(deny_unknown_fields)]
     #[into_params(parameter_in = Query)]
     struct UserListQuery {
-        /// Page number, from 1.
-        /// Items per page, 1-100 (default 25).
-        /// `name`, `email` or `created_at`; prefix `-` for descending.
+        /// `name`, `email` or `created_at`; prefix `-` for descending (default
+        /// `-created_at`, newest first).
         #[param(pattern = "^-?(name|email|created_at)$")]
         sort: Option<String>,
         /// Exact email (case-insensitive).

@@ -10,8 +10,8 @@ pub mod ssrf;
 
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, TransactionSession, TransactionTrait, sea_query::Expr,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, TransactionSession, TransactionTrait, sea_query::Expr,
 };
 use serde::Serialize;
 use serde_json::{Value, json};

@@ -13,9 +13,7 @@ use super::{AttemptView, DeliveryView, EndpointChanges, EndpointView, EndpointWi
 use crate::{
     error::{ApiError, ApiResult, Problem},
     platform::{
-        http::{
-            ApiJson, Data, Paged, Validate, created, if_match, no_content, ok, ok_with_etag,
-        },
+        http::{ApiJson, Data, Paged, Validate, created, if_match, no_content, ok, ok_with_etag},
         rbac::{Authorized, WebhooksRead, WebhooksWrite},
         state::AppState,
     },
