@@ -4,12 +4,30 @@
 
 use std::collections::HashSet;
 
-use chrono::{Duration, Utc};
+use chrono::{DateTime, Duration, Utc};
 use sea_orm::{ActiveValue::Set, EntityTrait};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::helpers::{Tenant, TestApp, assert_problem, json};
+
+fn product(id: Uuid, tenant: Uuid, sku: &str, name: &str, at: DateTime<Utc>) -> entity::product::ActiveModel {
+    entity::product::ActiveModel {
+        id: Set(id),
+        tenant_id: Set(tenant),
+        sku: Set(sku.to_owned()),
+        name: Set(name.to_owned()),
+        barcode: Set(None),
+        unit_price: Set(100),
+        currency: Set("EUR".into()),
+        attributes: Set(json!({})),
+        active: Set(true),
+        preferred_vendor_id: Set(None),
+        version: Set(1),
+        created_at: Set(at),
+        updated_at: Set(at),
+    }
+}
 
 /// 13 products of `tenant` straight into the database: names and creation
 /// times in groups, so every sort meets ties. Their ids, sku, name and
@@ -22,21 +40,7 @@ async fn seed_products(app: &TestApp, tenant: &Tenant) -> Vec<(Uuid, String, Str
         let (id, sku, name) =
             (Uuid::now_v7(), format!("SKU-{n:02}"), ["Nut", "Bolt", "Washer"][n as usize % 3]);
         let at = start + Duration::seconds(n / 4);
-        models.push(entity::product::ActiveModel {
-            id: Set(id),
-            tenant_id: Set(tenant.id),
-            sku: Set(sku.clone()),
-            name: Set(name.to_owned()),
-            barcode: Set(None),
-            unit_price: Set(100),
-            currency: Set("EUR".into()),
-            attributes: Set(json!({})),
-            active: Set(true),
-            preferred_vendor_id: Set(None),
-            version: Set(1),
-            created_at: Set(at),
-            updated_at: Set(at),
-        });
+        models.push(product(id, tenant.id, &sku, name, at));
         rows.push((id, sku, name.to_owned(), at.to_rfc3339()));
     }
     entity::product::Entity::insert_many(models).exec(&app.state.db).await.unwrap();
@@ -293,21 +297,7 @@ async fn deep_pages_of_a_large_tenant_use_the_index() {
                 if chunk == 5 && n == 0 {
                     middle = Some(id);
                 }
-                entity::product::ActiveModel {
-                    id: Set(id),
-                    tenant_id: Set(big.id),
-                    sku: Set(format!("BIG-{chunk}-{n}")),
-                    name: Set(format!("Part {}", n % 50)),
-                    barcode: Set(None),
-                    unit_price: Set(1),
-                    currency: Set("EUR".into()),
-                    attributes: Set(json!({})),
-                    active: Set(true),
-                    preferred_vendor_id: Set(None),
-                    version: Set(1),
-                    created_at: Set(at),
-                    updated_at: Set(at),
-                }
+                product(id, big.id, &format!("BIG-{chunk}-{n}"), &format!("Part {}", n % 50), at)
             })
             .collect();
         entity::product::Entity::insert_many(models).exec(&app.state.db).await.unwrap();
