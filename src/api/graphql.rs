@@ -76,7 +76,7 @@ impl PlatformQuery {
     async fn users(
         &self,
         ctx: &Context<'_>,
-        #[graphql(default = 25)] first: i64,
+        #[graphql(default_with = "Some(25)")] first: Option<i64>,
         after: Option<String>,
         before: Option<String>,
     ) -> async_graphql::Result<UserPage> {

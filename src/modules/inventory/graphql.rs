@@ -99,7 +99,7 @@ impl Query {
         &self,
         ctx: &Context<'_>,
         sku: Option<String>,
-        #[graphql(default = 25)] first: i64,
+        #[graphql(default_with = "Some(25)")] first: Option<i64>,
         after: Option<String>,
         before: Option<String>,
     ) -> async_graphql::Result<ProductPage> {

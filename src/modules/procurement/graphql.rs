@@ -96,7 +96,7 @@ impl Query {
         ctx: &Context<'_>,
         status: Option<String>,
         vendor_id: Option<Uuid>,
-        #[graphql(default = 25)] first: i64,
+        #[graphql(default_with = "Some(25)")] first: Option<i64>,
         after: Option<String>,
         before: Option<String>,
     ) -> async_graphql::Result<OrderPage> {
@@ -119,7 +119,7 @@ impl Query {
         &self,
         ctx: &Context<'_>,
         active: Option<bool>,
-        #[graphql(default = 25)] first: i64,
+        #[graphql(default_with = "Some(25)")] first: Option<i64>,
         after: Option<String>,
         before: Option<String>,
     ) -> async_graphql::Result<VendorPage> {

@@ -60,7 +60,7 @@ impl EndpointView {
         &self,
         ctx: &Context<'_>,
         status: Option<String>,
-        #[graphql(default = 25)] first: i64,
+        #[graphql(default_with = "Some(25)")] first: Option<i64>,
         after: Option<String>,
         before: Option<String>,
     ) -> Result<DeliveryPage> {
@@ -91,7 +91,7 @@ impl WebhooksQuery {
         &self,
         ctx: &Context<'_>,
         enabled: Option<bool>,
-        #[graphql(default = 25)] first: i64,
+        #[graphql(default_with = "Some(25)")] first: Option<i64>,
         after: Option<String>,
         before: Option<String>,
     ) -> Result<EndpointPage> {
