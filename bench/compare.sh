@@ -4,9 +4,7 @@
 # Usage: bench/compare.sh [products=20000] [duration=15s] [connections=64]
 # Env: COMPARE_PG (server URL without database, default
 #   postgres://root@127.0.0.1:5432), NEXUS_REDIS_URL (default
-#   redis://127.0.0.1:6379), CARGO_TARGET_DIR (where Nexus is built),
-#   COMPARE_INDEX=1 (add an index on products (tenant_id, created_at, id) to
-#   the scratch database, which the migrations do not create: what it changes).
+#   redis://127.0.0.1:6379), CARGO_TARGET_DIR (where Nexus is built).
 # Needs: PostgreSQL, Redis, wrk (apt-get install wrk), psql, curl, python3.
 # Builds both release binaries. A scratch database is created and dropped.
 set -euo pipefail
@@ -81,10 +79,6 @@ SELECT gen_random_uuid(), o.id, 'SKU-' || lpad(i::text, 7, '0'), 'Other product 
 FROM (SELECT id FROM tenants WHERE slug LIKE 'other-%') AS o, generate_series(1, :n / 12) AS i;
 VACUUM ANALYZE;
 SQL
-if [ "${COMPARE_INDEX:-0}" = 1 ]; then
-  echo "== with an index on products (tenant_id, created_at, id), not in the migrations"
-  sql -c "CREATE INDEX ix_compare_products_newest ON products (tenant_id, created_at, id)" -c "ANALYZE products"
-fi
 echo "products: $(sql -c "SELECT count(*) FROM products") in all, $(sql -c "SELECT count(*) FROM products WHERE tenant_id = '$tenant'") of the tenant"
 product=$(sql -c "SELECT id FROM products WHERE tenant_id = '$tenant' ORDER BY created_at DESC OFFSET $((size / 2)) LIMIT 1")
 # What the database alone spends on the queries of a page (third run, warm):
@@ -94,7 +88,7 @@ plan() {
   echo "$1: $(sql -c "EXPLAIN ANALYZE $2" | sed -nE 's/^ *(-> +)?([A-Za-z][^(]*[^ (]) +\(cost.*/\2/p; s/^Execution Time: (.*)/= \1/p' | paste -sd'<' | sed 's/<=/ =/; s/</ < /g')"
 }
 plan "page of 25 " "SELECT * FROM products WHERE tenant_id = '$tenant' ORDER BY created_at DESC, id DESC LIMIT 25"
-plan "its count  " "SELECT COUNT(*) FROM products WHERE tenant_id = '$tenant'"
+plan "include=total" "SELECT COUNT(*) FROM products WHERE tenant_id = '$tenant'"
 plan "one product" "SELECT * FROM products WHERE tenant_id = '$tenant' AND id = '$product'"
 
 DATABASE_URL="$pg/$db" TENANT_ID="$tenant" BIND=127.0.0.1:$base_port "$base_bin" >"$work/baseline.log" 2>&1 &
@@ -103,7 +97,7 @@ base_pid=$!
 for _ in $(seq 1 50); do curl -sf "$base/json" >/dev/null && break; sleep 0.1; done
 
 # Both answer the same rows: the same 25 products in the same order, the same
-# product. (Nexus's REST list is oldest first unless sorted: ask for newest.)
+# product. (Nexus's lists are newest first by default; the sort is spelled out.)
 same() {
   python3 - "$1" "$2" <<'PY'
 import json, sys
@@ -116,7 +110,7 @@ if a != b:
 PY
 }
 for _ in 1 2; do # the second, warm, answer is compared and its Server-Timing shown
-  curl -sf "$nexus/api/v1/products?per_page=25&sort=-created_at" -H "$auth" -D "$work/list.h" -o "$work/n-list.json"
+  curl -sf "$nexus/api/v1/products?limit=25&sort=-created_at" -H "$auth" -D "$work/list.h" -o "$work/n-list.json"
   curl -sf "$nexus/api/v1/products/$product" -H "$auth" -D "$work/one.h" -o "$work/n-one.json"
 done
 curl -sf "$base/products" -o "$work/b-list.json"
@@ -157,12 +151,12 @@ pair() {
   echo "   Nexus:    $n" >&2
   rows+=("$name|$b|$n")
 }
-pair "\`GET /api/v1/products?per_page=25&sort=-created_at\` vs \`/products\`" "$base/products" "$nexus/api/v1/products?per_page=25&sort=-created_at"
+pair "\`GET /api/v1/products?limit=25&sort=-created_at\` vs \`/products\`" "$base/products" "$nexus/api/v1/products?limit=25&sort=-created_at"
 pair "\`GET /api/v1/products/{id}\` vs \`/products/{id}\`" "$base/products/$product" "$nexus/api/v1/products/$product"
 pair "\`GET /health\` vs \`/json\`" "$base/json" "$nexus/health"
 
 echo
-echo "$size products of the tenant, about $((size / 4)) of others$([ "${COMPARE_INDEX:-0}" = 1 ] && echo ', index on (tenant_id, created_at, id)'); wrk -t1 -c$connections -d$duration after a 3 s warm-up; $(date -u +%F)"
+echo "$size products of the tenant, about $((size / 4)) of others; wrk -t1 -c$connections -d$duration after a 3 s warm-up; $(date -u +%F)"
 echo
 printf '%s\n' "${rows[@]}" | python3 -c '
 import sys

@@ -46,7 +46,7 @@ TOKEN=$token PRODUCT=$product WAREHOUSE=$warehouse RUN=$RANDOM \
   run "POST /api/v1/reservations (1 unit, same product: full contention)" -s bench/reserve.lua "$base"
 level=$(curl -sf "$base/api/v1/stock-levels?product_id=$product" -H "Authorization: Bearer $token")
 echo "reserved after the run: $(echo "$level" | json '["data"][0]["reserved"]') (on hand 10000000; never above it)"
-run "GET /api/v1/products?per_page=25&sort=-created_at (201 products)" -H "Authorization: Bearer $token" \
-  "$base/api/v1/products?per_page=25&sort=-created_at"
+run "GET /api/v1/products?limit=25&sort=-created_at (201 products)" -H "Authorization: Bearer $token" \
+  "$base/api/v1/products?limit=25&sort=-created_at"
 echo "== server memory"
 grep -E 'VmHWM|VmRSS' "/proc/$server/status"

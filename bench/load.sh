@@ -40,6 +40,6 @@ run() {
 }
 run "GET /health (no auth: request context only)" "$base/health"
 run "GET /api/v1/auth/me (token verify + token/user/roles lookups)" -H "Authorization: Bearer $token" "$base/api/v1/auth/me"
-run "GET /api/v1/users?per_page=25 (auth + RBAC + count + page + roles)" -H "Authorization: Bearer $token" "$base/api/v1/users?per_page=25"
+run "GET /api/v1/users?limit=25&sort=-created_at (auth + RBAC + page + roles)" -H "Authorization: Bearer $token" "$base/api/v1/users?limit=25&sort=-created_at"
 echo "== server memory"
 grep -E 'VmHWM|VmRSS' "/proc/$server/status"

@@ -13,6 +13,7 @@ mod m20261122_000007_procurement;
 mod m20261122_000008_reorder;
 mod m20261122_000009_vendor_version;
 mod m20261122_000010_attempt_state;
+mod m20261122_000011_list_indexes;
 
 pub struct Migrator;
 
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000008_reorder::Migration),
             Box::new(m20261122_000009_vendor_version::Migration),
             Box::new(m20261122_000010_attempt_state::Migration),
+            Box::new(m20261122_000011_list_indexes::Migration),
         ]
     }
 }

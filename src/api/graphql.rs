@@ -18,14 +18,14 @@ use crate::{
             routes::{Toggle, effective, set_for_tenant},
         },
         governance::{self, Governed},
-        graphql::{Caller, authorized, caller, gql},
-        http::{PageMeta, PageRequest, Validate, parse_json},
+        graphql::{Caller, authorized, caller, gql, list_request},
+        http::{PageMeta, Validate, parse_json, parse_sort},
         idempotency,
         license::Access,
         license::LicenseView,
         rbac::{FeaturesRead, FeaturesWrite, LicenseRead, TenantRead, UsersRead},
         state::AppState,
-        users::{self, TenantView, UserFilter, UserView},
+        users::{self, TenantView, USER_SORTS, UserFilter, UserView},
         webhooks::graphql::{WebhooksMutation, WebhooksQuery},
     },
 };
@@ -72,18 +72,19 @@ impl PlatformQuery {
         users::tenant(&state.db, principal.tenant).await.map_err(gql)
     }
 
-    /// Users of the tenant, oldest first.
+    /// Users of the tenant, newest first (as `GET /api/v1/users`).
     async fn users(
         &self,
         ctx: &Context<'_>,
-        #[graphql(default = 1)] page: u64,
-        #[graphql(default = 25)] per_page: u64,
+        #[graphql(default_with = "Some(25)")] first: Option<i64>,
+        after: Option<String>,
+        before: Option<String>,
     ) -> async_graphql::Result<UserPage> {
         let (state, principal) = authorized::<UsersRead>(ctx).map_err(gql)?;
-        let page = PageRequest::new(Some(page), Some(per_page)).map_err(gql)?;
-        let filter =
-            UserFilter { email: None, disabled: None, sort: (entity::user::Column::CreatedAt, false) };
-        let paged = users::list(&state.db, principal.tenant, filter, page).await.map_err(gql)?;
+        let list = list_request(ctx, first, after.as_deref(), before.as_deref())?;
+        let sort = parse_sort(None, &USER_SORTS).map_err(gql)?;
+        let filter = UserFilter { email: None, disabled: None, sort };
+        let paged = users::list(&state.db, principal.tenant, filter, &list).await.map_err(gql)?;
         Ok(UserPage { items: paged.data, page_info: paged.meta })
     }
 }

@@ -84,8 +84,7 @@ impl Modify for BearerAuth {
 /// What holds for every operation, said once rather than on each handler:
 /// - every authenticated POST under `/api/v1` takes `Idempotency-Key`, and
 ///   may answer 409 (in flight) or 422 (reused with another body);
-/// - `page` and `per_page` have their bounds; optional headers are strings,
-///   never `null`;
+/// - optional headers are strings, never `null`;
 /// - any operation taking parameters or a body answers 400 to a malformed
 ///   one (a path id that is no UUID, a bad query value, invalid JSON, a bad
 ///   header), and a body may get 413 or 415;
@@ -118,17 +117,11 @@ impl Conventions {
 
     fn apply(&self, path: &str, method: &str, operation: &mut utoipa::openapi::path::Operation) {
         let is_post = method == "post";
-        use crate::{
-            error::PROBLEM_JSON,
-            platform::http::{MAX_PAGE, MAX_PER_PAGE},
-        };
-        use utoipa::{
-            Number,
-            openapi::{
-                ContentBuilder, Ref, RefOr, Required, ResponseBuilder,
-                path::{ParameterBuilder, ParameterIn},
-                schema::{ObjectBuilder, Schema, SchemaType, Type},
-            },
+        use crate::error::PROBLEM_JSON;
+        use utoipa::openapi::{
+            ContentBuilder, Ref, RefOr, Required, ResponseBuilder,
+            path::{ParameterBuilder, ParameterIn},
+            schema::{ObjectBuilder, Schema, SchemaType, Type},
         };
         let idempotent = is_post && operation.security.is_some() && path.starts_with("/api/v1/");
         if idempotent {
@@ -156,13 +149,6 @@ impl Conventions {
             if parameter.parameter_in == ParameterIn::Header {
                 schema.schema_type = SchemaType::Type(Type::String);
             }
-            let maximum = match parameter.name.as_str() {
-                "page" => MAX_PAGE,
-                "per_page" => MAX_PER_PAGE,
-                _ => continue,
-            };
-            schema.minimum = Some(Number::UInt(1));
-            schema.maximum = Some(Number::UInt(maximum as usize));
         }
 
         let takes_input =

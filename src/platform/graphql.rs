@@ -9,6 +9,7 @@ use crate::{
     platform::{
         auth::Principal,
         governance::Governed,
+        http::{DEFAULT_LIMIT, ListRequest},
         rbac::{self, Permission},
         state::AppState,
     },
@@ -64,4 +65,18 @@ pub fn authorized<'a, P: Permission>(ctx: &'a Context<'_>) -> ApiResult<(&'a App
         data::<Governed>(ctx)?.require(&state.governance, key)?;
     }
     Ok((state, principal))
+}
+
+/// The list request of a connection field (`first`, 25 when `null`,
+/// `after`, `before`), with the same validation and error codes as REST;
+/// the total is counted only when the query selects `pageInfo { total }`.
+pub fn list_request(
+    ctx: &Context<'_>,
+    first: Option<i64>,
+    after: Option<&str>,
+    before: Option<&str>,
+) -> async_graphql::Result<ListRequest> {
+    let total = ctx.look_ahead().field("pageInfo").field("total").exists();
+    let first = first.unwrap_or(DEFAULT_LIMIT);
+    ListRequest::connection(first, after, before, total).map_err(gql)
 }

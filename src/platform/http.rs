@@ -1,6 +1,6 @@
 //! HTTP plumbing shared by every route: the request context (request id,
 //! tracing span, problem+json for every error whoever produced it), the
-//! validated JSON extractor, extractor error mapping, envelopes and paging.
+//! validated JSON extractor, extractor error mapping, envelopes and keyset paging.
 
 use std::{sync::Arc, time::Instant};
 
@@ -15,12 +15,14 @@ use actix_web::{
     middleware::Next,
     web,
 };
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use chrono::{DateTime, SecondsFormat, Utc};
 use futures_util::future::LocalBoxFuture;
 use sea_orm::{
-    ConnectionTrait, DbErr, EntityTrait, Iterable, Order, PaginatorTrait, PrimaryKeyToColumn, QueryOrder,
-    QuerySelect, Select,
+    ColumnTrait, ColumnType, Condition, ConnectionTrait, EntityTrait, IdenStatic, Iterable, ModelTrait,
+    Order, PaginatorTrait, PrimaryKeyToColumn, QueryFilter, QueryOrder, QuerySelect, Select, Value,
 };
-use serde::{Serialize, de::DeserializeOwned};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tracing::Instrument;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -423,109 +425,421 @@ impl<T> Paged<T> {
     }
 }
 
-#[derive(Debug, Serialize, ToSchema, async_graphql::SimpleObject)]
+/// Where a page sits in its list, and the cursors to its neighbours.
+#[derive(Clone, Debug, Serialize, ToSchema, async_graphql::SimpleObject)]
 #[graphql(name = "PageInfo")]
 pub struct PageMeta {
-    #[schema(example = 1)]
-    pub page: u64,
-    #[schema(example = 25)]
-    pub per_page: u64,
-    #[schema(example = 123)]
-    pub total: u64,
-    #[schema(example = 5)]
-    pub total_pages: u64,
+    /// Whether more items lie beyond this page in the direction it was read:
+    /// after it, or before it when read with `ending_before` or a previous
+    /// cursor.
+    pub has_more: bool,
+    /// The `cursor` of the page after this one; `null` when nothing follows.
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
+    /// The `cursor` of the page before this one; `null` on the first page.
+    #[schema(required = true)]
+    pub previous_cursor: Option<String>,
+    /// How many items match in all: only with `include=total`, which costs
+    /// a count.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, example = 123)]
+    pub total: Option<u64>,
 }
 
-pub const DEFAULT_PER_PAGE: u64 = 25;
-pub const MAX_PER_PAGE: u64 = 100;
-/// Far beyond any real list, and small enough that the offset fits the
-/// databases' signed 64-bit integers.
-pub const MAX_PAGE: u64 = 10_000_000;
+pub const DEFAULT_LIMIT: i64 = 25;
+pub const MAX_LIMIT: i64 = 100;
 
-/// A validated page request (`page` from 1, `per_page` 1..=100).
+/// The sorts a list offers (`field` or `-field`) and its default, shared by
+/// its REST route and its GraphQL field so that both agree.
+pub struct Sorts<C: 'static> {
+    pub fields: &'static [(&'static str, C)],
+    pub default: &'static str,
+}
+
+/// A list's sort: the field as the query names it, its column, and the
+/// direction.
 #[derive(Clone, Copy, Debug)]
-pub struct PageRequest {
-    pub page: u64,
-    pub per_page: u64,
+pub struct Sort<C> {
+    pub field: &'static str,
+    pub column: C,
+    pub desc: bool,
 }
 
-impl PageRequest {
-    pub fn new(page: Option<u64>, per_page: Option<u64>) -> ApiResult<Self> {
-        let page = page.unwrap_or(1);
-        let per_page = per_page.unwrap_or(DEFAULT_PER_PAGE);
-        let mut errors = Vec::new();
-        if page == 0 || page > MAX_PAGE {
-            errors.push(FieldError::new("page", format!("must be between 1 and {MAX_PAGE}")));
-        }
-        if per_page == 0 || per_page > MAX_PER_PAGE {
-            errors.push(FieldError::new("per_page", format!("must be between 1 and {MAX_PER_PAGE}")));
-        }
-        if errors.is_empty() {
-            Ok(Self { page, per_page })
-        } else {
-            let mut err = ApiError::new(Code::InvalidQuery, "invalid paging parameters");
-            err.errors = errors;
-            Err(err)
-        }
-    }
-
-    pub fn offset(&self) -> u64 {
-        (self.page - 1) * self.per_page
-    }
-
-    /// This page of `query` ordered by `sort` (a column, and whether
-    /// descending), ties broken by the primary key in the same direction so
-    /// that pages never overlap; with the number of rows matching in all.
-    pub async fn fetch<E>(
-        self,
-        db: &impl ConnectionTrait,
-        query: Select<E>,
-        sort: (E::Column, bool),
-    ) -> Result<Paged<E::Model>, DbErr>
-    where
-        E: EntityTrait,
-        E::Model: Sync,
-    {
-        let total = query.clone().count(db).await?;
-        let order = if sort.1 { Order::Desc } else { Order::Asc };
-        let mut query = query.order_by(sort.0, order.clone());
-        for key in E::PrimaryKey::iter() {
-            query = query.order_by(key.into_column(), order.clone());
-        }
-        let rows = query.offset(self.offset()).limit(self.per_page).all(db).await?;
-        Ok(self.into_paged(rows, total))
-    }
-
-    pub fn into_paged<T>(self, data: Vec<T>, total: u64) -> Paged<T> {
-        Paged {
-            data,
-            meta: PageMeta {
-                page: self.page,
-                per_page: self.per_page,
-                total,
-                total_pages: total.div_ceil(self.per_page),
-            },
-        }
+impl<C> Sort<C> {
+    /// As the query writes it: `name` or `-name`.
+    pub fn name(&self) -> String {
+        format!("{}{}", if self.desc { "-" } else { "" }, self.field)
     }
 }
 
-/// Resolve `sort` (`field` or `-field`) against the fields a list allows.
-pub fn parse_sort<C: Copy>(
-    sort: Option<&str>,
-    allowed: &[(&str, C)],
-    default: (C, bool),
-) -> ApiResult<(C, bool)> {
-    let Some(sort) = sort else { return Ok(default) };
+/// Resolve `sort` (`field` or `-field`; the list's default when absent)
+/// against the fields a list offers.
+pub fn parse_sort<C: Copy>(sort: Option<&str>, sorts: &Sorts<C>) -> ApiResult<Sort<C>> {
+    let sort = sort.unwrap_or(sorts.default);
     let (name, desc) = match sort.strip_prefix('-') {
         Some(name) => (name, true),
         None => (sort, false),
     };
-    allowed.iter().find(|(field, _)| *field == name).map(|(_, col)| (*col, desc)).ok_or_else(|| {
-        let fields: Vec<&str> = allowed.iter().map(|(f, _)| *f).collect();
+    let found = sorts.fields.iter().find(|(field, _)| *field == name);
+    found.map(|&(field, column)| Sort { field, column, desc }).ok_or_else(|| {
+        let fields: Vec<&str> = sorts.fields.iter().map(|(f, _)| *f).collect();
         let mut err = ApiError::new(Code::InvalidQuery, format!("cannot sort by `{name}`"));
         err.errors.push(FieldError::new("sort", format!("must be one of {}", fields.join(", "))));
         err
     })
+}
+
+/// A position in a list as the client hands it back: the sort it was made
+/// for, whether it reads the rows before it (rather than after), and the
+/// row's sort value followed by its key (its id). Sent as base64url JSON.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Cursor {
+    s: String,
+    #[serde(default)]
+    b: bool,
+    k: Vec<serde_json::Value>,
+}
+
+impl Cursor {
+    fn encode(&self) -> String {
+        let json = serde_json::json!({"s": self.s, "b": self.b, "k": self.k});
+        URL_SAFE_NO_PAD.encode(json.to_string())
+    }
+
+    fn decode(field: &'static str, text: &str) -> ApiResult<Self> {
+        let bytes = URL_SAFE_NO_PAD.decode(text).ok();
+        bytes
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| invalid_query(field, "is not a cursor this API returned"))
+    }
+}
+
+/// Where a page starts: next to a row named by its id (`starting_after`,
+/// `ending_before`) or by a cursor.
+#[derive(Clone, Debug)]
+enum Anchor {
+    Id(Uuid),
+    Cursor(Cursor),
+}
+
+#[derive(Clone, Debug)]
+struct Start {
+    /// The parameter that gave it, named in errors.
+    field: &'static str,
+    anchor: Anchor,
+    /// Read the rows before the anchor (rather than after).
+    before: bool,
+}
+
+/// A validated list request: how many, from where, and whether to count.
+#[derive(Clone, Debug)]
+pub struct ListRequest {
+    limit: u64,
+    from: Option<Start>,
+    total: bool,
+}
+
+fn invalid_query(field: &str, message: impl Into<String>) -> ApiError {
+    let mut err = ApiError::new(Code::InvalidQuery, "invalid paging parameters");
+    err.errors.push(FieldError::new(field, message));
+    err
+}
+
+impl ListRequest {
+    /// The REST parameters: `limit`, at most one of `ids` (`starting_after`,
+    /// `ending_before`, on lists whose items have ids) and `cursor`, and
+    /// `include`.
+    pub fn new(
+        limit: Option<i64>,
+        ids: &[(&'static str, Option<&str>)],
+        cursor: Option<&str>,
+        include: Option<&str>,
+    ) -> ApiResult<Self> {
+        let mut errors = Vec::new();
+        let limit = checked_limit("limit", limit.unwrap_or(DEFAULT_LIMIT), &mut errors);
+        let given: Vec<(&'static str, &str)> = ids
+            .iter()
+            .copied()
+            .chain([("cursor", cursor)])
+            .filter_map(|(field, value)| Some((field, value?)))
+            .collect();
+        if given.len() > 1 {
+            let names: Vec<&str> = given.iter().map(|(field, _)| *field).collect();
+            for (field, _) in &given {
+                errors.push(FieldError::new(*field, format!("give at most one of {}", names.join(", "))));
+            }
+        }
+        let mut from = None;
+        if let [(field, value)] = given[..] {
+            let anchor = match field {
+                "cursor" => Cursor::decode(field, value).map(Anchor::Cursor),
+                _ => value.parse().map(Anchor::Id).map_err(|_| invalid_query(field, "must be a UUID")),
+            };
+            match anchor {
+                Ok(Anchor::Cursor(cursor)) => {
+                    from = Some(Start { field, before: cursor.b, anchor: Anchor::Cursor(cursor) })
+                }
+                Ok(anchor) => from = Some(Start { field, anchor, before: field == "ending_before" }),
+                Err(err) => errors.extend(err.errors),
+            }
+        }
+        let total = match include {
+            None => false,
+            Some("total") => true,
+            Some(_) => {
+                errors.push(FieldError::new("include", "must be total"));
+                false
+            }
+        };
+        Self::checked(Self { limit, from, total }, errors)
+    }
+
+    /// A GraphQL connection's arguments: `first`, at most one of the
+    /// cursors `after` and `before`, and whether `total` was selected.
+    pub fn connection(first: i64, after: Option<&str>, before: Option<&str>, total: bool) -> ApiResult<Self> {
+        let mut errors = Vec::new();
+        let limit = checked_limit("first", first, &mut errors);
+        let mut from = None;
+        for (field, value, before) in [("after", after, false), ("before", before, true)] {
+            let Some(value) = value else { continue };
+            if from.is_some() {
+                errors.push(FieldError::new(field, "give at most one of after, before"));
+                continue;
+            }
+            match Cursor::decode(field, value) {
+                Ok(cursor) => from = Some(Start { field, anchor: Anchor::Cursor(cursor), before }),
+                Err(err) => errors.extend(err.errors),
+            }
+        }
+        Self::checked(Self { limit, from, total }, errors)
+    }
+
+    fn checked(self, errors: Vec<FieldError>) -> ApiResult<Self> {
+        if errors.is_empty() {
+            return Ok(self);
+        }
+        let mut err = ApiError::new(Code::InvalidQuery, "invalid paging parameters");
+        err.errors = errors;
+        Err(err)
+    }
+
+    /// The query of this page's rows: those `scope` sees that match
+    /// `filter`, beyond the anchor, in `sort` order with ties broken by the
+    /// row's key (its id) so that pages never overlap or skip, reversed
+    /// when reading backwards, one more than asked to learn `has_more`.
+    /// Reading an anchor given by id costs a query, within `scope`: another
+    /// tenant's id is unknown.
+    pub async fn rows_query<E: EntityTrait>(
+        &self,
+        db: &impl ConnectionTrait,
+        scope: Select<E>,
+        filter: Condition,
+        sort: Sort<E::Column>,
+    ) -> ApiResult<Select<E>> {
+        let columns = order_columns::<E>(sort.column);
+        let mut query = scope.clone().filter(filter);
+        let desc = sort.desc != self.backwards();
+        if let Some(from) = &self.from {
+            let values = position(db, &scope, &sort, &columns, from).await?;
+            query = query.filter(beyond(&columns, values, desc));
+        }
+        let order = if desc { Order::Desc } else { Order::Asc };
+        for column in &columns {
+            query = query.order_by(*column, order.clone());
+        }
+        Ok(query.limit(self.limit + 1))
+    }
+
+    /// This page (see [`Self::rows_query`]) with its cursors, and the total
+    /// only when asked.
+    pub async fn fetch<E>(
+        &self,
+        db: &impl ConnectionTrait,
+        scope: Select<E>,
+        filter: Condition,
+        sort: Sort<E::Column>,
+    ) -> ApiResult<Paged<E::Model>>
+    where
+        E: EntityTrait,
+        E::Model: Sync,
+    {
+        let query = self.rows_query(db, scope.clone(), filter.clone(), sort).await?;
+        let mut rows = query.all(db).await?;
+        let has_more = rows.len() as u64 > self.limit;
+        rows.truncate(self.limit as usize);
+        let backwards = self.backwards();
+        if backwards {
+            rows.reverse();
+        }
+        let total = if self.total { Some(scope.filter(filter).count(db).await?) } else { None };
+        // Read forwards, rows lie before the page when it started from an
+        // anchor; read backwards, the anchor itself lies after it.
+        let (after, before) = if backwards { (true, has_more) } else { (has_more, self.from.is_some()) };
+        let columns = order_columns::<E>(sort.column);
+        let cursor = |row: Option<&E::Model>, before: bool| -> ApiResult<Option<String>> {
+            let Some(row) = row else { return Ok(None) };
+            let k = columns.iter().map(|c| to_json(row.get(*c))).collect::<ApiResult<_>>()?;
+            Ok(Some(Cursor { s: sort.name(), b: before, k }.encode()))
+        };
+        let next_cursor = if after { cursor(rows.last(), false)? } else { None };
+        let previous_cursor = if before { cursor(rows.first(), true)? } else { None };
+        Ok(Paged { data: rows, meta: PageMeta { has_more, next_cursor, previous_cursor, total } })
+    }
+
+    fn backwards(&self) -> bool {
+        self.from.as_ref().is_some_and(|from| from.before)
+    }
+}
+
+fn checked_limit(field: &'static str, limit: i64, errors: &mut Vec<FieldError>) -> u64 {
+    if (1..=MAX_LIMIT).contains(&limit) {
+        limit.unsigned_abs()
+    } else {
+        errors.push(FieldError::new(field, format!("must be between 1 and {MAX_LIMIT}")));
+        0
+    }
+}
+
+/// The key of a row: its primary key without the tenant (the id, or a stock
+/// level's product and warehouse).
+fn key_columns<E: EntityTrait>() -> impl Iterator<Item = E::Column> {
+    E::PrimaryKey::iter().map(PrimaryKeyToColumn::into_column).filter(|c| c.as_str() != "tenant_id")
+}
+
+/// The columns rows are ordered by: the sort column, then the row's key,
+/// which makes the order total.
+fn order_columns<E: EntityTrait>(sort: E::Column) -> Vec<E::Column> {
+    let mut columns = vec![sort];
+    columns.extend(key_columns::<E>().filter(|c| c.as_str() != sort.as_str()));
+    columns
+}
+
+/// The values of `columns` at the anchor: read from the row for an id,
+/// from the cursor (made for this very sort) otherwise.
+async fn position<E: EntityTrait>(
+    db: &impl ConnectionTrait,
+    scope: &Select<E>,
+    sort: &Sort<E::Column>,
+    columns: &[E::Column],
+    from: &Start,
+) -> ApiResult<Vec<Value>> {
+    let field = from.field;
+    match &from.anchor {
+        Anchor::Id(id) => {
+            let mut keys = key_columns::<E>();
+            let (Some(id_column), None) = (keys.next(), keys.next()) else {
+                return Err(invalid_query(field, "items of this list have no ids; use cursor"));
+            };
+            let row = scope.clone().filter(id_column.eq(*id)).one(db).await?;
+            let row = row.ok_or_else(|| invalid_query(field, "is not the id of an item of this list"))?;
+            Ok(columns.iter().map(|c| row.get(*c)).collect())
+        }
+        Anchor::Cursor(cursor) => {
+            let name = sort.name();
+            if cursor.s != name {
+                let message = format!("was made for sort `{}`, not `{name}`", cursor.s);
+                return Err(invalid_query(field, message));
+            }
+            let decoded: Option<Vec<Value>> = (cursor.k.len() == columns.len())
+                .then(|| columns.iter().zip(&cursor.k).map(|(c, v)| from_json(c.def().get_column_type(), v)))
+                .and_then(Iterator::collect);
+            decoded.ok_or_else(|| invalid_query(field, "is not a cursor this API returned"))
+        }
+    }
+}
+
+/// Rows strictly beyond `values` in the order of `columns` (descending or
+/// not): `a > v OR (a = v AND (b > w ...))`, which SQLite and PostgreSQL
+/// both run, led by `a >= v` so that an index on the sort column bounds the
+/// scan.
+fn beyond<C: ColumnTrait>(columns: &[C], values: Vec<Value>, desc: bool) -> Condition {
+    let past = |c: C, v: Value| if desc { c.lt(v) } else { c.gt(v) };
+    let mut pairs: Vec<(C, Value)> = columns.iter().copied().zip(values).collect();
+    let Some((last, value)) = pairs.pop() else { return Condition::all() };
+    let bound = pairs.first().map(|(c, v)| if desc { c.lte(v.clone()) } else { c.gte(v.clone()) });
+    let mut cond = Condition::any().add(past(last, value));
+    for (column, value) in pairs.into_iter().rev() {
+        let tie = Condition::all().add(column.eq(value.clone())).add(cond);
+        cond = Condition::any().add(past(column, value)).add(tie);
+    }
+    match bound {
+        Some(bound) => Condition::all().add(bound).add(cond),
+        None => cond,
+    }
+}
+
+fn to_json(value: Value) -> ApiResult<serde_json::Value> {
+    Ok(match value {
+        Value::String(Some(s)) => s.into(),
+        Value::Uuid(Some(id)) => id.to_string().into(),
+        Value::ChronoDateTimeUtc(Some(t)) => t.to_rfc3339_opts(SecondsFormat::AutoSi, true).into(),
+        Value::BigInt(Some(n)) => n.into(),
+        Value::Int(Some(n)) => n.into(),
+        other => return Err(ApiError::internal(anyhow::anyhow!("a list cannot be paged by {other:?}"))),
+    })
+}
+
+/// A cursor's value read back as the column's type, or nothing when it is
+/// not one.
+fn from_json(column_type: &ColumnType, json: &serde_json::Value) -> Option<Value> {
+    Some(match column_type {
+        ColumnType::String(_) | ColumnType::Text | ColumnType::Char(_) => json.as_str()?.to_owned().into(),
+        ColumnType::Uuid => json.as_str()?.parse::<Uuid>().ok()?.into(),
+        ColumnType::TimestampWithTimeZone => {
+            DateTime::parse_from_rfc3339(json.as_str()?).ok()?.with_timezone(&Utc).into()
+        }
+        ColumnType::BigInteger => json.as_i64()?.into(),
+        ColumnType::Integer => i32::try_from(json.as_i64()?).ok()?.into(),
+        _ => return None,
+    })
+}
+
+/// The query parameters of a list: its own (`sort`, filters) and the paging
+/// ones, documented once here; `list()` validates the paging ones. Items
+/// without ids (`cursor_only`) page by cursor alone.
+#[macro_export]
+macro_rules! list_query {
+    ($(#[$attr:meta])* struct $name:ident { $($fields:tt)* }) => {
+        $crate::list_query!(@build [$(#[$attr])*] $name [
+            starting_after = "The id of an item of this list: the items after it.",
+            ending_before = "The id of an item of this list: the items before it.",
+        ] { $($fields)* });
+    };
+    ($(#[$attr:meta])* cursor_only struct $name:ident { $($fields:tt)* }) => {
+        $crate::list_query!(@build [$(#[$attr])*] $name [] { $($fields)* });
+    };
+    (@build [$(#[$attr:meta])*] $name:ident [$($id:ident = $doc:literal,)*] { $($fields:tt)* }) => {
+        $(#[$attr])*
+        struct $name {
+            /// How many items, from 1 to 100 (default 25).
+            #[param(minimum = 1, maximum = 100, example = 25)]
+            limit: Option<i64>,
+            $(
+                #[doc = $doc]
+                #[param(format = Uuid)]
+                $id: Option<String>,
+            )*
+            /// `meta.next_cursor` or `meta.previous_cursor` of a page read with
+            /// the same `sort`.
+            cursor: Option<String>,
+            /// `total` adds `meta.total`, the number of matching items.
+            #[param(pattern = "^total$")]
+            include: Option<String>,
+            $($fields)*
+        }
+
+        impl $name {
+            fn list(&self) -> $crate::error::ApiResult<$crate::platform::http::ListRequest> {
+                $crate::platform::http::ListRequest::new(
+                    self.limit,
+                    &[$((stringify!($id), self.$id.as_deref()),)*],
+                    self.cursor.as_deref(),
+                    self.include.as_deref(),
+                )
+            }
+        }
+    };
 }
 
 /// 400 `invalid_query` unless the filter `field`, when given, is one of
@@ -653,18 +967,50 @@ mod tests {
 
     #[test]
     fn paging_is_bounded() {
-        assert!(PageRequest::new(Some(0), None).is_err());
-        assert!(PageRequest::new(None, Some(101)).is_err());
-        let page = PageRequest::new(Some(3), Some(10)).unwrap();
-        assert_eq!(page.offset(), 20);
-        assert_eq!(page.into_paged(Vec::<u8>::new(), 21).meta.total_pages, 3);
+        let fields = |err: ApiError| err.errors.into_iter().map(|e| e.field).collect::<Vec<_>>();
+        let ids = [("starting_after", None), ("ending_before", None)];
+        assert_eq!(fields(ListRequest::new(Some(0), &ids, None, None).unwrap_err()), ["limit"]);
+        assert_eq!(fields(ListRequest::new(Some(101), &ids, None, None).unwrap_err()), ["limit"]);
+        assert_eq!(fields(ListRequest::new(None, &ids, None, Some("count")).unwrap_err()), ["include"]);
+        let id = Uuid::now_v7().to_string();
+        let both = [("starting_after", Some(id.as_str())), ("ending_before", None)];
+        assert_eq!(
+            fields(ListRequest::new(None, &both, Some("x"), None).unwrap_err()),
+            ["starting_after", "cursor"]
+        );
+        let bad_id = [("starting_after", Some("42")), ("ending_before", None)];
+        assert_eq!(fields(ListRequest::new(None, &bad_id, None, None).unwrap_err()), ["starting_after"]);
+        assert_eq!(fields(ListRequest::connection(0, None, None, false).unwrap_err()), ["first"]);
+        let list = ListRequest::new(Some(100), &ids, None, Some("total")).unwrap();
+        assert_eq!((list.limit, list.total, list.from.is_none()), (100, true, true));
+    }
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        let cursor =
+            Cursor { s: "-name".into(), b: true, k: vec!["Ann".into(), Uuid::nil().to_string().into()] };
+        let decoded = Cursor::decode("cursor", &cursor.encode()).unwrap();
+        assert_eq!(decoded, cursor);
+        for garbage in ["", "%%%", "bm90IGpzb24", &URL_SAFE_NO_PAD.encode(r#"{"s":"name","k":[],"x":1}"#)] {
+            let err = Cursor::decode("after", garbage).unwrap_err();
+            assert_eq!((err.code, err.errors[0].field.as_str()), (Code::InvalidQuery, "after"), "{garbage}");
+        }
+        // A value is read back as its column's type, or not at all.
+        let at = "2026-11-22T09:14:45.123456Z";
+        let time = from_json(&ColumnType::TimestampWithTimeZone, &at.into()).unwrap();
+        assert_eq!(to_json(time).unwrap(), at);
+        assert!(from_json(&ColumnType::TimestampWithTimeZone, &"yesterday".into()).is_none());
+        assert!(from_json(&ColumnType::Uuid, &1.into()).is_none());
+        assert!(from_json(&ColumnType::Integer, &i64::MAX.into()).is_none());
     }
 
     #[test]
     fn sort_accepts_only_known_fields() {
-        let allowed = [("name", 1), ("created_at", 2)];
-        assert_eq!(parse_sort(Some("-name"), &allowed, (2, true)).unwrap(), (1, true));
-        assert_eq!(parse_sort(None, &allowed, (2, true)).unwrap(), (2, true));
-        assert!(parse_sort(Some("password_hash"), &allowed, (2, true)).is_err());
+        let sorts = Sorts { fields: &[("name", 1), ("created_at", 2)], default: "-created_at" };
+        let sort = parse_sort(Some("-name"), &sorts).unwrap();
+        assert_eq!((sort.column, sort.desc, sort.name()), (1, true, "-name".to_owned()));
+        let sort = parse_sort(None, &sorts).unwrap();
+        assert_eq!((sort.column, sort.desc), (2, true));
+        assert!(parse_sort(Some("password_hash"), &sorts).is_err());
     }
 }

@@ -22,7 +22,8 @@ async fn mutations_are_recorded_with_secrets_redacted() {
     // Reads are not recorded.
     app.get("/api/v1/users", &tenant.token).await;
 
-    let logs = json(app.get("/api/v1/audit-logs?route=/api/v1/users", &tenant.token).await).await;
+    let logs =
+        json(app.get("/api/v1/audit-logs?route=/api/v1/users&include=total", &tenant.token).await).await;
     assert_eq!(logs["meta"]["total"], 1, "{logs}");
     let entry = &logs["data"][0];
     assert_eq!(entry["method"], "POST");
@@ -37,12 +38,14 @@ async fn mutations_are_recorded_with_secrets_redacted() {
     // Registration and the failed request below are recorded too; no entry
     // anywhere contains a password or a token.
     app.post("/api/v1/users", &tenant.token, json!({"name": ""})).await;
-    let all = app.get("/api/v1/audit-logs?per_page=100", &tenant.token).await.text().await.unwrap();
+    let all = app.get("/api/v1/audit-logs?limit=100", &tenant.token).await.text().await.unwrap();
     assert!(!all.contains(PASSWORD));
     assert!(!all.contains(&tenant.token));
-    let failed = json(app.get("/api/v1/audit-logs?status=422", &tenant.token).await).await;
+    let failed = json(app.get("/api/v1/audit-logs?status=422&include=total", &tenant.token).await).await;
     assert_eq!(failed["meta"]["total"], 1);
-    let register = json(app.get("/api/v1/audit-logs?route=/api/v1/auth/register", &tenant.token).await).await;
+    let register =
+        json(app.get("/api/v1/audit-logs?route=/api/v1/auth/register&include=total", &tenant.token).await)
+            .await;
     assert_eq!(register["meta"]["total"], 1);
 }
 
@@ -54,20 +57,25 @@ async fn the_audit_log_filters_by_user_and_time_and_stays_in_its_tenant() {
     let (_, a_user_token) = app.user_with_roles(&a, &["user"]).await;
     app.post("/api/v1/auth/tokens", &a_user_token, json!({"name": "laptop"})).await;
 
-    let by_admin = json(app.get(&format!("/api/v1/audit-logs?user_id={}", a.admin_id), &a.token).await).await;
+    let by_admin =
+        json(app.get(&format!("/api/v1/audit-logs?include=total&user_id={}", a.admin_id), &a.token).await)
+            .await;
     assert!(by_admin["meta"]["total"].as_u64().unwrap() >= 2);
     assert!(by_admin["data"].as_array().unwrap().iter().all(|e| e["user_id"] == a.admin_id.to_string()));
 
     let future = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
-    let later =
-        json(app.get(&format!("/api/v1/audit-logs?from={}", urlencode(&future)), &a.token).await).await;
+    let later = json(
+        app.get(&format!("/api/v1/audit-logs?include=total&from={}", urlencode(&future)), &a.token).await,
+    )
+    .await;
     assert_eq!(later["meta"]["total"], 0);
     let earlier =
-        json(app.get(&format!("/api/v1/audit-logs?to={}", urlencode(&future)), &a.token).await).await;
+        json(app.get(&format!("/api/v1/audit-logs?include=total&to={}", urlencode(&future)), &a.token).await)
+            .await;
     assert_eq!(earlier["meta"]["total"], by_admin["meta"]["total"].as_u64().unwrap() + 2);
 
     // B sees only its own registration.
-    let b_logs = json(app.get("/api/v1/audit-logs", &b.token).await).await;
+    let b_logs = json(app.get("/api/v1/audit-logs?include=total", &b.token).await).await;
     assert_eq!(b_logs["meta"]["total"], 1);
     assert_problem(app.get("/api/v1/audit-logs?sort=user_agent", &a.token).await, 400, "invalid_query").await;
 }

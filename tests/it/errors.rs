@@ -7,7 +7,7 @@ use serde_json::json;
 use crate::helpers::{Tenant, TestApp, assert_problem, json};
 
 async fn user_count(app: &TestApp, tenant: &Tenant) -> u64 {
-    json(app.get("/api/v1/users", &tenant.token).await).await["meta"]["total"].as_u64().unwrap()
+    json(app.get("/api/v1/users?include=total", &tenant.token).await).await["meta"]["total"].as_u64().unwrap()
 }
 
 async fn post_raw(
@@ -122,11 +122,17 @@ async fn routing_errors_are_problems_too() {
     assert_eq!(res.headers()["allow"], "GET, PATCH");
     assert_problem(app.get("/api/v1/users/not-a-uuid", &tenant.token).await, 400, "invalid_path").await;
     for query in [
-        "per_page=500",
-        "page=0",
-        "page=abc",
-        "page=9223372036854775808",
-        "page=10000001",
+        "limit=500",
+        "limit=0",
+        "limit=-1",
+        "limit=abc",
+        "limit=9223372036854775808",
+        "cursor=garbage",
+        "starting_after=not-a-uuid",
+        "ending_before=0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11",
+        "include=everything",
+        "page=2",
+        "per_page=10",
         "sort=password_hash",
         "colour=blue",
         "disabled=maybe",
@@ -240,7 +246,8 @@ async fn error_messages_name_the_field_in_plain_words() {
     assert_eq!(fields(&body)[0].0, "q");
     assert!(fields(&body)[0].1.starts_with("is not a known field"), "{body}");
     let body =
-        assert_problem(app.get("/api/v1/products?page=two", &tenant.token).await, 400, "invalid_query").await;
+        assert_problem(app.get("/api/v1/products?limit=two", &tenant.token).await, 400, "invalid_query")
+            .await;
     assert_eq!(fields(&body)[0].1, "must be a whole number");
 
     let body =

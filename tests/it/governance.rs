@@ -139,9 +139,13 @@ async fn license_expiry_allows_reads_in_grace_then_only_the_license() {
     // Expired 3 days ago: grace, reads only.
     assign(&app, &root, &tenant, json!({"expires_at": Utc::now() - Duration::days(3)})).await;
     assert_eq!(app.get("/api/v1/users", &tenant.token).await.status(), 200);
-    let before = json(app.get("/api/v1/users", &tenant.token).await).await["meta"]["total"].clone();
+    let before =
+        json(app.get("/api/v1/users?include=total", &tenant.token).await).await["meta"]["total"].clone();
     assert_problem(new_user(&app, &tenant).await, 403, "license_read_only").await;
-    assert_eq!(json(app.get("/api/v1/users", &tenant.token).await).await["meta"]["total"], before);
+    assert_eq!(
+        json(app.get("/api/v1/users?include=total", &tenant.token).await).await["meta"]["total"],
+        before
+    );
     let license = json(app.get("/api/v1/license", &tenant.token).await).await;
     assert_eq!(license["data"]["state"], "grace");
 

@@ -17,14 +17,14 @@ async fn me_tenant_and_users_resolve_in_the_callers_tenant() {
     let body = query(
         &app,
         Some(&tenant.token),
-        "{ me { email roles } tenant { slug } users(perPage: 10) { items { email roles } pageInfo { total perPage } } }",
+        "{ me { email roles } tenant { slug } users(first: 10) { items { email roles } pageInfo { total hasMore nextCursor } } }",
     )
     .await;
     assert!(body.get("errors").is_none(), "{body}");
     assert_eq!(body["data"]["me"]["email"], tenant.admin_email.as_str());
     assert_eq!(body["data"]["me"]["roles"], json!(["admin"]));
     assert_eq!(body["data"]["tenant"]["slug"], tenant.slug.as_str());
-    assert_eq!(body["data"]["users"]["pageInfo"], json!({"total": 2, "perPage": 10}));
+    assert_eq!(body["data"]["users"]["pageInfo"], json!({"total": 2, "hasMore": false, "nextCursor": null}));
     let text = body.to_string();
     assert!(!text.contains(&other.admin_email));
 }
@@ -46,7 +46,7 @@ async fn errors_carry_the_rest_codes() {
     assert_eq!(body["errors"][0]["extensions"]["status"], 403);
     assert_eq!(body["errors"][0]["path"], json!(["users"]));
 
-    let body = query(&app, Some(&tenant.token), "{ users(perPage: 1000) { items { email } } }").await;
+    let body = query(&app, Some(&tenant.token), "{ users(first: 1000) { items { email } } }").await;
     assert_eq!(body["errors"][0]["extensions"]["code"], "invalid_query");
 }
 

@@ -38,7 +38,8 @@ fn new_user(tenant: &Tenant) -> Value {
 }
 
 async fn total(app: &TestApp, path: &str, token: &str) -> u64 {
-    json(app.get(path, token).await).await["meta"]["total"].as_u64().unwrap()
+    let path = format!("{path}{}include=total", if path.contains('?') { '&' } else { '?' });
+    json(app.get(&path, token).await).await["meta"]["total"].as_u64().unwrap()
 }
 
 fn header(res: &Response, name: &str) -> Option<String> {

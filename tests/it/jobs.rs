@@ -75,7 +75,9 @@ async fn dead_jobs_are_kept_listed_and_replayed() {
         .await
         .unwrap();
     let dead = eventually(10, || async {
-        let body = json(app.get("/api/v1/admin/jobs?status=dead&kind=test.unknown", &root).await).await;
+        let body =
+            json(app.get("/api/v1/admin/jobs?status=dead&kind=test.unknown&include=total", &root).await)
+                .await;
         (body["meta"]["total"] == 1).then_some(body)
     })
     .await;
@@ -92,7 +94,9 @@ async fn dead_jobs_are_kept_listed_and_replayed() {
     assert_eq!(json(res).await["data"]["replayed"], 1);
     // Replayed, it fails again and is dead again, with fresh attempts.
     eventually(10, || async {
-        let body = json(app.get("/api/v1/admin/jobs?status=dead&kind=test.unknown", &root).await).await;
+        let body =
+            json(app.get("/api/v1/admin/jobs?status=dead&kind=test.unknown&include=total", &root).await)
+                .await;
         (body["meta"]["total"] == 1 && body["data"][0]["attempts"] == 1).then_some(())
     })
     .await;

@@ -21,6 +21,7 @@ mod jobs;
 mod modules;
 mod openapi;
 mod outage;
+mod paging;
 mod procurement;
 mod rbac;
 mod receiver;

@@ -389,7 +389,7 @@ async fn endpoints_are_validated_versioned_and_tenant_scoped() {
     assert_problem(app.get(&format!("/api/v1/webhooks/{id}"), &b.token).await, 404, "not_found").await;
     let res = app.post(&format!("/api/v1/webhooks/{id}/test"), &b.token, json!({})).await;
     assert_problem(res, 404, "not_found").await;
-    assert_eq!(json(app.get("/api/v1/webhooks", &b.token).await).await["meta"]["total"], 0);
+    assert_eq!(json(app.get("/api/v1/webhooks?include=total", &b.token).await).await["meta"]["total"], 0);
 
     // Managers read, users do not.
     let (_, manager) = app.user_with_roles(&a, &["manager"]).await;

@@ -6,16 +6,15 @@ use std::{collections::HashMap, sync::Arc};
 use async_graphql::{ComplexObject, Context, EmptyMutation, Object, SimpleObject, dataloader::DataLoader};
 use uuid::Uuid;
 
-use super::{InventoryRead, InventoryService, ProductFilter, ProductView, StockLevelView};
+use super::{InventoryRead, InventoryService, PRODUCT_SORTS, ProductFilter, ProductView, StockLevelView};
 use crate::{
     error::ApiError,
     platform::{
-        graphql::{authorized, data, gql},
-        http::{PageMeta, PageRequest},
+        graphql::{authorized, data, gql, list_request},
+        http::{PageMeta, parse_sort},
         tenancy::TenantScope,
     },
 };
-use entity::product;
 
 /// Batches inventory lookups of one request, within its tenant.
 pub struct Loader {
@@ -95,19 +94,21 @@ pub type Mutation = EmptyMutation;
 
 #[Object(name = "InventoryQuery")]
 impl Query {
-    /// Products, newest first.
+    /// Products, newest first (as `GET /api/v1/products`).
     async fn products(
         &self,
         ctx: &Context<'_>,
         sku: Option<String>,
-        #[graphql(default = 1)] page: u64,
-        #[graphql(default = 25)] per_page: u64,
+        #[graphql(default_with = "Some(25)")] first: Option<i64>,
+        after: Option<String>,
+        before: Option<String>,
     ) -> async_graphql::Result<ProductPage> {
         let (_, principal) = authorized::<InventoryRead>(ctx).map_err(gql)?;
-        let page = PageRequest::new(Some(page), Some(per_page)).map_err(gql)?;
-        let filter = ProductFilter { sku, active: None, sort: (product::Column::CreatedAt, true) };
+        let list = list_request(ctx, first, after.as_deref(), before.as_deref())?;
+        let sort = parse_sort(None, &PRODUCT_SORTS).map_err(gql)?;
+        let filter = ProductFilter { sku, active: None, sort };
         let inventory = data::<Arc<dyn InventoryService>>(ctx).map_err(gql)?;
-        let paged = inventory.list_products(principal.tenant, filter, page).await.map_err(gql)?;
+        let paged = inventory.list_products(principal.tenant, filter, &list).await.map_err(gql)?;
         Ok(ProductPage { items: paged.data, page_info: paged.meta })
     }
 

@@ -26,7 +26,7 @@ use crate::{
     modules::procurement::Vendors,
     platform::{
         events::event_types,
-        http::{PageRequest, Paged},
+        http::{ListRequest, Paged, Sort, Sorts},
         jobs::JobHandler,
         module::{Feature, Grant, Module, Setup},
         rbac::grants,
@@ -217,16 +217,53 @@ pub struct ProductChanges {
     pub preferred_vendor_id: Option<Uuid>,
 }
 
+/// Products: newest first unless sorted otherwise.
+pub const PRODUCT_SORTS: Sorts<entity::product::Column> = Sorts {
+    fields: &[
+        ("sku", entity::product::Column::Sku),
+        ("name", entity::product::Column::Name),
+        ("created_at", entity::product::Column::CreatedAt),
+    ],
+    default: "-created_at",
+};
+
+/// Warehouses: by code unless sorted otherwise, since a tenant has a few,
+/// picked by their code.
+pub const WAREHOUSE_SORTS: Sorts<entity::warehouse::Column> = Sorts {
+    fields: &[
+        ("code", entity::warehouse::Column::Code),
+        ("name", entity::warehouse::Column::Name),
+        ("created_at", entity::warehouse::Column::CreatedAt),
+    ],
+    default: "code",
+};
+
+/// Stock levels: by product unless sorted otherwise, which puts a product's
+/// warehouses side by side (a level has no creation time to sort by).
+pub const LEVEL_SORTS: Sorts<entity::stock_level::Column> = Sorts {
+    fields: &[
+        ("product_id", entity::stock_level::Column::ProductId),
+        ("on_hand", entity::stock_level::Column::OnHand),
+        ("reserved", entity::stock_level::Column::Reserved),
+        ("updated_at", entity::stock_level::Column::UpdatedAt),
+    ],
+    default: "product_id",
+};
+
+/// The stock ledger: newest first unless sorted otherwise.
+pub const MOVEMENT_SORTS: Sorts<entity::stock_movement::Column> =
+    Sorts { fields: &[("created_at", entity::stock_movement::Column::CreatedAt)], default: "-created_at" };
+
 pub struct ProductFilter {
     pub sku: Option<String>,
     pub active: Option<bool>,
-    pub sort: (entity::product::Column, bool),
+    pub sort: Sort<entity::product::Column>,
 }
 
 pub struct LevelFilter {
     pub product_id: Option<Uuid>,
     pub warehouse_id: Option<Uuid>,
-    pub sort: (entity::stock_level::Column, bool),
+    pub sort: Sort<entity::stock_level::Column>,
 }
 
 /// The kinds of stock movement.
@@ -239,7 +276,7 @@ pub struct MovementFilter {
     /// One of [`MOVEMENT_KINDS`].
     pub kind: Option<String>,
     pub reference: Option<String>,
-    pub sort: (entity::stock_movement::Column, bool),
+    pub sort: Sort<entity::stock_movement::Column>,
 }
 
 #[derive(Clone, Debug, Serialize, ToSchema)]
@@ -342,7 +379,7 @@ pub trait InventoryService: Send + Sync {
         &self,
         tenant: TenantScope,
         filter: ProductFilter,
-        page: PageRequest,
+        list: &ListRequest,
     ) -> ApiResult<Paged<ProductView>>;
     async fn get_product(&self, tenant: TenantScope, id: Uuid) -> ApiResult<ProductView>;
     async fn update_product(
@@ -361,20 +398,20 @@ pub trait InventoryService: Send + Sync {
     async fn list_warehouses(
         &self,
         tenant: TenantScope,
-        sort: (entity::warehouse::Column, bool),
-        page: PageRequest,
+        sort: Sort<entity::warehouse::Column>,
+        list: &ListRequest,
     ) -> ApiResult<Paged<WarehouseView>>;
     async fn stock_levels(
         &self,
         tenant: TenantScope,
         filter: LevelFilter,
-        page: PageRequest,
+        list: &ListRequest,
     ) -> ApiResult<Paged<StockLevelView>>;
     async fn movements(
         &self,
         tenant: TenantScope,
         filter: MovementFilter,
-        page: PageRequest,
+        list: &ListRequest,
     ) -> ApiResult<Paged<MovementView>>;
     /// Change on-hand stock by `quantity` (negative to remove); refuses to go
     /// below zero or below what is reserved.

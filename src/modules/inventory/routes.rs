@@ -9,17 +9,18 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use uuid::Uuid;
 
 use super::{
-    Cause, InventoryRead, InventoryService, InventoryWrite, LevelFilter, Line, MAX_QUANTITY, MOVEMENT_KINDS,
-    MovementFilter, MovementView, NewProduct, ProductChanges, ProductFilter, ProductView, Recommendation,
-    ReservationView, Settings, StockLevelView, WarehouseView, check_quantity,
+    Cause, InventoryRead, InventoryService, InventoryWrite, LEVEL_SORTS, LevelFilter, Line, MAX_QUANTITY,
+    MOVEMENT_KINDS, MOVEMENT_SORTS, MovementFilter, MovementView, NewProduct, PRODUCT_SORTS, ProductChanges,
+    ProductFilter, ProductView, Recommendation, ReservationView, Settings, StockLevelView, WAREHOUSE_SORTS,
+    WarehouseView, check_quantity,
 };
 use crate::{
     error::{ApiResult, FieldError, Problem},
     platform::{
         bulk::{BulkRequest, BulkResponse},
         http::{
-            ApiJson, Data, PageRequest, Paged, Validate, created, if_match, ok, ok_with_etag, one_of,
-            parse_json, parse_sort, with_etag,
+            ApiJson, Data, Paged, Validate, created, if_match, ok, ok_with_etag, one_of, parse_json,
+            parse_sort, with_etag,
         },
         rbac::{Authorized, BulkWrite},
         state::AppState,
@@ -167,21 +168,22 @@ async fn bulk_products(
     Ok(response)
 }
 
-#[derive(Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-struct ProductQuery {
-    page: Option<u64>,
-    per_page: Option<u64>,
-    /// `sku`, `name`, `created_at`; prefix `-` for descending.
-    #[param(pattern = "^-?(sku|name|created_at)$")]
-    sort: Option<String>,
-    /// Exact SKU.
-    sku: Option<String>,
-    active: Option<bool>,
+crate::list_query! {
+    #[derive(Deserialize, IntoParams)]
+    #[serde(deny_unknown_fields)]
+    #[into_params(parameter_in = Query)]
+    struct ProductQuery {
+        /// `sku`, `name`, `created_at`; prefix `-` for descending (default
+        /// `-created_at`, newest first).
+        #[param(pattern = "^-?(sku|name|created_at)$")]
+        sort: Option<String>,
+        /// Exact SKU.
+        sku: Option<String>,
+        active: Option<bool>,
+    }
 }
 
-/// Products, paginated.
+/// Products, newest first unless sorted otherwise.
 #[utoipa::path(
     tag = "inventory",
     params(ProductQuery),
@@ -197,16 +199,11 @@ async fn list_products(
     inventory: web::Data<dyn InventoryService>,
     query: web::Query<ProductQuery>,
 ) -> ApiResult<HttpResponse> {
-    use entity::product::Column;
     let q = query.into_inner();
-    let page = PageRequest::new(q.page, q.per_page)?;
-    let sort = parse_sort(
-        q.sort.as_deref(),
-        &[("sku", Column::Sku), ("name", Column::Name), ("created_at", Column::CreatedAt)],
-        (Column::CreatedAt, false),
-    )?;
+    let list = q.list()?;
+    let sort = parse_sort(q.sort.as_deref(), &PRODUCT_SORTS)?;
     let filter = ProductFilter { sku: q.sku, active: q.active, sort };
-    Ok(HttpResponse::Ok().json(inventory.list_products(auth.tenant, filter, page).await?))
+    Ok(HttpResponse::Ok().json(inventory.list_products(auth.tenant, filter, &list).await?))
 }
 
 /// One product; its `ETag` is the version to send in `If-Match`.
@@ -344,15 +341,15 @@ async fn create_warehouse(
     ))
 }
 
-#[derive(Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-struct WarehouseQuery {
-    page: Option<u64>,
-    per_page: Option<u64>,
-    /// `code` (the default), `name`, `created_at`; prefix `-` for descending.
-    #[param(pattern = "^-?(code|name|created_at)$")]
-    sort: Option<String>,
+crate::list_query! {
+    #[derive(Deserialize, IntoParams)]
+    #[serde(deny_unknown_fields)]
+    #[into_params(parameter_in = Query)]
+    struct WarehouseQuery {
+        /// `code` (the default), `name`, `created_at`; prefix `-` for descending.
+        #[param(pattern = "^-?(code|name|created_at)$")]
+        sort: Option<String>,
+    }
 }
 
 /// Warehouses, by code unless sorted otherwise.
@@ -371,32 +368,28 @@ async fn list_warehouses(
     inventory: web::Data<dyn InventoryService>,
     query: web::Query<WarehouseQuery>,
 ) -> ApiResult<HttpResponse> {
-    use entity::warehouse::Column;
     let q = query.into_inner();
-    let page = PageRequest::new(q.page, q.per_page)?;
-    let sort = parse_sort(
-        q.sort.as_deref(),
-        &[("code", Column::Code), ("name", Column::Name), ("created_at", Column::CreatedAt)],
-        (Column::Code, false),
-    )?;
-    Ok(HttpResponse::Ok().json(inventory.list_warehouses(auth.tenant, sort, page).await?))
+    let list = q.list()?;
+    let sort = parse_sort(q.sort.as_deref(), &WAREHOUSE_SORTS)?;
+    Ok(HttpResponse::Ok().json(inventory.list_warehouses(auth.tenant, sort, &list).await?))
 }
 
-#[derive(Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-struct LevelQuery {
-    page: Option<u64>,
-    per_page: Option<u64>,
-    /// `product_id` (the default), `on_hand`, `reserved`, `updated_at`;
-    /// prefix `-` for descending.
-    #[param(pattern = "^-?(product_id|on_hand|reserved|updated_at)$")]
-    sort: Option<String>,
-    product_id: Option<Uuid>,
-    warehouse_id: Option<Uuid>,
+crate::list_query! {
+    #[derive(Deserialize, IntoParams)]
+    #[serde(deny_unknown_fields)]
+    #[into_params(parameter_in = Query)]
+    cursor_only struct LevelQuery {
+        /// `product_id` (the default), `on_hand`, `reserved`, `updated_at`;
+        /// prefix `-` for descending.
+        #[param(pattern = "^-?(product_id|on_hand|reserved|updated_at)$")]
+        sort: Option<String>,
+        product_id: Option<Uuid>,
+        warehouse_id: Option<Uuid>,
+    }
 }
 
-/// Stock levels: on hand, reserved, available.
+/// Stock levels: on hand, reserved, available. A level has no id of its
+/// own (it is a product in a warehouse), so this list pages by `cursor`.
 #[utoipa::path(
     tag = "inventory",
     params(LevelQuery),
@@ -412,21 +405,11 @@ async fn list_levels(
     inventory: web::Data<dyn InventoryService>,
     query: web::Query<LevelQuery>,
 ) -> ApiResult<HttpResponse> {
-    use entity::stock_level::Column;
     let q = query.into_inner();
-    let page = PageRequest::new(q.page, q.per_page)?;
-    let sort = parse_sort(
-        q.sort.as_deref(),
-        &[
-            ("product_id", Column::ProductId),
-            ("on_hand", Column::OnHand),
-            ("reserved", Column::Reserved),
-            ("updated_at", Column::UpdatedAt),
-        ],
-        (Column::ProductId, false),
-    )?;
+    let list = q.list()?;
+    let sort = parse_sort(q.sort.as_deref(), &LEVEL_SORTS)?;
     let filter = LevelFilter { product_id: q.product_id, warehouse_id: q.warehouse_id, sort };
-    Ok(HttpResponse::Ok().json(inventory.stock_levels(auth.tenant, filter, page).await?))
+    Ok(HttpResponse::Ok().json(inventory.stock_levels(auth.tenant, filter, &list).await?))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -496,22 +479,22 @@ async fn recommendations(
     Ok(ok(inventory.reorder_recommendations(auth.tenant).await?))
 }
 
-#[derive(Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-struct MovementQuery {
-    page: Option<u64>,
-    per_page: Option<u64>,
-    /// `-created_at` (the default, newest first) or `created_at`.
-    #[param(pattern = "^-?created_at$")]
-    sort: Option<String>,
-    product_id: Option<Uuid>,
-    warehouse_id: Option<Uuid>,
-    /// receipt, shipment, adjustment, transfer_out, transfer_in, reservation or release.
-    #[param(pattern = "^(receipt|shipment|adjustment|transfer_out|transfer_in|reservation|release)$")]
-    kind: Option<String>,
-    /// Exact reference, e.g. `purchase_order:<id>` or a reservation's.
-    reference: Option<String>,
+crate::list_query! {
+    #[derive(Deserialize, IntoParams)]
+    #[serde(deny_unknown_fields)]
+    #[into_params(parameter_in = Query)]
+    struct MovementQuery {
+        /// `-created_at` (the default, newest first) or `created_at`.
+        #[param(pattern = "^-?created_at$")]
+        sort: Option<String>,
+        product_id: Option<Uuid>,
+        warehouse_id: Option<Uuid>,
+        /// receipt, shipment, adjustment, transfer_out, transfer_in, reservation or release.
+        #[param(pattern = "^(receipt|shipment|adjustment|transfer_out|transfer_in|reservation|release)$")]
+        kind: Option<String>,
+        /// Exact reference, e.g. `purchase_order:<id>` or a reservation's.
+        reference: Option<String>,
+    }
 }
 
 /// The stock ledger, newest first unless sorted otherwise.
@@ -530,11 +513,9 @@ async fn list_movements(
     inventory: web::Data<dyn InventoryService>,
     query: web::Query<MovementQuery>,
 ) -> ApiResult<HttpResponse> {
-    use entity::stock_movement::Column;
     let q = query.into_inner();
-    let page = PageRequest::new(q.page, q.per_page)?;
-    let sort =
-        parse_sort(q.sort.as_deref(), &[("created_at", Column::CreatedAt)], (Column::CreatedAt, true))?;
+    let list = q.list()?;
+    let sort = parse_sort(q.sort.as_deref(), &MOVEMENT_SORTS)?;
     one_of("kind", q.kind.as_deref(), &MOVEMENT_KINDS)?;
     let filter = MovementFilter {
         product_id: q.product_id,
@@ -543,7 +524,7 @@ async fn list_movements(
         reference: q.reference,
         sort,
     };
-    Ok(HttpResponse::Ok().json(inventory.movements(auth.tenant, filter, page).await?))
+    Ok(HttpResponse::Ok().json(inventory.movements(auth.tenant, filter, &list).await?))
 }
 
 #[derive(Deserialize, ToSchema)]

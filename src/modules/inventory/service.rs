@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, EntityTrait,
-    IntoActiveModel, QueryFilter, Statement, TryInsertResult, sea_query::Expr,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
+    EntityTrait, IntoActiveModel, QueryFilter, Statement, TryInsertResult, sea_query::Expr,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -24,7 +24,7 @@ use crate::{
     error::{ApiError, ApiResult, Code, FieldError},
     platform::{
         events,
-        http::{PageRequest, Paged, changed_meanwhile, check_version},
+        http::{ListRequest, Paged, Sort, changed_meanwhile, check_version},
         jobs::{self, JobError, JobHandler, NewJob},
         state::AppState,
         tenancy::{SystemScope, TenantScope},
@@ -304,16 +304,13 @@ impl InventoryService for SeaOrmInventory {
         &self,
         tenant: TenantScope,
         filter: ProductFilter,
-        page: PageRequest,
+        list: &ListRequest,
     ) -> ApiResult<Paged<ProductView>> {
-        let mut query = tenant.find::<product::Entity>();
-        if let Some(sku) = filter.sku {
-            query = query.filter(product::Column::Sku.eq(sku));
-        }
-        if let Some(active) = filter.active {
-            query = query.filter(product::Column::Active.eq(active));
-        }
-        Ok(page.fetch(&self.db, query, filter.sort).await?.map(product_view))
+        let condition = Condition::all()
+            .add_option(filter.sku.map(|sku| product::Column::Sku.eq(sku)))
+            .add_option(filter.active.map(|active| product::Column::Active.eq(active)));
+        let rows = list.fetch(&self.db, tenant.find::<product::Entity>(), condition, filter.sort).await?;
+        Ok(rows.map(product_view))
     }
 
     async fn get_product(&self, tenant: TenantScope, id: Uuid) -> ApiResult<ProductView> {
@@ -403,10 +400,10 @@ impl InventoryService for SeaOrmInventory {
     async fn list_warehouses(
         &self,
         tenant: TenantScope,
-        sort: (warehouse::Column, bool),
-        page: PageRequest,
+        sort: Sort<warehouse::Column>,
+        list: &ListRequest,
     ) -> ApiResult<Paged<WarehouseView>> {
-        let rows = page.fetch(&self.db, tenant.find::<warehouse::Entity>(), sort).await?;
+        let rows = list.fetch(&self.db, tenant.find::<warehouse::Entity>(), Condition::all(), sort).await?;
         Ok(rows.map(warehouse_view))
     }
 
@@ -414,16 +411,13 @@ impl InventoryService for SeaOrmInventory {
         &self,
         tenant: TenantScope,
         filter: LevelFilter,
-        page: PageRequest,
+        list: &ListRequest,
     ) -> ApiResult<Paged<StockLevelView>> {
-        let mut query = tenant.find::<stock_level::Entity>();
-        if let Some(id) = filter.product_id {
-            query = query.filter(stock_level::Column::ProductId.eq(id));
-        }
-        if let Some(id) = filter.warehouse_id {
-            query = query.filter(stock_level::Column::WarehouseId.eq(id));
-        }
-        let Paged { data, meta } = page.fetch(&self.db, query, filter.sort).await?;
+        let condition = Condition::all()
+            .add_option(filter.product_id.map(|id| stock_level::Column::ProductId.eq(id)))
+            .add_option(filter.warehouse_id.map(|id| stock_level::Column::WarehouseId.eq(id)));
+        let scope = tenant.find::<stock_level::Entity>();
+        let Paged { data, meta } = list.fetch(&self.db, scope, condition, filter.sort).await?;
         Ok(Paged { data: stock_views(&self.db, tenant, data).await?, meta })
     }
 
@@ -431,22 +425,16 @@ impl InventoryService for SeaOrmInventory {
         &self,
         tenant: TenantScope,
         filter: MovementFilter,
-        page: PageRequest,
+        list: &ListRequest,
     ) -> ApiResult<Paged<MovementView>> {
-        let mut query = tenant.find::<stock_movement::Entity>();
-        if let Some(id) = filter.product_id {
-            query = query.filter(stock_movement::Column::ProductId.eq(id));
-        }
-        if let Some(id) = filter.warehouse_id {
-            query = query.filter(stock_movement::Column::WarehouseId.eq(id));
-        }
-        if let Some(kind) = filter.kind {
-            query = query.filter(stock_movement::Column::Kind.eq(kind));
-        }
-        if let Some(reference) = filter.reference {
-            query = query.filter(stock_movement::Column::Reference.eq(reference));
-        }
-        let rows = page.fetch(&self.db, query, filter.sort).await?;
+        use stock_movement::Column;
+        let condition = Condition::all()
+            .add_option(filter.product_id.map(|id| Column::ProductId.eq(id)))
+            .add_option(filter.warehouse_id.map(|id| Column::WarehouseId.eq(id)))
+            .add_option(filter.kind.map(|kind| Column::Kind.eq(kind)))
+            .add_option(filter.reference.map(|reference| Column::Reference.eq(reference)));
+        let scope = tenant.find::<stock_movement::Entity>();
+        let rows = list.fetch(&self.db, scope, condition, filter.sort).await?;
         Ok(rows.map(|m| MovementView {
             id: m.id,
             product_id: m.product_id,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use actix_web::{HttpResponse, get, web};
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseConnection, DatabaseTransaction, EntityTrait, QueryFilter,
+    ActiveValue::Set, ColumnTrait, Condition, DatabaseConnection, DatabaseTransaction, EntityTrait,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -20,7 +20,7 @@ use uuid::Uuid;
 use crate::{
     error::{ApiError, ApiResult, Problem},
     platform::{
-        http::{PageRequest, Paged, parse_sort},
+        http::{ListRequest, Paged, Sort, Sorts, parse_sort},
         module::{Grant, Module, Setup},
         rbac::{Authorized, grants},
         tenancy::TenantScope,
@@ -69,8 +69,8 @@ pub trait Ledger: Send + Sync {
         &self,
         tenant: TenantScope,
         reference: Option<String>,
-        sort: (journal_entry::Column, bool),
-        page: PageRequest,
+        sort: Sort<journal_entry::Column>,
+        list: &ListRequest,
     ) -> ApiResult<Paged<EntryView>>;
 }
 
@@ -110,14 +110,13 @@ impl Ledger for BuiltInLedger {
         &self,
         tenant: TenantScope,
         reference: Option<String>,
-        sort: (journal_entry::Column, bool),
-        page: PageRequest,
+        sort: Sort<journal_entry::Column>,
+        list: &ListRequest,
     ) -> ApiResult<Paged<EntryView>> {
-        let mut query = tenant.find::<journal_entry::Entity>();
-        if let Some(reference) = reference {
-            query = query.filter(journal_entry::Column::Reference.eq(reference));
-        }
-        let entries = page.fetch(&self.db, query, sort).await?;
+        let condition =
+            Condition::all().add_option(reference.map(|r| journal_entry::Column::Reference.eq(r)));
+        let scope = tenant.find::<journal_entry::Entity>();
+        let entries = list.fetch(&self.db, scope, condition, sort).await?;
         let views: ApiResult<Vec<EntryView>> = entries
             .data
             .into_iter()
@@ -185,17 +184,21 @@ impl Module for LedgerModule {
     }
 }
 
-#[derive(Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-struct EntryQuery {
-    page: Option<u64>,
-    per_page: Option<u64>,
-    /// `-created_at` (the default, newest first) or `created_at`.
-    #[param(pattern = "^-?created_at$")]
-    sort: Option<String>,
-    /// Exact reference, e.g. `purchase_order:<id>`.
-    reference: Option<String>,
+/// Journal entries: newest first unless sorted otherwise.
+const ENTRY_SORTS: Sorts<journal_entry::Column> =
+    Sorts { fields: &[("created_at", journal_entry::Column::CreatedAt)], default: "-created_at" };
+
+crate::list_query! {
+    #[derive(Deserialize, IntoParams)]
+    #[serde(deny_unknown_fields)]
+    #[into_params(parameter_in = Query)]
+    struct EntryQuery {
+        /// `-created_at` (the default, newest first) or `created_at`.
+        #[param(pattern = "^-?created_at$")]
+        sort: Option<String>,
+        /// Exact reference, e.g. `purchase_order:<id>`.
+        reference: Option<String>,
+    }
 }
 
 /// Journal entries of the built-in ledger, newest first unless sorted otherwise.
@@ -215,10 +218,9 @@ async fn list_entries(
     query: web::Query<EntryQuery>,
 ) -> ApiResult<HttpResponse> {
     let q = query.into_inner();
-    let page = PageRequest::new(q.page, q.per_page)?;
-    let created_at = journal_entry::Column::CreatedAt;
-    let sort = parse_sort(q.sort.as_deref(), &[("created_at", created_at)], (created_at, true))?;
-    Ok(HttpResponse::Ok().json(ledger.entries(auth.tenant, q.reference, sort, page).await?))
+    let list = q.list()?;
+    let sort = parse_sort(q.sort.as_deref(), &ENTRY_SORTS)?;
+    Ok(HttpResponse::Ok().json(ledger.entries(auth.tenant, q.reference, sort, &list).await?))
 }
 
 #[cfg(test)]

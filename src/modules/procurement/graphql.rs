@@ -9,16 +9,16 @@ use async_graphql::{
 use uuid::Uuid;
 
 use super::{
-    Action, LineView, NewLine, OrderFilter, ProcurementApprove, ProcurementRead, ProcurementService,
-    ProcurementWrite, PurchaseOrderView, ReceiptLine, STATES, VendorFilter, VendorView, check_order,
-    check_receipt,
+    Action, LineView, NewLine, ORDER_SORTS, OrderFilter, ProcurementApprove, ProcurementRead,
+    ProcurementService, ProcurementWrite, PurchaseOrderView, ReceiptLine, STATES, VENDOR_SORTS, VendorFilter,
+    VendorView, check_order, check_receipt,
 };
 use crate::{
     error::ApiError,
     modules::inventory::{ProductView, graphql::product},
     platform::{
-        graphql::{authorized, data, gql},
-        http::{PageMeta, PageRequest, one_of},
+        graphql::{authorized, data, gql, list_request},
+        http::{PageMeta, one_of, parse_sort},
         tenancy::TenantScope,
     },
 };
@@ -78,25 +78,34 @@ pub struct OrderPage {
     page_info: PageMeta,
 }
 
+#[derive(SimpleObject)]
+#[graphql(name = "VendorPage")]
+pub struct VendorPage {
+    items: Vec<VendorView>,
+    page_info: PageMeta,
+}
+
 #[derive(Default)]
 pub struct Query;
 
 #[Object(name = "ProcurementQuery")]
 impl Query {
-    /// Purchase orders, newest first.
+    /// Purchase orders, newest first (as `GET /api/v1/purchase-orders`).
     async fn purchase_orders(
         &self,
         ctx: &Context<'_>,
         status: Option<String>,
         vendor_id: Option<Uuid>,
-        #[graphql(default = 1)] page: u64,
-        #[graphql(default = 25)] per_page: u64,
+        #[graphql(default_with = "Some(25)")] first: Option<i64>,
+        after: Option<String>,
+        before: Option<String>,
     ) -> async_graphql::Result<OrderPage> {
         let (_, principal) = authorized::<ProcurementRead>(ctx).map_err(gql)?;
-        let page = PageRequest::new(Some(page), Some(per_page)).map_err(gql)?;
+        let list = list_request(ctx, first, after.as_deref(), before.as_deref())?;
         one_of("status", status.as_deref(), &STATES).map_err(gql)?;
-        let filter = OrderFilter { status, vendor_id, ..OrderFilter::default() };
-        let paged = service(ctx)?.list_orders(principal.tenant, filter, page).await.map_err(gql)?;
+        let sort = parse_sort(None, &ORDER_SORTS).map_err(gql)?;
+        let filter = OrderFilter { status, vendor_id, warehouse_id: None, sort };
+        let paged = service(ctx)?.list_orders(principal.tenant, filter, &list).await.map_err(gql)?;
         Ok(OrderPage { items: paged.data, page_info: paged.meta })
     }
 
@@ -105,18 +114,21 @@ impl Query {
         service(ctx)?.get_order(principal.tenant, id).await.map_err(gql)
     }
 
-    /// Vendors by name.
+    /// Vendors by name (as `GET /api/v1/vendors`).
     async fn vendors(
         &self,
         ctx: &Context<'_>,
         active: Option<bool>,
-        #[graphql(default = 1)] page: u64,
-        #[graphql(default = 25)] per_page: u64,
-    ) -> async_graphql::Result<Vec<VendorView>> {
+        #[graphql(default_with = "Some(25)")] first: Option<i64>,
+        after: Option<String>,
+        before: Option<String>,
+    ) -> async_graphql::Result<VendorPage> {
         let (_, principal) = authorized::<ProcurementRead>(ctx).map_err(gql)?;
-        let page = PageRequest::new(Some(page), Some(per_page)).map_err(gql)?;
-        let filter = VendorFilter { active, sort: (entity::vendor::Column::Name, false) };
-        Ok(service(ctx)?.list_vendors(principal.tenant, filter, page).await.map_err(gql)?.data)
+        let list = list_request(ctx, first, after.as_deref(), before.as_deref())?;
+        let sort = parse_sort(None, &VENDOR_SORTS).map_err(gql)?;
+        let filter = VendorFilter { active, sort };
+        let paged = service(ctx)?.list_vendors(principal.tenant, filter, &list).await.map_err(gql)?;
+        Ok(VendorPage { items: paged.data, page_info: paged.meta })
     }
 }
 

@@ -26,7 +26,7 @@ use crate::{
     },
     platform::{
         events::{EventType, event_types},
-        http::{PageRequest, Paged},
+        http::{ListRequest, Paged, Sort, Sorts},
         module::{Feature, Grant, Module, Setup},
         rbac::grants,
         tenancy::TenantScope,
@@ -183,11 +183,27 @@ pub struct ReceiptLine {
     pub quantity: i64,
 }
 
+/// Vendors: by name unless sorted otherwise, since the list is the
+/// directory a buyer looks a vendor up in.
+pub const VENDOR_SORTS: Sorts<vendor::Column> = Sorts {
+    fields: &[("name", vendor::Column::Name), ("created_at", vendor::Column::CreatedAt)],
+    default: "name",
+};
+
+/// Purchase orders: newest first unless sorted otherwise.
+pub const ORDER_SORTS: Sorts<po::Column> = Sorts {
+    fields: &[
+        ("created_at", po::Column::CreatedAt),
+        ("updated_at", po::Column::UpdatedAt),
+        ("total", po::Column::Total),
+    ],
+    default: "-created_at",
+};
+
 /// Which vendors to list, in which order.
 pub struct VendorFilter {
     pub active: Option<bool>,
-    /// Column and whether descending.
-    pub sort: (vendor::Column, bool),
+    pub sort: Sort<vendor::Column>,
 }
 
 /// Which purchase orders to list, in which order.
@@ -195,15 +211,7 @@ pub struct OrderFilter {
     pub status: Option<String>,
     pub vendor_id: Option<Uuid>,
     pub warehouse_id: Option<Uuid>,
-    /// Column and whether descending.
-    pub sort: (po::Column, bool),
-}
-
-impl Default for OrderFilter {
-    /// Every order, newest first.
-    fn default() -> Self {
-        Self { status: None, vendor_id: None, warehouse_id: None, sort: (po::Column::CreatedAt, true) }
-    }
+    pub sort: Sort<po::Column>,
 }
 
 /// The fields of a vendor to change; `None` leaves one as it is.
@@ -259,7 +267,7 @@ pub trait ProcurementService: Send + Sync {
         &self,
         tenant: TenantScope,
         filter: VendorFilter,
-        page: PageRequest,
+        list: &ListRequest,
     ) -> ApiResult<Paged<VendorView>>;
     async fn get_vendor(&self, tenant: TenantScope, id: Uuid) -> ApiResult<VendorView>;
     /// The vendors among `ids` (others are simply absent): for batch loads.
@@ -287,7 +295,7 @@ pub trait ProcurementService: Send + Sync {
         &self,
         tenant: TenantScope,
         filter: OrderFilter,
-        page: PageRequest,
+        list: &ListRequest,
     ) -> ApiResult<Paged<PurchaseOrderView>>;
     async fn get_order(&self, tenant: TenantScope, id: Uuid) -> ApiResult<PurchaseOrderView>;
     /// Move the order through its state machine; 409 naming the current

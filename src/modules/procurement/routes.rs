@@ -7,16 +7,17 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use uuid::Uuid;
 
 use super::{
-    Action, NewLine, OrderFilter, ProcurementApprove, ProcurementRead, ProcurementService, ProcurementWrite,
-    PurchaseOrderView, ReceiptLine, STATES, VendorChanges, VendorFilter, VendorView,
+    Action, NewLine, ORDER_SORTS, OrderFilter, ProcurementApprove, ProcurementRead, ProcurementService,
+    ProcurementWrite, PurchaseOrderView, ReceiptLine, STATES, VENDOR_SORTS, VendorChanges, VendorFilter,
+    VendorView,
 };
 use crate::{
     error::{ApiResult, FieldError, Problem},
     platform::{
         bulk::{BulkRequest, BulkResponse},
         http::{
-            ApiJson, Data, PageRequest, Paged, Validate, created, if_match, no_content, ok_with_etag, one_of,
-            parse_json, parse_sort, with_etag,
+            ApiJson, Data, Paged, Validate, created, if_match, no_content, ok_with_etag, one_of, parse_json,
+            parse_sort, with_etag,
         },
         rbac::{Authorized, BulkWrite},
         state::AppState,
@@ -81,16 +82,16 @@ async fn create_vendor(
     Ok(with_etag(created(&vendor), vendor.version))
 }
 
-#[derive(Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-struct VendorQuery {
-    page: Option<u64>,
-    per_page: Option<u64>,
-    /// `name` (the default), `created_at`; prefix `-` for descending.
-    #[param(pattern = "^-?(name|created_at)$")]
-    sort: Option<String>,
-    active: Option<bool>,
+crate::list_query! {
+    #[derive(Deserialize, IntoParams)]
+    #[serde(deny_unknown_fields)]
+    #[into_params(parameter_in = Query)]
+    struct VendorQuery {
+        /// `name` (the default), `created_at`; prefix `-` for descending.
+        #[param(pattern = "^-?(name|created_at)$")]
+        sort: Option<String>,
+        active: Option<bool>,
+    }
 }
 
 /// Vendors, by name unless sorted otherwise.
@@ -103,16 +104,11 @@ async fn list_vendors(
     procurement: web::Data<dyn ProcurementService>,
     query: web::Query<VendorQuery>,
 ) -> ApiResult<HttpResponse> {
-    use entity::vendor::Column;
     let q = query.into_inner();
-    let page = PageRequest::new(q.page, q.per_page)?;
-    let sort = parse_sort(
-        q.sort.as_deref(),
-        &[("name", Column::Name), ("created_at", Column::CreatedAt)],
-        (Column::Name, false),
-    )?;
+    let list = q.list()?;
+    let sort = parse_sort(q.sort.as_deref(), &VENDOR_SORTS)?;
     let filter = VendorFilter { active: q.active, sort };
-    Ok(HttpResponse::Ok().json(procurement.list_vendors(auth.tenant, filter, page).await?))
+    Ok(HttpResponse::Ok().json(procurement.list_vendors(auth.tenant, filter, &list).await?))
 }
 
 /// One vendor; its `ETag` is the version to send in `If-Match`.
@@ -254,21 +250,21 @@ async fn bulk_purchase_orders(
     Ok(response)
 }
 
-#[derive(Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-struct OrderQuery {
-    page: Option<u64>,
-    per_page: Option<u64>,
-    /// `created_at` (the default, newest first with `-created_at`),
-    /// `updated_at`, `total`; prefix `-` for descending.
-    #[param(pattern = "^-?(created_at|updated_at|total)$")]
-    sort: Option<String>,
-    /// draft, submitted, approved, partially_received, received, closed or cancelled.
-    #[param(pattern = "^(draft|submitted|approved|partially_received|received|closed|cancelled)$")]
-    status: Option<String>,
-    vendor_id: Option<Uuid>,
-    warehouse_id: Option<Uuid>,
+crate::list_query! {
+    #[derive(Deserialize, IntoParams)]
+    #[serde(deny_unknown_fields)]
+    #[into_params(parameter_in = Query)]
+    struct OrderQuery {
+        /// `created_at`, `updated_at`, `total`; prefix `-` for descending
+        /// (default `-created_at`, newest first).
+        #[param(pattern = "^-?(created_at|updated_at|total)$")]
+        sort: Option<String>,
+        /// draft, submitted, approved, partially_received, received, closed or cancelled.
+        #[param(pattern = "^(draft|submitted|approved|partially_received|received|closed|cancelled)$")]
+        status: Option<String>,
+        vendor_id: Option<Uuid>,
+        warehouse_id: Option<Uuid>,
+    }
 }
 
 /// Purchase orders, newest first unless sorted otherwise.
@@ -281,17 +277,12 @@ async fn list_orders(
     procurement: web::Data<dyn ProcurementService>,
     query: web::Query<OrderQuery>,
 ) -> ApiResult<HttpResponse> {
-    use entity::purchase_order::Column;
     let q = query.into_inner();
-    let page = PageRequest::new(q.page, q.per_page)?;
-    let sort = parse_sort(
-        q.sort.as_deref(),
-        &[("created_at", Column::CreatedAt), ("updated_at", Column::UpdatedAt), ("total", Column::Total)],
-        (Column::CreatedAt, true),
-    )?;
+    let list = q.list()?;
+    let sort = parse_sort(q.sort.as_deref(), &ORDER_SORTS)?;
     one_of("status", q.status.as_deref(), &STATES)?;
     let filter = OrderFilter { status: q.status, vendor_id: q.vendor_id, warehouse_id: q.warehouse_id, sort };
-    Ok(HttpResponse::Ok().json(procurement.list_orders(auth.tenant, filter, page).await?))
+    Ok(HttpResponse::Ok().json(procurement.list_orders(auth.tenant, filter, &list).await?))
 }
 
 /// One purchase order with its lines; its `ETag` is the version to send

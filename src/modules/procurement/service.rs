@@ -4,8 +4,8 @@ use std::{collections::HashMap, sync::Arc};
 
 use chrono::Utc;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, sea_query::Expr,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, sea_query::Expr,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -22,7 +22,7 @@ use crate::{
     },
     platform::{
         events,
-        http::{PageRequest, Paged, changed_meanwhile, check_version},
+        http::{ListRequest, Paged, changed_meanwhile, check_version},
         tenancy::TenantScope,
     },
 };
@@ -170,13 +170,11 @@ impl ProcurementService for SeaOrmProcurement {
         &self,
         tenant: TenantScope,
         filter: VendorFilter,
-        page: PageRequest,
+        list: &ListRequest,
     ) -> ApiResult<Paged<VendorView>> {
-        let mut query = tenant.find::<vendor::Entity>();
-        if let Some(active) = filter.active {
-            query = query.filter(vendor::Column::Active.eq(active));
-        }
-        Ok(page.fetch(&self.db, query, filter.sort).await?.map(Into::into))
+        let condition = Condition::all().add_option(filter.active.map(|a| vendor::Column::Active.eq(a)));
+        let scope = tenant.find::<vendor::Entity>();
+        Ok(list.fetch(&self.db, scope, condition, filter.sort).await?.map(Into::into))
     }
 
     async fn get_vendor(&self, tenant: TenantScope, id: Uuid) -> ApiResult<VendorView> {
@@ -316,19 +314,14 @@ impl ProcurementService for SeaOrmProcurement {
         &self,
         tenant: TenantScope,
         filter: OrderFilter,
-        page: PageRequest,
+        list: &ListRequest,
     ) -> ApiResult<Paged<PurchaseOrderView>> {
-        let mut query = tenant.find::<po::Entity>();
-        if let Some(status) = filter.status {
-            query = query.filter(po::Column::Status.eq(status));
-        }
-        if let Some(vendor) = filter.vendor_id {
-            query = query.filter(po::Column::VendorId.eq(vendor));
-        }
-        if let Some(warehouse) = filter.warehouse_id {
-            query = query.filter(po::Column::WarehouseId.eq(warehouse));
-        }
-        let Paged { data, meta } = page.fetch(&self.db, query, filter.sort).await?;
+        let condition = Condition::all()
+            .add_option(filter.status.map(|status| po::Column::Status.eq(status)))
+            .add_option(filter.vendor_id.map(|vendor| po::Column::VendorId.eq(vendor)))
+            .add_option(filter.warehouse_id.map(|warehouse| po::Column::WarehouseId.eq(warehouse)));
+        let scope = tenant.find::<po::Entity>();
+        let Paged { data, meta } = list.fetch(&self.db, scope, condition, filter.sort).await?;
         Ok(Paged { data: views(&self.db, tenant, data).await?, meta })
     }
 

@@ -3,7 +3,7 @@
 
 use actix_web::{HttpResponse, get, web};
 use chrono::{DateTime, Utc};
-use sea_orm::{ColumnTrait, QueryFilter};
+use sea_orm::{ColumnTrait, Condition};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::{
     error::{ApiResult, Problem},
     platform::{
-        http::{PageRequest, Paged, parse_sort},
+        http::{Paged, Sorts, parse_sort},
         rbac::{AuditRead, Authorized},
         state::AppState,
     },
@@ -61,23 +61,29 @@ impl From<Model> for AuditLogView {
     }
 }
 
-#[derive(Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-struct AuditQuery {
-    page: Option<u64>,
-    per_page: Option<u64>,
-    /// `created_at` or `status`; prefix `-` for descending (default `-created_at`).
-    #[param(pattern = "^-?(created_at|status)$")]
-    sort: Option<String>,
-    user_id: Option<Uuid>,
-    /// Route template, e.g. `/api/v1/users`.
-    route: Option<String>,
-    status: Option<i32>,
-    /// Entries at or after this time (RFC 3339).
-    from: Option<DateTime<Utc>>,
-    /// Entries before this time (RFC 3339).
-    to: Option<DateTime<Utc>>,
+/// The audit trail: newest first unless sorted otherwise.
+const AUDIT_SORTS: Sorts<Column> = Sorts {
+    fields: &[("created_at", Column::CreatedAt), ("status", Column::Status)],
+    default: "-created_at",
+};
+
+crate::list_query! {
+    #[derive(Deserialize, IntoParams)]
+    #[serde(deny_unknown_fields)]
+    #[into_params(parameter_in = Query)]
+    struct AuditQuery {
+        /// `created_at` or `status`; prefix `-` for descending (default `-created_at`).
+        #[param(pattern = "^-?(created_at|status)$")]
+        sort: Option<String>,
+        user_id: Option<Uuid>,
+        /// Route template, e.g. `/api/v1/users`.
+        route: Option<String>,
+        status: Option<i32>,
+        /// Entries at or after this time (RFC 3339).
+        from: Option<DateTime<Utc>>,
+        /// Entries before this time (RFC 3339).
+        to: Option<DateTime<Utc>>,
+    }
 }
 
 /// The tenant's audit trail, newest first.
@@ -97,28 +103,14 @@ async fn list_audit_logs(
     query: web::Query<AuditQuery>,
 ) -> ApiResult<HttpResponse> {
     let q = query.into_inner();
-    let page = PageRequest::new(q.page, q.per_page)?;
-    let (column, desc) = parse_sort(
-        q.sort.as_deref(),
-        &[("created_at", Column::CreatedAt), ("status", Column::Status)],
-        (Column::CreatedAt, true),
-    )?;
-    let mut select = auth.tenant.find::<Entity>();
-    if let Some(user_id) = q.user_id {
-        select = select.filter(Column::UserId.eq(user_id));
-    }
-    if let Some(route) = q.route {
-        select = select.filter(Column::Route.eq(route));
-    }
-    if let Some(status) = q.status {
-        select = select.filter(Column::Status.eq(status));
-    }
-    if let Some(from) = q.from {
-        select = select.filter(Column::CreatedAt.gte(from));
-    }
-    if let Some(to) = q.to {
-        select = select.filter(Column::CreatedAt.lt(to));
-    }
-    let entries = page.fetch(&state.db, select, (column, desc)).await?;
+    let list = q.list()?;
+    let sort = parse_sort(q.sort.as_deref(), &AUDIT_SORTS)?;
+    let condition = Condition::all()
+        .add_option(q.user_id.map(|user_id| Column::UserId.eq(user_id)))
+        .add_option(q.route.map(|route| Column::Route.eq(route)))
+        .add_option(q.status.map(|status| Column::Status.eq(status)))
+        .add_option(q.from.map(|from| Column::CreatedAt.gte(from)))
+        .add_option(q.to.map(|to| Column::CreatedAt.lt(to)));
+    let entries = list.fetch(&state.db, auth.tenant.find::<Entity>(), condition, sort).await?;
     Ok(HttpResponse::Ok().json(entries.map(AuditLogView::from)))
 }

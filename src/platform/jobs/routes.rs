@@ -4,7 +4,7 @@
 use crate::platform::tenancy::SystemScope;
 use actix_web::{HttpResponse, get, post, web};
 use chrono::{DateTime, Utc};
-use sea_orm::{ColumnTrait, QueryFilter};
+use sea_orm::{ColumnTrait, Condition};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
@@ -14,7 +14,7 @@ use super::LaneStats;
 use crate::{
     error::{ApiError, ApiResult, Problem},
     platform::{
-        http::{ApiJson, Data, PageRequest, Paged, Validate, ok, one_of},
+        http::{ApiJson, Data, Paged, Sort, Validate, ok, one_of},
         rbac::{Authorized, JobsManage},
         state::AppState,
     },
@@ -81,17 +81,17 @@ impl From<Model> for JobView {
     }
 }
 
-#[derive(Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-struct JobListQuery {
-    page: Option<u64>,
-    per_page: Option<u64>,
-    /// `pending`, `running`, `completed` or `dead` (default `dead`).
-    #[param(pattern = "^(pending|running|completed|dead)$")]
-    status: Option<String>,
-    /// Job kind, e.g. `webhook.deliver`.
-    kind: Option<String>,
+crate::list_query! {
+    #[derive(Deserialize, IntoParams)]
+    #[serde(deny_unknown_fields)]
+    #[into_params(parameter_in = Query)]
+    struct JobListQuery {
+        /// `pending`, `running`, `completed` or `dead` (default `dead`).
+        #[param(pattern = "^(pending|running|completed|dead)$")]
+        status: Option<String>,
+        /// Job kind, e.g. `webhook.deliver`.
+        kind: Option<String>,
+    }
 }
 
 /// Jobs by status (dead ones by default), newest first.
@@ -111,14 +111,13 @@ async fn list_jobs(
     query: web::Query<JobListQuery>,
 ) -> ApiResult<HttpResponse> {
     let q = query.into_inner();
-    let page = PageRequest::new(q.page, q.per_page)?;
+    let list = q.list()?;
     let status = q.status.unwrap_or_else(|| super::DEAD.to_owned());
     one_of("status", Some(&status), &[super::PENDING, super::RUNNING, super::COMPLETED, super::DEAD])?;
-    let mut select = SystemScope.find::<Entity>().filter(Column::Status.eq(status));
-    if let Some(kind) = q.kind {
-        select = select.filter(Column::Kind.eq(kind));
-    }
-    let jobs = page.fetch(&state.db, select, (Column::CreatedAt, true)).await?;
+    let condition =
+        Condition::all().add(Column::Status.eq(status)).add_option(q.kind.map(|kind| Column::Kind.eq(kind)));
+    let newest = Sort { field: "created_at", column: Column::CreatedAt, desc: true };
+    let jobs = list.fetch(&state.db, SystemScope.find::<Entity>(), condition, newest).await?;
     Ok(HttpResponse::Ok().json(jobs.map(JobView::from)))
 }
 

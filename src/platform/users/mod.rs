@@ -7,8 +7,8 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, TransactionSession, TransactionTrait, sea_query::Expr,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, TransactionSession, TransactionTrait, sea_query::Expr,
 };
 use serde::Serialize;
 use serde_json::json;
@@ -19,7 +19,7 @@ use crate::{
     error::{ApiError, ApiResult, Code},
     platform::{
         events,
-        http::{PageRequest, Paged},
+        http::{ListRequest, Paged, Sort, Sorts},
         rbac::ROLES,
         tenancy::{SystemScope, TenantScope},
     },
@@ -232,29 +232,36 @@ pub async fn get(db: &impl ConnectionTrait, tenant: TenantScope, id: Uuid) -> Ap
     Ok(UserView::new(user, roles))
 }
 
+/// Users: newest first unless sorted otherwise.
+pub const USER_SORTS: Sorts<user::Column> = Sorts {
+    fields: &[
+        ("name", user::Column::Name),
+        ("email", user::Column::Email),
+        ("created_at", user::Column::CreatedAt),
+    ],
+    default: "-created_at",
+};
+
 /// Filters and sort of the user list.
 pub struct UserFilter {
     pub email: Option<String>,
     pub disabled: Option<bool>,
-    pub sort: (user::Column, bool),
+    pub sort: Sort<user::Column>,
 }
 
 pub async fn list(
     db: &impl ConnectionTrait,
     tenant: TenantScope,
     filter: UserFilter,
-    page: PageRequest,
+    list: &ListRequest,
 ) -> ApiResult<Paged<UserView>> {
-    let mut query = tenant.find::<user::Entity>();
-    if let Some(email) = filter.email {
-        query = query.filter(user::Column::Email.eq(email.trim().to_lowercase()));
-    }
-    match filter.disabled {
-        Some(true) => query = query.filter(user::Column::DisabledAt.is_not_null()),
-        Some(false) => query = query.filter(user::Column::DisabledAt.is_null()),
-        None => {}
-    }
-    let users = page.fetch(db, query, filter.sort).await?;
+    let condition = Condition::all()
+        .add_option(filter.email.map(|email| user::Column::Email.eq(email.trim().to_lowercase())))
+        .add_option(filter.disabled.map(|disabled| match disabled {
+            true => user::Column::DisabledAt.is_not_null(),
+            false => user::Column::DisabledAt.is_null(),
+        }));
+    let users = list.fetch(db, tenant.find::<user::Entity>(), condition, filter.sort).await?;
     let ids: Vec<Uuid> = users.data.iter().map(|u| u.id).collect();
     let mut roles = roles_of(db, tenant, &ids).await?;
     Ok(users.map(|u| {

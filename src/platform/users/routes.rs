@@ -6,19 +6,17 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 use uuid::Uuid;
 
-use super::{NewUser, TenantView, UserFilter, UserView};
+use super::{NewUser, TenantView, USER_SORTS, UserFilter, UserView};
 use crate::{
     error::{ApiResult, FieldError, Problem},
     platform::{
         auth::{Principal, password},
-        http::{ApiJson, Data, PageRequest, Paged, Validate, created, ok, parse_sort},
+        http::{ApiJson, Data, Paged, Validate, created, ok, parse_sort},
         rbac::{Authorized, RolesWrite, TenantRead, UsersRead, UsersWrite},
         state::AppState,
         validate::{self, Checks},
     },
 };
-
-use entity::user::Column;
 
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(current_tenant)
@@ -45,24 +43,23 @@ async fn current_tenant(auth: Authorized<TenantRead>, state: web::Data<AppState>
     Ok(ok(super::tenant(&state.db, auth.tenant).await?))
 }
 
-#[derive(Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-struct UserListQuery {
-    /// Page number, from 1.
-    page: Option<u64>,
-    /// Items per page, 1-100 (default 25).
-    per_page: Option<u64>,
-    /// `name`, `email` or `created_at`; prefix `-` for descending.
-    #[param(pattern = "^-?(name|email|created_at)$")]
-    sort: Option<String>,
-    /// Exact email (case-insensitive).
-    email: Option<String>,
-    /// Only disabled (`true`) or only active (`false`) users.
-    disabled: Option<bool>,
+crate::list_query! {
+    #[derive(Deserialize, IntoParams)]
+    #[serde(deny_unknown_fields)]
+    #[into_params(parameter_in = Query)]
+    struct UserListQuery {
+        /// `name`, `email` or `created_at`; prefix `-` for descending (default
+        /// `-created_at`, newest first).
+        #[param(pattern = "^-?(name|email|created_at)$")]
+        sort: Option<String>,
+        /// Exact email (case-insensitive).
+        email: Option<String>,
+        /// Only disabled (`true`) or only active (`false`) users.
+        disabled: Option<bool>,
+    }
 }
 
-/// Users of the tenant, paginated.
+/// Users of the tenant, newest first unless sorted otherwise.
 #[utoipa::path(
     tag = "users",
     params(UserListQuery),
@@ -79,14 +76,10 @@ async fn list_users(
     query: web::Query<UserListQuery>,
 ) -> ApiResult<HttpResponse> {
     let q = query.into_inner();
-    let page = PageRequest::new(q.page, q.per_page)?;
-    let sort = parse_sort(
-        q.sort.as_deref(),
-        &[("name", Column::Name), ("email", Column::Email), ("created_at", Column::CreatedAt)],
-        (Column::CreatedAt, false),
-    )?;
+    let list = q.list()?;
+    let sort = parse_sort(q.sort.as_deref(), &USER_SORTS)?;
     let filter = UserFilter { email: q.email, disabled: q.disabled, sort };
-    Ok(HttpResponse::Ok().json(super::list(&state.db, auth.tenant, filter, page).await?))
+    Ok(HttpResponse::Ok().json(super::list(&state.db, auth.tenant, filter, &list).await?))
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -9,8 +9,8 @@ use super::{AttemptView, DeliveryView, EndpointChanges, EndpointView, EndpointWi
 use crate::{
     error::ApiError,
     platform::{
-        graphql::{authorized, gql},
-        http::{PageMeta, PageRequest},
+        graphql::{authorized, gql, list_request},
+        http::PageMeta,
         rbac::{WebhooksRead, WebhooksWrite},
         state::AppState,
     },
@@ -60,13 +60,14 @@ impl EndpointView {
         &self,
         ctx: &Context<'_>,
         status: Option<String>,
-        #[graphql(default = 1)] page: u64,
-        #[graphql(default = 25)] per_page: u64,
+        #[graphql(default_with = "Some(25)")] first: Option<i64>,
+        after: Option<String>,
+        before: Option<String>,
     ) -> Result<DeliveryPage> {
         let (state, principal) = authorized::<WebhooksRead>(ctx).map_err(gql)?;
-        let page = PageRequest::new(Some(page), Some(per_page)).map_err(gql)?;
+        let list = list_request(ctx, first, after.as_deref(), before.as_deref())?;
         let paged =
-            super::deliveries(&state.db, principal.tenant, self.id, status, page).await.map_err(gql)?;
+            super::deliveries(&state.db, principal.tenant, self.id, status, &list).await.map_err(gql)?;
         Ok(DeliveryPage { items: paged.data, page_info: paged.meta })
     }
 }
@@ -85,17 +86,18 @@ pub struct WebhooksQuery;
 
 #[Object]
 impl WebhooksQuery {
-    /// The tenant's webhook endpoints, oldest first.
+    /// The tenant's webhook endpoints, newest first.
     async fn webhook_endpoints(
         &self,
         ctx: &Context<'_>,
         enabled: Option<bool>,
-        #[graphql(default = 1)] page: u64,
-        #[graphql(default = 25)] per_page: u64,
+        #[graphql(default_with = "Some(25)")] first: Option<i64>,
+        after: Option<String>,
+        before: Option<String>,
     ) -> Result<EndpointPage> {
         let (state, principal) = authorized::<WebhooksRead>(ctx).map_err(gql)?;
-        let page = PageRequest::new(Some(page), Some(per_page)).map_err(gql)?;
-        let paged = super::list(&state.db, principal.tenant, enabled, page).await.map_err(gql)?;
+        let list = list_request(ctx, first, after.as_deref(), before.as_deref())?;
+        let paged = super::list(&state.db, principal.tenant, enabled, &list).await.map_err(gql)?;
         Ok(EndpointPage { items: paged.data, page_info: paged.meta })
     }
 

@@ -10,8 +10,8 @@ pub mod ssrf;
 
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, TransactionSession, TransactionTrait, sea_query::Expr,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, TransactionSession, TransactionTrait, sea_query::Expr,
 };
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -22,7 +22,7 @@ use crate::{
     error::{ApiError, ApiResult, Code, FieldError},
     platform::{
         events::{self, Envelope},
-        http::{PageRequest, Paged},
+        http::{ListRequest, Paged, Sort},
         jobs::{self, NewJob},
         state::AppState,
         tenancy::{SystemScope, TenantScope},
@@ -221,13 +221,11 @@ pub async fn list(
     db: &impl ConnectionTrait,
     tenant: TenantScope,
     enabled: Option<bool>,
-    page: PageRequest,
+    list: &ListRequest,
 ) -> ApiResult<Paged<EndpointView>> {
-    let mut query = tenant.find::<endpoint::Entity>();
-    if let Some(enabled) = enabled {
-        query = query.filter(endpoint::Column::Enabled.eq(enabled));
-    }
-    let Paged { data, meta } = page.fetch(db, query, (endpoint::Column::CreatedAt, false)).await?;
+    let condition = Condition::all().add_option(enabled.map(|e| endpoint::Column::Enabled.eq(e)));
+    let newest = Sort { field: "created_at", column: endpoint::Column::CreatedAt, desc: true };
+    let Paged { data, meta } = list.fetch(db, tenant.find::<endpoint::Entity>(), condition, newest).await?;
     Ok(Paged { data: data.into_iter().map(TryInto::try_into).collect::<Result<_, _>>()?, meta })
 }
 
@@ -482,17 +480,17 @@ pub async fn deliveries(
     tenant: TenantScope,
     endpoint_id: Uuid,
     status: Option<String>,
-    page: PageRequest,
+    list: &ListRequest,
 ) -> ApiResult<Paged<DeliveryView>> {
     let statuses = [DELIVERY_PENDING, DELIVERY_SUCCEEDED, DELIVERY_FAILED];
     crate::platform::http::one_of("status", status.as_deref(), &statuses)?;
     find(db, tenant, endpoint_id).await?;
-    let mut query =
-        tenant.find::<delivery_row::Entity>().filter(delivery_row::Column::EndpointId.eq(endpoint_id));
-    if let Some(status) = status {
-        query = query.filter(delivery_row::Column::Status.eq(status));
-    }
-    Ok(page.fetch(db, query, (delivery_row::Column::CreatedAt, true)).await?.map(Into::into))
+    let condition = Condition::all()
+        .add(delivery_row::Column::EndpointId.eq(endpoint_id))
+        .add_option(status.map(|status| delivery_row::Column::Status.eq(status)));
+    let newest = Sort { field: "created_at", column: delivery_row::Column::CreatedAt, desc: true };
+    let scope = tenant.find::<delivery_row::Entity>();
+    Ok(list.fetch(db, scope, condition, newest).await?.map(Into::into))
 }
 
 async fn find_delivery(

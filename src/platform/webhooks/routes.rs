@@ -13,9 +13,7 @@ use super::{AttemptView, DeliveryView, EndpointChanges, EndpointView, EndpointWi
 use crate::{
     error::{ApiError, ApiResult, Problem},
     platform::{
-        http::{
-            ApiJson, Data, PageRequest, Paged, Validate, created, if_match, no_content, ok, ok_with_etag,
-        },
+        http::{ApiJson, Data, Paged, Validate, created, if_match, no_content, ok, ok_with_etag},
         rbac::{Authorized, WebhooksRead, WebhooksWrite},
         state::AppState,
     },
@@ -134,17 +132,17 @@ async fn create_endpoint(
     Ok(created(super::create(&state, auth.tenant, new).await?))
 }
 
-#[derive(Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-struct EndpointListQuery {
-    page: Option<u64>,
-    per_page: Option<u64>,
-    /// Only enabled (`true`) or disabled (`false`) endpoints.
-    enabled: Option<bool>,
+crate::list_query! {
+    #[derive(Deserialize, IntoParams)]
+    #[serde(deny_unknown_fields)]
+    #[into_params(parameter_in = Query)]
+    struct EndpointListQuery {
+        /// Only enabled (`true`) or disabled (`false`) endpoints.
+        enabled: Option<bool>,
+    }
 }
 
-/// The tenant's endpoints, oldest first.
+/// The tenant's endpoints, newest first.
 #[utoipa::path(
     tag = "webhooks",
     params(EndpointListQuery),
@@ -161,8 +159,8 @@ async fn list_endpoints(
     query: web::Query<EndpointListQuery>,
 ) -> ApiResult<HttpResponse> {
     let q = query.into_inner();
-    let page = PageRequest::new(q.page, q.per_page)?;
-    Ok(HttpResponse::Ok().json(super::list(&state.db, auth.tenant, q.enabled, page).await?))
+    let list = q.list()?;
+    Ok(HttpResponse::Ok().json(super::list(&state.db, auth.tenant, q.enabled, &list).await?))
 }
 
 /// One endpoint; its `ETag` is the version to send in `If-Match`.
@@ -280,15 +278,15 @@ async fn rotate_secret(
     Ok(ok(super::rotate_secret(&state, auth.tenant, id.into_inner()).await?))
 }
 
-#[derive(Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-struct DeliveryListQuery {
-    page: Option<u64>,
-    per_page: Option<u64>,
-    /// `pending`, `succeeded` or `failed`.
-    #[param(pattern = "^(pending|succeeded|failed)$")]
-    status: Option<String>,
+crate::list_query! {
+    #[derive(Deserialize, IntoParams)]
+    #[serde(deny_unknown_fields)]
+    #[into_params(parameter_in = Query)]
+    struct DeliveryListQuery {
+        /// `pending`, `succeeded` or `failed`.
+        #[param(pattern = "^(pending|succeeded|failed)$")]
+        status: Option<String>,
+    }
 }
 
 /// Deliveries to an endpoint, newest first.
@@ -310,9 +308,9 @@ async fn list_deliveries(
     query: web::Query<DeliveryListQuery>,
 ) -> ApiResult<HttpResponse> {
     let q = query.into_inner();
-    let page = PageRequest::new(q.page, q.per_page)?;
+    let list = q.list()?;
     Ok(HttpResponse::Ok()
-        .json(super::deliveries(&state.db, auth.tenant, id.into_inner(), q.status, page).await?))
+        .json(super::deliveries(&state.db, auth.tenant, id.into_inner(), q.status, &list).await?))
 }
 
 /// Every attempt of a delivery: headers sent, status, duration, response.
