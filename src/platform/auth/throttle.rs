@@ -43,16 +43,18 @@ pub async fn attempt(state: &AppState, req: &HttpRequest, account: Option<&str>)
     if let Some(account) = account {
         checks.push((format!("auth:account:{account}"), auth.attempts_per_minute_per_account, "account"));
     }
-    for (key, per_minute, what) in checks {
-        let decision = state.governance.limiter.check(&key, Quota { per_minute: Some(per_minute) }).await;
-        if !decision.allowed {
-            let retry = decision.retry_after_secs.unwrap_or(60);
-            return Err(ApiError::new(
-                Code::RateLimited,
-                format!("too many sign-in attempts for this {what}; retry in {retry} s"),
-            )
-            .retry_after(retry));
-        }
+    let chain: Vec<(&str, Quota)> = checks
+        .iter()
+        .map(|(key, per_minute, _)| (key.as_str(), Quota { per_minute: Some(*per_minute) }))
+        .collect();
+    let decisions = state.governance.limiter.check_chain(&chain).await;
+    if let Some(((_, _, what), decision)) = checks.iter().zip(decisions).find(|(_, d)| !d.allowed) {
+        let retry = decision.retry_after_secs.unwrap_or(60);
+        return Err(ApiError::new(
+            Code::RateLimited,
+            format!("too many sign-in attempts for this {what}; retry in {retry} s"),
+        )
+        .retry_after(retry));
     }
     Ok(())
 }

@@ -276,18 +276,15 @@ async fn govern(
     let now = Utc::now();
     let limits = license::limits(&snapshot.license, &gov.tiers);
 
-    let user = gov
-        .limiter
-        .check(&format!("u:{}", principal.user_id), Quota { per_minute: limits.user_rate_per_minute })
-        .await;
-    // A user over their own limit does not also spend the tenant's budget.
-    let tenant = if user.allowed {
-        gov.limiter
-            .check(&format!("t:{tenant_id}"), Quota { per_minute: limits.tenant_rate_per_minute })
-            .await
-    } else {
-        user
-    };
+    // One round trip for both; a user over their own limit does not also
+    // spend the tenant's budget.
+    let (user_key, tenant_key) = (format!("u:{}", principal.user_id), format!("t:{tenant_id}"));
+    let chain = [
+        (user_key.as_str(), Quota { per_minute: limits.user_rate_per_minute }),
+        (tenant_key.as_str(), Quota { per_minute: limits.tenant_rate_per_minute }),
+    ];
+    let decisions = gov.limiter.check_chain(&chain).await;
+    let (user, tenant) = (decisions[0], decisions[1]);
     let decision = binding(user, tenant);
     if !decision.allowed {
         gov.usage.rate_limited(tenant_id);

@@ -28,7 +28,20 @@ pub(super) struct Memory {
 }
 
 impl Memory {
-    pub(super) fn check(&self, key: &str, limit: NonZeroU32) -> Decision {
+    /// Each check in order, up to and including the first refusal.
+    pub(super) fn check_chain(&self, checks: &[(&str, NonZeroU32)]) -> Vec<Decision> {
+        let mut out = Vec::with_capacity(checks.len());
+        for (key, limit) in checks {
+            let decision = self.check(key, *limit);
+            out.push(decision);
+            if !decision.allowed {
+                break;
+            }
+        }
+        out
+    }
+
+    fn check(&self, key: &str, limit: NonZeroU32) -> Decision {
         let limiter = self.limiter(limit);
         let decision = match limiter.check_key(&key.to_owned()) {
             Ok(state) => {

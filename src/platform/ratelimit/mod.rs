@@ -91,12 +91,40 @@ impl RateLimiter {
 
     /// Count one request against `key` under `quota`. Unlimited quotas are always allowed with limit None, remaining u32::MAX, reset 0.
     pub async fn check(&self, key: &str, quota: Quota) -> Decision {
-        let Some(per_minute) = quota.per_minute else { return Decision::UNLIMITED };
-        let Some(limit) = NonZeroU32::new(per_minute) else { return Decision::nothing_allowed() };
-        match &self.0 {
-            Backend::Memory(memory) => memory.check(key, limit),
-            Backend::Redis(shared) => shared.check(key, limit).await,
+        self.check_chain(&[(key, quota)]).await[0]
+    }
+
+    /// Count one request against each `(key, quota)` in order, stopping at
+    /// the first refusal: a refused request spends nothing of the buckets
+    /// after it (a user over their own limit does not spend the tenant's).
+    /// One decision per check; those after a refusal repeat it. With Redis,
+    /// the whole chain is one round trip; unlimited quotas cost none.
+    pub async fn check_chain(&self, checks: &[(&str, Quota)]) -> Vec<Decision> {
+        // The buckets to count: the limited ones before any zero quota.
+        let mut counted = Vec::new();
+        for (key, quota) in checks {
+            match quota.per_minute.map(NonZeroU32::new) {
+                None => {}
+                Some(None) => break,
+                Some(Some(limit)) => counted.push((*key, limit)),
+            }
         }
+        let mut decisions = match &self.0 {
+            Backend::Memory(memory) => memory.check_chain(&counted),
+            Backend::Redis(shared) => shared.check_chain(&counted).await,
+        }
+        .into_iter();
+        let mut out = Vec::with_capacity(checks.len());
+        for (_, quota) in checks {
+            let decision = match (out.last(), quota.per_minute) {
+                (Some(Decision { allowed: false, .. }), _) => out[out.len() - 1],
+                (_, None) => Decision::UNLIMITED,
+                (_, Some(0)) => Decision::nothing_allowed(),
+                (_, Some(_)) => decisions.next().unwrap_or(Decision::UNLIMITED),
+            };
+            out.push(decision);
+        }
+        out
     }
 
     /// Why the shared limiter is not in use right now (None when fine or in-process by design).
@@ -166,6 +194,27 @@ mod tests {
         assert_eq!((d.limit, d.remaining), (Some(2), 1));
         // A refusal under a 1/min quota waits the whole minute.
         assert_eq!(limiter.check("k", one).await.retry_after_secs, Some(60));
+    }
+
+    #[tokio::test]
+    async fn a_chain_stops_at_the_first_refusal() {
+        let limiter = RateLimiter::memory();
+        let one = Quota { per_minute: Some(1) };
+        let unlimited = Quota { per_minute: None };
+        let chain = [("user", one), ("open", unlimited), ("tenant", Quota { per_minute: Some(2) })];
+        let first = limiter.check_chain(&chain).await;
+        assert!(first.iter().all(|d| d.allowed));
+        assert_eq!((first[1], first[2].remaining), (Decision::UNLIMITED, 1));
+        // The user is refused: the refusal stands for the rest, and the
+        // tenant's bucket is not spent.
+        let second = limiter.check_chain(&chain).await;
+        assert!(second.iter().all(|d| !d.allowed && d.limit == Some(1)));
+        assert_eq!(limiter.check("tenant", Quota { per_minute: Some(2) }).await.remaining, 0);
+        // A zero quota refuses, and spends nothing after it.
+        let zero =
+            limiter.check_chain(&[("a", SIXTY), ("b", Quota { per_minute: Some(0) }), ("c", SIXTY)]).await;
+        assert_eq!((zero[0].allowed, zero[1].allowed, zero[2].retry_after_secs), (true, false, Some(60)));
+        assert_eq!(limiter.check("c", SIXTY).await.remaining, 59);
     }
 
     #[tokio::test]

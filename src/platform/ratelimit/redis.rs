@@ -11,23 +11,30 @@ use super::{Decision, emission_interval};
 use crate::platform::redis::Redis;
 
 /// GCRA in integer microseconds (exact in Lua's doubles, unlike nanoseconds
-/// since the epoch). KEYS[1] holds the theoretical arrival time (TAT);
-/// ARGV[1] is the emission interval T, ARGV[2] the burst n, so a request
-/// conforms when now >= TAT + T - n*T, exactly as governor decides.
-/// Returns {allowed, remaining, reset µs, retry-after µs}.
+/// since the epoch), for a chain of buckets in one round trip. KEYS[i] holds
+/// bucket i's theoretical arrival time (TAT); ARGV[2i-1] is its emission
+/// interval T, ARGV[2i] its burst n, so a request conforms when
+/// now >= TAT + T - n*T, exactly as governor decides. The chain stops at the
+/// first refusal, spending nothing after it. Returns, per bucket checked,
+/// {allowed, remaining, reset µs, retry-after µs}, flattened.
 const GCRA: &str = r"
-local t = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
-local tat = math.max(tonumber(redis.call('GET', KEYS[1])) or now, now)
-local allow_at = tat + t - burst * t
-if now < allow_at then
-  return {0, 0, tat - now, allow_at - now}
+local out = {}
+for i, key in ipairs(KEYS) do
+  local t = tonumber(ARGV[2 * i - 1])
+  local burst = tonumber(ARGV[2 * i])
+  local tat = math.max(tonumber(redis.call('GET', key)) or now, now)
+  local allow_at = tat + t - burst * t
+  if now < allow_at then
+    for _, v in ipairs({0, 0, tat - now, allow_at - now}) do out[#out + 1] = v end
+    return out
+  end
+  local new_tat = tat + t
+  redis.call('SET', key, new_tat, 'PX', math.ceil((new_tat - now) / 1000))
+  for _, v in ipairs({1, math.floor((now - allow_at) / t), new_tat - now, 0}) do out[#out + 1] = v end
 end
-local new_tat = tat + t
-redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil((new_tat - now) / 1000))
-return {1, math.floor((now - allow_at) / t), new_tat - now, 0}
+return out
 ";
 
 /// At most one warning per this long while Redis is failing: a warning per
@@ -62,19 +69,22 @@ impl Shared {
         Self { redis, timeout, sha: OnceLock::new(), fallback: Memory::default(), health: Mutex::default() }
     }
 
-    pub(super) async fn check(&self, key: &str, limit: NonZeroU32) -> Decision {
+    pub(super) async fn check_chain(&self, checks: &[(&str, NonZeroU32)]) -> Vec<Decision> {
+        if checks.is_empty() {
+            return Vec::new();
+        }
         let retry_at = self.health().retry_at;
         if retry_at.is_some_and(|at| Instant::now() < at) {
-            return self.fallback.check(key, limit);
+            return self.fallback.check_chain(checks);
         }
-        match self.eval(key, limit).await {
-            Ok(decision) => {
+        match self.eval(checks).await {
+            Ok(decisions) => {
                 self.recovered();
-                decision
+                decisions
             }
             Err(reason) => {
                 self.failed(reason);
-                self.fallback.check(key, limit)
+                self.fallback.check_chain(checks)
             }
         }
     }
@@ -83,27 +93,41 @@ impl Shared {
         self.health().degraded.clone()
     }
 
-    async fn eval(&self, key: &str, limit: NonZeroU32) -> Result<Decision, String> {
-        let reply = match tokio::time::timeout(self.timeout, self.invoke(key, limit)).await {
+    async fn eval(&self, checks: &[(&str, NonZeroU32)]) -> Result<Vec<Decision>, String> {
+        let reply = match tokio::time::timeout(self.timeout, self.invoke(checks)).await {
             Ok(Ok(reply)) => reply,
             Ok(Err(err)) => return Err(err.to_string()),
             Err(_) => return Err(format!("no answer within {} ms", self.timeout.as_millis())),
         };
-        let [allowed, remaining, reset_us, retry_us]: [i64; 4] =
-            Vec::try_into(reply).map_err(|reply| format!("unexpected script reply {reply:?}"))?;
+        let unexpected = || format!("unexpected script reply {reply:?}");
+        if reply.is_empty() || reply.len() % 4 != 0 || reply.len() / 4 > checks.len() {
+            return Err(unexpected());
+        }
         let micros = |us: i64| Duration::from_micros(u64::try_from(us).unwrap_or(0));
-        let retry = (allowed == 0).then(|| micros(retry_us));
-        Ok(Decision::gcra(limit, u32::try_from(remaining).unwrap_or(0), micros(reset_us), retry))
+        Ok(reply
+            .chunks_exact(4)
+            .zip(checks)
+            .map(|(r, (_, limit))| {
+                let retry = (r[0] == 0).then(|| micros(r[3]));
+                Decision::gcra(*limit, u32::try_from(r[1]).unwrap_or(0), micros(r[2]), retry)
+            })
+            .collect())
     }
 
     /// Runs the script in one round trip: EVALSHA once the SHA is known,
     /// EVAL (which caches the script again) if Redis lost it in a restart.
-    async fn invoke(&self, key: &str, limit: NonZeroU32) -> ::redis::RedisResult<Vec<i64>> {
-        let interval_us = u64::try_from(emission_interval(limit).as_micros()).unwrap_or(u64::MAX).max(1);
-        let key = self.redis.key(&format!("rl:{limit}:{key}"));
+    async fn invoke(&self, checks: &[(&str, NonZeroU32)]) -> ::redis::RedisResult<Vec<i64>> {
         let eval = |command: &str, script: &str| {
             let mut cmd = ::redis::cmd(command);
-            cmd.arg(script).arg(1).arg(&key).arg(interval_us).arg(limit.get());
+            cmd.arg(script).arg(checks.len());
+            for (key, limit) in checks {
+                cmd.arg(self.redis.key(&format!("rl:{limit}:{key}")));
+            }
+            for (_, limit) in checks {
+                let interval_us =
+                    u64::try_from(emission_interval(*limit).as_micros()).unwrap_or(u64::MAX).max(1);
+                cmd.arg(interval_us).arg(limit.get());
+            }
             cmd
         };
         let mut conn = self.redis.conn();
@@ -204,6 +228,22 @@ mod tests {
 
     #[tokio::test]
     #[ignore = "needs Redis: set NEXUS_TEST_REDIS_URL and run with --include-ignored (.ci/run does)"]
+    async fn a_chain_is_one_script_call_that_stops_at_the_first_refusal() {
+        let limiter = RateLimiter::redis(test_redis(), TIMEOUT);
+        let (user, tenant) = (unique_key(), unique_key());
+        let one = Quota { per_minute: Some(1) };
+        let chain = [(user.as_str(), one), (tenant.as_str(), SIXTY)];
+        let first = limiter.check_chain(&chain).await;
+        assert_eq!((first[0].allowed, first[1].allowed, first[1].remaining), (true, true, 59));
+        let second = limiter.check_chain(&chain).await;
+        assert!(second.iter().all(|d| !d.allowed && d.limit == Some(1)), "{second:?}");
+        // The tenant's bucket was not spent by the refused request.
+        assert_eq!(limiter.check(&tenant, SIXTY).await.remaining, 58);
+        assert_eq!(limiter.degraded(), None);
+    }
+
+    #[tokio::test]
+    #[ignore = "needs Redis: set NEXUS_TEST_REDIS_URL and run with --include-ignored (.ci/run does)"]
     async fn key_expires_when_bucket_is_full() {
         let redis = test_redis();
         let limiter = RateLimiter::redis(redis.clone(), TIMEOUT);
@@ -224,8 +264,9 @@ mod tests {
         let shared = Shared::new(redis, TIMEOUT);
         shared.sha.set("0".repeat(40)).unwrap();
         let key = unique_key();
-        assert_eq!(shared.eval(&key, NonZeroU32::MIN).await.unwrap().remaining, 0);
-        assert!(!shared.eval(&key, NonZeroU32::MIN).await.unwrap().allowed);
+        let one = [(key.as_str(), NonZeroU32::MIN)];
+        assert_eq!(shared.eval(&one).await.unwrap()[0].remaining, 0);
+        assert!(!shared.eval(&one).await.unwrap()[0].allowed);
     }
 
     #[tokio::test]
