@@ -9,7 +9,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
-    EntityTrait, IntoActiveModel, QueryFilter, Statement, TryInsertResult, sea_query::Expr,
+    EntityTrait, FromQueryResult, IntoActiveModel, QueryFilter, Statement, TryInsertResult, sea_query::Expr,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -176,22 +176,29 @@ async fn apply(
         }
     }
     let now = Utc::now();
-    stock_level::Entity::insert(stock_level::ActiveModel {
+    // The movement first: the level's row lock is then held only from its
+    // update to the commit, which is what bounds a hot SKU's throughput. A
+    // refused change rolls the movement back with the rest.
+    stock_movement::Entity::insert(stock_movement::ActiveModel {
+        id: Set(Uuid::now_v7()),
         tenant_id: Set(tenant.id()),
         product_id: Set(product.id),
         warehouse_id: Set(warehouse_id),
-        on_hand: Set(0),
-        reserved: Set(0),
-        reorder_point: Set(None),
-        reorder_quantity: Set(None),
-        updated_at: Set(now),
+        kind: Set(kind.to_owned()),
+        quantity: Set(quantity),
+        reserved_delta: Set(reserved_delta),
+        reason: Set(cause.reason.clone()),
+        reference: Set(cause.reference.clone()),
+        user_id: Set(cause.user_id),
+        created_at: Set(now),
     })
-    .on_conflict_do_nothing()
     .exec_without_returning(txn)
     .await?;
     let sql = "UPDATE stock_levels SET on_hand = on_hand + $1, reserved = reserved + $2, updated_at = $3 \
                WHERE tenant_id = $4 AND product_id = $5 AND warehouse_id = $6 \
-               AND reserved + $2 >= 0 AND on_hand + $1 >= reserved + $2 AND on_hand + $1 <= $7";
+               AND reserved + $2 >= 0 AND on_hand + $1 >= reserved + $2 AND on_hand + $1 <= $7 \
+               RETURNING tenant_id, product_id, warehouse_id, on_hand, reserved, reorder_point, \
+               reorder_quantity, updated_at";
     let values = vec![
         quantity.into(),
         reserved_delta.into(),
@@ -201,9 +208,27 @@ async fn apply(
         warehouse_id.into(),
         super::MAX_LEVEL.into(),
     ];
-    let updated =
-        txn.execute_raw(Statement::from_sql_and_values(txn.get_database_backend(), sql, values)).await?;
-    if updated.rows_affected() == 0 {
+    let update = Statement::from_sql_and_values(txn.get_database_backend(), sql, values);
+    let mut updated = stock_level::Model::find_by_statement(update.clone()).one(txn).await?;
+    if updated.is_none() {
+        // No level yet (the first change of this product here), or the
+        // change does not fit: create the level if missing and try again.
+        stock_level::Entity::insert(stock_level::ActiveModel {
+            tenant_id: Set(tenant.id()),
+            product_id: Set(product.id),
+            warehouse_id: Set(warehouse_id),
+            on_hand: Set(0),
+            reserved: Set(0),
+            reorder_point: Set(None),
+            reorder_quantity: Set(None),
+            updated_at: Set(now),
+        })
+        .on_conflict_do_nothing()
+        .exec_without_returning(txn)
+        .await?;
+        updated = stock_level::Model::find_by_statement(update).one(txn).await?;
+    }
+    let Some(updated) = updated else {
         let level = level_view(txn, tenant, product, warehouse_id).await?;
         if level.on_hand + quantity > super::MAX_LEVEL {
             return Err(ApiError::new(
@@ -222,23 +247,8 @@ async fn apply(
         );
         err.errors.push(FieldError::new("sku", product.sku.clone()));
         return Err(err);
-    }
-    stock_movement::Entity::insert(stock_movement::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        tenant_id: Set(tenant.id()),
-        product_id: Set(product.id),
-        warehouse_id: Set(warehouse_id),
-        kind: Set(kind.to_owned()),
-        quantity: Set(quantity),
-        reserved_delta: Set(reserved_delta),
-        reason: Set(cause.reason.clone()),
-        reference: Set(cause.reference.clone()),
-        user_id: Set(cause.user_id),
-        created_at: Set(now),
-    })
-    .exec_without_returning(txn)
-    .await?;
-    let level = level_view(txn, tenant, product, warehouse_id).await?;
+    };
+    let level = stock_view(updated, product.sku.clone());
     // Announce crossing below the reorder point (not every change below it).
     if let Some(point) = level.reorder_point {
         let before = level.available - (quantity - reserved_delta);
@@ -560,13 +570,8 @@ impl InventoryService for SeaOrmInventory {
                 ))
             };
         }
-        let cause = Cause { reference: Some(reference.to_owned()), ..cause };
-        for line in in_lock_order(&lines) {
-            positive(line.quantity)?;
-            let product = find_product(txn, tenant, line.product_id).await?;
-            find_warehouse(txn, tenant, line.warehouse_id).await?;
-            apply(txn, tenant, &product, line.warehouse_id, "reservation", 0, line.quantity, &cause).await?;
-        }
+        // The expiry job and the event before the levels are touched, so
+        // their rows' locks are held as briefly as possible (see `apply`).
         let mut expiry = NewJob::new(EXPIRY_JOB, json!({"reservation_id": model.id})).tenant(tenant.id());
         expiry.run_at = expires_at;
         jobs::enqueue(txn, expiry).await?;
@@ -577,6 +582,13 @@ impl InventoryService for SeaOrmInventory {
             json!({"reference": reference, "lines": lines}),
         )
         .await?;
+        let cause = Cause { reference: Some(reference.to_owned()), ..cause };
+        for line in in_lock_order(&lines) {
+            positive(line.quantity)?;
+            let product = find_product(txn, tenant, line.product_id).await?;
+            find_warehouse(txn, tenant, line.warehouse_id).await?;
+            apply(txn, tenant, &product, line.warehouse_id, "reservation", 0, line.quantity, &cause).await?;
+        }
         reservation_view(model)
     }
 
