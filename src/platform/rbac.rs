@@ -24,6 +24,12 @@ pub const ROLES: &[&str] = &["admin", "manager", "user", "viewer"];
 
 pub struct Rbac {
     enforcer: Enforcer,
+    /// Decisions by (role, object, action). Every policy line holds for all
+    /// tenants (domain `*`, see [`Rbac::new`]), so a decision does not
+    /// depend on the tenant and is computed once per triple: casbin's
+    /// matcher (regexes and a script engine) stays off the request path.
+    /// Bounded by roles × permissions, since roles come from the policy.
+    decisions: std::sync::RwLock<std::collections::HashMap<(String, String, String), bool>>,
 }
 
 /// The whole policy: the platform's matrix and each module's grants, as
@@ -49,14 +55,22 @@ impl Rbac {
             .map(|(role, object, action)| format!("p, {role}, *, {object}, {action}"))
             .collect();
         let enforcer = Enforcer::new(model, StringAdapter::new(policy.join("\n"))).await?;
-        Ok(Self { enforcer })
+        Ok(Self { enforcer, decisions: Default::default() })
     }
 
     /// Whether any of `roles` may perform `action` on `object` in `tenant`.
     pub fn allows(&self, roles: &[String], tenant: &str, object: &str, action: &str) -> bool {
-        roles
-            .iter()
-            .any(|role| self.enforcer.enforce((role.as_str(), tenant, object, action)).unwrap_or(false))
+        roles.iter().any(|role| {
+            let key = (role.clone(), object.to_owned(), action.to_owned());
+            if let Some(allowed) = self.decisions.read().ok().and_then(|d| d.get(&key).copied()) {
+                return allowed;
+            }
+            let allowed = self.enforcer.enforce((role.as_str(), tenant, object, action)).unwrap_or(false);
+            if let Ok(mut decisions) = self.decisions.write() {
+                decisions.insert(key, allowed);
+            }
+            allowed
+        })
     }
 }
 
