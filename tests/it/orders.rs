@@ -227,10 +227,70 @@ async fn cancel_compensates_the_steps_done() {
 }
 
 #[tokio::test]
+async fn running_a_step_again_changes_nothing() {
+    use nexus::platform::jobs::{NewJob, enqueue};
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let s = shop(&app, &tenant, "BOWL", 5).await;
+    let placed = place(&app, &tenant.token, order_body(&s, "BOWL", 2)).await;
+    let id = placed["id"].as_str().unwrap();
+    let done = reaches(&app, &tenant, id, "completed").await;
+    app.drained().await;
+    let events = order_events(&app, &tenant).await;
+    // Every step again, as a retry or a second worker would run it.
+    for kind in ["orders.reserve", "orders.pay", "orders.fulfil", "orders.complete"] {
+        let job = NewJob::new(kind, json!({"order_id": id})).tenant(tenant.id);
+        enqueue(&app.state.db, job).await.unwrap();
+    }
+    app.state.wakeup.wake();
+    app.drained().await;
+    let again = get_order(&app, &tenant, id).await;
+    assert_eq!(again["history"], done["history"]);
+    assert_eq!(again["payments"], done["payments"]);
+    assert_eq!(order_events(&app, &tenant).await, events);
+    assert_eq!(level(&app, &tenant, &s).await, (3, 0));
+    let dead = SystemScope
+        .find::<entity::job::Entity>()
+        .filter(entity::job::Column::TenantId.eq(tenant.id))
+        .filter(entity::job::Column::Status.eq("dead"))
+        .all(&app.state.db)
+        .await
+        .unwrap();
+    assert!(dead.is_empty(), "{dead:?}");
+}
+
+#[tokio::test]
+async fn a_reservation_that_expired_before_shipping_fails_the_order_and_voids_the_payment() {
+    // The stock is held for 1 s; the payment takes 1.5 s.
+    let app = TestApp::spawn_adjusted(|f| {
+        f.merge(("modules.orders.reservation_ttl_seconds", 1))
+            .merge(("modules.orders.simulated.delay_ms", 1500))
+    })
+    .await;
+    let tenant = app.register().await;
+    let s = shop(&app, &tenant, "VASE", 3).await;
+    let placed = place(&app, &tenant.token, order_body(&s, "VASE", 1)).await;
+    let id = placed["id"].as_str().unwrap();
+    let failed = reaches(&app, &tenant, id, "failed").await;
+    assert!(failed["failure_reason"].as_str().unwrap().starts_with("could not ship"), "{failed}");
+    assert_eq!(statuses(&failed), ["pending", "reserved", "paid", "failed"]);
+    let voided = eventually(10, || async {
+        let order = get_order(&app, &tenant, id).await;
+        (order["payments"][0]["status"] == "voided").then_some(order)
+    })
+    .await;
+    assert_eq!(voided["payments"].as_array().unwrap().len(), 1);
+    assert_eq!(level(&app, &tenant, &s).await, (3, 0));
+}
+
+#[tokio::test]
 async fn concurrent_orders_on_one_hot_sku_never_oversell() {
     let app = TestApp::spawn().await;
     let tenant = app.register().await;
     let s = shop(&app, &tenant, "HOT", 10).await;
+    // A second instance over the same database: two sets of workers race
+    // for the saga's jobs.
+    let _second = app.sibling().await;
     let mut placing = Vec::new();
     for _ in 0..20 {
         let (app, token, body) = (&app, tenant.token.clone(), order_body(&s, "HOT", 1));
