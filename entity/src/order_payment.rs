@@ -1,7 +1,8 @@
 use sea_orm::entity::prelude::*;
 
-/// A payment of a sales order through a payment gateway:
-/// `captured`, `declined`, `voiding` (compensation queued) or `voided`.
+/// A payment of a sales order through a payment gateway: `pending` (sent,
+/// not answered yet), `captured`, `declined`, `voiding` (compensation
+/// queued) or `voided`.
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "order_payments")]
 pub struct Model {
@@ -11,8 +12,8 @@ pub struct Model {
     pub order_id: Uuid,
     /// The gateway's name (`simulated`).
     pub gateway: String,
-    /// The gateway's id of the charge.
-    pub gateway_reference: String,
+    /// The gateway's id of the charge, once it answered.
+    pub gateway_reference: Option<String>,
     /// Sent with every call about this payment; unique per tenant.
     pub idempotency_key: String,
     pub amount: i64,

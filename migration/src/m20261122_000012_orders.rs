@@ -228,7 +228,7 @@ impl MigrationTrait for Migration {
                     .col(uuid(OrderPayments::TenantId))
                     .col(uuid(OrderPayments::OrderId))
                     .col(string(OrderPayments::Gateway))
-                    .col(string(OrderPayments::GatewayReference))
+                    .col(string_null(OrderPayments::GatewayReference))
                     .col(string(OrderPayments::IdempotencyKey))
                     .col(big_integer(OrderPayments::Amount))
                     .col(string(OrderPayments::Currency))

@@ -283,6 +283,52 @@ async fn a_reservation_that_expired_before_shipping_fails_the_order_and_voids_th
     assert_eq!(level(&app, &tenant, &s).await, (3, 0));
 }
 
+/// A worker that sent a charge and died before it recorded the answer
+/// leaves a `pending` payment; once the order has ended, the pay step asks
+/// the gateway again (the same key: the same charge) and gives the money back.
+#[tokio::test]
+async fn an_unanswered_charge_of_an_ended_order_is_settled_and_voided() {
+    use nexus::platform::jobs::{NewJob, enqueue};
+    use sea_orm::{ActiveValue::Set, EntityTrait};
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let s = shop(&app, &tenant, "RUG", 1).await;
+    let placed = place(&app, &tenant.token, order_body(&s, "RUG", 2)).await;
+    let id = placed["id"].as_str().unwrap();
+    reaches(&app, &tenant, id, "failed").await;
+    let order_id: uuid::Uuid = id.parse().unwrap();
+    let now = chrono::Utc::now();
+    entity::order_payment::Entity::insert(entity::order_payment::ActiveModel {
+        id: Set(uuid::Uuid::now_v7()),
+        tenant_id: Set(tenant.id),
+        order_id: Set(order_id),
+        gateway: Set("simulated".into()),
+        gateway_reference: Set(None),
+        idempotency_key: Set(format!("order:{id}:charge")),
+        amount: Set(4998),
+        currency: Set("EUR".into()),
+        status: Set("pending".into()),
+        failure_reason: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+    })
+    .exec_without_returning(&app.state.db)
+    .await
+    .unwrap();
+    enqueue(&app.state.db, NewJob::new("orders.pay", json!({"order_id": id})).tenant(tenant.id))
+        .await
+        .unwrap();
+    app.state.wakeup.wake();
+    let settled = eventually(10, || async {
+        let order = get_order(&app, &tenant, id).await;
+        (order["payments"][0]["status"] == "voided").then_some(order)
+    })
+    .await;
+    assert!(settled["payments"][0]["gateway_reference"].as_str().unwrap().starts_with("sim_"));
+    assert_eq!(settled["status"], "failed");
+    assert_eq!(statuses(&settled), ["pending", "failed"]);
+}
+
 #[tokio::test]
 async fn concurrent_orders_on_one_hot_sku_never_oversell() {
     let app = TestApp::spawn().await;

@@ -215,12 +215,13 @@ pub struct PaymentView {
     pub id: Uuid,
     #[schema(example = "simulated")]
     pub gateway: String,
-    /// The gateway's id of the charge.
+    /// The gateway's id of the charge; `null` until the gateway answered.
     #[schema(example = "sim_3f1f6f0e7a119d3e")]
-    pub gateway_reference: String,
+    pub gateway_reference: Option<String>,
     pub amount: i64,
     pub currency: String,
-    /// `captured`, `declined`, `voiding` (the void is queued) or `voided`.
+    /// `pending` (sent, not answered yet), `captured`, `declined`,
+    /// `voiding` (the void is queued) or `voided`.
     #[schema(example = "captured")]
     pub status: String,
     pub failure_reason: Option<String>,

@@ -43,6 +43,7 @@ pub const COMPLETE_JOB: &str = "orders.complete";
 pub const VOID_JOB: &str = "orders.void_payment";
 
 /// Payment states.
+pub const PENDING_PAYMENT: &str = "pending";
 pub const CAPTURED: &str = "captured";
 pub const DECLINED: &str = "declined";
 pub const VOIDING: &str = "voiding";
@@ -255,6 +256,36 @@ async fn void_captured(txn: &DatabaseTransaction, tenant: TenantScope, order_id:
     Ok(())
 }
 
+/// The idempotency key of an order's charge.
+fn charge_key(order_id: Uuid) -> String {
+    format!("order:{order_id}:charge")
+}
+
+/// The gateway's answer on the order's `pending` payment (once: a payment
+/// answered already stays as it is).
+async fn record_outcome(
+    txn: &DatabaseTransaction,
+    tenant: TenantScope,
+    order_id: Uuid,
+    outcome: &ChargeOutcome,
+) -> ApiResult<()> {
+    let (reference, status, reason) = match outcome {
+        ChargeOutcome::Approved { reference } => (reference, CAPTURED, None),
+        ChargeOutcome::Declined { reference, reason } => (reference, DECLINED, Some(reason.clone())),
+    };
+    tenant
+        .update_many::<payment::Entity>()
+        .filter(payment::Column::IdempotencyKey.eq(charge_key(order_id)))
+        .filter(payment::Column::Status.eq(PENDING_PAYMENT))
+        .col_expr(payment::Column::Status, Expr::value(status))
+        .col_expr(payment::Column::GatewayReference, Expr::value(reference.clone()))
+        .col_expr(payment::Column::FailureReason, Expr::value(reason))
+        .col_expr(payment::Column::UpdatedAt, Expr::value(Utc::now()))
+        .exec(txn)
+        .await?;
+    Ok(())
+}
+
 /// Whether an inventory error ends the order rather than being retried.
 fn final_stock_error(err: &ApiError) -> bool {
     matches!(
@@ -359,52 +390,42 @@ impl SeaOrmOrders {
         }
     }
 
-    /// The second step: charge the total. A declined payment fails the
-    /// order (releasing its stock); a charge that lands after the order
-    /// ended is voided.
+    /// The second step: charge the total. The payment row is written
+    /// first (`pending`), so that a charge sent by a run that stopped
+    /// before it recorded the answer is found and settled later. A declined
+    /// payment fails the order (releasing its stock); a charge that lands
+    /// after the order ended is voided.
     pub async fn pay(&self, tenant: TenantScope, order_id: Uuid) -> Result<(), JobError> {
         let order = find_order(&self.db, tenant, order_id).await?;
         if order.status != RESERVED {
+            if [CANCELLED, FAILED].contains(&order.status.as_str()) {
+                self.settle_unanswered(tenant, &order).await?;
+            }
             return Ok(());
         }
-        let key = format!("order:{order_id}:charge");
-        let charge = Charge {
-            idempotency_key: key.clone(),
-            amount: order.total,
-            currency: order.currency.clone(),
-            description: format!(
-                "order {}",
-                order.external_order_id.as_deref().unwrap_or(&order_id.to_string())
-            ),
-        };
-        let outcome = self.gateway.charge(&charge).await.map_err(JobError::retry)?;
-        let (reference, status, reason) = match &outcome {
-            ChargeOutcome::Approved { reference } => (reference.clone(), CAPTURED, None),
-            ChargeOutcome::Declined { reference, reason } => {
-                (reference.clone(), DECLINED, Some(reason.clone()))
-            }
-        };
-        let txn = crate::platform::db::begin(&self.db).await?;
         let now = Utc::now();
         payment::Entity::insert(payment::ActiveModel {
             id: Set(Uuid::now_v7()),
             tenant_id: Set(tenant.id()),
             order_id: Set(order_id),
             gateway: Set(self.gateway.name().to_owned()),
-            gateway_reference: Set(reference),
-            idempotency_key: Set(key),
+            gateway_reference: Set(None),
+            idempotency_key: Set(charge_key(order_id)),
             amount: Set(order.total),
             currency: Set(order.currency.clone()),
-            status: Set(status.to_owned()),
-            failure_reason: Set(reason.clone()),
+            status: Set(PENDING_PAYMENT.to_owned()),
+            failure_reason: Set(None),
             created_at: Set(now),
             updated_at: Set(now),
         })
         .on_conflict_do_nothing_on([payment::Column::TenantId, payment::Column::IdempotencyKey])
-        .exec_without_returning(&txn)
+        .exec_without_returning(&self.db)
         .await?;
-        match reason {
-            None => {
+        let outcome = self.charge(&order).await?;
+        let txn = crate::platform::db::begin(&self.db).await?;
+        record_outcome(&txn, tenant, order_id, &outcome).await?;
+        match outcome {
+            ChargeOutcome::Approved { .. } => {
                 if transition(&txn, tenant, &order, RESERVED, PAID, None, &super::ORDER_PAID).await? {
                     enqueue(&txn, tenant, FULFIL_JOB, order_id).await?;
                 } else {
@@ -416,12 +437,46 @@ impl SeaOrmOrders {
                     }
                 }
             }
-            Some(reason) => {
+            ChargeOutcome::Declined { reason, .. } => {
                 let reason = format!("payment declined: {reason}");
                 self.compensate(&txn, tenant, &order, RESERVED, FAILED, &reason, &super::ORDER_FAILED)
                     .await?;
             }
         }
+        sea_orm::TransactionSession::commit(txn).await?;
+        Ok(())
+    }
+
+    /// Charge the order's total, with its fixed idempotency key: a second
+    /// call is the same charge, answered the same.
+    async fn charge(&self, order: &order::Model) -> Result<ChargeOutcome, JobError> {
+        let name = order.external_order_id.clone().unwrap_or_else(|| order.id.to_string());
+        let charge = Charge {
+            idempotency_key: charge_key(order.id),
+            amount: order.total,
+            currency: order.currency.clone(),
+            description: format!("order {name}"),
+        };
+        self.gateway.charge(&charge).await.map_err(JobError::retry)
+    }
+
+    /// An order that ended while its payment was still unanswered: ask the
+    /// gateway again (the same key, so nothing is charged twice), record
+    /// the answer and give captured money back.
+    async fn settle_unanswered(&self, tenant: TenantScope, order: &order::Model) -> Result<(), JobError> {
+        let unanswered = tenant
+            .find::<payment::Entity>()
+            .filter(payment::Column::OrderId.eq(order.id))
+            .filter(payment::Column::Status.eq(PENDING_PAYMENT))
+            .one(&self.db)
+            .await?;
+        if unanswered.is_none() {
+            return Ok(());
+        }
+        let outcome = self.charge(order).await?;
+        let txn = crate::platform::db::begin(&self.db).await?;
+        record_outcome(&txn, tenant, order.id, &outcome).await?;
+        void_captured(&txn, tenant, order.id).await?;
         sea_orm::TransactionSession::commit(txn).await?;
         Ok(())
     }
@@ -482,8 +537,11 @@ impl SeaOrmOrders {
         if p.status != VOIDING {
             return Ok(());
         }
+        let Some(reference) = &p.gateway_reference else {
+            return Err(JobError::Fail("a payment without a gateway reference cannot be voided".to_owned()));
+        };
         let key = format!("{}:void", p.idempotency_key);
-        self.gateway.void(&p.gateway_reference, &key).await.map_err(JobError::retry)?;
+        self.gateway.void(reference, &key).await.map_err(JobError::retry)?;
         tenant
             .update_many::<payment::Entity>()
             .filter(payment::Column::Id.eq(payment_id))
