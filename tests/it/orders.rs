@@ -226,6 +226,32 @@ async fn cancel_compensates_the_steps_done() {
     assert_eq!(order_events(&app, &tenant).await, ["order.created", "order.reserved", "order.cancelled"]);
 }
 
+/// A retried `POST /api/v1/orders` with the same Idempotency-Key replays
+/// the first answer: one order, one saga, stock taken once.
+#[tokio::test]
+async fn a_retried_post_with_its_idempotency_key_places_one_order() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let s = shop(&app, &tenant, "KEY", 5).await;
+    let send = || {
+        app.request(Method::POST, "/api/v1/orders", Some(&tenant.token))
+            .header("Idempotency-Key", "order-1042")
+            .json(&order_body(&s, "KEY", 2))
+            .send()
+    };
+    let first = send().await.unwrap();
+    assert_eq!(first.status(), 201);
+    let first = json(first).await;
+    let again = send().await.unwrap();
+    assert_eq!(again.status(), 201);
+    assert_eq!(again.headers().get("idempotent-replayed").unwrap(), "true");
+    assert_eq!(json(again).await["data"]["id"], first["data"]["id"]);
+    reaches(&app, &tenant, first["data"]["id"].as_str().unwrap(), "completed").await;
+    let list = json(app.get("/api/v1/orders?include=total", &tenant.token).await).await;
+    assert_eq!(list["meta"]["total"], 1);
+    assert_eq!(level(&app, &tenant, &s).await, (3, 0));
+}
+
 #[tokio::test]
 async fn running_a_step_again_changes_nothing() {
     use nexus::platform::jobs::{NewJob, enqueue};
