@@ -14,6 +14,7 @@ mod m20261122_000008_reorder;
 mod m20261122_000009_vendor_version;
 mod m20261122_000010_attempt_state;
 mod m20261122_000011_list_indexes;
+mod m20261122_000012_orders;
 
 pub struct Migrator;
 
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000009_vendor_version::Migration),
             Box::new(m20261122_000010_attempt_state::Migration),
             Box::new(m20261122_000011_list_indexes::Migration),
+            Box::new(m20261122_000012_orders::Migration),
         ]
     }
 }

@@ -11,6 +11,7 @@
 
 pub mod inventory;
 pub mod ledger;
+pub mod orders;
 pub mod procurement;
 
 use std::sync::Arc;
@@ -22,12 +23,12 @@ use crate::platform::module::{Module, Modules, Setup};
 /// Every module's GraphQL queries.
 #[derive(MergedObject, Default)]
 #[graphql(name = "ModulesQuery")]
-pub struct Query(inventory::graphql::Query, procurement::graphql::Query);
+pub struct Query(inventory::graphql::Query, procurement::graphql::Query, orders::graphql::Query);
 
 /// Every module's GraphQL mutations.
 #[derive(MergedObject, Default)]
 #[graphql(name = "ModulesMutation")]
-pub struct Mutation(inventory::graphql::Mutation, procurement::graphql::Mutation);
+pub struct Mutation(inventory::graphql::Mutation, procurement::graphql::Mutation, orders::graphql::Mutation);
 
 /// Every module of this build, in dependency order: each is given the
 /// services of those built before it. `ledger` replaces the built-in one.
@@ -36,7 +37,8 @@ pub fn build(setup: &Setup, ledger: Option<Arc<dyn ledger::Ledger>>) -> anyhow::
     let vendors = procurement::vendors(setup);
     let inventory = inventory::Inventory::new(setup, vendors)?;
     let procurement = procurement::Procurement::new(setup, inventory.service(), ledger.service());
-    Ok(vec![Arc::new(inventory), Arc::new(procurement), Arc::new(ledger)])
+    let orders = orders::Orders::new(setup, inventory.service())?;
+    Ok(vec![Arc::new(inventory), Arc::new(procurement), Arc::new(orders), Arc::new(ledger)])
 }
 
 /// The modules built on no database: for the OpenAPI document, which needs
@@ -123,6 +125,6 @@ mod tests {
         let modules = offline().unwrap();
         let catalogue = Catalogue::load(&Tiers::load().unwrap(), &modules).unwrap();
         let keys: Vec<&String> = catalogue.features.keys().filter(|k| k.starts_with("module.")).collect();
-        assert_eq!(keys, ["module.inventory", "module.procurement"]);
+        assert_eq!(keys, ["module.inventory", "module.orders", "module.procurement"]);
     }
 }

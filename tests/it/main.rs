@@ -20,6 +20,7 @@ mod inventory;
 mod jobs;
 mod modules;
 mod openapi;
+mod orders;
 mod outage;
 mod paging;
 mod procurement;

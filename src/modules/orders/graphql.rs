@@ -1,0 +1,215 @@
+//! Orders over GraphQL: orders with their lines, payments and history (one
+//! query each for a whole page), each order's customer and each line's
+//! product batch-loaded.
+
+use std::{collections::HashMap, sync::Arc};
+
+use async_graphql::{ComplexObject, Context, InputObject, Object, SimpleObject, dataloader::DataLoader};
+use uuid::Uuid;
+
+use super::{
+    CUSTOMER_SORTS, CustomerFilter, CustomerView, NewOrder, NewOrderLine, ORDER_SORTS, OrderFilter,
+    OrderLineView, OrderService, OrderView, OrdersRead, OrdersWrite, STATES, check_order,
+};
+use crate::{
+    error::ApiError,
+    modules::inventory::{ProductView, graphql::product},
+    platform::{
+        graphql::{authorized, data, gql, list_request},
+        http::{PageMeta, one_of, parse_sort},
+        tenancy::TenantScope,
+        validate::{self, Checks},
+    },
+};
+
+/// Batches order lookups of one request, within its tenant.
+pub struct Loader {
+    orders: Arc<dyn OrderService>,
+    tenant: TenantScope,
+}
+
+pub fn loader(orders: Arc<dyn OrderService>, tenant: TenantScope) -> DataLoader<Loader> {
+    DataLoader::new(Loader { orders, tenant }, crate::platform::db::spawn_counted)
+}
+
+/// A customer by id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CustomerId(pub Uuid);
+
+impl async_graphql::dataloader::Loader<CustomerId> for Loader {
+    type Value = CustomerView;
+    type Error = Arc<ApiError>;
+
+    async fn load(&self, keys: &[CustomerId]) -> Result<HashMap<CustomerId, Self::Value>, Self::Error> {
+        let ids: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
+        let customers = self.orders.customers_by_ids(self.tenant, ids).await.map_err(Arc::new)?;
+        Ok(customers.into_iter().map(|c| (CustomerId(c.id), c)).collect())
+    }
+}
+
+fn service<'a>(ctx: &'a Context<'_>) -> async_graphql::Result<&'a Arc<dyn OrderService>> {
+    data::<Arc<dyn OrderService>>(ctx).map_err(gql)
+}
+
+#[ComplexObject]
+impl OrderView {
+    /// Batch-loaded: a page of orders costs one customer query.
+    async fn customer(&self, ctx: &Context<'_>) -> async_graphql::Result<CustomerView> {
+        authorized::<OrdersRead>(ctx).map_err(gql)?;
+        let loader = data::<DataLoader<Loader>>(ctx).map_err(gql)?;
+        let customer =
+            loader.load_one(CustomerId(self.customer_id)).await.map_err(|e| gql(ApiError::clone_of(&e)))?;
+        customer.ok_or_else(|| gql(ApiError::not_found("customer")))
+    }
+}
+
+#[ComplexObject]
+impl OrderLineView {
+    async fn product(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<ProductView>> {
+        product(ctx, self.product_id).await
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct OrderPage {
+    items: Vec<OrderView>,
+    page_info: PageMeta,
+}
+
+#[derive(SimpleObject)]
+pub struct CustomerPage {
+    items: Vec<CustomerView>,
+    page_info: PageMeta,
+}
+
+#[derive(Default)]
+pub struct Query;
+
+#[Object(name = "OrdersQuery")]
+impl Query {
+    /// Orders, newest first (as `GET /api/v1/orders`).
+    #[allow(clippy::too_many_arguments)]
+    async fn orders(
+        &self,
+        ctx: &Context<'_>,
+        status: Option<String>,
+        customer_id: Option<Uuid>,
+        external_order_id: Option<String>,
+        #[graphql(default_with = "Some(25)")] first: Option<i64>,
+        after: Option<String>,
+        before: Option<String>,
+    ) -> async_graphql::Result<OrderPage> {
+        let (_, principal) = authorized::<OrdersRead>(ctx).map_err(gql)?;
+        let list = list_request(ctx, first, after.as_deref(), before.as_deref())?;
+        one_of("status", status.as_deref(), &STATES).map_err(gql)?;
+        let sort = parse_sort(None, &ORDER_SORTS).map_err(gql)?;
+        let filter = OrderFilter {
+            status,
+            customer_id,
+            external_order_id,
+            created_after: None,
+            created_before: None,
+            sort,
+        };
+        let paged = service(ctx)?.list_orders(principal.tenant, filter, &list).await.map_err(gql)?;
+        Ok(OrderPage { items: paged.data, page_info: paged.meta })
+    }
+
+    async fn order(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<OrderView> {
+        let (_, principal) = authorized::<OrdersRead>(ctx).map_err(gql)?;
+        service(ctx)?.get_order(principal.tenant, id).await.map_err(gql)
+    }
+
+    /// Customers, newest first (as `GET /api/v1/customers`).
+    async fn customers(
+        &self,
+        ctx: &Context<'_>,
+        email: Option<String>,
+        #[graphql(default_with = "Some(25)")] first: Option<i64>,
+        after: Option<String>,
+        before: Option<String>,
+    ) -> async_graphql::Result<CustomerPage> {
+        let (_, principal) = authorized::<OrdersRead>(ctx).map_err(gql)?;
+        let list = list_request(ctx, first, after.as_deref(), before.as_deref())?;
+        let sort = parse_sort(None, &CUSTOMER_SORTS).map_err(gql)?;
+        let filter = CustomerFilter { email, sort };
+        let paged = service(ctx)?.list_customers(principal.tenant, filter, &list).await.map_err(gql)?;
+        Ok(CustomerPage { items: paged.data, page_info: paged.meta })
+    }
+}
+
+#[derive(InputObject)]
+#[graphql(name = "OrderLineInput")]
+pub struct LineInput {
+    product_id: Option<Uuid>,
+    sku: Option<String>,
+    quantity: i64,
+    unit_price: i64,
+}
+
+#[derive(InputObject)]
+#[graphql(name = "PlaceOrderInput")]
+pub struct PlaceOrderInput {
+    external_order_id: Option<String>,
+    /// `api` when absent.
+    channel: Option<String>,
+    customer_id: Uuid,
+    warehouse_id: Uuid,
+    currency: String,
+    lines: Vec<LineInput>,
+}
+
+#[derive(Default)]
+pub struct Mutation;
+
+#[Object(name = "OrdersMutation")]
+impl Mutation {
+    /// Place an order (as `POST /api/v1/orders`); its saga runs in the background.
+    async fn place_order(
+        &self,
+        ctx: &Context<'_>,
+        input: PlaceOrderInput,
+    ) -> async_graphql::Result<OrderView> {
+        let (state, principal) = authorized::<OrdersWrite>(ctx).map_err(gql)?;
+        let new = NewOrder {
+            external_order_id: input.external_order_id,
+            channel: input.channel.unwrap_or_else(|| "api".to_owned()),
+            customer_id: input.customer_id,
+            warehouse_id: input.warehouse_id,
+            currency: input.currency,
+            lines: input
+                .lines
+                .into_iter()
+                .map(|l| NewOrderLine {
+                    product_id: l.product_id,
+                    sku: l.sku,
+                    quantity: l.quantity,
+                    unit_price: l.unit_price,
+                })
+                .collect(),
+        };
+        check_order(&new).map_err(|errors| gql(ApiError::validation(errors)))?;
+        let order = service(ctx)?.place_order(principal.tenant, new).await.map_err(gql)?;
+        state.wakeup.wake();
+        Ok(order)
+    }
+
+    /// Cancel an order that has not shipped; its steps are compensated.
+    async fn cancel_order(
+        &self,
+        ctx: &Context<'_>,
+        id: Uuid,
+        reason: Option<String>,
+    ) -> async_graphql::Result<OrderView> {
+        let (state, principal) = authorized::<OrdersWrite>(ctx).map_err(gql)?;
+        if let Some(reason) = &reason {
+            Checks::default()
+                .check("reason", validate::plain_text(reason, 500))
+                .finish()
+                .map_err(|errors| gql(ApiError::validation(errors)))?;
+        }
+        let order = service(ctx)?.cancel_order(principal.tenant, id, reason).await.map_err(gql)?;
+        state.wakeup.wake();
+        Ok(order)
+    }
+}

@@ -1,0 +1,293 @@
+//! REST routes of the orders module.
+
+use actix_web::{HttpResponse, get, post, web};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_actix_web::service_config::ServiceConfig;
+use uuid::Uuid;
+
+use super::{
+    CUSTOMER_SORTS, CustomerFilter, CustomerView, NewCustomer, NewOrder, NewOrderLine, Notifications,
+    ORDER_SORTS, OrderFilter, OrderService, OrderView, OrdersRead, OrdersWrite, STATES, check_customer,
+    check_order,
+};
+use crate::{
+    error::{ApiResult, FieldError, Problem},
+    platform::{
+        http::{ApiJson, Data, Paged, Validate, created, ok, one_of, parse_sort},
+        rbac::Authorized,
+        state::AppState,
+        validate,
+    },
+};
+
+pub fn routes(cfg: &mut ServiceConfig) {
+    cfg.service(list_customers)
+        .service(create_customer)
+        .service(get_customer)
+        .service(list_orders)
+        .service(place_order)
+        .service(get_order)
+        .service(cancel_order);
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCustomer {
+    /// The customer's id in the shop or channel they came from; unique.
+    #[schema(example = "C-1001", min_length = 1, max_length = 200)]
+    external_id: Option<String>,
+    #[schema(example = "ada@example.com", max_length = 254)]
+    email: String,
+    #[schema(example = "Ada Lovelace", min_length = 1, max_length = 200)]
+    name: String,
+    /// Both on when absent.
+    notifications: Option<Notifications>,
+}
+
+impl CreateCustomer {
+    fn into_new(self) -> NewCustomer {
+        NewCustomer {
+            external_id: self.external_id,
+            email: self.email,
+            name: self.name.trim().to_owned(),
+            notifications: self.notifications.unwrap_or_default(),
+        }
+    }
+}
+
+impl Validate for CreateCustomer {
+    fn validate(&self) -> Result<(), Vec<FieldError>> {
+        let new = NewCustomer {
+            external_id: self.external_id.clone(),
+            email: self.email.clone(),
+            name: self.name.clone(),
+            notifications: Notifications::default(),
+        };
+        check_customer(&new)
+    }
+}
+
+/// Create a customer; 409 when `external_id` is taken.
+#[utoipa::path(tag = "orders", request_body = CreateCustomer,
+    responses((status = 201, body = Data<CustomerView>), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 409, body = Problem), (status = 422, body = Problem)),
+    security(("bearer" = [])))]
+#[post("/customers")]
+async fn create_customer(
+    auth: Authorized<OrdersWrite>,
+    orders: web::Data<dyn OrderService>,
+    body: ApiJson<CreateCustomer>,
+) -> ApiResult<HttpResponse> {
+    Ok(created(orders.create_customer(auth.tenant, body.0.into_new()).await?))
+}
+
+crate::list_query! {
+    #[derive(Deserialize, IntoParams)]
+    #[serde(deny_unknown_fields)]
+    #[into_params(parameter_in = Query)]
+    struct CustomerQuery {
+        /// `created_at`, `email`; prefix `-` for descending (default `-created_at`).
+        #[param(pattern = "^-?(created_at|email)$")]
+        sort: Option<String>,
+        /// Customers with exactly this email.
+        #[param(max_length = 254)]
+        email: Option<String>,
+    }
+}
+
+/// Customers, newest first unless sorted otherwise.
+#[utoipa::path(tag = "orders", params(CustomerQuery),
+    responses((status = 200, body = Paged<CustomerView>), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)),
+    security(("bearer" = [])))]
+#[get("/customers")]
+async fn list_customers(
+    auth: Authorized<OrdersRead>,
+    orders: web::Data<dyn OrderService>,
+    query: web::Query<CustomerQuery>,
+) -> ApiResult<HttpResponse> {
+    let q = query.into_inner();
+    let list = q.list()?;
+    let sort = parse_sort(q.sort.as_deref(), &CUSTOMER_SORTS)?;
+    let filter = CustomerFilter { email: q.email, sort };
+    Ok(HttpResponse::Ok().json(orders.list_customers(auth.tenant, filter, &list).await?))
+}
+
+/// One customer.
+#[utoipa::path(tag = "orders",
+    responses((status = 200, body = Data<CustomerView>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+#[get("/customers/{id}")]
+async fn get_customer(
+    auth: Authorized<OrdersRead>,
+    orders: web::Data<dyn OrderService>,
+    id: web::Path<Uuid>,
+) -> ApiResult<HttpResponse> {
+    Ok(ok(orders.get_customer(auth.tenant, id.into_inner()).await?))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlaceOrder {
+    /// The order's id in the shop or channel; unique (409 when taken).
+    #[schema(example = "1042", min_length = 1, max_length = 200)]
+    external_order_id: Option<String>,
+    /// Where the order came from; `api` when absent.
+    #[schema(example = "web", min_length = 1, max_length = 50)]
+    channel: Option<String>,
+    customer_id: Uuid,
+    /// Where its stock is reserved and shipped from.
+    warehouse_id: Uuid,
+    #[schema(example = "EUR", pattern = "^[A-Z]{3}$")]
+    currency: String,
+    /// Each with `product_id` or `sku`.
+    #[schema(min_items = 1, max_items = 500)]
+    lines: Vec<NewOrderLine>,
+}
+
+impl PlaceOrder {
+    fn into_new(self) -> NewOrder {
+        NewOrder {
+            external_order_id: self.external_order_id,
+            channel: self.channel.unwrap_or_else(|| "api".to_owned()),
+            customer_id: self.customer_id,
+            warehouse_id: self.warehouse_id,
+            currency: self.currency,
+            lines: self.lines,
+        }
+    }
+}
+
+impl Validate for PlaceOrder {
+    fn validate(&self) -> Result<(), Vec<FieldError>> {
+        let new = NewOrder {
+            external_order_id: self.external_order_id.clone(),
+            channel: self.channel.clone().unwrap_or_else(|| "api".to_owned()),
+            customer_id: self.customer_id,
+            warehouse_id: self.warehouse_id,
+            currency: self.currency.clone(),
+            lines: self.lines.clone(),
+        };
+        check_order(&new)
+    }
+}
+
+/// Place an order: it is `pending` and its saga (reserve, pay, fulfil)
+/// runs in the background; follow it with `GET /api/v1/orders/{id}` or
+/// the `order.*` events. The total is computed by the server.
+#[utoipa::path(tag = "orders", request_body = PlaceOrder,
+    responses((status = 201, body = Data<OrderView>), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 409, description = "`external_order_id` is taken", body = Problem),
+        (status = 422, description = "Invalid fields, or an unknown customer, warehouse or product (the field names the line)", body = Problem)),
+    security(("bearer" = [])))]
+#[post("/orders")]
+async fn place_order(
+    auth: Authorized<OrdersWrite>,
+    state: web::Data<AppState>,
+    orders: web::Data<dyn OrderService>,
+    body: ApiJson<PlaceOrder>,
+) -> ApiResult<HttpResponse> {
+    let order = orders.place_order(auth.tenant, body.0.into_new()).await?;
+    state.wakeup.wake();
+    Ok(created(order))
+}
+
+crate::list_query! {
+    #[derive(Deserialize, IntoParams)]
+    #[serde(deny_unknown_fields)]
+    #[into_params(parameter_in = Query)]
+    struct OrderQuery {
+        /// `created_at`, `total`; prefix `-` for descending (default `-created_at`).
+        #[param(pattern = "^-?(created_at|total)$")]
+        sort: Option<String>,
+        /// pending, reserved, paid, fulfilled, completed, failed or cancelled.
+        #[param(pattern = "^(pending|reserved|paid|fulfilled|completed|failed|cancelled)$")]
+        status: Option<String>,
+        customer_id: Option<Uuid>,
+        #[param(max_length = 200)]
+        external_order_id: Option<String>,
+        /// Orders created at or after this time (RFC 3339).
+        created_after: Option<DateTime<Utc>>,
+        /// Orders created before this time (RFC 3339).
+        created_before: Option<DateTime<Utc>>,
+    }
+}
+
+/// Orders with their lines, payments and history, newest first unless
+/// sorted otherwise.
+#[utoipa::path(tag = "orders", params(OrderQuery),
+    responses((status = 200, body = Paged<OrderView>), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)),
+    security(("bearer" = [])))]
+#[get("/orders")]
+async fn list_orders(
+    auth: Authorized<OrdersRead>,
+    orders: web::Data<dyn OrderService>,
+    query: web::Query<OrderQuery>,
+) -> ApiResult<HttpResponse> {
+    let q = query.into_inner();
+    let list = q.list()?;
+    let sort = parse_sort(q.sort.as_deref(), &ORDER_SORTS)?;
+    one_of("status", q.status.as_deref(), &STATES)?;
+    let filter = OrderFilter {
+        status: q.status,
+        customer_id: q.customer_id,
+        external_order_id: q.external_order_id,
+        created_after: q.created_after,
+        created_before: q.created_before,
+        sort,
+    };
+    Ok(HttpResponse::Ok().json(orders.list_orders(auth.tenant, filter, &list).await?))
+}
+
+/// One order with its lines, payments and state history.
+#[utoipa::path(tag = "orders",
+    responses((status = 200, body = Data<OrderView>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+#[get("/orders/{id}")]
+async fn get_order(
+    auth: Authorized<OrdersRead>,
+    orders: web::Data<dyn OrderService>,
+    id: web::Path<Uuid>,
+) -> ApiResult<HttpResponse> {
+    Ok(ok(orders.get_order(auth.tenant, id.into_inner()).await?))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelOrder {
+    /// Recorded as the order's `failure_reason` and in its history.
+    #[schema(example = "the customer changed their mind", max_length = 500)]
+    reason: Option<String>,
+}
+
+impl Validate for CancelOrder {
+    fn validate(&self) -> Result<(), Vec<FieldError>> {
+        match &self.reason {
+            Some(reason) => {
+                validate::Checks::default().check("reason", validate::plain_text(reason, 500)).finish()
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+/// Cancel an order that has not shipped (pending, reserved or paid): its
+/// reservation is released and its payment voided.
+#[utoipa::path(tag = "orders", request_body = CancelOrder,
+    responses((status = 200, body = Data<OrderView>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 409, description = "The order is fulfilled, completed, failed or cancelled (named in the detail)", body = Problem),
+        (status = 422, body = Problem)),
+    security(("bearer" = [])))]
+#[post("/orders/{id}/cancel")]
+async fn cancel_order(
+    auth: Authorized<OrdersWrite>,
+    state: web::Data<AppState>,
+    orders: web::Data<dyn OrderService>,
+    id: web::Path<Uuid>,
+    body: ApiJson<CancelOrder>,
+) -> ApiResult<HttpResponse> {
+    let order = orders.cancel_order(auth.tenant, id.into_inner(), body.0.reason).await?;
+    state.wakeup.wake();
+    Ok(ok(order))
+}

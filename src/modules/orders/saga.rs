@@ -1,0 +1,80 @@
+//! The order saga as durable jobs, one kind per step:
+//!
+//! ```text
+//! orders.reserve -> orders.pay -> orders.fulfil -> orders.complete
+//!      |               |              |
+//!      +-- failed <----+--------------+   (compensated: stock released, payment voided)
+//! ```
+//!
+//! Each step queues the next in the transaction of its change. A step is
+//! idempotent: it acts only on an order in the state it starts from, and
+//! moves it with a conditional UPDATE, so a re-run, a retry or a second
+//! worker changes nothing. A failing run (database, gateway) is retried
+//! with the runner's backoff. `orders.void_payment` gives a captured
+//! payment back when an order fails or is cancelled after it was paid.
+
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use super::service::{COMPLETE_JOB, FULFIL_JOB, PAY_JOB, RESERVE_JOB, SeaOrmOrders, VOID_JOB};
+use crate::platform::{
+    jobs::{JobError, JobHandler},
+    state::AppState,
+    tenancy::TenantScope,
+};
+
+#[derive(Clone, Copy)]
+enum Step {
+    Reserve,
+    Pay,
+    Fulfil,
+    Complete,
+    Void,
+}
+
+/// One step of the saga, for the orders of every tenant.
+struct StepJob {
+    orders: Arc<SeaOrmOrders>,
+    step: Step,
+}
+
+pub fn handlers(orders: &Arc<SeaOrmOrders>) -> Vec<(&'static str, Arc<dyn JobHandler>)> {
+    [
+        (RESERVE_JOB, Step::Reserve),
+        (PAY_JOB, Step::Pay),
+        (FULFIL_JOB, Step::Fulfil),
+        (COMPLETE_JOB, Step::Complete),
+        (VOID_JOB, Step::Void),
+    ]
+    .into_iter()
+    .map(|(kind, step)| (kind, Arc::new(StepJob { orders: orders.clone(), step }) as Arc<dyn JobHandler>))
+    .collect()
+}
+
+fn id_in(job: &entity::job::Model, field: &str) -> Result<Uuid, JobError> {
+    job.payload
+        .get(field)
+        .and_then(|v| v.as_str())
+        .and_then(|v| Uuid::parse_str(v).ok())
+        .ok_or_else(|| JobError::Fail(format!("payload has no {field}")))
+}
+
+#[async_trait::async_trait]
+impl JobHandler for StepJob {
+    async fn run(&self, state: &AppState, job: &entity::job::Model) -> Result<(), JobError> {
+        let tenant =
+            TenantScope::new(job.tenant_id.ok_or_else(|| JobError::Fail("job has no tenant".into()))?);
+        let orders = &self.orders;
+        match self.step {
+            Step::Reserve => orders.reserve(tenant, id_in(job, "order_id")?).await?,
+            Step::Pay => orders.pay(tenant, id_in(job, "order_id")?).await?,
+            Step::Fulfil => orders.fulfil(tenant, id_in(job, "order_id")?).await?,
+            Step::Complete => orders.complete(tenant, id_in(job, "order_id")?).await?,
+            Step::Void => orders.void_payment(tenant, id_in(job, "payment_id")?).await?,
+        }
+        // The next step (or the events) were committed: run them now.
+        state.wakeup.wake();
+        Ok(())
+    }
+}

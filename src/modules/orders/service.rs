@@ -1,0 +1,776 @@
+//! [`OrderService`] on sea-orm, and the steps of the order saga.
+//!
+//! Every state change is one conditional UPDATE (`... WHERE status =
+//! <from>`), so when two workers (or a worker and a cancel) race for one
+//! order exactly one of them moves it; the loser sees no row changed and
+//! does nothing. The change, its history row, its event and the next
+//! step's job commit in one transaction.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
+
+use chrono::{Duration, Utc};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
+    EntityTrait, QueryFilter, QueryOrder, sea_query::Expr,
+};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::{
+    CANCELLABLE, CANCELLED, COMPLETED, Charge, ChargeOutcome, CustomerFilter, CustomerView, FAILED,
+    FULFILLED, NewCustomer, NewOrder, OrderFilter, OrderLineView, OrderService, OrderView, PAID, PENDING,
+    PaymentGateway, PaymentView, RESERVED, TransitionView,
+};
+use crate::{
+    error::{ApiError, ApiResult, Code, FieldError},
+    modules::inventory::{Cause, InventoryService, Line, PRODUCT_SORTS, ProductFilter},
+    platform::{
+        events::{self, EventType},
+        http::{ListRequest, Paged, parse_sort},
+        jobs::{self, JobError, NewJob},
+        tenancy::TenantScope,
+    },
+};
+use entity::{customer, order, order_line, order_payment as payment, order_transition as transition};
+
+pub const RESERVE_JOB: &str = "orders.reserve";
+pub const PAY_JOB: &str = "orders.pay";
+pub const FULFIL_JOB: &str = "orders.fulfil";
+pub const COMPLETE_JOB: &str = "orders.complete";
+pub const VOID_JOB: &str = "orders.void_payment";
+
+/// Payment states.
+pub const PENDING_PAYMENT: &str = "pending";
+pub const CAPTURED: &str = "captured";
+pub const DECLINED: &str = "declined";
+pub const VOIDING: &str = "voiding";
+pub const VOIDED: &str = "voided";
+
+pub struct SeaOrmOrders {
+    db: DatabaseConnection,
+    inventory: Arc<dyn InventoryService>,
+    gateway: Arc<dyn PaymentGateway>,
+    reservation_ttl: Duration,
+}
+
+/// The inventory reservation of an order.
+pub fn reference(order_id: Uuid) -> String {
+    format!("order:{order_id}")
+}
+
+fn cause(order_id: Uuid, reason: &str) -> Cause {
+    Cause { user_id: None, reason: Some(reason.to_owned()), reference: Some(reference(order_id)) }
+}
+
+async fn find_customer(
+    db: &impl ConnectionTrait,
+    tenant: TenantScope,
+    id: Uuid,
+) -> ApiResult<customer::Model> {
+    tenant.find_by_id::<customer::Entity>(id).one(db).await?.ok_or_else(|| ApiError::not_found("customer"))
+}
+
+async fn find_order(db: &impl ConnectionTrait, tenant: TenantScope, id: Uuid) -> ApiResult<order::Model> {
+    tenant.find_by_id::<order::Entity>(id).one(db).await?.ok_or_else(|| ApiError::not_found("order"))
+}
+
+/// Orders with their lines, payments and history: one query each for all.
+async fn views(
+    db: &impl ConnectionTrait,
+    tenant: TenantScope,
+    orders: Vec<order::Model>,
+) -> ApiResult<Vec<OrderView>> {
+    let ids: Vec<Uuid> = orders.iter().map(|o| o.id).collect();
+    let mut lines: HashMap<Uuid, Vec<OrderLineView>> = HashMap::new();
+    for l in tenant
+        .find::<order_line::Entity>()
+        .filter(order_line::Column::OrderId.is_in(ids.clone()))
+        .order_by_asc(order_line::Column::Position)
+        .all(db)
+        .await?
+    {
+        lines.entry(l.order_id).or_default().push(OrderLineView {
+            id: l.id,
+            product_id: l.product_id,
+            sku: l.sku,
+            quantity: l.quantity,
+            unit_price: l.unit_price,
+            line_total: l.line_total,
+        });
+    }
+    let mut payments: HashMap<Uuid, Vec<PaymentView>> = HashMap::new();
+    for p in tenant
+        .find::<payment::Entity>()
+        .filter(payment::Column::OrderId.is_in(ids.clone()))
+        .order_by_asc(payment::Column::Id)
+        .all(db)
+        .await?
+    {
+        payments.entry(p.order_id).or_default().push(PaymentView {
+            id: p.id,
+            gateway: p.gateway,
+            gateway_reference: p.gateway_reference,
+            amount: p.amount,
+            currency: p.currency,
+            status: p.status,
+            failure_reason: p.failure_reason,
+            created_at: p.created_at,
+            updated_at: p.updated_at,
+        });
+    }
+    let mut history: HashMap<Uuid, Vec<TransitionView>> = HashMap::new();
+    for t in tenant
+        .find::<transition::Entity>()
+        .filter(transition::Column::OrderId.is_in(ids))
+        .order_by_asc(transition::Column::At)
+        .order_by_asc(transition::Column::Id)
+        .all(db)
+        .await?
+    {
+        history.entry(t.order_id).or_default().push(TransitionView {
+            from: t.from_status,
+            to: t.to_status,
+            at: t.at,
+            reason: t.reason,
+        });
+    }
+    Ok(orders
+        .into_iter()
+        .map(|o| OrderView {
+            lines: lines.remove(&o.id).unwrap_or_default(),
+            payments: payments.remove(&o.id).unwrap_or_default(),
+            history: history.remove(&o.id).unwrap_or_default(),
+            id: o.id,
+            external_order_id: o.external_order_id,
+            channel: o.channel,
+            customer_id: o.customer_id,
+            warehouse_id: o.warehouse_id,
+            currency: o.currency,
+            total: o.total,
+            status: o.status,
+            failure_reason: o.failure_reason,
+            created_at: o.created_at,
+            updated_at: o.updated_at,
+        })
+        .collect())
+}
+
+async fn view(db: &impl ConnectionTrait, tenant: TenantScope, order: order::Model) -> ApiResult<OrderView> {
+    let mut views = views(db, tenant, vec![order]).await?;
+    Ok(views.remove(0))
+}
+
+/// Record a state change in the history.
+async fn record(
+    txn: &DatabaseTransaction,
+    tenant: TenantScope,
+    order_id: Uuid,
+    from: Option<&str>,
+    to: &str,
+    reason: Option<&str>,
+) -> ApiResult<()> {
+    transition::Entity::insert(transition::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        tenant_id: Set(tenant.id()),
+        order_id: Set(order_id),
+        from_status: Set(from.map(str::to_owned)),
+        to_status: Set(to.to_owned()),
+        reason: Set(reason.map(str::to_owned)),
+        at: Set(Utc::now()),
+    })
+    .exec_without_returning(txn)
+    .await?;
+    Ok(())
+}
+
+/// Move `order` from `from` to `to` if it still is `from`, with its
+/// history row and event; `false` (nothing written) when it moved on.
+async fn transition(
+    txn: &DatabaseTransaction,
+    tenant: TenantScope,
+    order: &order::Model,
+    from: &str,
+    to: &str,
+    reason: Option<&str>,
+    event: &EventType,
+) -> ApiResult<bool> {
+    let mut update = tenant
+        .update_many::<order::Entity>()
+        .filter(order::Column::Id.eq(order.id))
+        .filter(order::Column::Status.eq(from))
+        .col_expr(order::Column::Status, Expr::value(to))
+        .col_expr(order::Column::UpdatedAt, Expr::value(Utc::now()));
+    if let Some(reason) = reason {
+        update = update.col_expr(order::Column::FailureReason, Expr::value(reason));
+    }
+    if update.exec(txn).await?.rows_affected == 0 {
+        return Ok(false);
+    }
+    record(txn, tenant, order.id, Some(from), to, reason).await?;
+    let mut data = json!({"id": order.id, "external_order_id": order.external_order_id,
+        "customer_id": order.customer_id, "status": to, "total": order.total, "currency": order.currency});
+    if let Some(reason) = reason {
+        data["reason"] = json!(reason);
+    }
+    events::publish(txn, tenant.id(), event, data).await?;
+    Ok(true)
+}
+
+/// Queue the saga step `kind` of an order.
+async fn enqueue(
+    txn: &DatabaseTransaction,
+    tenant: TenantScope,
+    kind: &'static str,
+    order_id: Uuid,
+) -> ApiResult<()> {
+    jobs::enqueue(txn, NewJob::new(kind, json!({"order_id": order_id})).tenant(tenant.id()).priority(6))
+        .await?;
+    Ok(())
+}
+
+/// Queue the void of every captured payment of an order (compensation).
+async fn void_captured(txn: &DatabaseTransaction, tenant: TenantScope, order_id: Uuid) -> ApiResult<()> {
+    let captured = tenant
+        .find::<payment::Entity>()
+        .filter(payment::Column::OrderId.eq(order_id))
+        .filter(payment::Column::Status.eq(CAPTURED))
+        .all(txn)
+        .await?;
+    for p in captured {
+        let claimed = tenant
+            .update_many::<payment::Entity>()
+            .filter(payment::Column::Id.eq(p.id))
+            .filter(payment::Column::Status.eq(CAPTURED))
+            .col_expr(payment::Column::Status, Expr::value(VOIDING))
+            .col_expr(payment::Column::UpdatedAt, Expr::value(Utc::now()))
+            .exec(txn)
+            .await?;
+        if claimed.rows_affected > 0 {
+            let job = NewJob::new(VOID_JOB, json!({"payment_id": p.id})).tenant(tenant.id()).priority(7);
+            jobs::enqueue(txn, job).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The idempotency key of an order's charge.
+fn charge_key(order_id: Uuid) -> String {
+    format!("order:{order_id}:charge")
+}
+
+/// The gateway's answer on the order's `pending` payment (once: a payment
+/// answered already stays as it is).
+async fn record_outcome(
+    txn: &DatabaseTransaction,
+    tenant: TenantScope,
+    order_id: Uuid,
+    outcome: &ChargeOutcome,
+) -> ApiResult<()> {
+    let (reference, status, reason) = match outcome {
+        ChargeOutcome::Approved { reference } => (reference, CAPTURED, None),
+        ChargeOutcome::Declined { reference, reason } => (reference, DECLINED, Some(reason.clone())),
+    };
+    tenant
+        .update_many::<payment::Entity>()
+        .filter(payment::Column::IdempotencyKey.eq(charge_key(order_id)))
+        .filter(payment::Column::Status.eq(PENDING_PAYMENT))
+        .col_expr(payment::Column::Status, Expr::value(status))
+        .col_expr(payment::Column::GatewayReference, Expr::value(reference.clone()))
+        .col_expr(payment::Column::FailureReason, Expr::value(reason))
+        .col_expr(payment::Column::UpdatedAt, Expr::value(Utc::now()))
+        .exec(txn)
+        .await?;
+    Ok(())
+}
+
+/// Whether an inventory error ends the order rather than being retried.
+fn final_stock_error(err: &ApiError) -> bool {
+    matches!(
+        err.code,
+        Code::InsufficientStock | Code::StockLimitExceeded | Code::NotFound | Code::ValidationFailed
+    )
+}
+
+impl SeaOrmOrders {
+    pub fn new(
+        db: DatabaseConnection,
+        inventory: Arc<dyn InventoryService>,
+        gateway: Arc<dyn PaymentGateway>,
+        reservation_ttl: Duration,
+    ) -> Self {
+        Self { db, inventory, gateway, reservation_ttl }
+    }
+
+    /// The product of each line, by id or by SKU; 422 naming the first
+    /// line whose product is unknown or inactive.
+    async fn resolve(&self, tenant: TenantScope, new: &NewOrder) -> ApiResult<Vec<(Uuid, String)>> {
+        let ids: Vec<Uuid> = new.lines.iter().filter_map(|l| l.product_id).collect();
+        let by_id: HashMap<Uuid, (Uuid, String, bool)> = self
+            .inventory
+            .products_by_ids(tenant, ids)
+            .await?
+            .into_iter()
+            .map(|p| (p.id, (p.id, p.sku, p.active)))
+            .collect();
+        let mut by_sku: HashMap<String, (Uuid, String, bool)> = HashMap::new();
+        let skus: HashSet<&String> = new.lines.iter().filter_map(|l| l.sku.as_ref()).collect();
+        for sku in skus {
+            let filter = ProductFilter {
+                sku: Some(sku.clone()),
+                active: None,
+                sort: parse_sort(None, &PRODUCT_SORTS)?,
+            };
+            let list = ListRequest::new(Some(1), &[], None, None)?;
+            if let Some(p) = self.inventory.list_products(tenant, filter, &list).await?.data.pop() {
+                by_sku.insert(sku.clone(), (p.id, p.sku, p.active));
+            }
+        }
+        let mut resolved = Vec::with_capacity(new.lines.len());
+        for (i, line) in new.lines.iter().enumerate() {
+            let (field, found) = match (&line.product_id, &line.sku) {
+                (Some(id), _) => ("product_id", by_id.get(id).cloned()),
+                (None, Some(sku)) => ("sku", by_sku.get(sku).cloned()),
+                (None, None) => ("product_id", None),
+            };
+            let invalid = |message: &str| {
+                ApiError::validation(vec![FieldError::new(format!("lines[{i}].{field}"), message)])
+            };
+            match found {
+                None => return Err(invalid("no such product")),
+                Some((_, _, false)) => return Err(invalid("the product is inactive")),
+                Some((id, sku, true)) => resolved.push((id, sku)),
+            }
+        }
+        Ok(resolved)
+    }
+
+    /// The first step: hold the stock of every line, all or nothing. Not
+    /// enough stock fails the order, naming the SKU.
+    pub async fn reserve(&self, tenant: TenantScope, order_id: Uuid) -> Result<(), JobError> {
+        let order = find_order(&self.db, tenant, order_id).await?;
+        if order.status != PENDING {
+            return Ok(()); // done already, or ended
+        }
+        let lines = tenant
+            .find::<order_line::Entity>()
+            .filter(order_line::Column::OrderId.eq(order_id))
+            .all(&self.db)
+            .await?;
+        let stock: Vec<Line> = lines
+            .iter()
+            .map(|l| Line {
+                product_id: l.product_id,
+                warehouse_id: order.warehouse_id,
+                quantity: l.quantity,
+            })
+            .collect();
+        let txn = crate::platform::db::begin(&self.db).await?;
+        if !transition(&txn, tenant, &order, PENDING, RESERVED, None, &super::ORDER_RESERVED).await? {
+            return Ok(()); // another worker or a cancel moved it
+        }
+        let expires_at = Utc::now() + self.reservation_ttl;
+        let reserved = self
+            .inventory
+            .reserve(&txn, tenant, &reference(order_id), stock, expires_at, cause(order_id, "order"))
+            .await;
+        match reserved {
+            Ok(_) => {
+                enqueue(&txn, tenant, PAY_JOB, order_id).await?;
+                sea_orm::TransactionSession::commit(txn).await?;
+                Ok(())
+            }
+            Err(err) if final_stock_error(&err) => {
+                sea_orm::TransactionSession::rollback(txn).await?;
+                self.fail(tenant, order_id, PENDING, &err.detail).await
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// The second step: charge the total. The payment row is written
+    /// first (`pending`), so that a charge sent by a run that stopped
+    /// before it recorded the answer is found and settled later. A declined
+    /// payment fails the order (releasing its stock); a charge that lands
+    /// after the order ended is voided.
+    pub async fn pay(&self, tenant: TenantScope, order_id: Uuid) -> Result<(), JobError> {
+        let order = find_order(&self.db, tenant, order_id).await?;
+        if order.status != RESERVED {
+            if [CANCELLED, FAILED].contains(&order.status.as_str()) {
+                self.settle_unanswered(tenant, &order).await?;
+            }
+            return Ok(());
+        }
+        let now = Utc::now();
+        payment::Entity::insert(payment::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            tenant_id: Set(tenant.id()),
+            order_id: Set(order_id),
+            gateway: Set(self.gateway.name().to_owned()),
+            gateway_reference: Set(None),
+            idempotency_key: Set(charge_key(order_id)),
+            amount: Set(order.total),
+            currency: Set(order.currency.clone()),
+            status: Set(PENDING_PAYMENT.to_owned()),
+            failure_reason: Set(None),
+            created_at: Set(now),
+            updated_at: Set(now),
+        })
+        .on_conflict_do_nothing_on([payment::Column::TenantId, payment::Column::IdempotencyKey])
+        .exec_without_returning(&self.db)
+        .await?;
+        let outcome = self.charge(&order).await?;
+        let txn = crate::platform::db::begin(&self.db).await?;
+        record_outcome(&txn, tenant, order_id, &outcome).await?;
+        match outcome {
+            ChargeOutcome::Approved { .. } => {
+                if transition(&txn, tenant, &order, RESERVED, PAID, None, &super::ORDER_PAID).await? {
+                    enqueue(&txn, tenant, FULFIL_JOB, order_id).await?;
+                } else {
+                    // Cancelled (or failed) while the gateway answered:
+                    // the money goes back.
+                    let current = find_order(&txn, tenant, order_id).await?;
+                    if [CANCELLED, FAILED].contains(&current.status.as_str()) {
+                        void_captured(&txn, tenant, order_id).await?;
+                    }
+                }
+            }
+            ChargeOutcome::Declined { reason, .. } => {
+                let reason = format!("payment declined: {reason}");
+                self.compensate(&txn, tenant, &order, RESERVED, FAILED, &reason, &super::ORDER_FAILED)
+                    .await?;
+            }
+        }
+        sea_orm::TransactionSession::commit(txn).await?;
+        Ok(())
+    }
+
+    /// Charge the order's total, with its fixed idempotency key: a second
+    /// call is the same charge, answered the same.
+    async fn charge(&self, order: &order::Model) -> Result<ChargeOutcome, JobError> {
+        let name = order.external_order_id.clone().unwrap_or_else(|| order.id.to_string());
+        let charge = Charge {
+            idempotency_key: charge_key(order.id),
+            amount: order.total,
+            currency: order.currency.clone(),
+            description: format!("order {name}"),
+        };
+        self.gateway.charge(&charge).await.map_err(JobError::retry)
+    }
+
+    /// An order that ended while its payment was still unanswered: ask the
+    /// gateway again (the same key, so nothing is charged twice), record
+    /// the answer and give captured money back.
+    async fn settle_unanswered(&self, tenant: TenantScope, order: &order::Model) -> Result<(), JobError> {
+        let unanswered = tenant
+            .find::<payment::Entity>()
+            .filter(payment::Column::OrderId.eq(order.id))
+            .filter(payment::Column::Status.eq(PENDING_PAYMENT))
+            .one(&self.db)
+            .await?;
+        if unanswered.is_none() {
+            return Ok(());
+        }
+        let outcome = self.charge(order).await?;
+        let txn = crate::platform::db::begin(&self.db).await?;
+        record_outcome(&txn, tenant, order.id, &outcome).await?;
+        void_captured(&txn, tenant, order.id).await?;
+        sea_orm::TransactionSession::commit(txn).await?;
+        Ok(())
+    }
+
+    /// The third step: ship the reserved stock. A reservation that is gone
+    /// (expired) fails the order and voids the payment.
+    pub async fn fulfil(&self, tenant: TenantScope, order_id: Uuid) -> Result<(), JobError> {
+        let order = find_order(&self.db, tenant, order_id).await?;
+        if order.status != PAID {
+            return Ok(());
+        }
+        let txn = crate::platform::db::begin(&self.db).await?;
+        if !transition(&txn, tenant, &order, PAID, FULFILLED, None, &super::ORDER_FULFILLED).await? {
+            return Ok(());
+        }
+        let committed =
+            self.inventory.commit(&txn, tenant, &reference(order_id), cause(order_id, "order shipped")).await;
+        match committed {
+            Ok(_) => {
+                enqueue(&txn, tenant, COMPLETE_JOB, order_id).await?;
+                sea_orm::TransactionSession::commit(txn).await?;
+                Ok(())
+            }
+            Err(err) => {
+                sea_orm::TransactionSession::rollback(txn).await?;
+                let held = self.inventory.reservation(tenant, &reference(order_id)).await;
+                let gone = match &held {
+                    Ok(r) => r.status != "active",
+                    Err(e) => e.code == Code::NotFound,
+                };
+                if gone || final_stock_error(&err) {
+                    self.fail(tenant, order_id, PAID, &format!("could not ship: {}", err.detail)).await
+                } else {
+                    Err(err.into())
+                }
+            }
+        }
+    }
+
+    /// The last step: the order is done.
+    pub async fn complete(&self, tenant: TenantScope, order_id: Uuid) -> Result<(), JobError> {
+        let order = find_order(&self.db, tenant, order_id).await?;
+        if order.status != FULFILLED {
+            return Ok(());
+        }
+        let txn = crate::platform::db::begin(&self.db).await?;
+        if transition(&txn, tenant, &order, FULFILLED, COMPLETED, None, &super::ORDER_COMPLETED).await? {
+            sea_orm::TransactionSession::commit(txn).await?;
+        }
+        Ok(())
+    }
+
+    /// Give a payment queued for voiding back through the gateway.
+    pub async fn void_payment(&self, tenant: TenantScope, payment_id: Uuid) -> Result<(), JobError> {
+        let Some(p) = tenant.find_by_id::<payment::Entity>(payment_id).one(&self.db).await? else {
+            return Ok(());
+        };
+        if p.status != VOIDING {
+            return Ok(());
+        }
+        let Some(reference) = &p.gateway_reference else {
+            return Err(JobError::Fail("a payment without a gateway reference cannot be voided".to_owned()));
+        };
+        let key = format!("{}:void", p.idempotency_key);
+        self.gateway.void(reference, &key).await.map_err(JobError::retry)?;
+        tenant
+            .update_many::<payment::Entity>()
+            .filter(payment::Column::Id.eq(payment_id))
+            .filter(payment::Column::Status.eq(VOIDING))
+            .col_expr(payment::Column::Status, Expr::value(VOIDED))
+            .col_expr(payment::Column::UpdatedAt, Expr::value(Utc::now()))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// End the order `failed` from `from` with `reason`, compensating.
+    async fn fail(
+        &self,
+        tenant: TenantScope,
+        order_id: Uuid,
+        from: &str,
+        reason: &str,
+    ) -> Result<(), JobError> {
+        let txn = crate::platform::db::begin(&self.db).await?;
+        let order = find_order(&txn, tenant, order_id).await?;
+        if self.compensate(&txn, tenant, &order, from, FAILED, reason, &super::ORDER_FAILED).await? {
+            sea_orm::TransactionSession::commit(txn).await?;
+        }
+        Ok(())
+    }
+
+    /// Move the order from `from` to `to` (failed or cancelled) and undo
+    /// what its saga did: release its reservation, queue the void of its
+    /// payments. `false`, nothing written, when it was no longer `from`.
+    #[allow(clippy::too_many_arguments)]
+    async fn compensate(
+        &self,
+        txn: &DatabaseTransaction,
+        tenant: TenantScope,
+        order: &order::Model,
+        from: &str,
+        to: &str,
+        reason: &str,
+        event: &EventType,
+    ) -> ApiResult<bool> {
+        if !transition(txn, tenant, order, from, to, Some(reason), event).await? {
+            return Ok(false);
+        }
+        match self.inventory.release(txn, tenant, &reference(order.id), cause(order.id, reason)).await {
+            Ok(_) => {}
+            Err(err) if err.code == Code::NotFound => {} // nothing was reserved
+            Err(err) => return Err(err),
+        }
+        void_captured(txn, tenant, order.id).await?;
+        Ok(true)
+    }
+}
+
+#[async_trait::async_trait]
+impl OrderService for SeaOrmOrders {
+    async fn create_customer(&self, tenant: TenantScope, new: NewCustomer) -> ApiResult<CustomerView> {
+        let now = Utc::now();
+        let external = new.external_id.clone();
+        let model = customer::Entity::insert(customer::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            tenant_id: Set(tenant.id()),
+            external_id: Set(new.external_id),
+            email: Set(new.email),
+            name: Set(new.name),
+            notify_email: Set(new.notifications.email),
+            notify_webhook: Set(new.notifications.webhook),
+            created_at: Set(now),
+            updated_at: Set(now),
+        })
+        .exec_with_returning(&self.db)
+        .await
+        .map_err(|e| match ApiError::from(e) {
+            err if err.code == Code::Conflict => ApiError::new(
+                Code::Conflict,
+                format!("a customer with external_id `{}` exists already", external.unwrap_or_default()),
+            ),
+            err => err,
+        })?;
+        Ok(model.into())
+    }
+
+    async fn list_customers(
+        &self,
+        tenant: TenantScope,
+        filter: CustomerFilter,
+        list: &ListRequest,
+    ) -> ApiResult<Paged<CustomerView>> {
+        let condition = Condition::all().add_option(filter.email.map(|e| customer::Column::Email.eq(e)));
+        let scope = tenant.find::<customer::Entity>();
+        Ok(list.fetch(&self.db, scope, condition, filter.sort).await?.map(Into::into))
+    }
+
+    async fn get_customer(&self, tenant: TenantScope, id: Uuid) -> ApiResult<CustomerView> {
+        Ok(find_customer(&self.db, tenant, id).await?.into())
+    }
+
+    async fn customers_by_ids(&self, tenant: TenantScope, ids: Vec<Uuid>) -> ApiResult<Vec<CustomerView>> {
+        let rows =
+            tenant.find::<customer::Entity>().filter(customer::Column::Id.is_in(ids)).all(&self.db).await?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    async fn place_order(&self, tenant: TenantScope, new: NewOrder) -> ApiResult<OrderView> {
+        let invalid =
+            |field: &str, message: &str| ApiError::validation(vec![FieldError::new(field, message)]);
+        match self.inventory.get_warehouse(tenant, new.warehouse_id).await {
+            Err(err) if err.code == Code::NotFound => {
+                return Err(invalid("warehouse_id", "no such warehouse"));
+            }
+            other => other?,
+        };
+        let products = self.resolve(tenant, &new).await?;
+        let mut totals = Vec::with_capacity(new.lines.len());
+        let mut total: i64 = 0;
+        for (i, line) in new.lines.iter().enumerate() {
+            let line_total = line.quantity.checked_mul(line.unit_price);
+            total = line_total.and_then(|t| total.checked_add(t)).ok_or_else(|| {
+                ApiError::validation(vec![FieldError::new(format!("lines[{i}]"), "the amount is too large")])
+            })?;
+            totals.push(line_total.unwrap_or_default());
+        }
+        let txn = crate::platform::db::begin(&self.db).await?;
+        match find_customer(&txn, tenant, new.customer_id).await {
+            Err(err) if err.code == Code::NotFound => return Err(invalid("customer_id", "no such customer")),
+            other => other?,
+        };
+        let now = Utc::now();
+        let external = new.external_order_id.clone();
+        let order = order::Entity::insert(order::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            tenant_id: Set(tenant.id()),
+            external_order_id: Set(new.external_order_id),
+            channel: Set(new.channel),
+            customer_id: Set(new.customer_id),
+            warehouse_id: Set(new.warehouse_id),
+            currency: Set(new.currency),
+            total: Set(total),
+            status: Set(PENDING.to_owned()),
+            failure_reason: Set(None),
+            created_at: Set(now),
+            updated_at: Set(now),
+        })
+        .exec_with_returning(&txn)
+        .await
+        .map_err(|e| match ApiError::from(e) {
+            err if err.code == Code::Conflict => ApiError::new(
+                Code::Conflict,
+                format!("an order with external_order_id `{}` exists already", external.unwrap_or_default()),
+            ),
+            err => err,
+        })?;
+        for (position, ((line, (product_id, sku)), line_total)) in
+            new.lines.iter().zip(products).zip(totals).enumerate()
+        {
+            order_line::Entity::insert(order_line::ActiveModel {
+                id: Set(Uuid::now_v7()),
+                tenant_id: Set(tenant.id()),
+                order_id: Set(order.id),
+                position: Set(i32::try_from(position).unwrap_or(i32::MAX)),
+                product_id: Set(product_id),
+                sku: Set(sku),
+                quantity: Set(line.quantity),
+                unit_price: Set(line.unit_price),
+                line_total: Set(line_total),
+            })
+            .exec_without_returning(&txn)
+            .await?;
+        }
+        record(&txn, tenant, order.id, None, PENDING, None).await?;
+        let data = json!({"id": order.id, "external_order_id": order.external_order_id,
+            "customer_id": order.customer_id, "status": PENDING, "total": total, "currency": order.currency});
+        events::publish(&txn, tenant.id(), &super::ORDER_CREATED, data).await?;
+        enqueue(&txn, tenant, RESERVE_JOB, order.id).await?;
+        let view = view(&txn, tenant, order).await?;
+        sea_orm::TransactionSession::commit(txn).await?;
+        Ok(view)
+    }
+
+    async fn list_orders(
+        &self,
+        tenant: TenantScope,
+        filter: OrderFilter,
+        list: &ListRequest,
+    ) -> ApiResult<Paged<OrderView>> {
+        let condition = Condition::all()
+            .add_option(filter.status.map(|s| order::Column::Status.eq(s)))
+            .add_option(filter.customer_id.map(|c| order::Column::CustomerId.eq(c)))
+            .add_option(filter.external_order_id.map(|e| order::Column::ExternalOrderId.eq(e)))
+            .add_option(filter.created_after.map(|t| order::Column::CreatedAt.gte(t)))
+            .add_option(filter.created_before.map(|t| order::Column::CreatedAt.lt(t)));
+        let scope = tenant.find::<order::Entity>();
+        let Paged { data, meta } = list.fetch(&self.db, scope, condition, filter.sort).await?;
+        Ok(Paged { data: views(&self.db, tenant, data).await?, meta })
+    }
+
+    async fn get_order(&self, tenant: TenantScope, id: Uuid) -> ApiResult<OrderView> {
+        view(&self.db, tenant, find_order(&self.db, tenant, id).await?).await
+    }
+
+    async fn cancel_order(
+        &self,
+        tenant: TenantScope,
+        id: Uuid,
+        reason: Option<String>,
+    ) -> ApiResult<OrderView> {
+        let reason = reason.unwrap_or_else(|| "cancelled".to_owned());
+        // A saga step may move the order between the read and the
+        // conditional update: read again, a few times.
+        for _ in 0..5 {
+            let txn = crate::platform::db::begin(&self.db).await?;
+            let order = find_order(&txn, tenant, id).await?;
+            if !CANCELLABLE.contains(&order.status.as_str()) {
+                return Err(ApiError::new(
+                    Code::Conflict,
+                    format!("cannot cancel an order that is {}", order.status),
+                ));
+            }
+            let from = order.status.clone();
+            if self
+                .compensate(&txn, tenant, &order, &from, CANCELLED, &reason, &super::ORDER_CANCELLED)
+                .await?
+            {
+                let updated = find_order(&txn, tenant, id).await?;
+                let view = view(&txn, tenant, updated).await?;
+                sea_orm::TransactionSession::commit(txn).await?;
+                return Ok(view);
+            }
+        }
+        Err(ApiError::new(Code::Conflict, "the order changed meanwhile; retry"))
+    }
+}

@@ -1,0 +1,553 @@
+//! Orders over HTTP and GraphQL: the reserve → pay → fulfil saga run by the
+//! job workers, its compensations, and the stock it leaves behind.
+
+use nexus::platform::tenancy::SystemScope;
+
+use reqwest::Method;
+use sea_orm::{ColumnTrait, QueryFilter, QueryOrder};
+use serde_json::{Value, json};
+
+use crate::helpers::{Tenant, TestApp, assert_problem, eventually, json};
+
+struct Shop {
+    warehouse: String,
+    product: String,
+    customer: String,
+}
+
+/// A warehouse, a product `sku` with `stock` units in it, and a customer.
+async fn shop(app: &TestApp, tenant: &Tenant, sku: &str, stock: i64) -> Shop {
+    let id = |v: Value| v["data"]["id"].as_str().unwrap().to_owned();
+    let warehouse = id(json(
+        app.post("/api/v1/warehouses", &tenant.token, json!({"code": "MAIN", "name": "Main"})).await,
+    )
+    .await);
+    let product = id(json(
+        app.post(
+            "/api/v1/products",
+            &tenant.token,
+            json!({"sku": sku, "name": "T-shirt", "unit_price": 2499, "currency": "EUR"}),
+        )
+        .await,
+    )
+    .await);
+    if stock > 0 {
+        let body =
+            json!({"product_id": product, "warehouse_id": warehouse, "quantity": stock, "reason": "count"});
+        assert_eq!(app.post("/api/v1/stock/adjustments", &tenant.token, body).await.status(), 200);
+    }
+    let res = app
+        .post(
+            "/api/v1/customers",
+            &tenant.token,
+            json!({"email": "ada@example.com", "name": "Ada Lovelace", "external_id": "C-1"}),
+        )
+        .await;
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    Shop { warehouse, product, customer: id(json(res).await) }
+}
+
+fn order_body(s: &Shop, sku: &str, quantity: i64) -> Value {
+    json!({"customer_id": s.customer, "warehouse_id": s.warehouse, "currency": "EUR", "channel": "web",
+        "lines": [{"sku": sku, "quantity": quantity, "unit_price": 2499}]})
+}
+
+async fn place(app: &TestApp, token: &str, body: Value) -> Value {
+    let res = app.post("/api/v1/orders", token, body).await;
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    json(res).await["data"].clone()
+}
+
+async fn get_order(app: &TestApp, tenant: &Tenant, id: &str) -> Value {
+    json(app.get(&format!("/api/v1/orders/{id}"), &tenant.token).await).await["data"].clone()
+}
+
+/// The order once it reached `status` (at most 10 s).
+async fn reaches(app: &TestApp, tenant: &Tenant, id: &str, status: &str) -> Value {
+    eventually(10, || async {
+        let order = get_order(app, tenant, id).await;
+        (order["status"] == status).then_some(order)
+    })
+    .await
+}
+
+async fn level(app: &TestApp, tenant: &Tenant, s: &Shop) -> (i64, i64) {
+    let path = format!("/api/v1/stock-levels?product_id={}&warehouse_id={}", s.product, s.warehouse);
+    let body = json(app.get(&path, &tenant.token).await).await;
+    (body["data"][0]["on_hand"].as_i64().unwrap(), body["data"][0]["reserved"].as_i64().unwrap())
+}
+
+/// The types of the events of `tenant`, oldest first, among `order.*`.
+async fn order_events(app: &TestApp, tenant: &Tenant) -> Vec<String> {
+    use entity::event::{Column, Entity};
+    SystemScope
+        .find::<Entity>()
+        .filter(Column::TenantId.eq(tenant.id))
+        .filter(Column::EventType.starts_with("order."))
+        .order_by_asc(Column::Id)
+        .all(&app.state.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event_type)
+        .collect()
+}
+
+fn statuses(order: &Value) -> Vec<String> {
+    order["history"].as_array().unwrap().iter().map(|t| t["to"].as_str().unwrap().to_owned()).collect()
+}
+
+#[tokio::test]
+async fn an_order_goes_through_the_saga_to_completed() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let s = shop(&app, &tenant, "TSHIRT-RED-M", 10).await;
+    let mut body = order_body(&s, "TSHIRT-RED-M", 2);
+    body["external_order_id"] = json!("1042");
+    body["lines"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"product_id": s.product, "quantity": 1, "unit_price": 100}));
+    let placed = place(&app, &tenant.token, body.clone()).await;
+    assert_eq!(placed["status"], "pending");
+    assert_eq!(placed["total"], 2 * 2499 + 100);
+    assert_eq!(placed["lines"][0]["sku"], "TSHIRT-RED-M");
+    assert_eq!(placed["lines"][1]["product_id"], s.product.as_str());
+    assert_eq!(placed["lines"][0]["line_total"], 4998);
+    let id = placed["id"].as_str().unwrap();
+
+    let done = reaches(&app, &tenant, id, "completed").await;
+    assert_eq!(statuses(&done), ["pending", "reserved", "paid", "fulfilled", "completed"]);
+    assert_eq!(done["history"][1]["from"], "pending");
+    assert_eq!(done["payments"][0]["status"], "captured");
+    assert_eq!(done["payments"][0]["amount"], 2 * 2499 + 100);
+    assert!(done["payments"][0]["gateway_reference"].as_str().unwrap().starts_with("sim_"));
+    assert_eq!(done["failure_reason"], Value::Null);
+    // Three units shipped: gone from on hand, nothing left reserved.
+    assert_eq!(level(&app, &tenant, &s).await, (7, 0));
+    app.drained().await;
+    assert_eq!(
+        order_events(&app, &tenant).await,
+        ["order.created", "order.reserved", "order.paid", "order.fulfilled", "order.completed"]
+    );
+    let reservation = json(app.get(&format!("/api/v1/reservations/order:{id}"), &tenant.token).await).await;
+    assert_eq!(reservation["data"]["status"], "committed");
+
+    // The external id is the tenant's: taken here, free elsewhere.
+    assert_problem(app.post("/api/v1/orders", &tenant.token, body).await, 409, "conflict").await;
+
+    // Lists: filters and sorts.
+    let list = json(app.get("/api/v1/orders?external_order_id=1042", &tenant.token).await).await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 1);
+    assert_eq!(list["data"][0]["lines"].as_array().unwrap().len(), 2);
+    let list = json(app.get("/api/v1/orders?status=pending", &tenant.token).await).await;
+    assert_eq!(list["data"], json!([]));
+    let path = format!("/api/v1/orders?customer_id={}&sort=-total&include=total", s.customer);
+    assert_eq!(json(app.get(&path, &tenant.token).await).await["meta"]["total"], 1);
+    let later = (chrono::Utc::now() + chrono::Duration::minutes(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let list = json(app.get(&format!("/api/v1/orders?created_after={later}"), &tenant.token).await).await;
+    assert_eq!(list["data"], json!([]));
+    let list = json(app.get(&format!("/api/v1/orders?created_before={later}"), &tenant.token).await).await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 1);
+    assert_problem(app.get("/api/v1/orders?status=lost", &tenant.token).await, 400, "invalid_query").await;
+    assert_problem(app.get("/api/v1/orders?sort=sku", &tenant.token).await, 400, "invalid_query").await;
+
+    // Cancelling a completed order is refused, naming its state.
+    let res = app.post(&format!("/api/v1/orders/{id}/cancel"), &tenant.token, json!({})).await;
+    let refused = assert_problem(res, 409, "conflict").await;
+    assert!(refused["detail"].as_str().unwrap().contains("completed"));
+}
+
+#[tokio::test]
+async fn insufficient_stock_fails_the_order_naming_the_sku_and_leaves_stock_unchanged() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let s = shop(&app, &tenant, "MUG", 2).await;
+    let placed = place(&app, &tenant.token, order_body(&s, "MUG", 3)).await;
+    let failed = reaches(&app, &tenant, placed["id"].as_str().unwrap(), "failed").await;
+    assert!(failed["failure_reason"].as_str().unwrap().contains("MUG"), "{failed}");
+    assert_eq!(statuses(&failed), ["pending", "failed"]);
+    assert_eq!(failed["payments"], json!([]));
+    assert_eq!(level(&app, &tenant, &s).await, (2, 0));
+    app.drained().await;
+    assert_eq!(order_events(&app, &tenant).await, ["order.created", "order.failed"]);
+}
+
+#[tokio::test]
+async fn a_declined_payment_releases_the_reservation() {
+    let app = TestApp::spawn_adjusted(|f| f.merge(("modules.orders.simulated.success_rate", 0.0))).await;
+    let tenant = app.register().await;
+    let s = shop(&app, &tenant, "LAMP", 5).await;
+    let placed = place(&app, &tenant.token, order_body(&s, "LAMP", 2)).await;
+    let failed = reaches(&app, &tenant, placed["id"].as_str().unwrap(), "failed").await;
+    assert!(failed["failure_reason"].as_str().unwrap().starts_with("payment declined"), "{failed}");
+    assert_eq!(statuses(&failed), ["pending", "reserved", "failed"]);
+    assert_eq!(failed["payments"][0]["status"], "declined");
+    assert_eq!(level(&app, &tenant, &s).await, (5, 0));
+    let id = placed["id"].as_str().unwrap();
+    let reservation = json(app.get(&format!("/api/v1/reservations/order:{id}"), &tenant.token).await).await;
+    assert_eq!(reservation["data"]["status"], "released");
+    app.drained().await;
+    assert_eq!(order_events(&app, &tenant).await, ["order.created", "order.reserved", "order.failed"]);
+}
+
+#[tokio::test]
+async fn cancel_compensates_the_steps_done() {
+    // A slow gateway holds the saga at `reserved` long enough to cancel.
+    let app = TestApp::spawn_adjusted(|f| f.merge(("modules.orders.simulated.delay_ms", 1500))).await;
+    let tenant = app.register().await;
+    let s = shop(&app, &tenant, "DESK", 4).await;
+    let placed = place(&app, &tenant.token, order_body(&s, "DESK", 3)).await;
+    let id = placed["id"].as_str().unwrap();
+    reaches(&app, &tenant, id, "reserved").await;
+    assert_eq!(level(&app, &tenant, &s).await, (4, 3));
+
+    let res = app
+        .post(&format!("/api/v1/orders/{id}/cancel"), &tenant.token, json!({"reason": "changed mind"}))
+        .await;
+    assert_eq!(res.status(), 200);
+    let cancelled = json(res).await["data"].clone();
+    assert_eq!(cancelled["status"], "cancelled");
+    assert_eq!(cancelled["failure_reason"], "changed mind");
+    assert_eq!(level(&app, &tenant, &s).await, (4, 0));
+    // The charge that lands afterwards is given back.
+    let voided = eventually(10, || async {
+        let order = get_order(&app, &tenant, id).await;
+        (order["payments"][0]["status"] == "voided").then_some(order)
+    })
+    .await;
+    assert_eq!(voided["status"], "cancelled");
+    assert_eq!(statuses(&voided), ["pending", "reserved", "cancelled"]);
+    assert_eq!(level(&app, &tenant, &s).await, (4, 0));
+    let res = app.post(&format!("/api/v1/orders/{id}/cancel"), &tenant.token, json!({})).await;
+    assert_problem(res, 409, "conflict").await;
+    app.drained().await;
+    assert_eq!(order_events(&app, &tenant).await, ["order.created", "order.reserved", "order.cancelled"]);
+}
+
+/// A retried `POST /api/v1/orders` with the same Idempotency-Key replays
+/// the first answer: one order, one saga, stock taken once.
+#[tokio::test]
+async fn a_retried_post_with_its_idempotency_key_places_one_order() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let s = shop(&app, &tenant, "KEY", 5).await;
+    let send = || {
+        app.request(Method::POST, "/api/v1/orders", Some(&tenant.token))
+            .header("Idempotency-Key", "order-1042")
+            .json(&order_body(&s, "KEY", 2))
+            .send()
+    };
+    let first = send().await.unwrap();
+    assert_eq!(first.status(), 201);
+    let first = json(first).await;
+    let again = send().await.unwrap();
+    assert_eq!(again.status(), 201);
+    assert_eq!(again.headers().get("idempotent-replayed").unwrap(), "true");
+    assert_eq!(json(again).await["data"]["id"], first["data"]["id"]);
+    reaches(&app, &tenant, first["data"]["id"].as_str().unwrap(), "completed").await;
+    let list = json(app.get("/api/v1/orders?include=total", &tenant.token).await).await;
+    assert_eq!(list["meta"]["total"], 1);
+    assert_eq!(level(&app, &tenant, &s).await, (3, 0));
+}
+
+#[tokio::test]
+async fn running_a_step_again_changes_nothing() {
+    use nexus::platform::jobs::{NewJob, enqueue};
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let s = shop(&app, &tenant, "BOWL", 5).await;
+    let placed = place(&app, &tenant.token, order_body(&s, "BOWL", 2)).await;
+    let id = placed["id"].as_str().unwrap();
+    let done = reaches(&app, &tenant, id, "completed").await;
+    app.drained().await;
+    let events = order_events(&app, &tenant).await;
+    // Every step again, as a retry or a second worker would run it.
+    for kind in ["orders.reserve", "orders.pay", "orders.fulfil", "orders.complete"] {
+        let job = NewJob::new(kind, json!({"order_id": id})).tenant(tenant.id);
+        enqueue(&app.state.db, job).await.unwrap();
+    }
+    app.state.wakeup.wake();
+    app.drained().await;
+    let again = get_order(&app, &tenant, id).await;
+    assert_eq!(again["history"], done["history"]);
+    assert_eq!(again["payments"], done["payments"]);
+    assert_eq!(order_events(&app, &tenant).await, events);
+    assert_eq!(level(&app, &tenant, &s).await, (3, 0));
+    let dead = SystemScope
+        .find::<entity::job::Entity>()
+        .filter(entity::job::Column::TenantId.eq(tenant.id))
+        .filter(entity::job::Column::Status.eq("dead"))
+        .all(&app.state.db)
+        .await
+        .unwrap();
+    assert!(dead.is_empty(), "{dead:?}");
+}
+
+#[tokio::test]
+async fn a_reservation_that_expired_before_shipping_fails_the_order_and_voids_the_payment() {
+    // The stock is held for 1 s; the payment takes 1.5 s.
+    let app = TestApp::spawn_adjusted(|f| {
+        f.merge(("modules.orders.reservation_ttl_seconds", 1))
+            .merge(("modules.orders.simulated.delay_ms", 1500))
+    })
+    .await;
+    let tenant = app.register().await;
+    let s = shop(&app, &tenant, "VASE", 3).await;
+    let placed = place(&app, &tenant.token, order_body(&s, "VASE", 1)).await;
+    let id = placed["id"].as_str().unwrap();
+    let failed = reaches(&app, &tenant, id, "failed").await;
+    assert!(failed["failure_reason"].as_str().unwrap().starts_with("could not ship"), "{failed}");
+    assert_eq!(statuses(&failed), ["pending", "reserved", "paid", "failed"]);
+    let voided = eventually(10, || async {
+        let order = get_order(&app, &tenant, id).await;
+        (order["payments"][0]["status"] == "voided").then_some(order)
+    })
+    .await;
+    assert_eq!(voided["payments"].as_array().unwrap().len(), 1);
+    assert_eq!(level(&app, &tenant, &s).await, (3, 0));
+}
+
+/// A worker that sent a charge and died before it recorded the answer
+/// leaves a `pending` payment; once the order has ended, the pay step asks
+/// the gateway again (the same key: the same charge) and gives the money back.
+#[tokio::test]
+async fn an_unanswered_charge_of_an_ended_order_is_settled_and_voided() {
+    use nexus::platform::jobs::{NewJob, enqueue};
+    use sea_orm::{ActiveValue::Set, EntityTrait};
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let s = shop(&app, &tenant, "RUG", 1).await;
+    let placed = place(&app, &tenant.token, order_body(&s, "RUG", 2)).await;
+    let id = placed["id"].as_str().unwrap();
+    reaches(&app, &tenant, id, "failed").await;
+    let order_id: uuid::Uuid = id.parse().unwrap();
+    let now = chrono::Utc::now();
+    entity::order_payment::Entity::insert(entity::order_payment::ActiveModel {
+        id: Set(uuid::Uuid::now_v7()),
+        tenant_id: Set(tenant.id),
+        order_id: Set(order_id),
+        gateway: Set("simulated".into()),
+        gateway_reference: Set(None),
+        idempotency_key: Set(format!("order:{id}:charge")),
+        amount: Set(4998),
+        currency: Set("EUR".into()),
+        status: Set("pending".into()),
+        failure_reason: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+    })
+    .exec_without_returning(&app.state.db)
+    .await
+    .unwrap();
+    enqueue(&app.state.db, NewJob::new("orders.pay", json!({"order_id": id})).tenant(tenant.id))
+        .await
+        .unwrap();
+    app.state.wakeup.wake();
+    let settled = eventually(10, || async {
+        let order = get_order(&app, &tenant, id).await;
+        (order["payments"][0]["status"] == "voided").then_some(order)
+    })
+    .await;
+    assert!(settled["payments"][0]["gateway_reference"].as_str().unwrap().starts_with("sim_"));
+    assert_eq!(settled["status"], "failed");
+    assert_eq!(statuses(&settled), ["pending", "failed"]);
+}
+
+#[tokio::test]
+async fn concurrent_orders_on_one_hot_sku_never_oversell() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let s = shop(&app, &tenant, "HOT", 10).await;
+    // A second instance over the same database: two sets of workers race
+    // for the saga's jobs.
+    let _second = app.sibling().await;
+    let mut placing = Vec::new();
+    for _ in 0..20 {
+        let (app, token, body) = (&app, tenant.token.clone(), order_body(&s, "HOT", 1));
+        placing.push(async move { place(app, &token, body).await["id"].as_str().unwrap().to_owned() });
+    }
+    let ids = futures_util::future::join_all(placing).await;
+    let mut outcomes = Vec::new();
+    for id in &ids {
+        let status = eventually(20, || async {
+            let order = get_order(&app, &tenant, id).await;
+            let status = order["status"].as_str().unwrap().to_owned();
+            ["completed", "failed"].contains(&status.as_str()).then_some(status)
+        })
+        .await;
+        outcomes.push(status);
+    }
+    let completed = outcomes.iter().filter(|s| *s == "completed").count();
+    assert_eq!((completed, outcomes.len() - completed), (10, 10), "{outcomes:?}");
+    assert_eq!(level(&app, &tenant, &s).await, (0, 0));
+}
+
+#[tokio::test]
+async fn another_tenants_orders_and_customers_are_not_found() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let s = shop(&app, &tenant, "SOCK", 1).await;
+    let placed = place(&app, &tenant.token, order_body(&s, "SOCK", 1)).await;
+    let id = placed["id"].as_str().unwrap();
+    let other = app.register().await;
+    assert_problem(app.get(&format!("/api/v1/orders/{id}"), &other.token).await, 404, "not_found").await;
+    let res = app.post(&format!("/api/v1/orders/{id}/cancel"), &other.token, json!({})).await;
+    assert_problem(res, 404, "not_found").await;
+    let path = format!("/api/v1/customers/{}", s.customer);
+    assert_problem(app.get(&path, &other.token).await, 404, "not_found").await;
+    assert_eq!(json(app.get("/api/v1/orders", &other.token).await).await["data"], json!([]));
+    // Nor may another tenant order with this tenant's customer or products.
+    let other_shop = shop(&app, &other, "SOCK", 1).await;
+    let mut body = order_body(&other_shop, "SOCK", 1);
+    body["customer_id"] = json!(s.customer);
+    let refused =
+        assert_problem(app.post("/api/v1/orders", &other.token, body).await, 422, "validation_failed").await;
+    assert_eq!(refused["errors"][0]["field"], "customer_id");
+    let mut body = order_body(&other_shop, "SOCK", 1);
+    body["lines"] = json!([{"product_id": s.product, "quantity": 1, "unit_price": 1}]);
+    let refused =
+        assert_problem(app.post("/api/v1/orders", &other.token, body).await, 422, "validation_failed").await;
+    assert_eq!(refused["errors"][0]["field"], "lines[0].product_id");
+}
+
+#[tokio::test]
+async fn invalid_orders_and_customers_name_their_fields_and_change_nothing() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let s = shop(&app, &tenant, "PEN", 5).await;
+    let body = json!({"customer_id": s.customer, "warehouse_id": s.warehouse, "currency": "euro",
+        "lines": [{"sku": "PEN", "quantity": 0, "unit_price": -1}, {"quantity": 1, "unit_price": 1}]});
+    let refused =
+        assert_problem(app.post("/api/v1/orders", &tenant.token, body).await, 422, "validation_failed").await;
+    let fields: Vec<&str> =
+        refused["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+    for field in ["currency", "lines[0].quantity", "lines[0].unit_price", "lines[1]"] {
+        assert!(fields.contains(&field), "{field} not in {fields:?}");
+    }
+    // An unknown SKU names its line.
+    let mut body = order_body(&s, "PEN", 1);
+    body["lines"].as_array_mut().unwrap().push(json!({"sku": "NOPE", "quantity": 1, "unit_price": 1}));
+    let refused =
+        assert_problem(app.post("/api/v1/orders", &tenant.token, body).await, 422, "validation_failed").await;
+    assert_eq!(refused["errors"][0]["field"], "lines[1].sku");
+    // A total beyond i64 is refused, not wrapped.
+    let mut body = order_body(&s, "PEN", 1_000_000_000);
+    body["lines"][0]["unit_price"] = json!(i64::MAX / 2);
+    let refused =
+        assert_problem(app.post("/api/v1/orders", &tenant.token, body).await, 422, "validation_failed").await;
+    assert_eq!(refused["errors"][0]["field"], "lines[0]");
+    let mut body = order_body(&s, "PEN", 1);
+    body["warehouse_id"] = json!(uuid::Uuid::now_v7());
+    let refused =
+        assert_problem(app.post("/api/v1/orders", &tenant.token, body).await, 422, "validation_failed").await;
+    assert_eq!(refused["errors"][0]["field"], "warehouse_id");
+    assert_eq!(json(app.get("/api/v1/orders", &tenant.token).await).await["data"], json!([]));
+
+    let body = json!({"email": "not-an-email", "name": " "});
+    let refused =
+        assert_problem(app.post("/api/v1/customers", &tenant.token, body).await, 422, "validation_failed")
+            .await;
+    let fields: Vec<&str> =
+        refused["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+    assert_eq!(fields, ["email", "name"]);
+    let body = json!({"email": "b@example.com", "name": "B", "external_id": "C-1"});
+    assert_problem(app.post("/api/v1/customers", &tenant.token, body).await, 409, "conflict").await;
+    let body = json!({"email": "b@example.com", "name": "B", "notifications": {"email": false}});
+    let created = json(app.post("/api/v1/customers", &tenant.token, body).await).await;
+    assert_eq!(created["data"]["notifications"], json!({"email": false, "webhook": true}));
+    let list = json(app.get("/api/v1/customers?email=b@example.com", &tenant.token).await).await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 1);
+    assert_eq!(list["data"][0]["name"], "B");
+}
+
+#[tokio::test]
+async fn a_viewer_reads_orders_but_cannot_place_or_cancel_them() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let s = shop(&app, &tenant, "CUP", 3).await;
+    let (_, viewer) = app.user_with_roles(&tenant, &["viewer"]).await;
+    let refused =
+        assert_problem(app.post("/api/v1/orders", &viewer, order_body(&s, "CUP", 1)).await, 403, "forbidden")
+            .await;
+    assert!(refused["detail"].as_str().unwrap().contains("orders:write"));
+    let (_, user) = app.user_with_roles(&tenant, &["user"]).await;
+    let placed = place(&app, &user, order_body(&s, "CUP", 1)).await;
+    let id = placed["id"].as_str().unwrap();
+    assert_eq!(app.get(&format!("/api/v1/orders/{id}"), &viewer).await.status(), 200);
+    let res = app.post(&format!("/api/v1/orders/{id}/cancel"), &viewer, json!({})).await;
+    assert_problem(res, 403, "forbidden").await;
+    // The module's key switches every route off.
+    let res = app
+        .request(Method::PUT, "/api/v1/features/module.orders", Some(&tenant.token))
+        .json(&json!({"enabled": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    assert_problem(app.get("/api/v1/orders", &tenant.token).await, 403, "feature_disabled").await;
+}
+
+async fn graphql(app: &TestApp, token: &str, query: &str, variables: Value) -> Value {
+    let res = app.post("/graphql", token, json!({"query": query, "variables": variables})).await;
+    assert_eq!(res.status(), 200);
+    json(res).await
+}
+
+#[tokio::test]
+async fn graphql_places_lists_and_cancels_orders() {
+    let app = TestApp::spawn_adjusted(|f| f.merge(("modules.orders.simulated.delay_ms", 1500))).await;
+    let tenant = app.register().await;
+    let s = shop(&app, &tenant, "BOOK", 5).await;
+    let place = "mutation($input: PlaceOrderInput!) { placeOrder(input: $input) { id status total lines { sku quantity } } }";
+    let input = json!({"customerId": s.customer, "warehouseId": s.warehouse, "currency": "EUR",
+        "lines": [{"sku": "BOOK", "quantity": 2, "unitPrice": 1000}]});
+    let body = graphql(&app, &tenant.token, place, json!({"input": input})).await;
+    assert!(body.get("errors").is_none(), "{body}");
+    let order = &body["data"]["placeOrder"];
+    assert_eq!((order["status"].clone(), order["total"].clone()), (json!("pending"), json!(2000)));
+    let id = order["id"].as_str().unwrap().to_owned();
+
+    // The same errors as REST, in extensions.code.
+    let mut bad = input.clone();
+    bad["lines"][0]["quantity"] = json!(0);
+    let body = graphql(&app, &tenant.token, place, json!({"input": bad})).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "validation_failed", "{body}");
+    let (_, viewer) = app.user_with_roles(&tenant, &["viewer"]).await;
+    let body = graphql(&app, &viewer, place, json!({"input": input})).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "forbidden", "{body}");
+
+    reaches(&app, &tenant, &id, "reserved").await;
+    let list = "{ orders(first: 10) { items { id status customer { email } lines { sku product { sku } } history { to } } pageInfo { hasMore total } } customers { items { email notifications { email webhook } } } }";
+    let body = graphql(&app, &viewer, list, json!({})).await;
+    assert!(body.get("errors").is_none(), "{body}");
+    let items = &body["data"]["orders"]["items"];
+    assert_eq!(items[0]["customer"]["email"], "ada@example.com");
+    assert_eq!(items[0]["lines"][0]["product"]["sku"], "BOOK");
+    assert_eq!(body["data"]["orders"]["pageInfo"], json!({"hasMore": false, "total": 1}));
+    assert_eq!(
+        body["data"]["customers"]["items"][0]["notifications"],
+        json!({"email": true, "webhook": true})
+    );
+
+    let cancel =
+        "mutation($id: UUID!) { cancelOrder(id: $id, reason: \"duplicate\") { status failureReason } }";
+    let body = graphql(&app, &tenant.token, cancel, json!({"id": id})).await;
+    assert_eq!(
+        body["data"]["cancelOrder"],
+        json!({"status": "cancelled", "failureReason": "duplicate"}),
+        "{body}"
+    );
+    let body = graphql(&app, &tenant.token, cancel, json!({"id": id})).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "conflict", "{body}");
+    let one = "query($id: UUID!) { order(id: $id) { status history { from to reason } } }";
+    let body = graphql(&app, &tenant.token, one, json!({"id": id})).await;
+    assert_eq!(
+        body["data"]["order"]["history"][2],
+        json!({"from": "reserved", "to": "cancelled", "reason": "duplicate"})
+    );
+    let other = app.register().await;
+    let body = graphql(&app, &other.token, one, json!({"id": id})).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "not_found", "{body}");
+}
