@@ -90,7 +90,7 @@ try {
   const vendor = await execute(page, "procurement", "create_vendor", { body: { name: "Acme Supplies", currency: "EUR" } });
   check(vendor.status === 201, "POST /vendors answers 201");
 
-  const created = await execute(page, "procurement", "create_order", {
+  const created = await execute(page, "procurement", "create_purchase_order", {
     body: {
       vendor_id: vendor.body.data.id,
       warehouse_id: warehouse.body.data.id,
@@ -101,7 +101,7 @@ try {
   check(created.body.data.total === 4500, "the server computed the total, 4500");
   const id = created.body.data.id;
 
-  for (const [operation, status] of [["submit_order", "submitted"], ["approve_order", "approved"]]) {
+  for (const [operation, status] of [["submit_purchase_order", "submitted"], ["approve_purchase_order", "approved"]]) {
     const moved = await execute(page, "procurement", operation, { params: { id } });
     check(moved.status === 200 && moved.body.data.status === status, `${operation} leaves the order ${status}`);
   }

@@ -450,6 +450,24 @@ pub fn openapi_json(modules: &Modules) -> String {
 
 #[cfg(test)]
 mod tests {
+    /// Operation ids name handlers (`list_purchase_orders`): two modules'
+    /// handlers of the same name would make the document invalid.
+    #[test]
+    fn operation_ids_are_unique() {
+        let modules = crate::modules::offline().unwrap();
+        let doc = serde_json::to_value(super::openapi(&modules)).unwrap();
+        let mut seen = std::collections::HashMap::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                if let Some(id) = operation["operationId"].as_str()
+                    && let Some(other) = seen.insert(id.to_owned(), format!("{method} {path}"))
+                {
+                    panic!("operationId `{id}` of {method} {path} is also {other}'s");
+                }
+            }
+        }
+    }
+
     #[test]
     fn every_error_response_is_documented_as_problem_json_with_an_example_of_its_status() {
         let modules = crate::modules::offline().unwrap();

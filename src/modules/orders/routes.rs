@@ -92,7 +92,6 @@ crate::list_query! {
         #[param(pattern = "^-?(created_at|email)$")]
         sort: Option<String>,
         /// Customers with exactly this email.
-        #[param(max_length = 254)]
         email: Option<String>,
     }
 }
@@ -205,7 +204,7 @@ crate::list_query! {
         #[param(pattern = "^(pending|reserved|paid|fulfilled|completed|failed|cancelled)$")]
         status: Option<String>,
         customer_id: Option<Uuid>,
-        #[param(max_length = 200)]
+        /// The order with exactly this external id.
         external_order_id: Option<String>,
         /// Orders created at or after this time (RFC 3339).
         created_after: Option<DateTime<Utc>>,

@@ -31,14 +31,14 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(get_vendor)
         .service(update_vendor)
         .service(delete_vendor)
-        .service(list_orders)
-        .service(create_order)
+        .service(list_purchase_orders)
+        .service(create_purchase_order)
         .service(bulk_purchase_orders)
-        .service(get_order)
-        .service(submit_order)
-        .service(approve_order)
-        .service(cancel_order)
-        .service(close_order)
+        .service(get_purchase_order)
+        .service(submit_purchase_order)
+        .service(approve_purchase_order)
+        .service(cancel_purchase_order)
+        .service(close_purchase_order)
         .service(receive_goods);
 }
 
@@ -206,7 +206,7 @@ impl Validate for CreateOrder {
     responses((status = 201, body = Data<PurchaseOrderView>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
 #[post("/purchase-orders")]
-async fn create_order(
+async fn create_purchase_order(
     auth: Authorized<ProcurementWrite>,
     procurement: web::Data<dyn ProcurementService>,
     body: ApiJson<CreateOrder>,
@@ -272,7 +272,7 @@ crate::list_query! {
     responses((status = 200, body = Paged<PurchaseOrderView>), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)),
     security(("bearer" = [])))]
 #[get("/purchase-orders")]
-async fn list_orders(
+async fn list_purchase_orders(
     auth: Authorized<ProcurementRead>,
     procurement: web::Data<dyn ProcurementService>,
     query: web::Query<OrderQuery>,
@@ -291,7 +291,7 @@ async fn list_orders(
     responses((status = 200, body = Data<PurchaseOrderView>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = [])))]
 #[get("/purchase-orders/{id}")]
-async fn get_order(
+async fn get_purchase_order(
     auth: Authorized<ProcurementRead>,
     procurement: web::Data<dyn ProcurementService>,
     id: web::Path<Uuid>,
@@ -325,28 +325,28 @@ macro_rules! transition {
 }
 
 transition!(
-    submit_order,
+    submit_purchase_order,
     "/purchase-orders/{id}/submit",
     ProcurementWrite,
     Action::Submit,
     "Submit a draft for approval."
 );
 transition!(
-    approve_order,
+    approve_purchase_order,
     "/purchase-orders/{id}/approve",
     ProcurementApprove,
     Action::Approve,
     "Approve a submitted order (managers and admins)."
 );
 transition!(
-    cancel_order,
+    cancel_purchase_order,
     "/purchase-orders/{id}/cancel",
     ProcurementWrite,
     Action::Cancel,
     "Cancel an order that is draft, submitted or approved."
 );
 transition!(
-    close_order,
+    close_purchase_order,
     "/purchase-orders/{id}/close",
     ProcurementWrite,
     Action::Close,
