@@ -504,3 +504,21 @@ async fn opposite_orders_and_directions_never_deadlock() {
     assert_eq!(level(&app, &tenant, &p1, &a).await["reserved"], 12);
     assert_ledger(&app, &tenant).await;
 }
+
+#[tokio::test]
+async fn a_warehouse_is_read_by_id_in_its_tenant_only() {
+    let app = TestApp::spawn().await;
+    let (tenant, other) = (app.register().await, app.register().await);
+    let id = warehouse(&app, &tenant, "MAIN").await;
+    let (_, viewer) = app.user_with_roles(&tenant, &["viewer"]).await;
+    let body = json(app.get(&format!("/api/v1/warehouses/{id}"), &viewer).await).await;
+    assert_eq!(
+        (body["data"]["id"].as_str(), body["data"]["code"].as_str()),
+        (Some(id.as_str()), Some("MAIN"))
+    );
+    // Another tenant's warehouse answers exactly as a missing one.
+    let theirs = app.get(&format!("/api/v1/warehouses/{id}"), &other.token).await;
+    assert_problem(theirs, 404, "not_found").await;
+    let missing = app.get(&format!("/api/v1/warehouses/{}", Uuid::now_v7()), &tenant.token).await;
+    assert_problem(missing, 404, "not_found").await;
+}

@@ -36,6 +36,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(update_product)
         .service(list_warehouses)
         .service(create_warehouse)
+        .service(get_warehouse)
         .service(list_levels)
         .service(set_reorder)
         .service(recommendations)
@@ -372,6 +373,25 @@ async fn list_warehouses(
     let list = q.list()?;
     let sort = parse_sort(q.sort.as_deref(), &WAREHOUSE_SORTS)?;
     Ok(HttpResponse::Ok().json(inventory.list_warehouses(auth.tenant, sort, &list).await?))
+}
+
+/// One warehouse.
+#[utoipa::path(
+    tag = "inventory",
+    params(("id" = Uuid, Path, description = "Warehouse id")),
+    responses(
+        (status = 200, description = "The warehouse", body = Data<WarehouseView>),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/warehouses/{id}")]
+async fn get_warehouse(
+    auth: Authorized<InventoryRead>,
+    inventory: web::Data<dyn InventoryService>,
+    id: web::Path<Uuid>,
+) -> ApiResult<HttpResponse> {
+    Ok(ok(inventory.get_warehouse(auth.tenant, id.into_inner()).await?))
 }
 
 crate::list_query! {
