@@ -281,7 +281,9 @@ async fn deployments_with_their_own_redis_key_prefix_share_nothing_in_redis() {
     let second = first.sibling_adjusted(|f| f.merge(("redis_key_prefix", b.clone()))).await;
     let client = redis::Client::open(url).unwrap();
     let mut pubsub = client.get_async_pubsub().await.unwrap();
-    pubsub.psubscribe("*").await.unwrap();
+    // The two deployments' channels only: other tests publish on Redis too.
+    pubsub.psubscribe(format!("{a}*")).await.unwrap();
+    pubsub.psubscribe(format!("{b}*")).await.unwrap();
     let mut messages = pubsub.into_on_message();
 
     let tenant = first.register().await;
