@@ -304,7 +304,7 @@ macro_rules! transition {
     ($name:ident, $path:literal, $permission:ty, $action:expr, $doc:literal) => {
         #[doc = $doc]
         #[utoipa::path(tag = "procurement",
-            params(("If-Match" = Option<String>, Header, description = "The ETag read before", pattern = r#"^(W/)?"[0-9]+"$"#)),
+            params(("If-Match" = Option<String>, Header, description = "The ETag read before")),
             responses((status = 200, body = Data<PurchaseOrderView>), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
                 (status = 409, description = "Not allowed from the current state (named in the detail)", body = Problem),
                 (status = 412, body = Problem)),
