@@ -5,7 +5,10 @@
 use actix_web::{
     FromRequest, HttpRequest, HttpResponse, dev::Payload, get, http::header, middleware::from_fn, post, web,
 };
-use async_graphql::{Context, EmptySubscription, MergedObject, Object, Schema, SimpleObject};
+use async_graphql::{
+    Context, EmptySubscription, MergedObject, Name, Object, Schema, SimpleObject,
+    parser::types::{ExecutableDocument, Selection, SelectionSet},
+};
 use async_graphql_actix_web::GraphQLResponse;
 
 use crate::{
@@ -144,12 +147,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 /// Whether the document runs a mutation (a read-only license refuses it).
-fn has_mutation(query: &str) -> bool {
-    async_graphql::parser::parse_query(query).is_ok_and(|doc| {
-        doc.operations
-            .iter()
-            .any(|(_, op)| op.node.ty == async_graphql::parser::types::OperationType::Mutation)
-    })
+fn has_mutation(doc: &ExecutableDocument) -> bool {
+    doc.operations.iter().any(|(_, op)| op.node.ty == async_graphql::parser::types::OperationType::Mutation)
 }
 
 /// The largest body an anonymous caller may send: introspection fits many
@@ -166,20 +165,89 @@ async fn execute(
     let caller =
         Principal::from_request(&req, &mut Payload::None).into_inner().map_err(|e| (e.code, e.detail));
     let limit = if caller.is_ok() { state.config.http.max_body_bytes } else { ANONYMOUS_MAX_BODY };
-    let mut request = read_request(&req, payload, limit).await?;
+    let (mut request, doc) = read_request(&req, payload, limit).await?;
     // The modules' services, and batch loaders within the caller's tenant.
     state.modules.graphql_data(&mut request.data, caller.as_ref().ok().map(|p| p.tenant));
     if caller.is_ok() {
         let governed = Governed::of(&req)?;
         governed.require(&state.governance, "feature.graphql")?;
         if let Access::ReadOnly(code) = governed.access(&state.governance)
-            && has_mutation(&request.query)
+            && doc.as_ref().is_some_and(has_mutation)
         {
             return Err(ApiError::new(code, "the license allows reads only: no mutations"));
         }
         request = request.data(Governed::clone(&governed));
     }
-    Ok(schema.execute(request.data(Caller(caller))).await.into())
+    let operation = request.operation_name.clone();
+    let mut response = schema.execute(request.data(Caller(caller))).await;
+    if let Some(doc) = &doc {
+        in_selection_order(&mut response.data, doc, operation.as_deref());
+    }
+    Ok(response.into())
+}
+
+/// Puts every object of the answer in the order its fields were selected,
+/// as the GraphQL specification asks (section 7.1.2): async-graphql
+/// resolves sibling fields concurrently and keeps them in the order they
+/// finished, so `{ me tenant }` could come back as `tenant`, `me`.
+fn in_selection_order(data: &mut async_graphql::Value, doc: &ExecutableDocument, operation: Option<&str>) {
+    let op = match operation {
+        Some(name) => doc.operations.iter().find(|(n, _)| n.is_some_and(|n| n.as_str() == name)),
+        None => doc.operations.iter().next(),
+    };
+    if let Some((_, op)) = op {
+        reorder(data, &[&op.node.selection_set.node], doc);
+    }
+}
+
+fn reorder(value: &mut async_graphql::Value, sets: &[&SelectionSet], doc: &ExecutableDocument) {
+    use async_graphql::Value;
+    match value {
+        Value::Object(map) => {
+            let mut selected: Vec<(&Name, Vec<&SelectionSet>)> = Vec::new();
+            for set in sets {
+                collect(set, doc, &mut selected);
+            }
+            let mut rest = std::mem::take(map);
+            for (key, sub) in selected {
+                if let Some(mut field) = rest.shift_remove(key) {
+                    reorder(&mut field, &sub, doc);
+                    map.insert(key.clone(), field);
+                }
+            }
+            map.extend(rest);
+        }
+        Value::List(items) => items.iter_mut().for_each(|item| reorder(item, sets, doc)),
+        _ => {}
+    }
+}
+
+/// The response keys of a selection set in order, fragments spread in
+/// place, each with the selection sets asking for it (merged, as the
+/// executor merges them).
+fn collect<'a>(
+    set: &'a SelectionSet,
+    doc: &'a ExecutableDocument,
+    out: &mut Vec<(&'a Name, Vec<&'a SelectionSet>)>,
+) {
+    for item in &set.items {
+        match &item.node {
+            Selection::Field(field) => {
+                let key = &field.node.response_key().node;
+                let sub = &field.node.selection_set.node;
+                match out.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, sets)) => sets.push(sub),
+                    None => out.push((key, vec![sub])),
+                }
+            }
+            Selection::FragmentSpread(spread) => {
+                if let Some(fragment) = doc.fragments.get(&spread.node.fragment_name.node) {
+                    collect(&fragment.node.selection_set.node, doc, out);
+                }
+            }
+            Selection::InlineFragment(fragment) => collect(&fragment.node.selection_set.node, doc, out),
+        }
+    }
 }
 
 /// A GraphQL request as JSON, under the input rules REST has: JSON only
@@ -187,11 +255,13 @@ async fn execute(
 /// bytes (413, refused before reading when `Content-Length` says so),
 /// strings free of NUL in the body and in the document's arguments (400
 /// `invalid_string`).
+/// The parsed document comes along when it parses (when not, the schema
+/// reports why as usual).
 async fn read_request(
     req: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,
-) -> ApiResult<async_graphql::Request> {
+) -> ApiResult<(async_graphql::Request, Option<ExecutableDocument>)> {
     use futures_util::StreamExt;
     let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if content_type.starts_with("multipart/") {
@@ -221,7 +291,8 @@ async fn read_request(
         body.extend_from_slice(&chunk);
     }
     let parsed: GraphqlBody = parse_json(&body)?;
-    if document_has_forbidden(&parsed.query) {
+    let doc = async_graphql::parser::parse_query(&parsed.query).ok();
+    if doc.as_ref().is_some_and(document_has_forbidden) {
         let mut err = ApiError::new(
             Code::InvalidString,
             "strings must not contain control characters other than tab and line breaks",
@@ -236,7 +307,7 @@ async fn read_request(
     if let Some(variables) = parsed.variables {
         request = request.variables(async_graphql::Variables::from_json(variables));
     }
-    Ok(request)
+    Ok((request, doc))
 }
 
 /// The body of a GraphQL request (graphql-over-http).
@@ -252,9 +323,8 @@ impl Validate for GraphqlBody {}
 
 /// Whether a string argument of the document breaks the character rule
 /// (`"a\u0000b"` in the query text): refused as in variables and REST bodies.
-fn document_has_forbidden(query: &str) -> bool {
+fn document_has_forbidden(doc: &ExecutableDocument) -> bool {
     use async_graphql::Positioned;
-    use async_graphql::parser::types::{Selection, SelectionSet};
     use async_graphql_value::Value;
     fn bad(value: &Value) -> bool {
         match value {
@@ -278,8 +348,6 @@ fn document_has_forbidden(query: &str) -> bool {
             Selection::FragmentSpread(_) => false,
         })
     }
-    // A document that does not parse is reported by the schema as usual.
-    let Ok(doc) = async_graphql::parser::parse_query(query) else { return false };
     doc.operations.iter().any(|(_, op)| {
         in_set(&op.node.selection_set)
             || op

@@ -249,3 +249,28 @@ async fn a_retried_mutation_with_the_same_idempotency_key_is_replayed() {
     let list = json(app.get("/api/v1/webhooks", &tenant.token).await).await;
     assert_eq!(list["data"].as_array().unwrap().len(), 1, "the mutation ran twice");
 }
+
+/// Sibling fields resolve concurrently; the answer still lists them in the
+/// order they were selected, aliases and fragments included (the GraphQL
+/// specification, section 7.1.2). Before the fix, `{ me tenant products }`
+/// came back in the order the resolvers finished.
+#[tokio::test]
+async fn fields_come_back_in_selection_order() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let query = "query A { features { enabled key } x: tenant { slug } ...F me { email } } \
+                 fragment F on Query { products(first: 1) { pageInfo { hasMore } items { id } } me { id } }";
+    for _ in 0..10 {
+        let res = app
+            .send_json(reqwest::Method::POST, "/graphql", Some(&tenant.token), json!({ "query": query }))
+            .await;
+        let text = res.text().await.unwrap();
+        let at = |key: &str| {
+            text.find(&format!("\"{key}\":")).unwrap_or_else(|| panic!("{key} missing in {text}"))
+        };
+        let keys =
+            ["features", "enabled", "key", "x", "slug", "products", "pageInfo", "items", "me", "id", "email"];
+        let positions: Vec<usize> = keys.iter().map(|k| at(k)).collect();
+        assert!(positions.is_sorted(), "{text}");
+    }
+}
