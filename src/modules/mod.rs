@@ -23,7 +23,12 @@ use crate::platform::module::{Module, Modules, Setup};
 /// Every module's GraphQL queries.
 #[derive(MergedObject, Default)]
 #[graphql(name = "ModulesQuery")]
-pub struct Query(inventory::graphql::Query, procurement::graphql::Query, orders::graphql::Query);
+pub struct Query(
+    inventory::graphql::Query,
+    procurement::graphql::Query,
+    orders::graphql::Query,
+    ledger::Query,
+);
 
 /// Every module's GraphQL mutations.
 #[derive(MergedObject, Default)]

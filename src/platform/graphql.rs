@@ -9,7 +9,7 @@ use crate::{
     platform::{
         auth::Principal,
         governance::Governed,
-        http::{DEFAULT_LIMIT, ListRequest},
+        http::{DEFAULT_LIMIT, ListRequest, Validate},
         rbac::{self, Permission},
         state::AppState,
     },
@@ -39,6 +39,13 @@ impl ErrorExtensions for ApiError {
 
 pub fn gql(err: ApiError) -> async_graphql::Error {
     err.extend()
+}
+
+/// A mutation's input after the checks its REST body passes, or
+/// `validation_failed` naming each field, as REST answers.
+pub fn validated<T: Validate>(input: T) -> async_graphql::Result<T> {
+    input.validate().map_err(|errors| gql(ApiError::validation(errors)))?;
+    Ok(input)
 }
 
 /// Context data a resolver needs, or an internal error naming it.

@@ -143,6 +143,7 @@ impl Module for Inventory {
 
     fn graphql_data(&self, data: &mut async_graphql::Data, tenant: Option<TenantScope>) {
         data.insert(self.service());
+        data.insert(self.settings.clone());
         if let Some(tenant) = tenant {
             data.insert(graphql::loader(self.service(), tenant));
         }
@@ -279,7 +280,8 @@ pub struct MovementFilter {
     pub sort: Sort<entity::stock_movement::Column>,
 }
 
-#[derive(Clone, Debug, Serialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, ToSchema, async_graphql::SimpleObject)]
+#[graphql(name = "Warehouse")]
 pub struct WarehouseView {
     pub id: Uuid,
     #[schema(example = "MAIN")]
@@ -309,7 +311,8 @@ pub struct StockLevelView {
 }
 
 /// A level below its reorder point, with what to order and from whom.
-#[derive(Clone, Debug, Serialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, ToSchema, async_graphql::SimpleObject)]
+#[graphql(name = "ReorderRecommendation")]
 pub struct Recommendation {
     pub product_id: Uuid,
     pub sku: String,
@@ -322,7 +325,8 @@ pub struct Recommendation {
     pub preferred_vendor_id: Option<Uuid>,
 }
 
-#[derive(Clone, Debug, Serialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, ToSchema, async_graphql::SimpleObject)]
+#[graphql(name = "StockMovement")]
 pub struct MovementView {
     pub id: Uuid,
     pub product_id: Uuid,
@@ -340,8 +344,19 @@ pub struct MovementView {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[derive(
+    Clone,
+    Debug,
+    Serialize,
+    Deserialize,
+    ToSchema,
+    PartialEq,
+    Eq,
+    async_graphql::SimpleObject,
+    async_graphql::InputObject,
+)]
 #[serde(deny_unknown_fields)]
+#[graphql(name = "StockLine", input_name = "StockLineInput")]
 pub struct Line {
     pub product_id: Uuid,
     pub warehouse_id: Uuid,
@@ -349,7 +364,8 @@ pub struct Line {
     pub quantity: i64,
 }
 
-#[derive(Clone, Debug, Serialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, ToSchema, async_graphql::SimpleObject)]
+#[graphql(name = "Reservation")]
 pub struct ReservationView {
     pub id: Uuid,
     #[schema(example = "order-1042")]

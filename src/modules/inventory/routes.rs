@@ -24,9 +24,11 @@ use crate::{
         },
         rbac::{Authorized, BulkWrite},
         state::AppState,
+        tenancy::TenantScope,
         validate::{self, Checks},
     },
 };
+use sea_orm::DatabaseConnection;
 
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(list_products)
@@ -59,8 +61,9 @@ fn check_text(checks: &mut Checks, field: &str, value: &str, max: usize) {
     checks.check(field, blank.and_then(|()| validate::plain_text(value, max)));
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema, async_graphql::InputObject)]
 #[serde(deny_unknown_fields)]
+#[graphql(name = "CreateProductInput")]
 pub struct CreateProduct {
     /// Unique in the tenant.
     #[schema(example = "TSHIRT-RED-M", min_length = 1, max_length = 64)]
@@ -226,8 +229,9 @@ async fn get_product(
     Ok(ok_with_etag(&view, view.version))
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema, async_graphql::InputObject)]
 #[serde(deny_unknown_fields)]
+#[graphql(name = "UpdateProductInput")]
 pub struct UpdateProduct {
     #[schema(min_length = 1, max_length = 200)]
     name: Option<String>,
@@ -287,22 +291,27 @@ async fn update_product(
     id: web::Path<Uuid>,
     body: ApiJson<UpdateProduct>,
 ) -> ApiResult<HttpResponse> {
-    let b = body.0;
-    let changes = ProductChanges {
-        name: b.name.map(|v| v.trim().to_owned()),
-        barcode: b.barcode.map(|v| v.trim().to_owned()),
-        unit_price: b.unit_price,
-        currency: b.currency,
-        attributes: b.attributes,
-        active: b.active,
-        preferred_vendor_id: b.preferred_vendor_id,
-    };
-    let view = inventory.update_product(auth.tenant, id.into_inner(), if_match(&req)?, changes).await?;
+    let view = inventory.update_product(auth.tenant, id.into_inner(), if_match(&req)?, body.0.into()).await?;
     Ok(ok_with_etag(&view, view.version))
 }
 
-#[derive(Deserialize, ToSchema)]
+impl From<UpdateProduct> for ProductChanges {
+    fn from(b: UpdateProduct) -> Self {
+        ProductChanges {
+            name: b.name.map(|v| v.trim().to_owned()),
+            barcode: b.barcode.map(|v| v.trim().to_owned()),
+            unit_price: b.unit_price,
+            currency: b.currency,
+            attributes: b.attributes,
+            active: b.active,
+            preferred_vendor_id: b.preferred_vendor_id,
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema, async_graphql::InputObject)]
 #[serde(deny_unknown_fields)]
+#[graphql(name = "CreateWarehouseInput")]
 pub struct CreateWarehouse {
     #[schema(example = "MAIN", min_length = 1, max_length = 32)]
     code: String,
@@ -336,10 +345,17 @@ async fn create_warehouse(
     inventory: web::Data<dyn InventoryService>,
     body: ApiJson<CreateWarehouse>,
 ) -> ApiResult<HttpResponse> {
-    let b = body.0;
-    Ok(created(
-        inventory.create_warehouse(auth.tenant, b.code.trim().to_owned(), b.name.trim().to_owned()).await?,
-    ))
+    Ok(created(body.0.run(&**inventory, auth.tenant).await?))
+}
+
+impl CreateWarehouse {
+    pub(super) async fn run(
+        self,
+        inventory: &dyn InventoryService,
+        tenant: TenantScope,
+    ) -> ApiResult<WarehouseView> {
+        inventory.create_warehouse(tenant, self.code.trim().to_owned(), self.name.trim().to_owned()).await
+    }
 }
 
 crate::list_query! {
@@ -432,8 +448,9 @@ async fn list_levels(
     Ok(HttpResponse::Ok().json(inventory.stock_levels(auth.tenant, filter, &list).await?))
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema, async_graphql::InputObject)]
 #[serde(deny_unknown_fields)]
+#[graphql(name = "ReorderInput")]
 pub struct Reorder {
     /// Recommend a reorder when available stock falls below this (`null` clears it).
     #[schema(example = 10, minimum = 0, maximum = 1_000_000_000)]
@@ -476,10 +493,19 @@ async fn set_reorder(
     body: ApiJson<Reorder>,
 ) -> ApiResult<HttpResponse> {
     let (product, warehouse) = path.into_inner();
-    let b = body.0;
-    Ok(ok(inventory
-        .set_reorder(auth.tenant, product, warehouse, b.reorder_point, b.reorder_quantity)
-        .await?))
+    Ok(ok(body.0.run(&**inventory, auth.tenant, product, warehouse).await?))
+}
+
+impl Reorder {
+    pub(super) async fn run(
+        self,
+        inventory: &dyn InventoryService,
+        tenant: TenantScope,
+        product: Uuid,
+        warehouse: Uuid,
+    ) -> ApiResult<StockLevelView> {
+        inventory.set_reorder(tenant, product, warehouse, self.reorder_point, self.reorder_quantity).await
+    }
 }
 
 /// Stock below its reorder point: what to order, how much, from whom.
@@ -547,8 +573,9 @@ async fn list_movements(
     Ok(HttpResponse::Ok().json(inventory.movements(auth.tenant, filter, &list).await?))
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema, async_graphql::InputObject)]
 #[serde(deny_unknown_fields)]
+#[graphql(name = "AdjustmentInput")]
 pub struct Adjustment {
     product_id: Uuid,
     warehouse_id: Uuid,
@@ -587,16 +614,29 @@ async fn adjust(
     inventory: web::Data<dyn InventoryService>,
     body: ApiJson<Adjustment>,
 ) -> ApiResult<HttpResponse> {
-    let b = body.0;
-    let line = Line { product_id: b.product_id, warehouse_id: b.warehouse_id, quantity: b.quantity };
-    let txn = crate::platform::db::begin(&state.db).await?;
-    let level = inventory.adjust(&txn, auth.tenant, line, cause(auth.user_id, Some(b.reason), None)).await?;
-    sea_orm::TransactionSession::commit(txn).await?;
-    Ok(ok(level))
+    Ok(ok(body.0.run(&state.db, &**inventory, auth.tenant, auth.user_id).await?))
 }
 
-#[derive(Deserialize, ToSchema)]
+impl Adjustment {
+    pub(super) async fn run(
+        self,
+        db: &DatabaseConnection,
+        inventory: &dyn InventoryService,
+        tenant: TenantScope,
+        user: Uuid,
+    ) -> ApiResult<StockLevelView> {
+        let line =
+            Line { product_id: self.product_id, warehouse_id: self.warehouse_id, quantity: self.quantity };
+        let txn = crate::platform::db::begin(db).await?;
+        let level = inventory.adjust(&txn, tenant, line, cause(user, Some(self.reason), None)).await?;
+        sea_orm::TransactionSession::commit(txn).await?;
+        Ok(level)
+    }
+}
+
+#[derive(Deserialize, ToSchema, async_graphql::InputObject)]
 #[serde(deny_unknown_fields)]
+#[graphql(name = "TransferInput")]
 pub struct Transfer {
     product_id: Uuid,
     from_warehouse_id: Uuid,
@@ -637,17 +677,33 @@ async fn transfer(
     inventory: web::Data<dyn InventoryService>,
     body: ApiJson<Transfer>,
 ) -> ApiResult<HttpResponse> {
-    let b = body.0;
-    let line = Line { product_id: b.product_id, warehouse_id: b.from_warehouse_id, quantity: b.quantity };
-    let txn = crate::platform::db::begin(&state.db).await?;
-    let why = cause(auth.user_id, b.reason, None);
-    inventory.transfer(&txn, auth.tenant, line, b.to_warehouse_id, why).await?;
-    sea_orm::TransactionSession::commit(txn).await?;
+    body.0.run(&state.db, &**inventory, auth.tenant, auth.user_id).await?;
     Ok(crate::platform::http::no_content())
 }
 
-#[derive(Deserialize, ToSchema)]
+impl Transfer {
+    pub(super) async fn run(
+        self,
+        db: &DatabaseConnection,
+        inventory: &dyn InventoryService,
+        tenant: TenantScope,
+        user: Uuid,
+    ) -> ApiResult<()> {
+        let line = Line {
+            product_id: self.product_id,
+            warehouse_id: self.from_warehouse_id,
+            quantity: self.quantity,
+        };
+        let txn = crate::platform::db::begin(db).await?;
+        inventory.transfer(&txn, tenant, line, self.to_warehouse_id, cause(user, self.reason, None)).await?;
+        sea_orm::TransactionSession::commit(txn).await?;
+        Ok(())
+    }
+}
+
+#[derive(Deserialize, ToSchema, async_graphql::InputObject)]
 #[serde(deny_unknown_fields)]
+#[graphql(name = "ReserveInput")]
 pub struct Reserve {
     /// What the stock is held for, e.g. an order number; reserving again
     /// with the same reference and lines returns the same reservation.
@@ -697,14 +753,27 @@ async fn reserve(
     settings: web::Data<Settings>,
     body: ApiJson<Reserve>,
 ) -> ApiResult<HttpResponse> {
-    let b = body.0;
-    let ttl = b.expires_in_seconds.unwrap_or(settings.reservation_ttl_seconds);
-    let expires_at = Utc::now() + Duration::seconds(i64::from(ttl));
-    let txn = crate::platform::db::begin(&state.db).await?;
-    let why = cause(auth.user_id, None, None);
-    let view = inventory.reserve(&txn, auth.tenant, b.reference.trim(), b.lines, expires_at, why).await?;
-    sea_orm::TransactionSession::commit(txn).await?;
-    Ok(created(view))
+    Ok(created(body.0.run(&state.db, &**inventory, &settings, auth.tenant, auth.user_id).await?))
+}
+
+impl Reserve {
+    pub(super) async fn run(
+        self,
+        db: &DatabaseConnection,
+        inventory: &dyn InventoryService,
+        settings: &Settings,
+        tenant: TenantScope,
+        user: Uuid,
+    ) -> ApiResult<ReservationView> {
+        let ttl = self.expires_in_seconds.unwrap_or(settings.reservation_ttl_seconds);
+        let expires_at = Utc::now() + Duration::seconds(i64::from(ttl));
+        let txn = crate::platform::db::begin(db).await?;
+        let why = cause(user, None, None);
+        let view =
+            inventory.reserve(&txn, tenant, self.reference.trim(), self.lines, expires_at, why).await?;
+        sea_orm::TransactionSession::commit(txn).await?;
+        Ok(view)
+    }
 }
 
 /// A reservation by its reference.
@@ -742,10 +811,33 @@ async fn commit_reservation(
     inventory: web::Data<dyn InventoryService>,
     reference: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
-    let txn = crate::platform::db::begin(&state.db).await?;
-    let view = inventory.commit(&txn, auth.tenant, &reference, cause(auth.user_id, None, None)).await?;
+    Ok(ok(settle(&state.db, &**inventory, auth.tenant, auth.user_id, &reference, Settle::Commit).await?))
+}
+
+/// What ends a reservation.
+#[derive(Clone, Copy)]
+pub(super) enum Settle {
+    Commit,
+    Release,
+}
+
+/// Commit or release a reservation in a transaction of its own.
+pub(super) async fn settle(
+    db: &DatabaseConnection,
+    inventory: &dyn InventoryService,
+    tenant: TenantScope,
+    user: Uuid,
+    reference: &str,
+    how: Settle,
+) -> ApiResult<ReservationView> {
+    let txn = crate::platform::db::begin(db).await?;
+    let why = cause(user, None, None);
+    let view = match how {
+        Settle::Commit => inventory.commit(&txn, tenant, reference, why).await?,
+        Settle::Release => inventory.release(&txn, tenant, reference, why).await?,
+    };
     sea_orm::TransactionSession::commit(txn).await?;
-    Ok(ok(view))
+    Ok(view)
 }
 
 /// Give back what the reservation holds (e.g. an order was cancelled); idempotent.
@@ -765,8 +857,5 @@ async fn release_reservation(
     inventory: web::Data<dyn InventoryService>,
     reference: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
-    let txn = crate::platform::db::begin(&state.db).await?;
-    let view = inventory.release(&txn, auth.tenant, &reference, cause(auth.user_id, None, None)).await?;
-    sea_orm::TransactionSession::commit(txn).await?;
-    Ok(ok(view))
+    Ok(ok(settle(&state.db, &**inventory, auth.tenant, auth.user_id, &reference, Settle::Release).await?))
 }

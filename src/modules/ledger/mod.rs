@@ -35,7 +35,7 @@ grants! {
 pub const INVENTORY: &str = "inventory";
 pub const ACCOUNTS_PAYABLE: &str = "accounts_payable";
 
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, PartialEq, Eq, async_graphql::SimpleObject)]
 pub struct JournalLine {
     #[schema(example = "inventory")]
     pub account: String,
@@ -138,7 +138,8 @@ impl Ledger for BuiltInLedger {
     }
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema, async_graphql::SimpleObject)]
+#[graphql(name = "JournalEntry")]
 pub struct EntryView {
     pub id: Uuid,
     #[schema(example = "purchase_order:0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11")]
@@ -177,6 +178,10 @@ impl Module for LedgerModule {
 
     fn routes(&self, cfg: &mut ServiceConfig) {
         cfg.app_data(web::Data::from(self.service())).service(list_entries);
+    }
+
+    fn graphql_data(&self, data: &mut async_graphql::Data, _tenant: Option<TenantScope>) {
+        data.insert(self.service());
     }
 
     fn grants(&self) -> &'static [Grant] {
@@ -221,6 +226,37 @@ async fn list_entries(
     let list = q.list()?;
     let sort = parse_sort(q.sort.as_deref(), &ENTRY_SORTS)?;
     Ok(HttpResponse::Ok().json(ledger.entries(auth.tenant, q.reference, sort, &list).await?))
+}
+
+#[derive(async_graphql::SimpleObject)]
+#[graphql(name = "JournalEntryPage")]
+pub struct EntryPage {
+    items: Vec<EntryView>,
+    page_info: crate::platform::http::PageMeta,
+}
+
+#[derive(Default)]
+pub struct Query;
+
+#[async_graphql::Object(name = "LedgerQuery")]
+impl Query {
+    /// Journal entries, newest first (as `GET /api/v1/ledger/entries`).
+    async fn ledger_entries(
+        &self,
+        ctx: &async_graphql::Context<'_>,
+        reference: Option<String>,
+        #[graphql(default_with = "Some(25)")] first: Option<i64>,
+        after: Option<String>,
+        before: Option<String>,
+    ) -> async_graphql::Result<EntryPage> {
+        use crate::platform::graphql::{authorized, data, gql, list_request};
+        let (_, principal) = authorized::<LedgerRead>(ctx).map_err(gql)?;
+        let list = list_request(ctx, first, after.as_deref(), before.as_deref())?;
+        let sort = parse_sort(None, &ENTRY_SORTS).map_err(gql)?;
+        let ledger = data::<Arc<dyn Ledger>>(ctx).map_err(gql)?;
+        let paged = ledger.entries(principal.tenant, reference, sort, &list).await.map_err(gql)?;
+        Ok(EntryPage { items: paged.data, page_info: paged.meta })
+    }
 }
 
 #[cfg(test)]

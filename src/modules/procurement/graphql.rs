@@ -12,12 +12,13 @@ use super::{
     Action, LineView, NewLine, ORDER_SORTS, OrderFilter, ProcurementApprove, ProcurementRead,
     ProcurementService, ProcurementWrite, PurchaseOrderView, ReceiptLine, STATES, VENDOR_SORTS, VendorFilter,
     VendorView, check_order, check_receipt,
+    routes::{CreateVendor, UpdateVendor},
 };
 use crate::{
     error::ApiError,
     modules::inventory::{ProductView, graphql::product},
     platform::{
-        graphql::{authorized, data, gql, list_request},
+        graphql::{authorized, data, gql, list_request, validated},
         http::{PageMeta, one_of, parse_sort},
         tenancy::TenantScope,
     },
@@ -130,6 +131,12 @@ impl Query {
         let paged = service(ctx)?.list_vendors(principal.tenant, filter, &list).await.map_err(gql)?;
         Ok(VendorPage { items: paged.data, page_info: paged.meta })
     }
+
+    /// A vendor (as `GET /api/v1/vendors/{id}`).
+    async fn vendor(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<VendorView> {
+        let (_, principal) = authorized::<ProcurementRead>(ctx).map_err(gql)?;
+        service(ctx)?.get_vendor(principal.tenant, id).await.map_err(gql)
+    }
 }
 
 #[derive(InputObject)]
@@ -161,6 +168,38 @@ pub struct Mutation;
 
 #[Object(name = "ProcurementMutation")]
 impl Mutation {
+    /// Create a vendor (as `POST /api/v1/vendors`).
+    async fn create_vendor(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateVendor,
+    ) -> async_graphql::Result<VendorView> {
+        let (_, principal) = authorized::<ProcurementWrite>(ctx).map_err(gql)?;
+        validated(input)?.run(&**service(ctx)?, principal.tenant).await.map_err(gql)
+    }
+
+    /// Change a vendor (as `PATCH /api/v1/vendors/{id}`); `ifVersion` works
+    /// as `If-Match` does.
+    async fn update_vendor(
+        &self,
+        ctx: &Context<'_>,
+        id: Uuid,
+        input: UpdateVendor,
+        if_version: Option<i32>,
+    ) -> async_graphql::Result<VendorView> {
+        let (_, principal) = authorized::<ProcurementWrite>(ctx).map_err(gql)?;
+        let changes = validated(input)?.into();
+        service(ctx)?.update_vendor(principal.tenant, id, if_version, changes).await.map_err(gql)
+    }
+
+    /// Delete a vendor without purchase orders (as `DELETE /api/v1/vendors/{id}`);
+    /// `true` once deleted.
+    async fn delete_vendor(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<bool> {
+        let (_, principal) = authorized::<ProcurementWrite>(ctx).map_err(gql)?;
+        service(ctx)?.delete_vendor(principal.tenant, id).await.map_err(gql)?;
+        Ok(true)
+    }
+
     /// Draft a purchase order; the total is computed by the server.
     async fn create_purchase_order(
         &self,

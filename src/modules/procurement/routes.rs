@@ -21,6 +21,7 @@ use crate::{
         },
         rbac::{Authorized, BulkWrite},
         state::AppState,
+        tenancy::TenantScope,
         validate::{self, Checks},
     },
 };
@@ -42,8 +43,9 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(receive_goods);
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema, async_graphql::InputObject)]
 #[serde(deny_unknown_fields)]
+#[graphql(name = "CreateVendorInput")]
 pub struct CreateVendor {
     #[schema(example = "Acme Supplies", min_length = 1, max_length = 200)]
     name: String,
@@ -76,10 +78,18 @@ async fn create_vendor(
     procurement: web::Data<dyn ProcurementService>,
     body: ApiJson<CreateVendor>,
 ) -> ApiResult<HttpResponse> {
-    let b = body.0;
-    let vendor =
-        procurement.create_vendor(auth.tenant, b.name.trim().to_owned(), b.email, b.currency).await?;
+    let vendor = body.0.run(&**procurement, auth.tenant).await?;
     Ok(with_etag(created(&vendor), vendor.version))
+}
+
+impl CreateVendor {
+    pub(super) async fn run(
+        self,
+        procurement: &dyn ProcurementService,
+        tenant: TenantScope,
+    ) -> ApiResult<VendorView> {
+        procurement.create_vendor(tenant, self.name.trim().to_owned(), self.email, self.currency).await
+    }
 }
 
 crate::list_query! {
@@ -125,8 +135,9 @@ async fn get_vendor(
     Ok(ok_with_etag(&vendor, vendor.version))
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema, async_graphql::InputObject)]
 #[serde(deny_unknown_fields)]
+#[graphql(name = "UpdateVendorInput")]
 pub struct UpdateVendor {
     #[schema(min_length = 1, max_length = 200)]
     name: Option<String>,
@@ -162,11 +173,15 @@ async fn update_vendor(
     id: web::Path<Uuid>,
     body: ApiJson<UpdateVendor>,
 ) -> ApiResult<HttpResponse> {
-    let b = body.0;
-    let changes =
-        VendorChanges { name: b.name.map(|n| n.trim().to_owned()), email: b.email, active: b.active };
-    let vendor = procurement.update_vendor(auth.tenant, id.into_inner(), if_match(&req)?, changes).await?;
+    let vendor =
+        procurement.update_vendor(auth.tenant, id.into_inner(), if_match(&req)?, body.0.into()).await?;
     Ok(ok_with_etag(&vendor, vendor.version))
+}
+
+impl From<UpdateVendor> for VendorChanges {
+    fn from(b: UpdateVendor) -> Self {
+        VendorChanges { name: b.name.map(|n| n.trim().to_owned()), email: b.email, active: b.active }
+    }
 }
 
 /// Delete a vendor that has no purchase orders.

@@ -3,7 +3,7 @@
 
 use actix_web::{HttpResponse, get, web};
 use chrono::{DateTime, Utc};
-use sea_orm::{ColumnTrait, Condition};
+use sea_orm::{ColumnTrait, Condition, DatabaseConnection};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
@@ -12,9 +12,10 @@ use uuid::Uuid;
 use crate::{
     error::{ApiResult, Problem},
     platform::{
-        http::{Paged, Sorts, parse_sort},
+        http::{ListRequest, Paged, Sorts, parse_sort},
         rbac::{AuditRead, Authorized},
         state::AppState,
+        tenancy::TenantScope,
     },
 };
 
@@ -24,7 +25,8 @@ pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(list_audit_logs);
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema, async_graphql::SimpleObject)]
+#[graphql(name = "AuditLogEntry")]
 pub struct AuditLogView {
     pub id: Uuid,
     pub user_id: Option<Uuid>,
@@ -104,13 +106,42 @@ async fn list_audit_logs(
 ) -> ApiResult<HttpResponse> {
     let q = query.into_inner();
     let list = q.list()?;
-    let sort = parse_sort(q.sort.as_deref(), &AUDIT_SORTS)?;
+    let filter = AuditFilter {
+        sort: q.sort,
+        user_id: q.user_id,
+        route: q.route,
+        status: q.status,
+        from: q.from,
+        to: q.to,
+    };
+    Ok(HttpResponse::Ok().json(list_entries(&state.db, auth.tenant, filter, &list).await?))
+}
+
+/// What to list of the trail; `sort` as the REST query has it.
+#[derive(Default)]
+pub struct AuditFilter {
+    pub sort: Option<String>,
+    pub user_id: Option<Uuid>,
+    pub route: Option<String>,
+    pub status: Option<i32>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+}
+
+/// A page of the tenant's trail. Shared by REST and GraphQL.
+pub async fn list_entries(
+    db: &DatabaseConnection,
+    tenant: TenantScope,
+    f: AuditFilter,
+    list: &ListRequest,
+) -> ApiResult<Paged<AuditLogView>> {
+    let sort = parse_sort(f.sort.as_deref(), &AUDIT_SORTS)?;
     let condition = Condition::all()
-        .add_option(q.user_id.map(|user_id| Column::UserId.eq(user_id)))
-        .add_option(q.route.map(|route| Column::Route.eq(route)))
-        .add_option(q.status.map(|status| Column::Status.eq(status)))
-        .add_option(q.from.map(|from| Column::CreatedAt.gte(from)))
-        .add_option(q.to.map(|to| Column::CreatedAt.lt(to)));
-    let entries = list.fetch(&state.db, auth.tenant.find::<Entity>(), condition, sort).await?;
-    Ok(HttpResponse::Ok().json(entries.map(AuditLogView::from)))
+        .add_option(f.user_id.map(|user_id| Column::UserId.eq(user_id)))
+        .add_option(f.route.map(|route| Column::Route.eq(route)))
+        .add_option(f.status.map(|status| Column::Status.eq(status)))
+        .add_option(f.from.map(|from| Column::CreatedAt.gte(from)))
+        .add_option(f.to.map(|to| Column::CreatedAt.lt(to)));
+    let entries = list.fetch(db, tenant.find::<Entity>(), condition, sort).await?;
+    Ok(entries.map(AuditLogView::from))
 }

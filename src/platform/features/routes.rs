@@ -153,14 +153,18 @@ async fn clear_feature(
     state: web::Data<AppState>,
     key: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
-    let key = key.into_inner();
-    let tenant = auth.tenant.id();
-    one(&state, tenant, &key).await?;
+    Ok(ok(clear_for_tenant(&state, auth.tenant.id(), &key).await?))
+}
+
+/// Remove `tenant`'s own toggle of `key` (REST and GraphQL); the key's new
+/// effective state.
+pub async fn clear_for_tenant(state: &AppState, tenant: uuid::Uuid, key: &str) -> ApiResult<Effective> {
+    one(state, tenant, key).await?;
     let txn = crate::platform::db::begin(&state.db).await?;
-    super::clear(&txn, tenant, &key).await?;
+    super::clear(&txn, tenant, key).await?;
     sea_orm::TransactionSession::commit(txn).await?;
     state.governance.invalidate(Some(tenant)).await;
-    Ok(ok(one(&state, tenant, &key).await?))
+    one(state, tenant, key).await
 }
 
 #[derive(Deserialize, ToSchema)]

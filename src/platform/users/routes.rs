@@ -14,6 +14,7 @@ use crate::{
         http::{ApiJson, Data, Paged, Validate, created, ok, parse_sort},
         rbac::{Authorized, RolesWrite, TenantRead, UsersRead, UsersWrite},
         state::AppState,
+        tenancy::TenantScope,
         validate::{self, Checks},
     },
 };
@@ -82,8 +83,9 @@ async fn list_users(
     Ok(HttpResponse::Ok().json(super::list(&state.db, auth.tenant, filter, &list).await?))
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema, async_graphql::InputObject)]
 #[serde(deny_unknown_fields)]
+#[graphql(name = "CreateUserInput")]
 pub struct CreateUser {
     #[schema(min_length = 1, max_length = 200, example = "Grace Hopper")]
     name: String,
@@ -130,18 +132,24 @@ async fn create_user(
     state: web::Data<AppState>,
     body: ApiJson<CreateUser>,
 ) -> ApiResult<HttpResponse> {
-    let body = body.0;
-    let gov = &state.governance;
-    let license = crate::platform::license::find_or_start(&state.db, &gov.tiers, auth.tenant.id()).await?;
-    let new = NewUser {
-        name: body.name,
-        email: body.email,
-        password_hash: password::hash(body.password).await?,
-        roles: body.roles.unwrap_or_else(|| vec!["user".to_owned()]),
-        is_super_admin: false,
-        max_users: crate::platform::license::limits(&license, &gov.tiers).max_users,
-    };
-    Ok(created(super::create_user(&state.db, auth.tenant, new).await?))
+    Ok(created(body.0.run(&state, auth.tenant).await?))
+}
+
+impl CreateUser {
+    /// Within the license's user limit. Shared by REST and GraphQL.
+    pub async fn run(self, state: &AppState, tenant: TenantScope) -> ApiResult<UserView> {
+        let gov = &state.governance;
+        let license = crate::platform::license::find_or_start(&state.db, &gov.tiers, tenant.id()).await?;
+        let new = NewUser {
+            name: self.name,
+            email: self.email,
+            password_hash: password::hash(self.password).await?,
+            roles: self.roles.unwrap_or_else(|| vec!["user".to_owned()]),
+            is_super_admin: false,
+            max_users: crate::platform::license::limits(&license, &gov.tiers).max_users,
+        };
+        super::create_user(&state.db, tenant, new).await
+    }
 }
 
 /// One user of the tenant.
@@ -180,7 +188,7 @@ async fn disable_user(
     state: web::Data<AppState>,
     id: web::Path<Uuid>,
 ) -> ApiResult<HttpResponse> {
-    set_disabled(&auth, &state, *id, true).await
+    Ok(ok(set_disabled(&auth, &state, *id, true).await?))
 }
 
 /// Re-enable a disabled user.
@@ -199,18 +207,37 @@ async fn enable_user(
     state: web::Data<AppState>,
     id: web::Path<Uuid>,
 ) -> ApiResult<HttpResponse> {
-    set_disabled(&auth, &state, *id, false).await
+    Ok(ok(set_disabled(&auth, &state, *id, false).await?))
 }
 
-async fn set_disabled(
+/// Disable or enable a user, seen by this instance at once (and by the
+/// others within `auth.principal_cache_ms`). Shared by REST and GraphQL.
+pub async fn set_disabled(
     auth: &Principal,
     state: &AppState,
     id: Uuid,
     disabled: bool,
-) -> ApiResult<HttpResponse> {
+) -> ApiResult<UserView> {
     let view = super::set_disabled(&state.db, auth.tenant, auth.user_id, id, disabled).await?;
     state.principals.forget_user(id);
-    Ok(ok(view))
+    Ok(view)
+}
+
+/// Give or take a role, seen as [`set_disabled`] is. Shared by REST and GraphQL.
+pub async fn set_role(
+    state: &AppState,
+    tenant: TenantScope,
+    id: Uuid,
+    role: &str,
+    held: bool,
+) -> ApiResult<UserView> {
+    let view = if held {
+        super::assign_role(&state.db, tenant, id, role).await?
+    } else {
+        super::remove_role(&state.db, tenant, id, role).await?
+    };
+    state.principals.forget_user(id);
+    Ok(view)
 }
 
 /// Give a user a role (`admin`, `manager`, `user`, `viewer`). Idempotent.
@@ -231,9 +258,7 @@ async fn assign_role(
     path: web::Path<(Uuid, String)>,
 ) -> ApiResult<HttpResponse> {
     let (id, role) = path.into_inner();
-    let view = super::assign_role(&state.db, auth.tenant, id, &role).await?;
-    state.principals.forget_user(id);
-    Ok(ok(view))
+    Ok(ok(set_role(&state, auth.tenant, id, &role, true).await?))
 }
 
 /// Take a role from a user. The last admin of a tenant keeps theirs (409).
@@ -254,7 +279,5 @@ async fn remove_role(
     path: web::Path<(Uuid, String)>,
 ) -> ApiResult<HttpResponse> {
     let (id, role) = path.into_inner();
-    let view = super::remove_role(&state.db, auth.tenant, id, &role).await?;
-    state.principals.forget_user(id);
-    Ok(ok(view))
+    Ok(ok(set_role(&state, auth.tenant, id, &role, false).await?))
 }
