@@ -274,3 +274,270 @@ async fn fields_come_back_in_selection_order() {
         assert!(positions.is_sorted(), "{text}");
     }
 }
+
+/// Runs a document with variables; the body (200, errors or not).
+async fn run(app: &TestApp, token: &str, query: &str, variables: Value) -> Value {
+    let body = json!({ "query": query, "variables": variables });
+    let res = app.send_json(reqwest::Method::POST, "/graphql", Some(token), body).await;
+    assert_eq!(res.status(), 200);
+    json(res).await
+}
+
+/// `data` of a document that must succeed.
+async fn data(app: &TestApp, token: &str, query: &str, variables: Value) -> Value {
+    let body = run(app, token, query, variables).await;
+    assert!(body.get("errors").is_none(), "{query}: {body}");
+    body["data"].clone()
+}
+
+/// The inventory and procurement flows over GraphQL alone: warehouses,
+/// products, stock adjusted, transferred, reserved, committed and
+/// released; a vendor, a purchase order submitted, approved and received,
+/// and its journal entry. Every step answers what REST answers.
+#[tokio::test]
+async fn the_inventory_and_procurement_flows_run_over_graphql_alone() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let t = tenant.token.as_str();
+    let warehouse = "mutation($input: CreateWarehouseInput!) { createWarehouse(input: $input) { id code } }";
+    let main = data(&app, t, warehouse, json!({"input": {"code": "MAIN", "name": "Main"}})).await;
+    let main = main["createWarehouse"]["id"].as_str().unwrap().to_owned();
+    let back = data(&app, t, warehouse, json!({"input": {"code": "BACK", "name": "Back"}})).await;
+    let back = back["createWarehouse"]["id"].as_str().unwrap().to_owned();
+    let found = data(
+        &app,
+        t,
+        "query($id: UUID!) { warehouse(id: $id) { code } warehouses { items { code } } }",
+        json!({"id": main}),
+    )
+    .await;
+    assert_eq!(found["warehouse"]["code"], "MAIN");
+    assert_eq!(found["warehouses"]["items"], json!([{"code": "BACK"}, {"code": "MAIN"}]));
+
+    let create = "mutation($input: CreateProductInput!) { createProduct(input: $input) { id version } }";
+    let input = json!({"sku": "TSHIRT", "name": "T-shirt", "unitPrice": 1999, "currency": "EUR"});
+    let product = data(&app, t, create, json!({"input": input})).await["createProduct"].clone();
+    let id = product["id"].as_str().unwrap().to_owned();
+    let taken = run(&app, t, create, json!({"input": input})).await;
+    assert_eq!(taken["errors"][0]["extensions"]["code"], "conflict", "{taken}");
+    let update = "mutation($id: UUID!, $v: Int) { updateProduct(id: $id, input: {name: \"T-shirt, red\"}, ifVersion: $v) { name version } }";
+    let updated = data(&app, t, update, json!({"id": id, "v": 1})).await;
+    assert_eq!(updated["updateProduct"], json!({"name": "T-shirt, red", "version": 2}));
+    let stale = run(&app, t, update, json!({"id": id, "v": 1})).await;
+    assert_eq!(stale["errors"][0]["extensions"]["code"], "precondition_failed", "{stale}");
+
+    let adjust = "mutation($input: AdjustmentInput!) { adjustStock(input: $input) { onHand available } }";
+    let level = data(
+        &app,
+        t,
+        adjust,
+        json!({"input": {"productId": id, "warehouseId": main, "quantity": 10, "reason": "count"}}),
+    )
+    .await;
+    assert_eq!(level["adjustStock"], json!({"onHand": 10, "available": 10}));
+    let invalid = run(
+        &app,
+        t,
+        adjust,
+        json!({"input": {"productId": id, "warehouseId": main, "quantity": 0, "reason": " "}}),
+    )
+    .await;
+    assert_eq!(invalid["errors"][0]["extensions"]["code"], "validation_failed", "{invalid}");
+    let fields: Vec<&str> = invalid["errors"][0]["extensions"]["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["quantity", "reason"]);
+    let short = run(
+        &app,
+        t,
+        adjust,
+        json!({"input": {"productId": id, "warehouseId": main, "quantity": -11, "reason": "loss"}}),
+    )
+    .await;
+    assert_eq!(short["errors"][0]["extensions"]["code"], "insufficient_stock", "{short}");
+
+    let transfer = "mutation($input: TransferInput!) { transferStock(input: $input) }";
+    let moved = data(
+        &app,
+        t,
+        transfer,
+        json!({"input": {"productId": id, "fromWarehouseId": main, "toWarehouseId": back, "quantity": 3}}),
+    )
+    .await;
+    assert_eq!(moved["transferStock"], true);
+    let reserve = "mutation($input: ReserveInput!) { reserveStock(input: $input) { reference status lines { quantity } } }";
+    for reference in ["r1", "r2"] {
+        let lines = json!([{"productId": id, "warehouseId": main, "quantity": 2}]);
+        let held = data(&app, t, reserve, json!({"input": {"reference": reference, "lines": lines}})).await;
+        assert_eq!(held["reserveStock"]["status"], "active");
+    }
+    let settled = data(&app, t, "mutation { commitReservation(reference: \"r1\") { status } releaseReservation(reference: \"r2\") { status } }", json!({})).await;
+    assert_eq!(
+        settled,
+        json!({"commitReservation": {"status": "committed"}, "releaseReservation": {"status": "released"}})
+    );
+    let again = run(&app, t, "mutation { commitReservation(reference: \"r2\") { status } }", json!({})).await;
+    assert_eq!(again["errors"][0]["extensions"]["code"], "conflict", "{again}");
+
+    let vendor = data(
+        &app,
+        t,
+        "mutation { createVendor(input: {name: \"Acme\", currency: \"EUR\"}) { id version } }",
+        json!({}),
+    )
+    .await;
+    let vendor = vendor["createVendor"]["id"].as_str().unwrap().to_owned();
+    let po = data(
+        &app,
+        t,
+        "mutation($v: UUID!, $w: UUID!, $p: UUID!) { createPurchaseOrder(vendorId: $v, warehouseId: $w, lines: [{productId: $p, quantity: 5, unitCost: 700}]) { id total lines { id } } }",
+        json!({"v": vendor, "w": main, "p": id}),
+    )
+    .await["createPurchaseOrder"]
+        .clone();
+    assert_eq!(po["total"], 3500);
+    let po_id = po["id"].as_str().unwrap();
+    for action in ["SUBMIT", "APPROVE"] {
+        let query = format!(
+            "mutation($id: UUID!) {{ transitionPurchaseOrder(id: $id, action: {action}) {{ status }} }}"
+        );
+        data(&app, t, &query, json!({"id": po_id})).await;
+    }
+    let line = po["lines"][0]["id"].as_str().unwrap();
+    let received = data(&app, t, "mutation($id: UUID!, $l: UUID!) { receiveGoods(id: $id, lines: [{lineId: $l, quantity: 5}]) { status } }", json!({"id": po_id, "l": line})).await;
+    assert_eq!(received["receiveGoods"]["status"], "received");
+
+    let after = data(
+        &app,
+        t,
+        "query($p: UUID!, $w: UUID!) { stockLevels(productId: $p, warehouseId: $w) { items { onHand reserved } } \
+         stockMovements(productId: $p, first: 50) { items { kind quantity } } \
+         ledgerEntries { items { reference lines { account debit credit } } } }",
+        json!({"p": id, "w": main}),
+    )
+    .await;
+    // 10 counted, 3 moved out, 2 shipped through r1, 5 received.
+    assert_eq!(after["stockLevels"]["items"], json!([{"onHand": 10, "reserved": 0}]));
+    let mut kinds: Vec<&str> = after["stockMovements"]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["kind"].as_str().unwrap())
+        .collect();
+    kinds.sort_unstable();
+    assert_eq!(
+        kinds,
+        [
+            "adjustment",
+            "receipt",
+            "release",
+            "reservation",
+            "reservation",
+            "shipment",
+            "transfer_in",
+            "transfer_out"
+        ]
+    );
+    assert_eq!(after["ledgerEntries"]["items"][0]["reference"], format!("purchase_order:{po_id}"));
+
+    let (_, viewer) = app.user_with_roles(&tenant, &["viewer"]).await;
+    let refused = run(
+        &app,
+        &viewer,
+        "mutation { createVendor(input: {name: \"X\", currency: \"EUR\"}) { id } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(refused["errors"][0]["extensions"]["code"], "forbidden", "{refused}");
+    let other = app.register().await;
+    let hidden =
+        run(&app, &other.token, "query($id: UUID!) { product(id: $id) { id } }", json!({"id": id})).await;
+    assert_eq!(hidden["errors"][0]["extensions"]["code"], "not_found", "{hidden}");
+}
+
+/// Users, roles, the audit log and feature toggles over GraphQL, with the
+/// REST rules: a scheduled toggle keeps its dates, a cleared one follows
+/// the default again, and switching `feature.graphql` off over GraphQL
+/// leaves REST to switch it back on.
+#[tokio::test]
+async fn users_roles_audit_and_toggles_run_over_graphql() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let t = tenant.token.as_str();
+    let created = data(
+        &app,
+        t,
+        "mutation { createUser(input: {name: \"Grace\", email: \"grace@example.com\", password: \"a long passphrase 42\"}) { id roles } }",
+        json!({}),
+    )
+    .await;
+    let user = created["createUser"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["createUser"]["roles"], json!(["user"]));
+    let weak = run(
+        &app,
+        t,
+        "mutation { createUser(input: {name: \"G\", email: \"g@example.com\", password: \"short\"}) { id } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(weak["errors"][0]["extensions"]["code"], "validation_failed", "{weak}");
+    let changed = data(
+        &app,
+        t,
+        "mutation($id: UUID!) { assignRole(id: $id, role: \"manager\") { roles } removeRole(id: $id, role: \"user\") { roles } disableUser(id: $id) { disabled } }",
+        json!({"id": user}),
+    )
+    .await;
+    assert_eq!(changed["removeRole"]["roles"], json!(["manager"]));
+    assert_eq!(changed["disableUser"]["disabled"], true);
+    let login = app.login(&tenant.slug, "grace@example.com", "a long passphrase 42").await;
+    assert_eq!(login.status(), 401, "a disabled user cannot sign in");
+    let enabled =
+        data(&app, t, "mutation($id: UUID!) { enableUser(id: $id) { disabled } }", json!({"id": user})).await;
+    assert_eq!(enabled["enableUser"]["disabled"], false);
+    let fetched = data(&app, t, "query($id: UUID!) { user(id: $id) { email } }", json!({"id": user})).await;
+    assert_eq!(fetched["user"]["email"], "grace@example.com");
+    let trail =
+        data(&app, t, "{ auditLogs(status: 201) { items { method route status } } }", json!({})).await;
+    assert!(trail["auditLogs"]["items"].as_array().unwrap().iter().all(|e| e["status"] == 201), "{trail}");
+
+    let scheduled = data(
+        &app,
+        t,
+        "mutation { setFeature(key: \"module.procurement\", enabled: false, effectiveAt: \"2099-01-01T00:00:00Z\", expiresAt: \"2099-02-01T00:00:00Z\") { key enabled } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(scheduled["setFeature"]["enabled"], true, "not yet in effect: {scheduled}");
+    let backwards = run(
+        &app,
+        t,
+        "mutation { setFeature(key: \"module.procurement\", enabled: false, effectiveAt: \"2099-02-01T00:00:00Z\", expiresAt: \"2099-01-01T00:00:00Z\") { key } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(backwards["errors"][0]["extensions"]["code"], "validation_failed", "{backwards}");
+    let cleared =
+        data(&app, t, "mutation { clearFeature(key: \"module.procurement\") { enabled source } }", json!({}))
+            .await;
+    assert_eq!(cleared["clearFeature"]["source"], "default", "{cleared}");
+
+    data(&app, t, "mutation { setFeature(key: \"feature.graphql\", enabled: false) { enabled } }", json!({}))
+        .await;
+    let res =
+        app.send_json(reqwest::Method::POST, "/graphql", Some(t), json!({"query": "{ me { email } }"})).await;
+    assert_eq!(res.status(), 403);
+    let res = app
+        .send_json(
+            reqwest::Method::PUT,
+            "/api/v1/features/feature.graphql",
+            Some(t),
+            json!({"enabled": true}),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    data(&app, t, "{ me { email } }", json!({})).await;
+}
