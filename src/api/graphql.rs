@@ -6,7 +6,7 @@ use actix_web::{
     FromRequest, HttpRequest, HttpResponse, dev::Payload, get, http::header, middleware::from_fn, post, web,
 };
 use async_graphql::{
-    Context, EmptySubscription, MergedObject, Name, Object, Schema, SimpleObject,
+    Context, MergedObject, Name, Object, Schema, SimpleObject,
     parser::types::{ExecutableDocument, Selection, SelectionSet},
 };
 use async_graphql_actix_web::GraphQLResponse;
@@ -19,6 +19,7 @@ use crate::{
     platform::{
         audit::routes::{self as audit, AuditFilter, AuditLogView},
         auth::{self, Principal},
+        events,
         features::{
             Effective,
             routes::{Toggle, clear_for_tenant, effective, set_for_tenant},
@@ -30,8 +31,8 @@ use crate::{
         license::Access,
         license::LicenseView,
         rbac::{
-            AuditRead, FeaturesRead, FeaturesWrite, LicenseRead, LicenseWrite, RolesWrite, TenantRead,
-            UsersRead, UsersWrite,
+            AuditRead, EventsRead, FeaturesRead, FeaturesWrite, LicenseRead, LicenseWrite, RolesWrite,
+            TenantRead, UsersRead, UsersWrite,
         },
         state::AppState,
         users::{
@@ -42,7 +43,7 @@ use crate::{
     },
 };
 
-pub type NexusSchema = Schema<Query, Mutation, EmptySubscription>;
+pub type NexusSchema = Schema<Query, Mutation, Subscription>;
 
 /// Every query field: the platform's and the modules'.
 #[derive(MergedObject, Default)]
@@ -53,7 +54,7 @@ pub struct Query(PlatformQuery, GovernanceQuery, WebhooksQuery, modules::Query);
 pub struct Mutation(PlatformMutation, WebhooksMutation, modules::Mutation);
 
 pub fn schema(state: &AppState) -> NexusSchema {
-    Schema::build(Query::default(), Mutation::default(), EmptySubscription)
+    Schema::build(Query::default(), Mutation::default(), Subscription)
         .data(state.clone())
         .limit_depth(state.config.graphql.max_depth)
         .limit_complexity(state.config.graphql.max_complexity)
@@ -236,6 +237,55 @@ impl PlatformMutation {
     }
 }
 
+/// Live events over GraphQL (graphql-transport-ws at `/graphql/ws`).
+pub struct Subscription;
+
+/// An event, as a webhook receives it.
+#[derive(SimpleObject)]
+#[graphql(name = "Event")]
+pub struct EventMessage {
+    id: Uuid,
+    /// The event type, e.g. `product.created`.
+    #[graphql(name = "type")]
+    event_type: String,
+    tenant_id: Uuid,
+    timestamp: DateTime<Utc>,
+    data: serde_json::Value,
+}
+
+#[async_graphql::Subscription]
+impl Subscription {
+    /// The tenant's events as they are committed: the stream
+    /// `GET /api/v1/events` serves, with the same permission (`events:read`).
+    /// `types` filters (`["product.*", "order.paid"]`; all when absent);
+    /// `after` resumes after an event id, replaying what was committed
+    /// since. It ends when the token is revoked or the account disabled.
+    async fn events(
+        &self,
+        ctx: &Context<'_>,
+        types: Option<Vec<String>>,
+        after: Option<Uuid>,
+    ) -> async_graphql::Result<impl futures_util::Stream<Item = EventMessage> + use<>> {
+        use futures_util::StreamExt;
+        let (state, principal) = authorized::<EventsRead>(ctx).map_err(gql)?;
+        let types = types.map(|t| t.join(","));
+        let patterns = events::routes::patterns(&state.event_types, types.as_deref()).map_err(gql)?;
+        let stream = events::routes::tenant_events(state, principal, patterns, after).await.map_err(gql)?;
+        Ok(stream.filter_map(|item| async move {
+            match item {
+                events::routes::Item::Event(e) => Some(EventMessage {
+                    id: e.id,
+                    event_type: e.event_type.clone(),
+                    tenant_id: e.tenant_id,
+                    timestamp: e.occurred_at,
+                    data: e.data.clone(),
+                }),
+                events::routes::Item::Beat => None,
+            }
+        }))
+    }
+}
+
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/graphql")
@@ -243,9 +293,54 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .wrap(from_fn(governance::middleware))
             .wrap(from_fn(auth::middleware))
             .service(execute)
+            .service(subscribe)
             .service(playground)
             .service(asset),
     );
+}
+
+/// `/graphql/ws`: subscriptions over a WebSocket (the graphql-transport-ws
+/// protocol, and the older graphql-ws). The caller is who the
+/// `connection_init` payload's `Authorization` (`Bearer <token>`, with an
+/// optional `X-Tenant-ID`) names, since browsers cannot set headers on a
+/// WebSocket; else the upgrade request's own `Authorization` header. The
+/// tenant's `feature.graphql` must be on, as for `POST /graphql`.
+#[get("/ws")]
+async fn subscribe(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    schema: web::Data<NexusSchema>,
+    payload: web::Payload,
+) -> actix_web::Result<HttpResponse> {
+    let upgraded =
+        actix_web::HttpMessage::extensions(&req).get::<std::rc::Rc<Principal>>().map(|p| (**p).clone());
+    let state = state.into_inner();
+    let on_init = move |init: serde_json::Value| async move {
+        let field = |name: &str| {
+            init.as_object()?.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).and_then(|(_, v)| v.as_str())
+        };
+        let principal = match field("authorization") {
+            Some(value) => auth::authenticate_value(&state, value, field("x-tenant-id")).await,
+            None => upgraded.ok_or_else(|| {
+                ApiError::new(
+                    Code::Unauthenticated,
+                    "send `Authorization: Bearer <token>` in connection_init",
+                )
+            }),
+        }
+        .map_err(gql)?;
+        let governed = governance::for_stream(&state, &principal).await.map_err(gql)?;
+        governed.require(&state.governance, "feature.graphql").map_err(gql)?;
+        let mut data = async_graphql::Data::default();
+        data.insert((*state).clone());
+        state.modules.graphql_data(&mut data, Some(principal.tenant));
+        data.insert(governed);
+        data.insert(Caller(Ok(principal)));
+        Ok(data)
+    };
+    async_graphql_actix_web::GraphQLSubscription::new(Schema::clone(&schema))
+        .on_connection_init(on_init)
+        .start(&req, payload)
 }
 
 /// Whether the document runs a mutation (a read-only license refuses it).

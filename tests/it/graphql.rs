@@ -541,3 +541,89 @@ async fn users_roles_audit_and_toggles_run_over_graphql() {
     assert_eq!(res.status(), 200);
     data(&app, t, "{ me { email } }", json!({})).await;
 }
+
+/// A GraphQL subscription over a WebSocket (graphql-transport-ws): the
+/// token travels in `connection_init`, `types` filters, the tenant's own
+/// events only, and a product created over REST arrives within a second.
+#[tokio::test]
+async fn a_subscription_receives_the_tenants_events_as_they_commit() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest, http::HeaderValue};
+
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let other = app.register().await;
+    let url = format!("{}/graphql/ws", app.base.replace("http", "ws"));
+    let mut request = url.into_client_request().unwrap();
+    request.headers_mut().insert("sec-websocket-protocol", HeaderValue::from_static("graphql-transport-ws"));
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let send = |v: Value| Message::Text(v.to_string().into());
+    let init =
+        json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {}", tenant.token)}});
+    ws.send(send(init)).await.unwrap();
+    let mut next = async || loop {
+        let message = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let Message::Text(text) = message {
+            return serde_json::from_str::<Value>(&text).unwrap();
+        }
+    };
+    assert_eq!(next().await["type"], "connection_ack");
+    drop(next);
+    let subscribe = json!({"id": "1", "type": "subscribe", "payload": {"query": "subscription { events(types: [\"product.*\"]) { type tenantId data } }"}});
+    ws.send(send(subscribe)).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+
+    let product = json!({"sku": "LIVE-1", "name": "Live", "unit_price": 100, "currency": "EUR"});
+    assert_eq!(app.post("/api/v1/products", &other.token, product.clone()).await.status(), 201);
+    app.post("/api/v1/warehouses", &tenant.token, json!({"code": "W", "name": "W"})).await;
+    let started = std::time::Instant::now();
+    assert_eq!(app.post("/api/v1/products", &tenant.token, product).await.status(), 201);
+    let message = loop {
+        let message = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let Message::Text(text) = message {
+            break serde_json::from_str::<Value>(&text).unwrap();
+        }
+    };
+    assert!(started.elapsed() < std::time::Duration::from_secs(1), "{:?}", started.elapsed());
+    assert_eq!(message["type"], "next", "{message}");
+    let event = &message["payload"]["data"]["events"];
+    assert_eq!(event["type"], "product.created");
+    assert_eq!(event["tenantId"], tenant.id.to_string());
+    assert_eq!(event["data"]["sku"], "LIVE-1");
+}
+
+/// Without a good token in `connection_init`, the connection is refused.
+#[tokio::test]
+async fn a_subscription_without_a_valid_token_is_refused() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest, http::HeaderValue};
+
+    let app = TestApp::spawn().await;
+    let url = format!("{}/graphql/ws", app.base.replace("http", "ws"));
+    let mut request = url.into_client_request().unwrap();
+    request.headers_mut().insert("sec-websocket-protocol", HeaderValue::from_static("graphql-transport-ws"));
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let init = json!({"type": "connection_init", "payload": {"Authorization": "Bearer not-a-token"}});
+    ws.send(Message::Text(init.to_string().into())).await.unwrap();
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while let Some(Ok(message)) = ws.next().await {
+            match message {
+                Message::Close(frame) => return frame.map(|f| f.reason.to_string()),
+                Message::Text(text) => assert!(!text.contains("connection_ack"), "{text}"),
+                _ => {}
+            }
+        }
+        None
+    })
+    .await
+    .unwrap();
+    assert!(closed.is_some_and(|reason| reason.contains("invalid")), "closed without the reason");
+}

@@ -121,19 +121,44 @@ fn bearer(req: &HttpRequest) -> ApiResult<Option<String>> {
 /// Resolve the caller of `req`, or `None` when no token was sent.
 pub async fn authenticate_optional(state: &AppState, req: &HttpRequest) -> ApiResult<Option<Principal>> {
     let Some(token) = bearer(req)? else { return Ok(None) };
+    authenticate(state, &token, req.headers().get(TENANT_HEADER)).await.map(Some)
+}
+
+/// The caller of a bearer `token` value (`Authorization: Bearer <token>`)
+/// as one that may be sent outside a header (a GraphQL subscription's
+/// `connection_init`); `acting` is the `X-Tenant-ID` sent with it.
+pub async fn authenticate_value(state: &AppState, value: &str, acting: Option<&str>) -> ApiResult<Principal> {
+    let token = match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
+            token.trim()
+        }
+        _ => return Err(unauthenticated("the Authorization value must be `Bearer <token>`")),
+    };
+    let acting = acting
+        .map(header::HeaderValue::from_str)
+        .transpose()
+        .map_err(|_| ApiError::new(Code::InvalidHeader, "X-Tenant-ID must be a tenant UUID"))?;
+    authenticate(state, token, acting.as_ref()).await
+}
+
+async fn authenticate(
+    state: &AppState,
+    token: &str,
+    acting: Option<&header::HeaderValue>,
+) -> ApiResult<Principal> {
     let claims =
-        state.keys.verify(&token).ok_or_else(|| unauthenticated("the token is invalid or has expired"))?;
+        state.keys.verify(token).ok_or_else(|| unauthenticated("the token is invalid or has expired"))?;
     let now = Utc::now();
-    let hash = token_hash(&token);
+    let hash = token_hash(token);
     // Cached per acting tenant; a malformed X-Tenant-ID takes the full path
     // below, which reports it.
-    let key = match req.headers().get(TENANT_HEADER).map(|v| v.to_str().ok().map(Uuid::parse_str)) {
+    let key = match acting.map(|v| v.to_str().ok().map(Uuid::parse_str)) {
         None => Some(cache::Key { token_id: claims.jti, acting: None }),
         Some(Some(Ok(id))) => Some(cache::Key { token_id: claims.jti, acting: Some(id) }),
         Some(_) => None,
     };
     if let Some(principal) = key.and_then(|key| state.principals.get(key, &hash, now)) {
-        return Ok(Some(principal));
+        return Ok(principal);
     }
     let row = SystemScope.find_by_id::<entity::api_token::Entity>(claims.jti).one(&state.db).await?;
     let token_row = row
@@ -147,7 +172,7 @@ pub async fn authenticate_optional(state: &AppState, req: &HttpRequest) -> ApiRe
         .filter(|u| u.disabled_at.is_none())
         .ok_or_else(|| unauthenticated("the account is disabled"))?;
 
-    let tenant_id = match req.headers().get(TENANT_HEADER) {
+    let tenant_id = match acting {
         None => user.tenant_id,
         Some(_) if !user.is_super_admin => {
             return Err(ApiError::new(
@@ -189,7 +214,7 @@ pub async fn authenticate_optional(state: &AppState, req: &HttpRequest) -> ApiRe
     if let Some(key) = key {
         state.principals.put(key, hash, token_row.expires_at, principal.clone());
     }
-    Ok(Some(principal))
+    Ok(principal)
 }
 
 /// Why authentication failed, kept for the extractor to report: a public

@@ -11,10 +11,13 @@ use utoipa::IntoParams;
 use utoipa_actix_web::service_config::ServiceConfig;
 use uuid::Uuid;
 
+use futures_util::StreamExt;
+
 use super::stream::LiveEvent;
 use crate::{
     error::{ApiError, ApiResult, Code, FieldError, Problem},
     platform::{
+        auth::Principal,
         rbac::{Authorized, EventsRead},
         state::AppState,
         tenancy::{SystemScope, TenantScope},
@@ -51,7 +54,10 @@ fn resume_after(req: &HttpRequest, query: Option<Uuid>) -> ApiResult<Option<Uuid
     }
 }
 
-fn patterns(catalogue: &crate::platform::events::Catalogue, types: Option<&str>) -> ApiResult<Vec<String>> {
+pub fn patterns(
+    catalogue: &crate::platform::events::Catalogue,
+    types: Option<&str>,
+) -> ApiResult<Vec<String>> {
     let mut patterns: Vec<String> =
         types.unwrap_or("*").split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect();
     if patterns.is_empty() {
@@ -158,6 +164,91 @@ enum Next {
     Live(Result<std::sync::Arc<LiveEvent>, RecvError>),
 }
 
+/// What a live stream of events yields.
+pub enum Item {
+    Event(std::sync::Arc<LiveEvent>),
+    /// Nothing happened for `events.sse_heartbeat_ms`, and the caller's
+    /// token is still good.
+    Beat,
+}
+
+/// The acting tenant's events whose type matches `patterns`: those
+/// committed after `after` first (replayed from the outbox, at most
+/// `events.sse_backlog_limit`), then live ones, never one twice or out of
+/// reach after a lag; a heartbeat every `events.sse_heartbeat_ms`; ended
+/// when the caller's token is revoked or their account disabled. Server-Sent
+/// Events and GraphQL subscriptions are both this stream.
+pub async fn tenant_events(
+    state: &AppState,
+    caller: &Principal,
+    patterns: Vec<String>,
+    after: Option<Uuid>,
+) -> ApiResult<impl futures_util::Stream<Item = Item> + use<>> {
+    let tenant = caller.tenant.id();
+    let config = &state.config.events;
+    let (limit, beat) = (config.sse_backlog_limit, Duration::from_millis(config.sse_heartbeat_ms));
+    // Subscribe before reading the backlog, so nothing falls in between;
+    // a stream that lags before sending anything catches up from here.
+    let mut live = state.events.subscribe();
+    let opened = Uuid::now_v7();
+    let (token_id, user_id) = (caller.token_id, caller.user_id);
+    let backlog = match after {
+        Some(after) => since(&state.db, tenant, after, limit).await?,
+        None => Vec::new(),
+    };
+    let db = state.db.clone();
+    let wants = move |e: &LiveEvent| e.tenant_id == tenant && webhooks::matches(&patterns, &e.event_type);
+
+    Ok(async_stream::stream! {
+        let mut sent = Sent::new(after.unwrap_or(opened));
+        for event in backlog {
+            if wants(&event) && sent.first_time(event.id) {
+                yield Item::Event(std::sync::Arc::new(event));
+            }
+        }
+        let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + beat, beat);
+        loop {
+            let next = tokio::select! {
+                _ = heartbeat.tick() => Next::Beat,
+                received = live.recv() => Next::Live(received),
+            };
+            match next {
+                Next::Beat => {
+                    // The token may have been revoked or the user disabled
+                    // since the stream opened: end it then.
+                    if !matches!(still_valid(&db, token_id, user_id).await, Ok(true)) {
+                        break;
+                    }
+                    yield Item::Beat;
+                }
+                Next::Live(Ok(event)) => {
+                    if wants(&event) && sent.first_time(event.id) {
+                        yield Item::Event(event);
+                    }
+                }
+                Next::Live(Err(RecvError::Lagged(_))) => {
+                    // Too slow for the live feed: catch up from the outbox,
+                    // page by page, skipping what was sent already.
+                    let mut from = sent.catch_up_from();
+                    while let Ok(missed) = since(&db, tenant, from, limit).await {
+                        let full = missed.len() as u64 == limit;
+                        for event in missed {
+                            from = event.id;
+                            if wants(&event) && sent.first_time(event.id) {
+                                yield Item::Event(std::sync::Arc::new(event));
+                            }
+                        }
+                        if !full {
+                            break;
+                        }
+                    }
+                }
+                Next::Live(Err(RecvError::Closed)) => break,
+            }
+        }
+    })
+}
+
 /// Stream the tenant's events as `text/event-stream`.
 ///
 /// Each event is `id: <event id>`, `event: <type>`, `data: <JSON envelope>`.
@@ -184,70 +275,13 @@ async fn stream_events(
     let query = query.into_inner();
     let patterns = patterns(&state.event_types, query.types.as_deref())?;
     let after = resume_after(&req, query.last_event_id)?;
-    let tenant = auth.tenant.id();
-    let config = &state.config.events;
-    let (limit, beat) = (config.sse_backlog_limit, Duration::from_millis(config.sse_heartbeat_ms));
-    // Subscribe before reading the backlog, so nothing falls in between;
-    // a stream that lags before sending anything catches up from here.
-    let mut live = state.events.subscribe();
-    let opened = Uuid::now_v7();
-    let (token_id, user_id) = (auth.token_id, auth.user_id);
-    let backlog = match after {
-        Some(after) => since(&state.db, tenant, after, limit).await?,
-        None => Vec::new(),
-    };
-    let db = state.db.clone();
-    let wants = move |e: &LiveEvent| e.tenant_id == tenant && webhooks::matches(&patterns, &e.event_type);
-
-    let body = async_stream::stream! {
-        yield Ok::<_, actix_web::Error>(web::Bytes::from_static(b"retry: 3000\n\n"));
-        let mut sent = Sent::new(after.unwrap_or(opened));
-        for event in backlog {
-            if wants(&event) && sent.first_time(event.id) {
-                yield Ok(frame(&event));
-            }
-        }
-        let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + beat, beat);
-        loop {
-            let next = tokio::select! {
-                _ = heartbeat.tick() => Next::Beat,
-                received = live.recv() => Next::Live(received),
-            };
-            match next {
-                Next::Beat => {
-                    // The token may have been revoked or the user disabled
-                    // since the stream opened: end it then.
-                    if !matches!(still_valid(&db, token_id, user_id).await, Ok(true)) {
-                        break;
-                    }
-                    yield Ok(web::Bytes::from_static(b": heartbeat\n\n"));
-                }
-                Next::Live(Ok(event)) => {
-                    if wants(&event) && sent.first_time(event.id) {
-                        yield Ok(frame(&event));
-                    }
-                }
-                Next::Live(Err(RecvError::Lagged(_))) => {
-                    // Too slow for the live feed: catch up from the outbox,
-                    // page by page, skipping what was sent already.
-                    let mut from = sent.catch_up_from();
-                    while let Ok(missed) = since(&db, tenant, from, limit).await {
-                        let full = missed.len() as u64 == limit;
-                        for event in &missed {
-                            from = event.id;
-                            if wants(event) && sent.first_time(event.id) {
-                                yield Ok(frame(event));
-                            }
-                        }
-                        if !full {
-                            break;
-                        }
-                    }
-                }
-                Next::Live(Err(RecvError::Closed)) => break,
-            }
-        }
-    };
+    let events = tenant_events(&state, &auth, patterns, after).await?;
+    let body = futures_util::stream::once(async { web::Bytes::from_static(b"retry: 3000\n\n") })
+        .chain(events.map(|item| match item {
+            Item::Event(event) => frame(&event),
+            Item::Beat => web::Bytes::from_static(b": heartbeat\n\n"),
+        }))
+        .map(Ok::<_, actix_web::Error>);
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header((header::CACHE_CONTROL, "no-cache"))

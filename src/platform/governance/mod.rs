@@ -262,6 +262,23 @@ pub async fn middleware(
     }
 }
 
+/// Governance for a caller outside an HTTP request's middleware (a GraphQL
+/// subscription opened over a WebSocket): the tenant's toggles and license
+/// as of now. A closed license refuses it; opening it counts as one call.
+pub async fn for_stream(state: &AppState, principal: &Principal) -> ApiResult<Governed> {
+    let gov = &state.governance;
+    let tenant_id = principal.tenant.id();
+    let snapshot = gov.snapshot(&state.db, tenant_id).await?;
+    let now = Utc::now();
+    let license_state = license::state(&snapshot.license, &gov.tiers.lifecycle, now);
+    if let Access::Closed(code) = license::access(license_state) {
+        let detail = format!("the license is {}; renew it to continue", license_state.as_str());
+        return Err(ApiError::new(code, detail));
+    }
+    gov.usage.call(tenant_id);
+    Ok(Governed { tenant_id, snapshot, now })
+}
+
 type Refusal = (ApiError, Option<Decision>);
 
 /// Rate limits, license state and quota for one request.
