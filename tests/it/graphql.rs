@@ -547,7 +547,7 @@ async fn users_roles_audit_and_toggles_run_over_graphql() {
 /// events only, and a product created over REST arrives within a second.
 #[tokio::test]
 async fn a_subscription_receives_the_tenants_events_as_they_commit() {
-    use futures_util::{SinkExt, StreamExt};
+    use futures_util::SinkExt;
     use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest, http::HeaderValue};
 
     let app = TestApp::spawn().await;
@@ -561,18 +561,7 @@ async fn a_subscription_receives_the_tenants_events_as_they_commit() {
     let init =
         json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {}", tenant.token)}});
     ws.send(send(init)).await.unwrap();
-    let mut next = async || loop {
-        let message = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        if let Message::Text(text) = message {
-            return serde_json::from_str::<Value>(&text).unwrap();
-        }
-    };
-    assert_eq!(next().await["type"], "connection_ack");
-    drop(next);
+    assert_eq!(next_message(&mut ws).await["type"], "connection_ack");
     let subscribe = json!({"id": "1", "type": "subscribe", "payload": {"query": "subscription { events(types: [\"product.*\"]) { type tenantId data } }"}});
     ws.send(send(subscribe)).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -582,22 +571,33 @@ async fn a_subscription_receives_the_tenants_events_as_they_commit() {
     app.post("/api/v1/warehouses", &tenant.token, json!({"code": "W", "name": "W"})).await;
     let started = std::time::Instant::now();
     assert_eq!(app.post("/api/v1/products", &tenant.token, product).await.status(), 201);
-    let message = loop {
-        let message = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        if let Message::Text(text) = message {
-            break serde_json::from_str::<Value>(&text).unwrap();
-        }
-    };
+    let message = next_message(&mut ws).await;
     assert!(started.elapsed() < std::time::Duration::from_secs(1), "{:?}", started.elapsed());
     assert_eq!(message["type"], "next", "{message}");
     let event = &message["payload"]["data"]["events"];
     assert_eq!(event["type"], "product.created");
     assert_eq!(event["tenantId"], tenant.id.to_string());
     assert_eq!(event["data"]["sku"], "LIVE-1");
+}
+
+/// The next text message of a WebSocket, as JSON (within 5 s).
+async fn next_message<S>(ws: &mut S) -> Value
+where
+    S: futures_util::Stream<
+            Item = Result<tokio_tungstenite::tungstenite::Message, tokio_tungstenite::tungstenite::Error>,
+        > + Unpin,
+{
+    use futures_util::StreamExt;
+    loop {
+        let message = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
+            return serde_json::from_str(&text).unwrap();
+        }
+    }
 }
 
 /// Without a good token in `connection_init`, the connection is refused.
