@@ -460,3 +460,40 @@ async fn a_receipt_onto_a_full_level_is_refused_and_changes_nothing() {
     let entries = json(app.get("/api/v1/ledger/entries", &tenant.token).await).await;
     assert_eq!(entries["data"].as_array().unwrap().len(), 1, "only the first receipt was booked");
 }
+
+/// Vendor and warehouse changes are events, committed with the change: a
+/// webhook or the live stream sees them; a refused change announces nothing.
+#[tokio::test]
+async fn vendor_and_warehouse_changes_are_events() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let t = tenant.token.as_str();
+    let warehouse =
+        json(app.post("/api/v1/warehouses", t, json!({"code": "MAIN", "name": "Main"})).await).await;
+    let res = app.post("/api/v1/warehouses", t, json!({"code": "MAIN", "name": "Again"})).await;
+    assert_problem(res, 409, "conflict").await;
+    let vendor = json(app.post("/api/v1/vendors", t, json!({"name": "Acme", "currency": "EUR"})).await).await;
+    let id = vendor["data"]["id"].as_str().unwrap();
+    let path = format!("/api/v1/vendors/{id}");
+    let res = app.send_json(Method::PATCH, &path, Some(t), json!({"active": false})).await;
+    assert_eq!(res.status(), 200);
+    let res = app.client.delete(format!("{}{path}", app.base)).bearer_auth(t).send().await.unwrap();
+    assert_eq!(res.status(), 204);
+
+    let events = SystemScope
+        .find::<entity::event::Entity>()
+        .filter(entity::event::Column::TenantId.eq(tenant.id))
+        .all(&app.state.db)
+        .await
+        .unwrap();
+    let of = |kind: &str| {
+        events.iter().filter(|e| e.event_type == kind).map(|e| e.data.clone()).collect::<Vec<Value>>()
+    };
+    assert_eq!(
+        of("warehouse.created"),
+        [json!({"id": warehouse["data"]["id"], "code": "MAIN", "name": "Main"})]
+    );
+    assert_eq!(of("vendor.created"), [json!({"id": id, "name": "Acme", "currency": "EUR"})]);
+    assert_eq!(of("vendor.updated"), [json!({"id": id, "name": "Acme", "active": false, "version": 2})]);
+    assert_eq!(of("vendor.deleted"), [json!({"id": id, "name": "Acme"})]);
+}

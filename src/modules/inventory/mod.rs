@@ -64,6 +64,8 @@ event_types! {
         json!({"id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "sku": "TSHIRT-RED-M", "name": "T-shirt, red, M"});
     PRODUCT_UPDATED => "product.updated", 5, "A product changed.",
         json!({"id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "sku": "TSHIRT-RED-M", "version": 2});
+    WAREHOUSE_CREATED => "warehouse.created", 5, "A warehouse was added.",
+        json!({"id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a13", "code": "MAIN", "name": "Main warehouse"});
     STOCK_ADJUSTED => "stock.adjusted", 5, "On-hand stock was adjusted (count, damage, correction).",
         json!({"product_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "sku": "TSHIRT-RED-M", "warehouse_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a12", "quantity": -2, "on_hand": 48, "reason": "damaged"});
     STOCK_LOW => "stock.low", 7, "Available stock fell below the reorder point.",

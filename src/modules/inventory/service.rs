@@ -387,6 +387,7 @@ impl InventoryService for SeaOrmInventory {
         name: String,
     ) -> ApiResult<WarehouseView> {
         let now = Utc::now();
+        let txn = crate::platform::db::begin(&self.db).await?;
         let model = warehouse::Entity::insert(warehouse::ActiveModel {
             id: Set(Uuid::now_v7()),
             tenant_id: Set(tenant.id()),
@@ -396,7 +397,7 @@ impl InventoryService for SeaOrmInventory {
             created_at: Set(now),
             updated_at: Set(now),
         })
-        .exec_with_returning(&self.db)
+        .exec_with_returning(&txn)
         .await
         .map_err(|e| match ApiError::from(e) {
             err if err.code == Code::Conflict => {
@@ -404,6 +405,9 @@ impl InventoryService for SeaOrmInventory {
             }
             err => err,
         })?;
+        let data = json!({"id": model.id, "code": model.code, "name": model.name});
+        events::publish(&txn, tenant.id(), &super::WAREHOUSE_CREATED, data).await?;
+        sea_orm::TransactionSession::commit(txn).await?;
         Ok(warehouse_view(model))
     }
 

@@ -43,6 +43,12 @@ grants! {
 
 event_types! {
     EVENTS;
+    VENDOR_CREATED => "vendor.created", 5, "A vendor was added.",
+        json!({"id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a12", "name": "Acme Supplies", "currency": "EUR"});
+    VENDOR_UPDATED => "vendor.updated", 5, "A vendor changed (name, email, or activated / deactivated).",
+        json!({"id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a12", "name": "Acme Supplies", "active": false, "version": 2});
+    VENDOR_DELETED => "vendor.deleted", 5, "A vendor without purchase orders was deleted.",
+        json!({"id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a12", "name": "Acme Supplies"});
     PURCHASE_ORDER_CREATED => "purchase_order.created", 5, "A purchase order was drafted.",
         json!({"id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "vendor_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a12", "total": 45000, "currency": "EUR"});
     PURCHASE_ORDER_SUBMITTED => "purchase_order.submitted", 5, "A purchase order was submitted for approval.",

@@ -150,6 +150,7 @@ impl ProcurementService for SeaOrmProcurement {
         currency: String,
     ) -> ApiResult<VendorView> {
         let now = Utc::now();
+        let txn = crate::platform::db::begin(&self.db).await?;
         let model = vendor::Entity::insert(vendor::ActiveModel {
             id: Set(Uuid::now_v7()),
             tenant_id: Set(tenant.id()),
@@ -161,8 +162,11 @@ impl ProcurementService for SeaOrmProcurement {
             created_at: Set(now),
             updated_at: Set(now),
         })
-        .exec_with_returning(&self.db)
+        .exec_with_returning(&txn)
         .await?;
+        let data = json!({"id": model.id, "name": model.name, "currency": model.currency});
+        events::publish(&txn, tenant.id(), &super::VENDOR_CREATED, data).await?;
+        sea_orm::TransactionSession::commit(txn).await?;
         Ok(model.into())
     }
 
@@ -216,7 +220,9 @@ impl ProcurementService for SeaOrmProcurement {
         if update.exec(&txn).await?.rows_affected == 0 {
             return Err(changed_meanwhile("vendor"));
         }
-        let view = find_vendor(&txn, tenant, id).await?.into();
+        let view: VendorView = find_vendor(&txn, tenant, id).await?.into();
+        let data = json!({"id": view.id, "name": view.name, "active": view.active, "version": view.version});
+        events::publish(&txn, tenant.id(), &super::VENDOR_UPDATED, data).await?;
         sea_orm::TransactionSession::commit(txn).await?;
         Ok(view)
     }
@@ -224,7 +230,7 @@ impl ProcurementService for SeaOrmProcurement {
     /// Delete a vendor without purchase orders (409 otherwise).
     async fn delete_vendor(&self, tenant: TenantScope, id: Uuid) -> ApiResult<()> {
         let txn = crate::platform::db::begin(&self.db).await?;
-        find_vendor(&txn, tenant, id).await?;
+        let vendor = find_vendor(&txn, tenant, id).await?;
         let orders = tenant.find::<po::Entity>().filter(po::Column::VendorId.eq(id)).count(&txn).await?;
         if orders > 0 {
             return Err(ApiError::new(
@@ -233,6 +239,8 @@ impl ProcurementService for SeaOrmProcurement {
             ));
         }
         tenant.delete_many::<vendor::Entity>().filter(vendor::Column::Id.eq(id)).exec(&txn).await?;
+        let data = json!({"id": vendor.id, "name": vendor.name});
+        events::publish(&txn, tenant.id(), &super::VENDOR_DELETED, data).await?;
         sea_orm::TransactionSession::commit(txn).await?;
         Ok(())
     }
