@@ -19,6 +19,7 @@ pub mod module;
 pub mod ratelimit;
 pub mod rbac;
 pub mod redis;
+pub mod search;
 pub mod state;
 pub mod tenancy;
 pub mod users;

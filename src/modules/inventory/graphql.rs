@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::{
     InventoryRead, InventoryService, InventoryWrite, LEVEL_SORTS, LevelFilter, MOVEMENT_KINDS,
     MOVEMENT_SORTS, MovementFilter, MovementView, PRODUCT_SORTS, ProductFilter, ProductView, Recommendation,
-    ReservationView, Settings, StockLevelView, WAREHOUSE_SORTS, WarehouseView,
+    ReservationView, Settings, StockLevelView, WAREHOUSE_SORTS, WarehouseFilter, WarehouseView,
     routes::{
         Adjustment, CreateProduct, CreateWarehouse, Reorder, Reserve, Settle, Transfer, UpdateProduct, settle,
     },
@@ -21,6 +21,7 @@ use crate::{
     platform::{
         graphql::{authorized, data, gql, list_request, validated},
         http::{PageMeta, one_of, parse_sort},
+        search::{Search, Window},
         tenancy::TenantScope,
     },
 };
@@ -121,10 +122,16 @@ pub struct Query;
 #[Object(name = "InventoryQuery")]
 impl Query {
     /// Products, newest first (as `GET /api/v1/products`).
+    #[allow(clippy::too_many_arguments)]
     async fn products(
         &self,
         ctx: &Context<'_>,
         sku: Option<String>,
+        q: Option<String>,
+        created_after: Option<chrono::DateTime<chrono::Utc>>,
+        created_before: Option<chrono::DateTime<chrono::Utc>>,
+        updated_after: Option<chrono::DateTime<chrono::Utc>>,
+        updated_before: Option<chrono::DateTime<chrono::Utc>>,
         #[graphql(default_with = "Some(25)")] first: Option<i64>,
         after: Option<String>,
         before: Option<String>,
@@ -132,7 +139,14 @@ impl Query {
         let (_, principal) = authorized::<InventoryRead>(ctx).map_err(gql)?;
         let list = list_request(ctx, first, after.as_deref(), before.as_deref())?;
         let sort = parse_sort(None, &PRODUCT_SORTS).map_err(gql)?;
-        let filter = ProductFilter { sku, active: None, sort };
+        let filter = ProductFilter {
+            sku,
+            active: None,
+            q: Search::parse(q.as_deref()).map_err(gql)?,
+            created: Window::new("created", created_after, created_before).map_err(gql)?,
+            updated: Window::new("updated", updated_after, updated_before).map_err(gql)?,
+            sort,
+        };
         let paged = service(ctx)?.list_products(principal.tenant, filter, &list).await.map_err(gql)?;
         Ok(ProductPage { items: paged.data, page_info: paged.meta })
     }
@@ -144,17 +158,25 @@ impl Query {
     }
 
     /// Warehouses, by code (as `GET /api/v1/warehouses`).
+    #[allow(clippy::too_many_arguments)]
     async fn warehouses(
         &self,
         ctx: &Context<'_>,
+        q: Option<String>,
+        created_after: Option<chrono::DateTime<chrono::Utc>>,
+        created_before: Option<chrono::DateTime<chrono::Utc>>,
         #[graphql(default_with = "Some(25)")] first: Option<i64>,
         after: Option<String>,
         before: Option<String>,
     ) -> async_graphql::Result<Page<WarehouseView>> {
         let (_, principal) = authorized::<InventoryRead>(ctx).map_err(gql)?;
         let list = list_request(ctx, first, after.as_deref(), before.as_deref())?;
-        let sort = parse_sort(None, &WAREHOUSE_SORTS).map_err(gql)?;
-        Ok(service(ctx)?.list_warehouses(principal.tenant, sort, &list).await.map_err(gql)?.into())
+        let filter = WarehouseFilter {
+            q: Search::parse(q.as_deref()).map_err(gql)?,
+            created: Window::new("created", created_after, created_before).map_err(gql)?,
+            sort: parse_sort(None, &WAREHOUSE_SORTS).map_err(gql)?,
+        };
+        Ok(service(ctx)?.list_warehouses(principal.tenant, filter, &list).await.map_err(gql)?.into())
     }
 
     /// A warehouse (as `GET /api/v1/warehouses/{id}`).
@@ -189,6 +211,8 @@ impl Query {
         warehouse_id: Option<Uuid>,
         kind: Option<String>,
         reference: Option<String>,
+        created_after: Option<chrono::DateTime<chrono::Utc>>,
+        created_before: Option<chrono::DateTime<chrono::Utc>>,
         #[graphql(default_with = "Some(25)")] first: Option<i64>,
         after: Option<String>,
         before: Option<String>,
@@ -197,7 +221,8 @@ impl Query {
         let list = list_request(ctx, first, after.as_deref(), before.as_deref())?;
         let sort = parse_sort(None, &MOVEMENT_SORTS).map_err(gql)?;
         one_of("kind", kind.as_deref(), &MOVEMENT_KINDS).map_err(gql)?;
-        let filter = MovementFilter { product_id, warehouse_id, kind, reference, sort };
+        let created = Window::new("created", created_after, created_before).map_err(gql)?;
+        let filter = MovementFilter { product_id, warehouse_id, kind, reference, created, sort };
         Ok(service(ctx)?.movements(principal.tenant, filter, &list).await.map_err(gql)?.into())
     }
 

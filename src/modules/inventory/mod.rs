@@ -30,6 +30,7 @@ use crate::{
         jobs::JobHandler,
         module::{Feature, Grant, Module, Setup},
         rbac::grants,
+        search::{Search, Window},
         state::AppState,
         tenancy::TenantScope,
     },
@@ -260,7 +261,18 @@ pub const MOVEMENT_SORTS: Sorts<entity::stock_movement::Column> =
 pub struct ProductFilter {
     pub sku: Option<String>,
     pub active: Option<bool>,
+    /// In the SKU or the name.
+    pub q: Option<Search>,
+    pub created: Window,
+    pub updated: Window,
     pub sort: Sort<entity::product::Column>,
+}
+
+pub struct WarehouseFilter {
+    /// In the code or the name.
+    pub q: Option<Search>,
+    pub created: Window,
+    pub sort: Sort<entity::warehouse::Column>,
 }
 
 pub struct LevelFilter {
@@ -279,6 +291,7 @@ pub struct MovementFilter {
     /// One of [`MOVEMENT_KINDS`].
     pub kind: Option<String>,
     pub reference: Option<String>,
+    pub created: Window,
     pub sort: Sort<entity::stock_movement::Column>,
 }
 
@@ -416,7 +429,7 @@ pub trait InventoryService: Send + Sync {
     async fn list_warehouses(
         &self,
         tenant: TenantScope,
-        sort: Sort<entity::warehouse::Column>,
+        filter: WarehouseFilter,
         list: &ListRequest,
     ) -> ApiResult<Paged<WarehouseView>>;
     async fn stock_levels(

@@ -12,7 +12,7 @@ use super::{
     Cause, InventoryRead, InventoryService, InventoryWrite, LEVEL_SORTS, LevelFilter, Line, MAX_QUANTITY,
     MOVEMENT_KINDS, MOVEMENT_SORTS, MovementFilter, MovementView, NewProduct, PRODUCT_SORTS, ProductChanges,
     ProductFilter, ProductView, Recommendation, ReservationView, Settings, StockLevelView, WAREHOUSE_SORTS,
-    WarehouseView, check_quantity,
+    WarehouseFilter, WarehouseView, check_quantity,
 };
 use crate::{
     error::{ApiResult, FieldError, Problem},
@@ -23,6 +23,7 @@ use crate::{
             parse_sort, with_etag,
         },
         rbac::{Authorized, BulkWrite},
+        search::{Search, Window},
         state::AppState,
         tenancy::TenantScope,
         validate::{self, Checks},
@@ -183,6 +184,17 @@ crate::list_query! {
         sort: Option<String>,
         /// Exact SKU.
         sku: Option<String>,
+        /// Text in the SKU or the name (case-insensitive, 1-100 characters).
+        #[param(min_length = 1, max_length = 100)]
+        q: Option<String>,
+        /// Items created at or after this time (RFC 3339).
+        created_after: Option<chrono::DateTime<chrono::Utc>>,
+        /// Items created before this time (RFC 3339).
+        created_before: Option<chrono::DateTime<chrono::Utc>>,
+        /// Items updated at or after this time (RFC 3339).
+        updated_after: Option<chrono::DateTime<chrono::Utc>>,
+        /// Items updated before this time (RFC 3339).
+        updated_before: Option<chrono::DateTime<chrono::Utc>>,
         active: Option<bool>,
     }
 }
@@ -206,7 +218,14 @@ async fn list_products(
     let q = query.into_inner();
     let list = q.list()?;
     let sort = parse_sort(q.sort.as_deref(), &PRODUCT_SORTS)?;
-    let filter = ProductFilter { sku: q.sku, active: q.active, sort };
+    let filter = ProductFilter {
+        sku: q.sku,
+        active: q.active,
+        q: Search::parse(q.q.as_deref())?,
+        created: Window::new("created", q.created_after, q.created_before)?,
+        updated: Window::new("updated", q.updated_after, q.updated_before)?,
+        sort,
+    };
     Ok(HttpResponse::Ok().json(inventory.list_products(auth.tenant, filter, &list).await?))
 }
 
@@ -366,6 +385,13 @@ crate::list_query! {
         /// `code` (the default), `name`, `created_at`; prefix `-` for descending.
         #[param(pattern = "^-?(code|name|created_at)$")]
         sort: Option<String>,
+        /// Text in the code or the name (case-insensitive, 1-100 characters).
+        #[param(min_length = 1, max_length = 100)]
+        q: Option<String>,
+        /// Items created at or after this time (RFC 3339).
+        created_after: Option<chrono::DateTime<chrono::Utc>>,
+        /// Items created before this time (RFC 3339).
+        created_before: Option<chrono::DateTime<chrono::Utc>>,
     }
 }
 
@@ -387,8 +413,12 @@ async fn list_warehouses(
 ) -> ApiResult<HttpResponse> {
     let q = query.into_inner();
     let list = q.list()?;
-    let sort = parse_sort(q.sort.as_deref(), &WAREHOUSE_SORTS)?;
-    Ok(HttpResponse::Ok().json(inventory.list_warehouses(auth.tenant, sort, &list).await?))
+    let filter = WarehouseFilter {
+        q: Search::parse(q.q.as_deref())?,
+        created: Window::new("created", q.created_after, q.created_before)?,
+        sort: parse_sort(q.sort.as_deref(), &WAREHOUSE_SORTS)?,
+    };
+    Ok(HttpResponse::Ok().json(inventory.list_warehouses(auth.tenant, filter, &list).await?))
 }
 
 /// One warehouse.
@@ -540,6 +570,10 @@ crate::list_query! {
         kind: Option<String>,
         /// Exact reference, e.g. `purchase_order:<id>` or a reservation's.
         reference: Option<String>,
+        /// Items made at or after this time (RFC 3339).
+        created_after: Option<chrono::DateTime<chrono::Utc>>,
+        /// Items made before this time (RFC 3339).
+        created_before: Option<chrono::DateTime<chrono::Utc>>,
     }
 }
 
@@ -549,7 +583,7 @@ crate::list_query! {
     params(MovementQuery),
     responses(
         (status = 200, description = "A page of movements", body = Paged<MovementView>),
-        (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
     ),
     security(("bearer" = []))
 )]
@@ -568,6 +602,7 @@ async fn list_movements(
         warehouse_id: q.warehouse_id,
         kind: q.kind,
         reference: q.reference,
+        created: Window::new("created", q.created_after, q.created_before)?,
         sort,
     };
     Ok(HttpResponse::Ok().json(inventory.movements(auth.tenant, filter, &list).await?))

@@ -17,14 +17,14 @@ use uuid::Uuid;
 use super::{
     Cause, EXPIRY_JOB, InventoryService, LevelFilter, Line, MovementFilter, MovementView, NewProduct,
     ProductChanges, ProductFilter, ProductView, REORDER_SCAN_JOB, Recommendation, ReservationView,
-    StockLevelView, WarehouseView,
+    StockLevelView, WarehouseFilter, WarehouseView,
 };
 use crate::modules::procurement::Vendors;
 use crate::{
     error::{ApiError, ApiResult, Code, FieldError},
     platform::{
         events,
-        http::{ListRequest, Paged, Sort, changed_meanwhile, check_version},
+        http::{ListRequest, Paged, changed_meanwhile, check_version},
         jobs::{self, JobError, JobHandler, NewJob},
         state::AppState,
         tenancy::{SystemScope, TenantScope},
@@ -318,7 +318,10 @@ impl InventoryService for SeaOrmInventory {
     ) -> ApiResult<Paged<ProductView>> {
         let condition = Condition::all()
             .add_option(filter.sku.map(|sku| product::Column::Sku.eq(sku)))
-            .add_option(filter.active.map(|active| product::Column::Active.eq(active)));
+            .add_option(filter.active.map(|active| product::Column::Active.eq(active)))
+            .add_option(filter.q.map(|q| q.on(&[product::Column::Sku, product::Column::Name])))
+            .add(filter.created.on(product::Column::CreatedAt))
+            .add(filter.updated.on(product::Column::UpdatedAt));
         let rows = list.fetch(&self.db, tenant.find::<product::Entity>(), condition, filter.sort).await?;
         Ok(rows.map(product_view))
     }
@@ -414,10 +417,13 @@ impl InventoryService for SeaOrmInventory {
     async fn list_warehouses(
         &self,
         tenant: TenantScope,
-        sort: Sort<warehouse::Column>,
+        filter: WarehouseFilter,
         list: &ListRequest,
     ) -> ApiResult<Paged<WarehouseView>> {
-        let rows = list.fetch(&self.db, tenant.find::<warehouse::Entity>(), Condition::all(), sort).await?;
+        let condition = Condition::all()
+            .add_option(filter.q.map(|q| q.on(&[warehouse::Column::Code, warehouse::Column::Name])))
+            .add(filter.created.on(warehouse::Column::CreatedAt));
+        let rows = list.fetch(&self.db, tenant.find::<warehouse::Entity>(), condition, filter.sort).await?;
         Ok(rows.map(warehouse_view))
     }
 
@@ -446,7 +452,8 @@ impl InventoryService for SeaOrmInventory {
             .add_option(filter.product_id.map(|id| Column::ProductId.eq(id)))
             .add_option(filter.warehouse_id.map(|id| Column::WarehouseId.eq(id)))
             .add_option(filter.kind.map(|kind| Column::Kind.eq(kind)))
-            .add_option(filter.reference.map(|reference| Column::Reference.eq(reference)));
+            .add_option(filter.reference.map(|reference| Column::Reference.eq(reference)))
+            .add(filter.created.on(Column::CreatedAt));
         let scope = tenant.find::<stock_movement::Entity>();
         let rows = list.fetch(&self.db, scope, condition, filter.sort).await?;
         Ok(rows.map(|m| MovementView {

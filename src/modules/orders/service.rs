@@ -321,6 +321,9 @@ impl SeaOrmOrders {
             let filter = ProductFilter {
                 sku: Some(sku.clone()),
                 active: None,
+                q: None,
+                created: Default::default(),
+                updated: Default::default(),
                 sort: parse_sort(None, &PRODUCT_SORTS)?,
             };
             let list = ListRequest::new(Some(1), &[], None, None)?;

@@ -20,6 +20,7 @@ use crate::{
     platform::{
         graphql::{authorized, data, gql, list_request, validated},
         http::{PageMeta, one_of, parse_sort},
+        search::{Search, Window},
         tenancy::TenantScope,
     },
 };
@@ -92,11 +93,16 @@ pub struct Query;
 #[Object(name = "ProcurementQuery")]
 impl Query {
     /// Purchase orders, newest first (as `GET /api/v1/purchase-orders`).
+    #[allow(clippy::too_many_arguments)]
     async fn purchase_orders(
         &self,
         ctx: &Context<'_>,
         status: Option<String>,
         vendor_id: Option<Uuid>,
+        created_after: Option<chrono::DateTime<chrono::Utc>>,
+        created_before: Option<chrono::DateTime<chrono::Utc>>,
+        updated_after: Option<chrono::DateTime<chrono::Utc>>,
+        updated_before: Option<chrono::DateTime<chrono::Utc>>,
         #[graphql(default_with = "Some(25)")] first: Option<i64>,
         after: Option<String>,
         before: Option<String>,
@@ -105,7 +111,14 @@ impl Query {
         let list = list_request(ctx, first, after.as_deref(), before.as_deref())?;
         one_of("status", status.as_deref(), &STATES).map_err(gql)?;
         let sort = parse_sort(None, &ORDER_SORTS).map_err(gql)?;
-        let filter = OrderFilter { status, vendor_id, warehouse_id: None, sort };
+        let filter = OrderFilter {
+            status,
+            vendor_id,
+            warehouse_id: None,
+            created: Window::new("created", created_after, created_before).map_err(gql)?,
+            updated: Window::new("updated", updated_after, updated_before).map_err(gql)?,
+            sort,
+        };
         let paged = service(ctx)?.list_orders(principal.tenant, filter, &list).await.map_err(gql)?;
         Ok(OrderPage { items: paged.data, page_info: paged.meta })
     }
@@ -116,10 +129,16 @@ impl Query {
     }
 
     /// Vendors by name (as `GET /api/v1/vendors`).
+    #[allow(clippy::too_many_arguments)]
     async fn vendors(
         &self,
         ctx: &Context<'_>,
         active: Option<bool>,
+        q: Option<String>,
+        created_after: Option<chrono::DateTime<chrono::Utc>>,
+        created_before: Option<chrono::DateTime<chrono::Utc>>,
+        updated_after: Option<chrono::DateTime<chrono::Utc>>,
+        updated_before: Option<chrono::DateTime<chrono::Utc>>,
         #[graphql(default_with = "Some(25)")] first: Option<i64>,
         after: Option<String>,
         before: Option<String>,
@@ -127,7 +146,13 @@ impl Query {
         let (_, principal) = authorized::<ProcurementRead>(ctx).map_err(gql)?;
         let list = list_request(ctx, first, after.as_deref(), before.as_deref())?;
         let sort = parse_sort(None, &VENDOR_SORTS).map_err(gql)?;
-        let filter = VendorFilter { active, sort };
+        let filter = VendorFilter {
+            active,
+            q: Search::parse(q.as_deref()).map_err(gql)?,
+            created: Window::new("created", created_after, created_before).map_err(gql)?,
+            updated: Window::new("updated", updated_after, updated_before).map_err(gql)?,
+            sort,
+        };
         let paged = service(ctx)?.list_vendors(principal.tenant, filter, &list).await.map_err(gql)?;
         Ok(VendorPage { items: paged.data, page_info: paged.meta })
     }

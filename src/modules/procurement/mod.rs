@@ -29,6 +29,7 @@ use crate::{
         http::{ListRequest, Paged, Sort, Sorts},
         module::{Feature, Grant, Module, Setup},
         rbac::grants,
+        search::{Search, Window},
         tenancy::TenantScope,
         validate::{self, Checks},
     },
@@ -209,6 +210,10 @@ pub const ORDER_SORTS: Sorts<po::Column> = Sorts {
 /// Which vendors to list, in which order.
 pub struct VendorFilter {
     pub active: Option<bool>,
+    /// In the name or the email.
+    pub q: Option<Search>,
+    pub created: Window,
+    pub updated: Window,
     pub sort: Sort<vendor::Column>,
 }
 
@@ -217,6 +222,8 @@ pub struct OrderFilter {
     pub status: Option<String>,
     pub vendor_id: Option<Uuid>,
     pub warehouse_id: Option<Uuid>,
+    pub created: Window,
+    pub updated: Window,
     pub sort: Sort<po::Column>,
 }
 

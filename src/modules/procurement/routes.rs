@@ -20,6 +20,7 @@ use crate::{
             parse_sort, with_etag,
         },
         rbac::{Authorized, BulkWrite},
+        search::{Search, Window},
         state::AppState,
         tenancy::TenantScope,
         validate::{self, Checks},
@@ -101,6 +102,17 @@ crate::list_query! {
         #[param(pattern = "^-?(name|created_at)$")]
         sort: Option<String>,
         active: Option<bool>,
+        /// Text in the name or the email (case-insensitive, 1-100 characters).
+        #[param(min_length = 1, max_length = 100)]
+        q: Option<String>,
+        /// Items created at or after this time (RFC 3339).
+        created_after: Option<chrono::DateTime<chrono::Utc>>,
+        /// Items created before this time (RFC 3339).
+        created_before: Option<chrono::DateTime<chrono::Utc>>,
+        /// Items updated at or after this time (RFC 3339).
+        updated_after: Option<chrono::DateTime<chrono::Utc>>,
+        /// Items updated before this time (RFC 3339).
+        updated_before: Option<chrono::DateTime<chrono::Utc>>,
     }
 }
 
@@ -117,7 +129,13 @@ async fn list_vendors(
     let q = query.into_inner();
     let list = q.list()?;
     let sort = parse_sort(q.sort.as_deref(), &VENDOR_SORTS)?;
-    let filter = VendorFilter { active: q.active, sort };
+    let filter = VendorFilter {
+        active: q.active,
+        q: Search::parse(q.q.as_deref())?,
+        created: Window::new("created", q.created_after, q.created_before)?,
+        updated: Window::new("updated", q.updated_after, q.updated_before)?,
+        sort,
+    };
     Ok(HttpResponse::Ok().json(procurement.list_vendors(auth.tenant, filter, &list).await?))
 }
 
@@ -279,6 +297,14 @@ crate::list_query! {
         status: Option<String>,
         vendor_id: Option<Uuid>,
         warehouse_id: Option<Uuid>,
+        /// Items created at or after this time (RFC 3339).
+        created_after: Option<chrono::DateTime<chrono::Utc>>,
+        /// Items created before this time (RFC 3339).
+        created_before: Option<chrono::DateTime<chrono::Utc>>,
+        /// Items updated at or after this time (RFC 3339).
+        updated_after: Option<chrono::DateTime<chrono::Utc>>,
+        /// Items updated before this time (RFC 3339).
+        updated_before: Option<chrono::DateTime<chrono::Utc>>,
     }
 }
 
@@ -296,7 +322,14 @@ async fn list_purchase_orders(
     let list = q.list()?;
     let sort = parse_sort(q.sort.as_deref(), &ORDER_SORTS)?;
     one_of("status", q.status.as_deref(), &STATES)?;
-    let filter = OrderFilter { status: q.status, vendor_id: q.vendor_id, warehouse_id: q.warehouse_id, sort };
+    let filter = OrderFilter {
+        status: q.status,
+        vendor_id: q.vendor_id,
+        warehouse_id: q.warehouse_id,
+        created: Window::new("created", q.created_after, q.created_before)?,
+        updated: Window::new("updated", q.updated_after, q.updated_before)?,
+        sort,
+    };
     Ok(HttpResponse::Ok().json(procurement.list_orders(auth.tenant, filter, &list).await?))
 }
 

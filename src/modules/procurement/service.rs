@@ -176,7 +176,11 @@ impl ProcurementService for SeaOrmProcurement {
         filter: VendorFilter,
         list: &ListRequest,
     ) -> ApiResult<Paged<VendorView>> {
-        let condition = Condition::all().add_option(filter.active.map(|a| vendor::Column::Active.eq(a)));
+        let condition = Condition::all()
+            .add_option(filter.active.map(|a| vendor::Column::Active.eq(a)))
+            .add_option(filter.q.map(|q| q.on(&[vendor::Column::Name, vendor::Column::Email])))
+            .add(filter.created.on(vendor::Column::CreatedAt))
+            .add(filter.updated.on(vendor::Column::UpdatedAt));
         let scope = tenant.find::<vendor::Entity>();
         Ok(list.fetch(&self.db, scope, condition, filter.sort).await?.map(Into::into))
     }
@@ -327,7 +331,9 @@ impl ProcurementService for SeaOrmProcurement {
         let condition = Condition::all()
             .add_option(filter.status.map(|status| po::Column::Status.eq(status)))
             .add_option(filter.vendor_id.map(|vendor| po::Column::VendorId.eq(vendor)))
-            .add_option(filter.warehouse_id.map(|warehouse| po::Column::WarehouseId.eq(warehouse)));
+            .add_option(filter.warehouse_id.map(|warehouse| po::Column::WarehouseId.eq(warehouse)))
+            .add(filter.created.on(po::Column::CreatedAt))
+            .add(filter.updated.on(po::Column::UpdatedAt));
         let scope = tenant.find::<po::Entity>();
         let Paged { data, meta } = list.fetch(&self.db, scope, condition, filter.sort).await?;
         Ok(Paged { data: views(&self.db, tenant, data).await?, meta })
