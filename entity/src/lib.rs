@@ -4,6 +4,9 @@
 pub mod api_token;
 pub mod api_usage;
 pub mod audit_log;
+pub mod channel_connection;
+pub mod channel_mapping;
+pub mod channel_sync_run;
 pub mod cors_origin;
 pub mod customer;
 pub mod event;
