@@ -1,4 +1,5 @@
-//! Channels: store connections, product mappings and sync runs. Each list
+//! Channels: store connections, product mappings, sync runs and the log
+//! of inbound webhooks. Each list
 //! sort has an index starting with `tenant_id`.
 
 use sea_orm_migration::{prelude::*, schema::*};
@@ -87,6 +88,22 @@ enum ChannelSyncRuns {
     UpdatedAt,
 }
 
+#[derive(DeriveIden)]
+enum ChannelWebhookReceipts {
+    Table,
+    Id,
+    TenantId,
+    ConnectionId,
+    Topic,
+    EventId,
+    DedupeKey,
+    Verified,
+    Outcome,
+    Detail,
+    DurationMs,
+    ReceivedAt,
+}
+
 fn fk(
     name: &str,
     from: (impl IntoIden, impl IntoIden),
@@ -117,6 +134,19 @@ const INDEXES: &[Spec] = &[
         "ix_channel_sync_runs_tenant_connection_created",
         "channel_sync_runs",
         &["tenant_id", "connection_id", "created_at", "id"],
+        false,
+    ),
+    // NULL keys (unverified receipts) never collide.
+    (
+        "ux_channel_webhook_receipts_dedupe",
+        "channel_webhook_receipts",
+        &["connection_id", "dedupe_key"],
+        true,
+    ),
+    (
+        "ix_channel_webhook_receipts_tenant_connection_received",
+        "channel_webhook_receipts",
+        &["tenant_id", "connection_id", "received_at", "id"],
         false,
     ),
 ];
@@ -225,6 +255,30 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(ChannelWebhookReceipts::Table)
+                    .col(pk_uuid(ChannelWebhookReceipts::Id))
+                    .col(uuid(ChannelWebhookReceipts::TenantId))
+                    .col(uuid(ChannelWebhookReceipts::ConnectionId))
+                    .col(string_null(ChannelWebhookReceipts::Topic))
+                    .col(string_null(ChannelWebhookReceipts::EventId))
+                    .col(string_null(ChannelWebhookReceipts::DedupeKey))
+                    .col(boolean(ChannelWebhookReceipts::Verified))
+                    .col(string(ChannelWebhookReceipts::Outcome))
+                    .col(text_null(ChannelWebhookReceipts::Detail))
+                    .col(big_integer(ChannelWebhookReceipts::DurationMs))
+                    .col(timestamp_with_time_zone(ChannelWebhookReceipts::ReceivedAt))
+                    .foreign_key(&mut fk(
+                        "fk_channel_webhook_receipts_connection",
+                        (ChannelWebhookReceipts::Table, ChannelWebhookReceipts::ConnectionId),
+                        (ChannelConnections::Table, ChannelConnections::Id),
+                        Cascade,
+                    ))
+                    .to_owned(),
+            )
+            .await?;
         for (name, table, columns, unique) in INDEXES {
             let mut index = Index::create();
             index.name(*name).table(*table);
@@ -241,6 +295,7 @@ impl MigrationTrait for Migration {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         for table in [
+            ChannelWebhookReceipts::Table.into_iden(),
             ChannelSyncRuns::Table.into_iden(),
             ChannelMappings::Table.into_iden(),
             ChannelConnections::Table.into_iden(),

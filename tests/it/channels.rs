@@ -508,3 +508,135 @@ async fn refused_credentials_disconnect_until_new_ones_are_saved() {
     adjust(&app, &tenant, &mug_id, &main, 3).await;
     eventually(10, || async { (woo.quantity("MUG-WHITE") == Some(3)).then_some(()) }).await;
 }
+
+/// The base64 HMAC-SHA256 of `body` with `secret`, as the stores sign.
+fn sign(secret: &str, body: &[u8]) -> String {
+    use base64::Engine;
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+async fn on_hand(app: &TestApp, tenant: &Tenant, product: &str, warehouse: &str) -> i64 {
+    let path = format!("/api/v1/stock-levels?product_id={product}&warehouse_id={warehouse}");
+    json(app.get(&path, &tenant.token).await).await["data"][0]["on_hand"].as_i64().unwrap()
+}
+
+#[tokio::test]
+async fn store_webhooks_are_verified_deduplicated_logged_and_booked() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let main = warehouse(&app, &tenant, "MAIN").await;
+    let shop = FakeShopify::start(mug(50)).await.unwrap();
+    let woo = FakeWooCommerce::start(mug(50)).await.unwrap();
+    let mut body = shopify_body(&shop, "Shop", &main, 0);
+    body["webhook_secret"] = json!("shpss_secret");
+    let s = connect(&app, &tenant, body).await["id"].as_str().unwrap().to_owned();
+    let mut body = woo_body(&woo, "Site", &main, 0);
+    body["webhook_secret"] = json!("wc_secret");
+    let w = connect(&app, &tenant, body).await["id"].as_str().unwrap().to_owned();
+    import(&app, &tenant, &s).await;
+    import(&app, &tenant, &w).await;
+    let mug_id = json(app.get("/api/v1/products?sku=MUG-WHITE", &tenant.token).await).await["data"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    adjust(&app, &tenant, &mug_id, &main, 10).await;
+    eventually(10, || async {
+        (shop.quantity("MUG-WHITE") == Some(10) && woo.quantity("MUG-WHITE") == Some(10)).then_some(())
+    })
+    .await;
+    app.drained().await;
+    let mapping =
+        json(app.get(&format!("/api/v1/channel-mappings?connection_id={s}"), &tenant.token).await).await;
+    let item =
+        mapping["data"][0]["inventory_item_id"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
+
+    // Three units sold on Shopify.
+    let level = json!({"inventory_item_id": item.parse::<u64>().unwrap(), "location_id": 1, "available": 7,
+        "updated_at": "2026-11-28T10:00:00Z"})
+    .to_string();
+    let send = |connection: &str, headers: Vec<(&'static str, String)>, body: String| {
+        let mut request = app
+            .client
+            .post(format!("{}/api/v1/channel-webhooks/{connection}", app.base))
+            .header("content-type", "application/json")
+            .body(body);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        request.send()
+    };
+    let shopify_headers = |signature: String| {
+        vec![
+            ("X-Shopify-Topic", "inventory_levels/update".to_owned()),
+            ("X-Shopify-Webhook-Id", "evt-1".to_owned()),
+            ("X-Shopify-Hmac-Sha256", signature),
+        ]
+    };
+    let forged = send(&s, shopify_headers(sign("guessed", level.as_bytes())), level.clone()).await.unwrap();
+    assert_problem(forged, 401, "unauthenticated").await;
+    let unsigned = send(&s, vec![("X-Shopify-Topic", "inventory_levels/update".to_owned())], level.clone())
+        .await
+        .unwrap();
+    assert_problem(unsigned, 401, "unauthenticated").await;
+    assert_eq!(on_hand(&app, &tenant, &mug_id, &main).await, 10, "a forged webhook changes nothing");
+
+    let good =
+        send(&s, shopify_headers(sign("shpss_secret", level.as_bytes())), level.clone()).await.unwrap();
+    assert_eq!(good.status(), 200);
+    let receipt = json(good).await["data"].clone();
+    assert_eq!(
+        (receipt["outcome"].as_str(), receipt["verified"].as_bool()),
+        (Some("applied"), Some(true)),
+        "{receipt}"
+    );
+    assert_eq!(on_hand(&app, &tenant, &mug_id, &main).await, 7);
+    // It propagates to the other store.
+    eventually(10, || async { (woo.quantity("MUG-WHITE") == Some(7)).then_some(()) }).await;
+
+    let replay =
+        send(&s, shopify_headers(sign("shpss_secret", level.as_bytes())), level.clone()).await.unwrap();
+    assert_problem(replay, 401, "unauthenticated").await;
+    assert_eq!(on_hand(&app, &tenant, &mug_id, &main).await, 7, "a replay changes nothing");
+
+    let log =
+        json(app.get(&format!("/api/v1/channel-connections/{s}/webhook-receipts"), &tenant.token).await)
+            .await;
+    let outcomes: Vec<(&str, bool)> = log["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["outcome"].as_str().unwrap(), r["verified"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(outcomes, [("replayed", true), ("applied", true), ("forged", false), ("forged", false)]);
+
+    // WooCommerce: the product now holds 5 there (two more sold).
+    app.drained().await;
+    let product =
+        json!({"id": 100, "name": "Mug", "sku": "MUG-WHITE", "manage_stock": true, "stock_quantity": 5})
+            .to_string();
+    let woo_headers = vec![
+        ("X-WC-Webhook-Topic", "product.updated".to_owned()),
+        ("X-WC-Webhook-Delivery-ID", "d-1".to_owned()),
+        ("X-WC-Webhook-Signature", sign("wc_secret", product.as_bytes())),
+    ];
+    let res = send(&w, woo_headers, product).await.unwrap();
+    assert_eq!(json(res).await["data"]["outcome"], "applied");
+    assert_eq!(on_hand(&app, &tenant, &mug_id, &main).await, 5);
+    eventually(10, || async { (shop.quantity("MUG-WHITE") == Some(5)).then_some(()) }).await;
+    let events = channel_events(&app, &tenant).await;
+    let updates: Vec<&Value> =
+        events.iter().filter(|(t, _)| t == "channel.inventory_updated").map(|(_, d)| d).collect();
+    assert_eq!(updates.len(), 2);
+    assert_eq!((updates[0]["quantity"].as_i64(), updates[1]["quantity"].as_i64()), (Some(-3), Some(-2)));
+    assert_eq!(events.iter().filter(|(t, _)| t == "channel.webhook_received").count(), 2);
+
+    let unknown = send(&uuid::Uuid::now_v7().to_string(), vec![], "{}".to_owned()).await.unwrap();
+    assert_problem(unknown, 404, "not_found").await;
+    // Another tenant reads no receipts of this one.
+    let other = app.register().await;
+    let path = format!("/api/v1/channel-connections/{s}/webhook-receipts");
+    assert_problem(app.get(&path, &other.token).await, 404, "not_found").await;
+}

@@ -146,6 +146,40 @@ impl DriverError {
     }
 }
 
+/// A webhook's headers, names in lower case.
+pub type Headers = HashMap<String, String>;
+
+/// What a verified webhook says.
+#[derive(Debug, Default)]
+pub struct Inbound {
+    /// The store's id of the event: a second delivery of it is a replay.
+    pub event_id: Option<String>,
+    pub topic: Option<String>,
+    /// A new quantity of one variant, when the topic carries one.
+    pub stock: Option<RemoteStock>,
+}
+
+/// The store's quantity of one variant, named by its id or its inventory item.
+#[derive(Debug)]
+pub struct RemoteStock {
+    pub variant_id: Option<String>,
+    pub inventory_item_id: Option<String>,
+    /// The store's location, for channels that have them.
+    pub location_id: Option<String>,
+    pub quantity: i64,
+}
+
+/// Whether `signature` is the base64 HMAC-SHA256 of `body` keyed with
+/// `secret` (compared in constant time).
+pub fn hmac_base64_matches(secret: &str, signature: Option<&String>, body: &[u8]) -> bool {
+    use base64::{Engine, engine::general_purpose::STANDARD};
+    use hmac::{Hmac, Mac};
+    let Some(signature) = signature.and_then(|s| STANDARD.decode(s.trim()).ok()) else { return false };
+    let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()) else { return false };
+    mac.update(body);
+    mac.verify_slice(&signature).is_ok()
+}
+
 /// What every channel does, the same way.
 #[async_trait::async_trait]
 pub trait ChannelDriver: Send + Sync {
@@ -171,6 +205,11 @@ pub trait ChannelDriver: Send + Sync {
     ) -> Result<ProductPage, DriverError>;
     /// Set the store's quantity of each variant to the absolute value given.
     async fn push_quantities(&self, store: &Store<'_>, pushes: &[Push]) -> Result<(), DriverError>;
+    /// Whether a webhook's body was signed with `secret`; checked before
+    /// anything else is read.
+    fn verify_webhook(&self, secret: &str, headers: &Headers, body: &[u8]) -> bool;
+    /// What a verified webhook says; `Err` says why it cannot be read.
+    fn parse_webhook(&self, headers: &Headers, body: &[u8]) -> Result<Inbound, String>;
 }
 
 /// The channels of this build, by name.
@@ -218,6 +257,17 @@ pub fn minor_units(amount: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_webhook_signature_is_the_base64_hmac_of_the_body() {
+        // Computed with `printf '{"a":1}' | openssl dgst -sha256 -hmac secret -binary | base64`.
+        let signature = "qp4uNXX11wmLbKzNeQiIw21f22M0KnO62i1qUXR6hJQ=".to_owned();
+        assert!(hmac_base64_matches("secret", Some(&signature), br#"{"a":1}"#));
+        assert!(!hmac_base64_matches("secret", Some(&signature), br#"{"a":2}"#));
+        assert!(!hmac_base64_matches("other", Some(&signature), br#"{"a":1}"#));
+        assert!(!hmac_base64_matches("secret", Some(&"not base64!".to_owned()), br#"{"a":1}"#));
+        assert!(!hmac_base64_matches("secret", None, br#"{"a":1}"#));
+    }
 
     #[test]
     fn amounts_become_minor_units() {

@@ -7,8 +7,8 @@ use uuid::Uuid;
 
 use super::{
     CONNECTION_SORTS, ChannelService, ChannelsRead, ChannelsWrite, ConnectionChanges, ConnectionFilter,
-    ConnectionView, ImportView, MAPPING_SORTS, MappingFilter, MappingView, NewConnection, RemoteProduct,
-    STATUSES,
+    ConnectionView, ImportView, MAPPING_SORTS, MappingFilter, MappingView, NewConnection, RECEIPT_SORTS,
+    ReceiptView, RemoteProduct, STATUSES,
 };
 use crate::platform::{
     graphql::{authorized, data, gql, list_request},
@@ -22,6 +22,12 @@ fn service<'a>(ctx: &'a Context<'_>) -> async_graphql::Result<&'a Arc<dyn Channe
 #[derive(SimpleObject)]
 pub struct ChannelConnectionPage {
     items: Vec<ConnectionView>,
+    page_info: PageMeta,
+}
+
+#[derive(SimpleObject)]
+pub struct ChannelWebhookReceiptPage {
+    items: Vec<ReceiptView>,
     page_info: PageMeta,
 }
 
@@ -119,6 +125,23 @@ impl Query {
         let filter = MappingFilter { connection_id, product_id, sort };
         let paged = service(ctx)?.list_mappings(principal.tenant, filter, &list).await.map_err(gql)?;
         Ok(ChannelMappingPage { items: paged.data, page_info: paged.meta })
+    }
+
+    /// The webhooks a store sent to a connection, newest first.
+    async fn channel_webhook_receipts(
+        &self,
+        ctx: &Context<'_>,
+        connection_id: Uuid,
+        #[graphql(default_with = "Some(25)")] first: Option<i64>,
+        after: Option<String>,
+        before: Option<String>,
+    ) -> async_graphql::Result<ChannelWebhookReceiptPage> {
+        let (_, principal) = authorized::<ChannelsRead>(ctx).map_err(gql)?;
+        let list = list_request(ctx, first, after.as_deref(), before.as_deref())?;
+        let sort = parse_sort(None, &RECEIPT_SORTS).map_err(gql)?;
+        let paged =
+            service(ctx)?.list_receipts(principal.tenant, connection_id, sort, &list).await.map_err(gql)?;
+        Ok(ChannelWebhookReceiptPage { items: paged.data, page_info: paged.meta })
     }
 }
 

@@ -54,7 +54,7 @@ macro_rules! tenant_owned {
     )*};
 }
 
-tenant_owned!(channel_connection, channel_mapping, channel_sync_run);
+tenant_owned!(channel_connection, channel_mapping, channel_sync_run, channel_webhook_receipt);
 
 grants! {
     ChannelsRead => "channels", "read", "module.channels", ["admin", "manager", "user", "viewer"];
@@ -73,6 +73,10 @@ event_types! {
         json!({"connection_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a21", "product_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "sku": "TSHIRT-RED-M", "remote_product_id": "gid://shopify/Product/1001", "remote_variant_id": "gid://shopify/ProductVariant/2001", "created": false});
     CHANNEL_THROTTLED => "channel.throttled", 6, "A store asked Nexus to slow down (429 or its cost budget); pushes wait as long as it asked.",
         json!({"connection_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a21", "channel": "shopify", "retry_after_seconds": 2, "error": "429 Too Many Requests: Exceeded 2 calls per second"});
+    CHANNEL_WEBHOOK_RECEIVED => "channel.webhook_received", 4, "A store's webhook was verified and handled; `outcome` says how.",
+        json!({"connection_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a21", "receipt_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a41", "topic": "inventory_levels/update", "event_id": "b54557e4-bdd9-4b37-8a5f-bf7d70bcd043", "outcome": "applied"});
+    CHANNEL_INVENTORY_UPDATED => "channel.inventory_updated", 6, "A store's stock change (a sale there) was booked as a stock movement; it propagates to the other stores.",
+        json!({"connection_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a21", "product_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "sku": "TSHIRT-RED-M", "remote_quantity": 6, "quantity": -2, "on_hand": 38});
     CHANNEL_DISCONNECTED => "channel.disconnected", 8, "A store refused the connection's credentials; nothing is pushed to it until they are replaced.",
         json!({"connection_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a21", "channel": "woocommerce", "error": "401 Unauthorized: Consumer key is invalid."});
 }
@@ -271,6 +275,43 @@ impl From<entity::channel_sync_run::Model> for ImportView {
     }
 }
 
+/// A webhook a store sent, as the log shows it.
+#[derive(Clone, Debug, Serialize, ToSchema, async_graphql::SimpleObject)]
+#[graphql(name = "ChannelWebhookReceipt")]
+pub struct ReceiptView {
+    pub id: Uuid,
+    pub connection_id: Uuid,
+    #[schema(example = "inventory_levels/update")]
+    pub topic: Option<String>,
+    /// The store's id of the event.
+    pub event_id: Option<String>,
+    /// Whether its signature verified with the connection's webhook secret.
+    pub verified: bool,
+    /// `applied` (booked as a stock movement), `unchanged`, `unmapped`,
+    /// `ignored`, `rejected`, `forged` or `replayed`.
+    #[schema(example = "applied")]
+    pub outcome: String,
+    pub detail: Option<String>,
+    pub duration_ms: i64,
+    pub received_at: DateTime<Utc>,
+}
+
+impl From<entity::channel_webhook_receipt::Model> for ReceiptView {
+    fn from(r: entity::channel_webhook_receipt::Model) -> Self {
+        Self {
+            id: r.id,
+            connection_id: r.connection_id,
+            topic: r.topic,
+            event_id: r.event_id,
+            verified: r.verified,
+            outcome: r.outcome,
+            detail: r.detail,
+            duration_ms: r.duration_ms,
+            received_at: r.received_at,
+        }
+    }
+}
+
 /// A new connection, as REST and GraphQL give it (checked by the service).
 #[derive(Clone, Debug)]
 pub struct NewConnection {
@@ -307,6 +348,12 @@ pub const CONNECTION_SORTS: Sorts<connection::Column> = Sorts {
 /// Mappings: newest first.
 pub const MAPPING_SORTS: Sorts<mapping::Column> =
     Sorts { fields: &[("created_at", mapping::Column::CreatedAt)], default: "-created_at" };
+
+/// Webhook receipts: newest first.
+pub const RECEIPT_SORTS: Sorts<entity::channel_webhook_receipt::Column> = Sorts {
+    fields: &[("received_at", entity::channel_webhook_receipt::Column::ReceivedAt)],
+    default: "-received_at",
+};
 
 pub struct ConnectionFilter {
     pub channel: Option<String>,
@@ -366,6 +413,24 @@ pub trait ChannelService: Send + Sync {
     /// Queue a push of the product's ATP to the store (404 when the
     /// product is not mapped on the connection).
     async fn push_product(&self, tenant: TenantScope, id: Uuid, product_id: Uuid) -> ApiResult<MappingView>;
+    /// A store's webhook to connection `id` (whichever tenant holds it):
+    /// verified before anything else (401 `unauthenticated` when forged or
+    /// replayed), logged whatever happens; a stock change of a mapped
+    /// variant becomes a stock movement.
+    async fn receive_webhook(
+        &self,
+        id: Uuid,
+        headers: driver::Headers,
+        body: &[u8],
+    ) -> ApiResult<ReceiptView>;
+    /// The webhooks a connection received, newest first.
+    async fn list_receipts(
+        &self,
+        tenant: TenantScope,
+        id: Uuid,
+        sort: Sort<entity::channel_webhook_receipt::Column>,
+        list: &ListRequest,
+    ) -> ApiResult<Paged<ReceiptView>>;
 }
 
 /// The channels module: its service, jobs, listener and how it plugs in.

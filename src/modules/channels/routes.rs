@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use actix_web::{HttpRequest, HttpResponse, delete, get, patch, post, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, delete, get, patch, post, web};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
@@ -10,11 +10,11 @@ use uuid::Uuid;
 
 use super::{
     CONNECTION_SORTS, ChannelService, ChannelsRead, ChannelsWrite, ConnectionChanges, ConnectionFilter,
-    ConnectionView, ImportView, MAPPING_SORTS, MappingFilter, MappingView, NewConnection, RemoteProduct,
-    STATUSES,
+    ConnectionView, ImportView, MAPPING_SORTS, MappingFilter, MappingView, NewConnection, RECEIPT_SORTS,
+    ReceiptView, RemoteProduct, STATUSES,
 };
 use crate::{
-    error::{ApiResult, Problem},
+    error::{ApiError, ApiResult, Code, Problem},
     platform::{
         http::{
             ApiJson, Data, Paged, Validate, created, if_match, no_content, ok, ok_with_etag, one_of,
@@ -35,7 +35,9 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(start_import)
         .service(get_import)
         .service(push_product)
-        .service(list_mappings);
+        .service(list_mappings)
+        .service(list_receipts)
+        .service(receive_webhook);
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -329,4 +331,77 @@ async fn list_mappings(
     let sort = parse_sort(q.sort.as_deref(), &MAPPING_SORTS)?;
     let filter = MappingFilter { connection_id: q.connection_id, product_id: q.product_id, sort };
     Ok(HttpResponse::Ok().json(channels.list_mappings(auth.tenant, filter, &list).await?))
+}
+
+crate::list_query! {
+    #[derive(Deserialize, IntoParams)]
+    #[serde(deny_unknown_fields)]
+    #[into_params(parameter_in = Query)]
+    struct ReceiptQuery {
+        /// `received_at`; prefix `-` for descending (default `-received_at`).
+        #[param(pattern = "^-?received_at$")]
+        sort: Option<String>,
+    }
+}
+
+/// The webhooks a store sent to the connection, verified or not, newest first.
+#[utoipa::path(tag = "channels", params(ReceiptQuery),
+    responses((status = 200, body = Paged<ReceiptView>), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+#[get("/channel-connections/{id}/webhook-receipts")]
+async fn list_receipts(
+    auth: Authorized<ChannelsRead>,
+    channels: web::Data<dyn ChannelService>,
+    id: web::Path<Uuid>,
+    query: web::Query<ReceiptQuery>,
+) -> ApiResult<HttpResponse> {
+    let q = query.into_inner();
+    let list = q.list()?;
+    let sort = parse_sort(q.sort.as_deref(), &RECEIPT_SORTS)?;
+    Ok(HttpResponse::Ok().json(channels.list_receipts(auth.tenant, id.into_inner(), sort, &list).await?))
+}
+
+/// Where a store sends its webhooks for one connection: give this URL to
+/// the store. No token: the signature is the authentication
+/// (`X-Shopify-Hmac-Sha256` or `X-WC-Webhook-Signature`, the base64
+/// HMAC-SHA256 of the raw body with the connection's `webhook_secret`),
+/// checked before anything else. A forged webhook, or a second delivery
+/// of an event id already received, is refused and logged; a verified
+/// stock change of a mapped variant becomes a stock movement.
+#[utoipa::path(tag = "channels",
+    request_body(content = Object, description = "The store's webhook payload, as it sends it", content_type = "application/json"),
+    params(
+        ("X-Shopify-Hmac-Sha256" = Option<String>, Header, description = "Shopify's signature"),
+        ("X-Shopify-Topic" = Option<String>, Header, description = "Shopify's topic (`inventory_levels/update` changes stock)"),
+        ("X-Shopify-Webhook-Id" = Option<String>, Header, description = "Shopify's event id (deduplicated)"),
+        ("X-WC-Webhook-Signature" = Option<String>, Header, description = "WooCommerce's signature"),
+        ("X-WC-Webhook-Topic" = Option<String>, Header, description = "WooCommerce's topic (`product.updated` changes stock)"),
+        ("X-WC-Webhook-Delivery-ID" = Option<String>, Header, description = "WooCommerce's event id (deduplicated)"),
+    ),
+    responses((status = 200, description = "Verified and handled; `outcome` says how", body = Data<ReceiptView>),
+        (status = 401, description = "Forged, or a replay of a received event (logged either way)", body = Problem),
+        (status = 404, description = "No such connection", body = Problem)))]
+#[post("/channel-webhooks/{id}")]
+async fn receive_webhook(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    channels: web::Data<dyn ChannelService>,
+    id: web::Path<Uuid>,
+    body: web::Bytes,
+) -> ApiResult<HttpResponse> {
+    let is_json = req.mime_type().ok().flatten().is_some_and(|m| m.subtype() == "json");
+    if !is_json {
+        return Err(ApiError::new(Code::UnsupportedMediaType, "a webhook body must be application/json"));
+    }
+    let headers = req
+        .headers()
+        .iter()
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_ascii_lowercase(), value.to_str().ok()?.to_owned()))
+        })
+        .collect();
+    let receipt = channels.receive_webhook(id.into_inner(), headers, &body).await?;
+    state.wakeup.wake();
+    Ok(ok(receipt))
 }

@@ -35,27 +35,30 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::{
-    CHANNEL_DISCONNECTED, CHANNEL_PRODUCT_IMPORTED, CHANNEL_SYNC_FAILED, CHANNEL_SYNC_STARTED,
-    CHANNEL_SYNC_SUCCEEDED, CHANNEL_THROTTLED, CONNECTED, ChannelService, ConnectionChanges,
-    ConnectionFilter, ConnectionView, DISCONNECTED, ImportView, MAX_BUFFER, MappingFilter, MappingView,
-    NewConnection, Settings, THROTTLED,
-    driver::{ChannelDriver, DriverError, Drivers, Push, RemoteProduct, Store},
+    CHANNEL_DISCONNECTED, CHANNEL_INVENTORY_UPDATED, CHANNEL_PRODUCT_IMPORTED, CHANNEL_SYNC_FAILED,
+    CHANNEL_SYNC_STARTED, CHANNEL_SYNC_SUCCEEDED, CHANNEL_THROTTLED, CHANNEL_WEBHOOK_RECEIVED, CONNECTED,
+    ChannelService, ConnectionChanges, ConnectionFilter, ConnectionView, DISCONNECTED, ImportView,
+    MAX_BUFFER, MappingFilter, MappingView, NewConnection, ReceiptView, Settings, THROTTLED,
+    driver::{ChannelDriver, DriverError, Drivers, Headers, Inbound, Push, RemoteProduct, Store},
 };
 use crate::{
     error::{ApiError, ApiResult, Code, FieldError},
-    modules::inventory::{InventoryService, NewProduct, PRODUCT_SORTS, ProductFilter},
+    modules::inventory::{Cause, InventoryService, Line, NewProduct, PRODUCT_SORTS, ProductFilter},
     platform::{
         crypto::Cipher,
         events::{self, Listener},
-        http::{ListRequest, Paged, changed_meanwhile, check_version, parse_sort},
+        http::{ListRequest, Paged, Sort, changed_meanwhile, check_version, parse_sort},
         jobs::{self, JobError, JobHandler, NewJob},
         state::AppState,
-        tenancy::TenantScope,
+        tenancy::{SystemScope, TenantScope},
         validate::{self, Checks},
         webhooks::ssrf::{UrlError, UrlPolicy},
     },
 };
-use entity::{channel_connection as connection, channel_mapping as mapping, channel_sync_run as run};
+use entity::{
+    channel_connection as connection, channel_mapping as mapping, channel_sync_run as run,
+    channel_webhook_receipt as receipt,
+};
 
 pub const IMPORT_JOB: &str = "channels.import";
 pub const PUSH_JOB: &str = "channels.push";
@@ -65,6 +68,15 @@ pub const PENDING: &str = "pending";
 pub const RUNNING: &str = "running";
 pub const SUCCEEDED: &str = "succeeded";
 pub const FAILED: &str = "failed";
+
+/// Webhook receipt outcomes.
+pub const APPLIED: &str = "applied";
+pub const UNCHANGED: &str = "unchanged";
+pub const UNMAPPED: &str = "unmapped";
+pub const IGNORED: &str = "ignored";
+pub const REJECTED: &str = "rejected";
+pub const FORGED: &str = "forged";
+pub const REPLAYED: &str = "replayed";
 
 pub struct SeaOrmChannels {
     db: DatabaseConnection,
@@ -851,6 +863,122 @@ impl SeaOrmChannels {
     }
 }
 
+/// What a verified webhook came to, and the stock change it booked.
+enum Handled {
+    Done {
+        outcome: &'static str,
+        detail: Option<String>,
+    },
+    /// Refused by inventory (e.g. it would take more than is there): the
+    /// transaction is rolled back, the receipt kept.
+    Rejected(String),
+}
+
+impl SeaOrmChannels {
+    /// Log a receipt outside any change.
+    #[allow(clippy::too_many_arguments)]
+    async fn log_receipt(
+        &self,
+        db: &impl ConnectionTrait,
+        c: &connection::Model,
+        inbound: Option<&Inbound>,
+        dedupe: bool,
+        verified: bool,
+        outcome: &str,
+        detail: Option<String>,
+        started: std::time::Instant,
+    ) -> ApiResult<receipt::Model> {
+        let event_id = inbound.and_then(|i| i.event_id.clone());
+        let row = receipt::Entity::insert(receipt::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            tenant_id: Set(c.tenant_id),
+            connection_id: Set(c.id),
+            topic: Set(inbound.and_then(|i| i.topic.clone())),
+            dedupe_key: Set(event_id.clone().filter(|_| dedupe)),
+            event_id: Set(event_id),
+            verified: Set(verified),
+            outcome: Set(outcome.to_owned()),
+            detail: Set(detail),
+            duration_ms: Set(i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX)),
+            received_at: Set(Utc::now()),
+        })
+        .exec_with_returning(db)
+        .await?;
+        Ok(row)
+    }
+
+    /// Book a verified stock change: the store now holds `quantity` where
+    /// it held what was last pushed, so on hand moves by the difference
+    /// (a sale on the store is a negative one). The movement's
+    /// `stock.adjusted` then pushes the new ATP to every store.
+    async fn apply(
+        &self,
+        txn: &sea_orm::DatabaseTransaction,
+        c: &connection::Model,
+        inbound: &Inbound,
+    ) -> ApiResult<Handled> {
+        let tenant = TenantScope::new(c.tenant_id);
+        let done = |outcome, detail: &str| Ok(Handled::Done { outcome, detail: Some(detail.to_owned()) });
+        let Some(stock) = &inbound.stock else { return done(IGNORED, "the topic carries no stock change") };
+        if stock.location_id.is_some() && stock.location_id != c.remote_location_id {
+            return done(IGNORED, "a location other than the connection's");
+        }
+        let by = match (&stock.inventory_item_id, &stock.variant_id) {
+            (Some(item), _) => mapping::Column::InventoryItemId.eq(item.clone()),
+            (None, Some(variant)) => mapping::Column::RemoteVariantId.eq(variant.clone()),
+            (None, None) => return done(IGNORED, "the change names no variant"),
+        };
+        let found = tenant
+            .find::<mapping::Entity>()
+            .filter(mapping::Column::ConnectionId.eq(c.id))
+            .filter(by)
+            .one(txn)
+            .await?;
+        let Some(m) = found else { return done(UNMAPPED, "no local product is mapped to the variant") };
+        let Some(pushed) = m.last_pushed_quantity else {
+            return done(IGNORED, "nothing was pushed for the product yet: the change cannot be told apart");
+        };
+        let delta = stock.quantity - pushed;
+        if delta == 0 {
+            return done(UNCHANGED, "the store holds what was pushed");
+        }
+        let reference = format!("channel:{}:{}", c.id, inbound.event_id.as_deref().unwrap_or("webhook"));
+        let cause = Cause {
+            user_id: None,
+            reason: Some(format!("{} webhook", c.channel)),
+            reference: Some(reference),
+        };
+        let line = Line { product_id: m.product_id, warehouse_id: c.warehouse_id, quantity: delta };
+        let level = match self.inventory.adjust(txn, tenant, line, cause).await {
+            Ok(level) => level,
+            Err(err)
+                if matches!(
+                    err.code,
+                    Code::InsufficientStock
+                        | Code::StockLimitExceeded
+                        | Code::ValidationFailed
+                        | Code::NotFound
+                ) =>
+            {
+                return Ok(Handled::Rejected(err.detail));
+            }
+            Err(err) => return Err(err),
+        };
+        let now = Utc::now();
+        tenant
+            .update_many::<mapping::Entity>()
+            .filter(mapping::Column::Id.eq(m.id))
+            .col_expr(mapping::Column::LastPushedQuantity, Expr::value(stock.quantity))
+            .col_expr(mapping::Column::UpdatedAt, Expr::value(now))
+            .exec(txn)
+            .await?;
+        let data = json!({"connection_id": c.id, "product_id": m.product_id, "sku": m.sku,
+            "remote_quantity": stock.quantity, "quantity": delta, "on_hand": level.on_hand});
+        events::publish(txn, tenant.id(), &CHANNEL_INVENTORY_UPDATED, data).await?;
+        Ok(Handled::Done { outcome: APPLIED, detail: Some(format!("on hand {delta:+}")) })
+    }
+}
+
 #[async_trait::async_trait]
 impl ChannelService for SeaOrmChannels {
     fn channels(&self) -> Vec<&'static str> {
@@ -1011,6 +1139,11 @@ impl ChannelService for SeaOrmChannels {
             .exec(&txn)
             .await?;
         tenant.delete_many::<run::Entity>().filter(run::Column::ConnectionId.eq(id)).exec(&txn).await?;
+        tenant
+            .delete_many::<receipt::Entity>()
+            .filter(receipt::Column::ConnectionId.eq(id))
+            .exec(&txn)
+            .await?;
         tenant.delete_many::<connection::Entity>().filter(connection::Column::Id.eq(id)).exec(&txn).await?;
         txn.commit().await?;
         Ok(())
@@ -1119,6 +1252,101 @@ impl ChannelService for SeaOrmChannels {
             .ok_or_else(|| ApiError::not_found("mapping"))?;
         txn.commit().await?;
         Ok(m.into())
+    }
+
+    async fn receive_webhook(&self, id: Uuid, headers: Headers, body: &[u8]) -> ApiResult<ReceiptView> {
+        let started = std::time::Instant::now();
+        // Not yet knowing whose it is, the one read across tenants.
+        let c = SystemScope
+            .find_by_id::<connection::Entity>(id)
+            .one(&self.db)
+            .await?
+            .ok_or_else(|| ApiError::not_found("channel connection"))?;
+        let driver = self.driver(&c.channel)?.clone();
+        let secret = match &c.webhook_secret {
+            Some(sealed) => Some(self.cipher.decrypt(sealed).map_err(ApiError::internal)?),
+            None => None,
+        };
+        let refused = |detail: &str| ApiError::new(Code::Unauthenticated, detail.to_owned());
+        if !secret.is_some_and(|s| driver.verify_webhook(&s, &headers, body)) {
+            let why = if c.webhook_secret.is_none() {
+                "the connection has no webhook secret to verify with"
+            } else {
+                "the signature does not match the body"
+            };
+            self.log_receipt(&self.db, &c, None, false, false, FORGED, Some(why.to_owned()), started).await?;
+            tracing::warn!(connection_id = %c.id, tenant_id = %c.tenant_id, "refused a forged channel webhook: {why}");
+            return Err(refused(&format!("the webhook does not verify: {why}")));
+        }
+        let inbound = match driver.parse_webhook(&headers, body) {
+            Ok(inbound) => inbound,
+            Err(why) => {
+                let row =
+                    self.log_receipt(&self.db, &c, None, false, true, REJECTED, Some(why), started).await?;
+                return Ok(row.into());
+            }
+        };
+        let tenant = TenantScope::new(c.tenant_id);
+        let replay = |event_id: &str| {
+            ApiError::new(Code::Unauthenticated, format!("event `{event_id}` was received already"))
+        };
+        if let Some(event_id) = &inbound.event_id {
+            let seen = tenant
+                .find::<receipt::Entity>()
+                .filter(receipt::Column::ConnectionId.eq(c.id))
+                .filter(receipt::Column::DedupeKey.eq(event_id.clone()))
+                .count(&self.db)
+                .await?;
+            if seen > 0 {
+                let detail = Some("a second delivery of a received event".to_owned());
+                self.log_receipt(&self.db, &c, Some(&inbound), false, true, REPLAYED, detail, started)
+                    .await?;
+                return Err(replay(event_id));
+            }
+        }
+        let txn = crate::platform::db::begin(&self.db).await?;
+        let (outcome, detail, booked) = match self.apply(&txn, &c, &inbound).await? {
+            Handled::Done { outcome, detail } => (outcome, detail, true),
+            Handled::Rejected(detail) => (REJECTED, Some(detail), false),
+        };
+        let written = if booked {
+            self.log_receipt(&txn, &c, Some(&inbound), true, true, outcome, detail.clone(), started).await
+        } else {
+            txn.rollback().await?;
+            return Ok(self
+                .log_receipt(&self.db, &c, Some(&inbound), true, true, outcome, detail, started)
+                .await?
+                .into());
+        };
+        let row = match written {
+            Ok(row) => row,
+            // The same event, received meanwhile by another request.
+            Err(err) if err.code == Code::Conflict => {
+                txn.rollback().await?;
+                let detail = Some("a second delivery of a received event".to_owned());
+                self.log_receipt(&self.db, &c, Some(&inbound), false, true, REPLAYED, detail, started)
+                    .await?;
+                return Err(replay(inbound.event_id.as_deref().unwrap_or_default()));
+            }
+            Err(err) => return Err(err),
+        };
+        let data = json!({"connection_id": c.id, "receipt_id": row.id, "topic": row.topic,
+            "event_id": row.event_id, "outcome": row.outcome});
+        events::publish(&txn, tenant.id(), &CHANNEL_WEBHOOK_RECEIVED, data).await?;
+        txn.commit().await?;
+        Ok(row.into())
+    }
+
+    async fn list_receipts(
+        &self,
+        tenant: TenantScope,
+        id: Uuid,
+        sort: Sort<receipt::Column>,
+        list: &ListRequest,
+    ) -> ApiResult<Paged<ReceiptView>> {
+        find_connection(&self.db, tenant, id).await?;
+        let condition = Condition::all().add(receipt::Column::ConnectionId.eq(id));
+        Ok(list.fetch(&self.db, tenant.find::<receipt::Entity>(), condition, sort).await?.map(Into::into))
     }
 }
 

@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 use super::{
     Settings,
     driver::{
-        ChannelDriver, DriverError, ProductPage, Push, RatePolicy, RemoteProduct, RemoteVariant, Store,
-        minor_units,
+        ChannelDriver, DriverError, Headers, Inbound, ProductPage, Push, RatePolicy, RemoteProduct,
+        RemoteStock, RemoteVariant, Store, hmac_base64_matches, minor_units,
     },
 };
 
@@ -241,5 +241,34 @@ impl ChannelDriver for Shopify {
             self.set(store, item, location, push.quantity).await?;
         }
         Ok(())
+    }
+
+    /// `X-Shopify-Hmac-Sha256`: the base64 HMAC-SHA256 of the raw body.
+    fn verify_webhook(&self, secret: &str, headers: &Headers, body: &[u8]) -> bool {
+        hmac_base64_matches(secret, headers.get("x-shopify-hmac-sha256"), body)
+    }
+
+    /// `inventory_levels/update` carries the new `available` quantity of an
+    /// inventory item at a location; other topics carry no stock change.
+    fn parse_webhook(&self, headers: &Headers, body: &[u8]) -> Result<Inbound, String> {
+        let topic = headers.get("x-shopify-topic").cloned();
+        let event_id = headers.get("x-shopify-webhook-id").cloned();
+        let stock = if topic.as_deref() == Some("inventory_levels/update") {
+            let level: Value =
+                serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+            let number = |field: &str| level[field].as_i64().ok_or_else(|| format!("`{field}` is missing"));
+            Some(RemoteStock {
+                variant_id: None,
+                inventory_item_id: Some(format!(
+                    "gid://shopify/InventoryItem/{}",
+                    number("inventory_item_id")?
+                )),
+                location_id: Some(format!("gid://shopify/Location/{}", number("location_id")?)),
+                quantity: number("available")?,
+            })
+        } else {
+            None
+        };
+        Ok(Inbound { event_id, topic, stock })
     }
 }

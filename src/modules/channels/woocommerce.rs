@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 use super::{
     Settings,
     driver::{
-        ChannelDriver, DriverError, ProductPage, Push, RatePolicy, RemoteProduct, RemoteVariant, Store,
-        minor_units,
+        ChannelDriver, DriverError, Headers, Inbound, ProductPage, Push, RatePolicy, RemoteProduct,
+        RemoteStock, RemoteVariant, Store, hmac_base64_matches, minor_units,
     },
 };
 
@@ -160,5 +160,33 @@ impl ChannelDriver for WooCommerce {
             }
         }
         Ok(())
+    }
+
+    /// `X-WC-Webhook-Signature`: the base64 HMAC-SHA256 of the raw body.
+    fn verify_webhook(&self, secret: &str, headers: &Headers, body: &[u8]) -> bool {
+        hmac_base64_matches(secret, headers.get("x-wc-webhook-signature"), body)
+    }
+
+    /// `product.created` / `product.updated` carry the product, with its
+    /// `stock_quantity` when the store manages its stock.
+    fn parse_webhook(&self, headers: &Headers, body: &[u8]) -> Result<Inbound, String> {
+        let topic = headers.get("x-wc-webhook-topic").cloned();
+        let event_id = headers.get("x-wc-webhook-delivery-id").cloned();
+        let stock = match topic.as_deref() {
+            Some("product.created" | "product.updated") => {
+                let product: Value =
+                    serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+                let id = product["id"].as_i64().ok_or("`id` is missing")?;
+                let managed = product["manage_stock"].as_bool() == Some(true);
+                product["stock_quantity"].as_i64().filter(|_| managed).map(|quantity| RemoteStock {
+                    variant_id: Some(id.to_string()),
+                    inventory_item_id: None,
+                    location_id: None,
+                    quantity,
+                })
+            }
+            _ => None,
+        };
+        Ok(Inbound { event_id, topic, stock })
     }
 }
