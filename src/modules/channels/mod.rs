@@ -7,7 +7,9 @@
 //! [`InventoryService`]); from then on every stock change of a mapped
 //! product pushes its available-to-promise quantity (on hand - reserved -
 //! buffer, never below 0) to each store, coalesced per product and batched
-//! per store (see [`service`]). Each channel is a [`ChannelDriver`].
+//! per store (see [`service`]). Verified webhooks of the stores come back
+//! as stock movements, which push to the other stores in turn. Each channel
+//! is a [`ChannelDriver`].
 
 pub mod driver;
 pub mod fakes;
@@ -393,8 +395,9 @@ pub trait ChannelService: Send + Sync {
     ) -> ApiResult<ConnectionView>;
     /// With its mappings and imports.
     async fn delete_connection(&self, tenant: TenantScope, id: Uuid) -> ApiResult<()>;
-    /// One product as the store has it now, normalised (502-free: the
-    /// store's failure is a 409 naming it, or 404 when it has no such product).
+    /// One product as the store has it now, normalised: 404 when the store
+    /// has no such product, 409 when it refuses the credentials (the
+    /// connection is then disconnected), 503 when it is down or throttling.
     async fn remote_product(
         &self,
         tenant: TenantScope,

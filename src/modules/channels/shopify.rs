@@ -77,6 +77,10 @@ impl Shopify {
                     message,
                 });
             }
+            // A token without the scopes the call needs.
+            if errors.iter().any(|e| e["extensions"]["code"] == "ACCESS_DENIED") {
+                return Err(DriverError::Unauthorized(message));
+            }
             return Err(DriverError::Failed(message));
         }
         match body.get("data") {
