@@ -222,6 +222,19 @@ async fn connections_are_kept_without_ever_showing_their_credentials() {
     let body = json(app.post("/graphql", &tenant.token, json!({"query": listed})).await).await;
     assert_eq!(body["data"]["channelConnections"]["items"], json!([{"name": "Site", "status": "connected"}]));
 
+    // Nor in the audit trail of those requests.
+    let audited = SystemScope
+        .find::<entity::audit_log::Entity>()
+        .filter(entity::audit_log::Column::TenantId.eq(tenant.id))
+        .all(&app.state.db)
+        .await
+        .unwrap();
+    assert!(audited.iter().any(|a| a.path.starts_with("/api/v1/channel-connections")));
+    let trail = format!("{audited:?}");
+    for secret in [shop.access_token.as_str(), "shpat_new", "s3cret", "cs_1"] {
+        assert!(!trail.contains(secret), "the audit trail holds {secret}");
+    }
+
     let res = app.request(Method::DELETE, &path, Some(&tenant.token)).send().await.unwrap();
     assert_eq!(res.status(), 204);
     assert_problem(app.get(&path, &tenant.token).await, 404, "not_found").await;
