@@ -4,6 +4,10 @@
 pub mod api_token;
 pub mod api_usage;
 pub mod audit_log;
+pub mod channel_connection;
+pub mod channel_mapping;
+pub mod channel_sync_run;
+pub mod channel_webhook_receipt;
 pub mod cors_origin;
 pub mod customer;
 pub mod event;

@@ -9,6 +9,7 @@
 //! services it uses. Those services are trait objects built above it, so a
 //! missing binding does not compile.
 
+pub mod channels;
 pub mod inventory;
 pub mod ledger;
 pub mod orders;
@@ -28,12 +29,18 @@ pub struct Query(
     procurement::graphql::Query,
     orders::graphql::Query,
     ledger::Query,
+    channels::graphql::Query,
 );
 
 /// Every module's GraphQL mutations.
 #[derive(MergedObject, Default)]
 #[graphql(name = "ModulesMutation")]
-pub struct Mutation(inventory::graphql::Mutation, procurement::graphql::Mutation, orders::graphql::Mutation);
+pub struct Mutation(
+    inventory::graphql::Mutation,
+    procurement::graphql::Mutation,
+    orders::graphql::Mutation,
+    channels::graphql::Mutation,
+);
 
 /// Every module of this build, in dependency order: each is given the
 /// services of those built before it. `ledger` replaces the built-in one.
@@ -43,7 +50,14 @@ pub fn build(setup: &Setup, ledger: Option<Arc<dyn ledger::Ledger>>) -> anyhow::
     let inventory = inventory::Inventory::new(setup, vendors)?;
     let procurement = procurement::Procurement::new(setup, inventory.service(), ledger.service());
     let orders = orders::Orders::new(setup, inventory.service())?;
-    Ok(vec![Arc::new(inventory), Arc::new(procurement), Arc::new(orders), Arc::new(ledger)])
+    let channels = channels::Channels::new(setup, inventory.service())?;
+    Ok(vec![
+        Arc::new(inventory),
+        Arc::new(procurement),
+        Arc::new(orders),
+        Arc::new(channels),
+        Arc::new(ledger),
+    ])
 }
 
 /// The modules built on no database: for the OpenAPI document, which needs
@@ -130,6 +144,6 @@ mod tests {
         let modules = offline().unwrap();
         let catalogue = Catalogue::load(&Tiers::load().unwrap(), &modules).unwrap();
         let keys: Vec<&String> = catalogue.features.keys().filter(|k| k.starts_with("module.")).collect();
-        assert_eq!(keys, ["module.inventory", "module.orders", "module.procurement"]);
+        assert_eq!(keys, ["module.channels", "module.inventory", "module.orders", "module.procurement"]);
     }
 }

@@ -408,8 +408,8 @@ async fn license_and_features_over_graphql() {
     let body = json(query("{ license { tier state limits { maxUsers userRatePerMinute } } features { key enabled source } }").await).await;
     assert_eq!(body["data"]["license"]["state"], "TRIAL", "{body}");
     assert_eq!(body["data"]["license"]["limits"]["userRatePerMinute"], 120);
-    // The platform's four features and the three modules of this build.
-    assert_eq!(body["data"]["features"].as_array().unwrap().len(), 7);
+    // The platform's four features and the four modules of this build.
+    assert_eq!(body["data"]["features"].as_array().unwrap().len(), 8);
     let body = json(
         query(r#"mutation { setFeature(key: "feature.webhooks", enabled: false) { enabled source } }"#).await,
     )

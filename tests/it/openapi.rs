@@ -2,7 +2,8 @@ use serde_json::Value;
 
 use crate::helpers::{TestApp, assert_problem};
 
-const PUBLIC: &[&str] = &["/health", "/ready", "/api/v1/auth/register", "/api/v1/auth/login"];
+const PUBLIC: &[&str] =
+    &["/health", "/ready", "/api/v1/auth/register", "/api/v1/auth/login", "/api/v1/channel-webhooks/{id}"];
 
 #[tokio::test]
 async fn the_served_document_is_the_committed_one() {

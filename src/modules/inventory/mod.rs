@@ -268,6 +268,20 @@ pub struct ProductFilter {
     pub sort: Sort<entity::product::Column>,
 }
 
+impl ProductFilter {
+    /// The product with this SKU, if any (a SKU is unique in its tenant).
+    pub fn by_sku(sku: &str) -> ApiResult<Self> {
+        Ok(Self {
+            sku: Some(sku.to_owned()),
+            active: None,
+            q: None,
+            created: Window::default(),
+            updated: Window::default(),
+            sort: crate::platform::http::parse_sort(None, &PRODUCT_SORTS)?,
+        })
+    }
+}
+
 pub struct WarehouseFilter {
     /// In the code or the name.
     pub q: Option<Search>,

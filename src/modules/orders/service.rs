@@ -26,10 +26,10 @@ use super::{
 };
 use crate::{
     error::{ApiError, ApiResult, Code, FieldError},
-    modules::inventory::{Cause, InventoryService, Line, PRODUCT_SORTS, ProductFilter},
+    modules::inventory::{Cause, InventoryService, Line, ProductFilter},
     platform::{
         events::{self, EventType},
-        http::{ListRequest, Paged, parse_sort},
+        http::{ListRequest, Paged},
         jobs::{self, JobError, NewJob},
         tenancy::TenantScope,
     },
@@ -318,14 +318,7 @@ impl SeaOrmOrders {
         let mut by_sku: HashMap<String, (Uuid, String, bool)> = HashMap::new();
         let skus: HashSet<&String> = new.lines.iter().filter_map(|l| l.sku.as_ref()).collect();
         for sku in skus {
-            let filter = ProductFilter {
-                sku: Some(sku.clone()),
-                active: None,
-                q: None,
-                created: Default::default(),
-                updated: Default::default(),
-                sort: parse_sort(None, &PRODUCT_SORTS)?,
-            };
+            let filter = ProductFilter::by_sku(sku)?;
             let list = ListRequest::new(Some(1), &[], None, None)?;
             if let Some(p) = self.inventory.list_products(tenant, filter, &list).await?.data.pop() {
                 by_sku.insert(sku.clone(), (p.id, p.sku, p.active));

@@ -1,0 +1,523 @@
+//! In-process fake stores that speak the channels' real wire formats:
+//! Shopify's Admin GraphQL (`X-Shopify-Access-Token`, cursor pages,
+//! `inventorySetQuantities` with `compareQuantity`, the cost budget's
+//! `THROTTLED` answer) and WooCommerce's REST v3 (basic authentication,
+//! `X-WP-TotalPages`, `products/batch`, 429 with `Retry-After`). Each
+//! listens on 127.0.0.1 with a random port. The tests drive the sync
+//! engine against them, and `cargo run --example fake-stores` starts both
+//! so the whole flow can be tried without store accounts.
+
+use std::{
+    net::TcpListener,
+    sync::{Arc, Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
+
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use base64::{Engine, engine::general_purpose::STANDARD};
+use serde_json::{Value, json};
+
+/// A product to put in a fake store.
+#[derive(Clone, Debug)]
+pub struct FakeProduct {
+    pub title: String,
+    pub variants: Vec<FakeVariant>,
+}
+
+#[derive(Clone, Debug)]
+pub struct FakeVariant {
+    pub sku: String,
+    /// Shopify's variant name (`Red / M`); WooCommerce ignores it.
+    pub title: Option<String>,
+    /// `"19.99"`.
+    pub price: String,
+    pub quantity: i64,
+}
+
+impl FakeProduct {
+    /// A product with one variant.
+    pub fn simple(title: &str, sku: &str, price: &str, quantity: i64) -> Self {
+        Self {
+            title: title.to_owned(),
+            variants: vec![FakeVariant {
+                sku: sku.to_owned(),
+                title: None,
+                price: price.to_owned(),
+                quantity,
+            }],
+        }
+    }
+}
+
+/// How both fakes misbehave on request.
+#[derive(Default)]
+struct Controls {
+    /// Answer this many next requests as throttled.
+    throttle_next: usize,
+    /// Most requests per second before answering throttled.
+    per_second: Option<u32>,
+    window: Option<(Instant, u32)>,
+}
+
+impl Controls {
+    /// `true` when this request is to be refused as throttled.
+    fn throttled(&mut self) -> bool {
+        if self.throttle_next > 0 {
+            self.throttle_next -= 1;
+            return true;
+        }
+        let Some(limit) = self.per_second else { return false };
+        let now = Instant::now();
+        let (start, count) = match self.window {
+            Some((start, count)) if now.duration_since(start) < Duration::from_secs(1) => (start, count + 1),
+            _ => (now, 1),
+        };
+        self.window = Some((start, count));
+        count > limit
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn listen(factory: impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static) -> std::io::Result<String> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let base = format!("http://127.0.0.1:{}", listener.local_addr()?.port());
+    let server =
+        HttpServer::new(move || App::new().configure(factory.clone())).workers(1).listen(listener)?.run();
+    tokio::spawn(server);
+    Ok(base)
+}
+
+// ---------------------------------------------------------------- Shopify
+
+struct ShopifyVariant {
+    id: u64,
+    item: u64,
+    sku: String,
+    title: Option<String>,
+    price: String,
+    quantity: i64,
+}
+
+struct ShopifyProduct {
+    id: u64,
+    title: String,
+    updated_at: String,
+    variants: Vec<ShopifyVariant>,
+}
+
+#[derive(Default)]
+struct ShopifyState {
+    products: Vec<ShopifyProduct>,
+    controls: Controls,
+    /// Set an item's quantity just before the next write lands, as a sale
+    /// on the store between our read and our write would.
+    interfere: Option<(u64, i64)>,
+    writes: usize,
+    stale_writes: usize,
+}
+
+/// A fake Shopify shop.
+#[derive(Clone)]
+pub struct FakeShopify {
+    pub base_url: String,
+    pub access_token: String,
+    /// Its one location: `gid://shopify/Location/1`.
+    pub location_id: String,
+    state: Arc<Mutex<ShopifyState>>,
+}
+
+const SHOPIFY_LOCATION: &str = "gid://shopify/Location/1";
+
+impl FakeShopify {
+    pub async fn start(products: Vec<FakeProduct>) -> std::io::Result<Self> {
+        let mut state = ShopifyState::default();
+        let mut next = 1000;
+        let mut id = || {
+            next += 1;
+            next
+        };
+        for p in products {
+            let variants = p
+                .variants
+                .into_iter()
+                .map(|v| ShopifyVariant {
+                    id: id(),
+                    item: id(),
+                    sku: v.sku,
+                    title: v.title,
+                    price: v.price,
+                    quantity: v.quantity,
+                })
+                .collect();
+            let updated_at = "2026-11-20T10:00:00Z".to_owned();
+            state.products.push(ShopifyProduct { id: id(), title: p.title, updated_at, variants });
+        }
+        let token = format!("shpat_{}", uuid::Uuid::now_v7().simple());
+        let state = Arc::new(Mutex::new(state));
+        let data = web::Data::from(state.clone());
+        let expected = web::Data::new(token.clone());
+        let base_url = listen(move |cfg| {
+            cfg.app_data(data.clone())
+                .app_data(expected.clone())
+                .route("/admin/api/{version}/graphql.json", web::post().to(shopify_graphql));
+        })?;
+        Ok(Self { base_url, access_token: token, location_id: SHOPIFY_LOCATION.to_owned(), state })
+    }
+
+    /// The quantity of the variant with `sku`.
+    pub fn quantity(&self, sku: &str) -> Option<i64> {
+        let state = lock(&self.state);
+        state.products.iter().flat_map(|p| &p.variants).find(|v| v.sku == sku).map(|v| v.quantity)
+    }
+
+    /// Before the next write lands, set `sku` to `quantity` (a concurrent sale).
+    pub fn interfere_before_next_write(&self, sku: &str, quantity: i64) {
+        let mut state = lock(&self.state);
+        let item = state.products.iter().flat_map(|p| &p.variants).find(|v| v.sku == sku).map(|v| v.item);
+        state.interfere = item.map(|item| (item, quantity));
+    }
+
+    /// Answer the next `n` requests with Shopify's `THROTTLED` error.
+    pub fn throttle_next(&self, n: usize) {
+        lock(&self.state).controls.throttle_next = n;
+    }
+
+    /// `(writes, writes refused as stale)` so far.
+    pub fn writes(&self) -> (usize, usize) {
+        let state = lock(&self.state);
+        (state.writes, state.stale_writes)
+    }
+
+    /// Answer `THROTTLED` beyond `n` requests a second (`None`: no limit).
+    pub fn limit_per_second(&self, n: Option<u32>) {
+        lock(&self.state).controls.per_second = n;
+    }
+}
+
+fn gid(kind: &str, id: u64) -> String {
+    format!("gid://shopify/{kind}/{id}")
+}
+
+fn gid_id(kind: &str, value: &Value) -> Option<u64> {
+    value.as_str()?.strip_prefix(&format!("gid://shopify/{kind}/"))?.parse().ok()
+}
+
+fn shopify_product(p: &ShopifyProduct) -> Value {
+    let variants: Vec<Value> = p
+        .variants
+        .iter()
+        .map(|v| {
+            json!({"id": gid("ProductVariant", v.id), "title": v.title.clone().unwrap_or_else(|| "Default Title".to_owned()),
+                "sku": v.sku, "price": v.price, "inventoryQuantity": v.quantity,
+                "inventoryItem": {"id": gid("InventoryItem", v.item)}})
+        })
+        .collect();
+    json!({"id": gid("Product", p.id), "title": p.title, "updatedAt": p.updated_at, "variants": {"nodes": variants}})
+}
+
+fn cost(available: f64) -> Value {
+    json!({"requestedQueryCost": 10, "actualQueryCost": 10,
+        "throttleStatus": {"maximumAvailable": 1000.0, "currentlyAvailable": available, "restoreRate": 10.0}})
+}
+
+async fn shopify_graphql(
+    req: HttpRequest,
+    state: web::Data<Mutex<ShopifyState>>,
+    token: web::Data<String>,
+    body: web::Json<Value>,
+) -> HttpResponse {
+    let given = req.headers().get("x-shopify-access-token").and_then(|v| v.to_str().ok());
+    if given != Some(token.as_str()) {
+        return HttpResponse::Unauthorized().json(
+            json!({"errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"}),
+        );
+    }
+    let mut state = lock(&state);
+    if state.controls.throttled() {
+        // Spent budget: the query costs 10, none is left, 10 come back a second.
+        return HttpResponse::Ok()
+            .json(json!({"errors": [{"message": "Throttled", "extensions": {"code": "THROTTLED"}}],
+            "extensions": {"cost": cost(0.0)}}));
+    }
+    let vars = &body["variables"];
+    let data = match body["operationName"].as_str().unwrap_or_default() {
+        "Products" => {
+            let first = usize::try_from(vars["first"].as_i64().unwrap_or(50).clamp(1, 250)).unwrap_or(50);
+            let start: usize = vars["after"].as_str().and_then(|c| c.parse().ok()).unwrap_or(0);
+            let nodes: Vec<Value> =
+                state.products.iter().skip(start).take(first).map(shopify_product).collect();
+            let end = start + nodes.len();
+            json!({"products": {"nodes": nodes, "pageInfo": {"hasNextPage": end < state.products.len(), "endCursor": end.to_string()}}})
+        }
+        "Product" => {
+            let id = gid_id("Product", &vars["id"]);
+            let found = state.products.iter().find(|p| Some(p.id) == id).map(shopify_product);
+            json!({"product": found})
+        }
+        "Level" => {
+            let item = gid_id("InventoryItem", &vars["item"]);
+            let variant = state.products.iter().flat_map(|p| &p.variants).find(|v| Some(v.item) == item);
+            let level = match (variant, vars["location"].as_str()) {
+                (Some(v), Some(SHOPIFY_LOCATION)) => {
+                    json!({"quantities": [{"name": "available", "quantity": v.quantity}]})
+                }
+                _ => Value::Null,
+            };
+            json!({"inventoryItem": item.map(|_| json!({"inventoryLevel": level}))})
+        }
+        "Set" => shopify_set(&mut state, &vars["input"]),
+        other => {
+            return HttpResponse::Ok()
+                .json(json!({"errors": [{"message": format!("unknown operation `{other}`")}]}));
+        }
+    };
+    HttpResponse::Ok().json(json!({"data": data, "extensions": {"cost": cost(990.0)}}))
+}
+
+/// `inventorySetQuantities`: all quantities or none; a `compareQuantity`
+/// that is not the current quantity refuses the whole write.
+fn shopify_set(state: &mut ShopifyState, input: &Value) -> Value {
+    state.writes += 1;
+    if let Some((item, quantity)) = state.interfere.take() {
+        for v in state.products.iter_mut().flat_map(|p| &mut p.variants).filter(|v| v.item == item) {
+            v.quantity = quantity;
+        }
+    }
+    let quantities = input["quantities"].as_array().cloned().unwrap_or_default();
+    let mut errors = Vec::new();
+    for (i, q) in quantities.iter().enumerate() {
+        let item = gid_id("InventoryItem", &q["inventoryItemId"]);
+        let current = state
+            .products
+            .iter()
+            .flat_map(|p| &p.variants)
+            .find(|v| Some(v.item) == item)
+            .map(|v| v.quantity);
+        let field = json!(["input", "quantities", i.to_string()]);
+        match current {
+            None => errors.push(json!({"code": "INVALID_INVENTORY_ITEM", "field": field, "message": "The specified inventory item could not be found."})),
+            Some(_) if q["locationId"] != SHOPIFY_LOCATION => errors.push(json!({"code": "INVALID_LOCATION", "field": field, "message": "The specified location could not be found."})),
+            Some(current) if q["compareQuantity"].as_i64() != Some(current) => errors.push(json!({"code": "COMPARE_QUANTITY_STALE", "field": field,
+                "message": "The compareQuantity argument no longer matches the persisted quantity."})),
+            Some(_) => {}
+        }
+    }
+    if errors.is_empty() {
+        for q in &quantities {
+            let item = gid_id("InventoryItem", &q["inventoryItemId"]);
+            for v in state.products.iter_mut().flat_map(|p| &mut p.variants).filter(|v| Some(v.item) == item)
+            {
+                v.quantity = q["quantity"].as_i64().unwrap_or(v.quantity);
+            }
+        }
+    } else if errors.iter().any(|e| e["code"] == "COMPARE_QUANTITY_STALE") {
+        state.stale_writes += 1;
+    }
+    let group = errors.is_empty().then(|| json!({"reason": input["reason"]}));
+    json!({"inventorySetQuantities": {"inventoryAdjustmentGroup": group, "userErrors": errors}})
+}
+
+// ------------------------------------------------------------ WooCommerce
+
+struct WooProduct {
+    id: u64,
+    name: String,
+    sku: String,
+    price: String,
+    quantity: i64,
+}
+
+#[derive(Default)]
+struct WooState {
+    products: Vec<WooProduct>,
+    controls: Controls,
+    batches: usize,
+}
+
+/// A fake WooCommerce site.
+#[derive(Clone)]
+pub struct FakeWooCommerce {
+    pub base_url: String,
+    pub consumer_key: String,
+    pub consumer_secret: String,
+    state: Arc<Mutex<WooState>>,
+}
+
+struct WooKeys {
+    basic: String,
+}
+
+impl FakeWooCommerce {
+    /// Every variant of `products` becomes a simple product.
+    pub async fn start(products: Vec<FakeProduct>) -> std::io::Result<Self> {
+        let mut state = WooState::default();
+        for (i, v) in products
+            .into_iter()
+            .flat_map(|p| p.variants.into_iter().map(move |v| (p.title.clone(), v)))
+            .enumerate()
+        {
+            let (title, v) = v;
+            let name = match &v.title {
+                Some(t) => format!("{title} - {t}"),
+                None => title,
+            };
+            state.products.push(WooProduct {
+                id: 100 + i as u64,
+                name,
+                sku: v.sku,
+                price: v.price,
+                quantity: v.quantity,
+            });
+        }
+        let key = format!("ck_{}", uuid::Uuid::now_v7().simple());
+        let secret = format!("cs_{}", uuid::Uuid::now_v7().simple());
+        let keys = web::Data::new(WooKeys {
+            basic: format!("Basic {}", STANDARD.encode(format!("{key}:{secret}"))),
+        });
+        let state = Arc::new(Mutex::new(state));
+        let data = web::Data::from(state.clone());
+        let base_url = listen(move |cfg| {
+            cfg.app_data(data.clone())
+                .app_data(keys.clone())
+                .route("/wp-json/wc/v3/products", web::get().to(woo_list))
+                .route("/wp-json/wc/v3/products/batch", web::post().to(woo_batch))
+                .route("/wp-json/wc/v3/products/{id}", web::get().to(woo_get));
+        })?;
+        Ok(Self { base_url, consumer_key: key, consumer_secret: secret, state })
+    }
+
+    pub fn quantity(&self, sku: &str) -> Option<i64> {
+        lock(&self.state).products.iter().find(|p| p.sku == sku).map(|p| p.quantity)
+    }
+
+    /// Answer the next `n` requests with 429 and `Retry-After: 1`.
+    pub fn throttle_next(&self, n: usize) {
+        lock(&self.state).controls.throttle_next = n;
+    }
+
+    /// Answer 429 beyond `n` requests a second (`None`: no limit).
+    pub fn limit_per_second(&self, n: Option<u32>) {
+        lock(&self.state).controls.per_second = n;
+    }
+
+    /// Batch updates received so far.
+    pub fn batches(&self) -> usize {
+        lock(&self.state).batches
+    }
+}
+
+fn woo_product(p: &WooProduct) -> Value {
+    json!({"id": p.id, "name": p.name, "type": "simple", "status": "publish", "sku": p.sku, "price": p.price,
+        "regular_price": p.price, "manage_stock": true, "stock_quantity": p.quantity,
+        "stock_status": if p.quantity > 0 { "instock" } else { "outofstock" },
+        "date_modified_gmt": "2026-11-20T10:00:00"})
+}
+
+fn woo_error(status: actix_web::http::StatusCode, code: &str, message: &str) -> HttpResponse {
+    HttpResponse::build(status)
+        .json(json!({"code": code, "message": message, "data": {"status": status.as_u16()}}))
+}
+
+/// Authentication and the rate limit, before anything else.
+fn woo_gate(req: &HttpRequest, keys: &WooKeys, state: &mut WooState) -> Option<HttpResponse> {
+    use actix_web::http::StatusCode;
+    let given = req.headers().get("authorization").and_then(|v| v.to_str().ok());
+    if given != Some(keys.basic.as_str()) {
+        return Some(woo_error(
+            StatusCode::UNAUTHORIZED,
+            "woocommerce_rest_authentication_error",
+            "Consumer key is invalid.",
+        ));
+    }
+    if state.controls.throttled() {
+        let mut res = woo_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "woocommerce_rest_too_many_requests",
+            "Too many requests. Please wait and try again.",
+        );
+        res.headers_mut()
+            .insert(actix_web::http::header::RETRY_AFTER, actix_web::http::header::HeaderValue::from(1));
+        return Some(res);
+    }
+    None
+}
+
+#[derive(serde::Deserialize)]
+struct WooPage {
+    page: Option<usize>,
+    per_page: Option<usize>,
+}
+
+async fn woo_list(
+    req: HttpRequest,
+    state: web::Data<Mutex<WooState>>,
+    keys: web::Data<WooKeys>,
+    query: web::Query<WooPage>,
+) -> HttpResponse {
+    let mut state = lock(&state);
+    if let Some(refused) = woo_gate(&req, &keys, &mut state) {
+        return refused;
+    }
+    let per_page = query.per_page.unwrap_or(10).clamp(1, 100);
+    let page = query.page.unwrap_or(1).max(1);
+    let total = state.products.len();
+    let pages = total.div_ceil(per_page);
+    let items: Vec<Value> =
+        state.products.iter().skip((page - 1) * per_page).take(per_page).map(woo_product).collect();
+    HttpResponse::Ok()
+        .insert_header(("X-WP-Total", total.to_string()))
+        .insert_header(("X-WP-TotalPages", pages.to_string()))
+        .json(items)
+}
+
+async fn woo_get(
+    req: HttpRequest,
+    state: web::Data<Mutex<WooState>>,
+    keys: web::Data<WooKeys>,
+    id: web::Path<u64>,
+) -> HttpResponse {
+    let mut state = lock(&state);
+    if let Some(refused) = woo_gate(&req, &keys, &mut state) {
+        return refused;
+    }
+    match state.products.iter().find(|p| p.id == *id) {
+        Some(p) => HttpResponse::Ok().json(woo_product(p)),
+        None => woo_error(
+            actix_web::http::StatusCode::NOT_FOUND,
+            "woocommerce_rest_product_invalid_id",
+            "Invalid ID.",
+        ),
+    }
+}
+
+async fn woo_batch(
+    req: HttpRequest,
+    state: web::Data<Mutex<WooState>>,
+    keys: web::Data<WooKeys>,
+    body: web::Json<Value>,
+) -> HttpResponse {
+    let mut state = lock(&state);
+    if let Some(refused) = woo_gate(&req, &keys, &mut state) {
+        return refused;
+    }
+    state.batches += 1;
+    let mut answers = Vec::new();
+    for update in body["update"].as_array().into_iter().flatten() {
+        let id = update["id"].as_u64();
+        match state.products.iter_mut().find(|p| Some(p.id) == id) {
+            Some(p) => {
+                if let Some(q) = update["stock_quantity"].as_i64() {
+                    p.quantity = q;
+                }
+                answers.push(woo_product(p));
+            }
+            None => answers
+                .push(json!({"id": update["id"], "error": {"code": "woocommerce_rest_product_invalid_id",
+                "message": "Invalid ID.", "data": {"status": 400}}})),
+        }
+    }
+    HttpResponse::Ok().json(json!({"update": answers}))
+}

@@ -1,0 +1,407 @@
+//! REST routes of the channels module.
+
+use std::collections::BTreeMap;
+
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, delete, get, patch, post, web};
+use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_actix_web::service_config::ServiceConfig;
+use uuid::Uuid;
+
+use super::{
+    CONNECTION_SORTS, ChannelService, ChannelsRead, ChannelsWrite, ConnectionChanges, ConnectionFilter,
+    ConnectionView, ImportView, MAPPING_SORTS, MappingFilter, MappingView, NewConnection, RECEIPT_SORTS,
+    ReceiptView, RemoteProduct, STATUSES,
+};
+use crate::{
+    error::{ApiError, ApiResult, Code, Problem},
+    platform::{
+        http::{
+            ApiJson, Data, Paged, Validate, created, if_match, no_content, ok, ok_with_etag, one_of,
+            parse_sort,
+        },
+        rbac::Authorized,
+        state::AppState,
+    },
+};
+
+pub fn routes(cfg: &mut ServiceConfig) {
+    cfg.service(list_connections)
+        .service(create_connection)
+        .service(get_connection)
+        .service(update_connection)
+        .service(delete_connection)
+        .service(remote_product)
+        .service(start_import)
+        .service(get_import)
+        .service(push_product)
+        .service(list_mappings)
+        .service(list_receipts)
+        .service(receive_webhook);
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateConnection {
+    /// `shopify` or `woocommerce`.
+    #[schema(example = "shopify", pattern = "^(shopify|woocommerce)$")]
+    channel: String,
+    /// Unique in the tenant.
+    #[schema(example = "EU shop", min_length = 1, max_length = 200)]
+    name: String,
+    /// Where the store's API is: `https://` (plain `http://` in development);
+    /// never a private or loopback address unless `webhooks.allow_networks` lists it.
+    #[schema(example = "https://eu-shop.myshopify.com", min_length = 1, max_length = 2048)]
+    base_url: String,
+    /// Shopify: `access_token`; WooCommerce: `consumer_key` and
+    /// `consumer_secret`. Stored encrypted; never shown again.
+    #[schema(example = json!({"access_token": "shpat_0123456789abcdef"}))]
+    credentials: BTreeMap<String, String>,
+    /// The secret the store signs its webhooks with. Stored encrypted.
+    #[schema(min_length = 1, max_length = 500)]
+    webhook_secret: Option<String>,
+    /// The local warehouse whose stock the store sells.
+    warehouse_id: Uuid,
+    /// The store's location (required for Shopify: `gid://shopify/Location/...`).
+    #[schema(example = "gid://shopify/Location/1", min_length = 1, max_length = 200)]
+    remote_location_id: Option<String>,
+    /// The store's currency; products an import creates carry it.
+    #[schema(example = "EUR", pattern = "^[A-Z]{3}$")]
+    currency: String,
+    /// Units held back from the store (0 when absent).
+    #[schema(example = 2, minimum = 0, maximum = 1_000_000_000)]
+    safety_buffer: Option<i64>,
+}
+
+impl Validate for CreateConnection {}
+
+/// Connect a store. Its credentials are checked against what the channel
+/// needs (not against the store: the first import or push does that).
+#[utoipa::path(tag = "channels", request_body = CreateConnection,
+    responses((status = 201, body = Data<ConnectionView>), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 409, description = "The name is taken", body = Problem),
+        (status = 422, description = "Invalid fields: an unknown channel or warehouse, missing credentials, a refused URL", body = Problem)),
+    security(("bearer" = [])))]
+#[post("/channel-connections")]
+async fn create_connection(
+    auth: Authorized<ChannelsWrite>,
+    channels: web::Data<dyn ChannelService>,
+    body: ApiJson<CreateConnection>,
+) -> ApiResult<HttpResponse> {
+    let b = body.0;
+    let new = NewConnection {
+        channel: b.channel,
+        name: b.name,
+        base_url: b.base_url,
+        credentials: b.credentials,
+        webhook_secret: b.webhook_secret,
+        warehouse_id: b.warehouse_id,
+        remote_location_id: b.remote_location_id,
+        currency: b.currency,
+        safety_buffer: b.safety_buffer.unwrap_or(0),
+    };
+    Ok(created(channels.create_connection(auth.tenant, new).await?))
+}
+
+crate::list_query! {
+    #[derive(Deserialize, IntoParams)]
+    #[serde(deny_unknown_fields)]
+    #[into_params(parameter_in = Query)]
+    struct ConnectionQuery {
+        /// `created_at`, `name`; prefix `-` for descending (default `-created_at`).
+        #[param(pattern = "^-?(created_at|name)$")]
+        sort: Option<String>,
+        /// `shopify` or `woocommerce`.
+        #[param(pattern = "^(shopify|woocommerce)$")]
+        channel: Option<String>,
+        /// `connected`, `throttled` or `disconnected`.
+        #[param(pattern = "^(connected|throttled|disconnected)$")]
+        status: Option<String>,
+    }
+}
+
+/// Store connections, newest first unless sorted otherwise.
+#[utoipa::path(tag = "channels", params(ConnectionQuery),
+    responses((status = 200, body = Paged<ConnectionView>), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)),
+    security(("bearer" = [])))]
+#[get("/channel-connections")]
+async fn list_connections(
+    auth: Authorized<ChannelsRead>,
+    channels: web::Data<dyn ChannelService>,
+    query: web::Query<ConnectionQuery>,
+) -> ApiResult<HttpResponse> {
+    let q = query.into_inner();
+    let list = q.list()?;
+    let sort = parse_sort(q.sort.as_deref(), &CONNECTION_SORTS)?;
+    one_of("channel", q.channel.as_deref(), &channels.channels())?;
+    one_of("status", q.status.as_deref(), &STATUSES)?;
+    let filter = ConnectionFilter { channel: q.channel, status: q.status, sort };
+    Ok(HttpResponse::Ok().json(channels.list_connections(auth.tenant, filter, &list).await?))
+}
+
+/// One connection; its `ETag` is the version to send in `If-Match`.
+#[utoipa::path(tag = "channels",
+    responses((status = 200, body = Data<ConnectionView>, headers(("ETag" = String, description = "The version, quoted"))),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+#[get("/channel-connections/{id}")]
+async fn get_connection(
+    auth: Authorized<ChannelsRead>,
+    channels: web::Data<dyn ChannelService>,
+    id: web::Path<Uuid>,
+) -> ApiResult<HttpResponse> {
+    let view = channels.get_connection(auth.tenant, id.into_inner()).await?;
+    let version = view.version;
+    Ok(ok_with_etag(view, version))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateConnection {
+    #[schema(min_length = 1, max_length = 200)]
+    name: Option<String>,
+    #[schema(min_length = 1, max_length = 2048)]
+    base_url: Option<String>,
+    /// Replaces every credential and puts the connection back to `connected`.
+    credentials: Option<BTreeMap<String, String>>,
+    #[schema(min_length = 1, max_length = 500)]
+    webhook_secret: Option<String>,
+    warehouse_id: Option<Uuid>,
+    #[schema(min_length = 1, max_length = 200)]
+    remote_location_id: Option<String>,
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
+    safety_buffer: Option<i64>,
+}
+
+impl Validate for UpdateConnection {}
+
+/// Change a connection; `If-Match` refuses (412) a change made meanwhile.
+/// A change of what the store should show (credentials, URL, location,
+/// warehouse, buffer) pushes every mapped product again.
+#[utoipa::path(tag = "channels", request_body = UpdateConnection,
+    params(("If-Match" = Option<String>, Header, description = "The ETag read before", pattern = r#"^(W/)?"[0-9]+"$"#)),
+    responses((status = 200, body = Data<ConnectionView>), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 409, description = "The name is taken", body = Problem),
+        (status = 412, description = "The connection changed since it was read", body = Problem),
+        (status = 422, body = Problem)),
+    security(("bearer" = [])))]
+#[patch("/channel-connections/{id}")]
+async fn update_connection(
+    auth: Authorized<ChannelsWrite>,
+    state: web::Data<AppState>,
+    channels: web::Data<dyn ChannelService>,
+    req: HttpRequest,
+    id: web::Path<Uuid>,
+    body: ApiJson<UpdateConnection>,
+) -> ApiResult<HttpResponse> {
+    let b = body.0;
+    let changes = ConnectionChanges {
+        name: b.name,
+        base_url: b.base_url,
+        credentials: b.credentials,
+        webhook_secret: b.webhook_secret,
+        warehouse_id: b.warehouse_id,
+        remote_location_id: b.remote_location_id,
+        safety_buffer: b.safety_buffer,
+    };
+    let view = channels.update_connection(auth.tenant, id.into_inner(), if_match(&req)?, changes).await?;
+    state.wakeup.wake();
+    let version = view.version;
+    Ok(ok_with_etag(view, version))
+}
+
+/// Disconnect and forget a store, with its mappings and imports.
+#[utoipa::path(tag = "channels",
+    responses((status = 204, description = "Deleted"), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+#[delete("/channel-connections/{id}")]
+async fn delete_connection(
+    auth: Authorized<ChannelsWrite>,
+    channels: web::Data<dyn ChannelService>,
+    id: web::Path<Uuid>,
+) -> ApiResult<HttpResponse> {
+    channels.delete_connection(auth.tenant, id.into_inner()).await?;
+    Ok(no_content())
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct RemoteQuery {
+    /// The store's product id (`gid://shopify/Product/1001`, `42`).
+    #[param(min_length = 1, max_length = 200)]
+    remote_id: String,
+}
+
+/// One product as the store has it now, normalised, with the store's own
+/// payload in `raw`.
+#[utoipa::path(tag = "channels", params(RemoteQuery),
+    responses((status = 200, body = Data<RemoteProduct>), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, description = "No such connection, or the store has no such product", body = Problem),
+        (status = 409, description = "The store refused the credentials (the connection is now disconnected)", body = Problem),
+        (status = 503, description = "The store is down, throttling or answered garbage", body = Problem)),
+    security(("bearer" = [])))]
+#[get("/channel-connections/{id}/remote-product")]
+async fn remote_product(
+    auth: Authorized<ChannelsRead>,
+    channels: web::Data<dyn ChannelService>,
+    id: web::Path<Uuid>,
+    query: web::Query<RemoteQuery>,
+) -> ApiResult<HttpResponse> {
+    Ok(ok(channels.remote_product(auth.tenant, id.into_inner(), &query.remote_id).await?))
+}
+
+/// Import the store's catalog: every variant with a SKU is mapped to the
+/// local product with that SKU, created when missing. Runs in the
+/// background, a page at a time; follow it with the import's URL.
+#[utoipa::path(tag = "channels",
+    responses((status = 202, body = Data<ImportView>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+#[post("/channel-connections/{id}/imports")]
+async fn start_import(
+    auth: Authorized<ChannelsWrite>,
+    state: web::Data<AppState>,
+    channels: web::Data<dyn ChannelService>,
+    id: web::Path<Uuid>,
+) -> ApiResult<HttpResponse> {
+    let run = channels.start_import(auth.tenant, id.into_inner()).await?;
+    state.wakeup.wake();
+    Ok(HttpResponse::Accepted().json(Data { data: run }))
+}
+
+/// An import and how far it got.
+#[utoipa::path(tag = "channels",
+    responses((status = 200, body = Data<ImportView>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+#[get("/channel-connections/{id}/imports/{import_id}")]
+async fn get_import(
+    auth: Authorized<ChannelsRead>,
+    channels: web::Data<dyn ChannelService>,
+    path: web::Path<(Uuid, Uuid)>,
+) -> ApiResult<HttpResponse> {
+    let (id, import_id) = path.into_inner();
+    Ok(ok(channels.get_import(auth.tenant, id, import_id).await?))
+}
+
+/// Push the product's available-to-promise quantity to the store now (in
+/// the background; `last_pushed_quantity` shows when it landed).
+#[utoipa::path(tag = "channels",
+    responses((status = 202, body = Data<MappingView>), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, description = "No such connection, or the product is not mapped on it", body = Problem),
+        (status = 409, description = "The connection is disconnected", body = Problem)),
+    security(("bearer" = [])))]
+#[post("/channel-connections/{id}/products/{product_id}/push")]
+async fn push_product(
+    auth: Authorized<ChannelsWrite>,
+    state: web::Data<AppState>,
+    channels: web::Data<dyn ChannelService>,
+    path: web::Path<(Uuid, Uuid)>,
+) -> ApiResult<HttpResponse> {
+    let (id, product_id) = path.into_inner();
+    let mapping = channels.push_product(auth.tenant, id, product_id).await?;
+    state.wakeup.wake();
+    Ok(HttpResponse::Accepted().json(Data { data: mapping }))
+}
+
+crate::list_query! {
+    #[derive(Deserialize, IntoParams)]
+    #[serde(deny_unknown_fields)]
+    #[into_params(parameter_in = Query)]
+    struct MappingQuery {
+        /// `created_at`; prefix `-` for descending (default `-created_at`).
+        #[param(pattern = "^-?created_at$")]
+        sort: Option<String>,
+        connection_id: Option<Uuid>,
+        product_id: Option<Uuid>,
+    }
+}
+
+/// Local products linked to store variants, newest first.
+#[utoipa::path(tag = "channels", params(MappingQuery),
+    responses((status = 200, body = Paged<MappingView>), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)),
+    security(("bearer" = [])))]
+#[get("/channel-mappings")]
+async fn list_mappings(
+    auth: Authorized<ChannelsRead>,
+    channels: web::Data<dyn ChannelService>,
+    query: web::Query<MappingQuery>,
+) -> ApiResult<HttpResponse> {
+    let q = query.into_inner();
+    let list = q.list()?;
+    let sort = parse_sort(q.sort.as_deref(), &MAPPING_SORTS)?;
+    let filter = MappingFilter { connection_id: q.connection_id, product_id: q.product_id, sort };
+    Ok(HttpResponse::Ok().json(channels.list_mappings(auth.tenant, filter, &list).await?))
+}
+
+crate::list_query! {
+    #[derive(Deserialize, IntoParams)]
+    #[serde(deny_unknown_fields)]
+    #[into_params(parameter_in = Query)]
+    struct ReceiptQuery {
+        /// `received_at`; prefix `-` for descending (default `-received_at`).
+        #[param(pattern = "^-?received_at$")]
+        sort: Option<String>,
+    }
+}
+
+/// The webhooks a store sent to the connection, verified or not, newest first.
+#[utoipa::path(tag = "channels", params(ReceiptQuery),
+    responses((status = 200, body = Paged<ReceiptView>), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+#[get("/channel-connections/{id}/webhook-receipts")]
+async fn list_receipts(
+    auth: Authorized<ChannelsRead>,
+    channels: web::Data<dyn ChannelService>,
+    id: web::Path<Uuid>,
+    query: web::Query<ReceiptQuery>,
+) -> ApiResult<HttpResponse> {
+    let q = query.into_inner();
+    let list = q.list()?;
+    let sort = parse_sort(q.sort.as_deref(), &RECEIPT_SORTS)?;
+    Ok(HttpResponse::Ok().json(channels.list_receipts(auth.tenant, id.into_inner(), sort, &list).await?))
+}
+
+/// Where a store sends its webhooks for one connection: give this URL to
+/// the store. No token: the signature is the authentication
+/// (`X-Shopify-Hmac-Sha256` or `X-WC-Webhook-Signature`, the base64
+/// HMAC-SHA256 of the raw body with the connection's `webhook_secret`),
+/// checked before anything else. A forged webhook, or a second delivery
+/// of an event id already received, is refused and logged; a verified
+/// stock change of a mapped variant becomes a stock movement.
+#[utoipa::path(tag = "channels",
+    request_body(content = Object, description = "The store's webhook payload, as it sends it", content_type = "application/json"),
+    params(
+        ("X-Shopify-Hmac-Sha256" = Option<String>, Header, description = "Shopify's signature"),
+        ("X-Shopify-Topic" = Option<String>, Header, description = "Shopify's topic (`inventory_levels/update` changes stock)"),
+        ("X-Shopify-Webhook-Id" = Option<String>, Header, description = "Shopify's event id (deduplicated)"),
+        ("X-WC-Webhook-Signature" = Option<String>, Header, description = "WooCommerce's signature"),
+        ("X-WC-Webhook-Topic" = Option<String>, Header, description = "WooCommerce's topic (`product.updated` changes stock)"),
+        ("X-WC-Webhook-Delivery-ID" = Option<String>, Header, description = "WooCommerce's event id (deduplicated)"),
+    ),
+    responses((status = 200, description = "Verified and handled; `outcome` says how", body = Data<ReceiptView>),
+        (status = 401, description = "Forged, or a replay of a received event (logged either way)", body = Problem),
+        (status = 404, description = "No such connection", body = Problem)))]
+#[post("/channel-webhooks/{id}")]
+async fn receive_webhook(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    channels: web::Data<dyn ChannelService>,
+    id: web::Path<Uuid>,
+    body: web::Bytes,
+) -> ApiResult<HttpResponse> {
+    let is_json = req.mime_type().ok().flatten().is_some_and(|m| m.subtype() == "json");
+    if !is_json {
+        return Err(ApiError::new(Code::UnsupportedMediaType, "a webhook body must be application/json"));
+    }
+    let headers = req
+        .headers()
+        .iter()
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_ascii_lowercase(), value.to_str().ok()?.to_owned()))
+        })
+        .collect();
+    let receipt = channels.receive_webhook(id.into_inner(), headers, &body).await?;
+    state.wakeup.wake();
+    Ok(ok(receipt))
+}

@@ -1,0 +1,658 @@
+//! Channels against in-process fake stores that speak Shopify's Admin
+//! GraphQL and WooCommerce's REST v3: connections that never show their
+//! credentials, tenant isolation, the catalog import, and stock changes
+//! that reach every store as available-to-promise, through compare-and-set
+//! conflicts, throttling and refused credentials.
+
+use nexus::{
+    modules::channels::fakes::{FakeProduct, FakeShopify, FakeVariant, FakeWooCommerce},
+    platform::tenancy::SystemScope,
+};
+use reqwest::Method;
+use sea_orm::{ColumnTrait, QueryFilter, QueryOrder};
+use serde_json::{Value, json};
+
+use crate::helpers::{Tenant, TestApp, assert_problem, eventually, json};
+
+fn id(v: &Value) -> String {
+    v["data"]["id"].as_str().unwrap().to_owned()
+}
+
+async fn warehouse(app: &TestApp, tenant: &Tenant, code: &str) -> String {
+    let res = app.post("/api/v1/warehouses", &tenant.token, json!({"code": code, "name": code})).await;
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    id(&json(res).await)
+}
+
+async fn product(app: &TestApp, tenant: &Tenant, sku: &str) -> String {
+    let body = json!({"sku": sku, "name": sku, "unit_price": 100, "currency": "EUR"});
+    let res = app.post("/api/v1/products", &tenant.token, body).await;
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    id(&json(res).await)
+}
+
+async fn adjust(app: &TestApp, tenant: &Tenant, product: &str, warehouse: &str, quantity: i64) {
+    let body =
+        json!({"product_id": product, "warehouse_id": warehouse, "quantity": quantity, "reason": "count"});
+    let res = app.post("/api/v1/stock/adjustments", &tenant.token, body).await;
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+}
+
+fn shopify_body(shop: &FakeShopify, name: &str, warehouse: &str, buffer: i64) -> Value {
+    json!({"channel": "shopify", "name": name, "base_url": shop.base_url, "currency": "EUR",
+        "credentials": {"access_token": shop.access_token}, "warehouse_id": warehouse,
+        "remote_location_id": shop.location_id, "safety_buffer": buffer})
+}
+
+fn woo_body(woo: &FakeWooCommerce, name: &str, warehouse: &str, buffer: i64) -> Value {
+    json!({"channel": "woocommerce", "name": name, "base_url": woo.base_url, "currency": "EUR",
+        "credentials": {"consumer_key": woo.consumer_key, "consumer_secret": woo.consumer_secret},
+        "warehouse_id": warehouse, "safety_buffer": buffer})
+}
+
+async fn connect(app: &TestApp, tenant: &Tenant, body: Value) -> Value {
+    let res = app.post("/api/v1/channel-connections", &tenant.token, body).await;
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    json(res).await["data"].clone()
+}
+
+/// Import the store's catalog and wait for the import to end.
+async fn import(app: &TestApp, tenant: &Tenant, connection: &str) -> Value {
+    let res = app
+        .post(&format!("/api/v1/channel-connections/{connection}/imports"), &tenant.token, json!({}))
+        .await;
+    assert_eq!(res.status(), 202, "{}", res.text().await.unwrap());
+    let run = id(&json(res).await);
+    // Every page is a job: when none is due, the import has ended.
+    app.drained().await;
+    let path = format!("/api/v1/channel-connections/{connection}/imports/{run}");
+    json(app.get(&path, &tenant.token).await).await["data"].clone()
+}
+
+async fn connection(app: &TestApp, tenant: &Tenant, id: &str) -> Value {
+    json(app.get(&format!("/api/v1/channel-connections/{id}"), &tenant.token).await).await["data"].clone()
+}
+
+/// The types of the tenant's `channel.*` events, oldest first.
+async fn channel_events(app: &TestApp, tenant: &Tenant) -> Vec<(String, Value)> {
+    use entity::event::{Column, Entity};
+    SystemScope
+        .find::<Entity>()
+        .filter(Column::TenantId.eq(tenant.id))
+        .filter(Column::EventType.starts_with("channel."))
+        .order_by_asc(Column::Id)
+        .all(&app.state.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.event_type, e.data))
+        .collect()
+}
+
+fn mug(quantity: i64) -> Vec<FakeProduct> {
+    vec![FakeProduct::simple("Mug", "MUG-WHITE", "9.50", quantity)]
+}
+
+#[tokio::test]
+async fn connections_are_kept_without_ever_showing_their_credentials() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let main = warehouse(&app, &tenant, "MAIN").await;
+    let shop = FakeShopify::start(mug(0)).await.unwrap();
+    let created = connect(&app, &tenant, shopify_body(&shop, "EU shop", &main, 2)).await;
+    assert_eq!(created["status"], "connected");
+    assert_eq!(created["credentials"], json!(["access_token"]));
+    assert_eq!(created["rate_limit"], json!({"per_second": 2, "burst": 40}));
+    assert_eq!(created["safety_buffer"], 2);
+    let cid = created["id"].as_str().unwrap().to_owned();
+
+    // Sealed at rest, never in an answer.
+    let row = SystemScope
+        .find_by_id::<entity::channel_connection::Entity>(cid.parse::<uuid::Uuid>().unwrap())
+        .one(&app.state.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(row.credentials.starts_with("v1:") && !row.credentials.contains(&shop.access_token));
+    let res = app.get(&format!("/api/v1/channel-connections/{cid}"), &tenant.token).await;
+    assert_eq!(res.headers()["etag"], "\"1\"");
+    let listed =
+        app.get("/api/v1/channel-connections?channel=shopify", &tenant.token).await.text().await.unwrap();
+    assert!(listed.contains(&cid) && !listed.contains(&shop.access_token), "{listed}");
+    assert!(!res.text().await.unwrap().contains(&shop.access_token));
+
+    // Bad input names every field and changes nothing.
+    let bad = json!({"channel": "ebay", "name": " ", "base_url": "ftp://shop.example.com", "currency": "eur",
+        "credentials": {}, "warehouse_id": main, "safety_buffer": -1});
+    let body = assert_problem(
+        app.post("/api/v1/channel-connections", &tenant.token, bad).await,
+        422,
+        "validation_failed",
+    )
+    .await;
+    let fields: Vec<&str> =
+        body["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+    for field in ["channel", "name", "base_url", "currency", "safety_buffer"] {
+        assert!(fields.contains(&field), "{field} not in {fields:?}");
+    }
+    let mut bad = shopify_body(&shop, "Other", &main, 0);
+    bad["credentials"] = json!({"token": "x"});
+    bad["remote_location_id"] = Value::Null;
+    bad["base_url"] = json!("http://10.1.2.3/");
+    let body = assert_problem(
+        app.post("/api/v1/channel-connections", &tenant.token, bad).await,
+        422,
+        "validation_failed",
+    )
+    .await;
+    let fields: Vec<&str> =
+        body["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+    assert_eq!(
+        fields,
+        ["credentials.access_token", "credentials.token", "remote_location_id", "base_url"],
+        "{body}"
+    );
+    let mut bad = shopify_body(&shop, "Other", &main, 0);
+    bad["warehouse_id"] = json!(uuid::Uuid::now_v7());
+    let body = assert_problem(
+        app.post("/api/v1/channel-connections", &tenant.token, bad).await,
+        422,
+        "validation_failed",
+    )
+    .await;
+    assert_eq!(body["errors"][0]["field"], "warehouse_id");
+    let taken = app
+        .post("/api/v1/channel-connections", &tenant.token, shopify_body(&shop, "EU shop", &main, 0))
+        .await;
+    assert_problem(taken, 409, "conflict").await;
+    let all = json(app.get("/api/v1/channel-connections", &tenant.token).await).await;
+    assert_eq!(all["data"].as_array().unwrap().len(), 1);
+
+    // Updates: If-Match, and new credentials put it back to connected.
+    let path = format!("/api/v1/channel-connections/{cid}");
+    let stale = app
+        .request(Method::PATCH, &path, Some(&tenant.token))
+        .header("If-Match", "\"7\"")
+        .json(&json!({"name": "Renamed"}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(stale, 412, "precondition_failed").await;
+    let res = app
+        .request(Method::PATCH, &path, Some(&tenant.token))
+        .header("If-Match", "\"1\"")
+        .json(&json!({"name": "Renamed", "credentials": {"access_token": "shpat_new"}, "webhook_secret": "s3cret"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let text = res.text().await.unwrap();
+    assert!(!text.contains("shpat_new") && !text.contains("s3cret"), "{text}");
+    let updated: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(updated["data"]["name"], "Renamed");
+    assert_eq!(updated["data"]["version"], 2);
+    assert_eq!(updated["data"]["webhook_secret_set"], true);
+    let res =
+        app.send_json(Method::PATCH, &path, Some(&tenant.token), json!({"credentials": {"nope": "x"}})).await;
+    assert_problem(res, 422, "validation_failed").await;
+
+    // GraphQL: the same rules and codes.
+    let query = "mutation($input: CreateChannelConnectionInput!) { createChannelConnection(input: $input) { id name credentials status } }";
+    let input = json!({"channel": "woocommerce", "name": "Site", "baseUrl": shop.base_url, "currency": "EUR",
+        "credentials": [{"name": "consumer_key", "value": "ck_1"}], "warehouseId": main});
+    let body = json(
+        app.post("/graphql", &tenant.token, json!({"query": query, "variables": {"input": input}})).await,
+    )
+    .await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "validation_failed", "{body}");
+    assert_eq!(body["errors"][0]["extensions"]["errors"][0]["field"], "credentials.consumer_secret");
+    let mut input = input;
+    input["credentials"] =
+        json!([{"name": "consumer_key", "value": "ck_1"}, {"name": "consumer_secret", "value": "cs_1"}]);
+    let body = json(
+        app.post("/graphql", &tenant.token, json!({"query": query, "variables": {"input": input}})).await,
+    )
+    .await;
+    assert_eq!(
+        body["data"]["createChannelConnection"]["credentials"],
+        json!(["consumer_key", "consumer_secret"]),
+        "{body}"
+    );
+    let listed = "{ channelConnections(channel: \"woocommerce\") { items { name status } } }";
+    let body = json(app.post("/graphql", &tenant.token, json!({"query": listed})).await).await;
+    assert_eq!(body["data"]["channelConnections"]["items"], json!([{"name": "Site", "status": "connected"}]));
+
+    // Nor in the audit trail of those requests.
+    let audited = SystemScope
+        .find::<entity::audit_log::Entity>()
+        .filter(entity::audit_log::Column::TenantId.eq(tenant.id))
+        .all(&app.state.db)
+        .await
+        .unwrap();
+    assert!(audited.iter().any(|a| a.path.starts_with("/api/v1/channel-connections")));
+    let trail = format!("{audited:?}");
+    for secret in [shop.access_token.as_str(), "shpat_new", "s3cret", "cs_1"] {
+        assert!(!trail.contains(secret), "the audit trail holds {secret}");
+    }
+
+    let res = app.request(Method::DELETE, &path, Some(&tenant.token)).send().await.unwrap();
+    assert_eq!(res.status(), 204);
+    assert_problem(app.get(&path, &tenant.token).await, 404, "not_found").await;
+}
+
+#[tokio::test]
+async fn another_tenant_sees_nothing_and_cannot_use_foreign_warehouses() {
+    let app = TestApp::spawn().await;
+    let (a, b) = (app.register().await, app.register().await);
+    let main = warehouse(&app, &a, "MAIN").await;
+    let shop = FakeShopify::start(mug(0)).await.unwrap();
+    let cid =
+        connect(&app, &a, shopify_body(&shop, "Shop", &main, 0)).await["id"].as_str().unwrap().to_owned();
+    let path = format!("/api/v1/channel-connections/{cid}");
+    assert_problem(app.get(&path, &b.token).await, 404, "not_found").await;
+    let res = app.send_json(Method::PATCH, &path, Some(&b.token), json!({"name": "Mine"})).await;
+    assert_problem(res, 404, "not_found").await;
+    assert_problem(app.post(&format!("{path}/imports"), &b.token, json!({})).await, 404, "not_found").await;
+    let list = json(app.get("/api/v1/channel-connections", &b.token).await).await;
+    assert_eq!(list["data"], json!([]));
+    let res = app.post("/api/v1/channel-connections", &b.token, shopify_body(&shop, "Shop", &main, 0)).await;
+    let body = assert_problem(res, 422, "validation_failed").await;
+    assert_eq!(body["errors"][0]["field"], "warehouse_id");
+    // A viewer reads, and may not write.
+    let (_, viewer) = app.user_with_roles(&a, &["viewer"]).await;
+    assert_eq!(app.get(&path, &viewer).await.status(), 200);
+    assert_problem(app.post(&format!("{path}/imports"), &viewer, json!({})).await, 403, "forbidden").await;
+}
+
+#[tokio::test]
+async fn an_import_links_products_by_sku_and_creates_the_missing_ones() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let main = warehouse(&app, &tenant, "MAIN").await;
+    let existing = product(&app, &tenant, "TSHIRT-RED-M").await;
+    let shirt = |sku: &str, title: &str| FakeVariant {
+        sku: sku.into(),
+        title: Some(title.into()),
+        price: "24.99".into(),
+        quantity: 5,
+    };
+    let catalog = vec![
+        FakeProduct {
+            title: "T-shirt".into(),
+            variants: vec![
+                shirt("TSHIRT-RED-M", "Red / M"),
+                shirt("TSHIRT-RED-L", "Red / L"),
+                shirt("", "Gift wrap"),
+            ],
+        },
+        FakeProduct::simple("Mug", "MUG-WHITE", "9.50", 3),
+    ];
+    let shop = FakeShopify::start(catalog).await.unwrap();
+    let cid = connect(&app, &tenant, shopify_body(&shop, "Shop", &main, 0)).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let run = import(&app, &tenant, &cid).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(
+        (run["listed"].as_i64(), run["linked"].as_i64(), run["created"].as_i64(), run["skipped"].as_i64()),
+        (Some(4), Some(1), Some(2), Some(1)),
+        "{run}"
+    );
+    let mappings =
+        json(app.get(&format!("/api/v1/channel-mappings?connection_id={cid}"), &tenant.token).await).await;
+    let mappings = mappings["data"].as_array().unwrap().clone();
+    assert_eq!(mappings.len(), 3);
+    let red_m = mappings.iter().find(|m| m["sku"] == "TSHIRT-RED-M").unwrap();
+    assert_eq!(red_m["product_id"], existing.as_str());
+    assert!(red_m["remote_variant_id"].as_str().unwrap().starts_with("gid://shopify/ProductVariant/"));
+    assert!(red_m["inventory_item_id"].as_str().unwrap().starts_with("gid://shopify/InventoryItem/"));
+    let created = json(app.get("/api/v1/products?sku=TSHIRT-RED-L", &tenant.token).await).await;
+    assert_eq!(created["data"][0]["name"], "T-shirt (Red / L)");
+    assert_eq!(created["data"][0]["unit_price"], 2499);
+    let events = channel_events(&app, &tenant).await;
+    let imported: Vec<&Value> =
+        events.iter().filter(|(t, _)| t == "channel.product_imported").map(|(_, d)| d).collect();
+    assert_eq!(imported.len(), 3);
+    assert!(imported.iter().any(|d| d["sku"] == "TSHIRT-RED-M" && d["created"] == false));
+    assert!(events.iter().any(|(t, _)| t == "channel.sync_succeeded"));
+
+    // Again: everything is mapped already, nothing is created twice.
+    let again = import(&app, &tenant, &cid).await;
+    assert_eq!(
+        (again["linked"].as_i64(), again["created"].as_i64(), again["skipped"].as_i64()),
+        (Some(0), Some(0), Some(4)),
+        "{again}"
+    );
+
+    // The store's product as it is now, normalised with its payload.
+    let remote = red_m["remote_product_id"].as_str().unwrap();
+    let res = app
+        .get(&format!("/api/v1/channel-connections/{cid}/remote-product?remote_id={remote}"), &tenant.token)
+        .await;
+    let body = json(res).await;
+    assert_eq!(body["data"]["title"], "T-shirt");
+    assert_eq!(body["data"]["variants"].as_array().unwrap().len(), 3);
+    assert_eq!(body["data"]["raw"]["variants"]["nodes"][0]["sku"], "TSHIRT-RED-M");
+    let res = app
+        .get(
+            &format!("/api/v1/channel-connections/{cid}/remote-product?remote_id=gid://shopify/Product/1"),
+            &tenant.token,
+        )
+        .await;
+    assert_problem(res, 404, "not_found").await;
+}
+
+#[tokio::test]
+async fn a_woocommerce_import_reads_every_page() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let main = warehouse(&app, &tenant, "MAIN").await;
+    let catalog: Vec<FakeProduct> = (0..60)
+        .map(|i| FakeProduct::simple(&format!("Item {i}"), &format!("ITEM-{i:03}"), "1.00", i))
+        .collect();
+    let woo = FakeWooCommerce::start(catalog).await.unwrap();
+    let cid =
+        connect(&app, &tenant, woo_body(&woo, "Site", &main, 0)).await["id"].as_str().unwrap().to_owned();
+    let run = import(&app, &tenant, &cid).await;
+    assert_eq!(
+        (run["status"].as_str(), run["pages"].as_i64(), run["created"].as_i64()),
+        (Some("succeeded"), Some(2), Some(60)),
+        "{run}"
+    );
+}
+
+#[tokio::test]
+async fn a_stock_change_reaches_every_store_as_available_to_promise() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let main = warehouse(&app, &tenant, "MAIN").await;
+    let other = warehouse(&app, &tenant, "OTHER").await;
+    let shop = FakeShopify::start(mug(50)).await.unwrap();
+    let woo = FakeWooCommerce::start(mug(50)).await.unwrap();
+    let s = connect(&app, &tenant, shopify_body(&shop, "Shop", &main, 2)).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let w = connect(&app, &tenant, woo_body(&woo, "Site", &main, 0)).await["id"].as_str().unwrap().to_owned();
+    import(&app, &tenant, &s).await;
+    import(&app, &tenant, &w).await;
+    let mug_id = json(app.get("/api/v1/products?sku=MUG-WHITE", &tenant.token).await).await["data"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // A burst of changes while WooCommerce makes the first push wait a
+    // second: each store ends at on hand - reserved - buffer, and the burst
+    // reaches WooCommerce as one batch.
+    woo.throttle_next(1);
+    for quantity in [10, 5, -3] {
+        adjust(&app, &tenant, &mug_id, &main, quantity).await;
+    }
+    let reserve = json!({"reference": "order-1", "lines": [{"product_id": mug_id, "warehouse_id": main, "quantity": 4}]});
+    assert_eq!(app.post("/api/v1/reservations", &tenant.token, reserve).await.status(), 201);
+    eventually(10, || async {
+        (shop.quantity("MUG-WHITE") == Some(6) && woo.quantity("MUG-WHITE") == Some(8)).then_some(())
+    })
+    .await;
+    app.drained().await;
+    assert_eq!(woo.batches(), 1, "the burst was coalesced into one push");
+
+    // Stock elsewhere changes nothing here; ATP never goes below 0.
+    adjust(&app, &tenant, &mug_id, &other, 100).await;
+    app.drained().await;
+    assert_eq!(shop.quantity("MUG-WHITE"), Some(6));
+    let res = app
+        .send_json(
+            Method::PATCH,
+            &format!("/api/v1/channel-connections/{s}"),
+            Some(&tenant.token),
+            json!({"safety_buffer": 50}),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    eventually(10, || async { (shop.quantity("MUG-WHITE") == Some(0)).then_some(()) }).await;
+
+    // On demand, and the mapping says what landed.
+    let path = format!("/api/v1/channel-connections/{w}/products/{mug_id}/push");
+    let res = app.post(&path, &tenant.token, json!({})).await;
+    assert_eq!(res.status(), 202);
+    app.drained().await;
+    let mapping =
+        json(app.get(&format!("/api/v1/channel-mappings?connection_id={w}"), &tenant.token).await).await;
+    assert_eq!(mapping["data"][0]["last_pushed_quantity"], 8);
+    assert_eq!(mapping["data"][0]["push_pending"], false);
+    let unmapped = format!("/api/v1/channel-connections/{w}/products/{}/push", uuid::Uuid::now_v7());
+    assert_problem(app.post(&unmapped, &tenant.token, json!({})).await, 404, "not_found").await;
+}
+
+#[tokio::test]
+async fn a_concurrent_change_on_shopify_is_read_again_not_overwritten_blindly() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let main = warehouse(&app, &tenant, "MAIN").await;
+    let shop = FakeShopify::start(mug(50)).await.unwrap();
+    let s = connect(&app, &tenant, shopify_body(&shop, "Shop", &main, 0)).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    import(&app, &tenant, &s).await;
+    let mug_id = json(app.get("/api/v1/products?sku=MUG-WHITE", &tenant.token).await).await["data"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // A sale on the store between our read and our write.
+    shop.interfere_before_next_write("MUG-WHITE", 49);
+    adjust(&app, &tenant, &mug_id, &main, 7).await;
+    eventually(10, || async { (shop.quantity("MUG-WHITE") == Some(7)).then_some(()) }).await;
+    assert_eq!(shop.writes(), (2, 1), "the stale write was refused, read again and written again");
+}
+
+#[tokio::test]
+async fn a_throttled_store_marks_the_connection_and_the_push_lands_later() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let main = warehouse(&app, &tenant, "MAIN").await;
+    let shop = FakeShopify::start(mug(50)).await.unwrap();
+    let woo = FakeWooCommerce::start(mug(50)).await.unwrap();
+    let s = connect(&app, &tenant, shopify_body(&shop, "Shop", &main, 0)).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let w = connect(&app, &tenant, woo_body(&woo, "Site", &main, 0)).await["id"].as_str().unwrap().to_owned();
+    import(&app, &tenant, &s).await;
+    import(&app, &tenant, &w).await;
+    let mug_id = json(app.get("/api/v1/products?sku=MUG-WHITE", &tenant.token).await).await["data"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    woo.throttle_next(1); // 429 with Retry-After: 1
+    shop.throttle_next(1); // Shopify's THROTTLED: the cost budget refills in 1 s
+    adjust(&app, &tenant, &mug_id, &main, 9).await;
+    eventually(10, || async {
+        let throttled =
+            channel_events(&app, &tenant).await.into_iter().filter(|(t, _)| t == "channel.throttled").count();
+        (throttled == 2).then_some(())
+    })
+    .await;
+    eventually(10, || async {
+        (shop.quantity("MUG-WHITE") == Some(9) && woo.quantity("MUG-WHITE") == Some(9)).then_some(())
+    })
+    .await;
+    let events = channel_events(&app, &tenant).await;
+    let woo_throttle =
+        events.iter().find(|(t, d)| t == "channel.throttled" && d["channel"] == "woocommerce").unwrap();
+    assert!(woo_throttle.1["error"].as_str().unwrap().starts_with("429"), "{:?}", woo_throttle.1);
+    eventually(10, || async {
+        let (a, b) = (connection(&app, &tenant, &s).await, connection(&app, &tenant, &w).await);
+        (a["status"] == "connected" && b["status"] == "connected").then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn refused_credentials_disconnect_until_new_ones_are_saved() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let main = warehouse(&app, &tenant, "MAIN").await;
+    let woo = FakeWooCommerce::start(mug(50)).await.unwrap();
+    let mut body = woo_body(&woo, "Site", &main, 0);
+    body["credentials"]["consumer_secret"] = json!("cs_wrong");
+    let w = connect(&app, &tenant, body).await["id"].as_str().unwrap().to_owned();
+    let run = import(&app, &tenant, &w).await;
+    assert_eq!(run["status"], "failed");
+    assert!(run["error"].as_str().unwrap().contains("Consumer key is invalid."), "{run}");
+    let c = connection(&app, &tenant, &w).await;
+    assert_eq!(c["status"], "disconnected");
+    assert_eq!(c["last_error"], "401 Unauthorized: Consumer key is invalid.");
+    let events = channel_events(&app, &tenant).await;
+    assert!(events.iter().any(|(t, d)| t == "channel.disconnected" && d["connection_id"] == w.as_str()));
+    assert!(events.iter().any(|(t, _)| t == "channel.sync_failed"));
+    let mug_id = product(&app, &tenant, "MUG-WHITE").await;
+    let path = format!("/api/v1/channel-connections/{w}/products/{mug_id}/push");
+    assert_problem(app.post(&path, &tenant.token, json!({})).await, 409, "conflict").await;
+
+    // The right secret: connected again, and the import goes through.
+    let fixed =
+        json!({"credentials": {"consumer_key": woo.consumer_key, "consumer_secret": woo.consumer_secret}});
+    let res = app
+        .send_json(Method::PATCH, &format!("/api/v1/channel-connections/{w}"), Some(&tenant.token), fixed)
+        .await;
+    assert_eq!(json(res).await["data"]["status"], "connected");
+    assert_eq!(import(&app, &tenant, &w).await["linked"], 1);
+    adjust(&app, &tenant, &mug_id, &main, 3).await;
+    eventually(10, || async { (woo.quantity("MUG-WHITE") == Some(3)).then_some(()) }).await;
+}
+
+/// The base64 HMAC-SHA256 of `body` with `secret`, as the stores sign.
+fn sign(secret: &str, body: &[u8]) -> String {
+    use base64::Engine;
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+async fn on_hand(app: &TestApp, tenant: &Tenant, product: &str, warehouse: &str) -> i64 {
+    let path = format!("/api/v1/stock-levels?product_id={product}&warehouse_id={warehouse}");
+    json(app.get(&path, &tenant.token).await).await["data"][0]["on_hand"].as_i64().unwrap()
+}
+
+#[tokio::test]
+async fn store_webhooks_are_verified_deduplicated_logged_and_booked() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let main = warehouse(&app, &tenant, "MAIN").await;
+    let shop = FakeShopify::start(mug(50)).await.unwrap();
+    let woo = FakeWooCommerce::start(mug(50)).await.unwrap();
+    let mut body = shopify_body(&shop, "Shop", &main, 0);
+    body["webhook_secret"] = json!("shpss_secret");
+    let s = connect(&app, &tenant, body).await["id"].as_str().unwrap().to_owned();
+    let mut body = woo_body(&woo, "Site", &main, 0);
+    body["webhook_secret"] = json!("wc_secret");
+    let w = connect(&app, &tenant, body).await["id"].as_str().unwrap().to_owned();
+    import(&app, &tenant, &s).await;
+    import(&app, &tenant, &w).await;
+    let mug_id = json(app.get("/api/v1/products?sku=MUG-WHITE", &tenant.token).await).await["data"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    adjust(&app, &tenant, &mug_id, &main, 10).await;
+    eventually(10, || async {
+        (shop.quantity("MUG-WHITE") == Some(10) && woo.quantity("MUG-WHITE") == Some(10)).then_some(())
+    })
+    .await;
+    app.drained().await;
+    let mapping =
+        json(app.get(&format!("/api/v1/channel-mappings?connection_id={s}"), &tenant.token).await).await;
+    let item =
+        mapping["data"][0]["inventory_item_id"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
+
+    // Three units sold on Shopify.
+    let level = json!({"inventory_item_id": item.parse::<u64>().unwrap(), "location_id": 1, "available": 7,
+        "updated_at": "2026-11-28T10:00:00Z"})
+    .to_string();
+    let send = |connection: &str, headers: Vec<(&'static str, String)>, body: String| {
+        let mut request = app
+            .client
+            .post(format!("{}/api/v1/channel-webhooks/{connection}", app.base))
+            .header("content-type", "application/json")
+            .body(body);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        request.send()
+    };
+    let shopify_headers = |signature: String| {
+        vec![
+            ("X-Shopify-Topic", "inventory_levels/update".to_owned()),
+            ("X-Shopify-Webhook-Id", "evt-1".to_owned()),
+            ("X-Shopify-Hmac-Sha256", signature),
+        ]
+    };
+    let forged = send(&s, shopify_headers(sign("guessed", level.as_bytes())), level.clone()).await.unwrap();
+    assert_problem(forged, 401, "unauthenticated").await;
+    let unsigned = send(&s, vec![("X-Shopify-Topic", "inventory_levels/update".to_owned())], level.clone())
+        .await
+        .unwrap();
+    assert_problem(unsigned, 401, "unauthenticated").await;
+    assert_eq!(on_hand(&app, &tenant, &mug_id, &main).await, 10, "a forged webhook changes nothing");
+
+    let good =
+        send(&s, shopify_headers(sign("shpss_secret", level.as_bytes())), level.clone()).await.unwrap();
+    assert_eq!(good.status(), 200);
+    let receipt = json(good).await["data"].clone();
+    assert_eq!(
+        (receipt["outcome"].as_str(), receipt["verified"].as_bool()),
+        (Some("applied"), Some(true)),
+        "{receipt}"
+    );
+    assert_eq!(on_hand(&app, &tenant, &mug_id, &main).await, 7);
+    // It propagates to the other store.
+    eventually(10, || async { (woo.quantity("MUG-WHITE") == Some(7)).then_some(()) }).await;
+
+    let replay =
+        send(&s, shopify_headers(sign("shpss_secret", level.as_bytes())), level.clone()).await.unwrap();
+    assert_problem(replay, 401, "unauthenticated").await;
+    assert_eq!(on_hand(&app, &tenant, &mug_id, &main).await, 7, "a replay changes nothing");
+
+    let log =
+        json(app.get(&format!("/api/v1/channel-connections/{s}/webhook-receipts"), &tenant.token).await)
+            .await;
+    let outcomes: Vec<(&str, bool)> = log["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["outcome"].as_str().unwrap(), r["verified"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(outcomes, [("replayed", true), ("applied", true), ("forged", false), ("forged", false)]);
+
+    // WooCommerce: the product now holds 5 there (two more sold).
+    app.drained().await;
+    let product =
+        json!({"id": 100, "name": "Mug", "sku": "MUG-WHITE", "manage_stock": true, "stock_quantity": 5})
+            .to_string();
+    let woo_headers = vec![
+        ("X-WC-Webhook-Topic", "product.updated".to_owned()),
+        ("X-WC-Webhook-Delivery-ID", "d-1".to_owned()),
+        ("X-WC-Webhook-Signature", sign("wc_secret", product.as_bytes())),
+    ];
+    let res = send(&w, woo_headers, product).await.unwrap();
+    assert_eq!(json(res).await["data"]["outcome"], "applied");
+    assert_eq!(on_hand(&app, &tenant, &mug_id, &main).await, 5);
+    eventually(10, || async { (shop.quantity("MUG-WHITE") == Some(5)).then_some(()) }).await;
+    let events = channel_events(&app, &tenant).await;
+    let updates: Vec<&Value> =
+        events.iter().filter(|(t, _)| t == "channel.inventory_updated").map(|(_, d)| d).collect();
+    assert_eq!(updates.len(), 2);
+    assert_eq!((updates[0]["quantity"].as_i64(), updates[1]["quantity"].as_i64()), (Some(-3), Some(-2)));
+    assert_eq!(events.iter().filter(|(t, _)| t == "channel.webhook_received").count(), 2);
+
+    let unknown = send(&uuid::Uuid::now_v7().to_string(), vec![], "{}".to_owned()).await.unwrap();
+    assert_problem(unknown, 404, "not_found").await;
+    // Another tenant reads no receipts of this one.
+    let other = app.register().await;
+    let path = format!("/api/v1/channel-connections/{s}/webhook-receipts");
+    assert_problem(app.get(&path, &other.token).await, 404, "not_found").await;
+}
