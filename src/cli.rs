@@ -68,6 +68,11 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Sales orders: refund one.
+    Orders {
+        #[command(subcommand)]
+        command: OrdersCommand,
+    },
     /// Operate on tenants.
     Tenant {
         #[command(subcommand)]
@@ -100,6 +105,24 @@ enum TenantCommand {
         /// Defaults to a slug derived from the name.
         #[arg(long)]
         slug: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum OrdersCommand {
+    /// Refund part or all of a paid order through its payment gateway.
+    Refund {
+        /// The order's id (in whichever tenant holds it).
+        order: uuid::Uuid,
+        /// Minor units (cents), at most what was captured minus earlier refunds.
+        amount: i64,
+        /// Why the money goes back.
+        #[arg(long)]
+        reason: String,
+        /// Names this refund: running the command again with the same key
+        /// refunds nothing more.
+        #[arg(long)]
+        key: String,
     },
 }
 
@@ -244,6 +267,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::License { command } => ops::license(config, command).await,
         Command::Migrate { action, steps } => migrate(config, action, steps).await,
         Command::Openapi { output, check } => openapi(&output, check),
+        Command::Orders { command } => orders(config, command).await,
         Command::Tenant { command: TenantCommand::Create { name, slug } } => {
             let slug = slug.unwrap_or_else(|| validate::slugify(&name));
             validate::name(&name).map_err(|e| anyhow::anyhow!("--name {e}"))?;
@@ -281,6 +305,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let kind = if user.is_super_admin { "super-admin" } else { "user" };
             println!("created {kind} {} ({}) in tenant {}", user.email, user.id, tenant.slug);
             Ok(())
+        }
+    }
+}
+
+async fn orders(config: Config, command: OrdersCommand) -> anyhow::Result<()> {
+    use crate::modules::{order_service, orders::cli};
+    let db = existing(&config).await?;
+    let service = order_service(&crate::platform::module::Setup { db: db.clone(), config: &config })?;
+    match command {
+        OrdersCommand::Refund { order, amount, reason, key } => {
+            cli::refund(&db, service, order, amount, reason, key).await
         }
     }
 }

@@ -15,6 +15,7 @@ mod m20261122_000009_vendor_version;
 mod m20261122_000010_attempt_state;
 mod m20261122_000011_list_indexes;
 mod m20261122_000012_orders;
+mod m20261128_000013_order_refunds_imports;
 
 pub struct Migrator;
 
@@ -34,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000010_attempt_state::Migration),
             Box::new(m20261122_000011_list_indexes::Migration),
             Box::new(m20261122_000012_orders::Migration),
+            Box::new(m20261128_000013_order_refunds_imports::Migration),
         ]
     }
 }

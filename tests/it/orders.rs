@@ -551,3 +551,249 @@ async fn graphql_places_lists_and_cancels_orders() {
     let body = graphql(&app, &other.token, one, json!({"id": id})).await;
     assert_eq!(body["errors"][0]["extensions"]["code"], "not_found", "{body}");
 }
+
+/// POST a refund of `amount` with Idempotency-Key `key`.
+async fn refund(app: &TestApp, token: &str, id: &str, key: &str, amount: i64) -> reqwest::Response {
+    app.request(Method::POST, &format!("/api/v1/orders/{id}/refunds"), Some(token))
+        .header("Idempotency-Key", key)
+        .json(&json!({"amount": amount, "reason": "damaged in transit"}))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The refund `refund_id` of an order once it left `requested`.
+async fn refund_settles(app: &TestApp, tenant: &Tenant, id: &str, refund_id: &str) -> Value {
+    eventually(10, || async {
+        let order = get_order(app, tenant, id).await;
+        let found = order["refunds"].as_array().unwrap().iter().find(|r| r["id"] == refund_id).cloned();
+        found.filter(|r| r["status"] != "requested")
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_partial_then_a_full_refund_and_never_more_than_was_captured() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let s = shop(&app, &tenant, "COAT", 5).await;
+    let placed = place(&app, &tenant.token, order_body(&s, "COAT", 2)).await;
+    let id = placed["id"].as_str().unwrap();
+    reaches(&app, &tenant, id, "completed").await;
+
+    let res = refund(&app, &tenant.token, id, "refund-1", 1000).await;
+    assert_eq!(res.status(), 201);
+    let first = json(res).await["data"].clone();
+    assert_eq!((first["status"].clone(), first["amount"].clone()), (json!("requested"), json!(1000)));
+    let first_id = first["id"].as_str().unwrap();
+    let processed = refund_settles(&app, &tenant, id, first_id).await;
+    assert_eq!(processed["status"], "processed");
+    assert!(processed["gateway_reference"].as_str().unwrap().starts_with("sim_re_"), "{processed}");
+
+    // The rest of it; then nothing more.
+    let res = refund(&app, &tenant.token, id, "refund-2", 4998 - 1000).await;
+    assert_eq!(res.status(), 201);
+    let second = json(res).await["data"]["id"].as_str().unwrap().to_owned();
+    refund_settles(&app, &tenant, id, &second).await;
+    let before = get_order(&app, &tenant, id).await;
+    assert_eq!(before["refunded"], 4998);
+    let refused =
+        assert_problem(refund(&app, &tenant.token, id, "refund-3", 1).await, 409, "refund_amount_exceeded")
+            .await;
+    assert!(refused["detail"].as_str().unwrap().contains("at most 0 EUR"), "{refused}");
+    app.drained().await;
+    let after = get_order(&app, &tenant, id).await;
+    assert_eq!(after["refunds"], before["refunds"]);
+    assert_eq!(after["refunded"], 4998);
+    assert_eq!(after["status"], "completed");
+
+    // The list, oldest first; the events through the outbox.
+    let list = json(app.get(&format!("/api/v1/orders/{id}/refunds"), &tenant.token).await).await;
+    let ids: Vec<&str> = list["data"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [first_id, second.as_str()]);
+    let refund_events: Vec<String> =
+        order_events(&app, &tenant).await.into_iter().filter(|e| e.contains("refund")).collect();
+    assert_eq!(
+        refund_events,
+        ["order.refund_requested", "order.refunded", "order.refund_requested", "order.refunded"]
+    );
+    // A refunded order is not cancelled.
+    let res = app.post(&format!("/api/v1/orders/{id}/cancel"), &tenant.token, json!({})).await;
+    assert_problem(res, 409, "conflict").await;
+}
+
+#[tokio::test]
+async fn the_same_idempotency_key_gives_the_same_refund_back() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let s = shop(&app, &tenant, "SCARF", 5).await;
+    let placed = place(&app, &tenant.token, order_body(&s, "SCARF", 1)).await;
+    let id = placed["id"].as_str().unwrap();
+    reaches(&app, &tenant, id, "completed").await;
+    let first = json(refund(&app, &tenant.token, id, "r-1", 500).await).await;
+    // The platform's replay: the first answer byte for byte.
+    let again = refund(&app, &tenant.token, id, "r-1", 500).await;
+    assert_eq!(again.headers().get("idempotent-replayed").unwrap(), "true");
+    assert_eq!(json(again).await, first);
+    // Another caller (a manager) with the key: the refund itself is keyed, so
+    // the same refund, answered 200, nothing new.
+    let (_, manager) = app.user_with_roles(&tenant, &["manager"]).await;
+    let res = refund(&app, &manager, id, "r-1", 500).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(json(res).await["data"]["id"], first["data"]["id"]);
+    // The key with another amount is refused.
+    assert_problem(refund(&app, &manager, id, "r-1", 499).await, 422, "idempotency_conflict").await;
+    // The key is required.
+    let res = app
+        .post(&format!("/api/v1/orders/{id}/refunds"), &tenant.token, json!({"amount": 1, "reason": "x"}))
+        .await;
+    assert_problem(res, 400, "invalid_header").await;
+    let res = refund(&app, &tenant.token, id, "r-2", 0).await;
+    let invalid = assert_problem(res, 422, "validation_failed").await;
+    assert_eq!(invalid["errors"][0]["field"], "amount");
+    app.drained().await;
+    let order = get_order(&app, &tenant, id).await;
+    assert_eq!(order["refunds"].as_array().unwrap().len(), 1);
+    assert_eq!(order["refunded"], 500);
+
+    // A retried job (a lost answer) changes nothing: the same refund, once.
+    use nexus::platform::jobs::{NewJob, enqueue};
+    let events = order_events(&app, &tenant).await;
+    let job = NewJob::new("orders.refund", json!({"refund_id": first["data"]["id"]})).tenant(tenant.id);
+    enqueue(&app.state.db, job).await.unwrap();
+    app.state.wakeup.wake();
+    app.drained().await;
+    assert_eq!(get_order(&app, &tenant, id).await["refunds"], order["refunds"]);
+    assert_eq!(order_events(&app, &tenant).await, events);
+}
+
+#[tokio::test]
+async fn refunds_need_a_paid_order_of_the_tenant_and_the_permission() {
+    // A slow gateway holds the order at `reserved`: not paid yet.
+    let app = TestApp::spawn_adjusted(|f| f.merge(("modules.orders.simulated.delay_ms", 1500))).await;
+    let tenant = app.register().await;
+    let s = shop(&app, &tenant, "HAT", 5).await;
+    let placed = place(&app, &tenant.token, order_body(&s, "HAT", 1)).await;
+    let id = placed["id"].as_str().unwrap();
+    reaches(&app, &tenant, id, "reserved").await;
+    let refused = assert_problem(refund(&app, &tenant.token, id, "early", 100).await, 409, "conflict").await;
+    assert!(refused["detail"].as_str().unwrap().contains("reserved"), "{refused}");
+    reaches(&app, &tenant, id, "completed").await;
+    // Another tenant: not found; a user (no orders:refund): forbidden.
+    let other = app.register().await;
+    assert_problem(refund(&app, &other.token, id, "theirs", 100).await, 404, "not_found").await;
+    let path = format!("/api/v1/orders/{id}/refunds");
+    assert_problem(app.get(&path, &other.token).await, 404, "not_found").await;
+    let (_, user) = app.user_with_roles(&tenant, &["user"]).await;
+    let refused = assert_problem(refund(&app, &user, id, "mine", 100).await, 403, "forbidden").await;
+    assert!(refused["detail"].as_str().unwrap().contains("orders:refund"));
+    app.drained().await;
+    let order = get_order(&app, &tenant, id).await;
+    assert_eq!((order["refunds"].clone(), order["refunded"].clone()), (json!([]), json!(0)));
+}
+
+#[tokio::test]
+async fn a_refund_the_gateway_refuses_ends_failed_and_may_be_asked_again() {
+    let app =
+        TestApp::spawn_adjusted(|f| f.merge(("modules.orders.simulated.refund_success_rate", 0.0))).await;
+    let tenant = app.register().await;
+    let s = shop(&app, &tenant, "GLOVE", 5).await;
+    let placed = place(&app, &tenant.token, order_body(&s, "GLOVE", 1)).await;
+    let id = placed["id"].as_str().unwrap();
+    reaches(&app, &tenant, id, "completed").await;
+    let res = refund(&app, &tenant.token, id, "refused", 2499).await;
+    let refund_id = json(res).await["data"]["id"].as_str().unwrap().to_owned();
+    let failed = refund_settles(&app, &tenant, id, &refund_id).await;
+    assert_eq!(failed["status"], "failed");
+    assert!(failed["failure_reason"].as_str().unwrap().contains("refused"), "{failed}");
+    assert_eq!(failed["gateway_reference"], Value::Null);
+    // Its amount may be refunded again.
+    let order = get_order(&app, &tenant, id).await;
+    assert_eq!(order["refunded"], 0);
+    assert_eq!(refund(&app, &tenant.token, id, "again", 2499).await.status(), 201);
+    app.drained().await;
+    let refund_events: Vec<String> =
+        order_events(&app, &tenant).await.into_iter().filter(|e| e.contains("refund")).collect();
+    assert_eq!(
+        refund_events,
+        ["order.refund_requested", "order.refund_failed", "order.refund_requested", "order.refund_failed"]
+    );
+}
+
+#[tokio::test]
+async fn graphql_refunds_an_order_with_the_same_errors() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let s = shop(&app, &tenant, "BELT", 5).await;
+    let placed = place(&app, &tenant.token, order_body(&s, "BELT", 1)).await;
+    let id = placed["id"].as_str().unwrap();
+    reaches(&app, &tenant, id, "completed").await;
+    let mutation = "mutation($id: UUID!, $amount: Int!, $key: String!) { refundOrder(id: $id, amount: $amount, reason: \"late\", idempotencyKey: $key) { id amount status reason } }";
+    let vars = |amount: i64, key: &str| json!({"id": id, "amount": amount, "key": key});
+    let body = graphql(&app, &tenant.token, mutation, vars(499, "g-1")).await;
+    assert!(body.get("errors").is_none(), "{body}");
+    let made = &body["data"]["refundOrder"];
+    assert_eq!((made["amount"].clone(), made["reason"].clone()), (json!(499), json!("late")));
+    let again = graphql(&app, &tenant.token, mutation, vars(499, "g-1")).await;
+    assert_eq!(again["data"]["refundOrder"]["id"], made["id"]);
+    let body = graphql(&app, &tenant.token, mutation, vars(2001, "g-2")).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "refund_amount_exceeded", "{body}");
+    let body = graphql(&app, &tenant.token, mutation, vars(1, "g-1")).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "idempotency_conflict", "{body}");
+    let body = graphql(&app, &tenant.token, mutation, vars(0, "g-3")).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "validation_failed", "{body}");
+    let (_, user) = app.user_with_roles(&tenant, &["user"]).await;
+    let body = graphql(&app, &user, mutation, vars(1, "g-4")).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "forbidden", "{body}");
+    let other = app.register().await;
+    let body = graphql(&app, &other.token, mutation, vars(1, "g-5")).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "not_found", "{body}");
+    app.drained().await;
+    let one = "query($id: UUID!) { order(id: $id) { refunded refunds { amount status } } }";
+    let body = graphql(&app, &tenant.token, one, json!({"id": id})).await;
+    assert_eq!(
+        body["data"]["order"],
+        json!({"refunded": 499, "refunds": [{"amount": 499, "status": "processed"}]}),
+        "{body}"
+    );
+}
+
+/// `nexus` run on the app's database, as an operator runs it.
+fn nexus_cli(app: &TestApp, args: &[&str]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_nexus"));
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("NEXUS_")) {
+        cmd.env_remove(key);
+    }
+    cmd.args(args)
+        .env("RUST_LOG", "warn")
+        .env("NEXUS_DATABASE_URL", app.config.database_url())
+        .env("NEXUS_DATABASE__SCHEMA", &app.config.database.schema)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_command_line_refunds_an_order_once_per_key() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let s = shop(&app, &tenant, "SHOE", 5).await;
+    let placed = place(&app, &tenant.token, order_body(&s, "SHOE", 1)).await;
+    let id = placed["id"].as_str().unwrap();
+    reaches(&app, &tenant, id, "completed").await;
+    let args = ["orders", "refund", id, "700", "--reason", "scuffed", "--key", "cli-1"];
+    let out = nexus_cli(&app, &args);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("of 700 EUR processed"), "{stdout}");
+    // Again with the key: nothing more.
+    let out = nexus_cli(&app, &args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("this key was used before"));
+    let out = nexus_cli(&app, &["orders", "refund", id, "5000", "--reason", "all", "--key", "cli-2"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refund_amount_exceeded"));
+    let order = get_order(&app, &tenant, id).await;
+    assert_eq!(order["refunded"], 700);
+    assert_eq!(order["refunds"].as_array().unwrap().len(), 1);
+    assert_eq!(order["refunds"][0]["status"], "processed");
+}

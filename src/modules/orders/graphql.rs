@@ -8,8 +8,9 @@ use async_graphql::{ComplexObject, Context, InputObject, Object, SimpleObject, d
 use uuid::Uuid;
 
 use super::{
-    CUSTOMER_SORTS, CustomerFilter, CustomerView, NewOrder, NewOrderLine, ORDER_SORTS, OrderFilter,
-    OrderLineView, OrderService, OrderView, OrdersRead, OrdersWrite, STATES, check_order,
+    CUSTOMER_SORTS, CustomerFilter, CustomerView, NewOrder, NewOrderLine, NewRefund, ORDER_SORTS,
+    OrderFilter, OrderLineView, OrderService, OrderView, OrdersRead, OrdersRefund, OrdersWrite, RefundView,
+    STATES, check_order, check_refund,
 };
 use crate::{
     error::ApiError,
@@ -173,6 +174,7 @@ impl Mutation {
         let (state, principal) = authorized::<OrdersWrite>(ctx).map_err(gql)?;
         let new = NewOrder {
             external_order_id: input.external_order_id,
+            placed_at: None,
             channel: input.channel.unwrap_or_else(|| "api".to_owned()),
             customer_id: input.customer_id,
             warehouse_id: input.warehouse_id,
@@ -211,5 +213,23 @@ impl Mutation {
         let order = service(ctx)?.cancel_order(principal.tenant, id, reason).await.map_err(gql)?;
         state.wakeup.wake();
         Ok(order)
+    }
+
+    /// Refund part or all of a paid order (as `POST /api/v1/orders/{id}/refunds`):
+    /// the same `idempotencyKey` gives the first refund back, never a second.
+    async fn refund_order(
+        &self,
+        ctx: &Context<'_>,
+        id: Uuid,
+        amount: i64,
+        reason: String,
+        idempotency_key: String,
+    ) -> async_graphql::Result<RefundView> {
+        let (state, principal) = authorized::<OrdersRefund>(ctx).map_err(gql)?;
+        let new = NewRefund { amount, reason: reason.trim().to_owned(), idempotency_key };
+        check_refund(&new).map_err(|errors| gql(ApiError::validation(errors)))?;
+        let (refund, _) = service(ctx)?.refund_order(principal.tenant, id, new).await.map_err(gql)?;
+        state.wakeup.wake();
+        Ok(refund)
     }
 }

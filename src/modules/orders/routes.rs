@@ -1,6 +1,6 @@
 //! REST routes of the orders module.
 
-use actix_web::{HttpResponse, get, post, web};
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
@@ -8,14 +8,15 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use uuid::Uuid;
 
 use super::{
-    CUSTOMER_SORTS, CustomerFilter, CustomerView, NewCustomer, NewOrder, NewOrderLine, Notifications,
-    ORDER_SORTS, OrderFilter, OrderService, OrderView, OrdersRead, OrdersWrite, STATES, check_customer,
-    check_order,
+    CUSTOMER_SORTS, CustomerFilter, CustomerView, NewCustomer, NewOrder, NewOrderLine, NewRefund,
+    Notifications, ORDER_SORTS, OrderFilter, OrderService, OrderView, OrdersRead, OrdersRefund, OrdersWrite,
+    RefundView, STATES, check_customer, check_order, check_refund,
 };
 use crate::{
     error::{ApiResult, FieldError, Problem},
     platform::{
         http::{ApiJson, Data, Paged, Validate, created, ok, one_of, parse_sort},
+        idempotency,
         rbac::Authorized,
         state::AppState,
         validate,
@@ -29,7 +30,9 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(list_orders)
         .service(place_order)
         .service(get_order)
-        .service(cancel_order);
+        .service(cancel_order)
+        .service(refund_order)
+        .service(list_refunds);
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -149,6 +152,7 @@ impl PlaceOrder {
     fn into_new(self) -> NewOrder {
         NewOrder {
             external_order_id: self.external_order_id,
+            placed_at: None,
             channel: self.channel.unwrap_or_else(|| "api".to_owned()),
             customer_id: self.customer_id,
             warehouse_id: self.warehouse_id,
@@ -162,6 +166,7 @@ impl Validate for PlaceOrder {
     fn validate(&self) -> Result<(), Vec<FieldError>> {
         let new = NewOrder {
             external_order_id: self.external_order_id.clone(),
+            placed_at: None,
             channel: self.channel.clone().unwrap_or_else(|| "api".to_owned()),
             customer_id: self.customer_id,
             warehouse_id: self.warehouse_id,
@@ -289,4 +294,79 @@ async fn cancel_order(
     let order = orders.cancel_order(auth.tenant, id.into_inner(), body.0.reason).await?;
     state.wakeup.wake();
     Ok(ok(order))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefundOrder {
+    /// Minor units, at most what was captured minus earlier refunds.
+    #[schema(example = 1000, minimum = 1)]
+    amount: i64,
+    /// Why the money goes back; recorded with the refund and its events.
+    #[schema(example = "damaged in transit", min_length = 1, max_length = 500)]
+    reason: String,
+}
+
+impl Validate for RefundOrder {
+    fn validate(&self) -> Result<(), Vec<FieldError>> {
+        // The key is checked apart, from its header.
+        let new = NewRefund { amount: self.amount, reason: self.reason.clone(), idempotency_key: "k".into() };
+        check_refund(&new)
+    }
+}
+
+/// Refund part or all of a paid (fulfilled, completed) order. The refund
+/// is `requested`, and the gateway is asked in the background: follow it in
+/// the order's `refunds` or the `order.refunded` / `order.refund_failed`
+/// events. `Idempotency-Key` is required: the same key gives the same
+/// refund back (200), never a second one.
+#[utoipa::path(tag = "orders", request_body = RefundOrder,
+    params(("Idempotency-Key" = String, Header, description = "Required: names this refund. The same key gives the first refund back (200) instead of refunding twice; the key with another amount or reason is a 422 `idempotency_conflict`.")),
+    responses((status = 201, description = "The refund, `requested`", body = Data<RefundView>),
+        (status = 200, description = "The refund made earlier with this Idempotency-Key", body = Data<RefundView>),
+        (status = 400, description = "No Idempotency-Key header, or a malformed body", body = Problem),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 409, description = "`refund_amount_exceeded`: more than captured minus earlier refunds; `conflict`: the order is not paid", body = Problem),
+        (status = 422, body = Problem)),
+    security(("bearer" = [])))]
+#[post("/orders/{id}/refunds")]
+async fn refund_order(
+    auth: Authorized<OrdersRefund>,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    orders: web::Data<dyn OrderService>,
+    id: web::Path<Uuid>,
+    body: ApiJson<RefundOrder>,
+) -> ApiResult<HttpResponse> {
+    let key = idempotency::parse_key(req.headers())?;
+    let body = body.0;
+    let new = NewRefund { amount: body.amount, reason: body.reason.trim().to_owned(), idempotency_key: key };
+    let (refund, created_now) = orders.refund_order(auth.tenant, id.into_inner(), new).await?;
+    if !created_now {
+        return Ok(ok(refund));
+    }
+    state.wakeup.wake();
+    Ok(created(refund))
+}
+
+crate::list_query! {
+    #[derive(Deserialize, IntoParams)]
+    #[serde(deny_unknown_fields)]
+    #[into_params(parameter_in = Query)]
+    struct RefundQuery {}
+}
+
+/// An order's refunds, oldest first.
+#[utoipa::path(tag = "orders", params(RefundQuery),
+    responses((status = 200, body = Paged<RefundView>), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+#[get("/orders/{id}/refunds")]
+async fn list_refunds(
+    auth: Authorized<OrdersRead>,
+    orders: web::Data<dyn OrderService>,
+    id: web::Path<Uuid>,
+    query: web::Query<RefundQuery>,
+) -> ApiResult<HttpResponse> {
+    let list = query.list()?;
+    Ok(HttpResponse::Ok().json(orders.list_refunds(auth.tenant, id.into_inner(), &list).await?))
 }
