@@ -68,7 +68,7 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
-    /// Sales orders: refund one.
+    /// Sales orders: import a CSV file, refund one.
     Orders {
         #[command(subcommand)]
         command: OrdersCommand,
@@ -110,6 +110,18 @@ enum TenantCommand {
 
 #[derive(Subcommand)]
 enum OrdersCommand {
+    /// Import orders from a CSV file (the seed's columns, several rows per
+    /// order); orders whose external id exists are skipped.
+    Import {
+        /// The CSV file.
+        file: PathBuf,
+        /// Tenant slug or id.
+        #[arg(long)]
+        tenant: String,
+        /// The warehouse (code or id) the orders' stock is reserved in.
+        #[arg(long)]
+        warehouse: String,
+    },
     /// Refund part or all of a paid order through its payment gateway.
     Refund {
         /// The order's id (in whichever tenant holds it).
@@ -310,12 +322,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn orders(config: Config, command: OrdersCommand) -> anyhow::Result<()> {
-    use crate::modules::{order_service, orders::cli};
+    use crate::modules::{order_services, orders::cli};
     let db = existing(&config).await?;
-    let service = order_service(&crate::platform::module::Setup { db: db.clone(), config: &config })?;
+    let setup = crate::platform::module::Setup { db: db.clone(), config: &config };
+    let (service, inventory) = order_services(&setup)?;
     match command {
         OrdersCommand::Refund { order, amount, reason, key } => {
             cli::refund(&db, service, order, amount, reason, key).await
+        }
+        OrdersCommand::Import { file, tenant, warehouse } => {
+            let tenant = users::find_tenant(&db, &tenant)
+                .await
+                .map_err(cli::describe)?
+                .ok_or_else(|| anyhow::anyhow!("no tenant `{tenant}`"))?;
+            cli::import(service, inventory, TenantScope::new(tenant.id), &file, &warehouse).await
         }
     }
 }

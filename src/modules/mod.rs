@@ -41,12 +41,14 @@ pub fn build(setup: &Setup, ledger: Option<Arc<dyn ledger::Ledger>>) -> anyhow::
     Ok(vec![Arc::new(inventory), Arc::new(procurement), Arc::new(orders), Arc::new(ledger)])
 }
 
-/// The orders service alone, wired as [`build`] wires it: for the command
-/// line (`nexus orders ...`).
-pub fn order_service(setup: &Setup) -> anyhow::Result<Arc<dyn orders::OrderService>> {
+/// The orders service and the inventory service it uses, wired as
+/// [`build`] wires them: for the command line (`nexus orders ...`).
+pub fn order_services(
+    setup: &Setup,
+) -> anyhow::Result<(Arc<dyn orders::OrderService>, Arc<dyn inventory::InventoryService>)> {
     let vendors = procurement::vendors(setup);
     let inventory = inventory::Inventory::new(setup, vendors)?;
-    Ok(orders::Orders::new(setup, inventory.service())?.service())
+    Ok((orders::Orders::new(setup, inventory.service())?.service(), inventory.service()))
 }
 
 /// The modules built on no database: for the OpenAPI document, which needs

@@ -797,3 +797,244 @@ async fn the_command_line_refunds_an_order_once_per_key() {
     assert_eq!(order["refunds"].as_array().unwrap().len(), 1);
     assert_eq!(order["refunds"][0]["status"], "processed");
 }
+
+const CSV_HEADER: &str = "external_order_id,order_placed_at,currency,customer_id,customer_email,customer_name,product_sku,product_name,unit_price_cents,qty";
+
+/// Upload `csv` to `POST /api/v1/orders/imports` as multipart/form-data.
+async fn upload(app: &TestApp, token: &str, warehouse: &str, csv: &str) -> reqwest::Response {
+    let boundary = "nexus-test-boundary-7d3f";
+    let body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"orders.csv\"\r\nContent-Type: text/csv\r\n\r\n{csv}\r\n--{boundary}--\r\n"
+    );
+    app.request(Method::POST, &format!("/api/v1/orders/imports?warehouse_id={warehouse}"), Some(token))
+        .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Upload and wait for the import to end.
+async fn imported(app: &TestApp, tenant: &Tenant, warehouse: &str, csv: &str) -> Value {
+    let res = upload(app, &tenant.token, warehouse, csv).await;
+    assert_eq!(res.status(), 202, "{}", res.text().await.unwrap());
+    let queued = json(res).await["data"].clone();
+    assert_eq!(queued["status"], "queued");
+    let id = queued["id"].as_str().unwrap().to_owned();
+    eventually(20, || async {
+        let import = json(app.get(&format!("/api/v1/orders/imports/{id}"), &tenant.token).await).await;
+        let import = import["data"].clone();
+        ["completed", "failed"].contains(&import["status"].as_str().unwrap()).then_some(import)
+    })
+    .await
+}
+
+async fn order_by_external(app: &TestApp, tenant: &Tenant, external: &str) -> Value {
+    let list =
+        json(app.get(&format!("/api/v1/orders?external_order_id={external}"), &tenant.token).await).await;
+    list["data"][0].clone()
+}
+
+#[tokio::test]
+async fn a_csv_file_imports_its_orders_and_importing_it_again_creates_nothing() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let s = shop(&app, &tenant, "TEE", 10).await;
+    let csv = format!(
+        "{CSV_HEADER}\n\
+         5001,2026-11-20T09:30:00Z,EUR,C-1,ada@example.com,Ada Lovelace,TEE,,2499,2\n\
+         5001,2026-11-20T09:30:00Z,EUR,C-1,ada@example.com,Ada Lovelace,CAP-BLUE,\"Cap, blue\",1500,1\n\
+         5002,2026-11-21 10:00:00,EUR,C-77,grace@example.com,Grace Hopper,TEE,,2000,1\n\
+         5003,2026-11-22,EUR,,ada@example.com,,TEE,,2499,3\n"
+    );
+    let done = imported(&app, &tenant, &s.warehouse, &csv).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(
+        (
+            done["rows_done"].clone(),
+            done["created"].clone(),
+            done["skipped"].clone(),
+            done["error_count"].clone()
+        ),
+        (json!(4), json!(3), json!(0), json!(0)),
+        "{done}"
+    );
+    assert!(done["finished_at"].is_string());
+    let first = order_by_external(&app, &tenant, "5001").await;
+    assert_eq!(first["total"], 2 * 2499 + 1500);
+    assert_eq!(first["channel"], "import");
+    assert_eq!(first["placed_at"], "2026-11-20T09:30:00Z");
+    assert_eq!(first["customer_id"], s.customer.as_str(), "the customer C-1 was found, not created");
+    let skus: Vec<&str> =
+        first["lines"].as_array().unwrap().iter().map(|l| l["sku"].as_str().unwrap()).collect();
+    assert_eq!(skus, ["TEE", "CAP-BLUE"]);
+    // The product CAP-BLUE was created by the import.
+    let cap = json(app.get("/api/v1/products?sku=CAP-BLUE", &tenant.token).await).await;
+    assert_eq!(cap["data"][0]["name"], "Cap, blue");
+    // Each order entered the saga: CAP-BLUE has no stock, the others complete.
+    reaches(&app, &tenant, first["id"].as_str().unwrap(), "failed").await;
+    let second = order_by_external(&app, &tenant, "5002").await;
+    assert_eq!(second["placed_at"], "2026-11-21T10:00:00Z");
+    reaches(&app, &tenant, second["id"].as_str().unwrap(), "completed").await;
+    let third = order_by_external(&app, &tenant, "5003").await;
+    assert_eq!(third["customer_id"], s.customer.as_str(), "found by email");
+    reaches(&app, &tenant, third["id"].as_str().unwrap(), "completed").await;
+    let customers = json(app.get("/api/v1/customers?include=total", &tenant.token).await).await;
+    assert_eq!(customers["meta"]["total"], 2);
+
+    // Again: nothing new.
+    let again = imported(&app, &tenant, &s.warehouse, &csv).await;
+    assert_eq!((again["created"].clone(), again["skipped"].clone()), (json!(0), json!(3)), "{again}");
+    let orders = json(app.get("/api/v1/orders?include=total", &tenant.token).await).await;
+    assert_eq!(orders["meta"]["total"], 3);
+    let list = json(app.get("/api/v1/orders/imports", &tenant.token).await).await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 2);
+    assert_eq!(list["data"][0]["id"], again["id"], "newest first");
+
+    // The chunks of both uploads are gone.
+    let left = SystemScope
+        .find::<entity::order_import_chunk::Entity>()
+        .filter(entity::order_import_chunk::Column::TenantId.eq(tenant.id))
+        .all(&app.state.db)
+        .await
+        .unwrap();
+    assert!(left.is_empty());
+}
+
+#[tokio::test]
+async fn bad_rows_are_reported_by_line_and_column_and_the_good_orders_imported() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let s = shop(&app, &tenant, "TEE", 10).await;
+    let csv = format!(
+        "{CSV_HEADER}\n\
+         6001,2026-11-20T09:30:00Z,EUR,C-1,ada@example.com,Ada,TEE,,2499,1\n\
+         6002,yesterday,EUR,C-1,ada@example.com,Ada,TEE,,2499,1\n\
+         6003,2026-11-20T09:30:00Z,EUR,C-1,ada@example.com,Ada,TEE,,2499,0\n\
+         6003,2026-11-20T09:30:00Z,EUR,C-1,ada@example.com,Ada,TEE,,2499,-4\n\
+         6004,2026-11-20T09:30:00Z,EUX,C-1,ada@example.com,Ada,TEE,,2499,1\n\
+         6005,2026-11-20T09:30:00Z,EUR,C-1,ada@example.com,Ada,T\0E,,2499,1\n\
+         6006,2026-11-20T09:30:00Z,EUR,C-1,ada@example.com,Ada,GHOST,,100,1\n\
+         6007,2026-11-20T09:30:00Z,EUR,C-1,ada@example.com,Ada,TEE,,2499\n\
+         6008,2026-11-20T09:30:00Z,EUR,C-1,ada@example.com,Ada,TEE,,2499,2\n"
+    );
+    let done = imported(&app, &tenant, &s.warehouse, &csv).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!((done["created"].clone(), done["rows_done"].clone()), (json!(2), json!(9)), "{done}");
+    let errors: Vec<(u64, Option<String>)> = done["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["line"].as_u64().unwrap(), e["column"].as_str().map(str::to_owned)))
+        .collect();
+    let col = |c: &str| Some(c.to_owned());
+    assert_eq!(
+        errors,
+        [
+            (3, col("order_placed_at")),
+            (4, col("qty")),
+            (5, col("qty")),
+            (6, col("currency")),
+            (7, col("product_sku")),
+            (8, col("product_sku")),
+            (9, None),
+        ],
+        "{done}"
+    );
+    assert_eq!(done["error_count"], 7);
+    assert!(done["errors"][5]["message"].as_str().unwrap().contains("no product_name"), "{done}");
+    assert!(done["errors"][4]["message"].as_str().unwrap().contains("NUL"), "{done}");
+    for external in ["6001", "6008"] {
+        assert!(order_by_external(&app, &tenant, external).await.is_object(), "{external}");
+    }
+    for external in ["6002", "6003", "6004", "6005", "6006", "6007"] {
+        assert!(order_by_external(&app, &tenant, external).await.is_null(), "{external}");
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_header_or_upload_is_refused_and_changes_nothing() {
+    let app = TestApp::spawn_adjusted(|f| f.merge(("modules.orders.import_max_bytes", 2048))).await;
+    let tenant = app.register().await;
+    let s = shop(&app, &tenant, "TEE", 10).await;
+    let wrong = "external_order_id,currency,qty\n1,EUR,1\n";
+    let refused =
+        assert_problem(upload(&app, &tenant.token, &s.warehouse, wrong).await, 422, "validation_failed")
+            .await;
+    assert_eq!(refused["errors"][0]["field"], "file");
+    assert!(refused["errors"][0]["message"].as_str().unwrap().contains("the header must be"), "{refused}");
+    let refused =
+        assert_problem(upload(&app, &tenant.token, &s.warehouse, "").await, 422, "validation_failed").await;
+    assert_eq!(refused["errors"][0]["field"], "file");
+    // Too large.
+    let row = "7001,2026-11-20T09:30:00Z,EUR,C-1,ada@example.com,Ada,TEE,,2499,1\n";
+    let big = format!("{CSV_HEADER}\n{}", row.repeat(40));
+    assert_problem(upload(&app, &tenant.token, &s.warehouse, &big).await, 413, "payload_too_large").await;
+    // Not multipart; another tenant's warehouse.
+    let res = app
+        .post(&format!("/api/v1/orders/imports?warehouse_id={}", s.warehouse), &tenant.token, json!({}))
+        .await;
+    assert_problem(res, 415, "unsupported_media_type").await;
+    let other = app.register().await;
+    let good = format!("{CSV_HEADER}\n{row}");
+    let refused =
+        assert_problem(upload(&app, &other.token, &s.warehouse, &good).await, 422, "validation_failed").await;
+    assert_eq!(refused["errors"][0]["field"], "warehouse_id");
+    // Nothing was stored, nothing imported.
+    assert_eq!(json(app.get("/api/v1/orders/imports", &tenant.token).await).await["data"], json!([]));
+    assert_eq!(json(app.get("/api/v1/orders", &tenant.token).await).await["data"], json!([]));
+    let chunks = SystemScope.find::<entity::order_import_chunk::Entity>().all(&app.state.db).await.unwrap();
+    assert!(chunks.iter().all(|c| c.tenant_id != tenant.id && c.tenant_id != other.id));
+
+    // Another tenant sees nothing of this tenant's imports.
+    let done = imported(&app, &tenant, &s.warehouse, &good).await;
+    let id = done["id"].as_str().unwrap();
+    assert_problem(app.get(&format!("/api/v1/orders/imports/{id}"), &other.token).await, 404, "not_found")
+        .await;
+    assert_eq!(json(app.get("/api/v1/orders/imports", &other.token).await).await["data"], json!([]));
+    let (_, viewer) = app.user_with_roles(&tenant, &["viewer"]).await;
+    assert_problem(upload(&app, &viewer, &s.warehouse, &good).await, 403, "forbidden").await;
+    // GraphQL reads the same.
+    let query = "query($id: UUID!) { orderImport(id: $id) { status created errors { line } } orderImports { items { id } } }";
+    let body = graphql(&app, &viewer, query, json!({"id": id})).await;
+    assert_eq!(
+        body["data"]["orderImport"],
+        json!({"status": "completed", "created": 1, "errors": []}),
+        "{body}"
+    );
+    assert_eq!(body["data"]["orderImports"]["items"][0]["id"], id);
+    let body = graphql(&app, &other.token, query, json!({"id": id})).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "not_found", "{body}");
+}
+
+#[tokio::test]
+async fn the_command_line_imports_a_file_and_skips_it_the_second_time() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    shop(&app, &tenant, "TEE", 10).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("orders.csv");
+    let csv = format!(
+        "{CSV_HEADER}\n\
+         8001,2026-11-20T09:30:00Z,EUR,C-1,ada@example.com,Ada,TEE,,2499,1\n\
+         8001,2026-11-20T09:30:00Z,EUR,C-1,ada@example.com,Ada,TEE,,100,1\n\
+         8002,2026-11-20T09:30:00Z,EUR,C-1,ada@example.com,Ada,TEE,,2499,0\n"
+    );
+    std::fs::write(&file, csv).unwrap();
+    let path = file.to_str().unwrap();
+    let args = ["orders", "import", path, "--tenant", &tenant.slug, "--warehouse", "MAIN"];
+    let out = nexus_cli(&app, &args);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("3 rows, 1 orders created, 0 skipped (they exist), 1 errors"), "{stdout}");
+    assert!(stdout.contains("line 4, column qty: "), "{stdout}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("3 rows:"), "progress on stderr");
+    assert_eq!(order_by_external(&app, &tenant, "8001").await["total"], 2599);
+    let out = nexus_cli(&app, &args);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0 orders created, 1 skipped"));
+    // A wrong header changes nothing and fails.
+    std::fs::write(&file, "a,b,c\n1,2,3\n").unwrap();
+    let out = nexus_cli(&app, &args);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the header must be"));
+}

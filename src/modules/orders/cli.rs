@@ -6,10 +6,17 @@ use std::sync::Arc;
 use sea_orm::DatabaseConnection;
 use uuid::Uuid;
 
-use super::{NewRefund, OrderService, check_refund};
+use super::{
+    NewRefund, OrderService, check_refund,
+    import::{Progress, Tally},
+};
 use crate::{
-    error::ApiError,
-    platform::tenancy::{SystemScope, TenantScope},
+    error::{ApiError, ApiResult},
+    modules::inventory::{InventoryService, WAREHOUSE_SORTS},
+    platform::{
+        http::{ListRequest, parse_sort},
+        tenancy::{SystemScope, TenantScope},
+    },
 };
 
 /// An error of the service as the command line shows it: the detail and
@@ -55,5 +62,77 @@ pub async fn refund(
             refund.id, refund.amount, refund.currency, refund.status, view.refunded, view.currency
         ),
     }
+    Ok(())
+}
+
+/// The warehouse named by its id or its code.
+async fn warehouse(
+    inventory: &dyn InventoryService,
+    tenant: TenantScope,
+    handle: &str,
+) -> anyhow::Result<Uuid> {
+    if let Ok(id) = Uuid::parse_str(handle) {
+        return Ok(inventory.get_warehouse(tenant, id).await.map_err(describe)?.id);
+    }
+    let sort = parse_sort(None, &WAREHOUSE_SORTS).map_err(describe)?;
+    let mut cursor = None;
+    loop {
+        let list = ListRequest::new(Some(100), &[], cursor.as_deref(), None).map_err(describe)?;
+        let page = inventory.list_warehouses(tenant, sort, &list).await.map_err(describe)?;
+        if let Some(w) = page.data.iter().find(|w| w.code == handle) {
+            return Ok(w.id);
+        }
+        match page.meta.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => anyhow::bail!("no warehouse `{handle}`"),
+        }
+    }
+}
+
+/// Progress on stderr, a line every few thousand rows.
+struct Stderr;
+
+#[async_trait::async_trait]
+impl Progress for Stderr {
+    async fn report(&mut self, t: &Tally) -> ApiResult<()> {
+        eprintln!(
+            "{} rows: {} orders created, {} skipped, {} errors",
+            t.rows, t.created, t.skipped, t.error_count
+        );
+        Ok(())
+    }
+}
+
+/// Import a CSV file of orders now; progress on stderr, the summary and
+/// the bad rows on stdout. A wrong header changes nothing and fails.
+pub async fn import(
+    orders: Arc<dyn OrderService>,
+    inventory: Arc<dyn InventoryService>,
+    tenant: TenantScope,
+    file: &std::path::Path,
+    warehouse_handle: &str,
+) -> anyhow::Result<()> {
+    let warehouse_id = warehouse(inventory.as_ref(), tenant, warehouse_handle).await?;
+    let source =
+        std::fs::File::open(file).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", file.display()))?;
+    let tally = orders
+        .import_file(tenant, warehouse_id, Box::new(std::io::BufReader::new(source)), &mut Stderr)
+        .await
+        .map_err(describe)?;
+    println!(
+        "imported {}: {} rows, {} orders created, {} skipped (they exist), {} errors",
+        file.display(),
+        tally.rows,
+        tally.created,
+        tally.skipped,
+        tally.error_count
+    );
+    for e in &tally.errors {
+        println!("line {}, column {}: {}", e.line, e.column.as_deref().unwrap_or("-"), e.message);
+    }
+    if tally.error_count > tally.errors.len() as u64 {
+        println!("... and {} more errors", tally.error_count - tally.errors.len() as u64);
+    }
+    println!("the orders' sagas run on a running server or `nexus worker`");
     Ok(())
 }

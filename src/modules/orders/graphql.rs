@@ -8,7 +8,7 @@ use async_graphql::{ComplexObject, Context, InputObject, Object, SimpleObject, d
 use uuid::Uuid;
 
 use super::{
-    CUSTOMER_SORTS, CustomerFilter, CustomerView, NewOrder, NewOrderLine, NewRefund, ORDER_SORTS,
+    CUSTOMER_SORTS, CustomerFilter, CustomerView, ImportView, NewOrder, NewOrderLine, NewRefund, ORDER_SORTS,
     OrderFilter, OrderLineView, OrderService, OrderView, OrdersRead, OrdersRefund, OrdersWrite, RefundView,
     STATES, check_order, check_refund,
 };
@@ -78,6 +78,12 @@ pub struct OrderPage {
 }
 
 #[derive(SimpleObject)]
+pub struct OrderImportPage {
+    items: Vec<ImportView>,
+    page_info: PageMeta,
+}
+
+#[derive(SimpleObject)]
 pub struct CustomerPage {
     items: Vec<CustomerView>,
     page_info: PageMeta,
@@ -119,6 +125,26 @@ impl Query {
     async fn order(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<OrderView> {
         let (_, principal) = authorized::<OrdersRead>(ctx).map_err(gql)?;
         service(ctx)?.get_order(principal.tenant, id).await.map_err(gql)
+    }
+
+    /// A CSV import of orders (as `GET /api/v1/orders/imports/{id}`).
+    async fn order_import(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<ImportView> {
+        let (_, principal) = authorized::<OrdersRead>(ctx).map_err(gql)?;
+        service(ctx)?.get_import(principal.tenant, id).await.map_err(gql)
+    }
+
+    /// CSV imports of orders, newest first (as `GET /api/v1/orders/imports`).
+    async fn order_imports(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default_with = "Some(25)")] first: Option<i64>,
+        after: Option<String>,
+        before: Option<String>,
+    ) -> async_graphql::Result<OrderImportPage> {
+        let (_, principal) = authorized::<OrdersRead>(ctx).map_err(gql)?;
+        let list = list_request(ctx, first, after.as_deref(), before.as_deref())?;
+        let paged = service(ctx)?.list_imports(principal.tenant, &list).await.map_err(gql)?;
+        Ok(OrderImportPage { items: paged.data, page_info: paged.meta })
     }
 
     /// Customers, newest first (as `GET /api/v1/customers`).

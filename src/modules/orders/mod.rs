@@ -10,6 +10,7 @@
 pub mod cli;
 pub mod gateway;
 pub mod graphql;
+pub mod import;
 pub mod routes;
 pub mod saga;
 pub mod service;
@@ -25,6 +26,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use uuid::Uuid;
 
 pub use gateway::{Charge, ChargeOutcome, GatewayError, PaymentGateway, Refund, RefundOutcome, Simulated};
+pub use import::ImportView;
 
 use crate::{
     error::{ApiResult, FieldError},
@@ -52,7 +54,16 @@ macro_rules! tenant_owned {
     )*};
 }
 
-tenant_owned!(customer, order, order_line, order_payment, order_refund, order_transition);
+tenant_owned!(
+    customer,
+    order,
+    order_import,
+    order_import_chunk,
+    order_line,
+    order_payment,
+    order_refund,
+    order_transition
+);
 
 grants! {
     OrdersRead => "orders", "read", "module.orders", ["admin", "manager", "user", "viewer"];
@@ -110,6 +121,8 @@ pub struct Settings {
     /// How long an order's reservation holds its stock (1 to 604800 s);
     /// a saga stuck longer fails when it ships.
     pub reservation_ttl_seconds: u32,
+    /// The largest CSV file `POST /api/v1/orders/imports` takes, in bytes.
+    pub import_max_bytes: u64,
     /// The simulated gateway.
     pub simulated: SimulatedSettings,
 }
@@ -119,6 +132,7 @@ impl Default for Settings {
         Self {
             gateway: GatewayKind::Simulated,
             reservation_ttl_seconds: 86_400,
+            import_max_bytes: 100 * 1024 * 1024,
             simulated: Default::default(),
         }
     }
@@ -528,6 +542,26 @@ pub trait OrderService: Send + Sync {
     /// (what its job does; the command line calls it so as not to wait for
     /// a worker). A refund answered already is returned as it is.
     async fn settle_refund(&self, tenant: TenantScope, refund_id: Uuid) -> ApiResult<RefundView>;
+    /// Store an uploaded CSV file (streamed; a wrong header stores nothing,
+    /// 413 beyond `import_max_bytes`) and queue its import.
+    async fn upload_import(
+        &self,
+        tenant: TenantScope,
+        warehouse_id: Uuid,
+        filename: String,
+        body: futures_util::stream::BoxStream<'static, ApiResult<actix_web::web::Bytes>>,
+    ) -> ApiResult<ImportView>;
+    /// Import a CSV file now (the command line), reporting progress.
+    async fn import_file(
+        &self,
+        tenant: TenantScope,
+        warehouse_id: Uuid,
+        source: Box<dyn std::io::Read + Send>,
+        progress: &mut dyn import::Progress,
+    ) -> ApiResult<import::Tally>;
+    async fn get_import(&self, tenant: TenantScope, id: Uuid) -> ApiResult<ImportView>;
+    /// A page of imports, newest first.
+    async fn list_imports(&self, tenant: TenantScope, list: &ListRequest) -> ApiResult<Paged<ImportView>>;
 }
 
 /// The orders module: its service, its saga's jobs and how it plugs in.
@@ -545,8 +579,14 @@ impl Orders {
         let gateway: Arc<dyn PaymentGateway> = match settings.gateway {
             GatewayKind::Simulated => Arc::new(Simulated::new(&settings.simulated)?),
         };
+        anyhow::ensure!(
+            settings.import_max_bytes >= 1024,
+            "`modules.orders.import_max_bytes`: must be at least 1024"
+        );
         let ttl = chrono::Duration::seconds(i64::from(settings.reservation_ttl_seconds));
-        Ok(Self { service: Arc::new(service::SeaOrmOrders::new(setup.db.clone(), inventory, gateway, ttl)) })
+        let service = service::SeaOrmOrders::new(setup.db.clone(), inventory, gateway, ttl)
+            .with_import_max_bytes(settings.import_max_bytes);
+        Ok(Self { service: Arc::new(service) })
     }
 
     /// What other modules are given.

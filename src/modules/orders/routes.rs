@@ -8,12 +8,12 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use uuid::Uuid;
 
 use super::{
-    CUSTOMER_SORTS, CustomerFilter, CustomerView, NewCustomer, NewOrder, NewOrderLine, NewRefund,
+    CUSTOMER_SORTS, CustomerFilter, CustomerView, ImportView, NewCustomer, NewOrder, NewOrderLine, NewRefund,
     Notifications, ORDER_SORTS, OrderFilter, OrderService, OrderView, OrdersRead, OrdersRefund, OrdersWrite,
     RefundView, STATES, check_customer, check_order, check_refund,
 };
 use crate::{
-    error::{ApiResult, FieldError, Problem},
+    error::{ApiError, ApiResult, Code, FieldError, Problem},
     platform::{
         http::{ApiJson, Data, Paged, Validate, created, ok, one_of, parse_sort},
         idempotency,
@@ -29,6 +29,10 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(get_customer)
         .service(list_orders)
         .service(place_order)
+        // Before `/orders/{id}`, which would take `imports` for an id.
+        .service(upload_import)
+        .service(list_imports)
+        .service(get_import)
         .service(get_order)
         .service(cancel_order)
         .service(refund_order)
@@ -369,4 +373,113 @@ async fn list_refunds(
 ) -> ApiResult<HttpResponse> {
     let list = query.list()?;
     Ok(HttpResponse::Ok().json(orders.list_refunds(auth.tenant, id.into_inner(), &list).await?))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct UploadQuery {
+    /// Where the imported orders' stock is reserved and shipped from.
+    warehouse_id: Uuid,
+}
+
+/// The upload: `file`, the CSV file.
+#[derive(ToSchema)]
+#[allow(dead_code)] // documents the multipart body; read by multer
+pub struct ImportUpload {
+    /// The CSV file: the header `external_order_id,order_placed_at,currency,customer_id,customer_email,customer_name,product_sku,product_name,unit_price_cents,qty`, then several rows per order.
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+}
+
+/// Import orders from a CSV file (`multipart/form-data`, field `file`),
+/// at most `modules.orders.import_max_bytes`. A wrong header is refused at
+/// once (422, nothing stored); otherwise the file is stored and imported
+/// in the background: 202 with the import, to follow with
+/// `GET /api/v1/orders/imports/{id}`.
+#[utoipa::path(tag = "orders", params(UploadQuery),
+    request_body(content = ImportUpload, content_type = "multipart/form-data"),
+    responses((status = 202, description = "The import, `queued`", body = Data<ImportView>),
+        (status = 400, description = "A malformed multipart body", body = Problem),
+        (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 413, description = "The file is larger than `modules.orders.import_max_bytes`", body = Problem),
+        (status = 415, description = "The body is not `multipart/form-data`", body = Problem),
+        (status = 422, description = "No `file` field, a wrong header (`errors` names `file`) or an unknown `warehouse_id`", body = Problem)),
+    security(("bearer" = [])))]
+#[post("/orders/imports")]
+async fn upload_import(
+    auth: Authorized<OrdersWrite>,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    orders: web::Data<dyn OrderService>,
+    query: web::Query<UploadQuery>,
+    payload: web::Payload,
+) -> ApiResult<HttpResponse> {
+    use futures_util::{StreamExt, TryStreamExt};
+    let content_type = req.headers().get(actix_web::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let boundary = content_type.and_then(|ct| multer::parse_boundary(ct).ok()).ok_or_else(|| {
+        ApiError::new(Code::UnsupportedMediaType, "send the file as multipart/form-data, in the field `file`")
+    })?;
+    // The request body is read on this thread; multer wants a stream it
+    // may move, so the body comes over a small channel.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<web::Bytes, std::io::Error>>(4);
+    actix_web::rt::spawn(async move {
+        let mut payload = payload;
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|e| std::io::Error::other(e.to_string()));
+            if tx.send(chunk).await.is_err() {
+                break;
+            }
+        }
+    });
+    let body = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+    let mut multipart = multer::Multipart::new(body, boundary);
+    let malformed =
+        |e: multer::Error| ApiError::new(Code::BadRequest, format!("the multipart body is malformed: {e}"));
+    while let Some(field) = multipart.next_field().await.map_err(malformed)? {
+        if field.name() != Some("file") {
+            continue;
+        }
+        let filename = field.file_name().unwrap_or("upload.csv").chars().take(200).collect();
+        let stream = field.map_err(malformed).boxed();
+        let import = orders.upload_import(auth.tenant, query.warehouse_id, filename, stream).await?;
+        state.wakeup.wake();
+        return Ok(HttpResponse::Accepted().json(Data { data: import }));
+    }
+    Err(ApiError::validation(vec![FieldError::new("file", "the form has no field `file`")]))
+}
+
+crate::list_query! {
+    #[derive(Deserialize, IntoParams)]
+    #[serde(deny_unknown_fields)]
+    #[into_params(parameter_in = Query)]
+    struct ImportQuery {}
+}
+
+/// Imports, newest first.
+#[utoipa::path(tag = "orders", params(ImportQuery),
+    responses((status = 200, body = Paged<ImportView>), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)),
+    security(("bearer" = [])))]
+#[get("/orders/imports")]
+async fn list_imports(
+    auth: Authorized<OrdersRead>,
+    orders: web::Data<dyn OrderService>,
+    query: web::Query<ImportQuery>,
+) -> ApiResult<HttpResponse> {
+    let list = query.list()?;
+    Ok(HttpResponse::Ok().json(orders.list_imports(auth.tenant, &list).await?))
+}
+
+/// One import: its state, rows read, orders created and skipped, and its
+/// bad rows (the first 100, each with line, column and message).
+#[utoipa::path(tag = "orders",
+    responses((status = 200, body = Data<ImportView>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+#[get("/orders/imports/{id}")]
+async fn get_import(
+    auth: Authorized<OrdersRead>,
+    orders: web::Data<dyn OrderService>,
+    id: web::Path<Uuid>,
+) -> ApiResult<HttpResponse> {
+    Ok(ok(orders.get_import(auth.tenant, id.into_inner()).await?))
 }

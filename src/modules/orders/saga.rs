@@ -14,13 +14,16 @@
 //! payment back when an order fails or is cancelled after it was paid.
 //! `orders.refund` carries a requested refund out through the gateway,
 //! with a key fixed per refund, so a lost answer is asked again and never
-//! refunds twice.
+//! refunds twice. `orders.import` imports an uploaded CSV file (see
+//! [`super::import`]).
 
 use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::service::{COMPLETE_JOB, FULFIL_JOB, PAY_JOB, REFUND_JOB, RESERVE_JOB, SeaOrmOrders, VOID_JOB};
+use super::service::{
+    COMPLETE_JOB, FULFIL_JOB, IMPORT_JOB, PAY_JOB, REFUND_JOB, RESERVE_JOB, SeaOrmOrders, VOID_JOB,
+};
 use crate::platform::{
     jobs::{JobError, JobHandler},
     state::AppState,
@@ -35,6 +38,7 @@ enum Step {
     Complete,
     Void,
     Refund,
+    Import,
 }
 
 /// One step of the saga, for the orders of every tenant.
@@ -51,6 +55,7 @@ pub fn handlers(orders: &Arc<SeaOrmOrders>) -> Vec<(&'static str, Arc<dyn JobHan
         (COMPLETE_JOB, Step::Complete),
         (VOID_JOB, Step::Void),
         (REFUND_JOB, Step::Refund),
+        (IMPORT_JOB, Step::Import),
     ]
     .into_iter()
     .map(|(kind, step)| (kind, Arc::new(StepJob { orders: orders.clone(), step }) as Arc<dyn JobHandler>))
@@ -80,6 +85,7 @@ impl JobHandler for StepJob {
             Step::Refund => {
                 orders.process_refund(tenant, id_in(job, "refund_id")?).await?;
             }
+            Step::Import => orders.run_import(tenant, id_in(job, "import_id")?).await?,
         }
         // The next step (or the events) were committed: run them now.
         state.wakeup.wake();

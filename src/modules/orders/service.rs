@@ -48,6 +48,7 @@ pub const FULFIL_JOB: &str = "orders.fulfil";
 pub const COMPLETE_JOB: &str = "orders.complete";
 pub const VOID_JOB: &str = "orders.void_payment";
 pub const REFUND_JOB: &str = "orders.refund";
+pub const IMPORT_JOB: &str = "orders.import";
 
 /// Payment states.
 pub const PENDING_PAYMENT: &str = "pending";
@@ -62,10 +63,11 @@ pub const PROCESSED: &str = "processed";
 pub const REFUND_FAILED: &str = "failed";
 
 pub struct SeaOrmOrders {
-    db: DatabaseConnection,
-    inventory: Arc<dyn InventoryService>,
+    pub(super) db: DatabaseConnection,
+    pub(super) inventory: Arc<dyn InventoryService>,
     gateway: Arc<dyn PaymentGateway>,
     reservation_ttl: Duration,
+    import_max_bytes: u64,
 }
 
 /// The inventory reservation of an order.
@@ -363,7 +365,13 @@ impl SeaOrmOrders {
         gateway: Arc<dyn PaymentGateway>,
         reservation_ttl: Duration,
     ) -> Self {
-        Self { db, inventory, gateway, reservation_ttl }
+        Self { db, inventory, gateway, reservation_ttl, import_max_bytes: 100 * 1024 * 1024 }
+    }
+
+    /// The largest upload [`OrderService::upload_import`] stores.
+    pub fn with_import_max_bytes(mut self, max: u64) -> Self {
+        self.import_max_bytes = max;
+        self
     }
 
     /// The product of each line, by id or by SKU; 422 naming the first
@@ -1030,5 +1038,53 @@ impl OrderService for SeaOrmOrders {
 
     async fn settle_refund(&self, tenant: TenantScope, refund_id: Uuid) -> ApiResult<RefundView> {
         Ok(self.process_refund(tenant, refund_id).await?.into())
+    }
+
+    async fn upload_import(
+        &self,
+        tenant: TenantScope,
+        warehouse_id: Uuid,
+        filename: String,
+        body: futures_util::stream::BoxStream<'static, ApiResult<actix_web::web::Bytes>>,
+    ) -> ApiResult<super::ImportView> {
+        let max = self.import_max_bytes;
+        self.store_upload(tenant, warehouse_id, filename, max, body).await?.try_into()
+    }
+
+    async fn import_file(
+        &self,
+        tenant: TenantScope,
+        warehouse_id: Uuid,
+        source: Box<dyn std::io::Read + Send>,
+        progress: &mut dyn super::import::Progress,
+    ) -> ApiResult<super::import::Tally> {
+        match self.inventory.get_warehouse(tenant, warehouse_id).await {
+            Err(err) if err.code == Code::NotFound => {
+                return Err(ApiError::validation(vec![FieldError::new("warehouse_id", "no such warehouse")]));
+            }
+            other => other?,
+        };
+        self.import_csv(tenant, warehouse_id, source, progress).await
+    }
+
+    async fn get_import(&self, tenant: TenantScope, id: Uuid) -> ApiResult<super::ImportView> {
+        tenant
+            .find_by_id::<entity::order_import::Entity>(id)
+            .one(&self.db)
+            .await?
+            .ok_or_else(|| ApiError::not_found("import"))?
+            .try_into()
+    }
+
+    async fn list_imports(
+        &self,
+        tenant: TenantScope,
+        list: &ListRequest,
+    ) -> ApiResult<Paged<super::ImportView>> {
+        let sort = parse_sort(None, &super::import::IMPORT_SORTS)?;
+        let scope = tenant.find::<entity::order_import::Entity>();
+        let Paged { data, meta } = list.fetch(&self.db, scope, Condition::all(), sort).await?;
+        let data = data.into_iter().map(TryInto::try_into).collect::<ApiResult<Vec<_>>>()?;
+        Ok(Paged { data, meta })
     }
 }
