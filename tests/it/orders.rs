@@ -1038,3 +1038,111 @@ async fn the_command_line_imports_a_file_and_skips_it_the_second_time() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("the header must be"));
 }
+
+/// An app whose payments go to `stripe`.
+async fn with_stripe(stripe: &crate::fake_stripe::FakeStripe, payment_method: &str) -> TestApp {
+    let (url, method) = (stripe.url.clone(), payment_method.to_owned());
+    TestApp::spawn_adjusted(move |f| {
+        f.merge(("modules.orders.gateway", "stripe"))
+            .merge(("modules.orders.stripe.api_base", url))
+            .merge(("modules.orders.stripe.secret_key", crate::fake_stripe::SECRET))
+            .merge(("modules.orders.stripe.payment_method", method))
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_stripe_gateway_charges_once_through_a_lost_answer_and_refunds() {
+    // The first answer is lost: the intent is created, the worker sees a 500.
+    let stripe = crate::fake_stripe::FakeStripe::start(1).await;
+    let app = with_stripe(&stripe, "pm_card_visa").await;
+    let tenant = app.register().await;
+    let s = shop(&app, &tenant, "SOFA", 3).await;
+    let placed = place(&app, &tenant.token, order_body(&s, "SOFA", 2)).await;
+    let id = placed["id"].as_str().unwrap();
+    let done = reaches(&app, &tenant, id, "completed").await;
+    assert_eq!(done["payments"][0]["gateway"], "stripe");
+    assert_eq!(done["payments"][0]["gateway_reference"], "pi_1");
+    assert_eq!(stripe.intents(), 1, "charged once");
+    let charges: Vec<_> = stripe.calls().into_iter().filter(|c| c.path == "/v1/payment_intents").collect();
+    assert_eq!(charges.len(), 2, "asked again after the lost answer");
+    for c in &charges {
+        assert_eq!(c.key.as_deref(), Some(format!("order:{id}:charge").as_str()));
+        assert_eq!(c.content_type, "application/x-www-form-urlencoded");
+        assert_eq!(c.form["amount"], "4998");
+        assert_eq!(c.form["currency"], "eur");
+        assert_eq!(c.form["confirm"], "true");
+        assert_eq!(c.form["payment_method"], "pm_card_visa");
+    }
+
+    let res = refund(&app, &tenant.token, id, "stripe-1", 1000).await;
+    let refund_id = json(res).await["data"]["id"].as_str().unwrap().to_owned();
+    let processed = refund_settles(&app, &tenant, id, &refund_id).await;
+    assert_eq!(
+        (processed["status"].clone(), processed["gateway_reference"].clone()),
+        (json!("processed"), json!("re_1"))
+    );
+    let call = stripe.calls().into_iter().find(|c| c.path == "/v1/refunds").unwrap();
+    assert_eq!(call.key.as_deref(), Some(format!("refund:{refund_id}").as_str()));
+    assert_eq!((call.form["payment_intent"].as_str(), call.form["amount"].as_str()), ("pi_1", "1000"));
+    assert_eq!(call.form["metadata[reason]"], "damaged in transit");
+    assert!(
+        stripe.calls().iter().all(|c| c.authorization == format!("Bearer {}", crate::fake_stripe::SECRET))
+    );
+    assert_eq!(stripe.refunds(), 1);
+}
+
+#[tokio::test]
+async fn a_card_stripe_declines_fails_the_order_and_releases_its_stock() {
+    let stripe = crate::fake_stripe::FakeStripe::start(0).await;
+    let app = with_stripe(&stripe, "pm_card_chargeDeclined").await;
+    let tenant = app.register().await;
+    let s = shop(&app, &tenant, "BED", 3).await;
+    let placed = place(&app, &tenant.token, order_body(&s, "BED", 1)).await;
+    let failed = reaches(&app, &tenant, placed["id"].as_str().unwrap(), "failed").await;
+    assert_eq!(failed["failure_reason"], "payment declined: Your card was declined. (card_declined)");
+    assert_eq!(failed["payments"][0]["status"], "declined");
+    assert_eq!(failed["payments"][0]["gateway_reference"], "pi_1");
+    assert_eq!(level(&app, &tenant, &s).await, (3, 0));
+    assert_eq!(stripe.intents(), 0);
+}
+
+/// Stripe cancels only uncaptured intents: voiding a captured charge (the
+/// saga's compensation) refunds what is left of it.
+#[tokio::test]
+async fn a_stripe_void_refunds_the_rest_of_the_charge() {
+    use nexus::platform::jobs::{NewJob, enqueue};
+    use sea_orm::sea_query::Expr;
+    let stripe = crate::fake_stripe::FakeStripe::start(0).await;
+    let app = with_stripe(&stripe, "pm_card_visa").await;
+    let tenant = app.register().await;
+    let s = shop(&app, &tenant, "LAMP", 3).await;
+    let placed = place(&app, &tenant.token, order_body(&s, "LAMP", 1)).await;
+    let id = placed["id"].as_str().unwrap();
+    let done = reaches(&app, &tenant, id, "completed").await;
+    let res = refund(&app, &tenant.token, id, "part", 499).await;
+    let refund_id = json(res).await["data"]["id"].as_str().unwrap().to_owned();
+    refund_settles(&app, &tenant, id, &refund_id).await;
+    // The payment queued for voiding, as a compensation queues it.
+    let payment_id: uuid::Uuid = done["payments"][0]["id"].as_str().unwrap().parse().unwrap();
+    nexus::platform::tenancy::TenantScope::new(tenant.id)
+        .update_many::<entity::order_payment::Entity>()
+        .col_expr(entity::order_payment::Column::Status, Expr::value("voiding"))
+        .filter(entity::order_payment::Column::Id.eq(payment_id))
+        .exec(&app.state.db)
+        .await
+        .unwrap();
+    let job = NewJob::new("orders.void_payment", json!({"payment_id": payment_id})).tenant(tenant.id);
+    enqueue(&app.state.db, job).await.unwrap();
+    app.state.wakeup.wake();
+    eventually(10, || async {
+        let order = get_order(&app, &tenant, id).await;
+        (order["payments"][0]["status"] == "voided").then_some(())
+    })
+    .await;
+    let void = stripe.calls().into_iter().rfind(|c| c.path == "/v1/refunds").unwrap();
+    assert_eq!(void.key.as_deref(), Some(format!("order:{id}:charge:void").as_str()));
+    assert_eq!(void.form["payment_intent"], "pi_1");
+    assert!(!void.form.contains_key("amount"), "the rest of it: {void:?}");
+    assert_eq!(stripe.refunds(), 2);
+}

@@ -14,6 +14,7 @@ pub mod import;
 pub mod routes;
 pub mod saga;
 pub mod service;
+pub mod stripe;
 
 use std::sync::Arc;
 
@@ -116,7 +117,7 @@ pub const MAX_LINES: usize = 500;
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
-    /// The payment gateway: `simulated` (the one this build has).
+    /// The payment gateway: `simulated` or `stripe`.
     pub gateway: GatewayKind,
     /// How long an order's reservation holds its stock (1 to 604800 s);
     /// a saga stuck longer fails when it ships.
@@ -125,6 +126,8 @@ pub struct Settings {
     pub import_max_bytes: u64,
     /// The simulated gateway.
     pub simulated: SimulatedSettings,
+    /// The Stripe gateway.
+    pub stripe: StripeSettings,
 }
 
 impl Default for Settings {
@@ -134,6 +137,7 @@ impl Default for Settings {
             reservation_ttl_seconds: 86_400,
             import_max_bytes: 100 * 1024 * 1024,
             simulated: Default::default(),
+            stripe: Default::default(),
         }
     }
 }
@@ -142,6 +146,34 @@ impl Default for Settings {
 #[serde(rename_all = "lowercase")]
 pub enum GatewayKind {
     Simulated,
+    Stripe,
+}
+
+/// `[modules.orders.stripe]`: Stripe's PaymentIntents and Refunds API (or
+/// anything speaking it).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StripeSettings {
+    /// Where the API is (`https://api.stripe.com`).
+    pub api_base: String,
+    /// The secret key (`sk_live_...`, `sk_test_...`); required with
+    /// `gateway = "stripe"`.
+    pub secret_key: Option<crate::config::Secret>,
+    /// The payment method each charge confirms with.
+    pub payment_method: String,
+    /// How long a call may take, in milliseconds (1 to 60000).
+    pub timeout_ms: u64,
+}
+
+impl Default for StripeSettings {
+    fn default() -> Self {
+        Self {
+            api_base: "https://api.stripe.com".to_owned(),
+            secret_key: None,
+            payment_method: "pm_card_visa".to_owned(),
+            timeout_ms: 10_000,
+        }
+    }
 }
 
 /// `[modules.orders.simulated]`: a gateway that decides by a seeded hash
@@ -578,6 +610,7 @@ impl Orders {
         );
         let gateway: Arc<dyn PaymentGateway> = match settings.gateway {
             GatewayKind::Simulated => Arc::new(Simulated::new(&settings.simulated)?),
+            GatewayKind::Stripe => Arc::new(stripe::Stripe::new(&settings.stripe)?),
         };
         anyhow::ensure!(
             settings.import_max_bytes >= 1024,
