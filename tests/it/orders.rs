@@ -1005,6 +1005,27 @@ async fn a_wrong_header_or_upload_is_refused_and_changes_nothing() {
     assert_eq!(body["data"]["orderImports"]["items"][0]["id"], id);
     let body = graphql(&app, &other.token, query, json!({"id": id})).await;
     assert_eq!(body["errors"][0]["extensions"]["code"], "not_found", "{body}");
+
+    // An import by GraphQL, with the same errors.
+    let mutation =
+        "mutation($w: UUID!, $csv: String!) { importOrders(warehouseId: $w, csv: $csv) { id status } }";
+    let body = graphql(&app, &tenant.token, mutation, json!({"w": s.warehouse, "csv": wrong})).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "validation_failed", "{body}");
+    assert_eq!(body["errors"][0]["extensions"]["errors"][0]["field"], "file", "{body}");
+    let body = graphql(&app, &tenant.token, mutation, json!({"w": s.warehouse, "csv": big})).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "payload_too_large", "{body}");
+    let body = graphql(&app, &viewer, mutation, json!({"w": s.warehouse, "csv": good})).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "forbidden", "{body}");
+    let more = format!("{CSV_HEADER}\n7002,2026-11-20T09:30:00Z,EUR,C-1,ada@example.com,Ada,TEE,,2499,1\n");
+    let body = graphql(&app, &tenant.token, mutation, json!({"w": s.warehouse, "csv": more})).await;
+    assert_eq!(body["data"]["importOrders"]["status"], "queued", "{body}");
+    let gql_id = body["data"]["importOrders"]["id"].as_str().unwrap().to_owned();
+    let done = eventually(20, || async {
+        let import = json(app.get(&format!("/api/v1/orders/imports/{gql_id}"), &tenant.token).await).await;
+        (import["data"]["status"] == "completed").then_some(import["data"].clone())
+    })
+    .await;
+    assert_eq!(done["created"], 1, "{done}");
 }
 
 #[tokio::test]

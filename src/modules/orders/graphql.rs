@@ -258,4 +258,28 @@ impl Mutation {
         state.wakeup.wake();
         Ok(refund)
     }
+
+    /// Import orders from CSV text (as `POST /api/v1/orders/imports`, for
+    /// files that fit a GraphQL request; larger ones go by REST, streamed):
+    /// the import is queued and runs in the background.
+    async fn import_orders(
+        &self,
+        ctx: &Context<'_>,
+        warehouse_id: Uuid,
+        csv: String,
+        #[graphql(default = "import.csv")] filename: String,
+    ) -> async_graphql::Result<ImportView> {
+        let (state, principal) = authorized::<OrdersWrite>(ctx).map_err(gql)?;
+        Checks::default()
+            .check("filename", validate::plain_text(&filename, 200))
+            .finish()
+            .map_err(|errors| gql(ApiError::validation(errors)))?;
+        let body = futures_util::stream::once(async move { Ok(actix_web::web::Bytes::from(csv)) });
+        let import = service(ctx)?
+            .upload_import(principal.tenant, warehouse_id, filename, Box::pin(body))
+            .await
+            .map_err(gql)?;
+        state.wakeup.wake();
+        Ok(import)
+    }
 }
