@@ -1167,3 +1167,57 @@ async fn a_stripe_void_refunds_the_rest_of_the_charge() {
     assert!(!void.form.contains_key("amount"), "the rest of it: {void:?}");
     assert_eq!(stripe.refunds(), 2);
 }
+
+/// An upload cut off before it was complete stays `uploading`; the sweep
+/// queued with it drops it (and its chunks), and leaves finished imports be.
+#[tokio::test]
+async fn an_upload_cut_off_is_swept_and_a_finished_import_is_not() {
+    use nexus::platform::jobs::{NewJob, enqueue};
+    use sea_orm::{ActiveValue::Set, EntityTrait};
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let s = shop(&app, &tenant, "TEE", 10).await;
+    let good = format!("{CSV_HEADER}\n9001,2026-11-20T09:30:00Z,EUR,C-1,ada@example.com,Ada,TEE,,2499,1\n");
+    let done = imported(&app, &tenant, &s.warehouse, &good).await;
+    // Each upload queued its sweep for an hour later.
+    let sweeps = SystemScope
+        .find::<entity::job::Entity>()
+        .filter(entity::job::Column::Kind.eq("orders.import_sweep"))
+        .filter(entity::job::Column::TenantId.eq(tenant.id))
+        .all(&app.state.db)
+        .await
+        .unwrap();
+    assert_eq!(sweeps.len(), 1);
+    assert!(sweeps[0].run_at > chrono::Utc::now() + chrono::Duration::minutes(59));
+    let cut = uuid::Uuid::now_v7();
+    let now = chrono::Utc::now();
+    entity::order_import::Entity::insert(entity::order_import::ActiveModel {
+        id: Set(cut),
+        tenant_id: Set(tenant.id),
+        warehouse_id: Set(s.warehouse.parse().unwrap()),
+        filename: Set("cut.csv".into()),
+        size_bytes: Set(0),
+        status: Set("uploading".into()),
+        rows_done: Set(0),
+        created: Set(0),
+        skipped: Set(0),
+        error_count: Set(0),
+        errors: Set(json!([])),
+        failure_reason: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+        finished_at: Set(None),
+    })
+    .exec_without_returning(&app.state.db)
+    .await
+    .unwrap();
+    for id in [json!(cut), done["id"].clone()] {
+        let job = NewJob::new("orders.import_sweep", json!({"import_id": id})).tenant(tenant.id);
+        enqueue(&app.state.db, job).await.unwrap();
+    }
+    app.state.wakeup.wake();
+    app.drained().await;
+    let list = json(app.get("/api/v1/orders/imports", &tenant.token).await).await;
+    let ids: Vec<&Value> = list["data"].as_array().unwrap().iter().map(|i| &i["id"]).collect();
+    assert_eq!(ids, [&done["id"]]);
+}

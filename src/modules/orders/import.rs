@@ -37,7 +37,7 @@ use uuid::Uuid;
 
 use super::{
     MAX_LINES, NewOrder, NewOrderLine, check_order,
-    service::{IMPORT_JOB, SeaOrmOrders},
+    service::{IMPORT_JOB, SWEEP_JOB, SeaOrmOrders},
 };
 use crate::{
     error::{ApiError, ApiResult, Code, FieldError},
@@ -656,6 +656,18 @@ impl SeaOrmOrders {
         Ok(())
     }
 
+    /// The `orders.import_sweep` job: an import still `uploading` an hour
+    /// after it began was cut off; it and its chunks go.
+    pub async fn sweep_import(&self, tenant: TenantScope, import_id: Uuid) -> ApiResult<()> {
+        tenant
+            .delete_many::<import::Entity>()
+            .filter(import::Column::Id.eq(import_id))
+            .filter(import::Column::Status.eq(UPLOADING))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
     /// Store an upload: the header is checked on the first bytes (a wrong
     /// one stores nothing), the file is kept in chunks, and the import job
     /// is queued. More than `max_bytes` is a 413 and nothing is kept.
@@ -750,7 +762,8 @@ impl SeaOrmOrders {
         filename: &str,
     ) -> ApiResult<import::Model> {
         let now = Utc::now();
-        Ok(import::Entity::insert(import::ActiveModel {
+        let txn = crate::platform::db::begin(&self.db).await?;
+        let created = import::Entity::insert(import::ActiveModel {
             id: Set(Uuid::now_v7()),
             tenant_id: Set(tenant.id()),
             warehouse_id: Set(warehouse_id),
@@ -767,8 +780,16 @@ impl SeaOrmOrders {
             updated_at: Set(now),
             finished_at: Set(None),
         })
-        .exec_with_returning(&self.db)
-        .await?)
+        .exec_with_returning(&txn)
+        .await?;
+        // An upload cut off (the client or the server gone) never reaches
+        // `queued`: this job drops it and its chunks later.
+        let mut sweep =
+            NewJob::new(SWEEP_JOB, json!({"import_id": created.id})).tenant(tenant.id()).priority(2);
+        sweep.run_at = now + chrono::Duration::hours(1);
+        jobs::enqueue(&txn, sweep).await?;
+        sea_orm::TransactionSession::commit(txn).await?;
+        Ok(created)
     }
 
     async fn store_chunk(

@@ -15,14 +15,15 @@
 //! `orders.refund` carries a requested refund out through the gateway,
 //! with a key fixed per refund, so a lost answer is asked again and never
 //! refunds twice. `orders.import` imports an uploaded CSV file (see
-//! [`super::import`]).
+//! [`super::import`]); `orders.import_sweep` drops an upload that was cut
+//! off before it was complete.
 
 use std::sync::Arc;
 
 use uuid::Uuid;
 
 use super::service::{
-    COMPLETE_JOB, FULFIL_JOB, IMPORT_JOB, PAY_JOB, REFUND_JOB, RESERVE_JOB, SeaOrmOrders, VOID_JOB,
+    COMPLETE_JOB, FULFIL_JOB, IMPORT_JOB, PAY_JOB, REFUND_JOB, RESERVE_JOB, SWEEP_JOB, SeaOrmOrders, VOID_JOB,
 };
 use crate::platform::{
     jobs::{JobError, JobHandler},
@@ -39,6 +40,7 @@ enum Step {
     Void,
     Refund,
     Import,
+    Sweep,
 }
 
 /// One step of the saga, for the orders of every tenant.
@@ -56,6 +58,7 @@ pub fn handlers(orders: &Arc<SeaOrmOrders>) -> Vec<(&'static str, Arc<dyn JobHan
         (VOID_JOB, Step::Void),
         (REFUND_JOB, Step::Refund),
         (IMPORT_JOB, Step::Import),
+        (SWEEP_JOB, Step::Sweep),
     ]
     .into_iter()
     .map(|(kind, step)| (kind, Arc::new(StepJob { orders: orders.clone(), step }) as Arc<dyn JobHandler>))
@@ -86,6 +89,7 @@ impl JobHandler for StepJob {
                 orders.process_refund(tenant, id_in(job, "refund_id")?).await?;
             }
             Step::Import => orders.run_import(tenant, id_in(job, "import_id")?).await?,
+            Step::Sweep => orders.sweep_import(tenant, id_in(job, "import_id")?).await?,
         }
         // The next step (or the events) were committed: run them now.
         state.wakeup.wake();

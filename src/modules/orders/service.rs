@@ -49,6 +49,7 @@ pub const COMPLETE_JOB: &str = "orders.complete";
 pub const VOID_JOB: &str = "orders.void_payment";
 pub const REFUND_JOB: &str = "orders.refund";
 pub const IMPORT_JOB: &str = "orders.import";
+pub const SWEEP_JOB: &str = "orders.import_sweep";
 
 /// Payment states.
 pub const PENDING_PAYMENT: &str = "pending";
