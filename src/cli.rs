@@ -68,6 +68,11 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Sales orders: import a CSV file, refund one.
+    Orders {
+        #[command(subcommand)]
+        command: OrdersCommand,
+    },
     /// Operate on tenants.
     Tenant {
         #[command(subcommand)]
@@ -100,6 +105,36 @@ enum TenantCommand {
         /// Defaults to a slug derived from the name.
         #[arg(long)]
         slug: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum OrdersCommand {
+    /// Import orders from a CSV file (the seed's columns, several rows per
+    /// order); orders whose external id exists are skipped.
+    Import {
+        /// The CSV file.
+        file: PathBuf,
+        /// Tenant slug or id.
+        #[arg(long)]
+        tenant: String,
+        /// The warehouse (code or id) the orders' stock is reserved in.
+        #[arg(long)]
+        warehouse: String,
+    },
+    /// Refund part or all of a paid order through its payment gateway.
+    Refund {
+        /// The order's id (in whichever tenant holds it).
+        order: uuid::Uuid,
+        /// Minor units (cents), at most what was captured minus earlier refunds.
+        amount: i64,
+        /// Why the money goes back.
+        #[arg(long)]
+        reason: String,
+        /// Names this refund: running the command again with the same key
+        /// refunds nothing more.
+        #[arg(long)]
+        key: String,
     },
 }
 
@@ -244,6 +279,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::License { command } => ops::license(config, command).await,
         Command::Migrate { action, steps } => migrate(config, action, steps).await,
         Command::Openapi { output, check } => openapi(&output, check),
+        Command::Orders { command } => orders(config, command).await,
         Command::Tenant { command: TenantCommand::Create { name, slug } } => {
             let slug = slug.unwrap_or_else(|| validate::slugify(&name));
             validate::name(&name).map_err(|e| anyhow::anyhow!("--name {e}"))?;
@@ -281,6 +317,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let kind = if user.is_super_admin { "super-admin" } else { "user" };
             println!("created {kind} {} ({}) in tenant {}", user.email, user.id, tenant.slug);
             Ok(())
+        }
+    }
+}
+
+async fn orders(config: Config, command: OrdersCommand) -> anyhow::Result<()> {
+    use crate::modules::{order_services, orders::cli};
+    let db = existing(&config).await?;
+    let setup = crate::platform::module::Setup { db: db.clone(), config: &config };
+    let (service, inventory) = order_services(&setup)?;
+    match command {
+        OrdersCommand::Refund { order, amount, reason, key } => {
+            cli::refund(&db, service, order, amount, reason, key).await
+        }
+        OrdersCommand::Import { file, tenant, warehouse } => {
+            let tenant = users::find_tenant(&db, &tenant)
+                .await
+                .map_err(cli::describe)?
+                .ok_or_else(|| anyhow::anyhow!("no tenant `{tenant}`"))?;
+            cli::import(service, inventory, TenantScope::new(tenant.id), &file, &warehouse).await
         }
     }
 }

@@ -47,6 +47,7 @@ catalogue! {
     MethodNotAllowed => METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed";
     Conflict => CONFLICT, "conflict", "Conflict";
     InsufficientStock => CONFLICT, "insufficient_stock", "Insufficient stock";
+    RefundAmountExceeded => CONFLICT, "refund_amount_exceeded", "Refund amount exceeded";
     StockLimitExceeded => UNPROCESSABLE_ENTITY, "stock_limit_exceeded", "Stock limit exceeded";
     Gone => GONE, "gone", "Gone";
     PreconditionFailed => PRECONDITION_FAILED, "precondition_failed", "Precondition failed";

@@ -20,6 +20,12 @@ pub struct Model {
     pub total: i64,
     pub status: String,
     pub failure_reason: Option<String>,
+    /// Minor units given back or being given back (refunds requested or
+    /// processed); never more than the captured payment.
+    pub refunded: i64,
+    /// When the shop says the order was placed (imports); `None` when it
+    /// was placed here, at `created_at`.
+    pub placed_at: Option<DateTimeUtc>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

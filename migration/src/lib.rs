@@ -15,6 +15,7 @@ mod m20261122_000009_vendor_version;
 mod m20261122_000010_attempt_state;
 mod m20261122_000011_list_indexes;
 mod m20261122_000012_orders;
+mod m20261128_000013_order_refunds_imports;
 mod m20261128_000014_channels;
 mod m20261128_000015_search;
 
@@ -36,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000010_attempt_state::Migration),
             Box::new(m20261122_000011_list_indexes::Migration),
             Box::new(m20261122_000012_orders::Migration),
+            Box::new(m20261128_000013_order_refunds_imports::Migration),
             Box::new(m20261128_000014_channels::Migration),
             Box::new(m20261128_000015_search::Migration),
         ]

@@ -124,7 +124,13 @@ impl Conventions {
             schema::{ObjectBuilder, Schema, SchemaType, Type},
         };
         let idempotent = is_post && operation.security.is_some() && path.starts_with("/api/v1/");
-        if idempotent {
+        // An operation that requires the key declares it itself.
+        let declared = operation
+            .parameters
+            .iter()
+            .flatten()
+            .any(|p| matches!(p, RefOr::T(p) if p.name.eq_ignore_ascii_case("idempotency-key")));
+        if idempotent && !declared {
             let parameter = ParameterBuilder::new()
                 .name("Idempotency-Key")
                 .parameter_in(ParameterIn::Header)

@@ -60,6 +60,16 @@ pub fn build(setup: &Setup, ledger: Option<Arc<dyn ledger::Ledger>>) -> anyhow::
     ])
 }
 
+/// The orders service and the inventory service it uses, wired as
+/// [`build`] wires them: for the command line (`nexus orders ...`).
+pub fn order_services(
+    setup: &Setup,
+) -> anyhow::Result<(Arc<dyn orders::OrderService>, Arc<dyn inventory::InventoryService>)> {
+    let vendors = procurement::vendors(setup);
+    let inventory = inventory::Inventory::new(setup, vendors)?;
+    Ok((orders::Orders::new(setup, inventory.service())?.service(), inventory.service()))
+}
+
 /// The modules built on no database: for the OpenAPI document, which needs
 /// their routes but never calls them.
 pub fn offline() -> anyhow::Result<Modules> {

@@ -12,6 +12,7 @@ mod cli;
 mod cors;
 mod errors;
 mod events;
+mod fake_stripe;
 mod governance;
 mod graphql;
 mod health;

@@ -551,3 +551,673 @@ async fn graphql_places_lists_and_cancels_orders() {
     let body = graphql(&app, &other.token, one, json!({"id": id})).await;
     assert_eq!(body["errors"][0]["extensions"]["code"], "not_found", "{body}");
 }
+
+/// POST a refund of `amount` with Idempotency-Key `key`.
+async fn refund(app: &TestApp, token: &str, id: &str, key: &str, amount: i64) -> reqwest::Response {
+    app.request(Method::POST, &format!("/api/v1/orders/{id}/refunds"), Some(token))
+        .header("Idempotency-Key", key)
+        .json(&json!({"amount": amount, "reason": "damaged in transit"}))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The refund `refund_id` of an order once it left `requested`.
+async fn refund_settles(app: &TestApp, tenant: &Tenant, id: &str, refund_id: &str) -> Value {
+    eventually(10, || async {
+        let order = get_order(app, tenant, id).await;
+        let found = order["refunds"].as_array().unwrap().iter().find(|r| r["id"] == refund_id).cloned();
+        found.filter(|r| r["status"] != "requested")
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_partial_then_a_full_refund_and_never_more_than_was_captured() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let s = shop(&app, &tenant, "COAT", 5).await;
+    let placed = place(&app, &tenant.token, order_body(&s, "COAT", 2)).await;
+    let id = placed["id"].as_str().unwrap();
+    reaches(&app, &tenant, id, "completed").await;
+
+    let res = refund(&app, &tenant.token, id, "refund-1", 1000).await;
+    assert_eq!(res.status(), 201);
+    let first = json(res).await["data"].clone();
+    assert_eq!((first["status"].clone(), first["amount"].clone()), (json!("requested"), json!(1000)));
+    let first_id = first["id"].as_str().unwrap();
+    let processed = refund_settles(&app, &tenant, id, first_id).await;
+    assert_eq!(processed["status"], "processed");
+    assert!(processed["gateway_reference"].as_str().unwrap().starts_with("sim_re_"), "{processed}");
+
+    // The rest of it; then nothing more.
+    let res = refund(&app, &tenant.token, id, "refund-2", 4998 - 1000).await;
+    assert_eq!(res.status(), 201);
+    let second = json(res).await["data"]["id"].as_str().unwrap().to_owned();
+    refund_settles(&app, &tenant, id, &second).await;
+    let before = get_order(&app, &tenant, id).await;
+    assert_eq!(before["refunded"], 4998);
+    let refused =
+        assert_problem(refund(&app, &tenant.token, id, "refund-3", 1).await, 409, "refund_amount_exceeded")
+            .await;
+    assert!(refused["detail"].as_str().unwrap().contains("at most 0 EUR"), "{refused}");
+    app.drained().await;
+    let after = get_order(&app, &tenant, id).await;
+    assert_eq!(after["refunds"], before["refunds"]);
+    assert_eq!(after["refunded"], 4998);
+    assert_eq!(after["status"], "completed");
+
+    // The list, oldest first; the events through the outbox.
+    let list = json(app.get(&format!("/api/v1/orders/{id}/refunds"), &tenant.token).await).await;
+    let ids: Vec<&str> = list["data"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [first_id, second.as_str()]);
+    let refund_events: Vec<String> =
+        order_events(&app, &tenant).await.into_iter().filter(|e| e.contains("refund")).collect();
+    assert_eq!(
+        refund_events,
+        ["order.refund_requested", "order.refunded", "order.refund_requested", "order.refunded"]
+    );
+    // A refunded order is not cancelled.
+    let res = app.post(&format!("/api/v1/orders/{id}/cancel"), &tenant.token, json!({})).await;
+    assert_problem(res, 409, "conflict").await;
+}
+
+#[tokio::test]
+async fn the_same_idempotency_key_gives_the_same_refund_back() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let s = shop(&app, &tenant, "SCARF", 5).await;
+    let placed = place(&app, &tenant.token, order_body(&s, "SCARF", 1)).await;
+    let id = placed["id"].as_str().unwrap();
+    reaches(&app, &tenant, id, "completed").await;
+    let first = json(refund(&app, &tenant.token, id, "r-1", 500).await).await;
+    // The platform's replay: the first answer byte for byte.
+    let again = refund(&app, &tenant.token, id, "r-1", 500).await;
+    assert_eq!(again.headers().get("idempotent-replayed").unwrap(), "true");
+    assert_eq!(json(again).await, first);
+    // Another caller (a manager) with the key: the refund itself is keyed, so
+    // the same refund, answered 200, nothing new.
+    let (_, manager) = app.user_with_roles(&tenant, &["manager"]).await;
+    let res = refund(&app, &manager, id, "r-1", 500).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(json(res).await["data"]["id"], first["data"]["id"]);
+    // The key with another amount is refused.
+    assert_problem(refund(&app, &manager, id, "r-1", 499).await, 422, "idempotency_conflict").await;
+    // The key is required.
+    let res = app
+        .post(&format!("/api/v1/orders/{id}/refunds"), &tenant.token, json!({"amount": 1, "reason": "x"}))
+        .await;
+    assert_problem(res, 400, "invalid_header").await;
+    let res = refund(&app, &tenant.token, id, "r-2", 0).await;
+    let invalid = assert_problem(res, 422, "validation_failed").await;
+    assert_eq!(invalid["errors"][0]["field"], "amount");
+    app.drained().await;
+    let order = get_order(&app, &tenant, id).await;
+    assert_eq!(order["refunds"].as_array().unwrap().len(), 1);
+    assert_eq!(order["refunded"], 500);
+
+    // A retried job (a lost answer) changes nothing: the same refund, once.
+    use nexus::platform::jobs::{NewJob, enqueue};
+    let events = order_events(&app, &tenant).await;
+    let job = NewJob::new("orders.refund", json!({"refund_id": first["data"]["id"]})).tenant(tenant.id);
+    enqueue(&app.state.db, job).await.unwrap();
+    app.state.wakeup.wake();
+    app.drained().await;
+    assert_eq!(get_order(&app, &tenant, id).await["refunds"], order["refunds"]);
+    assert_eq!(order_events(&app, &tenant).await, events);
+}
+
+#[tokio::test]
+async fn refunds_need_a_paid_order_of_the_tenant_and_the_permission() {
+    // A slow gateway holds the order at `reserved`: not paid yet.
+    let app = TestApp::spawn_adjusted(|f| f.merge(("modules.orders.simulated.delay_ms", 1500))).await;
+    let tenant = app.register().await;
+    let s = shop(&app, &tenant, "HAT", 5).await;
+    let placed = place(&app, &tenant.token, order_body(&s, "HAT", 1)).await;
+    let id = placed["id"].as_str().unwrap();
+    reaches(&app, &tenant, id, "reserved").await;
+    let refused = assert_problem(refund(&app, &tenant.token, id, "early", 100).await, 409, "conflict").await;
+    assert!(refused["detail"].as_str().unwrap().contains("reserved"), "{refused}");
+    reaches(&app, &tenant, id, "completed").await;
+    // Another tenant: not found; a user (no orders:refund): forbidden.
+    let other = app.register().await;
+    assert_problem(refund(&app, &other.token, id, "theirs", 100).await, 404, "not_found").await;
+    let path = format!("/api/v1/orders/{id}/refunds");
+    assert_problem(app.get(&path, &other.token).await, 404, "not_found").await;
+    let (_, user) = app.user_with_roles(&tenant, &["user"]).await;
+    let refused = assert_problem(refund(&app, &user, id, "mine", 100).await, 403, "forbidden").await;
+    assert!(refused["detail"].as_str().unwrap().contains("orders:refund"));
+    app.drained().await;
+    let order = get_order(&app, &tenant, id).await;
+    assert_eq!((order["refunds"].clone(), order["refunded"].clone()), (json!([]), json!(0)));
+}
+
+#[tokio::test]
+async fn a_refund_the_gateway_refuses_ends_failed_and_may_be_asked_again() {
+    let app =
+        TestApp::spawn_adjusted(|f| f.merge(("modules.orders.simulated.refund_success_rate", 0.0))).await;
+    let tenant = app.register().await;
+    let s = shop(&app, &tenant, "GLOVE", 5).await;
+    let placed = place(&app, &tenant.token, order_body(&s, "GLOVE", 1)).await;
+    let id = placed["id"].as_str().unwrap();
+    reaches(&app, &tenant, id, "completed").await;
+    let res = refund(&app, &tenant.token, id, "refused", 2499).await;
+    let refund_id = json(res).await["data"]["id"].as_str().unwrap().to_owned();
+    let failed = refund_settles(&app, &tenant, id, &refund_id).await;
+    assert_eq!(failed["status"], "failed");
+    assert!(failed["failure_reason"].as_str().unwrap().contains("refused"), "{failed}");
+    assert_eq!(failed["gateway_reference"], Value::Null);
+    // Its amount may be refunded again.
+    let order = get_order(&app, &tenant, id).await;
+    assert_eq!(order["refunded"], 0);
+    assert_eq!(refund(&app, &tenant.token, id, "again", 2499).await.status(), 201);
+    app.drained().await;
+    let refund_events: Vec<String> =
+        order_events(&app, &tenant).await.into_iter().filter(|e| e.contains("refund")).collect();
+    assert_eq!(
+        refund_events,
+        ["order.refund_requested", "order.refund_failed", "order.refund_requested", "order.refund_failed"]
+    );
+}
+
+#[tokio::test]
+async fn graphql_refunds_an_order_with_the_same_errors() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let s = shop(&app, &tenant, "BELT", 5).await;
+    let placed = place(&app, &tenant.token, order_body(&s, "BELT", 1)).await;
+    let id = placed["id"].as_str().unwrap();
+    reaches(&app, &tenant, id, "completed").await;
+    let mutation = "mutation($id: UUID!, $amount: Int!, $key: String!) { refundOrder(id: $id, amount: $amount, reason: \"late\", idempotencyKey: $key) { id amount status reason } }";
+    let vars = |amount: i64, key: &str| json!({"id": id, "amount": amount, "key": key});
+    let body = graphql(&app, &tenant.token, mutation, vars(499, "g-1")).await;
+    assert!(body.get("errors").is_none(), "{body}");
+    let made = &body["data"]["refundOrder"];
+    assert_eq!((made["amount"].clone(), made["reason"].clone()), (json!(499), json!("late")));
+    let again = graphql(&app, &tenant.token, mutation, vars(499, "g-1")).await;
+    assert_eq!(again["data"]["refundOrder"]["id"], made["id"]);
+    let body = graphql(&app, &tenant.token, mutation, vars(2001, "g-2")).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "refund_amount_exceeded", "{body}");
+    let body = graphql(&app, &tenant.token, mutation, vars(1, "g-1")).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "idempotency_conflict", "{body}");
+    let body = graphql(&app, &tenant.token, mutation, vars(0, "g-3")).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "validation_failed", "{body}");
+    let (_, user) = app.user_with_roles(&tenant, &["user"]).await;
+    let body = graphql(&app, &user, mutation, vars(1, "g-4")).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "forbidden", "{body}");
+    let other = app.register().await;
+    let body = graphql(&app, &other.token, mutation, vars(1, "g-5")).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "not_found", "{body}");
+    app.drained().await;
+    let one = "query($id: UUID!) { order(id: $id) { refunded refunds { amount status } } }";
+    let body = graphql(&app, &tenant.token, one, json!({"id": id})).await;
+    assert_eq!(
+        body["data"]["order"],
+        json!({"refunded": 499, "refunds": [{"amount": 499, "status": "processed"}]}),
+        "{body}"
+    );
+}
+
+/// `nexus` run on the app's database, as an operator runs it.
+fn nexus_cli(app: &TestApp, args: &[&str]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_nexus"));
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("NEXUS_")) {
+        cmd.env_remove(key);
+    }
+    cmd.args(args)
+        .env("RUST_LOG", "warn")
+        .env("NEXUS_DATABASE_URL", app.config.database_url())
+        .env("NEXUS_DATABASE__SCHEMA", &app.config.database.schema)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_command_line_refunds_an_order_once_per_key() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let s = shop(&app, &tenant, "SHOE", 5).await;
+    let placed = place(&app, &tenant.token, order_body(&s, "SHOE", 1)).await;
+    let id = placed["id"].as_str().unwrap();
+    reaches(&app, &tenant, id, "completed").await;
+    let args = ["orders", "refund", id, "700", "--reason", "scuffed", "--key", "cli-1"];
+    let out = nexus_cli(&app, &args);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("of 700 EUR processed"), "{stdout}");
+    // Again with the key: nothing more.
+    let out = nexus_cli(&app, &args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("this key was used before"));
+    let out = nexus_cli(&app, &["orders", "refund", id, "5000", "--reason", "all", "--key", "cli-2"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refund_amount_exceeded"));
+    let order = get_order(&app, &tenant, id).await;
+    assert_eq!(order["refunded"], 700);
+    assert_eq!(order["refunds"].as_array().unwrap().len(), 1);
+    assert_eq!(order["refunds"][0]["status"], "processed");
+}
+
+const CSV_HEADER: &str = "external_order_id,order_placed_at,currency,customer_id,customer_email,customer_name,product_sku,product_name,unit_price_cents,qty";
+
+/// Upload `csv` to `POST /api/v1/orders/imports` as multipart/form-data.
+async fn upload(app: &TestApp, token: &str, warehouse: &str, csv: &str) -> reqwest::Response {
+    let boundary = "nexus-test-boundary-7d3f";
+    let body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"orders.csv\"\r\nContent-Type: text/csv\r\n\r\n{csv}\r\n--{boundary}--\r\n"
+    );
+    app.request(Method::POST, &format!("/api/v1/orders/imports?warehouse_id={warehouse}"), Some(token))
+        .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Upload and wait for the import to end.
+async fn imported(app: &TestApp, tenant: &Tenant, warehouse: &str, csv: &str) -> Value {
+    let res = upload(app, &tenant.token, warehouse, csv).await;
+    assert_eq!(res.status(), 202, "{}", res.text().await.unwrap());
+    let queued = json(res).await["data"].clone();
+    assert_eq!(queued["status"], "queued");
+    let id = queued["id"].as_str().unwrap().to_owned();
+    eventually(20, || async {
+        let import = json(app.get(&format!("/api/v1/orders/imports/{id}"), &tenant.token).await).await;
+        let import = import["data"].clone();
+        ["completed", "failed"].contains(&import["status"].as_str().unwrap()).then_some(import)
+    })
+    .await
+}
+
+async fn order_by_external(app: &TestApp, tenant: &Tenant, external: &str) -> Value {
+    let list =
+        json(app.get(&format!("/api/v1/orders?external_order_id={external}"), &tenant.token).await).await;
+    list["data"][0].clone()
+}
+
+#[tokio::test]
+async fn a_csv_file_imports_its_orders_and_importing_it_again_creates_nothing() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let s = shop(&app, &tenant, "TEE", 10).await;
+    let csv = format!(
+        "{CSV_HEADER}\n\
+         5001,2026-11-20T09:30:00Z,EUR,C-1,ada@example.com,Ada Lovelace,TEE,,2499,2\n\
+         5001,2026-11-20T09:30:00Z,EUR,C-1,ada@example.com,Ada Lovelace,CAP-BLUE,\"Cap, blue\",1500,1\n\
+         5002,2026-11-21 10:00:00,EUR,C-77,grace@example.com,Grace Hopper,TEE,,2000,1\n\
+         5003,2026-11-22,EUR,,ada@example.com,,TEE,,2499,3\n"
+    );
+    let done = imported(&app, &tenant, &s.warehouse, &csv).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(
+        (
+            done["rows_done"].clone(),
+            done["created"].clone(),
+            done["skipped"].clone(),
+            done["error_count"].clone()
+        ),
+        (json!(4), json!(3), json!(0), json!(0)),
+        "{done}"
+    );
+    assert!(done["finished_at"].is_string());
+    let first = order_by_external(&app, &tenant, "5001").await;
+    assert_eq!(first["total"], 2 * 2499 + 1500);
+    assert_eq!(first["channel"], "import");
+    assert_eq!(first["placed_at"], "2026-11-20T09:30:00Z");
+    assert_eq!(first["customer_id"], s.customer.as_str(), "the customer C-1 was found, not created");
+    let skus: Vec<&str> =
+        first["lines"].as_array().unwrap().iter().map(|l| l["sku"].as_str().unwrap()).collect();
+    assert_eq!(skus, ["TEE", "CAP-BLUE"]);
+    // The product CAP-BLUE was created by the import.
+    let cap = json(app.get("/api/v1/products?sku=CAP-BLUE", &tenant.token).await).await;
+    assert_eq!(cap["data"][0]["name"], "Cap, blue");
+    // Each order entered the saga: CAP-BLUE has no stock, the others complete.
+    reaches(&app, &tenant, first["id"].as_str().unwrap(), "failed").await;
+    let second = order_by_external(&app, &tenant, "5002").await;
+    assert_eq!(second["placed_at"], "2026-11-21T10:00:00Z");
+    reaches(&app, &tenant, second["id"].as_str().unwrap(), "completed").await;
+    let third = order_by_external(&app, &tenant, "5003").await;
+    assert_eq!(third["customer_id"], s.customer.as_str(), "found by email");
+    reaches(&app, &tenant, third["id"].as_str().unwrap(), "completed").await;
+    let customers = json(app.get("/api/v1/customers?include=total", &tenant.token).await).await;
+    assert_eq!(customers["meta"]["total"], 2);
+
+    // Again: nothing new.
+    let again = imported(&app, &tenant, &s.warehouse, &csv).await;
+    assert_eq!((again["created"].clone(), again["skipped"].clone()), (json!(0), json!(3)), "{again}");
+    let orders = json(app.get("/api/v1/orders?include=total", &tenant.token).await).await;
+    assert_eq!(orders["meta"]["total"], 3);
+    let list = json(app.get("/api/v1/orders/imports", &tenant.token).await).await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 2);
+    assert_eq!(list["data"][0]["id"], again["id"], "newest first");
+
+    // The chunks of both uploads are gone.
+    let left = SystemScope
+        .find::<entity::order_import_chunk::Entity>()
+        .filter(entity::order_import_chunk::Column::TenantId.eq(tenant.id))
+        .all(&app.state.db)
+        .await
+        .unwrap();
+    assert!(left.is_empty());
+}
+
+#[tokio::test]
+async fn bad_rows_are_reported_by_line_and_column_and_the_good_orders_imported() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let s = shop(&app, &tenant, "TEE", 10).await;
+    let csv = format!(
+        "{CSV_HEADER}\n\
+         6001,2026-11-20T09:30:00Z,EUR,C-1,ada@example.com,Ada,TEE,,2499,1\n\
+         6002,yesterday,EUR,C-1,ada@example.com,Ada,TEE,,2499,1\n\
+         6003,2026-11-20T09:30:00Z,EUR,C-1,ada@example.com,Ada,TEE,,2499,0\n\
+         6003,2026-11-20T09:30:00Z,EUR,C-1,ada@example.com,Ada,TEE,,2499,-4\n\
+         6004,2026-11-20T09:30:00Z,EUX,C-1,ada@example.com,Ada,TEE,,2499,1\n\
+         6005,2026-11-20T09:30:00Z,EUR,C-1,ada@example.com,Ada,T\0E,,2499,1\n\
+         6006,2026-11-20T09:30:00Z,EUR,C-1,ada@example.com,Ada,GHOST,,100,1\n\
+         6007,2026-11-20T09:30:00Z,EUR,C-1,ada@example.com,Ada,TEE,,2499\n\
+         6008,2026-11-20T09:30:00Z,EUR,C-1,ada@example.com,Ada,TEE,,2499,2\n"
+    );
+    let done = imported(&app, &tenant, &s.warehouse, &csv).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!((done["created"].clone(), done["rows_done"].clone()), (json!(2), json!(9)), "{done}");
+    let errors: Vec<(u64, Option<String>)> = done["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["line"].as_u64().unwrap(), e["column"].as_str().map(str::to_owned)))
+        .collect();
+    let col = |c: &str| Some(c.to_owned());
+    assert_eq!(
+        errors,
+        [
+            (3, col("order_placed_at")),
+            (4, col("qty")),
+            (5, col("qty")),
+            (6, col("currency")),
+            (7, col("product_sku")),
+            (8, col("product_sku")),
+            (9, None),
+        ],
+        "{done}"
+    );
+    assert_eq!(done["error_count"], 7);
+    assert!(done["errors"][5]["message"].as_str().unwrap().contains("no product_name"), "{done}");
+    assert!(done["errors"][4]["message"].as_str().unwrap().contains("NUL"), "{done}");
+    for external in ["6001", "6008"] {
+        assert!(order_by_external(&app, &tenant, external).await.is_object(), "{external}");
+    }
+    for external in ["6002", "6003", "6004", "6005", "6006", "6007"] {
+        assert!(order_by_external(&app, &tenant, external).await.is_null(), "{external}");
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_header_or_upload_is_refused_and_changes_nothing() {
+    let app = TestApp::spawn_adjusted(|f| f.merge(("modules.orders.import_max_bytes", 2048))).await;
+    let tenant = app.register().await;
+    let s = shop(&app, &tenant, "TEE", 10).await;
+    let wrong = "external_order_id,currency,qty\n1,EUR,1\n";
+    let refused =
+        assert_problem(upload(&app, &tenant.token, &s.warehouse, wrong).await, 422, "validation_failed")
+            .await;
+    assert_eq!(refused["errors"][0]["field"], "file");
+    assert!(refused["errors"][0]["message"].as_str().unwrap().contains("the header must be"), "{refused}");
+    let refused =
+        assert_problem(upload(&app, &tenant.token, &s.warehouse, "").await, 422, "validation_failed").await;
+    assert_eq!(refused["errors"][0]["field"], "file");
+    // Too large.
+    let row = "7001,2026-11-20T09:30:00Z,EUR,C-1,ada@example.com,Ada,TEE,,2499,1\n";
+    let big = format!("{CSV_HEADER}\n{}", row.repeat(40));
+    assert_problem(upload(&app, &tenant.token, &s.warehouse, &big).await, 413, "payload_too_large").await;
+    // Not multipart; another tenant's warehouse.
+    let res = app
+        .post(&format!("/api/v1/orders/imports?warehouse_id={}", s.warehouse), &tenant.token, json!({}))
+        .await;
+    assert_problem(res, 415, "unsupported_media_type").await;
+    let other = app.register().await;
+    let good = format!("{CSV_HEADER}\n{row}");
+    let refused =
+        assert_problem(upload(&app, &other.token, &s.warehouse, &good).await, 422, "validation_failed").await;
+    assert_eq!(refused["errors"][0]["field"], "warehouse_id");
+    // Nothing was stored, nothing imported.
+    assert_eq!(json(app.get("/api/v1/orders/imports", &tenant.token).await).await["data"], json!([]));
+    assert_eq!(json(app.get("/api/v1/orders", &tenant.token).await).await["data"], json!([]));
+    let chunks = SystemScope.find::<entity::order_import_chunk::Entity>().all(&app.state.db).await.unwrap();
+    assert!(chunks.iter().all(|c| c.tenant_id != tenant.id && c.tenant_id != other.id));
+
+    // Another tenant sees nothing of this tenant's imports.
+    let done = imported(&app, &tenant, &s.warehouse, &good).await;
+    let id = done["id"].as_str().unwrap();
+    assert_problem(app.get(&format!("/api/v1/orders/imports/{id}"), &other.token).await, 404, "not_found")
+        .await;
+    assert_eq!(json(app.get("/api/v1/orders/imports", &other.token).await).await["data"], json!([]));
+    let (_, viewer) = app.user_with_roles(&tenant, &["viewer"]).await;
+    assert_problem(upload(&app, &viewer, &s.warehouse, &good).await, 403, "forbidden").await;
+    // GraphQL reads the same.
+    let query = "query($id: UUID!) { orderImport(id: $id) { status created errors { line } } orderImports { items { id } } }";
+    let body = graphql(&app, &viewer, query, json!({"id": id})).await;
+    assert_eq!(
+        body["data"]["orderImport"],
+        json!({"status": "completed", "created": 1, "errors": []}),
+        "{body}"
+    );
+    assert_eq!(body["data"]["orderImports"]["items"][0]["id"], id);
+    let body = graphql(&app, &other.token, query, json!({"id": id})).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "not_found", "{body}");
+
+    // An import by GraphQL, with the same errors.
+    let mutation =
+        "mutation($w: UUID!, $csv: String!) { importOrders(warehouseId: $w, csv: $csv) { id status } }";
+    let body = graphql(&app, &tenant.token, mutation, json!({"w": s.warehouse, "csv": wrong})).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "validation_failed", "{body}");
+    assert_eq!(body["errors"][0]["extensions"]["errors"][0]["field"], "file", "{body}");
+    let body = graphql(&app, &tenant.token, mutation, json!({"w": s.warehouse, "csv": big})).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "payload_too_large", "{body}");
+    let body = graphql(&app, &viewer, mutation, json!({"w": s.warehouse, "csv": good})).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "forbidden", "{body}");
+    let more = format!("{CSV_HEADER}\n7002,2026-11-20T09:30:00Z,EUR,C-1,ada@example.com,Ada,TEE,,2499,1\n");
+    let body = graphql(&app, &tenant.token, mutation, json!({"w": s.warehouse, "csv": more})).await;
+    assert_eq!(body["data"]["importOrders"]["status"], "queued", "{body}");
+    let gql_id = body["data"]["importOrders"]["id"].as_str().unwrap().to_owned();
+    let done = eventually(20, || async {
+        let import = json(app.get(&format!("/api/v1/orders/imports/{gql_id}"), &tenant.token).await).await;
+        (import["data"]["status"] == "completed").then_some(import["data"].clone())
+    })
+    .await;
+    assert_eq!(done["created"], 1, "{done}");
+}
+
+#[tokio::test]
+async fn the_command_line_imports_a_file_and_skips_it_the_second_time() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    shop(&app, &tenant, "TEE", 10).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("orders.csv");
+    let csv = format!(
+        "{CSV_HEADER}\n\
+         8001,2026-11-20T09:30:00Z,EUR,C-1,ada@example.com,Ada,TEE,,2499,1\n\
+         8001,2026-11-20T09:30:00Z,EUR,C-1,ada@example.com,Ada,TEE,,100,1\n\
+         8002,2026-11-20T09:30:00Z,EUR,C-1,ada@example.com,Ada,TEE,,2499,0\n"
+    );
+    std::fs::write(&file, csv).unwrap();
+    let path = file.to_str().unwrap();
+    let args = ["orders", "import", path, "--tenant", &tenant.slug, "--warehouse", "MAIN"];
+    let out = nexus_cli(&app, &args);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("3 rows, 1 orders created, 0 skipped (they exist), 1 errors"), "{stdout}");
+    assert!(stdout.contains("line 4, column qty: "), "{stdout}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("3 rows:"), "progress on stderr");
+    assert_eq!(order_by_external(&app, &tenant, "8001").await["total"], 2599);
+    let out = nexus_cli(&app, &args);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0 orders created, 1 skipped"));
+    // A wrong header changes nothing and fails.
+    std::fs::write(&file, "a,b,c\n1,2,3\n").unwrap();
+    let out = nexus_cli(&app, &args);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the header must be"));
+}
+
+/// An app whose payments go to `stripe`.
+async fn with_stripe(stripe: &crate::fake_stripe::FakeStripe, payment_method: &str) -> TestApp {
+    let (url, method) = (stripe.url.clone(), payment_method.to_owned());
+    TestApp::spawn_adjusted(move |f| {
+        f.merge(("modules.orders.gateway", "stripe"))
+            .merge(("modules.orders.stripe.api_base", url))
+            .merge(("modules.orders.stripe.secret_key", crate::fake_stripe::SECRET))
+            .merge(("modules.orders.stripe.payment_method", method))
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_stripe_gateway_charges_once_through_a_lost_answer_and_refunds() {
+    // The first answer is lost: the intent is created, the worker sees a 500.
+    let stripe = crate::fake_stripe::FakeStripe::start(1).await;
+    let app = with_stripe(&stripe, "pm_card_visa").await;
+    let tenant = app.register().await;
+    let s = shop(&app, &tenant, "SOFA", 3).await;
+    let placed = place(&app, &tenant.token, order_body(&s, "SOFA", 2)).await;
+    let id = placed["id"].as_str().unwrap();
+    let done = reaches(&app, &tenant, id, "completed").await;
+    assert_eq!(done["payments"][0]["gateway"], "stripe");
+    assert_eq!(done["payments"][0]["gateway_reference"], "pi_1");
+    assert_eq!(stripe.intents(), 1, "charged once");
+    let charges: Vec<_> = stripe.calls().into_iter().filter(|c| c.path == "/v1/payment_intents").collect();
+    assert_eq!(charges.len(), 2, "asked again after the lost answer");
+    for c in &charges {
+        assert_eq!(c.key.as_deref(), Some(format!("order:{id}:charge").as_str()));
+        assert_eq!(c.content_type, "application/x-www-form-urlencoded");
+        assert_eq!(c.form["amount"], "4998");
+        assert_eq!(c.form["currency"], "eur");
+        assert_eq!(c.form["confirm"], "true");
+        assert_eq!(c.form["payment_method"], "pm_card_visa");
+    }
+
+    let res = refund(&app, &tenant.token, id, "stripe-1", 1000).await;
+    let refund_id = json(res).await["data"]["id"].as_str().unwrap().to_owned();
+    let processed = refund_settles(&app, &tenant, id, &refund_id).await;
+    assert_eq!(
+        (processed["status"].clone(), processed["gateway_reference"].clone()),
+        (json!("processed"), json!("re_1"))
+    );
+    let call = stripe.calls().into_iter().find(|c| c.path == "/v1/refunds").unwrap();
+    assert_eq!(call.key.as_deref(), Some(format!("refund:{refund_id}").as_str()));
+    assert_eq!((call.form["payment_intent"].as_str(), call.form["amount"].as_str()), ("pi_1", "1000"));
+    assert_eq!(call.form["metadata[reason]"], "damaged in transit");
+    assert!(
+        stripe.calls().iter().all(|c| c.authorization == format!("Bearer {}", crate::fake_stripe::SECRET))
+    );
+    assert_eq!(stripe.refunds(), 1);
+}
+
+#[tokio::test]
+async fn a_card_stripe_declines_fails_the_order_and_releases_its_stock() {
+    let stripe = crate::fake_stripe::FakeStripe::start(0).await;
+    let app = with_stripe(&stripe, "pm_card_chargeDeclined").await;
+    let tenant = app.register().await;
+    let s = shop(&app, &tenant, "BED", 3).await;
+    let placed = place(&app, &tenant.token, order_body(&s, "BED", 1)).await;
+    let failed = reaches(&app, &tenant, placed["id"].as_str().unwrap(), "failed").await;
+    assert_eq!(failed["failure_reason"], "payment declined: Your card was declined. (card_declined)");
+    assert_eq!(failed["payments"][0]["status"], "declined");
+    assert_eq!(failed["payments"][0]["gateway_reference"], "pi_1");
+    assert_eq!(level(&app, &tenant, &s).await, (3, 0));
+    assert_eq!(stripe.intents(), 0);
+}
+
+/// Stripe cancels only uncaptured intents: voiding a captured charge (the
+/// saga's compensation) refunds what is left of it.
+#[tokio::test]
+async fn a_stripe_void_refunds_the_rest_of_the_charge() {
+    use nexus::platform::jobs::{NewJob, enqueue};
+    use sea_orm::sea_query::Expr;
+    let stripe = crate::fake_stripe::FakeStripe::start(0).await;
+    let app = with_stripe(&stripe, "pm_card_visa").await;
+    let tenant = app.register().await;
+    let s = shop(&app, &tenant, "LAMP", 3).await;
+    let placed = place(&app, &tenant.token, order_body(&s, "LAMP", 1)).await;
+    let id = placed["id"].as_str().unwrap();
+    let done = reaches(&app, &tenant, id, "completed").await;
+    let res = refund(&app, &tenant.token, id, "part", 499).await;
+    let refund_id = json(res).await["data"]["id"].as_str().unwrap().to_owned();
+    refund_settles(&app, &tenant, id, &refund_id).await;
+    // The payment queued for voiding, as a compensation queues it.
+    let payment_id: uuid::Uuid = done["payments"][0]["id"].as_str().unwrap().parse().unwrap();
+    nexus::platform::tenancy::TenantScope::new(tenant.id)
+        .update_many::<entity::order_payment::Entity>()
+        .col_expr(entity::order_payment::Column::Status, Expr::value("voiding"))
+        .filter(entity::order_payment::Column::Id.eq(payment_id))
+        .exec(&app.state.db)
+        .await
+        .unwrap();
+    let job = NewJob::new("orders.void_payment", json!({"payment_id": payment_id})).tenant(tenant.id);
+    enqueue(&app.state.db, job).await.unwrap();
+    app.state.wakeup.wake();
+    eventually(10, || async {
+        let order = get_order(&app, &tenant, id).await;
+        (order["payments"][0]["status"] == "voided").then_some(())
+    })
+    .await;
+    let void = stripe.calls().into_iter().rfind(|c| c.path == "/v1/refunds").unwrap();
+    assert_eq!(void.key.as_deref(), Some(format!("order:{id}:charge:void").as_str()));
+    assert_eq!(void.form["payment_intent"], "pi_1");
+    assert!(!void.form.contains_key("amount"), "the rest of it: {void:?}");
+    assert_eq!(stripe.refunds(), 2);
+}
+
+/// An upload cut off before it was complete stays `uploading`; the sweep
+/// queued with it drops it (and its chunks), and leaves finished imports be.
+#[tokio::test]
+async fn an_upload_cut_off_is_swept_and_a_finished_import_is_not() {
+    use nexus::platform::jobs::{NewJob, enqueue};
+    use sea_orm::{ActiveValue::Set, EntityTrait};
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let s = shop(&app, &tenant, "TEE", 10).await;
+    let good = format!("{CSV_HEADER}\n9001,2026-11-20T09:30:00Z,EUR,C-1,ada@example.com,Ada,TEE,,2499,1\n");
+    let done = imported(&app, &tenant, &s.warehouse, &good).await;
+    // Each upload queued its sweep for an hour later.
+    let sweeps = SystemScope
+        .find::<entity::job::Entity>()
+        .filter(entity::job::Column::Kind.eq("orders.import_sweep"))
+        .filter(entity::job::Column::TenantId.eq(tenant.id))
+        .all(&app.state.db)
+        .await
+        .unwrap();
+    assert_eq!(sweeps.len(), 1);
+    assert!(sweeps[0].run_at > chrono::Utc::now() + chrono::Duration::minutes(59));
+    let cut = uuid::Uuid::now_v7();
+    let now = chrono::Utc::now();
+    entity::order_import::Entity::insert(entity::order_import::ActiveModel {
+        id: Set(cut),
+        tenant_id: Set(tenant.id),
+        warehouse_id: Set(s.warehouse.parse().unwrap()),
+        filename: Set("cut.csv".into()),
+        size_bytes: Set(0),
+        status: Set("uploading".into()),
+        rows_done: Set(0),
+        created: Set(0),
+        skipped: Set(0),
+        error_count: Set(0),
+        errors: Set(json!([])),
+        failure_reason: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+        finished_at: Set(None),
+    })
+    .exec_without_returning(&app.state.db)
+    .await
+    .unwrap();
+    for id in [json!(cut), done["id"].clone()] {
+        let job = NewJob::new("orders.import_sweep", json!({"import_id": id})).tenant(tenant.id);
+        enqueue(&app.state.db, job).await.unwrap();
+    }
+    app.state.wakeup.wake();
+    app.drained().await;
+    let list = json(app.get("/api/v1/orders/imports", &tenant.token).await).await;
+    let ids: Vec<&Value> = list["data"].as_array().unwrap().iter().map(|i| &i["id"]).collect();
+    assert_eq!(ids, [&done["id"]]);
+}

@@ -1,6 +1,7 @@
 //! Payments behind one trait. The saga charges an order's total and, to
-//! compensate, voids the charge; every call carries an idempotency key, so
-//! a call retried after a timeout never charges twice. This build has the
+//! compensate, voids the charge; refunds give part or all of a captured
+//! charge back. Every call carries an idempotency key, so a call retried
+//! after a timeout never charges (or refunds) twice. This build has the
 //! simulated gateway; the configuration chooses it (`[modules.orders]
 //! gateway`).
 
@@ -30,6 +31,28 @@ pub enum ChargeOutcome {
     Declined { reference: String, reason: String },
 }
 
+/// A refund of (part of) a captured charge.
+#[derive(Clone, Debug)]
+pub struct Refund {
+    /// The same for every attempt of this refund.
+    pub idempotency_key: String,
+    /// The gateway's reference of the captured charge.
+    pub charge_reference: String,
+    /// Minor units.
+    pub amount: i64,
+    pub currency: String,
+    pub reason: String,
+}
+
+/// What the gateway answered a refund with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RefundOutcome {
+    /// The money is on its way back.
+    Succeeded { reference: String },
+    /// Refused for good: not worth retrying.
+    Failed { reason: String },
+}
+
 /// The gateway could not be reached or failed: retry with the same key.
 #[derive(Debug)]
 pub struct GatewayError(pub String);
@@ -48,6 +71,9 @@ pub trait PaymentGateway: Send + Sync {
     async fn charge(&self, charge: &Charge) -> Result<ChargeOutcome, GatewayError>;
     /// Give a captured charge back (compensation); idempotent per key.
     async fn void(&self, reference: &str, idempotency_key: &str) -> Result<(), GatewayError>;
+    /// Give (part of) a captured charge back; the same key answers the
+    /// same outcome again and never refunds twice.
+    async fn refund(&self, refund: &Refund) -> Result<RefundOutcome, GatewayError>;
 }
 
 /// The seeds' fake gateway: approves a configured share of payments after
@@ -55,6 +81,7 @@ pub trait PaymentGateway: Send + Sync {
 /// idempotency key and the seed, so retries agree and runs repeat.
 pub struct Simulated {
     success_rate: f64,
+    refund_success_rate: f64,
     delay: Duration,
     seed: u64,
 }
@@ -66,11 +93,16 @@ impl Simulated {
             "`modules.orders.simulated.success_rate`: must be between 0.0 and 1.0"
         );
         anyhow::ensure!(
+            (0.0..=1.0).contains(&settings.refund_success_rate),
+            "`modules.orders.simulated.refund_success_rate`: must be between 0.0 and 1.0"
+        );
+        anyhow::ensure!(
             settings.delay_ms <= 60_000,
             "`modules.orders.simulated.delay_ms`: must be at most 60000"
         );
         Ok(Self {
             success_rate: settings.success_rate,
+            refund_success_rate: settings.refund_success_rate,
             delay: Duration::from_millis(settings.delay_ms),
             seed: settings.seed,
         })
@@ -107,6 +139,16 @@ impl PaymentGateway for Simulated {
         tokio::time::sleep(self.delay).await;
         Ok(())
     }
+
+    async fn refund(&self, refund: &Refund) -> Result<RefundOutcome, GatewayError> {
+        tokio::time::sleep(self.delay).await;
+        let (fraction, reference) = self.draw(&refund.idempotency_key);
+        Ok(if fraction < self.refund_success_rate {
+            RefundOutcome::Succeeded { reference: reference.replacen("sim_", "sim_re_", 1) }
+        } else {
+            RefundOutcome::Failed { reason: "refund refused by the issuer (simulated)".to_owned() }
+        })
+    }
 }
 
 #[cfg(test)]
@@ -114,7 +156,9 @@ mod tests {
     use super::*;
 
     fn gateway(success_rate: f64, seed: u64) -> Simulated {
-        Simulated::new(&SimulatedSettings { success_rate, delay_ms: 0, seed }).unwrap()
+        let settings =
+            SimulatedSettings { success_rate, refund_success_rate: success_rate, delay_ms: 0, seed };
+        Simulated::new(&settings).unwrap()
     }
 
     fn charge(key: &str) -> Charge {
@@ -138,9 +182,38 @@ mod tests {
         assert!((400..600).contains(&approved), "{approved} of 1000 approved at 0.5");
     }
 
+    #[tokio::test]
+    async fn refunds_follow_their_rate_and_repeat_per_key() {
+        let refund = |key: &str| Refund {
+            idempotency_key: key.into(),
+            charge_reference: "sim_1".into(),
+            amount: 50,
+            currency: "EUR".into(),
+            reason: "t".into(),
+        };
+        let (always, never, half) = (gateway(1.0, 1), gateway(0.0, 1), gateway(0.5, 3));
+        let mut succeeded = 0;
+        for i in 0..1000 {
+            let key = format!("refund:{i}");
+            let ok = always.refund(&refund(&key)).await.unwrap();
+            assert!(
+                matches!(&ok, RefundOutcome::Succeeded { reference } if reference.starts_with("sim_re_"))
+            );
+            assert!(matches!(never.refund(&refund(&key)).await.unwrap(), RefundOutcome::Failed { .. }));
+            let first = half.refund(&refund(&key)).await.unwrap();
+            assert_eq!(first, half.refund(&refund(&key)).await.unwrap(), "the same key, the same answer");
+            succeeded += usize::from(matches!(first, RefundOutcome::Succeeded { .. }));
+        }
+        assert!((400..600).contains(&succeeded), "{succeeded} of 1000 refunded at 0.5");
+    }
+
     #[test]
     fn a_rate_outside_zero_to_one_is_refused() {
-        let settings = SimulatedSettings { success_rate: 1.5, delay_ms: 0, seed: 0 };
+        let settings =
+            SimulatedSettings { success_rate: 1.5, refund_success_rate: 1.0, delay_ms: 0, seed: 0 };
+        assert!(Simulated::new(&settings).is_err());
+        let settings =
+            SimulatedSettings { success_rate: 1.0, refund_success_rate: -0.1, delay_ms: 0, seed: 0 };
         assert!(Simulated::new(&settings).is_err());
     }
 }

@@ -8,8 +8,9 @@ use async_graphql::{ComplexObject, Context, InputObject, Object, SimpleObject, d
 use uuid::Uuid;
 
 use super::{
-    CUSTOMER_SORTS, CustomerFilter, CustomerView, NewOrder, NewOrderLine, ORDER_SORTS, OrderFilter,
-    OrderLineView, OrderService, OrderView, OrdersRead, OrdersWrite, STATES, check_order,
+    CUSTOMER_SORTS, CustomerFilter, CustomerView, ImportView, NewOrder, NewOrderLine, NewRefund, ORDER_SORTS,
+    OrderFilter, OrderLineView, OrderService, OrderView, OrdersRead, OrdersRefund, OrdersWrite, RefundView,
+    STATES, check_order, check_refund,
 };
 use crate::{
     error::ApiError,
@@ -77,6 +78,12 @@ pub struct OrderPage {
 }
 
 #[derive(SimpleObject)]
+pub struct OrderImportPage {
+    items: Vec<ImportView>,
+    page_info: PageMeta,
+}
+
+#[derive(SimpleObject)]
 pub struct CustomerPage {
     items: Vec<CustomerView>,
     page_info: PageMeta,
@@ -118,6 +125,26 @@ impl Query {
     async fn order(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<OrderView> {
         let (_, principal) = authorized::<OrdersRead>(ctx).map_err(gql)?;
         service(ctx)?.get_order(principal.tenant, id).await.map_err(gql)
+    }
+
+    /// A CSV import of orders (as `GET /api/v1/orders/imports/{id}`).
+    async fn order_import(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<ImportView> {
+        let (_, principal) = authorized::<OrdersRead>(ctx).map_err(gql)?;
+        service(ctx)?.get_import(principal.tenant, id).await.map_err(gql)
+    }
+
+    /// CSV imports of orders, newest first (as `GET /api/v1/orders/imports`).
+    async fn order_imports(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default_with = "Some(25)")] first: Option<i64>,
+        after: Option<String>,
+        before: Option<String>,
+    ) -> async_graphql::Result<OrderImportPage> {
+        let (_, principal) = authorized::<OrdersRead>(ctx).map_err(gql)?;
+        let list = list_request(ctx, first, after.as_deref(), before.as_deref())?;
+        let paged = service(ctx)?.list_imports(principal.tenant, &list).await.map_err(gql)?;
+        Ok(OrderImportPage { items: paged.data, page_info: paged.meta })
     }
 
     /// Customers, newest first (as `GET /api/v1/customers`).
@@ -173,6 +200,7 @@ impl Mutation {
         let (state, principal) = authorized::<OrdersWrite>(ctx).map_err(gql)?;
         let new = NewOrder {
             external_order_id: input.external_order_id,
+            placed_at: None,
             channel: input.channel.unwrap_or_else(|| "api".to_owned()),
             customer_id: input.customer_id,
             warehouse_id: input.warehouse_id,
@@ -211,5 +239,47 @@ impl Mutation {
         let order = service(ctx)?.cancel_order(principal.tenant, id, reason).await.map_err(gql)?;
         state.wakeup.wake();
         Ok(order)
+    }
+
+    /// Refund part or all of a paid order (as `POST /api/v1/orders/{id}/refunds`):
+    /// the same `idempotencyKey` gives the first refund back, never a second.
+    async fn refund_order(
+        &self,
+        ctx: &Context<'_>,
+        id: Uuid,
+        amount: i64,
+        reason: String,
+        idempotency_key: String,
+    ) -> async_graphql::Result<RefundView> {
+        let (state, principal) = authorized::<OrdersRefund>(ctx).map_err(gql)?;
+        let new = NewRefund { amount, reason: reason.trim().to_owned(), idempotency_key };
+        check_refund(&new).map_err(|errors| gql(ApiError::validation(errors)))?;
+        let (refund, _) = service(ctx)?.refund_order(principal.tenant, id, new).await.map_err(gql)?;
+        state.wakeup.wake();
+        Ok(refund)
+    }
+
+    /// Import orders from CSV text (as `POST /api/v1/orders/imports`, for
+    /// files that fit a GraphQL request; larger ones go by REST, streamed):
+    /// the import is queued and runs in the background.
+    async fn import_orders(
+        &self,
+        ctx: &Context<'_>,
+        warehouse_id: Uuid,
+        csv: String,
+        #[graphql(default = "import.csv")] filename: String,
+    ) -> async_graphql::Result<ImportView> {
+        let (state, principal) = authorized::<OrdersWrite>(ctx).map_err(gql)?;
+        Checks::default()
+            .check("filename", validate::plain_text(&filename, 200))
+            .finish()
+            .map_err(|errors| gql(ApiError::validation(errors)))?;
+        let body = futures_util::stream::once(async move { Ok(actix_web::web::Bytes::from(csv)) });
+        let import = service(ctx)?
+            .upload_import(principal.tenant, warehouse_id, filename, Box::pin(body))
+            .await
+            .map_err(gql)?;
+        state.wakeup.wake();
+        Ok(import)
     }
 }

@@ -7,11 +7,14 @@
 //! voided) and ends the order `failed` with the reason. Every transition
 //! writes its `order.*` event in the transaction of the change.
 
+pub mod cli;
 pub mod gateway;
 pub mod graphql;
+pub mod import;
 pub mod routes;
 pub mod saga;
 pub mod service;
+pub mod stripe;
 
 use std::sync::Arc;
 
@@ -23,7 +26,8 @@ use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 use uuid::Uuid;
 
-pub use gateway::{Charge, ChargeOutcome, GatewayError, PaymentGateway, Simulated};
+pub use gateway::{Charge, ChargeOutcome, GatewayError, PaymentGateway, Refund, RefundOutcome, Simulated};
+pub use import::ImportView;
 
 use crate::{
     error::{ApiResult, FieldError},
@@ -51,11 +55,21 @@ macro_rules! tenant_owned {
     )*};
 }
 
-tenant_owned!(customer, order, order_line, order_payment, order_transition);
+tenant_owned!(
+    customer,
+    order,
+    order_import,
+    order_import_chunk,
+    order_line,
+    order_payment,
+    order_refund,
+    order_transition
+);
 
 grants! {
     OrdersRead => "orders", "read", "module.orders", ["admin", "manager", "user", "viewer"];
     OrdersWrite => "orders", "write", "module.orders", ["admin", "manager", "user"];
+    OrdersRefund => "orders", "refund", "module.orders", ["admin", "manager"];
 }
 
 event_types! {
@@ -74,6 +88,12 @@ event_types! {
         json!({"id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "external_order_id": "1042", "customer_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a12", "status": "failed", "total": 4998, "currency": "EUR", "reason": "not enough stock of TSHIRT-RED-M in the warehouse for this change"});
     ORDER_CANCELLED => "order.cancelled", 7, "An order was cancelled before it was fulfilled; the steps done were compensated.",
         json!({"id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "external_order_id": "1042", "customer_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a12", "status": "cancelled", "total": 4998, "currency": "EUR", "reason": "the customer changed their mind"});
+    ORDER_REFUND_REQUESTED => "order.refund_requested", 6, "A refund of an order was requested; the gateway is asked next.",
+        json!({"id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a13", "order_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "amount": 1000, "currency": "EUR", "status": "requested", "reason": "damaged in transit", "refunded": 1000});
+    ORDER_REFUNDED => "order.refunded", 7, "The gateway gave a refund's money back.",
+        json!({"id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a13", "order_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "amount": 1000, "currency": "EUR", "status": "processed", "reason": "damaged in transit", "refunded": 1000});
+    ORDER_REFUND_FAILED => "order.refund_failed", 7, "The gateway refused a refund; its amount may be refunded again. `failure_reason` says why.",
+        json!({"id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a13", "order_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "amount": 1000, "currency": "EUR", "status": "failed", "reason": "damaged in transit", "refunded": 0, "failure_reason": "refund refused by the issuer"});
 }
 
 pub const PENDING: &str = "pending";
@@ -87,6 +107,8 @@ pub const CANCELLED: &str = "cancelled";
 pub const STATES: [&str; 7] = [PENDING, RESERVED, PAID, FULFILLED, COMPLETED, FAILED, CANCELLED];
 /// The states an order may be cancelled from: before its stock shipped.
 pub const CANCELLABLE: [&str; 3] = [PENDING, RESERVED, PAID];
+/// The states an order may be refunded in: its payment is captured.
+pub const REFUNDABLE: [&str; 3] = [PAID, FULFILLED, COMPLETED];
 
 /// The most lines one order may hold.
 pub const MAX_LINES: usize = 500;
@@ -95,13 +117,17 @@ pub const MAX_LINES: usize = 500;
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
-    /// The payment gateway: `simulated` (the one this build has).
+    /// The payment gateway: `simulated` or `stripe`.
     pub gateway: GatewayKind,
     /// How long an order's reservation holds its stock (1 to 604800 s);
     /// a saga stuck longer fails when it ships.
     pub reservation_ttl_seconds: u32,
+    /// The largest CSV file `POST /api/v1/orders/imports` takes, in bytes.
+    pub import_max_bytes: u64,
     /// The simulated gateway.
     pub simulated: SimulatedSettings,
+    /// The Stripe gateway.
+    pub stripe: StripeSettings,
 }
 
 impl Default for Settings {
@@ -109,7 +135,9 @@ impl Default for Settings {
         Self {
             gateway: GatewayKind::Simulated,
             reservation_ttl_seconds: 86_400,
+            import_max_bytes: 100 * 1024 * 1024,
             simulated: Default::default(),
+            stripe: Default::default(),
         }
     }
 }
@@ -118,6 +146,34 @@ impl Default for Settings {
 #[serde(rename_all = "lowercase")]
 pub enum GatewayKind {
     Simulated,
+    Stripe,
+}
+
+/// `[modules.orders.stripe]`: Stripe's PaymentIntents and Refunds API (or
+/// anything speaking it).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StripeSettings {
+    /// Where the API is (`https://api.stripe.com`).
+    pub api_base: String,
+    /// The secret key (`sk_live_...`, `sk_test_...`); required with
+    /// `gateway = "stripe"`.
+    pub secret_key: Option<crate::config::Secret>,
+    /// The payment method each charge confirms with.
+    pub payment_method: String,
+    /// How long a call may take, in milliseconds (1 to 60000).
+    pub timeout_ms: u64,
+}
+
+impl Default for StripeSettings {
+    fn default() -> Self {
+        Self {
+            api_base: "https://api.stripe.com".to_owned(),
+            secret_key: None,
+            payment_method: "pm_card_visa".to_owned(),
+            timeout_ms: 10_000,
+        }
+    }
 }
 
 /// `[modules.orders.simulated]`: a gateway that decides by a seeded hash
@@ -128,6 +184,8 @@ pub enum GatewayKind {
 pub struct SimulatedSettings {
     /// The share of payments approved, 0.0 to 1.0.
     pub success_rate: f64,
+    /// The share of refunds the gateway carries out, 0.0 to 1.0.
+    pub refund_success_rate: f64,
     /// How long each call takes, in milliseconds (at most 60000).
     pub delay_ms: u64,
     /// Mixed into every decision: another seed, other outcomes.
@@ -136,7 +194,7 @@ pub struct SimulatedSettings {
 
 impl Default for SimulatedSettings {
     fn default() -> Self {
-        Self { success_rate: 1.0, delay_ms: 0, seed: 42 }
+        Self { success_rate: 1.0, refund_success_rate: 1.0, delay_ms: 0, seed: 42 }
     }
 }
 
@@ -229,6 +287,69 @@ pub struct PaymentView {
     pub updated_at: DateTime<Utc>,
 }
 
+/// A refund of (part of) an order's payment.
+#[derive(Clone, Debug, Serialize, ToSchema, async_graphql::SimpleObject)]
+#[graphql(name = "OrderRefund")]
+pub struct RefundView {
+    pub id: Uuid,
+    pub order_id: Uuid,
+    /// Minor units.
+    #[schema(example = 1000)]
+    pub amount: i64,
+    #[schema(example = "EUR")]
+    pub currency: String,
+    #[schema(example = "damaged in transit")]
+    pub reason: String,
+    /// `requested` (the gateway is asked next), `processed` or `failed`.
+    #[schema(example = "processed")]
+    pub status: String,
+    /// The gateway's id of the refund, once processed.
+    #[schema(example = "sim_re_3f1f6f0e7a119d3e")]
+    pub gateway_reference: Option<String>,
+    /// Why the gateway refused it.
+    pub failure_reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<entity::order_refund::Model> for RefundView {
+    fn from(m: entity::order_refund::Model) -> Self {
+        Self {
+            id: m.id,
+            order_id: m.order_id,
+            amount: m.amount,
+            currency: m.currency,
+            reason: m.reason,
+            status: m.status,
+            gateway_reference: m.gateway_reference,
+            failure_reason: m.failure_reason,
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+        }
+    }
+}
+
+/// A refund to make.
+#[derive(Clone, Debug)]
+pub struct NewRefund {
+    /// Minor units, at least 1.
+    pub amount: i64,
+    pub reason: String,
+    /// The same key gives the same refund back instead of a second one.
+    pub idempotency_key: String,
+}
+
+/// What a refund's input must satisfy, everywhere.
+pub fn check_refund(new: &NewRefund) -> Result<(), Vec<FieldError>> {
+    let mut checks = Checks::default();
+    if new.amount < 1 {
+        checks.check("amount", Err("must be at least 1 (minor units)".into()));
+    }
+    checks.check("reason", identifier(&new.reason, 500));
+    checks.check("idempotency_key", identifier(&new.idempotency_key, 255));
+    checks.finish()
+}
+
 /// One change of an order's state.
 #[derive(Clone, Debug, Serialize, ToSchema, async_graphql::SimpleObject)]
 #[graphql(name = "OrderTransition")]
@@ -263,8 +384,17 @@ pub struct OrderView {
     pub status: String,
     /// Why the order failed or was cancelled.
     pub failure_reason: Option<String>,
+    /// Minor units refunded or being refunded (refunds `requested` or
+    /// `processed`); at most the captured payment.
+    #[schema(example = 0)]
+    pub refunded: i64,
+    /// When the shop says it was placed (imported orders); `null` when it
+    /// was placed here, at `created_at`.
+    pub placed_at: Option<DateTime<Utc>>,
     pub lines: Vec<OrderLineView>,
     pub payments: Vec<PaymentView>,
+    /// Its refunds, oldest first.
+    pub refunds: Vec<RefundView>,
     /// Its state changes, oldest first.
     pub history: Vec<TransitionView>,
     pub created_at: DateTime<Utc>,
@@ -289,6 +419,8 @@ pub struct NewOrderLine {
 #[derive(Clone, Debug)]
 pub struct NewOrder {
     pub external_order_id: Option<String>,
+    /// When the shop says it was placed (imports); `None`: now.
+    pub placed_at: Option<DateTime<Utc>>,
     pub channel: String,
     pub customer_id: Uuid,
     pub warehouse_id: Uuid,
@@ -310,6 +442,10 @@ pub const CUSTOMER_SORTS: Sorts<customer::Column> = Sorts {
     fields: &[("created_at", customer::Column::CreatedAt), ("email", customer::Column::Email)],
     default: "-created_at",
 };
+
+/// An order's refunds: oldest first.
+pub const REFUND_SORTS: Sorts<entity::order_refund::Column> =
+    Sorts { fields: &[("created_at", entity::order_refund::Column::CreatedAt)], default: "created_at" };
 
 /// Orders: newest first unless sorted otherwise.
 pub const ORDER_SORTS: Sorts<order::Column> = Sorts {
@@ -416,6 +552,48 @@ pub trait OrderService: Send + Sync {
         id: Uuid,
         reason: Option<String>,
     ) -> ApiResult<OrderView>;
+    /// Refund (part of) a paid order: the refund is `requested` and its
+    /// job asks the gateway. The same idempotency key gives the first
+    /// refund back (`false`: nothing new). 409 `refund_amount_exceeded`
+    /// beyond what was captured minus earlier refunds, 409 `conflict` for
+    /// an order that is not paid.
+    async fn refund_order(
+        &self,
+        tenant: TenantScope,
+        order_id: Uuid,
+        new: NewRefund,
+    ) -> ApiResult<(RefundView, bool)>;
+    /// A page of an order's refunds, oldest first.
+    async fn list_refunds(
+        &self,
+        tenant: TenantScope,
+        order_id: Uuid,
+        list: &ListRequest,
+    ) -> ApiResult<Paged<RefundView>>;
+    /// Send a `requested` refund to the gateway now and record the answer
+    /// (what its job does; the command line calls it so as not to wait for
+    /// a worker). A refund answered already is returned as it is.
+    async fn settle_refund(&self, tenant: TenantScope, refund_id: Uuid) -> ApiResult<RefundView>;
+    /// Store an uploaded CSV file (streamed; a wrong header stores nothing,
+    /// 413 beyond `import_max_bytes`) and queue its import.
+    async fn upload_import(
+        &self,
+        tenant: TenantScope,
+        warehouse_id: Uuid,
+        filename: String,
+        body: futures_util::stream::BoxStream<'static, ApiResult<actix_web::web::Bytes>>,
+    ) -> ApiResult<ImportView>;
+    /// Import a CSV file now (the command line), reporting progress.
+    async fn import_file(
+        &self,
+        tenant: TenantScope,
+        warehouse_id: Uuid,
+        source: Box<dyn std::io::Read + Send>,
+        progress: &mut dyn import::Progress,
+    ) -> ApiResult<import::Tally>;
+    async fn get_import(&self, tenant: TenantScope, id: Uuid) -> ApiResult<ImportView>;
+    /// A page of imports, newest first.
+    async fn list_imports(&self, tenant: TenantScope, list: &ListRequest) -> ApiResult<Paged<ImportView>>;
 }
 
 /// The orders module: its service, its saga's jobs and how it plugs in.
@@ -432,9 +610,16 @@ impl Orders {
         );
         let gateway: Arc<dyn PaymentGateway> = match settings.gateway {
             GatewayKind::Simulated => Arc::new(Simulated::new(&settings.simulated)?),
+            GatewayKind::Stripe => Arc::new(stripe::Stripe::new(&settings.stripe)?),
         };
+        anyhow::ensure!(
+            settings.import_max_bytes >= 1024,
+            "`modules.orders.import_max_bytes`: must be at least 1024"
+        );
         let ttl = chrono::Duration::seconds(i64::from(settings.reservation_ttl_seconds));
-        Ok(Self { service: Arc::new(service::SeaOrmOrders::new(setup.db.clone(), inventory, gateway, ttl)) })
+        let service = service::SeaOrmOrders::new(setup.db.clone(), inventory, gateway, ttl)
+            .with_import_max_bytes(settings.import_max_bytes);
+        Ok(Self { service: Arc::new(service) })
     }
 
     /// What other modules are given.
@@ -498,6 +683,7 @@ mod tests {
     fn order(lines: Vec<NewOrderLine>) -> NewOrder {
         NewOrder {
             external_order_id: None,
+            placed_at: None,
             channel: "web".into(),
             customer_id: Uuid::now_v7(),
             warehouse_id: Uuid::now_v7(),

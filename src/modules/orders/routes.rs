@@ -1,6 +1,6 @@
 //! REST routes of the orders module.
 
-use actix_web::{HttpResponse, get, post, web};
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
@@ -8,14 +8,15 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use uuid::Uuid;
 
 use super::{
-    CUSTOMER_SORTS, CustomerFilter, CustomerView, NewCustomer, NewOrder, NewOrderLine, Notifications,
-    ORDER_SORTS, OrderFilter, OrderService, OrderView, OrdersRead, OrdersWrite, STATES, check_customer,
-    check_order,
+    CUSTOMER_SORTS, CustomerFilter, CustomerView, ImportView, NewCustomer, NewOrder, NewOrderLine, NewRefund,
+    Notifications, ORDER_SORTS, OrderFilter, OrderService, OrderView, OrdersRead, OrdersRefund, OrdersWrite,
+    RefundView, STATES, check_customer, check_order, check_refund,
 };
 use crate::{
-    error::{ApiResult, FieldError, Problem},
+    error::{ApiError, ApiResult, Code, FieldError, Problem},
     platform::{
         http::{ApiJson, Data, Paged, Validate, created, ok, one_of, parse_sort},
+        idempotency,
         rbac::Authorized,
         state::AppState,
         validate,
@@ -28,8 +29,14 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(get_customer)
         .service(list_orders)
         .service(place_order)
+        // Before `/orders/{id}`, which would take `imports` for an id.
+        .service(upload_import)
+        .service(list_imports)
+        .service(get_import)
         .service(get_order)
-        .service(cancel_order);
+        .service(cancel_order)
+        .service(refund_order)
+        .service(list_refunds);
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -149,6 +156,7 @@ impl PlaceOrder {
     fn into_new(self) -> NewOrder {
         NewOrder {
             external_order_id: self.external_order_id,
+            placed_at: None,
             channel: self.channel.unwrap_or_else(|| "api".to_owned()),
             customer_id: self.customer_id,
             warehouse_id: self.warehouse_id,
@@ -162,6 +170,7 @@ impl Validate for PlaceOrder {
     fn validate(&self) -> Result<(), Vec<FieldError>> {
         let new = NewOrder {
             external_order_id: self.external_order_id.clone(),
+            placed_at: None,
             channel: self.channel.clone().unwrap_or_else(|| "api".to_owned()),
             customer_id: self.customer_id,
             warehouse_id: self.warehouse_id,
@@ -289,4 +298,188 @@ async fn cancel_order(
     let order = orders.cancel_order(auth.tenant, id.into_inner(), body.0.reason).await?;
     state.wakeup.wake();
     Ok(ok(order))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefundOrder {
+    /// Minor units, at most what was captured minus earlier refunds.
+    #[schema(example = 1000, minimum = 1)]
+    amount: i64,
+    /// Why the money goes back; recorded with the refund and its events.
+    #[schema(example = "damaged in transit", min_length = 1, max_length = 500)]
+    reason: String,
+}
+
+impl Validate for RefundOrder {
+    fn validate(&self) -> Result<(), Vec<FieldError>> {
+        // The key is checked apart, from its header.
+        let new = NewRefund { amount: self.amount, reason: self.reason.clone(), idempotency_key: "k".into() };
+        check_refund(&new)
+    }
+}
+
+/// Refund part or all of a paid (fulfilled, completed) order. The refund
+/// is `requested`, and the gateway is asked in the background: follow it in
+/// the order's `refunds` or the `order.refunded` / `order.refund_failed`
+/// events. `Idempotency-Key` is required: the same key gives the same
+/// refund back (200), never a second one.
+#[utoipa::path(tag = "orders", request_body = RefundOrder,
+    params(("Idempotency-Key" = String, Header, description = "Required: names this refund. The same key gives the first refund back (200) instead of refunding twice; the key with another amount or reason is a 422 `idempotency_conflict`.")),
+    responses((status = 201, description = "The refund, `requested`", body = Data<RefundView>),
+        (status = 200, description = "The refund made earlier with this Idempotency-Key", body = Data<RefundView>),
+        (status = 400, description = "No Idempotency-Key header, or a malformed body", body = Problem),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 409, description = "`refund_amount_exceeded`: more than captured minus earlier refunds; `conflict`: the order is not paid", body = Problem),
+        (status = 422, body = Problem)),
+    security(("bearer" = [])))]
+#[post("/orders/{id}/refunds")]
+async fn refund_order(
+    auth: Authorized<OrdersRefund>,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    orders: web::Data<dyn OrderService>,
+    id: web::Path<Uuid>,
+    body: ApiJson<RefundOrder>,
+) -> ApiResult<HttpResponse> {
+    let key = idempotency::parse_key(req.headers())?;
+    let body = body.0;
+    let new = NewRefund { amount: body.amount, reason: body.reason.trim().to_owned(), idempotency_key: key };
+    let (refund, created_now) = orders.refund_order(auth.tenant, id.into_inner(), new).await?;
+    if !created_now {
+        return Ok(ok(refund));
+    }
+    state.wakeup.wake();
+    Ok(created(refund))
+}
+
+crate::list_query! {
+    #[derive(Deserialize, IntoParams)]
+    #[serde(deny_unknown_fields)]
+    #[into_params(parameter_in = Query)]
+    struct RefundQuery {}
+}
+
+/// An order's refunds, oldest first.
+#[utoipa::path(tag = "orders", params(RefundQuery),
+    responses((status = 200, body = Paged<RefundView>), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+#[get("/orders/{id}/refunds")]
+async fn list_refunds(
+    auth: Authorized<OrdersRead>,
+    orders: web::Data<dyn OrderService>,
+    id: web::Path<Uuid>,
+    query: web::Query<RefundQuery>,
+) -> ApiResult<HttpResponse> {
+    let list = query.list()?;
+    Ok(HttpResponse::Ok().json(orders.list_refunds(auth.tenant, id.into_inner(), &list).await?))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct UploadQuery {
+    /// Where the imported orders' stock is reserved and shipped from.
+    warehouse_id: Uuid,
+}
+
+/// The upload: `file`, the CSV file.
+#[derive(ToSchema)]
+#[allow(dead_code)] // documents the multipart body; read by multer
+pub struct ImportUpload {
+    /// The CSV file: the header `external_order_id,order_placed_at,currency,customer_id,customer_email,customer_name,product_sku,product_name,unit_price_cents,qty`, then several rows per order.
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+}
+
+/// Import orders from a CSV file (`multipart/form-data`, field `file`),
+/// at most `modules.orders.import_max_bytes`. A wrong header is refused at
+/// once (422, nothing stored); otherwise the file is stored and imported
+/// in the background: 202 with the import, to follow with
+/// `GET /api/v1/orders/imports/{id}`.
+#[utoipa::path(tag = "orders", params(UploadQuery),
+    request_body(content = ImportUpload, content_type = "multipart/form-data"),
+    responses((status = 202, description = "The import, `queued`", body = Data<ImportView>),
+        (status = 400, description = "A malformed multipart body", body = Problem),
+        (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 413, description = "The file is larger than `modules.orders.import_max_bytes`", body = Problem),
+        (status = 415, description = "The body is not `multipart/form-data`", body = Problem),
+        (status = 422, description = "No `file` field, a wrong header (`errors` names `file`) or an unknown `warehouse_id`", body = Problem)),
+    security(("bearer" = [])))]
+#[post("/orders/imports")]
+async fn upload_import(
+    auth: Authorized<OrdersWrite>,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    orders: web::Data<dyn OrderService>,
+    query: web::Query<UploadQuery>,
+    payload: web::Payload,
+) -> ApiResult<HttpResponse> {
+    use futures_util::{StreamExt, TryStreamExt};
+    let content_type = req.headers().get(actix_web::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let boundary = content_type.and_then(|ct| multer::parse_boundary(ct).ok()).ok_or_else(|| {
+        ApiError::new(Code::UnsupportedMediaType, "send the file as multipart/form-data, in the field `file`")
+    })?;
+    // The request body is read on this thread; multer wants a stream it
+    // may move, so the body comes over a small channel.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<web::Bytes, std::io::Error>>(4);
+    actix_web::rt::spawn(async move {
+        let mut payload = payload;
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|e| std::io::Error::other(e.to_string()));
+            if tx.send(chunk).await.is_err() {
+                break;
+            }
+        }
+    });
+    let body = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+    let mut multipart = multer::Multipart::new(body, boundary);
+    let malformed =
+        |e: multer::Error| ApiError::new(Code::BadRequest, format!("the multipart body is malformed: {e}"));
+    while let Some(field) = multipart.next_field().await.map_err(malformed)? {
+        if field.name() != Some("file") {
+            continue;
+        }
+        let filename = field.file_name().unwrap_or("upload.csv").chars().take(200).collect();
+        let stream = field.map_err(malformed).boxed();
+        let import = orders.upload_import(auth.tenant, query.warehouse_id, filename, stream).await?;
+        state.wakeup.wake();
+        return Ok(HttpResponse::Accepted().json(Data { data: import }));
+    }
+    Err(ApiError::validation(vec![FieldError::new("file", "the form has no field `file`")]))
+}
+
+crate::list_query! {
+    #[derive(Deserialize, IntoParams)]
+    #[serde(deny_unknown_fields)]
+    #[into_params(parameter_in = Query)]
+    struct ImportQuery {}
+}
+
+/// Imports, newest first.
+#[utoipa::path(tag = "orders", params(ImportQuery),
+    responses((status = 200, body = Paged<ImportView>), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)),
+    security(("bearer" = [])))]
+#[get("/orders/imports")]
+async fn list_imports(
+    auth: Authorized<OrdersRead>,
+    orders: web::Data<dyn OrderService>,
+    query: web::Query<ImportQuery>,
+) -> ApiResult<HttpResponse> {
+    let list = query.list()?;
+    Ok(HttpResponse::Ok().json(orders.list_imports(auth.tenant, &list).await?))
+}
+
+/// One import: its state, rows read, orders created and skipped, and its
+/// bad rows (the first 100, each with line, column and message).
+#[utoipa::path(tag = "orders",
+    responses((status = 200, body = Data<ImportView>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+#[get("/orders/imports/{id}")]
+async fn get_import(
+    auth: Authorized<OrdersRead>,
+    orders: web::Data<dyn OrderService>,
+    id: web::Path<Uuid>,
+) -> ApiResult<HttpResponse> {
+    Ok(ok(orders.get_import(auth.tenant, id.into_inner()).await?))
 }

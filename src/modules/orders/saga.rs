@@ -12,12 +12,19 @@
 //! worker changes nothing. A failing run (database, gateway) is retried
 //! with the runner's backoff. `orders.void_payment` gives a captured
 //! payment back when an order fails or is cancelled after it was paid.
+//! `orders.refund` carries a requested refund out through the gateway,
+//! with a key fixed per refund, so a lost answer is asked again and never
+//! refunds twice. `orders.import` imports an uploaded CSV file (see
+//! [`super::import`]); `orders.import_sweep` drops an upload that was cut
+//! off before it was complete.
 
 use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::service::{COMPLETE_JOB, FULFIL_JOB, PAY_JOB, RESERVE_JOB, SeaOrmOrders, VOID_JOB};
+use super::service::{
+    COMPLETE_JOB, FULFIL_JOB, IMPORT_JOB, PAY_JOB, REFUND_JOB, RESERVE_JOB, SWEEP_JOB, SeaOrmOrders, VOID_JOB,
+};
 use crate::platform::{
     jobs::{JobError, JobHandler},
     state::AppState,
@@ -31,6 +38,9 @@ enum Step {
     Fulfil,
     Complete,
     Void,
+    Refund,
+    Import,
+    Sweep,
 }
 
 /// One step of the saga, for the orders of every tenant.
@@ -46,6 +56,9 @@ pub fn handlers(orders: &Arc<SeaOrmOrders>) -> Vec<(&'static str, Arc<dyn JobHan
         (FULFIL_JOB, Step::Fulfil),
         (COMPLETE_JOB, Step::Complete),
         (VOID_JOB, Step::Void),
+        (REFUND_JOB, Step::Refund),
+        (IMPORT_JOB, Step::Import),
+        (SWEEP_JOB, Step::Sweep),
     ]
     .into_iter()
     .map(|(kind, step)| (kind, Arc::new(StepJob { orders: orders.clone(), step }) as Arc<dyn JobHandler>))
@@ -72,6 +85,11 @@ impl JobHandler for StepJob {
             Step::Fulfil => orders.fulfil(tenant, id_in(job, "order_id")?).await?,
             Step::Complete => orders.complete(tenant, id_in(job, "order_id")?).await?,
             Step::Void => orders.void_payment(tenant, id_in(job, "payment_id")?).await?,
+            Step::Refund => {
+                orders.process_refund(tenant, id_in(job, "refund_id")?).await?;
+            }
+            Step::Import => orders.run_import(tenant, id_in(job, "import_id")?).await?,
+            Step::Sweep => orders.sweep_import(tenant, id_in(job, "import_id")?).await?,
         }
         // The next step (or the events) were committed: run them now.
         state.wakeup.wake();

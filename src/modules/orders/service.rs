@@ -13,34 +13,43 @@ use std::{
 
 use chrono::{Duration, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
-    EntityTrait, QueryFilter, QueryOrder, sea_query::Expr,
+    ActiveValue::Set,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DatabaseTransaction, EntityTrait,
+    QueryFilter, QueryOrder,
+    sea_query::{Expr, ExprTrait},
 };
 use serde_json::json;
 use uuid::Uuid;
 
 use super::{
     CANCELLABLE, CANCELLED, COMPLETED, Charge, ChargeOutcome, CustomerFilter, CustomerView, FAILED,
-    FULFILLED, NewCustomer, NewOrder, OrderFilter, OrderLineView, OrderService, OrderView, PAID, PENDING,
-    PaymentGateway, PaymentView, RESERVED, TransitionView,
+    FULFILLED, NewCustomer, NewOrder, NewRefund, OrderFilter, OrderLineView, OrderService, OrderView, PAID,
+    PENDING, PaymentGateway, PaymentView, REFUND_SORTS, REFUNDABLE, RESERVED, Refund, RefundOutcome,
+    RefundView, TransitionView,
 };
 use crate::{
     error::{ApiError, ApiResult, Code, FieldError},
     modules::inventory::{Cause, InventoryService, Line, ProductFilter},
     platform::{
         events::{self, EventType},
-        http::{ListRequest, Paged},
+        http::{ListRequest, Paged, parse_sort},
         jobs::{self, JobError, NewJob},
         tenancy::TenantScope,
     },
 };
-use entity::{customer, order, order_line, order_payment as payment, order_transition as transition};
+use entity::{
+    customer, order, order_line, order_payment as payment, order_refund as refund,
+    order_transition as transition,
+};
 
 pub const RESERVE_JOB: &str = "orders.reserve";
 pub const PAY_JOB: &str = "orders.pay";
 pub const FULFIL_JOB: &str = "orders.fulfil";
 pub const COMPLETE_JOB: &str = "orders.complete";
 pub const VOID_JOB: &str = "orders.void_payment";
+pub const REFUND_JOB: &str = "orders.refund";
+pub const IMPORT_JOB: &str = "orders.import";
+pub const SWEEP_JOB: &str = "orders.import_sweep";
 
 /// Payment states.
 pub const PENDING_PAYMENT: &str = "pending";
@@ -49,11 +58,17 @@ pub const DECLINED: &str = "declined";
 pub const VOIDING: &str = "voiding";
 pub const VOIDED: &str = "voided";
 
+/// Refund states.
+pub const REQUESTED: &str = "requested";
+pub const PROCESSED: &str = "processed";
+pub const REFUND_FAILED: &str = "failed";
+
 pub struct SeaOrmOrders {
-    db: DatabaseConnection,
-    inventory: Arc<dyn InventoryService>,
+    pub(super) db: DatabaseConnection,
+    pub(super) inventory: Arc<dyn InventoryService>,
     gateway: Arc<dyn PaymentGateway>,
     reservation_ttl: Duration,
+    import_max_bytes: u64,
 }
 
 /// The inventory reservation of an order.
@@ -121,6 +136,17 @@ async fn views(
             updated_at: p.updated_at,
         });
     }
+    let mut refunds: HashMap<Uuid, Vec<RefundView>> = HashMap::new();
+    for r in tenant
+        .find::<refund::Entity>()
+        .filter(refund::Column::OrderId.is_in(ids.clone()))
+        .order_by_asc(refund::Column::CreatedAt)
+        .order_by_asc(refund::Column::Id)
+        .all(db)
+        .await?
+    {
+        refunds.entry(r.order_id).or_default().push(r.into());
+    }
     let mut history: HashMap<Uuid, Vec<TransitionView>> = HashMap::new();
     for t in tenant
         .find::<transition::Entity>()
@@ -142,6 +168,7 @@ async fn views(
         .map(|o| OrderView {
             lines: lines.remove(&o.id).unwrap_or_default(),
             payments: payments.remove(&o.id).unwrap_or_default(),
+            refunds: refunds.remove(&o.id).unwrap_or_default(),
             history: history.remove(&o.id).unwrap_or_default(),
             id: o.id,
             external_order_id: o.external_order_id,
@@ -152,6 +179,8 @@ async fn views(
             total: o.total,
             status: o.status,
             failure_reason: o.failure_reason,
+            refunded: o.refunded,
+            placed_at: o.placed_at,
             created_at: o.created_at,
             updated_at: o.updated_at,
         })
@@ -294,6 +323,42 @@ fn final_stock_error(err: &ApiError) -> bool {
     )
 }
 
+/// The gateway idempotency key of a refund: fixed by the refund's id, so
+/// a retried call is the same refund.
+fn refund_key(refund_id: Uuid) -> String {
+    format!("refund:{refund_id}")
+}
+
+/// The event of a refund; `refunded` is its order's refunded amount after it.
+async fn publish_refund(
+    txn: &DatabaseTransaction,
+    tenant: TenantScope,
+    r: &refund::Model,
+    event: &EventType,
+) -> ApiResult<()> {
+    let order = find_order(txn, tenant, r.order_id).await?;
+    let mut data = json!({"id": r.id, "order_id": r.order_id, "amount": r.amount, "currency": r.currency,
+        "status": r.status, "reason": r.reason, "refunded": order.refunded});
+    if let Some(reason) = &r.failure_reason {
+        data["failure_reason"] = json!(reason);
+    }
+    events::publish(txn, tenant.id(), event, data).await?;
+    Ok(())
+}
+
+/// A refund asked for again with its idempotency key: the same refund, or
+/// 422 when the key was used for another one.
+fn replayed(found: refund::Model, new: &NewRefund) -> ApiResult<(RefundView, bool)> {
+    if found.amount == new.amount && found.reason == new.reason {
+        Ok((found.into(), false))
+    } else {
+        Err(ApiError::new(
+            Code::IdempotencyConflict,
+            "this idempotency key was used for another refund of this order; use a new key",
+        ))
+    }
+}
+
 impl SeaOrmOrders {
     pub fn new(
         db: DatabaseConnection,
@@ -301,7 +366,13 @@ impl SeaOrmOrders {
         gateway: Arc<dyn PaymentGateway>,
         reservation_ttl: Duration,
     ) -> Self {
-        Self { db, inventory, gateway, reservation_ttl }
+        Self { db, inventory, gateway, reservation_ttl, import_max_bytes: 100 * 1024 * 1024 }
+    }
+
+    /// The largest upload [`OrderService::upload_import`] stores.
+    pub fn with_import_max_bytes(mut self, max: u64) -> Self {
+        self.import_max_bytes = max;
+        self
     }
 
     /// The product of each line, by id or by SKU; 422 naming the first
@@ -341,6 +412,91 @@ impl SeaOrmOrders {
             }
         }
         Ok(resolved)
+    }
+
+    async fn refund_by_key(
+        &self,
+        tenant: TenantScope,
+        order_id: Uuid,
+        key: &str,
+    ) -> ApiResult<Option<refund::Model>> {
+        Ok(tenant
+            .find::<refund::Entity>()
+            .filter(refund::Column::OrderId.eq(order_id))
+            .filter(refund::Column::IdempotencyKey.eq(key))
+            .one(&self.db)
+            .await?)
+    }
+
+    /// A refund's job: ask the gateway (with the refund's fixed key) and
+    /// record its answer once. A failed refund gives its amount back to
+    /// what may be refunded.
+    pub async fn process_refund(&self, tenant: TenantScope, refund_id: Uuid) -> ApiResult<refund::Model> {
+        let find = |db: DatabaseConnection| async move {
+            tenant
+                .find_by_id::<refund::Entity>(refund_id)
+                .one(&db)
+                .await?
+                .ok_or_else(|| ApiError::not_found("refund"))
+        };
+        let r = find(self.db.clone()).await?;
+        if r.status != REQUESTED {
+            return Ok(r);
+        }
+        let p = tenant
+            .find_by_id::<payment::Entity>(r.payment_id)
+            .one(&self.db)
+            .await?
+            .ok_or_else(|| ApiError::not_found("payment"))?;
+        let outcome = match (&p.status[..], &p.gateway_reference) {
+            (CAPTURED, Some(reference)) => {
+                let call = Refund {
+                    idempotency_key: refund_key(r.id),
+                    charge_reference: reference.clone(),
+                    amount: r.amount,
+                    currency: r.currency.clone(),
+                    reason: r.reason.clone(),
+                };
+                self.gateway.refund(&call).await.map_err(|e| ApiError::unavailable(anyhow::anyhow!("{e}")))?
+            }
+            (status, _) => RefundOutcome::Failed { reason: format!("the payment is {status}, not captured") },
+        };
+        let (status, reference, failure) = match outcome {
+            RefundOutcome::Succeeded { reference } => (PROCESSED, Some(reference), None),
+            RefundOutcome::Failed { reason } => (REFUND_FAILED, None, Some(reason)),
+        };
+        let txn = crate::platform::db::begin(&self.db).await?;
+        let moved = tenant
+            .update_many::<refund::Entity>()
+            .filter(refund::Column::Id.eq(r.id))
+            .filter(refund::Column::Status.eq(REQUESTED))
+            .col_expr(refund::Column::Status, Expr::value(status))
+            .col_expr(refund::Column::GatewayReference, Expr::value(reference))
+            .col_expr(refund::Column::FailureReason, Expr::value(failure))
+            .col_expr(refund::Column::UpdatedAt, Expr::value(Utc::now()))
+            .exec(&txn)
+            .await?;
+        if moved.rows_affected > 0 {
+            if status == REFUND_FAILED {
+                tenant
+                    .update_many::<order::Entity>()
+                    .filter(order::Column::Id.eq(r.order_id))
+                    .col_expr(order::Column::Refunded, Expr::col(order::Column::Refunded).sub(r.amount))
+                    .col_expr(order::Column::UpdatedAt, Expr::value(Utc::now()))
+                    .exec(&txn)
+                    .await?;
+            }
+            let updated = tenant
+                .find_by_id::<refund::Entity>(r.id)
+                .one(&txn)
+                .await?
+                .ok_or_else(|| ApiError::not_found("refund"))?;
+            let event =
+                if status == PROCESSED { &super::ORDER_REFUNDED } else { &super::ORDER_REFUND_FAILED };
+            publish_refund(&txn, tenant, &updated, event).await?;
+        }
+        sea_orm::TransactionSession::commit(txn).await?;
+        find(self.db.clone()).await
     }
 
     /// The first step: hold the stock of every line, all or nothing. Not
@@ -678,6 +834,8 @@ impl OrderService for SeaOrmOrders {
             total: Set(total),
             status: Set(PENDING.to_owned()),
             failure_reason: Set(None),
+            refunded: Set(0),
+            placed_at: Set(new.placed_at),
             created_at: Set(now),
             updated_at: Set(now),
         })
@@ -756,6 +914,12 @@ impl OrderService for SeaOrmOrders {
                     format!("cannot cancel an order that is {}", order.status),
                 ));
             }
+            if order.refunded > 0 {
+                return Err(ApiError::new(
+                    Code::Conflict,
+                    "cannot cancel an order with refunds; refund the rest of it instead",
+                ));
+            }
             let from = order.status.clone();
             if self
                 .compensate(&txn, tenant, &order, &from, CANCELLED, &reason, &super::ORDER_CANCELLED)
@@ -768,5 +932,156 @@ impl OrderService for SeaOrmOrders {
             }
         }
         Err(ApiError::new(Code::Conflict, "the order changed meanwhile; retry"))
+    }
+
+    async fn refund_order(
+        &self,
+        tenant: TenantScope,
+        order_id: Uuid,
+        new: NewRefund,
+    ) -> ApiResult<(RefundView, bool)> {
+        if let Some(found) = self.refund_by_key(tenant, order_id, &new.idempotency_key).await? {
+            return replayed(found, &new);
+        }
+        let txn = crate::platform::db::begin(&self.db).await?;
+        let order = find_order(&txn, tenant, order_id).await?;
+        if !REFUNDABLE.contains(&order.status.as_str()) {
+            return Err(ApiError::new(
+                Code::Conflict,
+                format!("cannot refund an order that is {}: it has no captured payment", order.status),
+            ));
+        }
+        let captured = tenant
+            .find::<payment::Entity>()
+            .filter(payment::Column::OrderId.eq(order_id))
+            .filter(payment::Column::Status.eq(CAPTURED))
+            .one(&txn)
+            .await?
+            .ok_or_else(|| ApiError::new(Code::Conflict, "the order has no captured payment to refund"))?;
+        let exceeded = |refunded: i64| {
+            ApiError::new(
+                Code::RefundAmountExceeded,
+                format!(
+                    "at most {} {} may still be refunded",
+                    std::cmp::max(captured.amount - refunded, 0),
+                    order.currency
+                ),
+            )
+        };
+        if new.amount > captured.amount - order.refunded {
+            return Err(exceeded(order.refunded));
+        }
+        // One conditional update: refunds racing for one order never give
+        // back more than was captured.
+        let claimed = tenant
+            .update_many::<order::Entity>()
+            .filter(order::Column::Id.eq(order_id))
+            .filter(Expr::col(order::Column::Refunded).add(new.amount).lte(captured.amount))
+            .col_expr(order::Column::Refunded, Expr::col(order::Column::Refunded).add(new.amount))
+            .col_expr(order::Column::UpdatedAt, Expr::value(Utc::now()))
+            .exec(&txn)
+            .await?;
+        if claimed.rows_affected == 0 {
+            let current = find_order(&txn, tenant, order_id).await?;
+            return Err(exceeded(current.refunded));
+        }
+        let now = Utc::now();
+        let inserted = refund::Entity::insert(refund::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            tenant_id: Set(tenant.id()),
+            order_id: Set(order_id),
+            payment_id: Set(captured.id),
+            idempotency_key: Set(new.idempotency_key.clone()),
+            amount: Set(new.amount),
+            currency: Set(order.currency.clone()),
+            reason: Set(new.reason.clone()),
+            status: Set(REQUESTED.to_owned()),
+            gateway_reference: Set(None),
+            failure_reason: Set(None),
+            created_at: Set(now),
+            updated_at: Set(now),
+        })
+        .exec_with_returning(&txn)
+        .await;
+        let created = match inserted {
+            Ok(created) => created,
+            Err(err) => {
+                sea_orm::TransactionSession::rollback(txn).await?;
+                // The same key, a moment earlier: that refund.
+                return match self.refund_by_key(tenant, order_id, &new.idempotency_key).await? {
+                    Some(found) => replayed(found, &new),
+                    None => Err(err.into()),
+                };
+            }
+        };
+        publish_refund(&txn, tenant, &created, &super::ORDER_REFUND_REQUESTED).await?;
+        let job = NewJob::new(REFUND_JOB, json!({"refund_id": created.id})).tenant(tenant.id()).priority(6);
+        jobs::enqueue(&txn, job).await?;
+        sea_orm::TransactionSession::commit(txn).await?;
+        Ok((created.into(), true))
+    }
+
+    async fn list_refunds(
+        &self,
+        tenant: TenantScope,
+        order_id: Uuid,
+        list: &ListRequest,
+    ) -> ApiResult<Paged<RefundView>> {
+        find_order(&self.db, tenant, order_id).await?;
+        let condition = Condition::all().add(refund::Column::OrderId.eq(order_id));
+        let sort = parse_sort(None, &REFUND_SORTS)?;
+        Ok(list.fetch(&self.db, tenant.find::<refund::Entity>(), condition, sort).await?.map(Into::into))
+    }
+
+    async fn settle_refund(&self, tenant: TenantScope, refund_id: Uuid) -> ApiResult<RefundView> {
+        Ok(self.process_refund(tenant, refund_id).await?.into())
+    }
+
+    async fn upload_import(
+        &self,
+        tenant: TenantScope,
+        warehouse_id: Uuid,
+        filename: String,
+        body: futures_util::stream::BoxStream<'static, ApiResult<actix_web::web::Bytes>>,
+    ) -> ApiResult<super::ImportView> {
+        let max = self.import_max_bytes;
+        self.store_upload(tenant, warehouse_id, filename, max, body).await?.try_into()
+    }
+
+    async fn import_file(
+        &self,
+        tenant: TenantScope,
+        warehouse_id: Uuid,
+        source: Box<dyn std::io::Read + Send>,
+        progress: &mut dyn super::import::Progress,
+    ) -> ApiResult<super::import::Tally> {
+        match self.inventory.get_warehouse(tenant, warehouse_id).await {
+            Err(err) if err.code == Code::NotFound => {
+                return Err(ApiError::validation(vec![FieldError::new("warehouse_id", "no such warehouse")]));
+            }
+            other => other?,
+        };
+        self.import_csv(tenant, warehouse_id, source, progress).await
+    }
+
+    async fn get_import(&self, tenant: TenantScope, id: Uuid) -> ApiResult<super::ImportView> {
+        tenant
+            .find_by_id::<entity::order_import::Entity>(id)
+            .one(&self.db)
+            .await?
+            .ok_or_else(|| ApiError::not_found("import"))?
+            .try_into()
+    }
+
+    async fn list_imports(
+        &self,
+        tenant: TenantScope,
+        list: &ListRequest,
+    ) -> ApiResult<Paged<super::ImportView>> {
+        let sort = parse_sort(None, &super::import::IMPORT_SORTS)?;
+        let scope = tenant.find::<entity::order_import::Entity>();
+        let Paged { data, meta } = list.fetch(&self.db, scope, Condition::all(), sort).await?;
+        let data = data.into_iter().map(TryInto::try_into).collect::<ApiResult<Vec<_>>>()?;
+        Ok(Paged { data, meta })
     }
 }
