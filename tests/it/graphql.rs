@@ -92,6 +92,10 @@ async fn the_playground_is_served_with_its_assets() {
     let page = app.client.get(format!("{}/graphql", app.base)).send().await.unwrap().text().await.unwrap();
     assert!(page.contains("GraphiQL"));
     assert!(!page.contains("https://"), "the playground must not load anything from the internet");
+    assert!(
+        page.contains("subscriptionUrl") && page.contains("/graphql/ws"),
+        "the playground runs subscriptions"
+    );
     for asset in
         ["graphiql.min.js", "graphiql.min.css", "react.production.min.js", "react-dom.production.min.js"]
     {
