@@ -152,7 +152,7 @@ pub struct Origins {
     /// Browser origins allowed to call the API for this tenant: absolute
     /// `scheme://host[:port]`, http or https, no path.
     #[schema(example = json!(["https://app.example.com", "http://localhost:3000"]))]
-    origins: Vec<String>,
+    pub origins: Vec<String>,
 }
 
 impl Validate for Origins {
@@ -198,28 +198,35 @@ async fn put_origins(
     state: web::Data<AppState>,
     body: ApiJson<Origins>,
 ) -> ApiResult<HttpResponse> {
-    let tenant = auth.tenant.id();
-    let mut origins: Vec<String> = body.0.origins.iter().filter_map(|o| normalize(o).ok()).collect();
-    origins.sort();
-    origins.dedup();
-    let txn = crate::platform::db::begin(&state.db).await?;
-    SystemScope
-        .delete_many::<cors_origin::Entity>()
-        .filter(cors_origin::Column::TenantId.eq(tenant))
-        .exec(&txn)
-        .await?;
-    let now = Utc::now();
-    for origin in &origins {
-        let row = cors_origin::ActiveModel {
-            tenant_id: Set(tenant),
-            origin: Set(origin.clone()),
-            created_at: Set(now),
-        };
-        cors_origin::Entity::insert(row).exec_without_returning(&txn).await?;
+    Ok(ok(body.0.save(&state, auth.tenant.id()).await?))
+}
+
+impl Origins {
+    /// Replace `tenant`'s allowed origins with these (normalized, sorted,
+    /// without duplicates). Shared by REST and GraphQL.
+    pub async fn save(self, state: &AppState, tenant: Uuid) -> ApiResult<Origins> {
+        let mut origins: Vec<String> = self.origins.iter().filter_map(|o| normalize(o).ok()).collect();
+        origins.sort();
+        origins.dedup();
+        let txn = crate::platform::db::begin(&state.db).await?;
+        SystemScope
+            .delete_many::<cors_origin::Entity>()
+            .filter(cors_origin::Column::TenantId.eq(tenant))
+            .exec(&txn)
+            .await?;
+        let now = Utc::now();
+        for origin in &origins {
+            let row = cors_origin::ActiveModel {
+                tenant_id: Set(tenant),
+                origin: Set(origin.clone()),
+                created_at: Set(now),
+            };
+            cors_origin::Entity::insert(row).exec_without_returning(&txn).await?;
+        }
+        sea_orm::TransactionSession::commit(txn).await?;
+        state.governance.invalidate(Some(tenant)).await;
+        Ok(Origins { origins })
     }
-    sea_orm::TransactionSession::commit(txn).await?;
-    state.governance.invalidate(Some(tenant)).await;
-    Ok(ok(Origins { origins }))
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, json};
+use crate::helpers::{TestApp, eventually, json};
 
 async fn query(app: &TestApp, token: Option<&str>, query: &str) -> Value {
     let res = app.send_json(reqwest::Method::POST, "/graphql", token, json!({ "query": query })).await;
@@ -92,6 +92,10 @@ async fn the_playground_is_served_with_its_assets() {
     let page = app.client.get(format!("{}/graphql", app.base)).send().await.unwrap().text().await.unwrap();
     assert!(page.contains("GraphiQL"));
     assert!(!page.contains("https://"), "the playground must not load anything from the internet");
+    assert!(
+        page.contains("subscriptionUrl") && page.contains("/graphql/ws"),
+        "the playground runs subscriptions"
+    );
     for asset in
         ["graphiql.min.js", "graphiql.min.css", "react.production.min.js", "react-dom.production.min.js"]
     {
@@ -626,4 +630,212 @@ async fn a_subscription_without_a_valid_token_is_refused() {
     .await
     .unwrap();
     assert!(closed.is_some_and(|reason| reason.contains("invalid")), "closed without the reason");
+}
+
+/// The `code` and the REST field names of a GraphQL error.
+fn error_of(body: &Value) -> (String, Vec<String>) {
+    let error = &body["errors"][0]["extensions"];
+    let fields = error["errors"].as_array().into_iter().flatten();
+    let fields = fields.map(|e| e["field"].as_str().unwrap().to_owned()).collect();
+    (error["code"].as_str().unwrap_or_default().to_owned(), fields)
+}
+
+/// Personal API tokens over GraphQL, as over `/api/v1/auth/tokens`: the
+/// value shown once and working, listed without it, checked as REST
+/// checks the body, and a revoked one refused on its next request.
+#[tokio::test]
+async fn api_tokens_are_created_listed_and_revoked_over_graphql() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let t = tenant.token.as_str();
+    let create = "mutation($input: CreateApiTokenInput!) { createApiToken(input: $input) { id token tokenType name expiresAt } }";
+    let issued = data(&app, t, create, json!({"input": {"name": " ci-pipeline ", "expiresInDays": 2}})).await;
+    let issued = &issued["createApiToken"];
+    assert_eq!(
+        (issued["name"].clone(), issued["tokenType"].clone()),
+        (json!("ci-pipeline"), json!("Bearer"))
+    );
+    let expires: chrono::DateTime<chrono::Utc> = issued["expiresAt"].as_str().unwrap().parse().unwrap();
+    let in_two_days = chrono::Utc::now() + chrono::Duration::days(2);
+    assert!((in_two_days - expires).num_seconds().abs() < 60, "{expires}");
+    let (id, token) = (issued["id"].as_str().unwrap(), issued["token"].as_str().unwrap());
+
+    // The new token works, and the list marks it as the one asking.
+    let listed = data(&app, token, "{ me { email } apiTokens { id name kind current } }", json!({})).await;
+    assert_eq!(listed["me"]["email"], tenant.admin_email.as_str());
+    let tokens = listed["apiTokens"].as_array().unwrap();
+    assert_eq!(tokens.len(), 2, "the registration session and the new token: {listed}");
+    assert_eq!(tokens[0], json!({"id": id, "name": "ci-pipeline", "kind": "personal", "current": true}));
+    assert_eq!((tokens[1]["kind"].clone(), tokens[1]["current"].clone()), (json!("session"), json!(false)));
+    assert!(!listed.to_string().contains(token), "a listed token never shows its value");
+
+    let invalid = run(&app, t, create, json!({"input": {"name": " ", "expiresInDays": 0}})).await;
+    assert_eq!(
+        error_of(&invalid),
+        ("validation_failed".into(), vec!["name".into(), "expires_in_days".into()])
+    );
+
+    // Another user cannot revoke it; its owner can, once.
+    let (_, other) = app.user_with_roles(&tenant, &["admin"]).await;
+    let revoke = "mutation($id: UUID!) { revokeApiToken(id: $id) }";
+    let foreign = run(&app, &other, revoke, json!({"id": id})).await;
+    assert_eq!(error_of(&foreign).0, "not_found", "{foreign}");
+    data(&app, token, "{ me { email } }", json!({})).await;
+    assert_eq!(data(&app, t, revoke, json!({"id": id})).await["revokeApiToken"], true);
+    let refused = run(&app, token, "{ me { email } }", json!({})).await;
+    assert_eq!(error_of(&refused).0, "unauthenticated", "{refused}");
+    let rest = app.get("/api/v1/auth/me", token).await;
+    assert_eq!(rest.status(), 401);
+    let again = run(&app, t, revoke, json!({"id": id})).await;
+    assert_eq!(error_of(&again).0, "not_found", "{again}");
+    let remaining = data(&app, t, "{ apiTokens { kind } }", json!({})).await;
+    assert_eq!(remaining["apiTokens"], json!([{"kind": "session"}]));
+}
+
+/// CORS origins over GraphQL: stored normalized, read back over GraphQL
+/// and REST, applied to the next request, refused with the REST field
+/// errors when invalid, and only by holders of `cors:write`.
+#[tokio::test]
+async fn cors_origins_are_set_and_read_over_graphql() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let t = tenant.token.as_str();
+    let set = "mutation($origins: [String!]!) { setCorsOrigins(origins: $origins) }";
+    let origins = json!(["https://App.Example.com", "http://localhost:3000", "https://app.example.com:443"]);
+    let saved = data(&app, t, set, json!({"origins": origins})).await;
+    let expected = json!(["http://localhost:3000", "https://app.example.com"]);
+    assert_eq!(saved["setCorsOrigins"], expected);
+    assert_eq!(data(&app, t, "{ corsOrigins }", json!({})).await["corsOrigins"], expected);
+    let rest = json(app.get("/api/v1/cors-origins", t).await).await;
+    assert_eq!(rest["data"]["origins"], expected);
+    let res = app
+        .request(reqwest::Method::POST, "/graphql", Some(t))
+        .header("origin", "https://app.example.com")
+        .json(&json!({"query": "{ me { email } }"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["access-control-allow-origin"], "https://app.example.com");
+
+    let bad = run(
+        &app,
+        t,
+        set,
+        json!({"origins": ["https://app.example.com/path", "*", "https://ok.example.com"]}),
+    )
+    .await;
+    assert_eq!(error_of(&bad), ("validation_failed".into(), vec!["origins[0]".into(), "origins[1]".into()]));
+    let (_, viewer) = app.user_with_roles(&tenant, &["viewer"]).await;
+    let refused = run(&app, &viewer, set, json!({"origins": []})).await;
+    assert_eq!(error_of(&refused).0, "forbidden", "{refused}");
+    // Neither changed anything; a viewer may read them.
+    assert_eq!(data(&app, &viewer, "{ corsOrigins }", json!({})).await["corsOrigins"], expected);
+    let cleared = data(&app, t, set, json!({"origins": []})).await;
+    assert_eq!(cleared["setCorsOrigins"], json!([]));
+}
+
+/// A super-admin's operator queries over GraphQL, as under
+/// `/api/v1/admin`: dead jobs listed and replayed, queue health, another
+/// tenant's license read and assigned, global toggles set and cleared;
+/// a tenant admin is refused every one of them.
+#[tokio::test]
+async fn a_super_admin_operates_over_graphql_and_a_tenant_admin_is_refused() {
+    use nexus::platform::jobs::{self, NewJob};
+    let app = TestApp::spawn().await;
+    let (tenant, other) = (app.register().await, app.register().await);
+    let root = app.super_admin(&tenant).await;
+    let r = root.as_str();
+
+    let id = jobs::enqueue(&app.state.db, NewJob::new("test.unknown", json!({"n": 1})).max_attempts(3))
+        .await
+        .unwrap();
+    let list = "query($status: String) { jobs(status: $status, kind: \"test.unknown\") { items { id payload attempts lastError } pageInfo { total } } jobStats { lane dead } }";
+    let dead = eventually(10, || async {
+        let body = data(&app, r, list, json!({})).await;
+        (body["jobs"]["pageInfo"]["total"] == 1).then_some(body)
+    })
+    .await;
+    let job = &dead["jobs"]["items"][0];
+    assert_eq!((job["id"].clone(), job["payload"].clone()), (json!(id.to_string()), json!({"n": 1})));
+    assert!(job["lastError"].as_str().unwrap().contains("no handler"), "{dead}");
+    let lane = dead["jobStats"].as_array().unwrap().iter().find(|l| l["lane"] == "default").unwrap();
+    assert!(lane["dead"].as_u64().unwrap() >= 1, "{dead}");
+    let lost = run(&app, r, list, json!({"status": "lost"})).await;
+    assert_eq!(error_of(&lost), ("invalid_query".into(), vec!["status".into()]));
+
+    let replayed =
+        data(&app, r, "mutation($id: UUID!) { replayJob(id: $id) { replayed } }", json!({"id": id})).await;
+    assert_eq!(replayed["replayJob"]["replayed"], 1);
+    // Replayed, it fails again and is dead again, with fresh attempts.
+    eventually(10, || async {
+        let body = data(&app, r, list, json!({})).await;
+        (body["jobs"]["pageInfo"]["total"] == 1 && body["jobs"]["items"][0]["attempts"] == 1).then_some(())
+    })
+    .await;
+    let many = data(&app, r, "mutation { replayJobs(kind: \"test.unknown\") { replayed } }", json!({})).await;
+    assert_eq!(many["replayJobs"]["replayed"], 1);
+    let missing = run(
+        &app,
+        r,
+        "mutation($id: UUID!) { replayJob(id: $id) { replayed } }",
+        json!({"id": uuid::Uuid::now_v7()}),
+    )
+    .await;
+    assert_eq!(error_of(&missing).0, "not_found", "{missing}");
+
+    let license = "query($t: UUID!) { tenantLicense(tenantId: $t) { tenantId tier trial usage { period } } }";
+    let read = data(&app, r, license, json!({"t": other.id})).await["tenantLicense"].clone();
+    assert_eq!((read["tenantId"].clone(), read["trial"].clone()), (json!(other.id.to_string()), json!(true)));
+    assert_eq!(read["usage"]["period"], chrono::Utc::now().format("%Y-%m").to_string());
+    let assign = "mutation($t: UUID!, $input: LicenseAssignmentInput!) { assignTenantLicense(tenantId: $t, input: $input) { tier trial limits { maxUsers } } }";
+    let assigned =
+        data(&app, r, assign, json!({"t": other.id, "input": {"tier": "enterprise", "maxUsers": 7}})).await;
+    assert_eq!(
+        assigned["assignTenantLicense"],
+        json!({"tier": "enterprise", "trial": false, "limits": {"maxUsers": 7}})
+    );
+    let rest = json(app.get(&format!("/api/v1/admin/tenants/{}/license", other.id), r).await).await;
+    assert_eq!(
+        (rest["data"]["tier"].clone(), rest["data"]["limits"]["max_users"].clone()),
+        (json!("enterprise"), json!(7))
+    );
+    let gold =
+        run(&app, r, assign, json!({"t": other.id, "input": {"tier": "gold", "status": "asleep"}})).await;
+    assert_eq!(error_of(&gold), ("validation_failed".into(), vec!["tier".into(), "status".into()]));
+    let nobody = run(&app, r, license, json!({"t": uuid::Uuid::now_v7()})).await;
+    assert_eq!(error_of(&nobody).0, "not_found", "{nobody}");
+
+    let set = "mutation($key: String!, $state: String!) { setGlobalFeature(key: $key, state: $state) }";
+    let removed = data(&app, r, set, json!({"key": "feature.webhooks", "state": "removed"})).await;
+    assert_eq!(removed["setGlobalFeature"], true);
+    crate::helpers::assert_problem(app.get("/api/v1/webhooks", &other.token).await, 410, "gone").await;
+    let clear = "mutation { clearGlobalFeature(key: \"feature.webhooks\") }";
+    assert_eq!(data(&app, r, clear, json!({})).await["clearGlobalFeature"], true);
+    assert_eq!(app.get("/api/v1/webhooks", &other.token).await.status(), 200);
+    let again = run(&app, r, clear, json!({})).await;
+    assert_eq!(error_of(&again).0, "not_found", "{again}");
+    let bogus = run(&app, r, set, json!({"key": "feature.webhooks", "state": "asleep"})).await;
+    assert_eq!(error_of(&bogus), ("validation_failed".into(), vec!["state".into()]));
+    let unknown = run(&app, r, set, json!({"key": "feature.nothing", "state": "enabled"})).await;
+    assert_eq!(error_of(&unknown).0, "not_found", "{unknown}");
+
+    // A tenant admin holds none of the operator permissions.
+    let t = tenant.token.as_str();
+    let refused = [
+        "query { jobs { pageInfo { hasMore } } }",
+        "query { jobStats { lane } }",
+        "query($t: UUID!) { tenantLicense(tenantId: $t) { tier } }",
+        "mutation($id: UUID!) { replayJob(id: $id) { replayed } }",
+        "mutation { replayJobs { replayed } }",
+        "mutation($t: UUID!) { assignTenantLicense(tenantId: $t, input: {tier: \"enterprise\"}) { tier } }",
+        "mutation { setGlobalFeature(key: \"feature.webhooks\", state: \"removed\") }",
+        "mutation { clearGlobalFeature(key: \"feature.webhooks\") }",
+    ];
+    for document in refused {
+        let body = run(&app, t, document, json!({"t": tenant.id, "id": id})).await;
+        assert_eq!(error_of(&body).0, "forbidden", "{document}: {body}");
+    }
+    let license = json(app.get("/api/v1/license", t).await).await;
+    assert_ne!(license["data"]["tier"], "enterprise", "the refused assignment changed nothing");
+    assert_eq!(app.get("/api/v1/webhooks", &other.token).await.status(), 200);
 }

@@ -215,8 +215,9 @@ async fn list_tokens(principal: Principal, state: web::Data<AppState>) -> ApiRes
     Ok(ok(service::list_tokens(&state, &principal).await?))
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema, async_graphql::InputObject)]
 #[serde(deny_unknown_fields)]
+#[graphql(name = "CreateApiTokenInput")]
 pub struct CreateTokenRequest {
     /// Device or purpose.
     #[schema(min_length = 1, max_length = 200, example = "ci-pipeline")]
@@ -252,10 +253,14 @@ async fn create_token(
     state: web::Data<AppState>,
     body: ApiJson<CreateTokenRequest>,
 ) -> ApiResult<HttpResponse> {
-    let body = body.0;
-    Ok(created(
-        service::create_personal_token(&state, &principal, body.name.trim(), body.expires_in_days).await?,
-    ))
+    Ok(created(body.0.run(&state, &principal).await?))
+}
+
+impl CreateTokenRequest {
+    /// A personal token of the caller's. Shared by REST and GraphQL.
+    pub async fn run(self, state: &AppState, principal: &Principal) -> ApiResult<IssuedToken> {
+        service::create_personal_token(state, principal, self.name.trim(), self.expires_in_days).await
+    }
 }
 
 /// Revoke one of the caller's tokens; refused at once on every instance.

@@ -24,7 +24,8 @@ use crate::{
 use entity::{api_token, user};
 
 /// A freshly issued bearer token: the only time its value is shown.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema, async_graphql::SimpleObject)]
+#[graphql(name = "IssuedApiToken")]
 pub struct IssuedToken {
     pub id: Uuid,
     /// Send as `Authorization: Bearer <token>`. Shown once; store it safely.
@@ -38,7 +39,8 @@ pub struct IssuedToken {
 }
 
 /// A token as listed: never its value.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema, async_graphql::SimpleObject)]
+#[graphql(name = "ApiToken")]
 pub struct TokenView {
     pub id: Uuid,
     pub name: String,

@@ -172,9 +172,9 @@ pub async fn clear_for_tenant(state: &AppState, tenant: uuid::Uuid, key: &str) -
 pub struct GlobalToggle {
     /// `enabled`, `disabled`, `deprecated` (on, with a warning) or `removed` (410).
     #[schema(example = "deprecated")]
-    state: String,
-    effective_at: Option<DateTime<Utc>>,
-    expires_at: Option<DateTime<Utc>>,
+    pub state: String,
+    pub effective_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 impl Validate for GlobalToggle {
@@ -206,17 +206,25 @@ async fn set_global(
     key: web::Path<String>,
     body: ApiJson<GlobalToggle>,
 ) -> ApiResult<HttpResponse> {
-    let (key, body) = (key.into_inner(), body.0);
-    if state.governance.catalogue.get(&key).is_none() {
-        return Err(unknown(&key));
-    }
-    check_dates(body.effective_at, body.expires_at)?;
-    let change = Change { state: body.state, effective_at: body.effective_at, expires_at: body.expires_at };
-    let txn = crate::platform::db::begin(&state.db).await?;
-    super::set(&txn, GLOBAL, &key, change, auth.user_id).await?;
-    sea_orm::TransactionSession::commit(txn).await?;
-    state.governance.invalidate(None).await;
+    body.0.run(&state, &key, auth.user_id).await?;
     Ok(crate::platform::http::no_content())
+}
+
+impl GlobalToggle {
+    /// Set `key`'s global value, for every tenant. Shared by REST and GraphQL.
+    pub async fn run(self, state: &AppState, key: &str, actor: uuid::Uuid) -> ApiResult<()> {
+        if state.governance.catalogue.get(key).is_none() {
+            return Err(unknown(key));
+        }
+        check_dates(self.effective_at, self.expires_at)?;
+        let change =
+            Change { state: self.state, effective_at: self.effective_at, expires_at: self.expires_at };
+        let txn = crate::platform::db::begin(&state.db).await?;
+        super::set(&txn, GLOBAL, key, change, actor).await?;
+        sea_orm::TransactionSession::commit(txn).await?;
+        state.governance.invalidate(None).await;
+        Ok(())
+    }
 }
 
 /// Remove a key's global value: tenants follow the default again.
@@ -234,10 +242,16 @@ async fn clear_global(
     state: web::Data<AppState>,
     key: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
-    let key = key.into_inner();
+    clear_for_all(&state, &key).await?;
+    Ok(crate::platform::http::no_content())
+}
+
+/// Remove `key`'s global value (`not_found` when it has none). Shared by
+/// REST and GraphQL.
+pub async fn clear_for_all(state: &AppState, key: &str) -> ApiResult<()> {
     let txn = crate::platform::db::begin(&state.db).await?;
-    super::clear(&txn, GLOBAL, &key).await?;
+    super::clear(&txn, GLOBAL, key).await?;
     sea_orm::TransactionSession::commit(txn).await?;
     state.governance.invalidate(None).await;
-    Ok(crate::platform::http::no_content())
+    Ok(())
 }

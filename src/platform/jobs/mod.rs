@@ -364,7 +364,8 @@ pub async fn prune(db: &impl ConnectionTrait, before: DateTime<Utc>) -> Result<u
 }
 
 /// Queue health of one lane.
-#[derive(Debug, Default, Serialize, ToSchema)]
+#[derive(Debug, Default, Serialize, ToSchema, async_graphql::SimpleObject)]
+#[graphql(name = "JobLaneStats")]
 pub struct LaneStats {
     #[schema(example = "default")]
     pub lane: String,

@@ -14,7 +14,7 @@ use super::LaneStats;
 use crate::{
     error::{ApiError, ApiResult, Problem},
     platform::{
-        http::{ApiJson, Data, Paged, Sort, Validate, ok, one_of},
+        http::{ApiJson, Data, ListRequest, Paged, Sort, Validate, ok, one_of},
         rbac::{Authorized, JobsManage},
         state::AppState,
     },
@@ -39,7 +39,8 @@ async fn job_stats(_auth: Authorized<JobsManage>, state: web::Data<AppState>) ->
     Ok(ok(super::stats(&state.db).await?))
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema, async_graphql::SimpleObject)]
+#[graphql(name = "Job")]
 pub struct JobView {
     pub id: Uuid,
     pub tenant_id: Option<Uuid>,
@@ -112,16 +113,28 @@ async fn list_jobs(
 ) -> ApiResult<HttpResponse> {
     let q = query.into_inner();
     let list = q.list()?;
-    let status = q.status.unwrap_or_else(|| super::DEAD.to_owned());
-    one_of("status", Some(&status), &[super::PENDING, super::RUNNING, super::COMPLETED, super::DEAD])?;
-    let condition =
-        Condition::all().add(Column::Status.eq(status)).add_option(q.kind.map(|kind| Column::Kind.eq(kind)));
-    let newest = Sort { field: "created_at", column: Column::CreatedAt, desc: true };
-    let jobs = list.fetch(&state.db, SystemScope.find::<Entity>(), condition, newest).await?;
-    Ok(HttpResponse::Ok().json(jobs.map(JobView::from)))
+    Ok(HttpResponse::Ok().json(jobs(&state, q.status, q.kind, &list).await?))
 }
 
-#[derive(Serialize, ToSchema)]
+/// A page of jobs with `status` (dead ones by default) and optionally of
+/// `kind`, newest first. Shared by REST and GraphQL.
+pub async fn jobs(
+    state: &AppState,
+    status: Option<String>,
+    kind: Option<String>,
+    list: &ListRequest,
+) -> ApiResult<Paged<JobView>> {
+    let status = status.unwrap_or_else(|| super::DEAD.to_owned());
+    one_of("status", Some(&status), &[super::PENDING, super::RUNNING, super::COMPLETED, super::DEAD])?;
+    let condition =
+        Condition::all().add(Column::Status.eq(status)).add_option(kind.map(|kind| Column::Kind.eq(kind)));
+    let newest = Sort { field: "created_at", column: Column::CreatedAt, desc: true };
+    let jobs = list.fetch(&state.db, SystemScope.find::<Entity>(), condition, newest).await?;
+    Ok(jobs.map(JobView::from))
+}
+
+#[derive(Serialize, ToSchema, async_graphql::SimpleObject)]
+#[graphql(name = "ReplayedJobs")]
 pub struct Replayed {
     /// Dead jobs queued again with fresh attempts.
     #[schema(example = 1)]
@@ -144,12 +157,18 @@ async fn replay_one(
     state: web::Data<AppState>,
     id: web::Path<Uuid>,
 ) -> ApiResult<HttpResponse> {
-    let replayed = super::replay(&state.db, Some(id.into_inner()), None).await?;
+    Ok(ok(replay_dead(&state, id.into_inner()).await?))
+}
+
+/// Queue the dead job `id` again; `not_found` unless it is dead. Shared by
+/// REST and GraphQL.
+pub async fn replay_dead(state: &AppState, id: Uuid) -> ApiResult<Replayed> {
+    let replayed = super::replay(&state.db, Some(id), None).await?;
     if replayed == 0 {
         return Err(ApiError::not_found("dead job"));
     }
     state.wakeup.wake();
-    Ok(ok(Replayed { replayed }))
+    Ok(Replayed { replayed })
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -157,7 +176,7 @@ async fn replay_one(
 pub struct ReplayRequest {
     /// Only dead jobs of this kind; all dead jobs when absent.
     #[schema(example = "webhook.deliver")]
-    kind: Option<String>,
+    pub kind: Option<String>,
 }
 
 impl Validate for ReplayRequest {}
@@ -178,7 +197,15 @@ async fn replay_many(
     state: web::Data<AppState>,
     body: ApiJson<ReplayRequest>,
 ) -> ApiResult<HttpResponse> {
-    let replayed = super::replay(&state.db, None, body.0.kind.as_deref()).await?;
-    state.wakeup.wake();
-    Ok(ok(Replayed { replayed }))
+    Ok(ok(body.0.run(&state).await?))
+}
+
+impl ReplayRequest {
+    /// Queue every dead job (of `kind`, when given) again. Shared by REST
+    /// and GraphQL.
+    pub async fn run(self, state: &AppState) -> ApiResult<Replayed> {
+        let replayed = super::replay(&state.db, None, self.kind.as_deref()).await?;
+        state.wakeup.wake();
+        Ok(Replayed { replayed })
+    }
 }

@@ -237,8 +237,9 @@ pub async fn find_or_start(
 }
 
 /// What a super-admin (or a signed key) sets on a license.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, ToSchema)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, ToSchema, async_graphql::InputObject)]
 #[serde(deny_unknown_fields)]
+#[graphql(name = "LicenseAssignmentInput")]
 pub struct Assignment {
     /// `basic`, `professional` or `enterprise`.
     #[schema(example = "professional")]

@@ -24,7 +24,8 @@ pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(get_license).service(apply_key).service(admin_get_license).service(admin_assign_license);
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, ToSchema, async_graphql::SimpleObject)]
+#[graphql(name = "LicenseUsage")]
 pub struct Usage {
     #[schema(example = "2026-11")]
     period: String,
@@ -34,21 +35,22 @@ pub struct Usage {
     rate_limited: u64,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, ToSchema, async_graphql::SimpleObject)]
 pub struct LicenseWithUsage {
     #[serde(flatten)]
+    #[graphql(flatten)]
     license: LicenseView,
     usage: Usage,
 }
 
-async fn answer(state: &AppState, tenant_id: Uuid) -> ApiResult<HttpResponse> {
+async fn answer(state: &AppState, tenant_id: Uuid) -> ApiResult<LicenseWithUsage> {
     let gov = &state.governance;
     let license = super::find_or_start(&state.db, &gov.tiers, tenant_id).await?;
     let (stored, pending) = (usage::this_month(&state.db, tenant_id).await?, gov.usage.pending(tenant_id));
     let view = super::view(&license, &gov.tiers, Utc::now());
     let usage =
         Usage { period: usage::period(), calls: stored.0 + pending.0, rate_limited: stored.1 + pending.1 };
-    Ok(ok(LicenseWithUsage { license: view, usage }))
+    Ok(LicenseWithUsage { license: view, usage })
 }
 
 /// The tenant's license: tier, state, dates, limits and this month's usage.
@@ -63,7 +65,7 @@ async fn answer(state: &AppState, tenant_id: Uuid) -> ApiResult<HttpResponse> {
 )]
 #[get("/license")]
 async fn get_license(auth: Authorized<LicenseRead>, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
-    answer(&state, auth.tenant.id()).await
+    Ok(ok(answer(&state, auth.tenant.id()).await?))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -94,7 +96,7 @@ async fn apply_key(
 ) -> ApiResult<HttpResponse> {
     let tenant = auth.tenant.id();
     super::apply(&state, tenant, &body.0.key).await?;
-    answer(&state, tenant).await
+    Ok(ok(answer(&state, tenant).await?))
 }
 
 /// A tenant's license (super-admins).
@@ -112,8 +114,14 @@ async fn admin_get_license(
     state: web::Data<AppState>,
     tenant_id: web::Path<Uuid>,
 ) -> ApiResult<HttpResponse> {
-    let tenant_id = existing_tenant(&state, tenant_id.into_inner()).await?;
-    answer(&state, tenant_id).await
+    Ok(ok(of_tenant(&state, tenant_id.into_inner()).await?))
+}
+
+/// Any tenant's license and usage, `not_found` for an unknown tenant.
+/// Shared by REST and GraphQL.
+pub async fn of_tenant(state: &AppState, tenant_id: Uuid) -> ApiResult<LicenseWithUsage> {
+    let tenant_id = existing_tenant(state, tenant_id).await?;
+    answer(state, tenant_id).await
 }
 
 impl Validate for Assignment {}
@@ -136,14 +144,24 @@ async fn admin_assign_license(
     tenant_id: web::Path<Uuid>,
     body: ApiJson<Assignment>,
 ) -> ApiResult<HttpResponse> {
-    let tenant_id = existing_tenant(&state, tenant_id.into_inner()).await?;
-    let assignment = body.0;
+    Ok(ok(assign_to(&state, tenant_id.into_inner(), body.0).await?))
+}
+
+/// Apply `assignment` to any tenant's license; `not_found` for an unknown
+/// tenant, `validation_failed` for an unknown tier or status or backwards
+/// dates. Shared by REST and GraphQL.
+pub async fn assign_to(
+    state: &AppState,
+    tenant_id: Uuid,
+    assignment: Assignment,
+) -> ApiResult<LicenseWithUsage> {
+    let tenant_id = existing_tenant(state, tenant_id).await?;
     assignment.check(&state.governance.tiers).map_err(ApiError::validation)?;
     let txn = crate::platform::db::begin(&state.db).await?;
     super::assign(&txn, &state.governance.tiers, tenant_id, assignment, None).await?;
     sea_orm::TransactionSession::commit(txn).await?;
     state.governance.invalidate(Some(tenant_id)).await;
-    answer(&state, tenant_id).await
+    answer(state, tenant_id).await
 }
 
 async fn existing_tenant(state: &AppState, id: Uuid) -> ApiResult<Uuid> {
