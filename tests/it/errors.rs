@@ -242,8 +242,9 @@ async fn error_messages_name_the_field_in_plain_words() {
     assert!(fields(&body)[0].1.starts_with("is not a known field; expected one of sku, name"), "{body}");
 
     let body =
-        assert_problem(app.get("/api/v1/products?q=bolt", &tenant.token).await, 400, "invalid_query").await;
-    assert_eq!(fields(&body)[0].0, "q");
+        assert_problem(app.get("/api/v1/products?search=bolt", &tenant.token).await, 400, "invalid_query")
+            .await;
+    assert_eq!(fields(&body)[0].0, "search");
     assert!(fields(&body)[0].1.starts_with("is not a known field"), "{body}");
     let body =
         assert_problem(app.get("/api/v1/products?limit=two", &tenant.token).await, 400, "invalid_query")

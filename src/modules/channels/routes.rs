@@ -26,18 +26,18 @@ use crate::{
 };
 
 pub fn routes(cfg: &mut ServiceConfig) {
-    cfg.service(list_connections)
-        .service(create_connection)
-        .service(get_connection)
-        .service(update_connection)
-        .service(delete_connection)
-        .service(remote_product)
-        .service(start_import)
-        .service(get_import)
-        .service(push_product)
-        .service(list_mappings)
-        .service(list_receipts)
-        .service(receive_webhook);
+    cfg.service(list_channel_connections)
+        .service(create_channel_connection)
+        .service(get_channel_connection)
+        .service(update_channel_connection)
+        .service(delete_channel_connection)
+        .service(get_channel_remote_product)
+        .service(start_channel_import)
+        .service(get_channel_import)
+        .service(push_channel_product)
+        .service(list_channel_mappings)
+        .service(list_channel_webhook_receipts)
+        .service(receive_channel_webhook);
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -83,7 +83,7 @@ impl Validate for CreateConnection {}
         (status = 422, description = "Invalid fields: an unknown channel or warehouse, missing credentials, a refused URL", body = Problem)),
     security(("bearer" = [])))]
 #[post("/channel-connections")]
-async fn create_connection(
+async fn create_channel_connection(
     auth: Authorized<ChannelsWrite>,
     channels: web::Data<dyn ChannelService>,
     body: ApiJson<CreateConnection>,
@@ -125,7 +125,7 @@ crate::list_query! {
     responses((status = 200, body = Paged<ConnectionView>), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)),
     security(("bearer" = [])))]
 #[get("/channel-connections")]
-async fn list_connections(
+async fn list_channel_connections(
     auth: Authorized<ChannelsRead>,
     channels: web::Data<dyn ChannelService>,
     query: web::Query<ConnectionQuery>,
@@ -145,7 +145,7 @@ async fn list_connections(
         (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = [])))]
 #[get("/channel-connections/{id}")]
-async fn get_connection(
+async fn get_channel_connection(
     auth: Authorized<ChannelsRead>,
     channels: web::Data<dyn ChannelService>,
     id: web::Path<Uuid>,
@@ -186,7 +186,7 @@ impl Validate for UpdateConnection {}
         (status = 422, body = Problem)),
     security(("bearer" = [])))]
 #[patch("/channel-connections/{id}")]
-async fn update_connection(
+async fn update_channel_connection(
     auth: Authorized<ChannelsWrite>,
     state: web::Data<AppState>,
     channels: web::Data<dyn ChannelService>,
@@ -215,7 +215,7 @@ async fn update_connection(
     responses((status = 204, description = "Deleted"), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = [])))]
 #[delete("/channel-connections/{id}")]
-async fn delete_connection(
+async fn delete_channel_connection(
     auth: Authorized<ChannelsWrite>,
     channels: web::Data<dyn ChannelService>,
     id: web::Path<Uuid>,
@@ -242,7 +242,7 @@ struct RemoteQuery {
         (status = 503, description = "The store is down, throttling or answered garbage", body = Problem)),
     security(("bearer" = [])))]
 #[get("/channel-connections/{id}/remote-product")]
-async fn remote_product(
+async fn get_channel_remote_product(
     auth: Authorized<ChannelsRead>,
     channels: web::Data<dyn ChannelService>,
     id: web::Path<Uuid>,
@@ -258,7 +258,7 @@ async fn remote_product(
     responses((status = 202, body = Data<ImportView>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = [])))]
 #[post("/channel-connections/{id}/imports")]
-async fn start_import(
+async fn start_channel_import(
     auth: Authorized<ChannelsWrite>,
     state: web::Data<AppState>,
     channels: web::Data<dyn ChannelService>,
@@ -274,7 +274,7 @@ async fn start_import(
     responses((status = 200, body = Data<ImportView>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = [])))]
 #[get("/channel-connections/{id}/imports/{import_id}")]
-async fn get_import(
+async fn get_channel_import(
     auth: Authorized<ChannelsRead>,
     channels: web::Data<dyn ChannelService>,
     path: web::Path<(Uuid, Uuid)>,
@@ -291,7 +291,7 @@ async fn get_import(
         (status = 409, description = "The connection is disconnected", body = Problem)),
     security(("bearer" = [])))]
 #[post("/channel-connections/{id}/products/{product_id}/push")]
-async fn push_product(
+async fn push_channel_product(
     auth: Authorized<ChannelsWrite>,
     state: web::Data<AppState>,
     channels: web::Data<dyn ChannelService>,
@@ -321,7 +321,7 @@ crate::list_query! {
     responses((status = 200, body = Paged<MappingView>), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)),
     security(("bearer" = [])))]
 #[get("/channel-mappings")]
-async fn list_mappings(
+async fn list_channel_mappings(
     auth: Authorized<ChannelsRead>,
     channels: web::Data<dyn ChannelService>,
     query: web::Query<MappingQuery>,
@@ -350,7 +350,7 @@ crate::list_query! {
         (status = 403, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = [])))]
 #[get("/channel-connections/{id}/webhook-receipts")]
-async fn list_receipts(
+async fn list_channel_webhook_receipts(
     auth: Authorized<ChannelsRead>,
     channels: web::Data<dyn ChannelService>,
     id: web::Path<Uuid>,
@@ -383,7 +383,7 @@ async fn list_receipts(
         (status = 401, description = "Forged, or a replay of a received event (logged either way)", body = Problem),
         (status = 404, description = "No such connection", body = Problem)))]
 #[post("/channel-webhooks/{id}")]
-async fn receive_webhook(
+async fn receive_channel_webhook(
     req: HttpRequest,
     state: web::Data<AppState>,
     channels: web::Data<dyn ChannelService>,

@@ -10,13 +10,13 @@ use uuid::Uuid;
 use super::{
     CUSTOMER_SORTS, CustomerFilter, CustomerView, ImportView, NewOrder, NewOrderLine, NewRefund, ORDER_SORTS,
     OrderFilter, OrderLineView, OrderService, OrderView, OrdersRead, OrdersRefund, OrdersWrite, RefundView,
-    STATES, check_order, check_refund,
+    STATES, check_order, check_refund, routes::CreateCustomer,
 };
 use crate::{
     error::ApiError,
     modules::inventory::{ProductView, graphql::product},
     platform::{
-        graphql::{authorized, data, gql, list_request},
+        graphql::{authorized, data, gql, list_request, validated},
         http::{PageMeta, one_of, parse_sort},
         tenancy::TenantScope,
         validate::{self, Checks},
@@ -163,6 +163,12 @@ impl Query {
         let paged = service(ctx)?.list_customers(principal.tenant, filter, &list).await.map_err(gql)?;
         Ok(CustomerPage { items: paged.data, page_info: paged.meta })
     }
+
+    /// A customer (as `GET /api/v1/customers/{id}`).
+    async fn customer(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<CustomerView> {
+        let (_, principal) = authorized::<OrdersRead>(ctx).map_err(gql)?;
+        service(ctx)?.get_customer(principal.tenant, id).await.map_err(gql)
+    }
 }
 
 #[derive(InputObject)]
@@ -191,6 +197,18 @@ pub struct Mutation;
 
 #[Object(name = "OrdersMutation")]
 impl Mutation {
+    /// Create a customer (as `POST /api/v1/customers`); `conflict` when
+    /// `externalId` is taken.
+    async fn create_customer(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateCustomer,
+    ) -> async_graphql::Result<CustomerView> {
+        let (_, principal) = authorized::<OrdersWrite>(ctx).map_err(gql)?;
+        let new = validated(input)?.into_new();
+        service(ctx)?.create_customer(principal.tenant, new).await.map_err(gql)
+    }
+
     /// Place an order (as `POST /api/v1/orders`); its saga runs in the background.
     async fn place_order(
         &self,

@@ -198,15 +198,27 @@ impl Default for SimulatedSettings {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, async_graphql::SimpleObject, PartialEq, Eq)]
-#[graphql(name = "NotificationPreferences")]
+#[derive(
+    Clone,
+    Debug,
+    Serialize,
+    Deserialize,
+    ToSchema,
+    async_graphql::SimpleObject,
+    async_graphql::InputObject,
+    PartialEq,
+    Eq,
+)]
+#[graphql(name = "NotificationPreferences", input_name = "NotificationPreferencesInput")]
 #[serde(deny_unknown_fields)]
 pub struct Notifications {
     /// Order notifications by email.
     #[serde(default = "yes")]
+    #[graphql(default = true)]
     pub email: bool,
     /// Order notifications through the tenant's webhooks.
     #[serde(default = "yes")]
+    #[graphql(default = true)]
     pub webhook: bool,
 }
 

@@ -30,17 +30,18 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(list_orders)
         .service(place_order)
         // Before `/orders/{id}`, which would take `imports` for an id.
-        .service(upload_import)
-        .service(list_imports)
-        .service(get_import)
+        .service(upload_order_import)
+        .service(list_order_imports)
+        .service(get_order_import)
         .service(get_order)
         .service(cancel_order)
         .service(refund_order)
-        .service(list_refunds);
+        .service(list_order_refunds);
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema, async_graphql::InputObject)]
 #[serde(deny_unknown_fields)]
+#[graphql(name = "CreateCustomerInput")]
 pub struct CreateCustomer {
     /// The customer's id in the shop or channel they came from; unique.
     #[schema(example = "C-1001", min_length = 1, max_length = 200)]
@@ -54,7 +55,7 @@ pub struct CreateCustomer {
 }
 
 impl CreateCustomer {
-    fn into_new(self) -> NewCustomer {
+    pub(super) fn into_new(self) -> NewCustomer {
         NewCustomer {
             external_id: self.external_id,
             email: self.email,
@@ -365,7 +366,7 @@ crate::list_query! {
     responses((status = 200, body = Paged<RefundView>), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = [])))]
 #[get("/orders/{id}/refunds")]
-async fn list_refunds(
+async fn list_order_refunds(
     auth: Authorized<OrdersRead>,
     orders: web::Data<dyn OrderService>,
     id: web::Path<Uuid>,
@@ -407,7 +408,7 @@ pub struct ImportUpload {
         (status = 422, description = "No `file` field, a wrong header (`errors` names `file`) or an unknown `warehouse_id`", body = Problem)),
     security(("bearer" = [])))]
 #[post("/orders/imports")]
-async fn upload_import(
+async fn upload_order_import(
     auth: Authorized<OrdersWrite>,
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -461,7 +462,7 @@ crate::list_query! {
     responses((status = 200, body = Paged<ImportView>), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)),
     security(("bearer" = [])))]
 #[get("/orders/imports")]
-async fn list_imports(
+async fn list_order_imports(
     auth: Authorized<OrdersRead>,
     orders: web::Data<dyn OrderService>,
     query: web::Query<ImportQuery>,
@@ -476,7 +477,7 @@ async fn list_imports(
     responses((status = 200, body = Data<ImportView>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = [])))]
 #[get("/orders/imports/{id}")]
-async fn get_import(
+async fn get_order_import(
     auth: Authorized<OrdersRead>,
     orders: web::Data<dyn OrderService>,
     id: web::Path<Uuid>,
