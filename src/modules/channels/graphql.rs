@@ -203,7 +203,7 @@ impl Mutation {
         ctx: &Context<'_>,
         id: Uuid,
         input: UpdateChannelConnectionInput,
-        if_match: Option<i32>,
+        if_version: Option<i32>,
     ) -> async_graphql::Result<ConnectionView> {
         let (state, principal) = authorized::<ChannelsWrite>(ctx).map_err(gql)?;
         let changes = ConnectionChanges {
@@ -216,7 +216,7 @@ impl Mutation {
             safety_buffer: input.safety_buffer,
         };
         let view =
-            service(ctx)?.update_connection(principal.tenant, id, if_match, changes).await.map_err(gql)?;
+            service(ctx)?.update_connection(principal.tenant, id, if_version, changes).await.map_err(gql)?;
         state.wakeup.wake();
         Ok(view)
     }
