@@ -143,7 +143,7 @@ impl Conventions {
                 .schema(Some(
                     ObjectBuilder::new()
                         .schema_type(Type::String)
-                        .pattern(Some("^[\\x21-\\x7E]{1,255}$"))
+                        .pattern(Some(crate::platform::idempotency::KEY_PATTERN))
                         .max_length(Some(255)),
                 ))
                 .build();
@@ -154,6 +154,11 @@ impl Conventions {
             let Some(RefOr::T(Schema::Object(schema))) = parameter.schema.as_mut() else { continue };
             if parameter.parameter_in == ParameterIn::Header {
                 schema.schema_type = SchemaType::Type(Type::String);
+            }
+            // The key's rule, also where an operation declares it required.
+            if parameter.name.eq_ignore_ascii_case("idempotency-key") {
+                schema.pattern = Some(crate::platform::idempotency::KEY_PATTERN.to_owned());
+                schema.max_length = Some(255);
             }
         }
 

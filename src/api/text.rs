@@ -11,7 +11,7 @@ use std::collections::HashSet;
 
 use utoipa::openapi::{
     OpenApi, RefOr,
-    schema::{ArrayItems, Object, Schema, SchemaType, Type},
+    schema::{AdditionalProperties, ArrayItems, Object, ObjectBuilder, Schema, SchemaType, Type},
 };
 
 use crate::platform::validate::{EMAIL_PATTERN, TEXT_PATTERN};
@@ -73,6 +73,18 @@ fn walk(schema: &mut RefOr<Schema>, refs: &mut Vec<String>) {
     match schema {
         Schema::Object(object) => {
             text(object);
+            // A map (`credentials`): its keys are strings the rule holds for too.
+            if let Some(values) = object.additional_properties.as_deref_mut() {
+                if let AdditionalProperties::RefOr(values) = values {
+                    walk(values, refs);
+                }
+                let names = object
+                    .property_names
+                    .get_or_insert_with(|| Box::new(ObjectBuilder::new().schema_type(Type::String).into()));
+                if let Schema::Object(names) = names.as_mut() {
+                    text(names);
+                }
+            }
             for (name, property) in &mut object.properties {
                 if let (true, RefOr::T(Schema::Object(field))) = (name == "email", &mut *property) {
                     // The server's own rule, not the stricter `email` format.

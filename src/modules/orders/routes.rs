@@ -384,8 +384,10 @@ struct UploadQuery {
     warehouse_id: Uuid,
 }
 
-/// The upload: `file`, the CSV file.
-#[derive(ToSchema)]
+/// The upload: `file`, the CSV file, and no other part (so the document
+/// says `additionalProperties: false`, from `deny_unknown_fields`).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)] // documents the multipart body; read by multer
 pub struct ImportUpload {
     /// The CSV file: the header `external_order_id,order_placed_at,currency,customer_id,customer_email,customer_name,product_sku,product_name,unit_price_cents,qty`, then several rows per order.

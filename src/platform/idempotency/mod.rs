@@ -41,6 +41,8 @@ pub const HEADER: &str = "idempotency-key";
 /// Added to a replayed response.
 pub const REPLAYED_HEADER: &str = "idempotent-replayed";
 pub const MAX_KEY_LEN: usize = 255;
+/// [`parse_key`]'s rule as the OpenAPI document states it.
+pub const KEY_PATTERN: &str = "^[\\x21-\\x7E]{1,255}$";
 /// How long a request holds its key before another may take it over.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
 /// How long a completed response is replayed.
@@ -442,6 +444,18 @@ pub fn fingerprint(method: &Method, path: &str, query: &str, body: &[u8]) -> Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The documented pattern accepts exactly the keys the server does.
+    #[test]
+    fn the_key_pattern_is_the_servers_rule() {
+        let pattern = regex::Regex::new(KEY_PATTERN).unwrap();
+        let long = "k".repeat(MAX_KEY_LEN + 1);
+        for key in ["order-1042", "a", "~!{}", "with space", "tab\t", "é", "", &long, &long[1..]] {
+            let server =
+                HeaderValue::from_str(key).is_ok_and(|v| parse_key(&headers(&[v.as_bytes()])).is_ok());
+            assert_eq!(pattern.is_match(key), server, "{key:?}");
+        }
+    }
 
     fn headers(values: &[&[u8]]) -> HeaderMap {
         let mut map = HeaderMap::new();
