@@ -28,11 +28,12 @@ pub(super) struct Memory {
 }
 
 impl Memory {
-    /// Each check in order, up to and including the first refusal.
-    pub(super) fn check_chain(&self, checks: &[(&str, NonZeroU32)]) -> Vec<Decision> {
+    /// Each check in order, `weight` requests each, up to and including
+    /// the first refusal.
+    pub(super) fn check_chain(&self, checks: &[(&str, NonZeroU32)], weight: NonZeroU32) -> Vec<Decision> {
         let mut out = Vec::with_capacity(checks.len());
         for (key, limit) in checks {
-            let decision = self.check(key, *limit);
+            let decision = self.check(key, *limit, weight);
             out.push(decision);
             if !decision.allowed {
                 break;
@@ -41,10 +42,17 @@ impl Memory {
         out
     }
 
-    fn check(&self, key: &str, limit: NonZeroU32) -> Decision {
+    fn check(&self, key: &str, limit: NonZeroU32, weight: NonZeroU32) -> Decision {
         let limiter = self.limiter(limit);
-        let decision = match limiter.check_key(&key.to_owned()) {
-            Ok(state) => {
+        let decision = match limiter.check_key_n(&key.to_owned(), weight) {
+            // More than the whole bucket: never, so come back in a minute.
+            Err(_) => Decision::gcra(
+                limit,
+                0,
+                emission_interval(limit) * limit.get(),
+                Some(std::time::Duration::from_secs(60)),
+            ),
+            Ok(Ok(state)) => {
                 // governor exposes the remaining burst, not the theoretical
                 // arrival time, so the reset is derived from it: exact after
                 // an immediate burst, otherwise at most one interval late.
@@ -52,7 +60,7 @@ impl Memory {
                 let used = limit.get().saturating_sub(remaining);
                 Decision::gcra(limit, remaining, emission_interval(limit) * used, None)
             }
-            Err(not_until) => {
+            Ok(Err(not_until)) => {
                 let wait = not_until.wait_time_from(limiter.clock().now());
                 // The arrival time is `wait` plus the tolerance, (n - 1) intervals.
                 let reset = wait + emission_interval(limit) * (limit.get() - 1);
@@ -95,13 +103,13 @@ mod tests {
     fn sweep_forgets_full_buckets_only() {
         let memory = Memory::default();
         let (one, many) = (NonZeroU32::MIN, NonZeroU32::new(1_000_000).unwrap());
-        assert!(memory.check("busy", one).allowed);
+        assert!(memory.check("busy", one, one).allowed);
         // 1M/min refills in 60 µs: this bucket is full again by the sweep.
-        assert!(memory.check("idle", many).allowed);
+        assert!(memory.check("idle", many, one).allowed);
         std::thread::sleep(std::time::Duration::from_millis(5));
         memory.sweep();
         assert_eq!(memory.limiter(one).len(), 1);
         assert_eq!(memory.limiter(many).len(), 0);
-        assert!(!memory.check("busy", one).allowed);
+        assert!(!memory.check("busy", one, one).allowed);
     }
 }

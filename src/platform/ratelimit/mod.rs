@@ -100,6 +100,13 @@ impl RateLimiter {
     /// One decision per check; those after a refusal repeat it. With Redis,
     /// the whole chain is one round trip; unlimited quotas cost none.
     pub async fn check_chain(&self, checks: &[(&str, Quota)]) -> Vec<Decision> {
+        self.spend_chain(checks, NonZeroU32::MIN).await
+    }
+
+    /// [`check_chain`](Self::check_chain), counting this one as `weight`
+    /// requests (a costly GraphQL query); a weight above a bucket's whole
+    /// quota is refused by it.
+    pub async fn spend_chain(&self, checks: &[(&str, Quota)], weight: NonZeroU32) -> Vec<Decision> {
         // The buckets to count: the limited ones before any zero quota.
         let mut counted = Vec::new();
         for (key, quota) in checks {
@@ -110,8 +117,8 @@ impl RateLimiter {
             }
         }
         let mut decisions = match &self.0 {
-            Backend::Memory(memory) => memory.check_chain(&counted),
-            Backend::Redis(shared) => shared.check_chain(&counted).await,
+            Backend::Memory(memory) => memory.check_chain(&counted, weight),
+            Backend::Redis(shared) => shared.check_chain(&counted, weight).await,
         }
         .into_iter();
         let mut out = Vec::with_capacity(checks.len());
@@ -134,6 +141,21 @@ impl RateLimiter {
             Backend::Redis(shared) => shared.degraded(),
         }
     }
+}
+
+/// What both backends must do with a weighted request, on a fresh `key`.
+#[cfg(test)]
+async fn assert_weighted(limiter: &RateLimiter, key: &str) {
+    let sixty = Quota { per_minute: Some(60) };
+    let weight = |n| NonZeroU32::new(n).unwrap();
+    let spent = limiter.spend_chain(&[(key, sixty)], weight(10)).await;
+    assert_eq!((spent[0].allowed, spent[0].remaining), (true, 50));
+    // More than is left: refused, spending nothing.
+    assert!(!limiter.spend_chain(&[(key, sixty)], weight(51)).await[0].allowed);
+    assert_eq!(limiter.check(key, sixty).await.remaining, 49);
+    // More than the whole quota never fits.
+    let whole = limiter.spend_chain(&[(&format!("{key}:whole"), sixty)], weight(61)).await;
+    assert!(!whole[0].allowed && whole[0].retry_after_secs.is_some_and(|s| s >= 1));
 }
 
 #[cfg(test)]
@@ -215,6 +237,11 @@ mod tests {
             limiter.check_chain(&[("a", SIXTY), ("b", Quota { per_minute: Some(0) }), ("c", SIXTY)]).await;
         assert_eq!((zero[0].allowed, zero[1].allowed, zero[2].retry_after_secs), (true, false, Some(60)));
         assert_eq!(limiter.check("c", SIXTY).await.remaining, 59);
+    }
+
+    #[tokio::test]
+    async fn a_weighted_request_spends_its_weight() {
+        super::assert_weighted(&RateLimiter::memory(), "weighted").await;
     }
 
     #[tokio::test]

@@ -13,24 +13,26 @@ use crate::platform::redis::Redis;
 /// GCRA in integer microseconds (exact in Lua's doubles, unlike nanoseconds
 /// since the epoch), for a chain of buckets in one round trip. KEYS[i] holds
 /// bucket i's theoretical arrival time (TAT); ARGV[2i-1] is its emission
-/// interval T, ARGV[2i] its burst n, so a request conforms when
-/// now >= TAT + T - n*T, exactly as governor decides. The chain stops at the
-/// first refusal, spending nothing after it. Returns, per bucket checked,
+/// interval T, ARGV[2i] its burst n, and the last ARGV the weight w (how many
+/// requests this one counts as), so it conforms when
+/// now >= TAT + w*T - n*T, exactly as governor decides. The chain stops at
+/// the first refusal, spending nothing after it. Returns, per bucket checked,
 /// {allowed, remaining, reset µs, retry-after µs}, flattened.
 const GCRA: &str = r"
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local w = tonumber(ARGV[2 * #KEYS + 1])
 local out = {}
 for i, key in ipairs(KEYS) do
   local t = tonumber(ARGV[2 * i - 1])
   local burst = tonumber(ARGV[2 * i])
   local tat = math.max(tonumber(redis.call('GET', key)) or now, now)
-  local allow_at = tat + t - burst * t
+  local allow_at = tat + w * t - burst * t
   if now < allow_at then
     for _, v in ipairs({0, 0, tat - now, allow_at - now}) do out[#out + 1] = v end
     return out
   end
-  local new_tat = tat + t
+  local new_tat = tat + w * t
   redis.call('SET', key, new_tat, 'PX', math.ceil((new_tat - now) / 1000))
   for _, v in ipairs({1, math.floor((now - allow_at) / t), new_tat - now, 0}) do out[#out + 1] = v end
 end
@@ -69,22 +71,26 @@ impl Shared {
         Self { redis, timeout, sha: OnceLock::new(), fallback: Memory::default(), health: Mutex::default() }
     }
 
-    pub(super) async fn check_chain(&self, checks: &[(&str, NonZeroU32)]) -> Vec<Decision> {
+    pub(super) async fn check_chain(
+        &self,
+        checks: &[(&str, NonZeroU32)],
+        weight: NonZeroU32,
+    ) -> Vec<Decision> {
         if checks.is_empty() {
             return Vec::new();
         }
         let retry_at = self.health().retry_at;
         if retry_at.is_some_and(|at| Instant::now() < at) {
-            return self.fallback.check_chain(checks);
+            return self.fallback.check_chain(checks, weight);
         }
-        match self.eval(checks).await {
+        match self.eval(checks, weight).await {
             Ok(decisions) => {
                 self.recovered();
                 decisions
             }
             Err(reason) => {
                 self.failed(reason);
-                self.fallback.check_chain(checks)
+                self.fallback.check_chain(checks, weight)
             }
         }
     }
@@ -93,8 +99,8 @@ impl Shared {
         self.health().degraded.clone()
     }
 
-    async fn eval(&self, checks: &[(&str, NonZeroU32)]) -> Result<Vec<Decision>, String> {
-        let reply = match tokio::time::timeout(self.timeout, self.invoke(checks)).await {
+    async fn eval(&self, checks: &[(&str, NonZeroU32)], weight: NonZeroU32) -> Result<Vec<Decision>, String> {
+        let reply = match tokio::time::timeout(self.timeout, self.invoke(checks, weight)).await {
             Ok(Ok(reply)) => reply,
             Ok(Err(err)) => return Err(err.to_string()),
             Err(_) => return Err(format!("no answer within {} ms", self.timeout.as_millis())),
@@ -116,7 +122,11 @@ impl Shared {
 
     /// Runs the script in one round trip: EVALSHA once the SHA is known,
     /// EVAL (which caches the script again) if Redis lost it in a restart.
-    async fn invoke(&self, checks: &[(&str, NonZeroU32)]) -> ::redis::RedisResult<Vec<i64>> {
+    async fn invoke(
+        &self,
+        checks: &[(&str, NonZeroU32)],
+        weight: NonZeroU32,
+    ) -> ::redis::RedisResult<Vec<i64>> {
         let eval = |command: &str, script: &str| {
             let mut cmd = ::redis::cmd(command);
             cmd.arg(script).arg(checks.len());
@@ -128,6 +138,7 @@ impl Shared {
                     u64::try_from(emission_interval(*limit).as_micros()).unwrap_or(u64::MAX).max(1);
                 cmd.arg(interval_us).arg(limit.get());
             }
+            cmd.arg(weight.get());
             cmd
         };
         let mut conn = self.redis.conn();
@@ -244,6 +255,14 @@ mod tests {
 
     #[tokio::test]
     #[ignore = "needs Redis: set NEXUS_TEST_REDIS_URL and run with --include-ignored (.ci/run does)"]
+    async fn a_weighted_request_spends_its_weight() {
+        let limiter = RateLimiter::redis(test_redis(), TIMEOUT);
+        super::super::assert_weighted(&limiter, &unique_key()).await;
+        assert_eq!(limiter.degraded(), None);
+    }
+
+    #[tokio::test]
+    #[ignore = "needs Redis: set NEXUS_TEST_REDIS_URL and run with --include-ignored (.ci/run does)"]
     async fn key_expires_when_bucket_is_full() {
         let redis = test_redis();
         let limiter = RateLimiter::redis(redis.clone(), TIMEOUT);
@@ -265,8 +284,8 @@ mod tests {
         shared.sha.set("0".repeat(40)).unwrap();
         let key = unique_key();
         let one = [(key.as_str(), NonZeroU32::MIN)];
-        assert_eq!(shared.eval(&one).await.unwrap()[0].remaining, 0);
-        assert!(!shared.eval(&one).await.unwrap()[0].allowed);
+        assert_eq!(shared.eval(&one, NonZeroU32::MIN).await.unwrap()[0].remaining, 0);
+        assert!(!shared.eval(&one, NonZeroU32::MIN).await.unwrap()[0].allowed);
     }
 
     #[tokio::test]
