@@ -106,6 +106,9 @@ pub struct HttpConfig {
 pub struct GraphqlConfig {
     pub max_depth: usize,
     pub max_complexity: usize,
+    /// Complexity points a GraphQL operation may have per request it counts
+    /// as against the rate limits (see `api::cost`).
+    pub points_per_request: usize,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -268,6 +271,9 @@ impl Config {
         }
         if let Err(err) = crate::platform::license::key::public_key(&self.license_public_key) {
             fail("license_public_key", &err.to_string());
+        }
+        if self.graphql.points_per_request == 0 {
+            fail("graphql.points_per_request", "must be 1 or more");
         }
         let db = self.database_url();
         if !(db.starts_with("sqlite:") || db.starts_with("postgres://") || db.starts_with("postgresql://")) {

@@ -69,6 +69,7 @@ pub fn schema(state: &AppState) -> NexusSchema {
         .data(state.clone())
         .limit_depth(state.config.graphql.max_depth)
         .limit_complexity(state.config.graphql.max_complexity)
+        .extension(super::cost::QueryCost)
         .finish()
 }
 

@@ -1,5 +1,6 @@
 //! Assembly: the route table, the OpenAPI document, the GraphQL schema.
 
+mod cost;
 pub mod graphql;
 mod text;
 

@@ -555,3 +555,54 @@ async fn the_tenant_wide_limit_binds_across_its_users() {
         assert!(body["detail"].as_str().unwrap().contains("the tenant's limit of 10"), "{body}");
     }
 }
+
+/// A GraphQL operation reports its cost and counts against the rate limit
+/// as one request per `graphql.points_per_request` (25) points: a cheap one
+/// as one, a costly one as several, and one the limit cannot cover is
+/// refused with `rate_limited` before anything runs.
+#[tokio::test]
+async fn a_costly_graphql_query_weighs_more_against_the_rate_limit() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let root = app.super_admin(&tenant).await;
+    let limits = json!({"tier": "professional", "expires_at": Utc::now() + Duration::days(365),
+                        "user_rate_per_minute": 30, "tenant_rate_per_minute": 1000});
+    assign(&app, &root, &tenant, limits).await;
+    let run = |query: String| {
+        let app = &app;
+        let token = tenant.token.clone();
+        async move {
+            let res = app
+                .send_json(reqwest::Method::POST, "/graphql", Some(&token), json!({ "query": query }))
+                .await;
+            assert_eq!(res.status(), 200);
+            json(res).await
+        }
+    };
+    let cheap = run("{ me { email } }".to_owned()).await;
+    assert_eq!(cheap["extensions"]["cost"], json!({"complexity": 2, "requests": 1}), "{cheap}");
+    // 20 aliases of `me { email id }`: 60 points, three requests.
+    let costly: String = (0..20).map(|i| format!("m{i}: me {{ email id }} ")).collect();
+    let costly = format!("{{ {costly} }}");
+    let body = run(costly.clone()).await;
+    assert!(body.get("errors").is_none(), "{body}");
+    let cost = &body["extensions"]["cost"];
+    assert_eq!((cost["complexity"].as_u64(), cost["requests"].as_u64()), (Some(60), Some(3)), "{body}");
+    // 30 per minute: 1 + 3 spent, so at most 26 left (the bucket refills
+    // one a second while the test runs).
+    let remaining = cost["remaining"].as_u64().unwrap();
+    assert!((24..=26).contains(&remaining), "{body}");
+    // Spend the rest with costly queries until one is refused before it runs.
+    let mut refused = None;
+    for _ in 0..20 {
+        let body = run(costly.clone()).await;
+        if let Some(errors) = body.get("errors") {
+            refused = Some((errors.clone(), body["data"].clone()));
+            break;
+        }
+    }
+    let (errors, data) = refused.expect("the limit refused a costly query");
+    assert_eq!(errors[0]["extensions"]["code"], "rate_limited", "{errors}");
+    assert!(errors[0]["message"].as_str().unwrap().contains("counts as 3 requests"), "{errors}");
+    assert_eq!(data, Value::Null, "nothing ran");
+}

@@ -9,6 +9,7 @@ pub mod usage;
 
 use std::{
     collections::HashMap,
+    num::NonZeroU32,
     rc::Rc,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -281,6 +282,30 @@ pub async fn for_stream(state: &AppState, principal: &Principal) -> ApiResult<Go
 
 type Refusal = (ApiError, Option<Decision>);
 
+/// The caller's two buckets (their own, their tenant's) under `limits`.
+fn buckets(principal: &Principal, limits: &license::Limits) -> [(String, Quota); 2] {
+    [
+        (format!("u:{}", principal.user_id), Quota { per_minute: limits.user_rate_per_minute }),
+        (format!("t:{}", principal.tenant.id()), Quota { per_minute: limits.tenant_rate_per_minute }),
+    ]
+}
+
+/// Count `weight` more requests against the caller's limits (a GraphQL
+/// query that costs more than one request); the binding decision. Neither
+/// bucket is spent when one refuses.
+pub async fn spend(state: &AppState, principal: &Principal, weight: NonZeroU32) -> ApiResult<Decision> {
+    let gov = &state.governance;
+    let snapshot = gov.snapshot(&state.db, principal.tenant.id()).await?;
+    let buckets = buckets(principal, &license::limits(&snapshot.license, &gov.tiers));
+    let chain: Vec<(&str, Quota)> = buckets.iter().map(|(key, quota)| (key.as_str(), *quota)).collect();
+    let decisions = gov.limiter.spend_chain(&chain, weight).await;
+    let decision = binding(decisions[0], decisions[1]);
+    if !decision.allowed {
+        gov.usage.rate_limited(principal.tenant.id());
+    }
+    Ok(decision)
+}
+
 /// Rate limits, license state and quota for one request.
 async fn govern(
     state: &AppState,
@@ -295,11 +320,8 @@ async fn govern(
 
     // One round trip for both; a user over their own limit does not also
     // spend the tenant's budget.
-    let (user_key, tenant_key) = (format!("u:{}", principal.user_id), format!("t:{tenant_id}"));
-    let chain = [
-        (user_key.as_str(), Quota { per_minute: limits.user_rate_per_minute }),
-        (tenant_key.as_str(), Quota { per_minute: limits.tenant_rate_per_minute }),
-    ];
+    let buckets = buckets(principal, &limits);
+    let chain = [(buckets[0].0.as_str(), buckets[0].1), (buckets[1].0.as_str(), buckets[1].1)];
     let decisions = gov.limiter.check_chain(&chain).await;
     let (user, tenant) = (decisions[0], decisions[1]);
     let decision = binding(user, tenant);
