@@ -855,6 +855,22 @@ pub fn one_of(field: &str, value: Option<&str>, allowed: &[&str]) -> ApiResult<(
     }
 }
 
+/// The related objects `expand` names (comma-separated:
+/// `expand=vendor,lines.product`, as Stripe's `expand[]`), each one of
+/// `allowed`; 400 `invalid_query` naming `expand` otherwise.
+pub fn expansions(expand: Option<&str>, allowed: &[&'static str]) -> ApiResult<Vec<&'static str>> {
+    let mut out = Vec::new();
+    for name in expand.unwrap_or_default().split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let Some(known) = allowed.iter().find(|a| **a == name) else {
+            let mut err = ApiError::new(Code::InvalidQuery, format!("`{name}` cannot be expanded here"));
+            err.errors.push(FieldError::new("expand", format!("must name {}", allowed.join(", "))));
+            return Err(err);
+        };
+        out.push(*known);
+    }
+    Ok(out)
+}
+
 pub fn is_mutating(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }

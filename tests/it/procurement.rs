@@ -497,3 +497,35 @@ async fn vendor_and_warehouse_changes_are_events() {
     assert_eq!(of("vendor.updated"), [json!({"id": id, "name": "Acme", "active": false, "version": 2})]);
     assert_eq!(of("vendor.deleted"), [json!({"id": id, "name": "Acme"})]);
 }
+
+/// `expand` puts related objects in place, as Stripe's `expand[]` does: a
+/// purchase order's vendor and its lines' products, a stock level's
+/// product; left out, they are absent; an unknown name is a 400.
+#[tokio::test]
+async fn expand_puts_the_vendor_and_the_products_in_place() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let s = setup(&app, &tenant).await;
+    let po = order(&app, &tenant, &s).await;
+    let id = po["id"].as_str().unwrap();
+    let plain = json(app.get(&format!("/api/v1/purchase-orders/{id}"), &tenant.token).await).await;
+    assert!(plain["data"].get("vendor").is_none() && plain["data"]["lines"][0].get("product").is_none());
+    let path = format!("/api/v1/purchase-orders/{id}?expand=vendor,lines.product");
+    let full = json(app.get(&path, &tenant.token).await).await;
+    assert_eq!(full["data"]["vendor"]["name"], "Acme Supplies", "{full}");
+    assert_eq!(full["data"]["lines"][0]["product"]["sku"], "BOLT", "{full}");
+    let list = json(app.get("/api/v1/purchase-orders?expand=vendor", &tenant.token).await).await;
+    assert_eq!(list["data"][0]["vendor"]["id"], s.vendor.as_str(), "{list}");
+    assert!(list["data"][0]["lines"][0].get("product").is_none());
+    let res = app.get("/api/v1/purchase-orders?expand=warehouse", &tenant.token).await;
+    let body = assert_problem(res, 400, "invalid_query").await;
+    assert_eq!(body["errors"][0]["field"], "expand");
+
+    let body =
+        json!({"product_id": s.product, "warehouse_id": s.warehouse, "quantity": 5, "reason": "count"});
+    assert_eq!(app.post("/api/v1/stock/adjustments", &tenant.token, body).await.status(), 200);
+    let levels = json(app.get("/api/v1/stock-levels?expand=product", &tenant.token).await).await;
+    assert_eq!(levels["data"][0]["product"]["name"], "Bolt", "{levels}");
+    let levels = json(app.get("/api/v1/stock-levels", &tenant.token).await).await;
+    assert!(levels["data"][0].get("product").is_none());
+}

@@ -93,6 +93,14 @@ impl ProductView {
     }
 }
 
+#[ComplexObject]
+impl StockLevelView {
+    /// The level's product (REST: `expand=product`).
+    async fn product(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<ProductView>> {
+        product(ctx, self.product_id).await
+    }
+}
+
 #[derive(SimpleObject)]
 #[graphql(name = "ProductPage")]
 pub struct ProductPage {

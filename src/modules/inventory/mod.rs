@@ -322,7 +322,7 @@ pub struct WarehouseView {
 }
 
 #[derive(Clone, Debug, Serialize, ToSchema, async_graphql::SimpleObject)]
-#[graphql(name = "StockLevel")]
+#[graphql(name = "StockLevel", complex)]
 pub struct StockLevelView {
     pub product_id: Uuid,
     pub sku: String,
@@ -337,6 +337,11 @@ pub struct StockLevelView {
     pub reorder_point: Option<i64>,
     pub reorder_quantity: Option<i64>,
     pub updated_at: DateTime<Utc>,
+    /// The product, with `expand=product` (GraphQL: `product`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[graphql(skip)]
+    #[schema(nullable = false)]
+    pub product: Option<ProductView>,
 }
 
 /// A level below its reorder point, with what to order and from whom.

@@ -19,8 +19,8 @@ use crate::{
     platform::{
         bulk::{BulkRequest, BulkResponse},
         http::{
-            ApiJson, Data, Paged, Validate, created, if_match, ok, ok_with_etag, one_of, parse_json,
-            parse_sort, with_etag,
+            ApiJson, Data, Paged, Validate, created, expansions, if_match, ok, ok_with_etag, one_of,
+            parse_json, parse_sort, with_etag,
         },
         rbac::{Authorized, BulkWrite},
         search::{Search, Window},
@@ -451,6 +451,9 @@ crate::list_query! {
         sort: Option<String>,
         product_id: Option<Uuid>,
         warehouse_id: Option<Uuid>,
+        /// `product`: include each level's product.
+        #[param(pattern = "^product$")]
+        expand: Option<String>,
     }
 }
 
@@ -474,8 +477,17 @@ async fn list_levels(
     let q = query.into_inner();
     let list = q.list()?;
     let sort = parse_sort(q.sort.as_deref(), &LEVEL_SORTS)?;
+    let expanded = expansions(q.expand.as_deref(), &["product"])?;
     let filter = LevelFilter { product_id: q.product_id, warehouse_id: q.warehouse_id, sort };
-    Ok(HttpResponse::Ok().json(inventory.stock_levels(auth.tenant, filter, &list).await?))
+    let mut page = inventory.stock_levels(auth.tenant, filter, &list).await?;
+    if !expanded.is_empty() {
+        let ids: std::collections::BTreeSet<Uuid> = page.data.iter().map(|l| l.product_id).collect();
+        let products = inventory.products_by_ids(auth.tenant, ids.into_iter().collect()).await?;
+        for level in &mut page.data {
+            level.product = products.iter().find(|p| p.id == level.product_id).cloned();
+        }
+    }
+    Ok(HttpResponse::Ok().json(page))
 }
 
 #[derive(Deserialize, ToSchema, async_graphql::InputObject)]

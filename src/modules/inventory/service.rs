@@ -128,6 +128,7 @@ fn stock_view(level: stock_level::Model, sku: String) -> StockLevelView {
         reorder_point: level.reorder_point,
         reorder_quantity: level.reorder_quantity,
         updated_at: level.updated_at,
+        product: None,
     }
 }
 

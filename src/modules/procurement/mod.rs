@@ -21,7 +21,7 @@ use uuid::Uuid;
 use crate::{
     error::{ApiResult, FieldError},
     modules::{
-        inventory::{InventoryService, check_quantity},
+        inventory::{InventoryService, ProductView, check_quantity},
         ledger::Ledger,
     },
     platform::{
@@ -148,6 +148,11 @@ pub struct LineView {
     pub unit_cost: i64,
     pub line_total: i64,
     pub received: i64,
+    /// The product, with `expand=lines.product` (GraphQL: `product`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[graphql(skip)]
+    #[schema(nullable = false)]
+    pub product: Option<ProductView>,
 }
 
 #[derive(Clone, Debug, Serialize, ToSchema, async_graphql::SimpleObject)]
@@ -169,6 +174,11 @@ pub struct PurchaseOrderView {
     pub version: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The vendor, with `expand=vendor` (GraphQL: `vendor`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[graphql(skip)]
+    #[schema(nullable = false)]
+    pub vendor: Option<VendorView>,
 }
 
 #[derive(Clone, Debug, Deserialize, ToSchema)]

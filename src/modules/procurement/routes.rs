@@ -1,5 +1,7 @@
 //! REST routes of the procurement module.
 
+use std::collections::{BTreeSet, HashMap};
+
 use actix_web::{HttpRequest, HttpResponse, delete, get, patch, post, web};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
@@ -13,11 +15,12 @@ use super::{
 };
 use crate::{
     error::{ApiResult, FieldError, Problem},
+    modules::inventory::{InventoryService, ProductView},
     platform::{
         bulk::{BulkRequest, BulkResponse},
         http::{
-            ApiJson, Data, Paged, Validate, created, if_match, no_content, ok_with_etag, one_of, parse_json,
-            parse_sort, with_etag,
+            ApiJson, Data, Paged, Validate, created, expansions, if_match, no_content, ok_with_etag, one_of,
+            parse_json, parse_sort, with_etag,
         },
         rbac::{Authorized, BulkWrite},
         search::{Search, Window},
@@ -305,7 +308,50 @@ crate::list_query! {
         updated_after: Option<chrono::DateTime<chrono::Utc>>,
         /// Items updated before this time (RFC 3339).
         updated_before: Option<chrono::DateTime<chrono::Utc>>,
+        /// Related objects to include, comma-separated: `vendor`, `lines.product`.
+        #[param(pattern = "^(vendor|lines\\.product)(,(vendor|lines\\.product))*$")]
+        expand: Option<String>,
     }
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct ExpandQuery {
+    /// Related objects to include, comma-separated: `vendor`, `lines.product`.
+    #[param(pattern = "^(vendor|lines\\.product)(,(vendor|lines\\.product))*$")]
+    expand: Option<String>,
+}
+
+/// What `expand` may name on a purchase order.
+const EXPANDABLE: [&str; 2] = ["vendor", "lines.product"];
+
+/// Put the objects `expand` names into `orders`: one query per kind,
+/// whatever the number of orders.
+async fn expand(
+    orders: &mut [PurchaseOrderView],
+    expand: &[&str],
+    tenant: TenantScope,
+    procurement: &dyn ProcurementService,
+    inventory: &dyn InventoryService,
+) -> ApiResult<()> {
+    if expand.contains(&"vendor") {
+        let ids: BTreeSet<Uuid> = orders.iter().map(|o| o.vendor_id).collect();
+        let vendors = procurement.vendors_by_ids(tenant, ids.into_iter().collect()).await?;
+        let vendors: HashMap<Uuid, VendorView> = vendors.into_iter().map(|v| (v.id, v)).collect();
+        for order in orders.iter_mut() {
+            order.vendor = vendors.get(&order.vendor_id).cloned();
+        }
+    }
+    if expand.contains(&"lines.product") {
+        let ids: BTreeSet<Uuid> = orders.iter().flat_map(|o| o.lines.iter().map(|l| l.product_id)).collect();
+        let products = inventory.products_by_ids(tenant, ids.into_iter().collect()).await?;
+        let products: HashMap<Uuid, ProductView> = products.into_iter().map(|p| (p.id, p)).collect();
+        for line in orders.iter_mut().flat_map(|o| o.lines.iter_mut()) {
+            line.product = products.get(&line.product_id).cloned();
+        }
+    }
+    Ok(())
 }
 
 /// Purchase orders, newest first unless sorted otherwise.
@@ -316,10 +362,12 @@ crate::list_query! {
 async fn list_purchase_orders(
     auth: Authorized<ProcurementRead>,
     procurement: web::Data<dyn ProcurementService>,
+    inventory: web::Data<dyn InventoryService>,
     query: web::Query<OrderQuery>,
 ) -> ApiResult<HttpResponse> {
     let q = query.into_inner();
     let list = q.list()?;
+    let expanded = expansions(q.expand.as_deref(), &EXPANDABLE)?;
     let sort = parse_sort(q.sort.as_deref(), &ORDER_SORTS)?;
     one_of("status", q.status.as_deref(), &STATES)?;
     let filter = OrderFilter {
@@ -330,21 +378,27 @@ async fn list_purchase_orders(
         updated: Window::new("updated", q.updated_after, q.updated_before)?,
         sort,
     };
-    Ok(HttpResponse::Ok().json(procurement.list_orders(auth.tenant, filter, &list).await?))
+    let mut page = procurement.list_orders(auth.tenant, filter, &list).await?;
+    expand(&mut page.data, &expanded, auth.tenant, &**procurement, &**inventory).await?;
+    Ok(HttpResponse::Ok().json(page))
 }
 
 /// One purchase order with its lines; its `ETag` is the version to send
 /// in `If-Match` on a transition or receipt.
-#[utoipa::path(tag = "procurement",
-    responses((status = 200, body = Data<PurchaseOrderView>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
+#[utoipa::path(tag = "procurement", params(ExpandQuery),
+    responses((status = 200, body = Data<PurchaseOrderView>), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = [])))]
 #[get("/purchase-orders/{id}")]
 async fn get_purchase_order(
     auth: Authorized<ProcurementRead>,
     procurement: web::Data<dyn ProcurementService>,
+    inventory: web::Data<dyn InventoryService>,
     id: web::Path<Uuid>,
+    query: web::Query<ExpandQuery>,
 ) -> ApiResult<HttpResponse> {
-    let order = procurement.get_order(auth.tenant, id.into_inner()).await?;
+    let expanded = expansions(query.expand.as_deref(), &EXPANDABLE)?;
+    let mut order = procurement.get_order(auth.tenant, id.into_inner()).await?;
+    expand(std::slice::from_mut(&mut order), &expanded, auth.tenant, &**procurement, &**inventory).await?;
     Ok(ok_with_etag(&order, order.version))
 }
 

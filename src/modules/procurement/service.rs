@@ -91,6 +91,7 @@ async fn views(
             unit_cost: l.unit_cost,
             line_total: l.quantity * l.unit_cost,
             received: l.received,
+            product: None,
         });
     }
     Ok(orders
@@ -109,6 +110,7 @@ async fn views(
             version: order.version,
             created_at: order.created_at,
             updated_at: order.updated_at,
+            vendor: None,
         })
         .collect())
 }
