@@ -860,7 +860,7 @@ pub fn one_of(field: &str, value: Option<&str>, allowed: &[&str]) -> ApiResult<(
 /// `allowed`; 400 `invalid_query` naming `expand` otherwise.
 pub fn expansions(expand: Option<&str>, allowed: &[&'static str]) -> ApiResult<Vec<&'static str>> {
     let mut out = Vec::new();
-    for name in expand.unwrap_or_default().split(',').map(str::trim).filter(|n| !n.is_empty()) {
+    for name in expand.map(|e| e.split(',')).into_iter().flatten() {
         let Some(known) = allowed.iter().find(|a| **a == name) else {
             let mut err = ApiError::new(Code::InvalidQuery, format!("`{name}` cannot be expanded here"));
             err.errors.push(FieldError::new("expand", format!("must name {}", allowed.join(", "))));
