@@ -457,6 +457,48 @@ mod tests {
     }
 
     #[test]
+    fn a_period_counts_what_happened_in_it_and_nets_the_refunds() {
+        let day = midnight(NaiveDate::from_ymd_opt(2026, 11, 28).unwrap_or_default());
+        let (ada, bob) = (Uuid::now_v7(), Uuid::now_v7());
+        let done = |minutes, completed, customer, currency: &str, total| Done {
+            at: day + Duration::minutes(minutes),
+            completed,
+            customer,
+            currency: currency.to_owned(),
+            total,
+        };
+        let done = [
+            done(0, true, ada, "EUR", 1000),
+            done(60, true, ada, "EUR", 2001),
+            done(61, true, bob, "USD", 500),
+            done(62, false, bob, "EUR", 9999),
+            // The next day: not in the period.
+            done(24 * 60, true, bob, "EUR", 7000),
+        ];
+        let given = [Given { at: day + Duration::minutes(90), currency: "EUR".into(), amount: 300 }];
+        let k = summarize(day, day + Duration::days(1), done.iter(), given.iter());
+        assert_eq!((k.orders, k.failed, k.unique_customers, k.refunds), (3, 1, 2, 1));
+        let eur = CurrencyKpis {
+            currency: "EUR".into(),
+            orders: 2,
+            gross: 3001,
+            refunds: 1,
+            refunded: 300,
+            revenue: 2701,
+            average_order_value: 1500,
+        };
+        let usd = CurrencyKpis {
+            currency: "USD".into(),
+            orders: 1,
+            gross: 500,
+            revenue: 500,
+            average_order_value: 500,
+            ..Default::default()
+        };
+        assert_eq!(k.currencies, [eur, usd]);
+    }
+
+    #[test]
     fn a_range_is_bounded_and_ordered() {
         let day = |s| parse_date("from", s).unwrap();
         assert!(check_range(day("2026-01-01"), day("2026-12-31")).is_ok());
