@@ -18,6 +18,7 @@ mod m20261122_000012_orders;
 mod m20261128_000013_order_refunds_imports;
 mod m20261128_000014_channels;
 mod m20261128_000015_search;
+mod m20261128_000016_order_kpis;
 
 pub struct Migrator;
 
@@ -40,6 +41,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000013_order_refunds_imports::Migration),
             Box::new(m20261128_000014_channels::Migration),
             Box::new(m20261128_000015_search::Migration),
+            Box::new(m20261128_000016_order_kpis::Migration),
         ]
     }
 }

@@ -1221,3 +1221,305 @@ async fn an_upload_cut_off_is_swept_and_a_finished_import_is_not() {
     let ids: Vec<&Value> = list["data"].as_array().unwrap().iter().map(|i| &i["id"]).collect();
     assert_eq!(ids, [&done["id"]]);
 }
+
+/// A tiny seeded generator (xorshift), so the workload is the same each run.
+struct Seeded(u64);
+
+impl Seeded {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// A seeded workload on a fresh tenant: products with little stock (so
+/// some orders fail), four customers, orders in EUR and USD, and refunds,
+/// partial and full, of some completed orders; run to completion.
+async fn workload(app: &TestApp, tenant: &Tenant, seed: u64) {
+    let id = |v: Value| v["data"]["id"].as_str().unwrap().to_owned();
+    let s = shop(app, tenant, "P-0", 6).await;
+    let mut products = vec!["P-0".to_owned()];
+    for p in 1..3 {
+        let sku = format!("P-{p}");
+        let product = id(json(
+            app.post(
+                "/api/v1/products",
+                &tenant.token,
+                json!({"sku": sku, "name": "Thing", "unit_price": 100, "currency": "EUR"}),
+            )
+            .await,
+        )
+        .await);
+        let body =
+            json!({"product_id": product, "warehouse_id": s.warehouse, "quantity": 6, "reason": "count"});
+        assert_eq!(app.post("/api/v1/stock/adjustments", &tenant.token, body).await.status(), 200);
+        products.push(sku);
+    }
+    let mut customers = vec![s.customer.clone()];
+    for c in 1..4 {
+        let body = json!({"email": format!("c{c}@example.com"), "name": format!("Customer {c}")});
+        customers.push(id(json(app.post("/api/v1/customers", &tenant.token, body).await).await));
+    }
+    let mut rng = Seeded(seed);
+    for _ in 0..24 {
+        let lines: Vec<Value> = (0..1 + rng.below(2))
+            .map(|i| {
+                json!({"sku": products[((rng.below(3) + i) % 3) as usize], "quantity": 1 + rng.below(3),
+                    "unit_price": 100 * (1 + rng.below(20))})
+            })
+            .collect();
+        let mut lines = lines;
+        lines.dedup_by(|a, b| a["sku"] == b["sku"]);
+        let currency = if rng.below(3) == 0 { "USD" } else { "EUR" };
+        let body = json!({"customer_id": customers[rng.below(4) as usize], "warehouse_id": s.warehouse,
+            "currency": currency, "lines": lines});
+        place(app, &tenant.token, body).await;
+    }
+    app.drained().await;
+    let done = json(app.get("/api/v1/orders?status=completed&limit=100", &tenant.token).await).await;
+    for (n, order) in done["data"].as_array().unwrap().iter().enumerate() {
+        let total = order["total"].as_i64().unwrap();
+        let amount = match rng.below(3) {
+            0 => continue,
+            1 => total / 3 + 1,
+            _ => total,
+        };
+        let res =
+            refund(app, &tenant.token, order["id"].as_str().unwrap(), &format!("kpi-{n}"), amount).await;
+        assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    }
+    app.drained().await;
+}
+
+/// What the KPIs and leaderboards must say, recomputed from the orders,
+/// lines and refunds tables: (orders, failed, unique customers, refunds,
+/// per currency (orders, gross, refunds, refunded)), the spends per
+/// currency and customer (spend, orders) and the quantities per product.
+#[allow(clippy::type_complexity)]
+async fn recomputed(
+    app: &TestApp,
+    tenant: &Tenant,
+) -> (
+    Value,
+    std::collections::BTreeMap<(String, String), (i64, i64)>,
+    std::collections::BTreeMap<String, (i64, i64)>,
+) {
+    use std::collections::{BTreeMap, BTreeSet};
+    let orders = SystemScope
+        .find::<entity::order::Entity>()
+        .filter(entity::order::Column::TenantId.eq(tenant.id))
+        .all(&app.state.db)
+        .await
+        .unwrap();
+    let refunds = SystemScope
+        .find::<entity::order_refund::Entity>()
+        .filter(entity::order_refund::Column::TenantId.eq(tenant.id))
+        .filter(entity::order_refund::Column::Status.eq("processed"))
+        .all(&app.state.db)
+        .await
+        .unwrap();
+    let lines = SystemScope
+        .find::<entity::order_line::Entity>()
+        .filter(entity::order_line::Column::TenantId.eq(tenant.id))
+        .all(&app.state.db)
+        .await
+        .unwrap();
+    let completed: Vec<_> = orders.iter().filter(|o| o.status == "completed").collect();
+    let mut currencies: BTreeMap<String, [i64; 4]> = BTreeMap::new();
+    let mut spends = BTreeMap::new();
+    for o in &completed {
+        let c = currencies.entry(o.currency.clone()).or_default();
+        c[0] += 1;
+        c[1] += o.total;
+        let s = spends.entry((o.currency.clone(), o.customer_id.to_string())).or_insert((0, 0));
+        s.0 += o.total - o.refunded;
+        s.1 += 1;
+    }
+    for r in &refunds {
+        let c = currencies.entry(r.currency.clone()).or_default();
+        c[2] += 1;
+        c[3] += r.amount;
+    }
+    let mut sold = BTreeMap::new();
+    for l in &lines {
+        if completed.iter().any(|o| o.id == l.order_id) {
+            let s = sold.entry(l.product_id.to_string()).or_insert((0, 0));
+            s.0 += l.quantity;
+            s.1 += 1;
+        }
+    }
+    let currencies: Vec<Value> = currencies
+        .into_iter()
+        .map(|(currency, [orders, gross, refunds, refunded])| {
+            json!({"currency": currency, "orders": orders, "gross": gross, "refunds": refunds,
+                "refunded": refunded, "revenue": gross - refunded,
+                "average_order_value": if orders > 0 { gross / orders } else { 0 }})
+        })
+        .collect();
+    let customers: BTreeSet<_> = completed.iter().map(|o| o.customer_id).collect();
+    let kpis = json!({"orders": completed.len(), "failed": orders.iter().filter(|o| o.status == "failed").count(),
+        "unique_customers": customers.len(), "refunds": refunds.len(), "currencies": currencies});
+    (kpis, spends, sold)
+}
+
+/// The KPIs (realtime and by day) and the leaderboards agree with the
+/// recomputation from the tables after a seeded workload.
+async fn agrees_with_the_tables(app: &TestApp, tenant: &Tenant) {
+    let (expected, spends, sold) = recomputed(app, tenant).await;
+    assert!(expected["failed"].as_i64().unwrap() > 0, "the workload has failures: {expected}");
+    assert!(expected["refunds"].as_i64().unwrap() > 0, "the workload has refunds: {expected}");
+    let mut realtime =
+        json(app.get("/api/v1/orders/kpis/realtime?minutes=60", &tenant.token).await).await["data"].clone();
+    realtime.as_object_mut().unwrap().retain(|k, _| k != "from" && k != "to");
+    assert_eq!(realtime, expected);
+
+    // By day: yesterday to tomorrow (the run may cross midnight), summed.
+    let today = chrono::Utc::now().date_naive();
+    let (from, to) = (today.pred_opt().unwrap(), today.succ_opt().unwrap());
+    let days = json(app.get(&format!("/api/v1/orders/kpis?from={from}&to={to}"), &tenant.token).await).await;
+    let days = days["data"].as_array().unwrap();
+    assert_eq!(days.len(), 3);
+    assert_eq!(days[0]["from"], json!(format!("{from}T00:00:00Z")));
+    for field in ["orders", "failed", "refunds"] {
+        let sum: i64 = days.iter().map(|d| d[field].as_i64().unwrap()).sum();
+        assert_eq!(json!(sum), expected[field], "{field}");
+    }
+
+    for currency in ["EUR", "USD"] {
+        let path = format!("/api/v1/orders/leaderboards/customers?currency={currency}&limit=100");
+        let top = json(app.get(&path, &tenant.token).await).await["data"].clone();
+        let top = top.as_array().unwrap();
+        let want: Vec<_> = spends.iter().filter(|((c, _), _)| c == currency).collect();
+        assert_eq!(top.len(), want.len());
+        for entry in top {
+            let customer = entry["customer_id"].as_str().unwrap();
+            let (spend, orders) = spends[&(currency.to_owned(), customer.to_owned())];
+            assert_eq!(
+                (entry["spend"].as_i64().unwrap(), entry["orders"].as_i64().unwrap()),
+                (spend, orders)
+            );
+            let rank = 1 + want.iter().filter(|(_, s)| s.0 > spend).count() as i64;
+            assert_eq!(entry["rank"], rank);
+            let path = format!("/api/v1/customers/{customer}/rank?currency={currency}");
+            let one = json(app.get(&path, &tenant.token).await).await["data"].clone();
+            assert_eq!(one, *entry);
+        }
+        let spends: Vec<i64> = top.iter().map(|e| e["spend"].as_i64().unwrap()).collect();
+        assert!(spends.windows(2).all(|w| w[0] >= w[1]), "best first: {spends:?}");
+    }
+    let best = json(app.get("/api/v1/orders/leaderboards/products?limit=100", &tenant.token).await).await;
+    let best = best["data"].as_array().unwrap();
+    assert_eq!(best.len(), sold.len());
+    for entry in best {
+        let (quantity, orders) = sold[entry["product_id"].as_str().unwrap()];
+        assert_eq!(
+            (entry["quantity"].as_i64().unwrap(), entry["orders"].as_i64().unwrap()),
+            (quantity, orders)
+        );
+    }
+    let top = json(app.get("/api/v1/orders/leaderboards/products?limit=1", &tenant.token).await).await;
+    assert_eq!(top["data"].as_array().unwrap().len(), 1);
+    assert_eq!(top["data"][0]["rank"], 1);
+}
+
+#[tokio::test]
+async fn kpis_and_leaderboards_agree_with_the_orders_table_after_a_seeded_workload() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    workload(&app, &tenant, 0x5eed_0001).await;
+    agrees_with_the_tables(&app, &tenant).await;
+
+    // Another tenant sees none of it, and not the first one's customers.
+    let other = app.register().await;
+    let kpis = json(app.get("/api/v1/orders/kpis/realtime?minutes=60", &other.token).await).await;
+    assert_eq!((kpis["data"]["orders"].clone(), kpis["data"]["currencies"].clone()), (json!(0), json!([])));
+    let top = json(app.get("/api/v1/orders/leaderboards/customers?currency=EUR", &other.token).await).await;
+    assert_eq!(top["data"], json!([]));
+    let best = json(app.get("/api/v1/orders/leaderboards/products", &other.token).await).await;
+    assert_eq!(best["data"], json!([]));
+    let first = &top_customer(&app, &tenant).await;
+    let res = app.get(&format!("/api/v1/customers/{first}/rank?currency=EUR"), &other.token).await;
+    assert_problem(res, 404, "not_found").await;
+}
+
+async fn top_customer(app: &TestApp, tenant: &Tenant) -> String {
+    let top =
+        json(app.get("/api/v1/orders/leaderboards/customers?currency=EUR&limit=1", &tenant.token).await)
+            .await;
+    top["data"][0]["customer_id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn kpi_and_leaderboard_queries_name_the_bad_field_over_rest_and_graphql() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    for (query, field) in [
+        ("kpis?from=2026-13-01&to=2026-12-01", "from"),
+        ("kpis?from=2026-01-01&to=yesterday", "to"),
+        ("kpis?from=2026-02-01&to=2026-01-31", "to"),
+        ("kpis?from=2025-01-01&to=2026-01-02", "to"),
+        ("kpis/realtime?minutes=0", "minutes"),
+        ("kpis/realtime?minutes=1441", "minutes"),
+        ("leaderboards/customers?currency=eur", "currency"),
+        ("leaderboards/customers?currency=EUR&limit=0", "limit"),
+        ("leaderboards/products?limit=101", "limit"),
+    ] {
+        let res = app.get(&format!("/api/v1/orders/{query}"), &tenant.token).await;
+        let body = assert_problem(res, 400, "invalid_query").await;
+        assert_eq!(body["errors"][0]["field"], field, "{query}: {body}");
+    }
+    let full_year = app.get("/api/v1/orders/kpis?from=2024-01-01&to=2024-12-31", &tenant.token).await;
+    assert_eq!(json(full_year).await["data"].as_array().unwrap().len(), 366);
+
+    for (query, field) in [
+        (r#"{ orderKpis(from: "2026-02-01", to: "2026-01-31") { orders } }"#, "to"),
+        ("{ orderKpisRealtime(minutes: 0) { orders } }", "minutes"),
+        (r#"{ topCustomers(currency: "EUR", limit: 0) { rank } }"#, "limit"),
+        ("{ bestsellers(limit: 101) { rank } }", "limit"),
+    ] {
+        let body = graphql(&app, &tenant.token, query, json!({})).await;
+        assert_eq!(body["errors"][0]["extensions"]["code"], "invalid_query", "{query}: {body}");
+        assert_eq!(body["errors"][0]["extensions"]["errors"][0]["field"], field, "{query}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn kpis_and_leaderboards_need_orders_read() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let s = shop(&app, &tenant, "MUG", 5).await;
+    let id = place(&app, &tenant.token, order_body(&s, "MUG", 2)).await["id"].as_str().unwrap().to_owned();
+    reaches(&app, &tenant, &id, "completed").await;
+
+    let (_, viewer) = app.user_with_roles(&tenant, &["viewer"]).await;
+    let rank =
+        json(app.get(&format!("/api/v1/customers/{}/rank?currency=EUR", s.customer), &viewer).await).await;
+    assert_eq!(rank["data"], json!({"customer_id": s.customer, "rank": 1, "spend": 4998, "orders": 1}));
+    let query = format!(
+        r#"{{ customerRank(customerId: "{}", currency: "EUR") {{ rank spend }} bestsellers {{ quantity }} orderKpisRealtime(minutes: 5) {{ orders uniqueCustomers currencies {{ gross averageOrderValue }} }} }}"#,
+        s.customer
+    );
+    let body = graphql(&app, &viewer, &query, json!({})).await;
+    assert!(body.get("errors").is_none(), "{body}");
+    assert_eq!(body["data"]["customerRank"], json!({"rank": 1, "spend": 4998}));
+    assert_eq!(body["data"]["bestsellers"], json!([{"quantity": 2}]));
+    assert_eq!(
+        body["data"]["orderKpisRealtime"],
+        json!({"orders": 1, "uniqueCustomers": 1, "currencies": [{"gross": 4998, "averageOrderValue": 4998}]})
+    );
+
+    let (_, nobody) = app.user_with_roles(&tenant, &[]).await;
+    for path in [
+        "/api/v1/orders/kpis?from=2026-01-01&to=2026-01-02".to_owned(),
+        "/api/v1/orders/kpis/realtime?minutes=5".to_owned(),
+        "/api/v1/orders/leaderboards/customers?currency=EUR".to_owned(),
+        "/api/v1/orders/leaderboards/products".to_owned(),
+        format!("/api/v1/customers/{}/rank?currency=EUR", s.customer),
+    ] {
+        assert_problem(app.get(&path, &nobody).await, 403, "forbidden").await;
+    }
+    let body = graphql(&app, &nobody, "{ bestsellers { rank } }", json!({})).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "forbidden", "{body}");
+}

@@ -10,7 +10,9 @@ use uuid::Uuid;
 use super::{
     CUSTOMER_SORTS, CustomerFilter, CustomerView, ImportView, NewOrder, NewOrderLine, NewRefund, ORDER_SORTS,
     OrderFilter, OrderLineView, OrderService, OrderView, OrdersRead, OrdersRefund, OrdersWrite, RefundView,
-    STATES, check_order, check_refund, routes::CreateCustomer,
+    STATES, check_order, check_refund,
+    kpis::{self, Analytics, CustomerSpend, Kpis, ProductSales},
+    routes::CreateCustomer,
 };
 use crate::{
     error::ApiError,
@@ -46,6 +48,10 @@ impl async_graphql::dataloader::Loader<CustomerId> for Loader {
         let customers = self.orders.customers_by_ids(self.tenant, ids).await.map_err(Arc::new)?;
         Ok(customers.into_iter().map(|c| (CustomerId(c.id), c)).collect())
     }
+}
+
+fn analytics<'a>(ctx: &'a Context<'_>) -> async_graphql::Result<&'a Arc<dyn Analytics>> {
+    data::<Arc<dyn Analytics>>(ctx).map_err(gql)
 }
 
 fn service<'a>(ctx: &'a Context<'_>) -> async_graphql::Result<&'a Arc<dyn OrderService>> {
@@ -125,6 +131,68 @@ impl Query {
     async fn order(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<OrderView> {
         let (_, principal) = authorized::<OrdersRead>(ctx).map_err(gql)?;
         service(ctx)?.get_order(principal.tenant, id).await.map_err(gql)
+    }
+
+    /// The KPIs of each UTC day from `from` to `to`, `YYYY-MM-DD`, both
+    /// included (as `GET /api/v1/orders/kpis`).
+    async fn order_kpis(
+        &self,
+        ctx: &Context<'_>,
+        from: String,
+        to: String,
+    ) -> async_graphql::Result<Vec<Kpis>> {
+        let (_, principal) = authorized::<OrdersRead>(ctx).map_err(gql)?;
+        let from = kpis::parse_date("from", &from).map_err(gql)?;
+        let to = kpis::parse_date("to", &to).map_err(gql)?;
+        kpis::check_range(from, to).map_err(gql)?;
+        analytics(ctx)?.daily_kpis(principal.tenant, from, to).await.map_err(gql)
+    }
+
+    /// The KPIs of the last `minutes` minutes (as
+    /// `GET /api/v1/orders/kpis/realtime`).
+    async fn order_kpis_realtime(&self, ctx: &Context<'_>, minutes: i64) -> async_graphql::Result<Kpis> {
+        let (_, principal) = authorized::<OrdersRead>(ctx).map_err(gql)?;
+        kpis::check_minutes(minutes).map_err(gql)?;
+        let to = chrono::Utc::now();
+        analytics(ctx)?.kpis(principal.tenant, to - chrono::Duration::minutes(minutes), to).await.map_err(gql)
+    }
+
+    /// The customers with the largest spend in `currency` (as
+    /// `GET /api/v1/orders/leaderboards/customers`).
+    async fn top_customers(
+        &self,
+        ctx: &Context<'_>,
+        currency: String,
+        limit: Option<i64>,
+    ) -> async_graphql::Result<Vec<CustomerSpend>> {
+        let (_, principal) = authorized::<OrdersRead>(ctx).map_err(gql)?;
+        kpis::check_currency(&currency).map_err(gql)?;
+        let limit = kpis::check_limit(limit).map_err(gql)?;
+        analytics(ctx)?.top_customers(principal.tenant, &currency, limit).await.map_err(gql)
+    }
+
+    /// A customer's place on the spend leaderboard of `currency` (as
+    /// `GET /api/v1/customers/{id}/rank`).
+    async fn customer_rank(
+        &self,
+        ctx: &Context<'_>,
+        customer_id: Uuid,
+        currency: String,
+    ) -> async_graphql::Result<CustomerSpend> {
+        let (_, principal) = authorized::<OrdersRead>(ctx).map_err(gql)?;
+        kpis::check_currency(&currency).map_err(gql)?;
+        analytics(ctx)?.customer_rank(principal.tenant, customer_id, &currency).await.map_err(gql)
+    }
+
+    /// The products sold most (as `GET /api/v1/orders/leaderboards/products`).
+    async fn bestsellers(
+        &self,
+        ctx: &Context<'_>,
+        limit: Option<i64>,
+    ) -> async_graphql::Result<Vec<ProductSales>> {
+        let (_, principal) = authorized::<OrdersRead>(ctx).map_err(gql)?;
+        let limit = kpis::check_limit(limit).map_err(gql)?;
+        analytics(ctx)?.bestsellers(principal.tenant, limit).await.map_err(gql)
     }
 
     /// A CSV import of orders (as `GET /api/v1/orders/imports/{id}`).

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod gateway;
 pub mod graphql;
 pub mod import;
+pub mod kpis;
 pub mod routes;
 pub mod saga;
 pub mod service;
@@ -611,6 +612,7 @@ pub trait OrderService: Send + Sync {
 /// The orders module: its service, its saga's jobs and how it plugs in.
 pub struct Orders {
     service: Arc<service::SeaOrmOrders>,
+    analytics: Arc<dyn kpis::Analytics>,
 }
 
 impl Orders {
@@ -631,7 +633,8 @@ impl Orders {
         let ttl = chrono::Duration::seconds(i64::from(settings.reservation_ttl_seconds));
         let service = service::SeaOrmOrders::new(setup.db.clone(), inventory, gateway, ttl)
             .with_import_max_bytes(settings.import_max_bytes);
-        Ok(Self { service: Arc::new(service) })
+        let analytics = Arc::new(kpis::DbAnalytics::new(setup.db.clone()));
+        Ok(Self { service: Arc::new(service), analytics })
     }
 
     /// What other modules are given.
@@ -661,11 +664,13 @@ impl Module for Orders {
 
     fn routes(&self, cfg: &mut ServiceConfig) {
         cfg.app_data(web::Data::from(self.service()));
+        cfg.app_data(web::Data::from(self.analytics.clone()));
         routes::routes(cfg);
     }
 
     fn graphql_data(&self, data: &mut async_graphql::Data, tenant: Option<TenantScope>) {
         data.insert(self.service());
+        data.insert(self.analytics.clone());
         if let Some(tenant) = tenant {
             data.insert(graphql::loader(self.service(), tenant));
         }

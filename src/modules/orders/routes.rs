@@ -11,6 +11,7 @@ use super::{
     CUSTOMER_SORTS, CustomerFilter, CustomerView, ImportView, NewCustomer, NewOrder, NewOrderLine, NewRefund,
     Notifications, ORDER_SORTS, OrderFilter, OrderService, OrderView, OrdersRead, OrdersRefund, OrdersWrite,
     RefundView, STATES, check_customer, check_order, check_refund,
+    kpis::{self, Analytics, CustomerSpend, Kpis, ProductSales},
 };
 use crate::{
     error::{ApiError, ApiResult, Code, FieldError, Problem},
@@ -27,9 +28,14 @@ pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(list_customers)
         .service(create_customer)
         .service(get_customer)
+        .service(customer_rank)
         .service(list_orders)
         .service(place_order)
         // Before `/orders/{id}`, which would take `imports` for an id.
+        .service(order_kpis)
+        .service(order_kpis_realtime)
+        .service(top_customers)
+        .service(bestsellers)
         .service(upload_order_import)
         .service(list_order_imports)
         .service(get_order_import)
@@ -485,4 +491,142 @@ async fn get_order_import(
     id: web::Path<Uuid>,
 ) -> ApiResult<HttpResponse> {
     Ok(ok(orders.get_import(auth.tenant, id.into_inner()).await?))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct KpiQuery {
+    /// The first day (UTC), `YYYY-MM-DD`.
+    #[param(format = Date, example = "2026-11-01")]
+    from: String,
+    /// The last day (UTC), included; at most 366 days in all.
+    #[param(format = Date, example = "2026-11-30")]
+    to: String,
+}
+
+/// The orders' KPIs of each UTC day from `from` to `to` (both included, at
+/// most 366 days): orders completed and failed, unique customers, refunds
+/// processed, and per currency gross, refunded, revenue and average order
+/// value. What counts when: docs/orders.md.
+#[utoipa::path(tag = "orders", params(KpiQuery),
+    responses((status = 200, body = Data<Vec<Kpis>>), (status = 400, description = "A date is invalid, `to` is before `from` or the range is too long (the field is named)", body = Problem),
+        (status = 401, body = Problem), (status = 403, body = Problem)),
+    security(("bearer" = [])))]
+#[get("/orders/kpis")]
+async fn order_kpis(
+    auth: Authorized<OrdersRead>,
+    analytics: web::Data<dyn Analytics>,
+    query: web::Query<KpiQuery>,
+) -> ApiResult<HttpResponse> {
+    let from = kpis::parse_date("from", &query.from)?;
+    let to = kpis::parse_date("to", &query.to)?;
+    kpis::check_range(from, to)?;
+    Ok(ok(analytics.daily_kpis(auth.tenant, from, to).await?))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct RealtimeQuery {
+    /// The window: the last `minutes` minutes up to now (1 to 1440).
+    #[param(minimum = 1, maximum = 1440, example = 60)]
+    minutes: i64,
+}
+
+/// The orders' KPIs of the last `minutes` minutes, as one period.
+#[utoipa::path(tag = "orders", params(RealtimeQuery),
+    responses((status = 200, body = Data<Kpis>), (status = 400, description = "`minutes` is out of range", body = Problem),
+        (status = 401, body = Problem), (status = 403, body = Problem)),
+    security(("bearer" = [])))]
+#[get("/orders/kpis/realtime")]
+async fn order_kpis_realtime(
+    auth: Authorized<OrdersRead>,
+    analytics: web::Data<dyn Analytics>,
+    query: web::Query<RealtimeQuery>,
+) -> ApiResult<HttpResponse> {
+    kpis::check_minutes(query.minutes)?;
+    let to = Utc::now();
+    let from = to - chrono::Duration::minutes(query.minutes);
+    Ok(ok(analytics.kpis(auth.tenant, from, to).await?))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct SpendQuery {
+    /// The currency spent (ISO 4217); spends in different currencies are
+    /// ranked apart.
+    #[param(pattern = "^[A-Z]{3}$", example = "EUR")]
+    currency: String,
+    /// How many entries (1 to 100, default 10).
+    #[param(minimum = 1, maximum = 100)]
+    limit: Option<i64>,
+}
+
+/// The customers with the largest spend in a currency: the sum of `total -
+/// refunded` of their completed orders, best first.
+#[utoipa::path(tag = "orders", params(SpendQuery),
+    responses((status = 200, body = Data<Vec<CustomerSpend>>), (status = 400, description = "`currency` or `limit` is invalid", body = Problem),
+        (status = 401, body = Problem), (status = 403, body = Problem)),
+    security(("bearer" = [])))]
+#[get("/orders/leaderboards/customers")]
+async fn top_customers(
+    auth: Authorized<OrdersRead>,
+    analytics: web::Data<dyn Analytics>,
+    query: web::Query<SpendQuery>,
+) -> ApiResult<HttpResponse> {
+    kpis::check_currency(&query.currency)?;
+    let limit = kpis::check_limit(query.limit)?;
+    Ok(ok(analytics.top_customers(auth.tenant, &query.currency, limit).await?))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct RankQuery {
+    /// The currency of the leaderboard (ISO 4217).
+    #[param(pattern = "^[A-Z]{3}$", example = "EUR")]
+    currency: String,
+}
+
+/// A customer's place on the spend leaderboard of a currency; `rank` is
+/// `null` without a completed order in it.
+#[utoipa::path(tag = "orders", params(RankQuery),
+    responses((status = 200, body = Data<CustomerSpend>), (status = 400, description = "`currency` is invalid", body = Problem),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+#[get("/customers/{id}/rank")]
+async fn customer_rank(
+    auth: Authorized<OrdersRead>,
+    analytics: web::Data<dyn Analytics>,
+    id: web::Path<Uuid>,
+    query: web::Query<RankQuery>,
+) -> ApiResult<HttpResponse> {
+    kpis::check_currency(&query.currency)?;
+    Ok(ok(analytics.customer_rank(auth.tenant, id.into_inner(), &query.currency).await?))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct LimitQuery {
+    /// How many entries (1 to 100, default 10).
+    #[param(minimum = 1, maximum = 100)]
+    limit: Option<i64>,
+}
+
+/// The products sold most: units on the lines of completed orders.
+#[utoipa::path(tag = "orders", params(LimitQuery),
+    responses((status = 200, body = Data<Vec<ProductSales>>), (status = 400, description = "`limit` is out of range", body = Problem),
+        (status = 401, body = Problem), (status = 403, body = Problem)),
+    security(("bearer" = [])))]
+#[get("/orders/leaderboards/products")]
+async fn bestsellers(
+    auth: Authorized<OrdersRead>,
+    analytics: web::Data<dyn Analytics>,
+    query: web::Query<LimitQuery>,
+) -> ApiResult<HttpResponse> {
+    let limit = kpis::check_limit(query.limit)?;
+    Ok(ok(analytics.bestsellers(auth.tenant, limit).await?))
 }
