@@ -1,11 +1,13 @@
 //! In-process fake stores that speak the channels' real wire formats:
 //! Shopify's Admin GraphQL (`X-Shopify-Access-Token`, cursor pages,
 //! `inventorySetQuantities` with `compareQuantity`, the cost budget's
-//! `THROTTLED` answer) and WooCommerce's REST v3 (basic authentication,
-//! `X-WP-TotalPages`, `products/batch`, 429 with `Retry-After`). Each
-//! listens on 127.0.0.1 with a random port. The tests drive the sync
-//! engine against them, and `cargo run --example fake-stores` starts both
-//! so the whole flow can be tried without store accounts.
+//! `THROTTLED` answer), WooCommerce's REST v3 (basic authentication,
+//! `X-WP-TotalPages`, `products/batch`, 429 with `Retry-After`) and
+//! Amazon's Login with Amazon token endpoint with the SP-API Listings Items
+//! (`x-amz-access-token`, expiring tokens, `pageToken`, `patchListingsItem`,
+//! 429 with `Retry-After` and `x-amzn-RateLimit-Limit`). Each listens on
+//! 127.0.0.1 with a random port. The tests drive the sync engine against
+//! them, and `cargo run --example fake-stores` starts them all so the whole flow can be tried without store accounts.
 
 use std::{
     net::TcpListener,
@@ -49,7 +51,7 @@ impl FakeProduct {
     }
 }
 
-/// How both fakes misbehave on request.
+/// How the fakes misbehave on request.
 #[derive(Default)]
 struct Controls {
     /// Answer this many next requests as throttled.
@@ -520,4 +522,402 @@ async fn woo_batch(
         }
     }
     HttpResponse::Ok().json(json!({"update": answers}))
+}
+
+// ----------------------------------------------------------------- Amazon
+
+struct AmazonListing {
+    sku: String,
+    name: String,
+    price: String,
+    quantity: i64,
+}
+
+struct AmazonState {
+    listings: Vec<AmazonListing>,
+    controls: Controls,
+    /// Access tokens handed out and still honoured.
+    tokens: Vec<String>,
+    /// Handed out, then expired.
+    expired: Vec<String>,
+    grants: usize,
+    expires_in: u64,
+    patches: usize,
+}
+
+/// A fake Amazon seller: Login with Amazon's token endpoint and the
+/// Selling Partner API's Listings Items, on one port.
+#[derive(Clone)]
+pub struct FakeAmazon {
+    pub base_url: String,
+    /// Nexus's `modules.channels.amazon.token_url`.
+    pub token_url: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub refresh_token: String,
+    pub seller_id: String,
+    pub marketplace_id: String,
+    state: Arc<Mutex<AmazonState>>,
+}
+
+struct AmazonKeys {
+    client_id: String,
+    client_secret: String,
+    refresh_token: String,
+    seller_id: String,
+    marketplace_id: String,
+}
+
+/// Every listing of the fake is of this product type.
+const AMAZON_PRODUCT_TYPE: &str = "HOME";
+
+impl FakeAmazon {
+    /// Every variant of `products` becomes a listing of its SKU.
+    pub async fn start(products: Vec<FakeProduct>) -> std::io::Result<Self> {
+        let listings = products
+            .into_iter()
+            .flat_map(|p| {
+                p.variants.into_iter().map(move |v| AmazonListing {
+                    name: match &v.title {
+                        Some(t) => format!("{} - {t}", p.title),
+                        None => p.title.clone(),
+                    },
+                    sku: v.sku,
+                    price: v.price,
+                    quantity: v.quantity,
+                })
+            })
+            .collect();
+        let state = AmazonState {
+            listings,
+            controls: Controls::default(),
+            tokens: Vec::new(),
+            expired: Vec::new(),
+            grants: 0,
+            expires_in: 3600,
+            patches: 0,
+        };
+        let simple = uuid::Uuid::now_v7().simple().to_string();
+        let keys = AmazonKeys {
+            client_id: format!("amzn1.application-oa2-client.{simple}"),
+            client_secret: format!("amzn1.oa2-cs.v1.{simple}"),
+            refresh_token: format!("Atzr|{simple}"),
+            seller_id: "A2FAKESELLER01".to_owned(),
+            marketplace_id: "A1PA6795UKMFR9".to_owned(),
+        };
+        let state = Arc::new(Mutex::new(state));
+        let data = web::Data::from(state.clone());
+        let shared = web::Data::new(AmazonKeys { ..keys });
+        let keys = shared.clone();
+        let base_url = listen(move |cfg| {
+            cfg.app_data(data.clone())
+                .app_data(shared.clone())
+                .route("/auth/o2/token", web::post().to(amazon_token))
+                .route("/listings/2021-08-01/items/{seller}", web::get().to(amazon_search))
+                .route("/listings/2021-08-01/items/{seller}/{sku}", web::get().to(amazon_get))
+                .route("/listings/2021-08-01/items/{seller}/{sku}", web::patch().to(amazon_patch));
+        })?;
+        Ok(Self {
+            token_url: format!("{base_url}/auth/o2/token"),
+            base_url,
+            client_id: keys.client_id.clone(),
+            client_secret: keys.client_secret.clone(),
+            refresh_token: keys.refresh_token.clone(),
+            seller_id: keys.seller_id.clone(),
+            marketplace_id: keys.marketplace_id.clone(),
+            state,
+        })
+    }
+
+    /// The fulfillable quantity of the listing with `sku`.
+    pub fn quantity(&self, sku: &str) -> Option<i64> {
+        lock(&self.state).listings.iter().find(|l| l.sku == sku).map(|l| l.quantity)
+    }
+
+    /// Access tokens handed out so far.
+    pub fn token_grants(&self) -> usize {
+        lock(&self.state).grants
+    }
+
+    /// Listing patches received so far.
+    pub fn patches(&self) -> usize {
+        lock(&self.state).patches
+    }
+
+    /// Expire every access token handed out so far.
+    pub fn expire_tokens(&self) {
+        let mut state = lock(&self.state);
+        let tokens = std::mem::take(&mut state.tokens);
+        state.expired.extend(tokens);
+    }
+
+    /// The `expires_in` of the next access tokens (3600 unless told).
+    pub fn token_lifetime(&self, seconds: u64) {
+        lock(&self.state).expires_in = seconds;
+    }
+
+    /// Answer the next `n` API requests with 429 and `Retry-After: 1`.
+    pub fn throttle_next(&self, n: usize) {
+        lock(&self.state).controls.throttle_next = n;
+    }
+
+    /// Answer 429 beyond `n` API requests a second (`None`: no limit).
+    pub fn limit_per_second(&self, n: Option<u32>) {
+        lock(&self.state).controls.per_second = n;
+    }
+}
+
+fn amazon_error(
+    status: actix_web::http::StatusCode,
+    code: &str,
+    message: &str,
+    details: &str,
+) -> HttpResponse {
+    HttpResponse::build(status)
+        .insert_header(("x-amzn-RateLimit-Limit", "5.0"))
+        .json(json!({"errors": [{"code": code, "message": message, "details": details}]}))
+}
+
+#[derive(serde::Deserialize)]
+struct TokenForm {
+    grant_type: Option<String>,
+    refresh_token: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+}
+
+async fn amazon_token(
+    state: web::Data<Mutex<AmazonState>>,
+    keys: web::Data<AmazonKeys>,
+    form: web::Form<TokenForm>,
+) -> HttpResponse {
+    let lwa = |status: actix_web::http::StatusCode, error: &str, description: &str| {
+        HttpResponse::build(status).json(json!({"error": error, "error_description": description}))
+    };
+    if form.grant_type.as_deref() != Some("refresh_token") {
+        return lwa(
+            actix_web::http::StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "The authorization grant type is not supported by the authorization server",
+        );
+    }
+    if form.client_id.as_deref() != Some(keys.client_id.as_str())
+        || form.client_secret.as_deref() != Some(keys.client_secret.as_str())
+    {
+        return lwa(
+            actix_web::http::StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "Client authentication failed",
+        );
+    }
+    if form.refresh_token.as_deref() != Some(keys.refresh_token.as_str()) {
+        return lwa(
+            actix_web::http::StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "The request has an invalid grant parameter : refresh_token",
+        );
+    }
+    let mut state = lock(&state);
+    state.grants += 1;
+    let token = format!("Atza|{}", uuid::Uuid::now_v7().simple());
+    state.tokens.push(token.clone());
+    HttpResponse::Ok().json(json!({"access_token": token, "refresh_token": keys.refresh_token,
+        "token_type": "bearer", "expires_in": state.expires_in}))
+}
+
+/// The access token, the seller, the marketplace and the rate limit,
+/// before anything else.
+fn amazon_gate(
+    req: &HttpRequest,
+    keys: &AmazonKeys,
+    state: &mut AmazonState,
+    seller: &str,
+) -> Option<HttpResponse> {
+    use actix_web::http::StatusCode;
+    let denied = "Access to requested resource is denied.";
+    let given = req.headers().get("x-amz-access-token").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if state.expired.iter().any(|t| t == given) {
+        return Some(amazon_error(
+            StatusCode::FORBIDDEN,
+            "Unauthorized",
+            denied,
+            "The access token you provided has expired.",
+        ));
+    }
+    if !state.tokens.iter().any(|t| t == given) || seller != keys.seller_id {
+        return Some(amazon_error(
+            StatusCode::FORBIDDEN,
+            "Unauthorized",
+            denied,
+            "The access token you provided is revoked, malformed or invalid.",
+        ));
+    }
+    let marketplace = url::form_urlencoded::parse(req.query_string().as_bytes())
+        .find(|(k, _)| k == "marketplaceIds")
+        .map(|(_, v)| v.into_owned());
+    if marketplace.as_deref() != Some(keys.marketplace_id.as_str()) {
+        return Some(amazon_error(StatusCode::BAD_REQUEST, "InvalidInput", "Invalid marketplaceIds.", ""));
+    }
+    if state.controls.throttled() {
+        let mut res = amazon_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "QuotaExceeded",
+            "You exceeded your quota for the requested resource.",
+            "",
+        );
+        res.headers_mut()
+            .insert(actix_web::http::header::RETRY_AFTER, actix_web::http::header::HeaderValue::from(1));
+        return Some(res);
+    }
+    None
+}
+
+fn amazon_listing(l: &AmazonListing, marketplace: &str) -> Value {
+    json!({"sku": l.sku,
+        "summaries": [{"marketplaceId": marketplace, "asin": format!("B0{:08}", l.sku.len() * 7919 % 100_000_000),
+            "productType": AMAZON_PRODUCT_TYPE, "conditionType": "new_new",
+            "status": if l.quantity > 0 { json!(["BUYABLE", "DISCOVERABLE"]) } else { json!(["DISCOVERABLE"]) },
+            "itemName": l.name, "createdDate": "2026-11-01T10:00:00Z", "lastUpdatedDate": "2026-11-20T10:00:00Z"}],
+        "offers": [{"marketplaceId": marketplace, "offerType": "B2C", "price": {"currencyCode": "EUR", "amount": l.price}}],
+        "fulfillmentAvailability": [{"fulfillmentChannelCode": "DEFAULT", "quantity": l.quantity}]})
+}
+
+fn amazon_ok(body: Value) -> HttpResponse {
+    HttpResponse::Ok().insert_header(("x-amzn-RateLimit-Limit", "5.0")).json(body)
+}
+
+#[derive(serde::Deserialize)]
+struct AmazonSearch {
+    #[serde(rename = "pageSize")]
+    page_size: Option<usize>,
+    #[serde(rename = "pageToken")]
+    page_token: Option<String>,
+}
+
+async fn amazon_search(
+    req: HttpRequest,
+    state: web::Data<Mutex<AmazonState>>,
+    keys: web::Data<AmazonKeys>,
+    seller: web::Path<String>,
+) -> HttpResponse {
+    let mut state = lock(&state);
+    if let Some(refused) = amazon_gate(&req, &keys, &mut state, &seller) {
+        return refused;
+    }
+    let Ok(query) = web::Query::<AmazonSearch>::from_query(req.query_string()) else {
+        return amazon_error(actix_web::http::StatusCode::BAD_REQUEST, "InvalidInput", "Invalid query.", "");
+    };
+    let size = query.page_size.unwrap_or(10).clamp(1, 20);
+    let start = match &query.page_token {
+        None => 0,
+        Some(token) => match STANDARD
+            .decode(token)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|s| s.parse().ok())
+        {
+            Some(start) => start,
+            None => {
+                return amazon_error(
+                    actix_web::http::StatusCode::BAD_REQUEST,
+                    "InvalidInput",
+                    "Invalid pageToken.",
+                    "",
+                );
+            }
+        },
+    };
+    let items: Vec<Value> = state
+        .listings
+        .iter()
+        .skip(start)
+        .take(size)
+        .map(|l| amazon_listing(l, &keys.marketplace_id))
+        .collect();
+    let end = start + items.len();
+    let mut pagination = json!({});
+    if end < state.listings.len() {
+        pagination["nextToken"] = json!(STANDARD.encode(end.to_string()));
+    }
+    if start > 0 {
+        pagination["previousToken"] = json!(STANDARD.encode(start.saturating_sub(size).to_string()));
+    }
+    amazon_ok(json!({"numberOfResults": state.listings.len(), "pagination": pagination, "items": items}))
+}
+
+async fn amazon_get(
+    req: HttpRequest,
+    state: web::Data<Mutex<AmazonState>>,
+    keys: web::Data<AmazonKeys>,
+    path: web::Path<(String, String)>,
+) -> HttpResponse {
+    let (seller, sku) = path.into_inner();
+    let mut state = lock(&state);
+    if let Some(refused) = amazon_gate(&req, &keys, &mut state, &seller) {
+        return refused;
+    }
+    match state.listings.iter().find(|l| l.sku == sku) {
+        Some(l) => amazon_ok(amazon_listing(l, &keys.marketplace_id)),
+        None => amazon_error(
+            actix_web::http::StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            &format!("SKU '{sku}' not found in marketplace {}", keys.marketplace_id),
+            "",
+        ),
+    }
+}
+
+async fn amazon_patch(
+    req: HttpRequest,
+    state: web::Data<Mutex<AmazonState>>,
+    keys: web::Data<AmazonKeys>,
+    path: web::Path<(String, String)>,
+    body: web::Json<Value>,
+) -> HttpResponse {
+    let (seller, sku) = path.into_inner();
+    let mut state = lock(&state);
+    if let Some(refused) = amazon_gate(&req, &keys, &mut state, &seller) {
+        return refused;
+    }
+    state.patches += 1;
+    let Some(listing) = state.listings.iter_mut().find(|l| l.sku == sku) else {
+        return amazon_error(
+            actix_web::http::StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            &format!("SKU '{sku}' not found"),
+            "",
+        );
+    };
+    let issue = |code: &str, message: &str| {
+        amazon_ok(
+            json!({"sku": sku, "status": "INVALID", "submissionId": uuid::Uuid::now_v7().simple().to_string(),
+            "issues": [{"code": code, "message": message, "severity": "ERROR"}]}),
+        )
+    };
+    if body["productType"] != AMAZON_PRODUCT_TYPE {
+        return issue("4000001", "The provided product type does not match the listing's product type.");
+    }
+    let mut quantity = None;
+    for patch in body["patches"].as_array().into_iter().flatten() {
+        let value = &patch["value"][0];
+        match (patch["op"].as_str(), patch["path"].as_str()) {
+            (Some("replace"), Some("/attributes/fulfillment_availability"))
+                if value["fulfillment_channel_code"] == "DEFAULT" =>
+            {
+                match value["quantity"].as_i64().filter(|q| *q >= 0) {
+                    Some(q) => quantity = Some(q),
+                    None => return issue("90220", "'quantity' must be a whole number of 0 or more."),
+                }
+            }
+            _ => {
+                return issue("90000900", "The fake store only takes fulfillment_availability replacements.");
+            }
+        }
+    }
+    if let Some(q) = quantity {
+        listing.quantity = q;
+    }
+    amazon_ok(
+        json!({"sku": sku, "status": "ACCEPTED", "submissionId": uuid::Uuid::now_v7().simple().to_string(), "issues": []}),
+    )
 }
