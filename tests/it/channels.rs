@@ -5,7 +5,9 @@
 //! conflicts, throttling and refused credentials.
 
 use nexus::{
-    modules::channels::fakes::{FakeAmazon, FakeProduct, FakeShopify, FakeVariant, FakeWooCommerce},
+    modules::channels::fakes::{
+        FakeAmazon, FakeEtsy, FakeProduct, FakeShopify, FakeVariant, FakeWooCommerce,
+    },
     platform::tenancy::SystemScope,
 };
 use reqwest::Method;
@@ -832,4 +834,84 @@ async fn amazon_notifications_are_refused_as_not_supported_and_logged() {
             .await;
     assert_eq!(receipts["data"][0]["outcome"], "unsupported", "{receipts}");
     assert_eq!(receipts["data"][0]["verified"], false);
+}
+
+// ------------------------------------------------------------------- Etsy
+
+fn etsy_body(etsy: &FakeEtsy, name: &str, warehouse: &str, buffer: i64) -> Value {
+    json!({"channel": "etsy", "name": name, "base_url": etsy.base_url, "currency": "EUR",
+        "credentials": {"api_key": etsy.api_key, "refresh_token": etsy.refresh_token, "shop_id": etsy.shop_id},
+        "warehouse_id": warehouse, "safety_buffer": buffer})
+}
+
+#[tokio::test]
+async fn an_etsy_shop_is_imported_and_its_inventory_kept_at_available_to_promise() {
+    let shirt = |size: &str, quantity| FakeVariant {
+        sku: format!("TSHIRT-RED-{size}"),
+        title: Some(format!("Red / {size}")),
+        price: "24.99".to_owned(),
+        quantity,
+    };
+    let mut catalog: Vec<FakeProduct> = (0..120)
+        .map(|i| FakeProduct::simple(&format!("Item {i}"), &format!("ITEM-{i:03}"), "4.20", i))
+        .collect();
+    catalog.push(FakeProduct { title: "T-shirt".to_owned(), variants: vec![shirt("S", 5), shirt("M", 8)] });
+    let etsy = FakeEtsy::start(catalog).await.unwrap();
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let main = warehouse(&app, &tenant, "MAIN").await;
+    let created = connect(&app, &tenant, etsy_body(&etsy, "Etsy", &main, 0)).await;
+    assert_eq!(created["rate_limit"], json!({"per_second": 10, "burst": 50}));
+    let e = created["id"].as_str().unwrap().to_owned();
+    let run = import(&app, &tenant, &e).await;
+    assert_eq!(
+        (run["status"].as_str(), run["pages"].as_i64(), run["created"].as_i64()),
+        (Some("succeeded"), Some(2), Some(122)),
+        "{run}"
+    );
+    let m = json(app.get("/api/v1/products?sku=TSHIRT-RED-M", &tenant.token).await).await["data"][0].clone();
+    assert_eq!(m["unit_price"], 2499, "price from amount / divisor");
+    let m = m["id"].as_str().unwrap().to_owned();
+
+    // One variant's quantity changes; its sibling and its price stay.
+    adjust(&app, &tenant, &m, &main, 3).await;
+    eventually(10, || async { (etsy.quantity("TSHIRT-RED-M") == Some(3)).then_some(()) }).await;
+    assert_eq!(etsy.quantity("TSHIRT-RED-S"), Some(5));
+    adjust(&app, &tenant, &m, &main, 4).await;
+    eventually(10, || async { (etsy.quantity("TSHIRT-RED-M") == Some(7)).then_some(()) }).await;
+    assert_eq!(etsy.token_grants(), 1, "the bearer token is kept");
+    assert_eq!(etsy.puts(), 2);
+    let mapping =
+        json(app.get(&format!("/api/v1/channel-mappings?product_id={m}"), &tenant.token).await).await;
+    let listing = mapping["data"][0]["remote_product_id"].as_str().unwrap().to_owned();
+    assert_eq!(mapping["data"][0]["remote_variant_id"], "TSHIRT-RED-M");
+    let path = format!("/api/v1/channel-connections/{e}/remote-product?remote_id={listing}");
+    let fetched = json(app.get(&path, &tenant.token).await).await;
+    assert_eq!(fetched["data"]["variants"][1]["quantity"], 7, "{fetched}");
+
+    // An expired token is replaced once; a 429 waits and the push lands.
+    etsy.expire_tokens();
+    etsy.throttle_next(1);
+    adjust(&app, &tenant, &m, &main, 1).await;
+    eventually(10, || async { (etsy.quantity("TSHIRT-RED-M") == Some(8)).then_some(()) }).await;
+    assert_eq!(etsy.token_grants(), 2);
+    let events = channel_events(&app, &tenant).await;
+    assert!(events.iter().any(|(t, d)| t == "channel.throttled" && d["channel"] == "etsy"), "{events:?}");
+    eventually(10, || async { (connection(&app, &tenant, &e).await["status"] == "connected").then_some(()) })
+        .await;
+}
+
+#[tokio::test]
+async fn refused_etsy_credentials_disconnect_with_etsys_message() {
+    let etsy = FakeEtsy::start(mug(5)).await.unwrap();
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let main = warehouse(&app, &tenant, "MAIN").await;
+    let mut body = etsy_body(&etsy, "Etsy", &main, 0);
+    body["credentials"]["refresh_token"] = json!("12345678.revoked");
+    let e = connect(&app, &tenant, body).await["id"].as_str().unwrap().to_owned();
+    assert_eq!(import(&app, &tenant, &e).await["status"], "failed");
+    let c = connection(&app, &tenant, &e).await;
+    assert_eq!(c["status"], "disconnected");
+    assert_eq!(c["last_error"], "Etsy OAuth: 400 Bad Request: Invalid refresh token");
 }

@@ -1,5 +1,5 @@
-//! The channel driver contract. A channel (Shopify, WooCommerce, Amazon;
-//! later Etsy, eBay...) is one implementation of [`ChannelDriver`] and
+//! The channel driver contract. A channel (Shopify, WooCommerce, Amazon,
+//! Etsy; later eBay...) is one implementation of [`ChannelDriver`] and
 //! one line in [`drivers`]: it speaks the store's real API over HTTP
 //! against the connection's base URL, and hands back one normalised
 //! product shape with the store's own payload kept beside it.
@@ -245,6 +245,7 @@ pub fn drivers(http: &reqwest::Client, settings: &Settings) -> Drivers {
         .with(super::shopify::Shopify::new(http.clone(), settings))
         .with(super::woocommerce::WooCommerce::new(http.clone(), settings))
         .with(super::amazon::Amazon::new(http.clone(), settings))
+        .with(super::etsy::Etsy::new(http.clone(), settings))
 }
 
 /// `"19.99"` as minor units (1999); `None` when it is no such amount.

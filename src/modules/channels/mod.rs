@@ -1,5 +1,5 @@
 //! Channels (`module.channels`): a tenant's stores on sales channels
-//! (Shopify, WooCommerce, Amazon), kept in step with local stock. A connection
+//! (Shopify, WooCommerce, Amazon, Etsy), kept in step with local stock. A connection
 //! says where a store is, how to sign in (credentials sealed with the
 //! platform's cipher, never returned), which warehouse it sells from and
 //! how many units to hold back. A catalog import maps the store's variants
@@ -13,6 +13,7 @@
 
 pub mod amazon;
 pub mod driver;
+pub mod etsy;
 pub mod fakes;
 pub mod graphql;
 pub mod routes;
@@ -103,6 +104,7 @@ pub struct Settings {
     pub shopify: ShopifySettings,
     pub woocommerce: WooCommerceSettings,
     pub amazon: AmazonSettings,
+    pub etsy: EtsySettings,
 }
 
 impl Default for Settings {
@@ -113,6 +115,7 @@ impl Default for Settings {
             shopify: ShopifySettings::default(),
             woocommerce: WooCommerceSettings::default(),
             amazon: AmazonSettings::default(),
+            etsy: EtsySettings::default(),
         }
     }
 }
@@ -169,12 +172,25 @@ impl Default for AmazonSettings {
     }
 }
 
+/// `[modules.channels.etsy]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EtsySettings {
+    pub rate_limit: RatePolicy,
+}
+
+impl Default for EtsySettings {
+    fn default() -> Self {
+        Self { rate_limit: RatePolicy { per_second: 10, burst: 50 } }
+    }
+}
+
 /// A store connection as the API shows it: never its credentials.
 #[derive(Clone, Debug, Serialize, ToSchema, async_graphql::SimpleObject)]
 #[graphql(name = "ChannelConnection")]
 pub struct ConnectionView {
     pub id: Uuid,
-    /// `shopify`, `woocommerce` or `amazon`.
+    /// `shopify`, `woocommerce`, `amazon` or `etsy`.
     #[schema(example = "shopify")]
     pub channel: String,
     #[schema(example = "EU shop")]
@@ -312,7 +328,7 @@ pub struct ReceiptView {
     pub verified: bool,
     /// `applied` (booked as a stock movement), `unchanged`, `unmapped`,
     /// `ignored`, `rejected`, `forged`, `replayed` or `unsupported` (a
-    /// channel whose webhooks cannot be received yet: Amazon).
+    /// channel whose webhooks cannot be received yet: Amazon, Etsy).
     #[schema(example = "applied")]
     pub outcome: String,
     pub detail: Option<String>,
@@ -498,7 +514,7 @@ impl Module for Channels {
     fn feature(&self) -> Option<Feature> {
         Some(Feature {
             key: "module.channels",
-            description: "Sales channel stores (Shopify, WooCommerce, Amazon) kept in step with available-to-promise stock",
+            description: "Sales channel stores (Shopify, WooCommerce, Amazon, Etsy) kept in step with available-to-promise stock",
             default: true,
             tier: "professional",
         })

@@ -43,8 +43,8 @@ pub fn routes(cfg: &mut ServiceConfig) {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateConnection {
-    /// `shopify`, `woocommerce` or `amazon`.
-    #[schema(example = "shopify", pattern = "^(shopify|woocommerce|amazon)$")]
+    /// `shopify`, `woocommerce`, `amazon` or `etsy`.
+    #[schema(example = "shopify", pattern = "^(shopify|woocommerce|amazon|etsy)$")]
     channel: String,
     /// Unique in the tenant.
     #[schema(example = "EU shop", min_length = 1, max_length = 200)]
@@ -55,8 +55,8 @@ pub struct CreateConnection {
     base_url: String,
     /// Shopify: `access_token`; WooCommerce: `consumer_key` and
     /// `consumer_secret`; Amazon: `client_id`, `client_secret`,
-    /// `refresh_token`, `seller_id` and `marketplace_id`. Stored encrypted;
-    /// never shown again.
+    /// `refresh_token`, `seller_id` and `marketplace_id`; Etsy: `api_key`,
+    /// `refresh_token` and `shop_id`. Stored encrypted; never shown again.
     #[schema(example = json!({"access_token": "shpat_0123456789abcdef"}))]
     credentials: BTreeMap<String, String>,
     /// The secret the store signs its webhooks with. Stored encrypted.
@@ -113,8 +113,8 @@ crate::list_query! {
         /// `created_at`, `name`; prefix `-` for descending (default `-created_at`).
         #[param(pattern = "^-?(created_at|name)$")]
         sort: Option<String>,
-        /// `shopify`, `woocommerce` or `amazon`.
-        #[param(pattern = "^(shopify|woocommerce|amazon)$")]
+        /// `shopify`, `woocommerce`, `amazon` or `etsy`.
+        #[param(pattern = "^(shopify|woocommerce|amazon|etsy)$")]
         channel: Option<String>,
         /// `connected`, `throttled` or `disconnected`.
         #[param(pattern = "^(connected|throttled|disconnected)$")]
@@ -371,8 +371,8 @@ async fn list_channel_webhook_receipts(
 /// checked before anything else. A forged webhook, or a second delivery
 /// of an event id already received, is refused and logged; a verified
 /// stock change of a mapped variant becomes a stock movement. Amazon's
-/// notifications (SNS) are not supported yet: refused and logged as
-/// `unsupported`.
+/// notifications (SNS) and Etsy's webhooks are not supported yet: refused
+/// and logged as `unsupported`.
 #[utoipa::path(tag = "channels",
     request_body(content = Object, description = "The store's webhook payload, as it sends it", content_type = "application/json"),
     params(

@@ -77,7 +77,7 @@ pub const IGNORED: &str = "ignored";
 pub const REJECTED: &str = "rejected";
 pub const FORGED: &str = "forged";
 pub const REPLAYED: &str = "replayed";
-/// The channel's webhooks cannot be received yet (Amazon's SNS messages).
+/// The channel's webhooks cannot be received yet (Amazon's SNS messages, Etsy's).
 pub const UNSUPPORTED: &str = "unsupported";
 
 pub struct SeaOrmChannels {
