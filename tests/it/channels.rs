@@ -1,11 +1,13 @@
 //! Channels against in-process fake stores that speak Shopify's Admin
-//! GraphQL and WooCommerce's REST v3: connections that never show their
+//! GraphQL, WooCommerce's REST v3 and Amazon's SP-API (with Login with Amazon): connections that never show their
 //! credentials, tenant isolation, the catalog import, and stock changes
 //! that reach every store as available-to-promise, through compare-and-set
 //! conflicts, throttling and refused credentials.
 
 use nexus::{
-    modules::channels::fakes::{FakeProduct, FakeShopify, FakeVariant, FakeWooCommerce},
+    modules::channels::fakes::{
+        FakeAmazon, FakeEtsy, FakeProduct, FakeShopify, FakeVariant, FakeWooCommerce,
+    },
     platform::tenancy::SystemScope,
 };
 use reqwest::Method;
@@ -655,4 +657,261 @@ async fn store_webhooks_are_verified_deduplicated_logged_and_booked() {
     let other = app.register().await;
     let path = format!("/api/v1/channel-connections/{s}/webhook-receipts");
     assert_problem(app.get(&path, &other.token).await, 404, "not_found").await;
+}
+
+// ----------------------------------------------------------------- Amazon
+
+fn amazon_body(amazon: &FakeAmazon, name: &str, warehouse: &str, buffer: i64) -> Value {
+    json!({"channel": "amazon", "name": name, "base_url": amazon.base_url, "currency": "EUR",
+        "credentials": {"client_id": amazon.client_id, "client_secret": amazon.client_secret,
+            "refresh_token": amazon.refresh_token, "seller_id": amazon.seller_id,
+            "marketplace_id": amazon.marketplace_id},
+        "warehouse_id": warehouse, "safety_buffer": buffer})
+}
+
+/// An app whose Login with Amazon is the fake's.
+async fn amazon_app(amazon: &FakeAmazon) -> TestApp {
+    let token_url = amazon.token_url.clone();
+    TestApp::spawn_adjusted(|f| f.merge(("modules.channels.amazon.token_url", token_url))).await
+}
+
+#[tokio::test]
+async fn an_amazon_store_is_imported_and_kept_at_available_to_promise_with_one_token() {
+    let catalog: Vec<FakeProduct> = (0..25)
+        .map(|i| FakeProduct::simple(&format!("Item {i}"), &format!("ITEM-{i:03}"), "4.20", i))
+        .chain(mug(50))
+        .collect();
+    let amazon = FakeAmazon::start(catalog).await.unwrap();
+    let app = amazon_app(&amazon).await;
+    let tenant = app.register().await;
+    let main = warehouse(&app, &tenant, "MAIN").await;
+    let existing = product(&app, &tenant, "MUG-WHITE").await;
+    let created = connect(&app, &tenant, amazon_body(&amazon, "Amazon DE", &main, 1)).await;
+    assert_eq!(created["rate_limit"], json!({"per_second": 1, "burst": 10}));
+    assert_eq!(
+        created["credentials"],
+        json!(["client_id", "client_secret", "marketplace_id", "refresh_token", "seller_id"])
+    );
+    let a = created["id"].as_str().unwrap().to_owned();
+
+    // 26 listings: two pages of searchListingsItems.
+    let run = import(&app, &tenant, &a).await;
+    assert_eq!(
+        (run["status"].as_str(), run["pages"].as_i64(), run["linked"].as_i64(), run["created"].as_i64()),
+        (Some("succeeded"), Some(2), Some(1), Some(25)),
+        "{run}"
+    );
+    let item = json(app.get("/api/v1/products?sku=ITEM-007", &tenant.token).await).await;
+    assert_eq!(item["data"][0]["unit_price"], 420, "{item}");
+    let mappings =
+        json(app.get(&format!("/api/v1/channel-mappings?connection_id={a}&limit=100"), &tenant.token).await)
+            .await;
+    let mug_mapping =
+        mappings["data"].as_array().unwrap().iter().find(|m| m["product_id"] == existing.as_str()).unwrap();
+    assert_eq!(mug_mapping["remote_product_id"], "MUG-WHITE");
+
+    // Stock changes reach the listing's fulfillment availability, with the
+    // token LWA gave for the import.
+    adjust(&app, &tenant, &existing, &main, 12).await;
+    eventually(10, || async { (amazon.quantity("MUG-WHITE") == Some(11)).then_some(()) }).await;
+    adjust(&app, &tenant, &existing, &main, 5).await;
+    eventually(10, || async { (amazon.quantity("MUG-WHITE") == Some(16)).then_some(()) }).await;
+    assert_eq!(amazon.token_grants(), 1, "the access token is cached");
+    assert_eq!(amazon.patches(), 2);
+
+    // The token expires on Amazon's side: fetched again once, the push lands.
+    amazon.expire_tokens();
+    adjust(&app, &tenant, &existing, &main, -6).await;
+    eventually(10, || async { (amazon.quantity("MUG-WHITE") == Some(10)).then_some(()) }).await;
+    assert_eq!(amazon.token_grants(), 2);
+    assert_eq!(connection(&app, &tenant, &a).await["status"], "connected");
+
+    // A token LWA says is about to expire is not kept.
+    amazon.token_lifetime(30);
+    amazon.expire_tokens();
+    adjust(&app, &tenant, &existing, &main, 1).await;
+    eventually(10, || async { (amazon.quantity("MUG-WHITE") == Some(11)).then_some(()) }).await;
+    let grants = amazon.token_grants();
+    adjust(&app, &tenant, &existing, &main, 1).await;
+    eventually(10, || async { (amazon.quantity("MUG-WHITE") == Some(12)).then_some(()) }).await;
+    assert!(amazon.token_grants() > grants, "a token about to expire is fetched again");
+}
+
+#[tokio::test]
+async fn refused_amazon_credentials_disconnect_with_login_with_amazons_message() {
+    let amazon = FakeAmazon::start(mug(50)).await.unwrap();
+    let app = amazon_app(&amazon).await;
+    let tenant = app.register().await;
+    let main = warehouse(&app, &tenant, "MAIN").await;
+    let mut body = amazon_body(&amazon, "Amazon DE", &main, 0);
+    body["credentials"]["client_secret"] = json!("amzn1.oa2-cs.v1.wrong");
+    let a = connect(&app, &tenant, body).await["id"].as_str().unwrap().to_owned();
+    let run = import(&app, &tenant, &a).await;
+    assert_eq!(run["status"], "failed");
+    let c = connection(&app, &tenant, &a).await;
+    assert_eq!(c["status"], "disconnected");
+    assert_eq!(c["last_error"], "Login with Amazon: 401 Unauthorized: Client authentication failed");
+    assert_eq!(amazon.token_grants(), 0);
+
+    // A refresh token LWA no longer honours (400 invalid_grant) as well.
+    let mut body = amazon_body(&amazon, "Amazon FR", &main, 0);
+    body["credentials"]["refresh_token"] = json!("Atzr|revoked");
+    let b = connect(&app, &tenant, body).await["id"].as_str().unwrap().to_owned();
+    import(&app, &tenant, &b).await;
+    let c = connection(&app, &tenant, &b).await;
+    assert_eq!(c["status"], "disconnected");
+    assert_eq!(
+        c["last_error"],
+        "Login with Amazon: 400 Bad Request: The request has an invalid grant parameter : refresh_token"
+    );
+
+    // A seller the token does not belong to: SP-API's own 403.
+    let mut body = amazon_body(&amazon, "Amazon IT", &main, 0);
+    body["credentials"]["seller_id"] = json!("A2OTHERSELLER");
+    let d = connect(&app, &tenant, body).await["id"].as_str().unwrap().to_owned();
+    import(&app, &tenant, &d).await;
+    let c = connection(&app, &tenant, &d).await;
+    assert_eq!(c["status"], "disconnected");
+    assert_eq!(
+        c["last_error"],
+        "403 Forbidden: Access to requested resource is denied. The access token you provided is revoked, malformed or invalid."
+    );
+    let events = channel_events(&app, &tenant).await;
+    assert_eq!(events.iter().filter(|(t, _)| t == "channel.disconnected").count(), 3);
+}
+
+#[tokio::test]
+async fn a_throttled_amazon_store_marks_the_connection_and_the_push_lands_later() {
+    let amazon = FakeAmazon::start(mug(50)).await.unwrap();
+    let app = amazon_app(&amazon).await;
+    let tenant = app.register().await;
+    let main = warehouse(&app, &tenant, "MAIN").await;
+    let a = connect(&app, &tenant, amazon_body(&amazon, "Amazon DE", &main, 0)).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    import(&app, &tenant, &a).await;
+    let mug_id = json(app.get("/api/v1/products?sku=MUG-WHITE", &tenant.token).await).await["data"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    amazon.throttle_next(1); // 429 QuotaExceeded with Retry-After: 1
+    adjust(&app, &tenant, &mug_id, &main, 9).await;
+    let throttle = eventually(10, || async {
+        channel_events(&app, &tenant).await.into_iter().find(|(t, _)| t == "channel.throttled")
+    })
+    .await;
+    assert_eq!(throttle.1["channel"], "amazon");
+    assert_eq!(
+        throttle.1["error"],
+        "429 Too Many Requests: You exceeded your quota for the requested resource."
+    );
+    eventually(10, || async { (amazon.quantity("MUG-WHITE") == Some(9)).then_some(()) }).await;
+    eventually(10, || async { (connection(&app, &tenant, &a).await["status"] == "connected").then_some(()) })
+        .await;
+}
+
+#[tokio::test]
+async fn amazon_notifications_are_refused_as_not_supported_and_logged() {
+    let amazon = FakeAmazon::start(mug(50)).await.unwrap();
+    let app = amazon_app(&amazon).await;
+    let tenant = app.register().await;
+    let main = warehouse(&app, &tenant, "MAIN").await;
+    let mut body = amazon_body(&amazon, "Amazon DE", &main, 0);
+    body["webhook_secret"] = json!("unused");
+    let a = connect(&app, &tenant, body).await["id"].as_str().unwrap().to_owned();
+    let res = app
+        .client
+        .post(format!("{}/api/v1/channel-webhooks/{a}", app.base))
+        .json(&json!({"Type": "Notification", "MessageId": "m-1", "Message": "{}"}))
+        .send()
+        .await
+        .unwrap();
+    let problem = assert_problem(res, 401, "unauthenticated").await;
+    assert!(problem["detail"].as_str().unwrap().contains("not supported yet"), "{problem}");
+    let receipts =
+        json(app.get(&format!("/api/v1/channel-connections/{a}/webhook-receipts"), &tenant.token).await)
+            .await;
+    assert_eq!(receipts["data"][0]["outcome"], "unsupported", "{receipts}");
+    assert_eq!(receipts["data"][0]["verified"], false);
+}
+
+// ------------------------------------------------------------------- Etsy
+
+fn etsy_body(etsy: &FakeEtsy, name: &str, warehouse: &str, buffer: i64) -> Value {
+    json!({"channel": "etsy", "name": name, "base_url": etsy.base_url, "currency": "EUR",
+        "credentials": {"api_key": etsy.api_key, "refresh_token": etsy.refresh_token, "shop_id": etsy.shop_id},
+        "warehouse_id": warehouse, "safety_buffer": buffer})
+}
+
+#[tokio::test]
+async fn an_etsy_shop_is_imported_and_its_inventory_kept_at_available_to_promise() {
+    let shirt = |size: &str, quantity| FakeVariant {
+        sku: format!("TSHIRT-RED-{size}"),
+        title: Some(format!("Red / {size}")),
+        price: "24.99".to_owned(),
+        quantity,
+    };
+    let mut catalog: Vec<FakeProduct> = (0..120)
+        .map(|i| FakeProduct::simple(&format!("Item {i}"), &format!("ITEM-{i:03}"), "4.20", i))
+        .collect();
+    catalog.push(FakeProduct { title: "T-shirt".to_owned(), variants: vec![shirt("S", 5), shirt("M", 8)] });
+    let etsy = FakeEtsy::start(catalog).await.unwrap();
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let main = warehouse(&app, &tenant, "MAIN").await;
+    let created = connect(&app, &tenant, etsy_body(&etsy, "Etsy", &main, 0)).await;
+    assert_eq!(created["rate_limit"], json!({"per_second": 10, "burst": 50}));
+    let e = created["id"].as_str().unwrap().to_owned();
+    let run = import(&app, &tenant, &e).await;
+    assert_eq!(
+        (run["status"].as_str(), run["pages"].as_i64(), run["created"].as_i64()),
+        (Some("succeeded"), Some(2), Some(122)),
+        "{run}"
+    );
+    let m = json(app.get("/api/v1/products?sku=TSHIRT-RED-M", &tenant.token).await).await["data"][0].clone();
+    assert_eq!(m["unit_price"], 2499, "price from amount / divisor");
+    let m = m["id"].as_str().unwrap().to_owned();
+
+    // One variant's quantity changes; its sibling and its price stay.
+    adjust(&app, &tenant, &m, &main, 3).await;
+    eventually(10, || async { (etsy.quantity("TSHIRT-RED-M") == Some(3)).then_some(()) }).await;
+    assert_eq!(etsy.quantity("TSHIRT-RED-S"), Some(5));
+    adjust(&app, &tenant, &m, &main, 4).await;
+    eventually(10, || async { (etsy.quantity("TSHIRT-RED-M") == Some(7)).then_some(()) }).await;
+    assert_eq!(etsy.token_grants(), 1, "the bearer token is kept");
+    assert_eq!(etsy.puts(), 2);
+    let mapping =
+        json(app.get(&format!("/api/v1/channel-mappings?product_id={m}"), &tenant.token).await).await;
+    let listing = mapping["data"][0]["remote_product_id"].as_str().unwrap().to_owned();
+    assert_eq!(mapping["data"][0]["remote_variant_id"], "TSHIRT-RED-M");
+    let path = format!("/api/v1/channel-connections/{e}/remote-product?remote_id={listing}");
+    let fetched = json(app.get(&path, &tenant.token).await).await;
+    assert_eq!(fetched["data"]["variants"][1]["quantity"], 7, "{fetched}");
+
+    // An expired token is replaced once; a 429 waits and the push lands.
+    etsy.expire_tokens();
+    etsy.throttle_next(1);
+    adjust(&app, &tenant, &m, &main, 1).await;
+    eventually(10, || async { (etsy.quantity("TSHIRT-RED-M") == Some(8)).then_some(()) }).await;
+    assert_eq!(etsy.token_grants(), 2);
+    let events = channel_events(&app, &tenant).await;
+    assert!(events.iter().any(|(t, d)| t == "channel.throttled" && d["channel"] == "etsy"), "{events:?}");
+    eventually(10, || async { (connection(&app, &tenant, &e).await["status"] == "connected").then_some(()) })
+        .await;
+}
+
+#[tokio::test]
+async fn refused_etsy_credentials_disconnect_with_etsys_message() {
+    let etsy = FakeEtsy::start(mug(5)).await.unwrap();
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let main = warehouse(&app, &tenant, "MAIN").await;
+    let mut body = etsy_body(&etsy, "Etsy", &main, 0);
+    body["credentials"]["refresh_token"] = json!("12345678.revoked");
+    let e = connect(&app, &tenant, body).await["id"].as_str().unwrap().to_owned();
+    assert_eq!(import(&app, &tenant, &e).await["status"], "failed");
+    let c = connection(&app, &tenant, &e).await;
+    assert_eq!(c["status"], "disconnected");
+    assert_eq!(c["last_error"], "Etsy OAuth: 400 Bad Request: Invalid refresh token");
 }

@@ -1,5 +1,5 @@
-//! The channel driver contract. A channel (Shopify, WooCommerce; later
-//! Amazon, Etsy, eBay...) is one implementation of [`ChannelDriver`] and
+//! The channel driver contract. A channel (Shopify, WooCommerce, Amazon,
+//! Etsy; later eBay...) is one implementation of [`ChannelDriver`] and
 //! one line in [`drivers`]: it speaks the store's real API over HTTP
 //! against the connection's base URL, and hands back one normalised
 //! product shape with the store's own payload kept beside it.
@@ -205,6 +205,11 @@ pub trait ChannelDriver: Send + Sync {
     ) -> Result<ProductPage, DriverError>;
     /// Set the store's quantity of each variant to the absolute value given.
     async fn push_quantities(&self, store: &Store<'_>, pushes: &[Push]) -> Result<(), DriverError>;
+    /// Whether the channel's webhooks can be received at all; `Err` says
+    /// why not (every delivery is then refused and logged with it).
+    fn webhooks(&self) -> Result<(), &'static str> {
+        Ok(())
+    }
     /// Whether a webhook's body was signed with `secret`; checked before
     /// anything else is read.
     fn verify_webhook(&self, secret: &str, headers: &Headers, body: &[u8]) -> bool;
@@ -239,6 +244,8 @@ pub fn drivers(http: &reqwest::Client, settings: &Settings) -> Drivers {
     Drivers::default()
         .with(super::shopify::Shopify::new(http.clone(), settings))
         .with(super::woocommerce::WooCommerce::new(http.clone(), settings))
+        .with(super::amazon::Amazon::new(http.clone(), settings))
+        .with(super::etsy::Etsy::new(http.clone(), settings))
 }
 
 /// `"19.99"` as minor units (1999); `None` when it is no such amount.

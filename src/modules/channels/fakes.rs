@@ -1,11 +1,15 @@
 //! In-process fake stores that speak the channels' real wire formats:
 //! Shopify's Admin GraphQL (`X-Shopify-Access-Token`, cursor pages,
 //! `inventorySetQuantities` with `compareQuantity`, the cost budget's
-//! `THROTTLED` answer) and WooCommerce's REST v3 (basic authentication,
-//! `X-WP-TotalPages`, `products/batch`, 429 with `Retry-After`). Each
-//! listens on 127.0.0.1 with a random port. The tests drive the sync
-//! engine against them, and `cargo run --example fake-stores` starts both
-//! so the whole flow can be tried without store accounts.
+//! `THROTTLED` answer), WooCommerce's REST v3 (basic authentication,
+//! `X-WP-TotalPages`, `products/batch`, 429 with `Retry-After`) and
+//! Amazon's Login with Amazon token endpoint with the SP-API Listings Items
+//! (`x-amz-access-token`, expiring tokens, `pageToken`, `patchListingsItem`,
+//! 429 with `Retry-After` and `x-amzn-RateLimit-Limit`), and Etsy's Open
+//! API v3 (`x-api-key` and OAuth bearer, offset pages, listing inventory
+//! read and put, 429 with `Retry-After`). Each listens on
+//! 127.0.0.1 with a random port. The tests drive the sync engine against
+//! them, and `cargo run --example fake-stores` starts them all so the whole flow can be tried without store accounts.
 
 use std::{
     net::TcpListener,
@@ -49,7 +53,7 @@ impl FakeProduct {
     }
 }
 
-/// How both fakes misbehave on request.
+/// How the fakes misbehave on request.
 #[derive(Default)]
 struct Controls {
     /// Answer this many next requests as throttled.
@@ -520,4 +524,727 @@ async fn woo_batch(
         }
     }
     HttpResponse::Ok().json(json!({"update": answers}))
+}
+
+// ----------------------------------------------------------------- Amazon
+
+struct AmazonListing {
+    sku: String,
+    name: String,
+    price: String,
+    quantity: i64,
+}
+
+struct AmazonState {
+    listings: Vec<AmazonListing>,
+    controls: Controls,
+    /// Access tokens handed out and still honoured.
+    tokens: Vec<String>,
+    /// Handed out, then expired.
+    expired: Vec<String>,
+    grants: usize,
+    expires_in: u64,
+    patches: usize,
+}
+
+/// A fake Amazon seller: Login with Amazon's token endpoint and the
+/// Selling Partner API's Listings Items, on one port.
+#[derive(Clone)]
+pub struct FakeAmazon {
+    pub base_url: String,
+    /// Nexus's `modules.channels.amazon.token_url`.
+    pub token_url: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub refresh_token: String,
+    pub seller_id: String,
+    pub marketplace_id: String,
+    state: Arc<Mutex<AmazonState>>,
+}
+
+struct AmazonKeys {
+    client_id: String,
+    client_secret: String,
+    refresh_token: String,
+    seller_id: String,
+    marketplace_id: String,
+}
+
+/// Every listing of the fake is of this product type.
+const AMAZON_PRODUCT_TYPE: &str = "HOME";
+
+impl FakeAmazon {
+    /// Every variant of `products` becomes a listing of its SKU.
+    pub async fn start(products: Vec<FakeProduct>) -> std::io::Result<Self> {
+        let listings = products
+            .into_iter()
+            .flat_map(|p| {
+                p.variants.into_iter().map(move |v| AmazonListing {
+                    name: match &v.title {
+                        Some(t) => format!("{} - {t}", p.title),
+                        None => p.title.clone(),
+                    },
+                    sku: v.sku,
+                    price: v.price,
+                    quantity: v.quantity,
+                })
+            })
+            .collect();
+        let state = AmazonState {
+            listings,
+            controls: Controls::default(),
+            tokens: Vec::new(),
+            expired: Vec::new(),
+            grants: 0,
+            expires_in: 3600,
+            patches: 0,
+        };
+        let simple = uuid::Uuid::now_v7().simple().to_string();
+        let keys = AmazonKeys {
+            client_id: format!("amzn1.application-oa2-client.{simple}"),
+            client_secret: format!("amzn1.oa2-cs.v1.{simple}"),
+            refresh_token: format!("Atzr|{simple}"),
+            seller_id: "A2FAKESELLER01".to_owned(),
+            marketplace_id: "A1PA6795UKMFR9".to_owned(),
+        };
+        let state = Arc::new(Mutex::new(state));
+        let data = web::Data::from(state.clone());
+        let shared = web::Data::new(AmazonKeys { ..keys });
+        let keys = shared.clone();
+        let base_url = listen(move |cfg| {
+            cfg.app_data(data.clone())
+                .app_data(shared.clone())
+                .route("/auth/o2/token", web::post().to(amazon_token))
+                .route("/listings/2021-08-01/items/{seller}", web::get().to(amazon_search))
+                .route("/listings/2021-08-01/items/{seller}/{sku}", web::get().to(amazon_get))
+                .route("/listings/2021-08-01/items/{seller}/{sku}", web::patch().to(amazon_patch));
+        })?;
+        Ok(Self {
+            token_url: format!("{base_url}/auth/o2/token"),
+            base_url,
+            client_id: keys.client_id.clone(),
+            client_secret: keys.client_secret.clone(),
+            refresh_token: keys.refresh_token.clone(),
+            seller_id: keys.seller_id.clone(),
+            marketplace_id: keys.marketplace_id.clone(),
+            state,
+        })
+    }
+
+    /// The fulfillable quantity of the listing with `sku`.
+    pub fn quantity(&self, sku: &str) -> Option<i64> {
+        lock(&self.state).listings.iter().find(|l| l.sku == sku).map(|l| l.quantity)
+    }
+
+    /// Access tokens handed out so far.
+    pub fn token_grants(&self) -> usize {
+        lock(&self.state).grants
+    }
+
+    /// Listing patches received so far.
+    pub fn patches(&self) -> usize {
+        lock(&self.state).patches
+    }
+
+    /// Expire every access token handed out so far.
+    pub fn expire_tokens(&self) {
+        let mut state = lock(&self.state);
+        let tokens = std::mem::take(&mut state.tokens);
+        state.expired.extend(tokens);
+    }
+
+    /// The `expires_in` of the next access tokens (3600 unless told).
+    pub fn token_lifetime(&self, seconds: u64) {
+        lock(&self.state).expires_in = seconds;
+    }
+
+    /// Answer the next `n` API requests with 429 and `Retry-After: 1`.
+    pub fn throttle_next(&self, n: usize) {
+        lock(&self.state).controls.throttle_next = n;
+    }
+
+    /// Answer 429 beyond `n` API requests a second (`None`: no limit).
+    pub fn limit_per_second(&self, n: Option<u32>) {
+        lock(&self.state).controls.per_second = n;
+    }
+}
+
+fn amazon_error(
+    status: actix_web::http::StatusCode,
+    code: &str,
+    message: &str,
+    details: &str,
+) -> HttpResponse {
+    HttpResponse::build(status)
+        .insert_header(("x-amzn-RateLimit-Limit", "5.0"))
+        .json(json!({"errors": [{"code": code, "message": message, "details": details}]}))
+}
+
+#[derive(serde::Deserialize)]
+struct TokenForm {
+    grant_type: Option<String>,
+    refresh_token: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+}
+
+async fn amazon_token(
+    state: web::Data<Mutex<AmazonState>>,
+    keys: web::Data<AmazonKeys>,
+    form: web::Form<TokenForm>,
+) -> HttpResponse {
+    let lwa = |status: actix_web::http::StatusCode, error: &str, description: &str| {
+        HttpResponse::build(status).json(json!({"error": error, "error_description": description}))
+    };
+    if form.grant_type.as_deref() != Some("refresh_token") {
+        return lwa(
+            actix_web::http::StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "The authorization grant type is not supported by the authorization server",
+        );
+    }
+    if form.client_id.as_deref() != Some(keys.client_id.as_str())
+        || form.client_secret.as_deref() != Some(keys.client_secret.as_str())
+    {
+        return lwa(
+            actix_web::http::StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "Client authentication failed",
+        );
+    }
+    if form.refresh_token.as_deref() != Some(keys.refresh_token.as_str()) {
+        return lwa(
+            actix_web::http::StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "The request has an invalid grant parameter : refresh_token",
+        );
+    }
+    let mut state = lock(&state);
+    state.grants += 1;
+    let token = format!("Atza|{}", uuid::Uuid::now_v7().simple());
+    state.tokens.push(token.clone());
+    HttpResponse::Ok().json(json!({"access_token": token, "refresh_token": keys.refresh_token,
+        "token_type": "bearer", "expires_in": state.expires_in}))
+}
+
+/// The access token, the seller, the marketplace and the rate limit,
+/// before anything else.
+fn amazon_gate(
+    req: &HttpRequest,
+    keys: &AmazonKeys,
+    state: &mut AmazonState,
+    seller: &str,
+) -> Option<HttpResponse> {
+    use actix_web::http::StatusCode;
+    let denied = "Access to requested resource is denied.";
+    let given = req.headers().get("x-amz-access-token").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if state.expired.iter().any(|t| t == given) {
+        return Some(amazon_error(
+            StatusCode::FORBIDDEN,
+            "Unauthorized",
+            denied,
+            "The access token you provided has expired.",
+        ));
+    }
+    if !state.tokens.iter().any(|t| t == given) || seller != keys.seller_id {
+        return Some(amazon_error(
+            StatusCode::FORBIDDEN,
+            "Unauthorized",
+            denied,
+            "The access token you provided is revoked, malformed or invalid.",
+        ));
+    }
+    let marketplace = url::form_urlencoded::parse(req.query_string().as_bytes())
+        .find(|(k, _)| k == "marketplaceIds")
+        .map(|(_, v)| v.into_owned());
+    if marketplace.as_deref() != Some(keys.marketplace_id.as_str()) {
+        return Some(amazon_error(StatusCode::BAD_REQUEST, "InvalidInput", "Invalid marketplaceIds.", ""));
+    }
+    if state.controls.throttled() {
+        let mut res = amazon_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "QuotaExceeded",
+            "You exceeded your quota for the requested resource.",
+            "",
+        );
+        res.headers_mut()
+            .insert(actix_web::http::header::RETRY_AFTER, actix_web::http::header::HeaderValue::from(1));
+        return Some(res);
+    }
+    None
+}
+
+fn amazon_listing(l: &AmazonListing, marketplace: &str) -> Value {
+    json!({"sku": l.sku,
+        "summaries": [{"marketplaceId": marketplace, "asin": format!("B0{:08}", l.sku.len() * 7919 % 100_000_000),
+            "productType": AMAZON_PRODUCT_TYPE, "conditionType": "new_new",
+            "status": if l.quantity > 0 { json!(["BUYABLE", "DISCOVERABLE"]) } else { json!(["DISCOVERABLE"]) },
+            "itemName": l.name, "createdDate": "2026-11-01T10:00:00Z", "lastUpdatedDate": "2026-11-20T10:00:00Z"}],
+        "offers": [{"marketplaceId": marketplace, "offerType": "B2C", "price": {"currencyCode": "EUR", "amount": l.price}}],
+        "fulfillmentAvailability": [{"fulfillmentChannelCode": "DEFAULT", "quantity": l.quantity}]})
+}
+
+fn amazon_ok(body: Value) -> HttpResponse {
+    HttpResponse::Ok().insert_header(("x-amzn-RateLimit-Limit", "5.0")).json(body)
+}
+
+#[derive(serde::Deserialize)]
+struct AmazonSearch {
+    #[serde(rename = "pageSize")]
+    page_size: Option<usize>,
+    #[serde(rename = "pageToken")]
+    page_token: Option<String>,
+}
+
+async fn amazon_search(
+    req: HttpRequest,
+    state: web::Data<Mutex<AmazonState>>,
+    keys: web::Data<AmazonKeys>,
+    seller: web::Path<String>,
+) -> HttpResponse {
+    let mut state = lock(&state);
+    if let Some(refused) = amazon_gate(&req, &keys, &mut state, &seller) {
+        return refused;
+    }
+    let Ok(query) = web::Query::<AmazonSearch>::from_query(req.query_string()) else {
+        return amazon_error(actix_web::http::StatusCode::BAD_REQUEST, "InvalidInput", "Invalid query.", "");
+    };
+    let size = query.page_size.unwrap_or(10).clamp(1, 20);
+    let start = match &query.page_token {
+        None => 0,
+        Some(token) => match STANDARD
+            .decode(token)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|s| s.parse().ok())
+        {
+            Some(start) => start,
+            None => {
+                return amazon_error(
+                    actix_web::http::StatusCode::BAD_REQUEST,
+                    "InvalidInput",
+                    "Invalid pageToken.",
+                    "",
+                );
+            }
+        },
+    };
+    let items: Vec<Value> = state
+        .listings
+        .iter()
+        .skip(start)
+        .take(size)
+        .map(|l| amazon_listing(l, &keys.marketplace_id))
+        .collect();
+    let end = start + items.len();
+    let mut pagination = json!({});
+    if end < state.listings.len() {
+        pagination["nextToken"] = json!(STANDARD.encode(end.to_string()));
+    }
+    if start > 0 {
+        pagination["previousToken"] = json!(STANDARD.encode(start.saturating_sub(size).to_string()));
+    }
+    amazon_ok(json!({"numberOfResults": state.listings.len(), "pagination": pagination, "items": items}))
+}
+
+async fn amazon_get(
+    req: HttpRequest,
+    state: web::Data<Mutex<AmazonState>>,
+    keys: web::Data<AmazonKeys>,
+    path: web::Path<(String, String)>,
+) -> HttpResponse {
+    let (seller, sku) = path.into_inner();
+    let mut state = lock(&state);
+    if let Some(refused) = amazon_gate(&req, &keys, &mut state, &seller) {
+        return refused;
+    }
+    match state.listings.iter().find(|l| l.sku == sku) {
+        Some(l) => amazon_ok(amazon_listing(l, &keys.marketplace_id)),
+        None => amazon_error(
+            actix_web::http::StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            &format!("SKU '{sku}' not found in marketplace {}", keys.marketplace_id),
+            "",
+        ),
+    }
+}
+
+async fn amazon_patch(
+    req: HttpRequest,
+    state: web::Data<Mutex<AmazonState>>,
+    keys: web::Data<AmazonKeys>,
+    path: web::Path<(String, String)>,
+    body: web::Json<Value>,
+) -> HttpResponse {
+    let (seller, sku) = path.into_inner();
+    let mut state = lock(&state);
+    if let Some(refused) = amazon_gate(&req, &keys, &mut state, &seller) {
+        return refused;
+    }
+    state.patches += 1;
+    let Some(listing) = state.listings.iter_mut().find(|l| l.sku == sku) else {
+        return amazon_error(
+            actix_web::http::StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            &format!("SKU '{sku}' not found"),
+            "",
+        );
+    };
+    let issue = |code: &str, message: &str| {
+        amazon_ok(
+            json!({"sku": sku, "status": "INVALID", "submissionId": uuid::Uuid::now_v7().simple().to_string(),
+            "issues": [{"code": code, "message": message, "severity": "ERROR"}]}),
+        )
+    };
+    if body["productType"] != AMAZON_PRODUCT_TYPE {
+        return issue("4000001", "The provided product type does not match the listing's product type.");
+    }
+    let mut quantity = None;
+    for patch in body["patches"].as_array().into_iter().flatten() {
+        let value = &patch["value"][0];
+        match (patch["op"].as_str(), patch["path"].as_str()) {
+            (Some("replace"), Some("/attributes/fulfillment_availability"))
+                if value["fulfillment_channel_code"] == "DEFAULT" =>
+            {
+                match value["quantity"].as_i64().filter(|q| *q >= 0) {
+                    Some(q) => quantity = Some(q),
+                    None => return issue("90220", "'quantity' must be a whole number of 0 or more."),
+                }
+            }
+            _ => {
+                return issue("90000900", "The fake store only takes fulfillment_availability replacements.");
+            }
+        }
+    }
+    if let Some(q) = quantity {
+        listing.quantity = q;
+    }
+    amazon_ok(
+        json!({"sku": sku, "status": "ACCEPTED", "submissionId": uuid::Uuid::now_v7().simple().to_string(), "issues": []}),
+    )
+}
+
+// ------------------------------------------------------------------- Etsy
+
+struct EtsyProduct {
+    id: u64,
+    sku: String,
+    /// In cents (divisor 100).
+    cents: i64,
+    quantity: i64,
+}
+
+struct EtsyListing {
+    id: u64,
+    title: String,
+    products: Vec<EtsyProduct>,
+}
+
+struct EtsyState {
+    listings: Vec<EtsyListing>,
+    controls: Controls,
+    tokens: Vec<String>,
+    expired: Vec<String>,
+    grants: usize,
+    puts: usize,
+}
+
+/// A fake Etsy shop: the OAuth token endpoint and the Open API v3 listings
+/// and their inventory.
+#[derive(Clone)]
+pub struct FakeEtsy {
+    pub base_url: String,
+    pub api_key: String,
+    pub refresh_token: String,
+    pub shop_id: String,
+    state: Arc<Mutex<EtsyState>>,
+}
+
+struct EtsyKeys {
+    api_key: String,
+    refresh_token: String,
+    shop_id: String,
+}
+
+impl FakeEtsy {
+    /// Each product becomes a listing, each variant one of its inventory products.
+    pub async fn start(products: Vec<FakeProduct>) -> std::io::Result<Self> {
+        let mut next = 5000;
+        let mut id = || {
+            next += 1;
+            next
+        };
+        let listings = products
+            .into_iter()
+            .map(|p| EtsyListing {
+                id: id(),
+                title: p.title,
+                products: p
+                    .variants
+                    .into_iter()
+                    .map(|v| EtsyProduct {
+                        id: id(),
+                        cents: crate::modules::channels::driver::minor_units(&v.price).unwrap_or(0),
+                        sku: v.sku,
+                        quantity: v.quantity,
+                    })
+                    .collect(),
+            })
+            .collect();
+        let state = EtsyState {
+            listings,
+            controls: Controls::default(),
+            tokens: Vec::new(),
+            expired: Vec::new(),
+            grants: 0,
+            puts: 0,
+        };
+        let simple = uuid::Uuid::now_v7().simple().to_string();
+        let keys = EtsyKeys {
+            api_key: simple[..24].to_owned(),
+            refresh_token: format!("12345678.{simple}"),
+            shop_id: "12345678".to_owned(),
+        };
+        let (api_key, refresh_token, shop_id) =
+            (keys.api_key.clone(), keys.refresh_token.clone(), keys.shop_id.clone());
+        let state = Arc::new(Mutex::new(state));
+        let data = web::Data::from(state.clone());
+        let keys = web::Data::new(keys);
+        let base_url = listen(move |cfg| {
+            cfg.app_data(data.clone())
+                .app_data(keys.clone())
+                .route("/v3/public/oauth/token", web::post().to(etsy_token))
+                .route("/v3/application/shops/{shop}/listings", web::get().to(etsy_shop_listings))
+                .route("/v3/application/listings/{id}", web::get().to(etsy_listing))
+                .route("/v3/application/listings/{id}/inventory", web::get().to(etsy_inventory))
+                .route("/v3/application/listings/{id}/inventory", web::put().to(etsy_put_inventory));
+        })?;
+        Ok(Self { base_url, api_key, refresh_token, shop_id, state })
+    }
+
+    /// The quantity of the inventory product with `sku`.
+    pub fn quantity(&self, sku: &str) -> Option<i64> {
+        let state = lock(&self.state);
+        state.listings.iter().flat_map(|l| &l.products).find(|p| p.sku == sku).map(|p| p.quantity)
+    }
+
+    /// Bearer tokens handed out so far.
+    pub fn token_grants(&self) -> usize {
+        lock(&self.state).grants
+    }
+
+    /// Inventory updates received so far.
+    pub fn puts(&self) -> usize {
+        lock(&self.state).puts
+    }
+
+    /// Expire every bearer token handed out so far.
+    pub fn expire_tokens(&self) {
+        let mut state = lock(&self.state);
+        let tokens = std::mem::take(&mut state.tokens);
+        state.expired.extend(tokens);
+    }
+
+    /// Answer the next `n` API requests with 429 and `Retry-After: 1`.
+    pub fn throttle_next(&self, n: usize) {
+        lock(&self.state).controls.throttle_next = n;
+    }
+
+    /// Answer 429 beyond `n` API requests a second (`None`: no limit).
+    pub fn limit_per_second(&self, n: Option<u32>) {
+        lock(&self.state).controls.per_second = n;
+    }
+}
+
+fn etsy_error(status: actix_web::http::StatusCode, error: &str) -> HttpResponse {
+    HttpResponse::build(status).json(json!({"error": error}))
+}
+
+#[derive(serde::Deserialize)]
+struct EtsyTokenForm {
+    grant_type: Option<String>,
+    client_id: Option<String>,
+    refresh_token: Option<String>,
+}
+
+async fn etsy_token(
+    state: web::Data<Mutex<EtsyState>>,
+    keys: web::Data<EtsyKeys>,
+    form: web::Form<EtsyTokenForm>,
+) -> HttpResponse {
+    use actix_web::http::StatusCode;
+    let oauth = |status: StatusCode, error: &str, description: &str| {
+        HttpResponse::build(status).json(json!({"error": error, "error_description": description}))
+    };
+    if form.grant_type.as_deref() != Some("refresh_token") {
+        return oauth(StatusCode::BAD_REQUEST, "unsupported_grant_type", "grant_type must be refresh_token");
+    }
+    if form.client_id.as_deref() != Some(keys.api_key.as_str()) {
+        return oauth(StatusCode::UNAUTHORIZED, "invalid_client", "Invalid client_id");
+    }
+    if form.refresh_token.as_deref() != Some(keys.refresh_token.as_str()) {
+        return oauth(StatusCode::BAD_REQUEST, "invalid_grant", "Invalid refresh token");
+    }
+    let mut state = lock(&state);
+    state.grants += 1;
+    let token = format!("12345678.{}", uuid::Uuid::now_v7().simple());
+    state.tokens.push(token.clone());
+    HttpResponse::Ok().json(json!({"access_token": token, "token_type": "Bearer", "expires_in": 3600,
+        "refresh_token": keys.refresh_token}))
+}
+
+/// The API key, the bearer token and the rate limit, before anything else.
+fn etsy_gate(req: &HttpRequest, keys: &EtsyKeys, state: &mut EtsyState) -> Option<HttpResponse> {
+    use actix_web::http::StatusCode;
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if header("x-api-key") != keys.api_key {
+        return Some(etsy_error(StatusCode::FORBIDDEN, "Invalid API key"));
+    }
+    let token = header("authorization").strip_prefix("Bearer ").unwrap_or_default();
+    if state.expired.iter().any(|t| t == token) {
+        return Some(etsy_error(StatusCode::UNAUTHORIZED, "invalid_token: access token is expired"));
+    }
+    if !state.tokens.iter().any(|t| t == token) {
+        return Some(etsy_error(StatusCode::UNAUTHORIZED, "invalid_token"));
+    }
+    if state.controls.throttled() {
+        let mut res = etsy_error(StatusCode::TOO_MANY_REQUESTS, "You have exceeded your rate limit.");
+        res.headers_mut()
+            .insert(actix_web::http::header::RETRY_AFTER, actix_web::http::header::HeaderValue::from(1));
+        return Some(res);
+    }
+    None
+}
+
+fn etsy_inventory_json(l: &EtsyListing) -> Value {
+    let products: Vec<Value> = l
+        .products
+        .iter()
+        .map(|p| {
+            json!({"product_id": p.id, "sku": p.sku, "is_deleted": false, "property_values": [],
+                "offerings": [{"offering_id": p.id + 1_000_000, "quantity": p.quantity, "is_enabled": true, "is_deleted": false,
+                    "price": {"amount": p.cents, "divisor": 100, "currency_code": "EUR"}}]})
+        })
+        .collect();
+    json!({"products": products, "price_on_property": [], "quantity_on_property": [], "sku_on_property": []})
+}
+
+fn etsy_listing_json(l: &EtsyListing) -> Value {
+    let first = l.products.first();
+    json!({"listing_id": l.id, "title": l.title, "state": "active", "last_modified_timestamp": 1_795_600_000,
+        "quantity": l.products.iter().map(|p| p.quantity).sum::<i64>(),
+        "price": {"amount": first.map_or(0, |p| p.cents), "divisor": 100, "currency_code": "EUR"},
+        "skus": l.products.iter().map(|p| p.sku.clone()).collect::<Vec<_>>()})
+}
+
+#[derive(serde::Deserialize)]
+struct EtsyPage {
+    limit: Option<usize>,
+    offset: Option<usize>,
+    includes: Option<String>,
+}
+
+async fn etsy_shop_listings(
+    req: HttpRequest,
+    state: web::Data<Mutex<EtsyState>>,
+    keys: web::Data<EtsyKeys>,
+    shop: web::Path<String>,
+    query: web::Query<EtsyPage>,
+) -> HttpResponse {
+    let mut state = lock(&state);
+    if let Some(refused) = etsy_gate(&req, &keys, &mut state) {
+        return refused;
+    }
+    if *shop != keys.shop_id {
+        return etsy_error(actix_web::http::StatusCode::FORBIDDEN, "The shop is not the token's");
+    }
+    let (limit, offset) = (query.limit.unwrap_or(25).clamp(1, 100), query.offset.unwrap_or(0));
+    let inventory = query.includes.as_deref().is_some_and(|i| i.split(',').any(|i| i == "Inventory"));
+    let results: Vec<Value> = state
+        .listings
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|l| {
+            let mut listing = etsy_listing_json(l);
+            if inventory {
+                listing["inventory"] = etsy_inventory_json(l);
+            }
+            listing
+        })
+        .collect();
+    HttpResponse::Ok().json(json!({"count": state.listings.len(), "results": results}))
+}
+
+async fn etsy_listing(
+    req: HttpRequest,
+    state: web::Data<Mutex<EtsyState>>,
+    keys: web::Data<EtsyKeys>,
+    id: web::Path<u64>,
+) -> HttpResponse {
+    let mut state = lock(&state);
+    if let Some(refused) = etsy_gate(&req, &keys, &mut state) {
+        return refused;
+    }
+    match state.listings.iter().find(|l| l.id == *id) {
+        Some(l) => HttpResponse::Ok().json(etsy_listing_json(l)),
+        None => etsy_error(actix_web::http::StatusCode::NOT_FOUND, &format!("Listing {id} not found")),
+    }
+}
+
+async fn etsy_inventory(
+    req: HttpRequest,
+    state: web::Data<Mutex<EtsyState>>,
+    keys: web::Data<EtsyKeys>,
+    id: web::Path<u64>,
+) -> HttpResponse {
+    let mut state = lock(&state);
+    if let Some(refused) = etsy_gate(&req, &keys, &mut state) {
+        return refused;
+    }
+    match state.listings.iter().find(|l| l.id == *id) {
+        Some(l) => HttpResponse::Ok().json(etsy_inventory_json(l)),
+        None => etsy_error(actix_web::http::StatusCode::NOT_FOUND, &format!("Listing {id} not found")),
+    }
+}
+
+/// The whole inventory, products matched by SKU: one missing, or an
+/// offering without a decimal price or a quantity, refuses the update.
+async fn etsy_put_inventory(
+    req: HttpRequest,
+    state: web::Data<Mutex<EtsyState>>,
+    keys: web::Data<EtsyKeys>,
+    id: web::Path<u64>,
+    body: web::Json<Value>,
+) -> HttpResponse {
+    use actix_web::http::StatusCode;
+    let mut state = lock(&state);
+    if let Some(refused) = etsy_gate(&req, &keys, &mut state) {
+        return refused;
+    }
+    state.puts += 1;
+    let Some(listing) = state.listings.iter_mut().find(|l| l.id == *id) else {
+        return etsy_error(StatusCode::NOT_FOUND, &format!("Listing {id} not found"));
+    };
+    let given = body["products"].as_array().cloned().unwrap_or_default();
+    if given.len() != listing.products.len() {
+        return etsy_error(StatusCode::BAD_REQUEST, "products must list every product of the listing");
+    }
+    let mut updates = Vec::new();
+    for p in &given {
+        let offering = &p["offerings"][0];
+        let (Some(price), Some(quantity)) = (offering["price"].as_f64(), offering["quantity"].as_i64())
+        else {
+            return etsy_error(StatusCode::BAD_REQUEST, "offerings need a decimal price and a quantity");
+        };
+        let Some(index) = listing.products.iter().position(|x| p["sku"] == x.sku.as_str()) else {
+            return etsy_error(StatusCode::BAD_REQUEST, &format!("unknown sku {}", p["sku"]));
+        };
+        updates.push((index, (price * 100.0).round() as i64, quantity.max(0)));
+    }
+    for (index, cents, quantity) in updates {
+        listing.products[index].cents = cents;
+        listing.products[index].quantity = quantity;
+    }
+    HttpResponse::Ok().json(etsy_inventory_json(listing))
 }

@@ -1,5 +1,5 @@
 //! Channels (`module.channels`): a tenant's stores on sales channels
-//! (Shopify, WooCommerce), kept in step with local stock. A connection
+//! (Shopify, WooCommerce, Amazon, Etsy), kept in step with local stock. A connection
 //! says where a store is, how to sign in (credentials sealed with the
 //! platform's cipher, never returned), which warehouse it sells from and
 //! how many units to hold back. A catalog import maps the store's variants
@@ -11,7 +11,9 @@
 //! as stock movements, which push to the other stores in turn. Each channel
 //! is a [`ChannelDriver`].
 
+pub mod amazon;
 pub mod driver;
+pub mod etsy;
 pub mod fakes;
 pub mod graphql;
 pub mod routes;
@@ -101,6 +103,8 @@ pub struct Settings {
     pub push_batch_size: u64,
     pub shopify: ShopifySettings,
     pub woocommerce: WooCommerceSettings,
+    pub amazon: AmazonSettings,
+    pub etsy: EtsySettings,
 }
 
 impl Default for Settings {
@@ -110,6 +114,8 @@ impl Default for Settings {
             push_batch_size: 50,
             shopify: ShopifySettings::default(),
             woocommerce: WooCommerceSettings::default(),
+            amazon: AmazonSettings::default(),
+            etsy: EtsySettings::default(),
         }
     }
 }
@@ -148,12 +154,43 @@ impl Default for WooCommerceSettings {
     }
 }
 
+/// `[modules.channels.amazon]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AmazonSettings {
+    /// Login with Amazon's token endpoint.
+    pub token_url: String,
+    pub rate_limit: RatePolicy,
+}
+
+impl Default for AmazonSettings {
+    fn default() -> Self {
+        Self {
+            token_url: "https://api.amazon.com/auth/o2/token".to_owned(),
+            rate_limit: RatePolicy { per_second: 1, burst: 10 },
+        }
+    }
+}
+
+/// `[modules.channels.etsy]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EtsySettings {
+    pub rate_limit: RatePolicy,
+}
+
+impl Default for EtsySettings {
+    fn default() -> Self {
+        Self { rate_limit: RatePolicy { per_second: 10, burst: 50 } }
+    }
+}
+
 /// A store connection as the API shows it: never its credentials.
 #[derive(Clone, Debug, Serialize, ToSchema, async_graphql::SimpleObject)]
 #[graphql(name = "ChannelConnection")]
 pub struct ConnectionView {
     pub id: Uuid,
-    /// `shopify` or `woocommerce`.
+    /// `shopify`, `woocommerce`, `amazon` or `etsy`.
     #[schema(example = "shopify")]
     pub channel: String,
     #[schema(example = "EU shop")]
@@ -290,7 +327,8 @@ pub struct ReceiptView {
     /// Whether its signature verified with the connection's webhook secret.
     pub verified: bool,
     /// `applied` (booked as a stock movement), `unchanged`, `unmapped`,
-    /// `ignored`, `rejected`, `forged` or `replayed`.
+    /// `ignored`, `rejected`, `forged`, `replayed` or `unsupported` (a
+    /// channel whose webhooks cannot be received yet: Amazon, Etsy).
     #[schema(example = "applied")]
     pub outcome: String,
     pub detail: Option<String>,
@@ -417,8 +455,8 @@ pub trait ChannelService: Send + Sync {
     /// product is not mapped on the connection).
     async fn push_product(&self, tenant: TenantScope, id: Uuid, product_id: Uuid) -> ApiResult<MappingView>;
     /// A store's webhook to connection `id` (whichever tenant holds it):
-    /// verified before anything else (401 `unauthenticated` when forged or
-    /// replayed), logged whatever happens; a stock change of a mapped
+    /// verified before anything else (401 `unauthenticated` when forged,
+    /// replayed or of a channel whose webhooks are not supported), logged whatever happens; a stock change of a mapped
     /// variant becomes a stock movement.
     async fn receive_webhook(
         &self,
@@ -476,7 +514,7 @@ impl Module for Channels {
     fn feature(&self) -> Option<Feature> {
         Some(Feature {
             key: "module.channels",
-            description: "Sales channel stores (Shopify, WooCommerce) kept in step with available-to-promise stock",
+            description: "Sales channel stores (Shopify, WooCommerce, Amazon, Etsy) kept in step with available-to-promise stock",
             default: true,
             tier: "professional",
         })

@@ -43,8 +43,8 @@ pub fn routes(cfg: &mut ServiceConfig) {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateConnection {
-    /// `shopify` or `woocommerce`.
-    #[schema(example = "shopify", pattern = "^(shopify|woocommerce)$")]
+    /// `shopify`, `woocommerce`, `amazon` or `etsy`.
+    #[schema(example = "shopify", pattern = "^(shopify|woocommerce|amazon|etsy)$")]
     channel: String,
     /// Unique in the tenant.
     #[schema(example = "EU shop", min_length = 1, max_length = 200)]
@@ -54,7 +54,9 @@ pub struct CreateConnection {
     #[schema(example = "https://eu-shop.myshopify.com", min_length = 1, max_length = 2048)]
     base_url: String,
     /// Shopify: `access_token`; WooCommerce: `consumer_key` and
-    /// `consumer_secret`. Stored encrypted; never shown again.
+    /// `consumer_secret`; Amazon: `client_id`, `client_secret`,
+    /// `refresh_token`, `seller_id` and `marketplace_id`; Etsy: `api_key`,
+    /// `refresh_token` and `shop_id`. Stored encrypted; never shown again.
     #[schema(example = json!({"access_token": "shpat_0123456789abcdef"}))]
     credentials: BTreeMap<String, String>,
     /// The secret the store signs its webhooks with. Stored encrypted.
@@ -111,8 +113,8 @@ crate::list_query! {
         /// `created_at`, `name`; prefix `-` for descending (default `-created_at`).
         #[param(pattern = "^-?(created_at|name)$")]
         sort: Option<String>,
-        /// `shopify` or `woocommerce`.
-        #[param(pattern = "^(shopify|woocommerce)$")]
+        /// `shopify`, `woocommerce`, `amazon` or `etsy`.
+        #[param(pattern = "^(shopify|woocommerce|amazon|etsy)$")]
         channel: Option<String>,
         /// `connected`, `throttled` or `disconnected`.
         #[param(pattern = "^(connected|throttled|disconnected)$")]
@@ -368,7 +370,9 @@ async fn list_channel_webhook_receipts(
 /// HMAC-SHA256 of the raw body with the connection's `webhook_secret`),
 /// checked before anything else. A forged webhook, or a second delivery
 /// of an event id already received, is refused and logged; a verified
-/// stock change of a mapped variant becomes a stock movement.
+/// stock change of a mapped variant becomes a stock movement. Amazon's
+/// notifications (SNS) and Etsy's webhooks are not supported yet: refused
+/// and logged as `unsupported`.
 #[utoipa::path(tag = "channels",
     request_body(content = Object, description = "The store's webhook payload, as it sends it", content_type = "application/json"),
     params(
@@ -380,7 +384,7 @@ async fn list_channel_webhook_receipts(
         ("X-WC-Webhook-Delivery-ID" = Option<String>, Header, description = "WooCommerce's event id (deduplicated)"),
     ),
     responses((status = 200, description = "Verified and handled; `outcome` says how", body = Data<ReceiptView>),
-        (status = 401, description = "Forged, or a replay of a received event (logged either way)", body = Problem),
+        (status = 401, description = "Forged, a replay of a received event, or a channel whose webhooks are not supported (logged either way)", body = Problem),
         (status = 404, description = "No such connection", body = Problem)))]
 #[post("/channel-webhooks/{id}")]
 async fn receive_channel_webhook(

@@ -77,6 +77,8 @@ pub const IGNORED: &str = "ignored";
 pub const REJECTED: &str = "rejected";
 pub const FORGED: &str = "forged";
 pub const REPLAYED: &str = "replayed";
+/// The channel's webhooks cannot be received yet (Amazon's SNS messages, Etsy's).
+pub const UNSUPPORTED: &str = "unsupported";
 
 pub struct SeaOrmChannels {
     db: DatabaseConnection,
@@ -1264,14 +1266,18 @@ impl ChannelService for SeaOrmChannels {
             None => None,
         };
         let refused = |detail: &str| ApiError::new(Code::Unauthenticated, detail.to_owned());
-        if !secret.is_some_and(|s| driver.verify_webhook(&s, &headers, body)) {
-            let why = if c.webhook_secret.is_none() {
-                "the connection has no webhook secret to verify with"
-            } else {
-                "the signature does not match the body"
-            };
-            self.log_receipt(&self.db, &c, None, false, false, FORGED, Some(why.to_owned()), started).await?;
-            tracing::warn!(connection_id = %c.id, tenant_id = %c.tenant_id, "refused a forged channel webhook: {why}");
+        let verdict = match (driver.webhooks(), secret) {
+            (Err(why), _) => Err((UNSUPPORTED, why)),
+            (Ok(()), None) => Err((FORGED, "the connection has no webhook secret to verify with")),
+            (Ok(()), Some(s)) if !driver.verify_webhook(&s, &headers, body) => {
+                Err((FORGED, "the signature does not match the body"))
+            }
+            (Ok(()), Some(_)) => Ok(()),
+        };
+        if let Err((outcome, why)) = verdict {
+            self.log_receipt(&self.db, &c, None, false, false, outcome, Some(why.to_owned()), started)
+                .await?;
+            tracing::warn!(connection_id = %c.id, tenant_id = %c.tenant_id, "refused a channel webhook ({outcome}): {why}");
             return Err(refused(&format!("the webhook does not verify: {why}")));
         }
         let inbound = match driver.parse_webhook(&headers, body) {
