@@ -1,4 +1,4 @@
-// Run the inventory flow through the GraphQL playground (GraphiQL) in a real
+// Run the inventory and procurement flows through the GraphQL playground (GraphiQL) in a real
 // headless Chromium, as an integrator would: the token goes in the Headers
 // tab, each operation is typed into the editor and run with the Run button,
 // and its answer is read from the response pane. Then a subscription runs in
@@ -120,6 +120,23 @@ try {
   const level = levels.data?.stockLevels?.items?.[0];
   check(levels.data?.stockLevels?.pageInfo?.total === 1 && level?.warehouseId === warehouseId, "stockLevels lists the one level");
   check(level.onHand === 20 && level.available === 20 && level.reserved === 0, "20 on hand and available");
+
+  // The procurement flow: a vendor, a purchase order submitted, approved
+  // and received, the stock and the journal entry it books.
+  const vendor = await execute(page, 'mutation { createVendor(input: {name: "Acme Supplies", currency: "EUR"}) { id name } }');
+  check(vendor.data?.createVendor?.name === "Acme Supplies", "createVendor answers the vendor");
+  const drafted = await execute(page, `mutation { createPurchaseOrder(vendorId: "${vendor.data.createVendor.id}", warehouseId: "${warehouseId}", lines: [{productId: "${productId}", quantity: 40, unitCost: 45}]) { id status total lines { id } } }`);
+  const po = drafted.data?.createPurchaseOrder;
+  check(po?.status === "draft" && po.total === 1800, "createPurchaseOrder drafts 40 at 45: 1800");
+  for (const [action, status] of [["SUBMIT", "submitted"], ["APPROVE", "approved"]]) {
+    const moved = await execute(page, `mutation { transitionPurchaseOrder(id: "${po.id}", action: ${action}) { status } }`);
+    check(moved.data?.transitionPurchaseOrder?.status === status, `transitionPurchaseOrder ${action} makes it ${status}`);
+  }
+  const received = await execute(page, `mutation { receiveGoods(id: "${po.id}", lines: [{lineId: "${po.lines[0].id}", quantity: 40}]) { status lines { received } } }`);
+  check(received.data?.receiveGoods?.status === "received", "receiveGoods receives every line");
+  const booked = await execute(page, `{ stockLevels(productId: "${productId}") { items { onHand } } ledgerEntries { items { reference lines { account debit credit } } } }`);
+  check(booked.data?.stockLevels?.items?.[0]?.onHand === 60, "the receipt brings the stock to 60");
+  check(booked.data?.ledgerEntries?.items?.[0]?.reference === `purchase_order:${po.id}`, "the receipt is booked in the ledger");
   await page.screenshot({ path: "playground-stock.png" });
 
   // A subscription: the playground opens /graphql/ws with the Headers tab
@@ -148,7 +165,7 @@ try {
   await page.screenshot({ path: "playground-subscription.png" });
   await page.locator(".graphiql-execute-button").click(); // stop
   check(failed.length === 0, `no request of the page failed ${failed.join(", ")}`.trim());
-  console.log("done: the inventory flow and a subscription ran in the GraphQL playground");
+  console.log("done: the inventory and procurement flows and a subscription ran in the GraphQL playground");
 } finally {
   await browser.close();
 }
