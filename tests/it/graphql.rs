@@ -839,3 +839,53 @@ async fn a_super_admin_operates_over_graphql_and_a_tenant_admin_is_refused() {
     assert_ne!(license["data"]["tier"], "enterprise", "the refused assignment changed nothing");
     assert_eq!(app.get("/api/v1/webhooks", &other.token).await.status(), 200);
 }
+
+/// A subscription opened over graphql-transport-ws for `token`, subscribed
+/// to `query` under id "1", its `connection_ack` read.
+async fn subscribed(
+    app: &TestApp,
+    token: &str,
+    query: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest, http::HeaderValue};
+    let mut request = format!("{}/graphql/ws", app.base.replace("http", "ws")).into_client_request().unwrap();
+    request.headers_mut().insert("sec-websocket-protocol", HeaderValue::from_static("graphql-transport-ws"));
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let init = json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {token}")}});
+    ws.send(Message::Text(init.to_string().into())).await.unwrap();
+    assert_eq!(next_message(&mut ws).await["type"], "connection_ack");
+    let subscribe = json!({"id": "1", "type": "subscribe", "payload": {"query": query}});
+    ws.send(Message::Text(subscribe.to_string().into())).await.unwrap();
+    ws
+}
+
+/// `after` resumes a subscription: what was committed since that event is
+/// replayed first. Revoking the token ends the subscription at the next
+/// heartbeat (`complete`), as it ends an SSE stream.
+#[tokio::test]
+async fn a_subscription_resumes_after_an_event_and_ends_when_its_token_is_revoked() {
+    let app = TestApp::spawn_adjusted(|f| f.merge(("events.sse_heartbeat_ms", 50))).await;
+    let tenant = app.register().await;
+    let (_, manager) = app.user_with_roles(&tenant, &["admin"]).await;
+    let query = "subscription { events(types: [\"product.*\"]) { id type data } }";
+    let mut live = subscribed(&app, &manager, query).await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let product = |sku: &str| json!({"sku": sku, "name": sku, "unit_price": 1, "currency": "EUR"});
+    assert_eq!(app.post("/api/v1/products", &manager, product("FIRST")).await.status(), 201);
+    let first = next_message(&mut live).await;
+    assert_eq!(first["payload"]["data"]["events"]["data"]["sku"], "FIRST", "{first}");
+    let after = first["payload"]["data"]["events"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(app.post("/api/v1/products", &manager, product("SECOND")).await.status(), 201);
+
+    let resume =
+        format!("subscription {{ events(types: [\"product.*\"], after: \"{after}\") {{ id type data }} }}");
+    let mut resumed = subscribed(&app, &manager, &resume).await;
+    let replayed = next_message(&mut resumed).await;
+    assert_eq!(replayed["payload"]["data"]["events"]["data"]["sku"], "SECOND", "{replayed}");
+
+    let res = app.send_json(reqwest::Method::POST, "/api/v1/auth/logout", Some(&manager), json!({})).await;
+    assert_eq!(res.status(), 204);
+    let ended = next_message(&mut resumed).await;
+    assert_eq!((ended["type"].as_str(), ended["id"].as_str()), (Some("complete"), Some("1")), "{ended}");
+}
