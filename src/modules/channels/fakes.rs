@@ -1182,14 +1182,7 @@ async fn etsy_listing(
     keys: web::Data<EtsyKeys>,
     id: web::Path<u64>,
 ) -> HttpResponse {
-    let mut state = lock(&state);
-    if let Some(refused) = etsy_gate(&req, &keys, &mut state) {
-        return refused;
-    }
-    match state.listings.iter().find(|l| l.id == *id) {
-        Some(l) => HttpResponse::Ok().json(etsy_listing_json(l)),
-        None => etsy_error(actix_web::http::StatusCode::NOT_FOUND, &format!("Listing {id} not found")),
-    }
+    etsy_read(&req, &state, &keys, *id, etsy_listing_json)
 }
 
 async fn etsy_inventory(
@@ -1198,12 +1191,23 @@ async fn etsy_inventory(
     keys: web::Data<EtsyKeys>,
     id: web::Path<u64>,
 ) -> HttpResponse {
-    let mut state = lock(&state);
-    if let Some(refused) = etsy_gate(&req, &keys, &mut state) {
+    etsy_read(&req, &state, &keys, *id, etsy_inventory_json)
+}
+
+/// One listing as `view` shows it, after the gate; 404 as Etsy words it.
+fn etsy_read(
+    req: &HttpRequest,
+    state: &Mutex<EtsyState>,
+    keys: &EtsyKeys,
+    id: u64,
+    view: fn(&EtsyListing) -> Value,
+) -> HttpResponse {
+    let mut state = lock(state);
+    if let Some(refused) = etsy_gate(req, keys, &mut state) {
         return refused;
     }
-    match state.listings.iter().find(|l| l.id == *id) {
-        Some(l) => HttpResponse::Ok().json(etsy_inventory_json(l)),
+    match state.listings.iter().find(|l| l.id == id) {
+        Some(l) => HttpResponse::Ok().json(view(l)),
         None => etsy_error(actix_web::http::StatusCode::NOT_FOUND, &format!("Listing {id} not found")),
     }
 }
