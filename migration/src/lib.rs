@@ -19,6 +19,7 @@ mod m20261128_000013_order_refunds_imports;
 mod m20261128_000014_channels;
 mod m20261128_000015_search;
 mod m20261128_000016_order_kpis;
+mod shared;
 
 pub struct Migrator;
 

@@ -6,6 +6,8 @@
 
 use sea_orm_migration::{prelude::*, schema::*};
 
+use crate::shared::{Spec, create_indexes, fk};
+
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
@@ -82,17 +84,6 @@ enum OrderImportChunks {
     Seq,
     Data,
 }
-
-fn fk(
-    name: &str,
-    from: (impl IntoIden, impl IntoIden),
-    to: (impl IntoIden, impl IntoIden),
-    action: ForeignKeyAction,
-) -> ForeignKeyCreateStatement {
-    ForeignKey::create().name(name).from(from.0, from.1).to(to.0, to.1).on_delete(action).to_owned()
-}
-
-type Spec = (&'static str, &'static str, &'static [&'static str], bool);
 
 /// Name, table, columns and uniqueness of each index.
 const INDEXES: &[Spec] = &[
@@ -214,18 +205,7 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        for (name, table, columns, unique) in INDEXES {
-            let mut index = Index::create();
-            index.name(*name).table(*table);
-            if *unique {
-                index.unique();
-            }
-            for column in *columns {
-                index.col(*column);
-            }
-            manager.create_index(index.to_owned()).await?;
-        }
-        Ok(())
+        create_indexes(manager, INDEXES).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {

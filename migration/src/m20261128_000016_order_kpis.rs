@@ -5,36 +5,36 @@
 
 use sea_orm_migration::prelude::*;
 
+use crate::shared::{Spec, create_indexes};
+
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
 /// Name, table and columns of each index.
-const INDEXES: &[(&str, &str, &[&str])] = &[
-    ("ix_order_transitions_tenant_to_at", "order_transitions", &["tenant_id", "to_status", "at"]),
-    ("ix_order_refunds_tenant_status_updated", "order_refunds", &["tenant_id", "status", "updated_at"]),
+const INDEXES: &[Spec] = &[
+    ("ix_order_transitions_tenant_to_at", "order_transitions", &["tenant_id", "to_status", "at"], false),
+    (
+        "ix_order_refunds_tenant_status_updated",
+        "order_refunds",
+        &["tenant_id", "status", "updated_at"],
+        false,
+    ),
     (
         "ix_orders_tenant_status_currency_customer",
         "orders",
         &["tenant_id", "status", "currency", "customer_id"],
+        false,
     ),
 ];
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        for (name, table, columns) in INDEXES {
-            let mut index = Index::create();
-            index.name(*name).table(*table);
-            for column in *columns {
-                index.col(*column);
-            }
-            manager.create_index(index.to_owned()).await?;
-        }
-        Ok(())
+        create_indexes(manager, INDEXES).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        for (name, table, _) in INDEXES {
+        for (name, table, _, _) in INDEXES {
             manager.drop_index(Index::drop().name(*name).table(*table).to_owned()).await?;
         }
         Ok(())
