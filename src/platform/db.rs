@@ -148,6 +148,24 @@ pub async fn begin<C: TransactionTrait>(db: &C) -> Result<C::Transaction, DbErr>
     db.begin_with_options(options).await
 }
 
+/// Rows per multi-row `INSERT`: well within SQLite's and PostgreSQL's
+/// limits on bound parameters for any of our tables.
+pub const INSERT_BATCH: usize = 500;
+
+/// Insert `rows` of one entity, a multi-row `INSERT` per [`INSERT_BATCH`].
+pub async fn insert_all<A>(db: &impl ConnectionTrait, mut rows: Vec<A>) -> Result<(), sea_orm::DbErr>
+where
+    A: sea_orm::ActiveModelTrait + Send,
+{
+    while !rows.is_empty() {
+        let rest = rows.split_off(rows.len().min(INSERT_BATCH));
+        <A::Entity as sea_orm::EntityTrait>::insert_many(std::mem::replace(&mut rows, rest))
+            .exec_without_returning(db)
+            .await?;
+    }
+    Ok(())
+}
+
 pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
     Migrator::up(db, None).await
 }

@@ -1029,6 +1029,74 @@ async fn a_wrong_header_or_upload_is_refused_and_changes_nothing() {
 }
 
 #[tokio::test]
+async fn a_file_of_many_batches_counts_every_order_once() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    shop(&app, &tenant, "TEE", 0).await;
+    let old = json!({"sku": "OLD", "name": "Old", "unit_price": 100, "currency": "EUR", "active": false});
+    assert_eq!(app.post("/api/v1/products", &tenant.token, old).await.status(), 201);
+    // 1,100 orders (three batches of writes), customers by id or by email,
+    // each of them in several batches; then an order of the first batch
+    // again (not next to its rows) and an inactive product.
+    let mut csv = String::from(CSV_HEADER);
+    for i in 0..1100 {
+        let customer = match i % 3 {
+            0 => format!("K-{},k{}@example.com", i / 3 % 300, i / 3 % 300),
+            _ => format!(",e{}@example.com", i % 200),
+        };
+        csv.push_str(&format!("\nB-{i},2026-11-20T09:30:00Z,EUR,{customer},Name,TEE,,{},2", 100 + i));
+        if i % 2 == 0 {
+            csv.push_str(&format!(
+                "\nB-{i},2026-11-20T09:30:00Z,EUR,{customer},Name,SKU-{},Product,50,1",
+                i % 7
+            ));
+        }
+    }
+    csv.push_str("\nB-3,2026-11-20T09:30:00Z,EUR,,e3@example.com,Name,TEE,,1,1");
+    csv.push_str("\nB-OLD,2026-11-20T09:30:00Z,EUR,,e3@example.com,Name,OLD,,1,1\n");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("orders.csv");
+    std::fs::write(&file, csv).unwrap();
+    let path = file.to_str().unwrap();
+    let args = ["orders", "import", path, "--tenant", &tenant.slug, "--warehouse", "MAIN"];
+    let out = nexus_cli(&app, &args);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("1652 rows, 1100 orders created, 1 skipped (they exist), 1 errors"), "{stdout}");
+    assert!(stdout.contains("line 1653, column product_sku: the product is inactive"), "{stdout}");
+
+    let orders = json(app.get("/api/v1/orders?include=total&limit=1", &tenant.token).await).await;
+    assert_eq!(orders["meta"]["total"], 1100);
+    // 300 customers by id and 200 by email (C-1 of the shop is not in the file).
+    let customers = json(app.get("/api/v1/customers?include=total&limit=1", &tenant.token).await).await;
+    assert_eq!(customers["meta"]["total"], 501);
+    for i in [0, 499, 500, 1099] {
+        let order = order_by_external(&app, &tenant, &format!("B-{i}")).await;
+        let expected = 2 * (100 + i) + if i % 2 == 0 { 50 } else { 0 };
+        assert_eq!(order["total"], expected, "{order}");
+        assert_eq!(order["lines"].as_array().unwrap().len(), 1 + usize::from(i % 2 == 0));
+        let customer = json(
+            app.get(&format!("/api/v1/customers/{}", order["customer_id"].as_str().unwrap()), &tenant.token)
+                .await,
+        )
+        .await;
+        let email = match i % 3 {
+            0 => format!("k{}@example.com", i / 3 % 300),
+            _ => format!("e{}@example.com", i % 200),
+        };
+        assert_eq!(customer["data"]["email"], email.as_str(), "{customer}");
+    }
+    let created = order_events(&app, &tenant).await.into_iter().filter(|e| e == "order.created").count();
+    assert_eq!(created, 1100, "one order.created per order");
+
+    // Again: every order is skipped, nothing is created.
+    let out = nexus_cli(&app, &args);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0 orders created, 1101 skipped"));
+    let customers = json(app.get("/api/v1/customers?include=total&limit=1", &tenant.token).await).await;
+    assert_eq!(customers["meta"]["total"], 501);
+}
+
+#[tokio::test]
 async fn the_command_line_imports_a_file_and_skips_it_the_second_time() {
     let app = TestApp::spawn().await;
     let tenant = app.register().await;

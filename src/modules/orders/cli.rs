@@ -1,8 +1,15 @@
 //! `nexus orders ...`: the operators' commands, on the database directly
 //! (no server needed), through the same service as REST and GraphQL.
 
-use std::sync::Arc;
+use std::{
+    io::{IsTerminal, Read},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
+use indicatif::{ProgressBar, ProgressStyle};
 use sea_orm::DatabaseConnection;
 use uuid::Uuid;
 
@@ -92,22 +99,57 @@ async fn warehouse(
     }
 }
 
-/// Progress on stderr, a line every few thousand rows.
-struct Stderr;
+/// The progress of an import: a bar on a terminal (the share of the file
+/// read, the counts, the time left), else a line on stderr at each report.
+struct Bar {
+    bar: Option<ProgressBar>,
+    read: Arc<AtomicU64>,
+}
+
+impl Bar {
+    fn new(size: u64, read: Arc<AtomicU64>) -> Self {
+        let style =
+            ProgressStyle::with_template("{wide_bar} {percent:>3}% {msg} ({elapsed} elapsed, {eta} left)")
+                .expect("a valid template");
+        let bar = std::io::stderr().is_terminal().then(|| ProgressBar::new(size).with_style(style));
+        Self { bar, read }
+    }
+}
 
 #[async_trait::async_trait]
-impl Progress for Stderr {
+impl Progress for Bar {
     async fn report(&mut self, t: &Tally) -> ApiResult<()> {
-        eprintln!(
+        let line = format!(
             "{} rows: {} orders created, {} skipped, {} errors",
             t.rows, t.created, t.skipped, t.error_count
         );
+        match &self.bar {
+            Some(bar) => {
+                bar.set_position(self.read.load(Ordering::Relaxed));
+                bar.set_message(line);
+            }
+            None => eprintln!("{line}"),
+        }
         Ok(())
     }
 }
 
-/// Import a CSV file of orders now; progress on stderr, the summary and
-/// the bad rows on stdout. A wrong header changes nothing and fails.
+/// A reader that counts the bytes read through it.
+struct Counted<R> {
+    inner: R,
+    read: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// Import a CSV file of orders now; progress on stderr (a bar on a
+/// terminal), the summary and the bad rows on stdout. A wrong header changes nothing and fails.
 pub async fn import(
     orders: Arc<dyn OrderService>,
     inventory: Arc<dyn InventoryService>,
@@ -118,10 +160,14 @@ pub async fn import(
     let warehouse_id = warehouse(inventory.as_ref(), tenant, warehouse_handle).await?;
     let source =
         std::fs::File::open(file).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", file.display()))?;
-    let tally = orders
-        .import_file(tenant, warehouse_id, Box::new(std::io::BufReader::new(source)), &mut Stderr)
-        .await
-        .map_err(describe)?;
+    let read = Arc::new(AtomicU64::new(0));
+    let mut bar = Bar::new(source.metadata()?.len(), read.clone());
+    let source = Counted { inner: std::io::BufReader::new(source), read };
+    let tally = orders.import_file(tenant, warehouse_id, Box::new(source), &mut bar).await;
+    if let Some(bar) = bar.bar {
+        bar.finish_and_clear();
+    }
+    let tally = tally.map_err(describe)?;
     println!(
         "imported {}: {} rows, {} orders created, {} skipped (they exist), {} errors",
         file.display(),

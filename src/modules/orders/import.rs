@@ -9,16 +9,18 @@
 //! not imported. Customers are upserted by external id (or email), products
 //! by SKU through [`InventoryService`](crate::modules::inventory::InventoryService);
 //! an order whose `external_order_id` exists is skipped, so importing a file
-//! twice creates nothing new. Each order is placed exactly as
-//! `POST /api/v1/orders` places one (totals computed by the server, its
-//! saga queued).
+//! twice creates nothing new. Each order is written as
+//! `POST /api/v1/orders` writes one (totals computed by the server, its
+//! history, `order.created` and its saga's first step), but up to
+//! [`BATCH_ORDERS`] orders at a time, in one transaction with a multi-row
+//! `INSERT` per table.
 //!
 //! `POST /api/v1/orders/imports` stores the upload in the database in
 //! chunks (`order_import_chunks`), so the `orders.import` job can run on
 //! any worker of any instance; the chunks are deleted when it ends.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     io::{self, Read},
 };
 
@@ -27,7 +29,7 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use futures_util::{StreamExt, stream::BoxStream};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
-    sea_query::Expr,
+    QuerySelect, sea_query::Expr,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -37,12 +39,13 @@ use uuid::Uuid;
 
 use super::{
     MAX_LINES, NewOrder, NewOrderLine, check_order,
-    service::{IMPORT_JOB, SWEEP_JOB, SeaOrmOrders},
+    service::{IMPORT_JOB, Priced, SWEEP_JOB, SeaOrmOrders, insert_orders},
 };
 use crate::{
     error::{ApiError, ApiResult, Code, FieldError},
     modules::inventory::{NewProduct, ProductFilter, check_quantity},
     platform::{
+        db::insert_all,
         http::ListRequest,
         jobs::{self, NewJob},
         tenancy::TenantScope,
@@ -71,8 +74,12 @@ pub const MAX_ERRORS: usize = 100;
 const CHUNK_BYTES: usize = 256 * 1024;
 /// Progress is recorded every this many rows.
 const REPORT_EVERY: u64 = 500;
-/// Products remembered by SKU during an import (then forgotten, to stay flat).
-const MAX_CACHED_SKUS: usize = 10_000;
+/// Products (by SKU) and customers remembered during an import, each
+/// forgotten when this many, to stay flat.
+const MAX_CACHED: usize = 50_000;
+/// The most orders, and lines, one transaction of an import writes.
+const BATCH_ORDERS: usize = 500;
+const BATCH_LINES: usize = 2_000;
 
 /// Import states.
 pub const UPLOADING: &str = "uploading";
@@ -371,6 +378,61 @@ fn spawn_reader(source: Box<dyn Read + Send>) -> mpsc::Receiver<Item> {
     rx
 }
 
+/// What an import has looked up, kept across batches (each map cleared
+/// when it holds [`MAX_CACHED`] entries).
+#[derive(Default)]
+struct Known {
+    /// By SKU: the product's id and whether it is active.
+    products: HashMap<String, (Uuid, bool)>,
+    customers: HashMap<CustomerKey, Uuid>,
+}
+
+/// How the file names a customer: by its `customer_id` (the external id),
+/// else by its email.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum CustomerKey {
+    External(String),
+    Email(String),
+}
+
+impl CustomerKey {
+    fn of(row: &Row) -> Self {
+        match &row.customer_id {
+            Some(external) => Self::External(external.clone()),
+            None => Self::Email(row.email.clone()),
+        }
+    }
+}
+
+/// An order of the file, checked and priced; its customer is found or
+/// made when its batch is written.
+struct Pending {
+    external_order_id: String,
+    customer: CustomerKey,
+    email: String,
+    name: String,
+    priced: Priced,
+}
+
+/// Orders written together, in one transaction with multi-row `INSERT`s:
+/// at most [`BATCH_ORDERS`] orders or [`BATCH_LINES`] lines.
+#[derive(Default)]
+struct Batch {
+    orders: Vec<Pending>,
+    lines: usize,
+}
+
+impl Batch {
+    fn push(&mut self, order: Pending) {
+        self.lines += order.priced.new.lines.len();
+        self.orders.push(order);
+    }
+
+    fn is_full(&self) -> bool {
+        self.orders.len() >= BATCH_ORDERS || self.lines >= BATCH_LINES
+    }
+}
+
 /// The rows of the order being read.
 #[derive(Default)]
 struct Group {
@@ -402,7 +464,8 @@ impl SeaOrmOrders {
         }
         let mut tally = Tally::default();
         let mut group = Group::default();
-        let mut products: HashMap<String, Uuid> = HashMap::new();
+        let mut batch = Batch::default();
+        let mut known = Known::default();
         while let Some(item) = items.recv().await {
             match item {
                 Item::Record(line, record) => {
@@ -410,7 +473,14 @@ impl SeaOrmOrders {
                     let key = record.get(0).map(|k| String::from_utf8_lossy(k).trim().to_owned());
                     if key != group.key {
                         let done = std::mem::replace(&mut group, Group { key, ..Group::default() });
-                        self.flush(tenant, warehouse_id, done, &mut products, &mut tally).await?;
+                        if let Some(order) =
+                            self.prepare(tenant, warehouse_id, done, &mut known, &mut tally).await?
+                        {
+                            batch.push(order);
+                        }
+                        if batch.is_full() {
+                            self.write(tenant, std::mem::take(&mut batch), &mut known, &mut tally).await?;
+                        }
                     }
                     match parse_row(line, &record) {
                         Ok(row) => add(&mut group, row, &mut tally),
@@ -435,172 +505,282 @@ impl SeaOrmOrders {
                 progress.report(&tally).await?;
             }
         }
-        self.flush(tenant, warehouse_id, std::mem::take(&mut group), &mut products, &mut tally).await?;
+        if let Some(order) = self.prepare(tenant, warehouse_id, group, &mut known, &mut tally).await? {
+            batch.push(order);
+        }
+        self.write(tenant, batch, &mut known, &mut tally).await?;
         progress.report(&tally).await?;
         Ok(tally)
     }
 
-    /// Create the order a group of rows makes, unless a row was bad or it
-    /// exists already.
-    async fn flush(
+    /// The order a group of rows makes, priced, unless a row was bad or a
+    /// product cannot be found or made (reported in the tally).
+    async fn prepare(
         &self,
         tenant: TenantScope,
         warehouse_id: Uuid,
         group: Group,
-        products: &mut HashMap<String, Uuid>,
+        known: &mut Known,
         tally: &mut Tally,
-    ) -> ApiResult<()> {
-        let Some(first) = group.rows.first() else { return Ok(()) };
+    ) -> ApiResult<Option<Pending>> {
+        let Some(first) = group.rows.first() else { return Ok(None) };
         if group.bad {
-            return Ok(());
-        }
-        let exists = tenant
-            .find::<order::Entity>()
-            .filter(order::Column::ExternalOrderId.eq(&first.external_order_id))
-            .one(&self.db)
-            .await?;
-        if exists.is_some() {
-            tally.skipped += 1;
-            return Ok(());
+            return Ok(None);
         }
         let mut lines = Vec::with_capacity(group.rows.len());
+        let mut products = Vec::with_capacity(group.rows.len());
         for row in &group.rows {
-            match self.product_for(tenant, row, products).await {
-                Ok(id) => lines.push(NewOrderLine {
-                    product_id: Some(id),
-                    sku: None,
-                    quantity: row.qty,
-                    unit_price: row.unit_price,
-                }),
+            match self.product_for(tenant, row, &mut known.products).await {
+                Ok((id, sku)) => {
+                    lines.push(NewOrderLine {
+                        product_id: Some(id),
+                        sku: None,
+                        quantity: row.qty,
+                        unit_price: row.unit_price,
+                    });
+                    products.push((id, sku));
+                }
                 Err(err) if is_final(&err) => {
                     tally.error(row.line, Some("product_sku"), describe(&err));
-                    return Ok(());
+                    return Ok(None);
                 }
                 Err(err) => return Err(err),
             }
         }
-        let customer_id = match self.customer_for(tenant, first).await {
-            Ok(id) => id,
-            Err(err) if is_final(&err) => {
-                tally.error(first.line, Some("customer_id"), describe(&err));
-                return Ok(());
-            }
-            Err(err) => return Err(err),
-        };
         let new = NewOrder {
             external_order_id: Some(first.external_order_id.clone()),
             placed_at: Some(first.placed_at),
             channel: "import".to_owned(),
-            customer_id,
+            // Set when the batch is written, see `Batch`.
+            customer_id: Uuid::nil(),
             warehouse_id,
             currency: first.currency.clone(),
             lines,
         };
-        if let Err(errors) = check_order(&new) {
-            tally.error(first.line, None, describe(&ApiError::validation(errors)));
-            return Ok(());
+        let priced =
+            check_order(&new).map_err(ApiError::validation).and_then(|()| Priced::new(new, products));
+        match priced {
+            Ok(priced) => Ok(Some(Pending {
+                external_order_id: first.external_order_id.clone(),
+                customer: CustomerKey::of(first),
+                email: first.email.clone(),
+                name: first.name.clone(),
+                priced,
+            })),
+            Err(err) => {
+                tally.error(first.line, None, describe(&err));
+                Ok(None)
+            }
         }
-        match super::OrderService::place_order(self, tenant, new).await {
-            Ok(_) => tally.created += 1,
-            // Placed meanwhile (another import of the same file).
-            Err(err) if err.code == Code::Conflict => tally.skipped += 1,
-            Err(err) if is_final(&err) => tally.error(first.line, None, describe(&err)),
-            Err(err) => return Err(err),
-        }
-        Ok(())
     }
 
-    /// The product of a row's SKU, created from `product_name` when there
-    /// is none.
+    /// Write a batch in one transaction: its orders whose
+    /// `external_order_id` is new (the others are skipped), with the
+    /// customers they need. Another import writing the same orders or
+    /// customers meanwhile makes the transaction fail on a unique key: it
+    /// is then tried again, seeing them.
+    async fn write(
+        &self,
+        tenant: TenantScope,
+        batch: Batch,
+        known: &mut Known,
+        tally: &mut Tally,
+    ) -> ApiResult<()> {
+        if batch.orders.is_empty() {
+            return Ok(());
+        }
+        let mut attempt = 1;
+        loop {
+            match self.try_write(tenant, &batch, known).await {
+                Ok((created, skipped)) => {
+                    tally.created += created;
+                    tally.skipped += skipped;
+                    return Ok(());
+                }
+                Err(err) if err.code == Code::Conflict && attempt < 3 => {
+                    known.customers.clear();
+                    attempt += 1;
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    /// One attempt of [`Self::write`]: the orders created and skipped.
+    async fn try_write(
+        &self,
+        tenant: TenantScope,
+        batch: &Batch,
+        known: &mut Known,
+    ) -> ApiResult<(u64, u64)> {
+        let ids: Vec<&String> = batch.orders.iter().map(|o| &o.external_order_id).collect();
+        let existing: HashSet<String> = tenant
+            .find::<order::Entity>()
+            .select_only()
+            .column(order::Column::ExternalOrderId)
+            .filter(order::Column::ExternalOrderId.is_in(ids))
+            .into_tuple::<Option<String>>()
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
+        let mut seen = HashSet::new();
+        let fresh: Vec<&Pending> = batch
+            .orders
+            .iter()
+            .filter(|o| !existing.contains(&o.external_order_id) && seen.insert(&o.external_order_id))
+            .collect();
+        let skipped = (batch.orders.len() - fresh.len()) as u64;
+        let (mut customers, new_customers) = self.customers(tenant, &fresh, known).await?;
+        let mut priced = Vec::with_capacity(fresh.len());
+        for order in &fresh {
+            let mut p = order.priced.clone();
+            p.new.customer_id = customers[&order.customer];
+            priced.push(p);
+        }
+        let created = priced.len() as u64;
+        let txn = crate::platform::db::begin(&self.db).await?;
+        insert_all(&txn, new_customers).await?;
+        insert_orders(&txn, tenant, priced).await?;
+        sea_orm::TransactionSession::commit(txn).await?;
+        if known.customers.len() + customers.len() > MAX_CACHED {
+            known.customers.clear();
+        }
+        known.customers.extend(customers.drain());
+        Ok((created, skipped))
+    }
+
+    /// The customer of each order: known, found by external id (or by
+    /// email when the file gives none), or new (returned to be inserted).
+    async fn customers(
+        &self,
+        tenant: TenantScope,
+        orders: &[&Pending],
+        known: &Known,
+    ) -> ApiResult<(HashMap<CustomerKey, Uuid>, Vec<customer::ActiveModel>)> {
+        let mut found = HashMap::new();
+        let (mut externals, mut emails) = (HashSet::new(), HashSet::new());
+        for o in orders {
+            match known.customers.get(&o.customer) {
+                Some(id) => {
+                    found.insert(o.customer.clone(), *id);
+                }
+                None => match &o.customer {
+                    CustomerKey::External(id) => _ = externals.insert(id.clone()),
+                    CustomerKey::Email(email) => _ = emails.insert(email.clone()),
+                },
+            }
+        }
+        if !externals.is_empty() {
+            let rows = tenant
+                .find::<customer::Entity>()
+                .filter(customer::Column::ExternalId.is_in(externals))
+                .all(&self.db)
+                .await?;
+            for c in rows {
+                if let Some(external) = c.external_id {
+                    found.insert(CustomerKey::External(external), c.id);
+                }
+            }
+        }
+        if !emails.is_empty() {
+            let rows = tenant
+                .find::<customer::Entity>()
+                .filter(customer::Column::Email.is_in(emails))
+                .order_by_asc(customer::Column::CreatedAt)
+                .all(&self.db)
+                .await?;
+            for c in rows {
+                found.entry(CustomerKey::Email(c.email)).or_insert(c.id);
+            }
+        }
+        let now = Utc::now();
+        let mut new = Vec::new();
+        for o in orders {
+            if found.contains_key(&o.customer) {
+                continue;
+            }
+            let id = Uuid::now_v7();
+            found.insert(o.customer.clone(), id);
+            new.push(customer::ActiveModel {
+                id: Set(id),
+                tenant_id: Set(tenant.id()),
+                external_id: Set(match &o.customer {
+                    CustomerKey::External(external) => Some(external.clone()),
+                    CustomerKey::Email(_) => None,
+                }),
+                email: Set(o.email.clone()),
+                name: Set(o.name.clone()),
+                notify_email: Set(true),
+                notify_webhook: Set(true),
+                created_at: Set(now),
+                updated_at: Set(now),
+            });
+        }
+        Ok((found, new))
+    }
+
+    /// The product of a row's SKU (its id and SKU), created from
+    /// `product_name` when there is none; an inactive one is refused.
     async fn product_for(
         &self,
         tenant: TenantScope,
         row: &Row,
-        cache: &mut HashMap<String, Uuid>,
-    ) -> ApiResult<Uuid> {
-        if let Some(id) = cache.get(&row.sku) {
-            return Ok(*id);
-        }
-        if cache.len() >= MAX_CACHED_SKUS {
-            cache.clear();
-        }
-        let id = match self.product_by_sku(tenant, &row.sku).await? {
-            Some(id) => id,
+        cache: &mut HashMap<String, (Uuid, bool)>,
+    ) -> ApiResult<(Uuid, String)> {
+        let (id, active) = match cache.get(&row.sku) {
+            Some(found) => *found,
             None => {
-                let Some(name) = &row.product_name else {
-                    return Err(ApiError::new(
-                        Code::NotFound,
-                        "no product has this SKU, and the row has no product_name to create it",
-                    ));
-                };
-                let new = NewProduct {
-                    sku: row.sku.clone(),
-                    name: name.clone(),
-                    barcode: None,
-                    unit_price: row.unit_price,
-                    currency: row.currency.clone(),
-                    attributes: json!({}),
-                    active: true,
-                };
-                match self.inventory.create_product(tenant, new).await {
-                    Ok(p) => p.id,
-                    // Created meanwhile: that one.
-                    Err(err) if err.code == Code::Conflict => self
-                        .product_by_sku(tenant, &row.sku)
-                        .await?
-                        .ok_or_else(|| ApiError::new(Code::Conflict, "the SKU is taken and not found"))?,
-                    Err(err) => return Err(err),
+                let found = self.find_or_create_product(tenant, row).await?;
+                if cache.len() >= MAX_CACHED {
+                    cache.clear();
                 }
+                cache.insert(row.sku.clone(), found);
+                found
             }
         };
-        cache.insert(row.sku.clone(), id);
-        Ok(id)
-    }
-
-    async fn product_by_sku(&self, tenant: TenantScope, sku: &str) -> ApiResult<Option<Uuid>> {
-        let filter = ProductFilter::by_sku(sku)?;
-        let list = ListRequest::new(Some(1), &[], None, None)?;
-        Ok(self.inventory.list_products(tenant, filter, &list).await?.data.pop().map(|p| p.id))
-    }
-
-    /// The customer of a row: by its external id, else by email, else new.
-    async fn customer_for(&self, tenant: TenantScope, row: &Row) -> ApiResult<Uuid> {
-        let find = |db: DatabaseConnection| async move {
-            let condition = match &row.customer_id {
-                Some(external) => customer::Column::ExternalId.eq(external.clone()),
-                None => customer::Column::Email.eq(row.email.clone()),
-            };
-            let found = tenant
-                .find::<customer::Entity>()
-                .filter(condition)
-                .order_by_asc(customer::Column::CreatedAt)
-                .one(&db)
-                .await?;
-            ApiResult::Ok(found.map(|c| c.id))
-        };
-        if let Some(id) = find(self.db.clone()).await? {
-            return Ok(id);
+        if !active {
+            return Err(ApiError::new(Code::Conflict, "the product is inactive"));
         }
-        let now = Utc::now();
-        let inserted = customer::Entity::insert(customer::ActiveModel {
-            id: Set(Uuid::now_v7()),
-            tenant_id: Set(tenant.id()),
-            external_id: Set(row.customer_id.clone()),
-            email: Set(row.email.clone()),
-            name: Set(row.name.clone()),
-            notify_email: Set(true),
-            notify_webhook: Set(true),
-            created_at: Set(now),
-            updated_at: Set(now),
-        })
-        .exec_with_returning(&self.db)
-        .await;
-        match inserted.map_err(ApiError::from) {
-            Ok(c) => Ok(c.id),
+        Ok((id, row.sku.clone()))
+    }
+
+    async fn find_or_create_product(&self, tenant: TenantScope, row: &Row) -> ApiResult<(Uuid, bool)> {
+        if let Some(found) = self.product_by_sku(tenant, &row.sku).await? {
+            return Ok(found);
+        }
+        let Some(name) = &row.product_name else {
+            return Err(ApiError::new(
+                Code::NotFound,
+                "no product has this SKU, and the row has no product_name to create it",
+            ));
+        };
+        let new = NewProduct {
+            sku: row.sku.clone(),
+            name: name.clone(),
+            barcode: None,
+            unit_price: row.unit_price,
+            currency: row.currency.clone(),
+            attributes: json!({}),
+            active: true,
+        };
+        match self.inventory.create_product(tenant, new).await {
+            Ok(p) => Ok((p.id, p.active)),
             // Created meanwhile: that one.
-            Err(err) if err.code == Code::Conflict => find(self.db.clone()).await?.ok_or(err),
+            Err(err) if err.code == Code::Conflict => self
+                .product_by_sku(tenant, &row.sku)
+                .await?
+                .ok_or_else(|| ApiError::new(Code::Conflict, "the SKU is taken and not found")),
             Err(err) => Err(err),
         }
+    }
+
+    /// The product with this SKU: its id and whether it is active.
+    async fn product_by_sku(&self, tenant: TenantScope, sku: &str) -> ApiResult<Option<(Uuid, bool)>> {
+        let filter = ProductFilter::by_sku(sku)?;
+        let list = ListRequest::new(Some(1), &[], None, None)?;
+        Ok(self.inventory.list_products(tenant, filter, &list).await?.data.pop().map(|p| (p.id, p.active)))
     }
 
     /// The `orders.import` job: read the stored upload, record the outcome,

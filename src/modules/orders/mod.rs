@@ -428,7 +428,7 @@ pub struct NewOrderLine {
     pub unit_price: i64,
 }
 
-/// A new order, as REST, GraphQL (and later the CSV import) give it.
+/// A new order, as REST, GraphQL and the CSV import give it.
 #[derive(Clone, Debug)]
 pub struct NewOrder {
     pub external_order_id: Option<String>,

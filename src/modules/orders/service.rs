@@ -31,6 +31,7 @@ use crate::{
     error::{ApiError, ApiResult, Code, FieldError},
     modules::inventory::{Cause, InventoryService, Line, ProductFilter},
     platform::{
+        db::insert_all,
         events::{self, EventType},
         http::{ListRequest, Paged, parse_sort},
         jobs::{self, JobError, NewJob},
@@ -197,7 +198,7 @@ async fn record(
     txn: &DatabaseTransaction,
     tenant: TenantScope,
     order_id: Uuid,
-    from: Option<&str>,
+    from: &str,
     to: &str,
     reason: Option<&str>,
 ) -> ApiResult<()> {
@@ -205,7 +206,7 @@ async fn record(
         id: Set(Uuid::now_v7()),
         tenant_id: Set(tenant.id()),
         order_id: Set(order_id),
-        from_status: Set(from.map(str::to_owned)),
+        from_status: Set(Some(from.to_owned())),
         to_status: Set(to.to_owned()),
         reason: Set(reason.map(str::to_owned)),
         at: Set(Utc::now()),
@@ -238,7 +239,7 @@ async fn transition(
     if update.exec(txn).await?.rows_affected == 0 {
         return Ok(false);
     }
-    record(txn, tenant, order.id, Some(from), to, reason).await?;
+    record(txn, tenant, order.id, from, to, reason).await?;
     let mut data = json!({"id": order.id, "external_order_id": order.external_order_id,
         "customer_id": order.customer_id, "status": to, "total": order.total, "currency": order.currency});
     if let Some(reason) = reason {
@@ -248,6 +249,100 @@ async fn transition(
     Ok(true)
 }
 
+/// An order ready to be written: checked, its lines' products resolved
+/// (id and SKU, in line order) and its totals computed.
+#[derive(Clone)]
+pub(super) struct Priced {
+    pub new: NewOrder,
+    products: Vec<(Uuid, String)>,
+    line_totals: Vec<i64>,
+    total: i64,
+}
+
+impl Priced {
+    /// Price `new`; a total beyond the 64-bit range is refused, naming the line.
+    pub fn new(new: NewOrder, products: Vec<(Uuid, String)>) -> ApiResult<Self> {
+        let mut line_totals = Vec::with_capacity(new.lines.len());
+        let mut total: i64 = 0;
+        for (i, line) in new.lines.iter().enumerate() {
+            let line_total = line.quantity.checked_mul(line.unit_price);
+            total = line_total.and_then(|t| total.checked_add(t)).ok_or_else(|| {
+                ApiError::validation(vec![FieldError::new(format!("lines[{i}]"), "the amount is too large")])
+            })?;
+            line_totals.push(line_total.unwrap_or_default());
+        }
+        Ok(Self { new, products, line_totals, total })
+    }
+}
+
+/// Write orders as placed (`pending`), each with its lines, its history
+/// row, `order.created` and its saga's first step: one multi-row `INSERT`
+/// per table for all of them, in the caller's transaction. A taken
+/// `external_order_id` is a `Conflict`.
+pub(super) async fn insert_orders(
+    txn: &DatabaseTransaction,
+    tenant: TenantScope,
+    priced: Vec<Priced>,
+) -> ApiResult<Vec<order::Model>> {
+    let now = Utc::now();
+    let mut orders = Vec::with_capacity(priced.len());
+    let mut lines = Vec::new();
+    for p in priced {
+        let order = order::Model {
+            id: Uuid::now_v7(),
+            tenant_id: tenant.id(),
+            external_order_id: p.new.external_order_id,
+            channel: p.new.channel,
+            customer_id: p.new.customer_id,
+            warehouse_id: p.new.warehouse_id,
+            currency: p.new.currency,
+            total: p.total,
+            status: PENDING.to_owned(),
+            failure_reason: None,
+            refunded: 0,
+            placed_at: p.new.placed_at,
+            created_at: now,
+            updated_at: now,
+        };
+        for (position, ((line, (product_id, sku)), line_total)) in
+            p.new.lines.iter().zip(p.products).zip(p.line_totals).enumerate()
+        {
+            lines.push(order_line::ActiveModel {
+                id: Set(Uuid::now_v7()),
+                tenant_id: Set(tenant.id()),
+                order_id: Set(order.id),
+                position: Set(i32::try_from(position).unwrap_or(i32::MAX)),
+                product_id: Set(product_id),
+                sku: Set(sku),
+                quantity: Set(line.quantity),
+                unit_price: Set(line.unit_price),
+                line_total: Set(line_total),
+            });
+        }
+        orders.push(order);
+    }
+    insert_all(txn, orders.iter().cloned().map(order::ActiveModel::from).collect()).await?;
+    insert_all(txn, lines).await?;
+    let history = orders.iter().map(|o| transition::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        tenant_id: Set(tenant.id()),
+        order_id: Set(o.id),
+        from_status: Set(None),
+        to_status: Set(PENDING.to_owned()),
+        reason: Set(None),
+        at: Set(now),
+    });
+    insert_all(txn, history.collect()).await?;
+    let created = orders.iter().map(|o| {
+        json!({"id": o.id, "external_order_id": o.external_order_id,
+            "customer_id": o.customer_id, "status": PENDING, "total": o.total, "currency": o.currency})
+    });
+    events::publish_many(txn, tenant.id(), &super::ORDER_CREATED, created.collect()).await?;
+    let steps = orders.iter().map(|o| step(tenant, RESERVE_JOB, o.id));
+    jobs::enqueue_many(txn, steps.collect()).await?;
+    Ok(orders)
+}
+
 /// Queue the saga step `kind` of an order.
 async fn enqueue(
     txn: &DatabaseTransaction,
@@ -255,9 +350,12 @@ async fn enqueue(
     kind: &'static str,
     order_id: Uuid,
 ) -> ApiResult<()> {
-    jobs::enqueue(txn, NewJob::new(kind, json!({"order_id": order_id})).tenant(tenant.id()).priority(6))
-        .await?;
+    jobs::enqueue(txn, step(tenant, kind, order_id)).await?;
     Ok(())
+}
+
+fn step(tenant: TenantScope, kind: &'static str, order_id: Uuid) -> NewJob {
+    NewJob::new(kind, json!({"order_id": order_id})).tenant(tenant.id()).priority(6)
 }
 
 /// Queue the void of every captured payment of an order (compensation).
@@ -807,70 +905,21 @@ impl OrderService for SeaOrmOrders {
             other => other?,
         };
         let products = self.resolve(tenant, &new).await?;
-        let mut totals = Vec::with_capacity(new.lines.len());
-        let mut total: i64 = 0;
-        for (i, line) in new.lines.iter().enumerate() {
-            let line_total = line.quantity.checked_mul(line.unit_price);
-            total = line_total.and_then(|t| total.checked_add(t)).ok_or_else(|| {
-                ApiError::validation(vec![FieldError::new(format!("lines[{i}]"), "the amount is too large")])
-            })?;
-            totals.push(line_total.unwrap_or_default());
-        }
+        let priced = Priced::new(new, products)?;
         let txn = crate::platform::db::begin(&self.db).await?;
-        match find_customer(&txn, tenant, new.customer_id).await {
+        match find_customer(&txn, tenant, priced.new.customer_id).await {
             Err(err) if err.code == Code::NotFound => return Err(invalid("customer_id", "no such customer")),
             other => other?,
         };
-        let now = Utc::now();
-        let external = new.external_order_id.clone();
-        let order = order::Entity::insert(order::ActiveModel {
-            id: Set(Uuid::now_v7()),
-            tenant_id: Set(tenant.id()),
-            external_order_id: Set(new.external_order_id),
-            channel: Set(new.channel),
-            customer_id: Set(new.customer_id),
-            warehouse_id: Set(new.warehouse_id),
-            currency: Set(new.currency),
-            total: Set(total),
-            status: Set(PENDING.to_owned()),
-            failure_reason: Set(None),
-            refunded: Set(0),
-            placed_at: Set(new.placed_at),
-            created_at: Set(now),
-            updated_at: Set(now),
-        })
-        .exec_with_returning(&txn)
-        .await
-        .map_err(|e| match ApiError::from(e) {
+        let external = priced.new.external_order_id.clone();
+        let order = insert_orders(&txn, tenant, vec![priced]).await.map_err(|err| match err {
             err if err.code == Code::Conflict => ApiError::new(
                 Code::Conflict,
                 format!("an order with external_order_id `{}` exists already", external.unwrap_or_default()),
             ),
             err => err,
         })?;
-        for (position, ((line, (product_id, sku)), line_total)) in
-            new.lines.iter().zip(products).zip(totals).enumerate()
-        {
-            order_line::Entity::insert(order_line::ActiveModel {
-                id: Set(Uuid::now_v7()),
-                tenant_id: Set(tenant.id()),
-                order_id: Set(order.id),
-                position: Set(i32::try_from(position).unwrap_or(i32::MAX)),
-                product_id: Set(product_id),
-                sku: Set(sku),
-                quantity: Set(line.quantity),
-                unit_price: Set(line.unit_price),
-                line_total: Set(line_total),
-            })
-            .exec_without_returning(&txn)
-            .await?;
-        }
-        record(&txn, tenant, order.id, None, PENDING, None).await?;
-        let data = json!({"id": order.id, "external_order_id": order.external_order_id,
-            "customer_id": order.customer_id, "status": PENDING, "total": total, "currency": order.currency});
-        events::publish(&txn, tenant.id(), &super::ORDER_CREATED, data).await?;
-        enqueue(&txn, tenant, RESERVE_JOB, order.id).await?;
-        let view = view(&txn, tenant, order).await?;
+        let view = view(&txn, tenant, order.into_iter().next().expect("one order written")).await?;
         sea_orm::TransactionSession::commit(txn).await?;
         Ok(view)
     }

@@ -12,7 +12,7 @@ use crate::platform::tenancy::SystemScope;
 use std::sync::Arc;
 
 use chrono::Utc;
-use sea_orm::{ActiveValue::Set, ConnectionTrait, EntityTrait};
+use sea_orm::{ActiveValue::Set, ConnectionTrait};
 use serde::Serialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
@@ -120,20 +120,33 @@ pub async fn publish(
     event_type: &EventType,
     data: Value,
 ) -> Result<Uuid, sea_orm::DbErr> {
-    let id = Uuid::now_v7();
-    event::Entity::insert(event::ActiveModel {
-        id: Set(id),
+    let ids = publish_many(db, tenant_id, event_type, vec![data]).await?;
+    Ok(ids[0])
+}
+
+/// [`publish`] for many events of one type: a multi-row `INSERT` for the
+/// events and one for their jobs.
+pub async fn publish_many(
+    db: &impl ConnectionTrait,
+    tenant_id: Uuid,
+    event_type: &EventType,
+    data: Vec<Value>,
+) -> Result<Vec<Uuid>, sea_orm::DbErr> {
+    let now = Utc::now();
+    let ids: Vec<Uuid> = data.iter().map(|_| Uuid::now_v7()).collect();
+    let events = ids.iter().zip(data).map(|(id, data)| event::ActiveModel {
+        id: Set(*id),
         tenant_id: Set(tenant_id),
         event_type: Set(event_type.name.to_owned()),
         data: Set(data),
-        occurred_at: Set(Utc::now()),
-    })
-    .exec_without_returning(db)
-    .await?;
-    let job =
-        NewJob::new(DISPATCH_JOB, json!({ "event_id": id })).tenant(tenant_id).priority(event_type.priority);
-    jobs::enqueue(db, job).await?;
-    Ok(id)
+        occurred_at: Set(now),
+    });
+    crate::platform::db::insert_all(db, events.collect()).await?;
+    let dispatches = ids.iter().map(|id| {
+        NewJob::new(DISPATCH_JOB, json!({ "event_id": id })).tenant(tenant_id).priority(event_type.priority)
+    });
+    jobs::enqueue_many(db, dispatches.collect()).await?;
+    Ok(ids)
 }
 
 /// An event as integrators see it: the webhook body and the SSE `data`.

@@ -123,6 +123,11 @@ pub async fn enqueue(db: &impl ConnectionTrait, new: NewJob) -> Result<Uuid, sea
     Ok(id)
 }
 
+/// Write many jobs, a multi-row `INSERT` per [`INSERT_BATCH`](crate::platform::db::INSERT_BATCH).
+pub async fn enqueue_many(db: &impl ConnectionTrait, jobs: Vec<NewJob>) -> Result<(), sea_orm::DbErr> {
+    crate::platform::db::insert_all(db, jobs.into_iter().map(|new| row(Uuid::now_v7(), new)).collect()).await
+}
+
 /// Enqueue a job under a fixed id, once: a second call with the same id
 /// (from any instance) does nothing. For schedules: derive the id from the
 /// job kind and its slot, see [`slot_id`].
