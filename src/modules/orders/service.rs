@@ -26,6 +26,7 @@ use super::{
     FULFILLED, NewCustomer, NewOrder, NewRefund, OrderFilter, OrderLineView, OrderService, OrderView, PAID,
     PENDING, PaymentGateway, PaymentView, REFUND_SORTS, REFUNDABLE, RESERVED, Refund, RefundOutcome,
     RefundView, TransitionView,
+    notify::{self, Notifiers},
 };
 use crate::{
     error::{ApiError, ApiResult, Code, FieldError},
@@ -69,6 +70,7 @@ pub struct SeaOrmOrders {
     gateway: Arc<dyn PaymentGateway>,
     reservation_ttl: Duration,
     import_max_bytes: u64,
+    pub(super) notifiers: Arc<Notifiers>,
 }
 
 /// The inventory reservation of an order.
@@ -366,7 +368,32 @@ impl SeaOrmOrders {
         gateway: Arc<dyn PaymentGateway>,
         reservation_ttl: Duration,
     ) -> Self {
-        Self { db, inventory, gateway, reservation_ttl, import_max_bytes: 100 * 1024 * 1024 }
+        Self {
+            db,
+            inventory,
+            gateway,
+            reservation_ttl,
+            import_max_bytes: 100 * 1024 * 1024,
+            notifiers: Arc::default(),
+        }
+    }
+
+    /// The channels order notifications go out on.
+    pub fn with_notifiers(mut self, notifiers: Notifiers) -> Self {
+        self.notifiers = Arc::new(notifiers);
+        self
+    }
+
+    /// Queue the notifications of `kind` about `order` in `txn`.
+    async fn notify(
+        &self,
+        txn: &DatabaseTransaction,
+        tenant: TenantScope,
+        order: &order::Model,
+        kind: &str,
+        detail: Option<&str>,
+    ) -> ApiResult<()> {
+        notify::queue(txn, tenant, &self.notifiers, order, kind, detail).await
     }
 
     /// The largest upload [`OrderService::upload_import`] stores.
@@ -494,6 +521,11 @@ impl SeaOrmOrders {
             let event =
                 if status == PROCESSED { &super::ORDER_REFUNDED } else { &super::ORDER_REFUND_FAILED };
             publish_refund(&txn, tenant, &updated, event).await?;
+            if status == PROCESSED {
+                let order = find_order(&txn, tenant, r.order_id).await?;
+                let amount = notify::money(r.amount, &r.currency);
+                self.notify(&txn, tenant, &order, notify::REFUNDED, Some(&amount)).await?;
+            }
         }
         sea_orm::TransactionSession::commit(txn).await?;
         find(self.db.clone()).await
@@ -579,6 +611,7 @@ impl SeaOrmOrders {
         match outcome {
             ChargeOutcome::Approved { .. } => {
                 if transition(&txn, tenant, &order, RESERVED, PAID, None, &super::ORDER_PAID).await? {
+                    self.notify(&txn, tenant, &order, notify::PAID, None).await?;
                     enqueue(&txn, tenant, FULFIL_JOB, order_id).await?;
                 } else {
                     // Cancelled (or failed) while the gateway answered:
@@ -676,6 +709,7 @@ impl SeaOrmOrders {
         }
         let txn = crate::platform::db::begin(&self.db).await?;
         if transition(&txn, tenant, &order, FULFILLED, COMPLETED, None, &super::ORDER_COMPLETED).await? {
+            self.notify(&txn, tenant, &order, notify::COMPLETED, None).await?;
             sea_orm::TransactionSession::commit(txn).await?;
         }
         Ok(())
@@ -738,6 +772,8 @@ impl SeaOrmOrders {
         if !transition(txn, tenant, order, from, to, Some(reason), event).await? {
             return Ok(false);
         }
+        let kind = if to == CANCELLED { notify::CANCELLED } else { notify::FAILED_ORDER };
+        self.notify(txn, tenant, order, kind, Some(reason)).await?;
         match self.inventory.release(txn, tenant, &reference(order.id), cause(order.id, reason)).await {
             Ok(_) => {}
             Err(err) if err.code == Code::NotFound => {} // nothing was reserved
@@ -869,6 +905,7 @@ impl OrderService for SeaOrmOrders {
         let data = json!({"id": order.id, "external_order_id": order.external_order_id,
             "customer_id": order.customer_id, "status": PENDING, "total": total, "currency": order.currency});
         events::publish(&txn, tenant.id(), &super::ORDER_CREATED, data).await?;
+        self.notify(&txn, tenant, &order, notify::PLACED, None).await?;
         enqueue(&txn, tenant, RESERVE_JOB, order.id).await?;
         let view = view(&txn, tenant, order).await?;
         sea_orm::TransactionSession::commit(txn).await?;
@@ -1083,5 +1120,52 @@ impl OrderService for SeaOrmOrders {
         let Paged { data, meta } = list.fetch(&self.db, scope, Condition::all(), sort).await?;
         let data = data.into_iter().map(TryInto::try_into).collect::<ApiResult<Vec<_>>>()?;
         Ok(Paged { data, meta })
+    }
+
+    async fn list_notifications(
+        &self,
+        tenant: TenantScope,
+        filter: notify::NotificationFilter,
+        list: &ListRequest,
+    ) -> ApiResult<Paged<notify::NotificationView>> {
+        notify::list(&self.db, tenant, filter, list).await
+    }
+
+    async fn get_notification(&self, tenant: TenantScope, id: Uuid) -> ApiResult<notify::NotificationView> {
+        notify::get(&self.db, tenant, id).await
+    }
+
+    async fn recent_notifications(
+        &self,
+        tenant: TenantScope,
+        limit: u64,
+    ) -> ApiResult<Vec<notify::NotificationView>> {
+        notify::recent(&self.db, tenant, limit).await
+    }
+
+    async fn notification_stats(
+        &self,
+        tenant: TenantScope,
+        created_after: Option<chrono::DateTime<Utc>>,
+        created_before: Option<chrono::DateTime<Utc>>,
+    ) -> ApiResult<notify::NotificationStats> {
+        notify::stats(&self.db, &self.notifiers, tenant, created_after, created_before).await
+    }
+
+    async fn resend_notification(
+        &self,
+        tenant: TenantScope,
+        id: Uuid,
+    ) -> ApiResult<notify::NotificationView> {
+        notify::resend(&self.db, &self.notifiers, tenant, id).await
+    }
+
+    async fn set_notification_preferences(
+        &self,
+        tenant: TenantScope,
+        customer_id: Uuid,
+        preferences: super::Notifications,
+    ) -> ApiResult<CustomerView> {
+        Ok(notify::set_preferences(&self.db, tenant, customer_id, &preferences).await?.into())
     }
 }
