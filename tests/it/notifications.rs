@@ -505,11 +505,20 @@ async fn another_tenant_sees_none_of_them_and_bad_input_is_refused() {
         "invalid_path",
     )
     .await;
-    for body in [json!({"email": "yes"}), json!({"email": true, "sms": true})] {
-        let res = app.send_json(Method::PUT, &prefs, Some(&tenant.token), body.clone()).await;
-        assert_eq!(res.status(), 400, "{body}");
-        assert_eq!(res.headers()["content-type"], "application/problem+json");
+    // A body of the wrong shape names its field (422, as everywhere); one
+    // that is no JSON is a 400.
+    for (body, field) in [(json!({"email": "yes"}), "email"), (json!({"email": true, "sms": true}), "sms")] {
+        let res = app.send_json(Method::PUT, &prefs, Some(&tenant.token), body).await;
+        assert_eq!(assert_problem(res, 422, "validation_failed").await["errors"][0]["field"], field);
     }
+    let res = app
+        .request(Method::PUT, &prefs, Some(&tenant.token))
+        .header("content-type", "application/json")
+        .body("{\"email\": fals")
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, 400, "malformed_json").await;
     assert_eq!(
         json(app.get(&prefs, &tenant.token).await).await["data"],
         json!({"email": true, "webhook": true})
