@@ -48,6 +48,7 @@ catalogue! {
     Conflict => CONFLICT, "conflict", "Conflict";
     InsufficientStock => CONFLICT, "insufficient_stock", "Insufficient stock";
     RefundAmountExceeded => CONFLICT, "refund_amount_exceeded", "Refund amount exceeded";
+    NotificationNotFailed => CONFLICT, "notification_not_failed", "Notification not failed";
     StockLimitExceeded => UNPROCESSABLE_ENTITY, "stock_limit_exceeded", "Stock limit exceeded";
     Gone => GONE, "gone", "Gone";
     PreconditionFailed => PRECONDITION_FAILED, "precondition_failed", "Precondition failed";

@@ -20,6 +20,7 @@ pub mod order;
 pub mod order_import;
 pub mod order_import_chunk;
 pub mod order_line;
+pub mod order_notification;
 pub mod order_payment;
 pub mod order_refund;
 pub mod order_transition;

@@ -21,6 +21,7 @@ mod idempotency;
 mod inventory;
 mod jobs;
 mod modules;
+mod notifications;
 mod openapi;
 mod orders;
 mod outage;

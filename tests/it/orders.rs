@@ -77,13 +77,16 @@ async fn level(app: &TestApp, tenant: &Tenant, s: &Shop) -> (i64, i64) {
     (body["data"][0]["on_hand"].as_i64().unwrap(), body["data"][0]["reserved"].as_i64().unwrap())
 }
 
-/// The types of the events of `tenant`, oldest first, among `order.*`.
+/// The types of the events of `tenant`, oldest first, among `order.*`
+/// but `order.notification`.
 async fn order_events(app: &TestApp, tenant: &Tenant) -> Vec<String> {
     use entity::event::{Column, Entity};
     SystemScope
         .find::<Entity>()
         .filter(Column::TenantId.eq(tenant.id))
         .filter(Column::EventType.starts_with("order."))
+        // The customer's notifications (tests/it/notifications.rs) are not steps.
+        .filter(Column::EventType.ne("order.notification"))
         .order_by_asc(Column::Id)
         .all(&app.state.db)
         .await

@@ -8,10 +8,11 @@ use async_graphql::{ComplexObject, Context, InputObject, Object, SimpleObject, d
 use uuid::Uuid;
 
 use super::{
-    CUSTOMER_SORTS, CustomerFilter, CustomerView, ImportView, NewOrder, NewOrderLine, NewRefund, ORDER_SORTS,
-    OrderFilter, OrderLineView, OrderService, OrderView, OrdersRead, OrdersRefund, OrdersWrite, RefundView,
-    STATES, check_order, check_refund,
+    CUSTOMER_SORTS, CustomerFilter, CustomerView, ImportView, NewOrder, NewOrderLine, NewRefund,
+    Notifications, ORDER_SORTS, OrderFilter, OrderLineView, OrderService, OrderView, OrdersRead,
+    OrdersRefund, OrdersWrite, RefundView, STATES, check_order, check_refund,
     kpis::{self, Analytics, CustomerSpend, Kpis, ProductSales},
+    notify::{self, NOTIFICATION_SORTS, NotificationFilter, NotificationStats, NotificationView},
     routes::CreateCustomer,
 };
 use crate::{
@@ -68,6 +69,67 @@ impl OrderView {
             loader.load_one(CustomerId(self.customer_id)).await.map_err(|e| gql(ApiError::clone_of(&e)))?;
         customer.ok_or_else(|| gql(ApiError::not_found("customer")))
     }
+
+    /// The order's notifications, newest first (as
+    /// `GET /api/v1/orders/{id}/notifications`).
+    async fn notifications(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<NotificationFilterInput>,
+        #[graphql(default_with = "Some(25)")] first: Option<i64>,
+        after: Option<String>,
+        before: Option<String>,
+    ) -> async_graphql::Result<NotificationPage> {
+        notification_page(ctx, filter, Some(self.id), first, after, before).await
+    }
+}
+
+/// Which notifications a list holds (the REST list's query parameters).
+#[derive(InputObject, Default)]
+#[graphql(name = "NotificationFilterInput")]
+pub struct NotificationFilterInput {
+    /// placed, paid, completed, failed, cancelled or refunded.
+    #[graphql(name = "type")]
+    notification_type: Option<String>,
+    /// log, email or webhook.
+    channel: Option<String>,
+    /// pending, sent, failed or skipped.
+    status: Option<String>,
+    customer_id: Option<Uuid>,
+    created_after: Option<chrono::DateTime<chrono::Utc>>,
+    created_before: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+#[derive(SimpleObject)]
+pub struct NotificationPage {
+    items: Vec<NotificationView>,
+    page_info: PageMeta,
+}
+
+async fn notification_page(
+    ctx: &Context<'_>,
+    filter: Option<NotificationFilterInput>,
+    order_id: Option<Uuid>,
+    first: Option<i64>,
+    after: Option<String>,
+    before: Option<String>,
+) -> async_graphql::Result<NotificationPage> {
+    let (_, principal) = authorized::<OrdersRead>(ctx).map_err(gql)?;
+    let list = list_request(ctx, first, after.as_deref(), before.as_deref())?;
+    let f = filter.unwrap_or_default();
+    let filter = NotificationFilter {
+        notification_type: f.notification_type,
+        channel: f.channel,
+        status: f.status,
+        customer_id: f.customer_id,
+        order_id,
+        created_after: f.created_after,
+        created_before: f.created_before,
+        sort: parse_sort(None, &NOTIFICATION_SORTS).map_err(gql)?,
+    };
+    notify::check_filter(&filter).map_err(gql)?;
+    let paged = service(ctx)?.list_notifications(principal.tenant, filter, &list).await.map_err(gql)?;
+    Ok(NotificationPage { items: paged.data, page_info: paged.meta })
 }
 
 #[ComplexObject]
@@ -232,6 +294,52 @@ impl Query {
         Ok(CustomerPage { items: paged.data, page_info: paged.meta })
     }
 
+    /// Order notifications, newest first (as `GET /api/v1/orders/notifications`).
+    async fn order_notifications(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<NotificationFilterInput>,
+        #[graphql(default_with = "Some(25)")] first: Option<i64>,
+        after: Option<String>,
+        before: Option<String>,
+    ) -> async_graphql::Result<NotificationPage> {
+        notification_page(ctx, filter, None, first, after, before).await
+    }
+
+    /// One order notification (as `GET /api/v1/orders/notifications/{id}`).
+    async fn order_notification(
+        &self,
+        ctx: &Context<'_>,
+        id: Uuid,
+    ) -> async_graphql::Result<NotificationView> {
+        let (_, principal) = authorized::<OrdersRead>(ctx).map_err(gql)?;
+        service(ctx)?.get_notification(principal.tenant, id).await.map_err(gql)
+    }
+
+    /// Notification counts per state, channel and type (as
+    /// `GET /api/v1/orders/notifications/stats`).
+    async fn notification_stats(
+        &self,
+        ctx: &Context<'_>,
+        created_after: Option<chrono::DateTime<chrono::Utc>>,
+        created_before: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> async_graphql::Result<NotificationStats> {
+        let (_, principal) = authorized::<OrdersRead>(ctx).map_err(gql)?;
+        notify::check_window(created_after, created_before).map_err(gql)?;
+        service(ctx)?.notification_stats(principal.tenant, created_after, created_before).await.map_err(gql)
+    }
+
+    /// The newest order notifications (as `GET /api/v1/orders/notifications/recent`).
+    async fn recent_notifications(
+        &self,
+        ctx: &Context<'_>,
+        limit: Option<i64>,
+    ) -> async_graphql::Result<Vec<NotificationView>> {
+        let (_, principal) = authorized::<OrdersRead>(ctx).map_err(gql)?;
+        let limit = notify::check_recent(limit).map_err(gql)?;
+        service(ctx)?.recent_notifications(principal.tenant, limit).await.map_err(gql)
+    }
+
     /// A customer (as `GET /api/v1/customers/{id}`).
     async fn customer(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<CustomerView> {
         let (_, principal) = authorized::<OrdersRead>(ctx).map_err(gql)?;
@@ -275,6 +383,35 @@ impl Mutation {
         let (_, principal) = authorized::<OrdersWrite>(ctx).map_err(gql)?;
         let new = validated(input)?.into_new();
         service(ctx)?.create_customer(principal.tenant, new).await.map_err(gql)
+    }
+
+    /// Send a failed order notification again (as
+    /// `POST /api/v1/orders/notifications/{id}/resend`);
+    /// `notification_not_failed` otherwise.
+    async fn resend_notification(
+        &self,
+        ctx: &Context<'_>,
+        id: Uuid,
+    ) -> async_graphql::Result<NotificationView> {
+        let (state, principal) = authorized::<OrdersWrite>(ctx).map_err(gql)?;
+        let notification = service(ctx)?.resend_notification(principal.tenant, id).await.map_err(gql)?;
+        state.wakeup.wake();
+        Ok(notification)
+    }
+
+    /// Set the channels a customer is notified on (as
+    /// `PUT /api/v1/customers/{id}/notification-preferences`).
+    async fn update_notification_preferences(
+        &self,
+        ctx: &Context<'_>,
+        customer_id: Uuid,
+        preferences: Notifications,
+    ) -> async_graphql::Result<CustomerView> {
+        let (_, principal) = authorized::<OrdersWrite>(ctx).map_err(gql)?;
+        service(ctx)?
+            .set_notification_preferences(principal.tenant, customer_id, preferences)
+            .await
+            .map_err(gql)
     }
 
     /// Place an order (as `POST /api/v1/orders`); its saga runs in the background.

@@ -642,7 +642,7 @@ impl SeaOrmOrders {
         let created = priced.len() as u64;
         let txn = crate::platform::db::begin(&self.db).await?;
         insert_all(&txn, new_customers).await?;
-        insert_orders(&txn, tenant, priced).await?;
+        insert_orders(&txn, tenant, &self.notifiers, priced).await?;
         sea_orm::TransactionSession::commit(txn).await?;
         if known.customers.len() + customers.len() > MAX_CACHED {
             known.customers.clear();

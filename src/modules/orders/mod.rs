@@ -12,6 +12,7 @@ pub mod gateway;
 pub mod graphql;
 pub mod import;
 pub mod kpis;
+pub mod notify;
 pub mod routes;
 pub mod saga;
 pub mod service;
@@ -62,6 +63,7 @@ tenant_owned!(
     order_import,
     order_import_chunk,
     order_line,
+    order_notification,
     order_payment,
     order_refund,
     order_transition
@@ -95,6 +97,8 @@ event_types! {
         json!({"id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a13", "order_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "amount": 1000, "currency": "EUR", "status": "processed", "reason": "damaged in transit", "refunded": 1000});
     ORDER_REFUND_FAILED => "order.refund_failed", 7, "The gateway refused a refund; its amount may be refunded again. `failure_reason` says why.",
         json!({"id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a13", "order_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "amount": 1000, "currency": "EUR", "status": "failed", "reason": "damaged in transit", "refunded": 0, "failure_reason": "refund refused by the issuer"});
+    ORDER_NOTIFICATION => "order.notification", 4, "A notification to an order's customer, for the tenant to deliver (the webhook channel of order notifications). At least once: de-duplicate on `notification_id`.",
+        json!({"notification_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a14", "order_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "customer_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a12", "type": "completed", "subject": "Your order 1042 is complete", "body": "Hello Ada Lovelace,\n\nyour order 1042 of 49.98 EUR has shipped and is complete. Thank you!\n"});
 }
 
 pub const PENDING: &str = "pending";
@@ -129,6 +133,8 @@ pub struct Settings {
     pub simulated: SimulatedSettings,
     /// The Stripe gateway.
     pub stripe: StripeSettings,
+    /// Order notifications: attempts and the SMTP relay.
+    pub notifications: notify::Settings,
 }
 
 impl Default for Settings {
@@ -139,6 +145,7 @@ impl Default for Settings {
             import_max_bytes: 100 * 1024 * 1024,
             simulated: Default::default(),
             stripe: Default::default(),
+            notifications: Default::default(),
         }
     }
 }
@@ -607,6 +614,37 @@ pub trait OrderService: Send + Sync {
     async fn get_import(&self, tenant: TenantScope, id: Uuid) -> ApiResult<ImportView>;
     /// A page of imports, newest first.
     async fn list_imports(&self, tenant: TenantScope, list: &ListRequest) -> ApiResult<Paged<ImportView>>;
+    /// A page of order notifications; 404 for an unknown `order_id` filter.
+    async fn list_notifications(
+        &self,
+        tenant: TenantScope,
+        filter: notify::NotificationFilter,
+        list: &ListRequest,
+    ) -> ApiResult<Paged<notify::NotificationView>>;
+    async fn get_notification(&self, tenant: TenantScope, id: Uuid) -> ApiResult<notify::NotificationView>;
+    /// The `limit` newest notifications.
+    async fn recent_notifications(
+        &self,
+        tenant: TenantScope,
+        limit: u64,
+    ) -> ApiResult<Vec<notify::NotificationView>>;
+    /// Notifications created in a window, per state, channel and type.
+    async fn notification_stats(
+        &self,
+        tenant: TenantScope,
+        created_after: Option<DateTime<Utc>>,
+        created_before: Option<DateTime<Utc>>,
+    ) -> ApiResult<notify::NotificationStats>;
+    /// Send a failed notification again; 409 `notification_not_failed` otherwise.
+    async fn resend_notification(&self, tenant: TenantScope, id: Uuid)
+    -> ApiResult<notify::NotificationView>;
+    /// Set which channels a customer is notified on.
+    async fn set_notification_preferences(
+        &self,
+        tenant: TenantScope,
+        customer_id: Uuid,
+        preferences: Notifications,
+    ) -> ApiResult<CustomerView>;
 }
 
 /// The orders module: its service, its saga's jobs and how it plugs in.
@@ -631,8 +669,10 @@ impl Orders {
             "`modules.orders.import_max_bytes`: must be at least 1024"
         );
         let ttl = chrono::Duration::seconds(i64::from(settings.reservation_ttl_seconds));
+        let notifiers = notify::Notifiers::new(&settings.notifications)?;
         let service = service::SeaOrmOrders::new(setup.db.clone(), inventory, gateway, ttl)
-            .with_import_max_bytes(settings.import_max_bytes);
+            .with_import_max_bytes(settings.import_max_bytes)
+            .with_notifiers(notifiers);
         let analytics = Arc::new(kpis::DbAnalytics::new(setup.db.clone()));
         Ok(Self { service: Arc::new(service), analytics })
     }

@@ -1,6 +1,6 @@
 //! REST routes of the orders module.
 
-use actix_web::{HttpRequest, HttpResponse, get, post, web};
+use actix_web::{HttpRequest, HttpResponse, get, post, put, web};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
@@ -12,11 +12,12 @@ use super::{
     Notifications, ORDER_SORTS, OrderFilter, OrderService, OrderView, OrdersRead, OrdersRefund, OrdersWrite,
     RefundView, STATES, check_customer, check_order, check_refund,
     kpis::{self, Analytics, CustomerSpend, Kpis, ProductSales},
+    notify::{self, NOTIFICATION_SORTS, NotificationFilter, NotificationStats, NotificationView},
 };
 use crate::{
     error::{ApiError, ApiResult, Code, FieldError, Problem},
     platform::{
-        http::{ApiJson, Data, Paged, Validate, created, ok, one_of, parse_sort},
+        http::{ApiJson, Data, ListRequest, Paged, Validate, created, ok, one_of, parse_sort},
         idempotency,
         rbac::Authorized,
         state::AppState,
@@ -29,6 +30,8 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(create_customer)
         .service(get_customer)
         .service(customer_rank)
+        .service(get_notification_preferences)
+        .service(update_notification_preferences)
         .service(list_orders)
         .service(place_order)
         // Before `/orders/{id}`, which would take `imports` for an id.
@@ -39,10 +42,16 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(upload_order_import)
         .service(list_order_imports)
         .service(get_order_import)
+        .service(list_notifications)
+        .service(notification_stats)
+        .service(recent_notifications)
+        .service(get_notification)
+        .service(resend_notification)
         .service(get_order)
         .service(cancel_order)
         .service(refund_order)
-        .service(list_order_refunds);
+        .service(list_order_refunds)
+        .service(list_order_notifications);
 }
 
 #[derive(Deserialize, ToSchema, async_graphql::InputObject)]
@@ -629,4 +638,203 @@ async fn bestsellers(
 ) -> ApiResult<HttpResponse> {
     let limit = kpis::check_limit(query.limit)?;
     Ok(ok(analytics.bestsellers(auth.tenant, limit).await?))
+}
+
+crate::list_query! {
+    #[derive(Deserialize, IntoParams)]
+    #[serde(deny_unknown_fields)]
+    #[into_params(parameter_in = Query)]
+    struct NotificationQuery {
+        /// `created_at`; prefix `-` for descending (default `-created_at`).
+        #[param(pattern = "^-?created_at$")]
+        sort: Option<String>,
+        /// placed, paid, completed, failed, cancelled or refunded.
+        #[serde(rename = "type")]
+        #[param(rename = "type", pattern = "^(placed|paid|completed|failed|cancelled|refunded)$")]
+        notification_type: Option<String>,
+        /// log, email or webhook.
+        #[param(pattern = "^(log|email|webhook)$")]
+        channel: Option<String>,
+        /// pending, sent, failed or skipped.
+        #[param(pattern = "^(pending|sent|failed|skipped)$")]
+        status: Option<String>,
+        customer_id: Option<Uuid>,
+        /// Notifications created at or after this time (RFC 3339).
+        created_after: Option<DateTime<Utc>>,
+        /// Notifications created before this time (RFC 3339).
+        created_before: Option<DateTime<Utc>>,
+    }
+}
+
+impl NotificationQuery {
+    fn filter(self, order_id: Option<Uuid>) -> ApiResult<(ListRequest, NotificationFilter)> {
+        let list = self.list()?;
+        let filter = NotificationFilter {
+            notification_type: self.notification_type,
+            channel: self.channel,
+            status: self.status,
+            customer_id: self.customer_id,
+            order_id,
+            created_after: self.created_after,
+            created_before: self.created_before,
+            sort: parse_sort(self.sort.as_deref(), &NOTIFICATION_SORTS)?,
+        };
+        notify::check_filter(&filter)?;
+        Ok((list, filter))
+    }
+}
+
+/// The notifications sent (or to send, failed, skipped) to the customers
+/// about their orders, newest first: one per channel and order event.
+#[utoipa::path(tag = "orders", params(NotificationQuery),
+    responses((status = 200, body = Paged<NotificationView>),
+        (status = 400, description = "An unknown filter value, a bad time or window (the field is named)", body = Problem),
+        (status = 401, body = Problem), (status = 403, body = Problem)),
+    security(("bearer" = [])))]
+#[get("/orders/notifications")]
+async fn list_notifications(
+    auth: Authorized<OrdersRead>,
+    orders: web::Data<dyn OrderService>,
+    query: web::Query<NotificationQuery>,
+) -> ApiResult<HttpResponse> {
+    let (list, filter) = query.into_inner().filter(None)?;
+    Ok(HttpResponse::Ok().json(orders.list_notifications(auth.tenant, filter, &list).await?))
+}
+
+/// The notifications of one order, newest first, with the same filters.
+#[utoipa::path(tag = "orders", params(NotificationQuery),
+    responses((status = 200, body = Paged<NotificationView>),
+        (status = 400, description = "An unknown filter value, a bad time or window (the field is named)", body = Problem),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+#[get("/orders/{id}/notifications")]
+async fn list_order_notifications(
+    auth: Authorized<OrdersRead>,
+    orders: web::Data<dyn OrderService>,
+    id: web::Path<Uuid>,
+    query: web::Query<NotificationQuery>,
+) -> ApiResult<HttpResponse> {
+    let (list, filter) = query.into_inner().filter(Some(id.into_inner()))?;
+    Ok(HttpResponse::Ok().json(orders.list_notifications(auth.tenant, filter, &list).await?))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct WindowQuery {
+    /// Notifications created at or after this time (RFC 3339); all when absent.
+    created_after: Option<DateTime<Utc>>,
+    /// Notifications created before this time (RFC 3339).
+    created_before: Option<DateTime<Utc>>,
+}
+
+/// Counts of notifications per state, overall, per channel (with whether
+/// the channel is on) and per type, over an optional creation window.
+#[utoipa::path(tag = "orders", params(WindowQuery),
+    responses((status = 200, body = Data<NotificationStats>),
+        (status = 400, description = "A bad time, or `created_before` before `created_after`", body = Problem),
+        (status = 401, body = Problem), (status = 403, body = Problem)),
+    security(("bearer" = [])))]
+#[get("/orders/notifications/stats")]
+async fn notification_stats(
+    auth: Authorized<OrdersRead>,
+    orders: web::Data<dyn OrderService>,
+    query: web::Query<WindowQuery>,
+) -> ApiResult<HttpResponse> {
+    notify::check_window(query.created_after, query.created_before)?;
+    Ok(ok(orders.notification_stats(auth.tenant, query.created_after, query.created_before).await?))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct RecentQuery {
+    /// How many (1 to 100, default 10).
+    #[param(minimum = 1, maximum = 100)]
+    limit: Option<i64>,
+}
+
+/// The newest notifications.
+#[utoipa::path(tag = "orders", params(RecentQuery),
+    responses((status = 200, body = Data<Vec<NotificationView>>), (status = 400, description = "`limit` is out of range", body = Problem),
+        (status = 401, body = Problem), (status = 403, body = Problem)),
+    security(("bearer" = [])))]
+#[get("/orders/notifications/recent")]
+async fn recent_notifications(
+    auth: Authorized<OrdersRead>,
+    orders: web::Data<dyn OrderService>,
+    query: web::Query<RecentQuery>,
+) -> ApiResult<HttpResponse> {
+    let limit = notify::check_recent(query.limit)?;
+    Ok(ok(orders.recent_notifications(auth.tenant, limit).await?))
+}
+
+/// One notification.
+#[utoipa::path(tag = "orders",
+    responses((status = 200, body = Data<NotificationView>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+#[get("/orders/notifications/{id}")]
+async fn get_notification(
+    auth: Authorized<OrdersRead>,
+    orders: web::Data<dyn OrderService>,
+    id: web::Path<Uuid>,
+) -> ApiResult<HttpResponse> {
+    Ok(ok(orders.get_notification(auth.tenant, id.into_inner()).await?))
+}
+
+/// Send a `failed` notification again: it is `pending` and its job tries
+/// it anew (with the same retries).
+#[utoipa::path(tag = "orders",
+    responses((status = 200, description = "The notification, `pending`", body = Data<NotificationView>),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 409, description = "`notification_not_failed`: it is pending, sent or skipped", body = Problem)),
+    security(("bearer" = [])))]
+#[post("/orders/notifications/{id}/resend")]
+async fn resend_notification(
+    auth: Authorized<OrdersWrite>,
+    state: web::Data<AppState>,
+    orders: web::Data<dyn OrderService>,
+    id: web::Path<Uuid>,
+) -> ApiResult<HttpResponse> {
+    let notification = orders.resend_notification(auth.tenant, id.into_inner()).await?;
+    state.wakeup.wake();
+    Ok(ok(notification))
+}
+
+/// The channels a customer is notified on about their orders.
+#[utoipa::path(tag = "orders",
+    responses((status = 200, body = Data<Notifications>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+#[get("/customers/{id}/notification-preferences")]
+async fn get_notification_preferences(
+    auth: Authorized<OrdersRead>,
+    orders: web::Data<dyn OrderService>,
+    id: web::Path<Uuid>,
+) -> ApiResult<HttpResponse> {
+    Ok(ok(orders.get_customer(auth.tenant, id.into_inner()).await?.notifications))
+}
+
+impl Validate for Notifications {
+    fn validate(&self) -> Result<(), Vec<FieldError>> {
+        Ok(())
+    }
+}
+
+/// Set the channels a customer is notified on (an absent one is on). The
+/// next notifications follow them; those written already stay as they are.
+#[utoipa::path(tag = "orders", request_body = Notifications,
+    responses((status = 200, body = Data<Notifications>),
+        (status = 400, description = "A malformed body or an unknown field", body = Problem),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 422, body = Problem)),
+    security(("bearer" = [])))]
+#[put("/customers/{id}/notification-preferences")]
+async fn update_notification_preferences(
+    auth: Authorized<OrdersWrite>,
+    orders: web::Data<dyn OrderService>,
+    id: web::Path<Uuid>,
+    body: ApiJson<Notifications>,
+) -> ApiResult<HttpResponse> {
+    let customer = orders.set_notification_preferences(auth.tenant, id.into_inner(), body.0).await?;
+    Ok(ok(customer.notifications))
 }

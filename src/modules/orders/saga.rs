@@ -16,7 +16,8 @@
 //! with a key fixed per refund, so a lost answer is asked again and never
 //! refunds twice. `orders.import` imports an uploaded CSV file (see
 //! [`super::import`]); `orders.import_sweep` drops an upload that was cut
-//! off before it was complete.
+//! off before it was complete. `orders.notify` sends one order
+//! notification (see [`super::notify`]).
 
 use std::sync::Arc;
 
@@ -41,6 +42,7 @@ enum Step {
     Refund,
     Import,
     Sweep,
+    Notify,
 }
 
 /// One step of the saga, for the orders of every tenant.
@@ -59,6 +61,7 @@ pub fn handlers(orders: &Arc<SeaOrmOrders>) -> Vec<(&'static str, Arc<dyn JobHan
         (REFUND_JOB, Step::Refund),
         (IMPORT_JOB, Step::Import),
         (SWEEP_JOB, Step::Sweep),
+        (super::notify::NOTIFY_JOB, Step::Notify),
     ]
     .into_iter()
     .map(|(kind, step)| (kind, Arc::new(StepJob { orders: orders.clone(), step }) as Arc<dyn JobHandler>))
@@ -90,6 +93,12 @@ impl JobHandler for StepJob {
             }
             Step::Import => orders.run_import(tenant, id_in(job, "import_id")?).await?,
             Step::Sweep => orders.sweep_import(tenant, id_in(job, "import_id")?).await?,
+            Step::Notify => {
+                let id = id_in(job, "notification_id")?;
+                let last_attempt = job.attempts >= job.max_attempts;
+                super::notify::deliver(&orders.db, &orders.notifiers, tenant, id, last_attempt).await?;
+                return Ok(()); // queues nothing
+            }
         }
         // The next step (or the events) were committed: run them now.
         state.wakeup.wake();

@@ -26,6 +26,7 @@ use super::{
     FULFILLED, NewCustomer, NewOrder, NewRefund, OrderFilter, OrderLineView, OrderService, OrderView, PAID,
     PENDING, PaymentGateway, PaymentView, REFUND_SORTS, REFUNDABLE, RESERVED, Refund, RefundOutcome,
     RefundView, TransitionView,
+    notify::{self, Notifiers},
 };
 use crate::{
     error::{ApiError, ApiResult, Code, FieldError},
@@ -70,6 +71,7 @@ pub struct SeaOrmOrders {
     gateway: Arc<dyn PaymentGateway>,
     reservation_ttl: Duration,
     import_max_bytes: u64,
+    pub(super) notifiers: Arc<Notifiers>,
 }
 
 /// The inventory reservation of an order.
@@ -276,12 +278,13 @@ impl Priced {
 }
 
 /// Write orders as placed (`pending`), each with its lines, its history
-/// row, `order.created` and its saga's first step: one multi-row `INSERT`
+/// row, `order.created`, its notifications and its saga's first step: one multi-row `INSERT`
 /// per table for all of them, in the caller's transaction. A taken
 /// `external_order_id` is a `Conflict`.
 pub(super) async fn insert_orders(
     txn: &DatabaseTransaction,
     tenant: TenantScope,
+    notifiers: &Notifiers,
     priced: Vec<Priced>,
 ) -> ApiResult<Vec<order::Model>> {
     let now = Utc::now();
@@ -338,6 +341,7 @@ pub(super) async fn insert_orders(
             "customer_id": o.customer_id, "status": PENDING, "total": o.total, "currency": o.currency})
     });
     events::publish_many(txn, tenant.id(), &super::ORDER_CREATED, created.collect()).await?;
+    notify::queue_many(txn, tenant, notifiers, &orders, notify::PLACED, None).await?;
     let steps = orders.iter().map(|o| step(tenant, RESERVE_JOB, o.id));
     jobs::enqueue_many(txn, steps.collect()).await?;
     Ok(orders)
@@ -464,7 +468,32 @@ impl SeaOrmOrders {
         gateway: Arc<dyn PaymentGateway>,
         reservation_ttl: Duration,
     ) -> Self {
-        Self { db, inventory, gateway, reservation_ttl, import_max_bytes: 100 * 1024 * 1024 }
+        Self {
+            db,
+            inventory,
+            gateway,
+            reservation_ttl,
+            import_max_bytes: 100 * 1024 * 1024,
+            notifiers: Arc::default(),
+        }
+    }
+
+    /// The channels order notifications go out on.
+    pub fn with_notifiers(mut self, notifiers: Notifiers) -> Self {
+        self.notifiers = Arc::new(notifiers);
+        self
+    }
+
+    /// Queue the notifications of `kind` about `order` in `txn`.
+    async fn notify(
+        &self,
+        txn: &DatabaseTransaction,
+        tenant: TenantScope,
+        order: &order::Model,
+        kind: &str,
+        detail: Option<&str>,
+    ) -> ApiResult<()> {
+        notify::queue(txn, tenant, &self.notifiers, order, kind, detail).await
     }
 
     /// The largest upload [`OrderService::upload_import`] stores.
@@ -592,6 +621,11 @@ impl SeaOrmOrders {
             let event =
                 if status == PROCESSED { &super::ORDER_REFUNDED } else { &super::ORDER_REFUND_FAILED };
             publish_refund(&txn, tenant, &updated, event).await?;
+            if status == PROCESSED {
+                let order = find_order(&txn, tenant, r.order_id).await?;
+                let amount = notify::money(r.amount, &r.currency);
+                self.notify(&txn, tenant, &order, notify::REFUNDED, Some(&amount)).await?;
+            }
         }
         sea_orm::TransactionSession::commit(txn).await?;
         find(self.db.clone()).await
@@ -677,6 +711,7 @@ impl SeaOrmOrders {
         match outcome {
             ChargeOutcome::Approved { .. } => {
                 if transition(&txn, tenant, &order, RESERVED, PAID, None, &super::ORDER_PAID).await? {
+                    self.notify(&txn, tenant, &order, notify::PAID, None).await?;
                     enqueue(&txn, tenant, FULFIL_JOB, order_id).await?;
                 } else {
                     // Cancelled (or failed) while the gateway answered:
@@ -774,6 +809,7 @@ impl SeaOrmOrders {
         }
         let txn = crate::platform::db::begin(&self.db).await?;
         if transition(&txn, tenant, &order, FULFILLED, COMPLETED, None, &super::ORDER_COMPLETED).await? {
+            self.notify(&txn, tenant, &order, notify::COMPLETED, None).await?;
             sea_orm::TransactionSession::commit(txn).await?;
         }
         Ok(())
@@ -836,6 +872,8 @@ impl SeaOrmOrders {
         if !transition(txn, tenant, order, from, to, Some(reason), event).await? {
             return Ok(false);
         }
+        let kind = if to == CANCELLED { notify::CANCELLED } else { notify::FAILED_ORDER };
+        self.notify(txn, tenant, order, kind, Some(reason)).await?;
         match self.inventory.release(txn, tenant, &reference(order.id), cause(order.id, reason)).await {
             Ok(_) => {}
             Err(err) if err.code == Code::NotFound => {} // nothing was reserved
@@ -912,13 +950,17 @@ impl OrderService for SeaOrmOrders {
             other => other?,
         };
         let external = priced.new.external_order_id.clone();
-        let order = insert_orders(&txn, tenant, vec![priced]).await.map_err(|err| match err {
-            err if err.code == Code::Conflict => ApiError::new(
-                Code::Conflict,
-                format!("an order with external_order_id `{}` exists already", external.unwrap_or_default()),
-            ),
-            err => err,
-        })?;
+        let order =
+            insert_orders(&txn, tenant, &self.notifiers, vec![priced]).await.map_err(|err| match err {
+                err if err.code == Code::Conflict => ApiError::new(
+                    Code::Conflict,
+                    format!(
+                        "an order with external_order_id `{}` exists already",
+                        external.unwrap_or_default()
+                    ),
+                ),
+                err => err,
+            })?;
         let view = view(&txn, tenant, order.into_iter().next().expect("one order written")).await?;
         sea_orm::TransactionSession::commit(txn).await?;
         Ok(view)
@@ -1132,5 +1174,52 @@ impl OrderService for SeaOrmOrders {
         let Paged { data, meta } = list.fetch(&self.db, scope, Condition::all(), sort).await?;
         let data = data.into_iter().map(TryInto::try_into).collect::<ApiResult<Vec<_>>>()?;
         Ok(Paged { data, meta })
+    }
+
+    async fn list_notifications(
+        &self,
+        tenant: TenantScope,
+        filter: notify::NotificationFilter,
+        list: &ListRequest,
+    ) -> ApiResult<Paged<notify::NotificationView>> {
+        notify::list(&self.db, tenant, filter, list).await
+    }
+
+    async fn get_notification(&self, tenant: TenantScope, id: Uuid) -> ApiResult<notify::NotificationView> {
+        notify::get(&self.db, tenant, id).await
+    }
+
+    async fn recent_notifications(
+        &self,
+        tenant: TenantScope,
+        limit: u64,
+    ) -> ApiResult<Vec<notify::NotificationView>> {
+        notify::recent(&self.db, tenant, limit).await
+    }
+
+    async fn notification_stats(
+        &self,
+        tenant: TenantScope,
+        created_after: Option<chrono::DateTime<Utc>>,
+        created_before: Option<chrono::DateTime<Utc>>,
+    ) -> ApiResult<notify::NotificationStats> {
+        notify::stats(&self.db, &self.notifiers, tenant, created_after, created_before).await
+    }
+
+    async fn resend_notification(
+        &self,
+        tenant: TenantScope,
+        id: Uuid,
+    ) -> ApiResult<notify::NotificationView> {
+        notify::resend(&self.db, &self.notifiers, tenant, id).await
+    }
+
+    async fn set_notification_preferences(
+        &self,
+        tenant: TenantScope,
+        customer_id: Uuid,
+        preferences: super::Notifications,
+    ) -> ApiResult<CustomerView> {
+        Ok(notify::set_preferences(&self.db, tenant, customer_id, &preferences).await?.into())
     }
 }
