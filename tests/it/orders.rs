@@ -1686,11 +1686,39 @@ async fn the_redis_kpis_agree_with_the_tables_count_each_fact_once_and_rebuild_a
     }
     assert_eq!(redis_kpis(&app, &tenant).await, before);
 
-    // Wiped: the reads are answered from the database, exactly; a rebuild
-    // restores every key as it was.
+    // The reads come from Redis: what is changed there shows.
     let redis = app.state.redis.as_ref().unwrap();
     let mut conn = redis.conn();
-    let keys: Vec<String> = before.keys().map(|k| redis.key(&format!("kpi:{{{}}}:{k}", tenant.id))).collect();
+    let key = |name: &str| redis.key(&format!("kpi:{{{}}}:{name}", tenant.id));
+    let day = before.keys().find(|k| k.starts_with("d:")).unwrap()[2..].to_owned();
+    let path = format!("/api/v1/orders/kpis?from={day}&to={day}");
+    let orders_of_day =
+        json(app.get(&path, &tenant.token).await).await["data"][0]["orders"].as_i64().unwrap();
+    let customer = top_customer(&app, &tenant).await;
+    let rank_path = format!("/api/v1/customers/{customer}/rank?currency=EUR");
+    let spend = json(app.get(&rank_path, &tenant.token).await).await["data"]["spend"].as_i64().unwrap();
+    let best = json(app.get("/api/v1/orders/leaderboards/products?limit=1", &tenant.token).await).await;
+    let product = best["data"][0]["product_id"].as_str().unwrap().to_owned();
+    let sold = best["data"][0]["quantity"].as_i64().unwrap();
+    let mut pipe = redis::pipe();
+    pipe.cmd("HINCRBY").arg(key(&format!("d:{day}"))).arg("orders").arg(1000).ignore();
+    pipe.cmd("ZINCRBY").arg(key("spend:EUR")).arg(1000).arg(&customer).ignore();
+    pipe.cmd("ZINCRBY").arg(key("sold")).arg(1000).arg(&product).ignore();
+    let _: () = pipe.query_async(&mut conn).await.unwrap();
+    let days = json(app.get(&path, &tenant.token).await).await;
+    assert_eq!(days["data"][0]["orders"].as_i64().unwrap(), orders_of_day + 1000);
+    let rank = json(app.get(&rank_path, &tenant.token).await).await;
+    assert_eq!(
+        (rank["data"]["rank"].clone(), rank["data"]["spend"].as_i64().unwrap()),
+        (json!(1), spend + 1000)
+    );
+    assert_eq!(top_customer(&app, &tenant).await, customer);
+    let best = json(app.get("/api/v1/orders/leaderboards/products?limit=1", &tenant.token).await).await;
+    assert_eq!(best["data"][0]["quantity"].as_i64().unwrap(), sold + 1000);
+
+    // Wiped: the reads are answered from the database, exactly; a rebuild
+    // restores every key as it was.
+    let keys: Vec<String> = before.keys().map(|k| key(k)).collect();
     let _: () = redis::cmd("DEL").arg(keys).query_async(&mut conn).await.unwrap();
     assert!(redis_kpis(&app, &tenant).await.is_empty());
     agrees_with_the_tables(&app, &tenant).await;
