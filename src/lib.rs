@@ -135,14 +135,11 @@ pub async fn state(config: Config) -> anyhow::Result<AppState> {
 pub async fn state_with(config: Config, parts: Parts) -> anyhow::Result<AppState> {
     let Parts { listeners, ledger, modules: extra } = parts;
     let db = db::connect(&config).await?;
-    let setup = Setup { db: db.clone(), config: &config };
+    let redis = Redis::from_config(&config)?;
+    let setup = Setup { db: db.clone(), config: &config, redis: redis.clone() };
     let mut built = modules::build(&setup, ledger)?;
     built.extend(extra);
     let modules = Modules::new(built)?;
-    let redis = config
-        .redis_url()
-        .map(|url| Redis::new(url, config.redis_timeout()).map(|r| r.with_prefix(&config.redis_key_prefix)))
-        .transpose()?;
     let tiers = Tiers::load()?;
     let catalogue = Catalogue::load(&tiers, &modules)?;
     let limiter = match &redis {

@@ -816,6 +816,7 @@ mod tests {
         ("list_orders", "Query.orders"),
         ("order_kpis", "Query.orderKpis"),
         ("order_kpis_realtime", "Query.orderKpisRealtime"),
+        ("rebuild_order_kpis", "Mutation.rebuildOrderKpis"),
         ("top_customers", "Query.topCustomers"),
         ("customer_rank", "Query.customerRank"),
         ("bestsellers", "Query.bestsellers"),

@@ -115,6 +115,8 @@ pub trait Module: Send + Sync + 'static {
 pub struct Setup<'a> {
     pub db: DatabaseConnection,
     pub config: &'a Config,
+    /// The Redis connection when `redis_url` is set (lazy: Redis may be down).
+    pub redis: Option<crate::platform::redis::Redis>,
 }
 
 impl Setup<'_> {

@@ -35,6 +35,22 @@ impl Redis {
         Ok(Self { client, conn, timeout, prefix: DEFAULT_PREFIX.into() })
     }
 
+    /// The connection `config` asks for (`redis_url`, `redis_timeout_ms`,
+    /// `redis_key_prefix`); `None` without `redis_url`.
+    pub fn from_config(config: &crate::config::Config) -> redis::RedisResult<Option<Self>> {
+        config
+            .redis_url()
+            .map(|url| {
+                Self::new(url, config.redis_timeout()).map(|r| r.with_prefix(&config.redis_key_prefix))
+            })
+            .transpose()
+    }
+
+    /// How long a command may take before it counts as failed.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// The same connection with another key prefix (`redis_key_prefix`).
     pub fn with_prefix(mut self, prefix: &str) -> Self {
         self.prefix = prefix.into();

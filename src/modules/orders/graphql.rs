@@ -11,7 +11,7 @@ use super::{
     CUSTOMER_SORTS, CustomerFilter, CustomerView, ImportView, NewOrder, NewOrderLine, NewRefund,
     Notifications, ORDER_SORTS, OrderFilter, OrderLineView, OrderService, OrderView, OrdersRead,
     OrdersRefund, OrdersWrite, RefundView, STATES, check_order, check_refund,
-    kpis::{self, Analytics, CustomerSpend, Kpis, ProductSales},
+    kpis::{self, Analytics, CustomerSpend, KpiRebuild, Kpis, ProductSales},
     notify::{self, NOTIFICATION_SORTS, NotificationFilter, NotificationStats, NotificationView},
     routes::CreateCustomer,
 };
@@ -443,6 +443,13 @@ impl Mutation {
         let order = service(ctx)?.place_order(principal.tenant, new).await.map_err(gql)?;
         state.wakeup.wake();
         Ok(order)
+    }
+
+    /// Build the KPIs kept in Redis again from the tables (as
+    /// `POST /api/v1/orders/kpis/rebuild`).
+    async fn rebuild_order_kpis(&self, ctx: &Context<'_>) -> async_graphql::Result<KpiRebuild> {
+        let (_, principal) = authorized::<OrdersWrite>(ctx).map_err(gql)?;
+        analytics(ctx)?.rebuild(principal.tenant).await.map_err(gql)
     }
 
     /// Cancel an order that has not shipped; its steps are compensated.

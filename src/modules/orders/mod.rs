@@ -12,6 +12,7 @@ pub mod gateway;
 pub mod graphql;
 pub mod import;
 pub mod kpis;
+pub mod kpis_redis;
 pub mod notify;
 pub mod routes;
 pub mod saga;
@@ -35,7 +36,7 @@ use crate::{
     error::{ApiResult, FieldError},
     modules::inventory::{InventoryService, check_quantity},
     platform::{
-        events::{EventType, event_types},
+        events::{EventType, Listener, event_types},
         http::{ListRequest, Paged, Sort, Sorts},
         jobs::JobHandler,
         module::{Feature, Grant, Module, Setup},
@@ -651,6 +652,8 @@ pub trait OrderService: Send + Sync {
 pub struct Orders {
     service: Arc<service::SeaOrmOrders>,
     analytics: Arc<dyn kpis::Analytics>,
+    /// The Redis backend of the KPIs, when Redis is configured.
+    kpi_store: Option<Arc<kpis_redis::RedisAnalytics>>,
 }
 
 impl Orders {
@@ -673,8 +676,15 @@ impl Orders {
         let service = service::SeaOrmOrders::new(setup.db.clone(), inventory, gateway, ttl)
             .with_import_max_bytes(settings.import_max_bytes)
             .with_notifiers(notifiers);
-        let analytics = Arc::new(kpis::DbAnalytics::new(setup.db.clone()));
-        Ok(Self { service: Arc::new(service), analytics })
+        let kpi_store = setup
+            .redis
+            .clone()
+            .map(|redis| Arc::new(kpis_redis::RedisAnalytics::new(redis, setup.db.clone())));
+        let analytics: Arc<dyn kpis::Analytics> = match &kpi_store {
+            Some(store) => store.clone(),
+            None => Arc::new(kpis::DbAnalytics::new(setup.db.clone())),
+        };
+        Ok(Self { service: Arc::new(service), analytics, kpi_store })
     }
 
     /// What other modules are given.
@@ -726,6 +736,10 @@ impl Module for Orders {
 
     fn jobs(&self) -> Vec<(&'static str, Arc<dyn JobHandler>)> {
         saga::handlers(&self.service)
+    }
+
+    fn listeners(&self) -> Vec<Arc<dyn Listener>> {
+        self.kpi_store.iter().map(|store| Arc::new(kpis_redis::KpiListener(store.clone())) as _).collect()
     }
 }
 

@@ -11,7 +11,7 @@ use super::{
     CUSTOMER_SORTS, CustomerFilter, CustomerView, ImportView, NewCustomer, NewOrder, NewOrderLine, NewRefund,
     Notifications, ORDER_SORTS, OrderFilter, OrderService, OrderView, OrdersRead, OrdersRefund, OrdersWrite,
     RefundView, STATES, check_customer, check_order, check_refund,
-    kpis::{self, Analytics, CustomerSpend, Kpis, ProductSales},
+    kpis::{self, Analytics, CustomerSpend, KpiRebuild, Kpis, ProductSales},
     notify::{self, NOTIFICATION_SORTS, NotificationFilter, NotificationStats, NotificationView},
 };
 use crate::{
@@ -37,6 +37,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
         // Before `/orders/{id}`, which would take `imports` for an id.
         .service(order_kpis)
         .service(order_kpis_realtime)
+        .service(rebuild_order_kpis)
         .service(top_customers)
         .service(bestsellers)
         .service(upload_order_import)
@@ -558,6 +559,24 @@ async fn order_kpis_realtime(
     let to = Utc::now();
     let from = to - chrono::Duration::minutes(query.minutes);
     Ok(ok(analytics.kpis(auth.tenant, from, to).await?))
+}
+
+/// Build the KPIs and leaderboards kept in Redis again from the tables
+/// (after a Redis outage or a wiped Redis): every order that completed or
+/// failed and every refund processed is counted again. Without Redis the
+/// database aggregates are exact and nothing is rebuilt (`backend:
+/// database`).
+#[utoipa::path(tag = "orders",
+    responses((status = 200, body = Data<KpiRebuild>), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 409, description = "Another rebuild of the tenant's KPIs is under way", body = Problem),
+        (status = 503, description = "Redis is unavailable", body = Problem)),
+    security(("bearer" = [])))]
+#[post("/orders/kpis/rebuild")]
+async fn rebuild_order_kpis(
+    auth: Authorized<OrdersWrite>,
+    analytics: web::Data<dyn Analytics>,
+) -> ApiResult<HttpResponse> {
+    Ok(ok(analytics.rebuild(auth.tenant).await?))
 }
 
 #[derive(Deserialize, IntoParams)]
