@@ -324,7 +324,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn orders(config: Config, command: OrdersCommand) -> anyhow::Result<()> {
     use crate::modules::{order_services, orders::cli};
     let db = existing(&config).await?;
-    let setup = crate::platform::module::Setup { db: db.clone(), config: &config };
+    let setup = crate::platform::module::Setup {
+        db: db.clone(),
+        config: &config,
+        limiter: crate::platform::ratelimit::RateLimiter::memory(),
+    };
     let (service, inventory) = order_services(&setup)?;
     match command {
         OrdersCommand::Refund { order, amount, reason, key } => {

@@ -135,20 +135,20 @@ pub async fn state(config: Config) -> anyhow::Result<AppState> {
 pub async fn state_with(config: Config, parts: Parts) -> anyhow::Result<AppState> {
     let Parts { listeners, ledger, modules: extra } = parts;
     let db = db::connect(&config).await?;
-    let setup = Setup { db: db.clone(), config: &config };
-    let mut built = modules::build(&setup, ledger)?;
-    built.extend(extra);
-    let modules = Modules::new(built)?;
     let redis = config
         .redis_url()
         .map(|url| Redis::new(url, config.redis_timeout()).map(|r| r.with_prefix(&config.redis_key_prefix)))
         .transpose()?;
-    let tiers = Tiers::load()?;
-    let catalogue = Catalogue::load(&tiers, &modules)?;
     let limiter = match &redis {
         Some(redis) => RateLimiter::redis(redis.clone(), config.redis_timeout()),
         None => RateLimiter::memory(),
     };
+    let setup = Setup { db: db.clone(), config: &config, limiter: limiter.clone() };
+    let mut built = modules::build(&setup, ledger)?;
+    built.extend(extra);
+    let modules = Modules::new(built)?;
+    let tiers = Tiers::load()?;
+    let catalogue = Catalogue::load(&tiers, &modules)?;
     let license_key = license::key::public_key(&config.license_public_key)?;
     let governance = Governance::new(tiers, catalogue, limiter, license_key, redis.clone());
     let cipher = Arc::new(Cipher::from_base64_key(config.encryption_key.expose())?);

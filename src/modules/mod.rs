@@ -74,7 +74,11 @@ pub fn order_services(
 /// their routes but never calls them.
 pub fn offline() -> anyhow::Result<Modules> {
     let config = crate::config::Config::from_figment(crate::config::Config::defaults())?;
-    let setup = Setup { db: sea_orm::DatabaseConnection::default(), config: &config };
+    let setup = Setup {
+        db: sea_orm::DatabaseConnection::default(),
+        config: &config,
+        limiter: crate::platform::ratelimit::RateLimiter::memory(),
+    };
     Modules::new(build(&setup, None)?)
 }
 

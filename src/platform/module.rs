@@ -115,6 +115,9 @@ pub trait Module: Send + Sync + 'static {
 pub struct Setup<'a> {
     pub db: DatabaseConnection,
     pub config: &'a Config,
+    /// The deployment's rate limiter (shared through Redis when configured),
+    /// for modules that pace their own calls out (channels' token buckets).
+    pub limiter: crate::platform::ratelimit::RateLimiter,
 }
 
 impl Setup<'_> {
