@@ -12,6 +12,7 @@
 //! is a [`ChannelDriver`].
 
 pub mod amazon;
+pub mod cli;
 pub mod driver;
 pub mod etsy;
 pub mod fakes;
