@@ -68,11 +68,11 @@ grants! {
 
 event_types! {
     EVENTS;
-    CHANNEL_SYNC_STARTED => "channel.sync_started", 4, "A catalog import of a connection started.",
+    CHANNEL_SYNC_STARTED => "channel.sync_started", 4, "A catalog import, full push or reconcile of a connection started (`kind`: `import`, `push` or `reconcile`).",
         json!({"run_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a31", "connection_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a21", "kind": "import"});
-    CHANNEL_SYNC_SUCCEEDED => "channel.sync_succeeded", 4, "A catalog import went through every page of the store.",
+    CHANNEL_SYNC_SUCCEEDED => "channel.sync_succeeded", 4, "An import went through every page of the store, or a push or reconcile through every mapping (with its counts).",
         json!({"run_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a31", "connection_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a21", "kind": "import", "listed": 12, "linked": 10, "created": 2, "skipped": 0});
-    CHANNEL_SYNC_FAILED => "channel.sync_failed", 7, "A catalog import stopped; `error` says why.",
+    CHANNEL_SYNC_FAILED => "channel.sync_failed", 7, "An import, push or reconcile stopped; `error` says why.",
         json!({"run_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a31", "connection_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a21", "kind": "import", "error": "401 Unauthorized: Invalid API key or access token"});
     CHANNEL_PRODUCT_IMPORTED => "channel.product_imported", 4, "A store's variant was mapped to a local product (found by SKU, or created).",
         json!({"connection_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a21", "product_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "sku": "TSHIRT-RED-M", "remote_product_id": "gid://shopify/Product/1001", "remote_variant_id": "gid://shopify/ProductVariant/2001", "created": false});
