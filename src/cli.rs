@@ -68,6 +68,11 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Sales channel stores: their status, a full push.
+    Channels {
+        #[command(subcommand)]
+        command: ChannelsCommand,
+    },
     /// Sales orders: import a CSV file, refund one.
     Orders {
         #[command(subcommand)]
@@ -105,6 +110,26 @@ enum TenantCommand {
         /// Defaults to a slug derived from the name.
         #[arg(long)]
         slug: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ChannelsCommand {
+    /// Every store connection: status, last error, last push or reconcile.
+    Status {
+        /// Only this tenant's (slug or id).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Push the available-to-promise quantity of every mapped product of a
+    /// connection, following the run to its end (the batches are carried
+    /// out by `nexus serve` or `nexus worker`).
+    Sync {
+        /// The connection's id (in whichever tenant holds it).
+        connection: uuid::Uuid,
+        /// How often progress is read, in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        every_ms: u64,
     },
 }
 
@@ -279,6 +304,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::License { command } => ops::license(config, command).await,
         Command::Migrate { action, steps } => migrate(config, action, steps).await,
         Command::Openapi { output, check } => openapi(&output, check),
+        Command::Channels { command } => channels(config, command).await,
         Command::Orders { command } => orders(config, command).await,
         Command::Tenant { command: TenantCommand::Create { name, slug } } => {
             let slug = slug.unwrap_or_else(|| validate::slugify(&name));
@@ -321,11 +347,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// What the commands build a module from: the database, Redis when it is
+/// configured, and an in-process limiter (the commands call no store
+/// themselves; the workers that do share the deployment's limiter).
+fn module_setup<'a>(
+    db: &sea_orm::DatabaseConnection,
+    config: &'a Config,
+) -> anyhow::Result<crate::platform::module::Setup<'a>> {
+    Ok(crate::platform::module::Setup {
+        db: db.clone(),
+        config,
+        redis: crate::platform::redis::Redis::from_config(config)?,
+        limiter: crate::platform::ratelimit::RateLimiter::memory(),
+    })
+}
+
 async fn orders(config: Config, command: OrdersCommand) -> anyhow::Result<()> {
     use crate::modules::{order_services, orders::cli};
     let db = existing(&config).await?;
-    let redis = crate::platform::redis::Redis::from_config(&config)?;
-    let setup = crate::platform::module::Setup { db: db.clone(), config: &config, redis };
+    let setup = module_setup(&db, &config)?;
     let (service, inventory) = order_services(&setup)?;
     match command {
         OrdersCommand::Refund { order, amount, reason, key } => {
@@ -337,6 +377,31 @@ async fn orders(config: Config, command: OrdersCommand) -> anyhow::Result<()> {
                 .map_err(cli::describe)?
                 .ok_or_else(|| anyhow::anyhow!("no tenant `{tenant}`"))?;
             cli::import(service, inventory, TenantScope::new(tenant.id), &file, &warehouse).await
+        }
+    }
+}
+
+async fn channels(config: Config, command: ChannelsCommand) -> anyhow::Result<()> {
+    use crate::modules::{channel_service, channels::cli, orders::cli::describe};
+    let db = existing(&config).await?;
+    let setup = module_setup(&db, &config)?;
+    let service = channel_service(&setup)?;
+    match command {
+        ChannelsCommand::Status { tenant } => {
+            let tenant = match tenant {
+                Some(handle) => Some(
+                    users::find_tenant(&db, &handle)
+                        .await
+                        .map_err(describe)?
+                        .ok_or_else(|| anyhow::anyhow!("no tenant `{handle}`"))?,
+                ),
+                None => None,
+            };
+            println!("{}", cli::status(&db, service, tenant).await?);
+            Ok(())
+        }
+        ChannelsCommand::Sync { connection, every_ms } => {
+            cli::sync(&db, service, connection, std::time::Duration::from_millis(every_ms.max(10))).await
         }
     }
 }
@@ -368,7 +433,7 @@ async fn existing(config: &Config) -> anyhow::Result<sea_orm::DatabaseConnection
 
 /// Rows under a header, columns padded to their widest cell; `empty` is
 /// printed instead when there are no rows.
-fn table(header: &[&str], rows: &[Vec<String>], empty: &str) -> String {
+pub(crate) fn table(header: &[&str], rows: &[Vec<String>], empty: &str) -> String {
     if rows.is_empty() {
         return empty.to_owned();
     }

@@ -136,16 +136,16 @@ pub async fn state_with(config: Config, parts: Parts) -> anyhow::Result<AppState
     let Parts { listeners, ledger, modules: extra } = parts;
     let db = db::connect(&config).await?;
     let redis = Redis::from_config(&config)?;
-    let setup = Setup { db: db.clone(), config: &config, redis: redis.clone() };
+    let limiter = match &redis {
+        Some(redis) => RateLimiter::redis(redis.clone(), config.redis_timeout()),
+        None => RateLimiter::memory(),
+    };
+    let setup = Setup { db: db.clone(), config: &config, redis: redis.clone(), limiter: limiter.clone() };
     let mut built = modules::build(&setup, ledger)?;
     built.extend(extra);
     let modules = Modules::new(built)?;
     let tiers = Tiers::load()?;
     let catalogue = Catalogue::load(&tiers, &modules)?;
-    let limiter = match &redis {
-        Some(redis) => RateLimiter::redis(redis.clone(), config.redis_timeout()),
-        None => RateLimiter::memory(),
-    };
     let license_key = license::key::public_key(&config.license_public_key)?;
     let governance = Governance::new(tiers, catalogue, limiter, license_key, redis.clone());
     let cipher = Arc::new(Cipher::from_base64_key(config.encryption_key.expose())?);

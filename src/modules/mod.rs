@@ -70,11 +70,24 @@ pub fn order_services(
     Ok((orders::Orders::new(setup, inventory.service())?.service(), inventory.service()))
 }
 
+/// The channels service as [`build`] wires it: for the command line
+/// (`nexus channels ...`).
+pub fn channel_service(setup: &Setup) -> anyhow::Result<Arc<dyn channels::ChannelService>> {
+    let vendors = procurement::vendors(setup);
+    let inventory = inventory::Inventory::new(setup, vendors)?;
+    Ok(channels::Channels::new(setup, inventory.service())?.service())
+}
+
 /// The modules built on no database: for the OpenAPI document, which needs
 /// their routes but never calls them.
 pub fn offline() -> anyhow::Result<Modules> {
     let config = crate::config::Config::from_figment(crate::config::Config::defaults())?;
-    let setup = Setup { db: sea_orm::DatabaseConnection::default(), config: &config, redis: None };
+    let setup = Setup {
+        db: sea_orm::DatabaseConnection::default(),
+        config: &config,
+        redis: None,
+        limiter: crate::platform::ratelimit::RateLimiter::memory(),
+    };
     Modules::new(build(&setup, None)?)
 }
 

@@ -117,6 +117,9 @@ pub struct Setup<'a> {
     pub config: &'a Config,
     /// The Redis connection when `redis_url` is set (lazy: Redis may be down).
     pub redis: Option<crate::platform::redis::Redis>,
+    /// The deployment's rate limiter (shared through Redis when configured),
+    /// for modules that pace their own calls out (channels' token buckets).
+    pub limiter: crate::platform::ratelimit::RateLimiter,
 }
 
 impl Setup<'_> {

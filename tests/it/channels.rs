@@ -915,3 +915,428 @@ async fn refused_etsy_credentials_disconnect_with_etsys_message() {
     assert_eq!(c["status"], "disconnected");
     assert_eq!(c["last_error"], "Etsy OAuth: 400 Bad Request: Invalid refresh token");
 }
+
+// ------------------------------------------------ buckets, runs, drift
+
+/// A run started with `action` (`sync`, `reconcile`) and read back once
+/// its jobs are done.
+async fn run_to_end(app: &TestApp, tenant: &Tenant, connection: &str, action: &str) -> Value {
+    let res = app
+        .post(&format!("/api/v1/channel-connections/{connection}/{action}"), &tenant.token, json!({}))
+        .await;
+    assert_eq!(res.status(), 202, "{}", res.text().await.unwrap());
+    let run = id(&json(res).await);
+    let path = format!("/api/v1/channel-connections/{connection}/sync-runs/{run}");
+    // Read when no job is due, and not faster than the API's rate limit allows.
+    for _ in 0..60 {
+        app.drained().await;
+        let r = json(app.get(&path, &tenant.token).await).await;
+        let r = r["data"].clone();
+        if ["succeeded", "failed"].contains(&r["status"].as_str().unwrap_or_else(|| panic!("{r}"))) {
+            return r;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    panic!("run {run} did not end within 30 s");
+}
+
+fn items(n: usize, quantity: i64) -> Vec<FakeProduct> {
+    (0..n)
+        .map(|i| FakeProduct::simple(&format!("Item {i}"), &format!("ITEM-{i:03}"), "4.20", quantity))
+        .collect()
+}
+
+/// An Amazon app whose calls are paced at `per_second`, `burst`.
+async fn paced_amazon_app(amazon: &FakeAmazon, per_second: u32, burst: u32) -> TestApp {
+    let token_url = amazon.token_url.clone();
+    TestApp::spawn_adjusted(|f| {
+        f.merge(("modules.channels.amazon.token_url", token_url))
+            .merge(("modules.channels.rate_limits", true))
+            .merge(("modules.channels.amazon.rate_limit", json!({"per_second": per_second, "burst": burst})))
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_burst_of_pushes_waits_for_the_credentials_tokens_and_never_meets_a_429() {
+    // Amazon writes one listing per call: 30 products, 30 calls.
+    let amazon = FakeAmazon::start(items(30, 9)).await.unwrap();
+    amazon.limit_bucket(20, 5);
+    let app = paced_amazon_app(&amazon, 20, 5).await;
+    let tenant = app.register().await;
+    let main = warehouse(&app, &tenant, "MAIN").await;
+    let a = connect(&app, &tenant, amazon_body(&amazon, "Amazon DE", &main, 0)).await;
+    assert_eq!(a["rate_limit"], json!({"per_second": 20, "burst": 5}));
+    let a = a["id"].as_str().unwrap().to_owned();
+    assert_eq!(import(&app, &tenant, &a).await["created"], 30);
+
+    let started = std::time::Instant::now();
+    let run = run_to_end(&app, &tenant, &a, "sync").await;
+    let took = started.elapsed();
+    assert_eq!(
+        (
+            run["kind"].as_str(),
+            run["status"].as_str(),
+            run["total"].as_i64(),
+            run["done"].as_i64(),
+            run["failed"].as_i64()
+        ),
+        (Some("push"), Some("succeeded"), Some(30), Some(30), Some(0)),
+        "{run}"
+    );
+    // No stock here: every listing is at ATP 0 now.
+    assert!((0..30).all(|i| amazon.quantity(&format!("ITEM-{i:03}")) == Some(0)));
+    assert_eq!(amazon.throttled(), 0, "the bucket kept the calls within the store's limit");
+    // At most 5 at once, then 20 a second: 25 calls wait at least 1.25 s.
+    assert!(took >= std::time::Duration::from_millis(1200), "took {took:?}");
+    assert_eq!(connection(&app, &tenant, &a).await["status"], "connected");
+
+    // The same burst without the bucket overflows the store's: 429s.
+    let unpaced = amazon_app(&amazon).await;
+    let tenant = unpaced.register().await;
+    let main = warehouse(&unpaced, &tenant, "MAIN").await;
+    let b = connect(&unpaced, &tenant, amazon_body(&amazon, "Amazon DE", &main, 0)).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    import(&unpaced, &tenant, &b).await;
+    let res = unpaced.post(&format!("/api/v1/channel-connections/{b}/sync"), &tenant.token, json!({})).await;
+    assert_eq!(res.status(), 202);
+    eventually(10, || async { (amazon.throttled() > 0).then_some(()) }).await;
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL and Redis: two instances over one database and one Redis (NEXUS_TEST_DATABASE_URL, NEXUS_TEST_REDIS_URL, --include-ignored)"]
+async fn two_instances_take_from_one_bucket_per_credential_through_redis() {
+    use nexus::modules::channels::{RatePolicy, driver::Pace};
+    let amazon = FakeAmazon::start(items(10, 9)).await.unwrap();
+    let app = paced_amazon_app(&amazon, 10, 10).await;
+    // The second instance runs no jobs: every push is the first one's.
+    let other = app.sibling_adjusted(|f| f.merge(("jobs.run_in_server", false))).await;
+    let tenant = app.register().await;
+    let main = warehouse(&app, &tenant, "MAIN").await;
+    let body = amazon_body(&amazon, "Amazon DE", &main, 0);
+    let a = connect(&app, &tenant, body.clone()).await["id"].as_str().unwrap().to_owned();
+    import(&app, &tenant, &a).await;
+    // The bucket fills up again (10 a second, 10 at most).
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+
+    // The other instance spends the credential's whole bucket...
+    let credentials: std::collections::BTreeMap<String, String> =
+        serde_json::from_value(body["credentials"].clone()).unwrap();
+    let policy = RatePolicy { per_second: 10, burst: 10 };
+    let pace = Pace::new(
+        Some(other.state.governance.limiter.clone()),
+        "amazon",
+        &amazon.base_url,
+        &credentials,
+        policy,
+    );
+    let spent = std::time::Instant::now();
+    for _ in 0..10 {
+        pace.turn().await;
+    }
+    assert!(spent.elapsed() < std::time::Duration::from_millis(500), "the bucket was full");
+
+    // ...so the first instance's 10 pushes wait for 10 new tokens.
+    let started = std::time::Instant::now();
+    let run = run_to_end(&app, &tenant, &a, "sync").await;
+    assert_eq!((run["done"].as_i64(), run["failed"].as_i64()), (Some(10), Some(0)), "{run}");
+    let took = started.elapsed();
+    assert!(took >= std::time::Duration::from_millis(900), "the instances share one bucket: took {took:?}");
+}
+
+#[tokio::test]
+async fn a_full_push_writes_every_mapped_product_in_batches_with_progress() {
+    let woo = FakeWooCommerce::start(items(12, 3)).await.unwrap();
+    let app = TestApp::spawn_adjusted(|f| f.merge(("modules.channels.push_batch_size", 5))).await;
+    let tenant = app.register().await;
+    let main = warehouse(&app, &tenant, "MAIN").await;
+    let w = connect(&app, &tenant, woo_body(&woo, "Site", &main, 1)).await["id"].as_str().unwrap().to_owned();
+    import(&app, &tenant, &w).await;
+    let item = json(app.get("/api/v1/products?sku=ITEM-004", &tenant.token).await).await["data"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    adjust(&app, &tenant, &item, &main, 20).await;
+    app.drained().await;
+    let batches = woo.batches();
+
+    let run = run_to_end(&app, &tenant, &w, "sync").await;
+    assert_eq!(
+        (run["status"].as_str(), run["total"].as_i64(), run["done"].as_i64(), run["failed"].as_i64()),
+        (Some("succeeded"), Some(12), Some(12), Some(0)),
+        "{run}"
+    );
+    assert_eq!(woo.batches() - batches, 3, "12 products in batches of 5: 3 batch calls");
+    assert_eq!(woo.quantity("ITEM-004"), Some(19), "on hand 20 - buffer 1");
+    assert_eq!(woo.quantity("ITEM-000"), Some(0));
+    let events = channel_events(&app, &tenant).await;
+    let of_run: Vec<&str> =
+        events.iter().filter(|(_, d)| d["run_id"] == run["id"]).map(|(t, _)| t.as_str()).collect();
+    assert_eq!(of_run, ["channel.sync_started", "channel.sync_succeeded"]);
+    let succeeded =
+        &events.iter().find(|(t, d)| t == "channel.sync_succeeded" && d["run_id"] == run["id"]).unwrap().1;
+    assert_eq!((succeeded["kind"].as_str(), succeeded["done"].as_i64()), (Some("push"), Some(12)));
+
+    // Listed with the connection's runs; another tenant sees none of it.
+    let runs =
+        json(app.get(&format!("/api/v1/channel-connections/{w}/sync-runs"), &tenant.token).await).await;
+    assert_eq!(runs["data"][0]["id"], run["id"]);
+    let stranger = app.register().await;
+    let path = format!("/api/v1/channel-connections/{w}/sync-runs/{}", run["id"].as_str().unwrap());
+    assert_problem(app.get(&path, &stranger.token).await, 404, "not_found").await;
+    assert_problem(
+        app.post(&format!("/api/v1/channel-connections/{w}/sync"), &stranger.token, json!({})).await,
+        404,
+        "not_found",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_reconcile_reports_drift_per_sku_and_corrects_the_store() {
+    let shop = FakeShopify::start(vec![
+        FakeProduct::simple("Mug", "MUG-WHITE", "9.50", 50),
+        FakeProduct::simple("Cup", "CUP-BLUE", "4.50", 50),
+    ])
+    .await
+    .unwrap();
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let main = warehouse(&app, &tenant, "MAIN").await;
+    let s = connect(&app, &tenant, shopify_body(&shop, "Shop", &main, 2)).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    import(&app, &tenant, &s).await;
+    let mug = json(app.get("/api/v1/products?sku=MUG-WHITE", &tenant.token).await).await["data"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let cup = json(app.get("/api/v1/products?sku=CUP-BLUE", &tenant.token).await).await["data"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    adjust(&app, &tenant, &mug, &main, 12).await;
+    adjust(&app, &tenant, &cup, &main, 7).await;
+    eventually(10, || async {
+        (shop.quantity("MUG-WHITE") == Some(10) && shop.quantity("CUP-BLUE") == Some(5)).then_some(())
+    })
+    .await;
+    app.drained().await;
+
+    // Someone edits the mug on the store, behind Nexus's back.
+    shop.set_quantity("MUG-WHITE", 31);
+    let run = run_to_end(&app, &tenant, &s, "reconcile").await;
+    assert_eq!(
+        (
+            run["kind"].as_str(),
+            run["status"].as_str(),
+            run["total"].as_i64(),
+            run["done"].as_i64(),
+            run["drifted"].as_i64()
+        ),
+        (Some("reconcile"), Some("succeeded"), Some(2), Some(2), Some(1)),
+        "{run}"
+    );
+    let drifts = json(
+        app.get(
+            &format!("/api/v1/channel-connections/{s}/sync-runs/{}/drifts", run["id"].as_str().unwrap()),
+            &tenant.token,
+        )
+        .await,
+    )
+    .await;
+    let drifts = drifts["data"].as_array().unwrap();
+    assert_eq!(drifts.len(), 1, "{drifts:?}");
+    assert_eq!(
+        (
+            drifts[0]["sku"].as_str(),
+            drifts[0]["remote"].as_i64(),
+            drifts[0]["expected"].as_i64(),
+            drifts[0]["corrected"].as_bool()
+        ),
+        (Some("MUG-WHITE"), Some(31), Some(10), Some(true))
+    );
+    assert_eq!(drifts[0]["product_id"], mug.as_str());
+    assert_eq!(shop.quantity("MUG-WHITE"), Some(10), "the store is corrected");
+    assert_eq!(shop.quantity("CUP-BLUE"), Some(5));
+
+    // Nothing off: a clean run.
+    let again = run_to_end(&app, &tenant, &s, "reconcile").await;
+    assert_eq!(again["drifted"], 0, "{again}");
+}
+
+#[tokio::test]
+async fn scheduled_reconciles_correct_drift_unasked() {
+    let woo = FakeWooCommerce::start(mug(50)).await.unwrap();
+    let app = TestApp::spawn_adjusted(|f| f.merge(("modules.channels.reconcile_interval_secs", 1))).await;
+    let tenant = app.register().await;
+    let main = warehouse(&app, &tenant, "MAIN").await;
+    let w = connect(&app, &tenant, woo_body(&woo, "Site", &main, 0)).await["id"].as_str().unwrap().to_owned();
+    import(&app, &tenant, &w).await;
+    let mug_id = json(app.get("/api/v1/products?sku=MUG-WHITE", &tenant.token).await).await["data"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    adjust(&app, &tenant, &mug_id, &main, 4).await;
+    eventually(10, || async { (woo.quantity("MUG-WHITE") == Some(4)).then_some(()) }).await;
+    app.drained().await;
+    woo.set_quantity("MUG-WHITE", 40);
+    let path = format!("/api/v1/channel-connections/{w}/sync-runs");
+    let mut found = false;
+    for _ in 0..30 {
+        let runs = json(app.get(&path, &tenant.token).await).await;
+        if runs["data"].as_array().unwrap().iter().any(|r| r["kind"] == "reconcile" && r["drifted"] == 1) {
+            found = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    assert!(found, "a scheduled reconcile found the drift");
+    assert_eq!(woo.quantity("MUG-WHITE"), Some(4), "and corrected it");
+}
+
+#[tokio::test]
+async fn a_goods_receipt_pushes_the_new_available_to_promise() {
+    let shop = FakeShopify::start(mug(50)).await.unwrap();
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let main = warehouse(&app, &tenant, "MAIN").await;
+    let s = connect(&app, &tenant, shopify_body(&shop, "Shop", &main, 0)).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    import(&app, &tenant, &s).await;
+    let mug_id = json(app.get("/api/v1/products?sku=MUG-WHITE", &tenant.token).await).await["data"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let vendor =
+        json(app.post("/api/v1/vendors", &tenant.token, json!({"name": "Acme", "currency": "EUR"})).await)
+            .await;
+    let body = json!({"vendor_id": vendor["data"]["id"], "warehouse_id": main,
+        "lines": [{"product_id": mug_id, "quantity": 30, "unit_cost": 45}]});
+    let po = json(app.post("/api/v1/purchase-orders", &tenant.token, body).await).await["data"].clone();
+    let po_id = po["id"].as_str().unwrap();
+    let act = |token: String, action: &'static str| {
+        let path = format!("/api/v1/purchase-orders/{po_id}/{action}");
+        let app = &app;
+        async move { app.post(&path, &token, json!({})).await }
+    };
+    assert_eq!(act(tenant.token.clone(), "submit").await.status(), 200);
+    let (_, manager) = app.user_with_roles(&tenant, &["manager"]).await;
+    assert_eq!(act(manager, "approve").await.status(), 200);
+    let receipt = json!({"lines": [{"line_id": po["lines"][0]["id"], "quantity": 30}]});
+    let res = app.post(&format!("/api/v1/purchase-orders/{po_id}/receipts"), &tenant.token, receipt).await;
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    eventually(10, || async { (shop.quantity("MUG-WHITE") == Some(30)).then_some(()) }).await;
+    let received = SystemScope
+        .find::<entity::event::Entity>()
+        .filter(entity::event::Column::TenantId.eq(tenant.id))
+        .filter(entity::event::Column::EventType.eq("goods.received"))
+        .one(&app.state.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(received.data["lines"][0]["product_id"], mug_id.as_str());
+    assert_eq!(received.data["lines"][0]["warehouse_id"], main.as_str());
+}
+
+async fn graphql(app: &TestApp, token: &str, query: &str, variables: Value) -> Value {
+    let res = app.post("/graphql", token, json!({"query": query, "variables": variables})).await;
+    assert_eq!(res.status(), 200);
+    json(res).await
+}
+
+#[tokio::test]
+async fn graphql_starts_and_reads_sync_and_reconcile_runs_with_the_same_errors() {
+    let woo = FakeWooCommerce::start(mug(50)).await.unwrap();
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let main = warehouse(&app, &tenant, "MAIN").await;
+    let w = connect(&app, &tenant, woo_body(&woo, "Site", &main, 0)).await["id"].as_str().unwrap().to_owned();
+    import(&app, &tenant, &w).await;
+    let start = "mutation($c: UUID!) { startChannelSync(connectionId: $c) { id kind status total } }";
+    let body = graphql(&app, &tenant.token, start, json!({"c": w})).await;
+    let run = &body["data"]["startChannelSync"];
+    assert_eq!((run["kind"].as_str(), run["total"].as_i64()), (Some("push"), Some(1)), "{body}");
+    app.drained().await;
+    assert_eq!(woo.quantity("MUG-WHITE"), Some(0));
+
+    woo.set_quantity("MUG-WHITE", 3);
+    let reconcile = "mutation($c: UUID!) { startChannelReconcile(connectionId: $c) { id kind } }";
+    let body = graphql(&app, &tenant.token, reconcile, json!({"c": w})).await;
+    let run_id = body["data"]["startChannelReconcile"]["id"].as_str().unwrap().to_owned();
+    app.drained().await;
+    let read = "query($c: UUID!, $r: UUID!) { channelSyncRun(connectionId: $c, id: $r) { status drifted }
+        channelDrifts(connectionId: $c, runId: $r) { items { sku remote expected corrected } }
+        channelSyncRuns(connectionId: $c) { items { kind } } }";
+    let body = graphql(&app, &tenant.token, read, json!({"c": w, "r": run_id})).await;
+    assert_eq!(body["data"]["channelSyncRun"], json!({"status": "succeeded", "drifted": 1}), "{body}");
+    assert_eq!(
+        body["data"]["channelDrifts"]["items"],
+        json!([{"sku": "MUG-WHITE", "remote": 3, "expected": 0, "corrected": true}])
+    );
+    assert_eq!(body["data"]["channelSyncRuns"]["items"], json!([{"kind": "reconcile"}, {"kind": "push"}]));
+    assert_eq!(woo.quantity("MUG-WHITE"), Some(0));
+
+    // Viewers read but do not start; another tenant finds nothing.
+    let (_, viewer) = app.user_with_roles(&tenant, &["viewer"]).await;
+    let body = graphql(&app, &viewer, start, json!({"c": w})).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "forbidden", "{body}");
+    let res = app.post(&format!("/api/v1/channel-connections/{w}/reconcile"), &viewer, json!({})).await;
+    assert_problem(res, 403, "forbidden").await;
+    let other = app.register().await;
+    let body = graphql(&app, &other.token, reconcile, json!({"c": w})).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "not_found", "{body}");
+}
+
+/// `nexus` run on the app's database, as an operator runs it, off the
+/// test's thread (the app's workers carry the runs out meanwhile).
+async fn nexus_cli(app: &TestApp, args: &[&str]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_nexus"));
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("NEXUS_")) {
+        cmd.env_remove(key);
+    }
+    cmd.args(args)
+        .env("RUST_LOG", "warn")
+        .env("NEXUS_DATABASE_URL", app.config.database_url())
+        .env("NEXUS_DATABASE__SCHEMA", &app.config.database.schema);
+    tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap()
+}
+
+#[tokio::test]
+async fn the_command_line_shows_connections_and_follows_a_push_to_its_end() {
+    let shop = FakeShopify::start(mug(50)).await.unwrap();
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let main = warehouse(&app, &tenant, "MAIN").await;
+    let s = connect(&app, &tenant, shopify_body(&shop, "EU shop", &main, 0)).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    import(&app, &tenant, &s).await;
+
+    let out = nexus_cli(&app, &["channels", "sync", &s, "--every-ms", "50"]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("succeeded: 1/1 pushed, 0 failed"), "{stdout}");
+    assert_eq!(shop.quantity("MUG-WHITE"), Some(0));
+
+    let out = nexus_cli(&app, &["channels", "status"]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut lines = stdout.lines();
+    assert!(lines.next().unwrap().starts_with("tenant"), "{stdout}");
+    let row = stdout.lines().find(|l| l.contains(&s)).unwrap_or_else(|| panic!("{stdout}"));
+    assert!(row.contains("EU shop") && row.contains("shopify") && row.contains("connected"), "{row}");
+    assert!(row.contains("push succeeded") && row.contains("(1/1, 0 failed)"), "{row}");
+
+    let missing = uuid::Uuid::now_v7().to_string();
+    let out = nexus_cli(&app, &["channels", "sync", &missing]).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no channel connection"), "{out:?}");
+}

@@ -51,7 +51,11 @@ pub fn test_config(dir: &std::path::Path) -> figment::Figment {
         .merge(("webhooks.allow_networks", vec!["127.0.0.0/8"]))
         // Every test signs in from 127.0.0.1, some many times a second.
         .merge(("auth.attempts_per_minute_per_address", 100_000))
-        .merge(("auth.attempts_per_minute_per_account", 100_000));
+        .merge(("auth.attempts_per_minute_per_account", 100_000))
+        // Fake stores answer at once: their calls are paced only in the
+        // tests of the buckets, and reconciled only when a test asks.
+        .merge(("modules.channels.rate_limits", false))
+        .merge(("modules.channels.reconcile_interval_secs", 0));
     if let Ok(url) = std::env::var("NEXUS_TEST_DATABASE_URL") {
         let schema = format!("t_{}", Uuid::now_v7().simple());
         figment = figment.merge(("database_url", url)).merge(("database.schema", schema));

@@ -154,6 +154,7 @@ impl Amazon {
             if let Some(body) = body {
                 request = request.json(body);
             }
+            store.pace.turn().await;
             let res = request.send().await.map_err(DriverError::transport)?;
             if res.status().is_success() {
                 return res.json().await.map_err(|e| DriverError::Failed(format!("not SP-API JSON: {e}")));

@@ -4,7 +4,7 @@
 //! against the connection's base URL, and hands back one normalised
 //! product shape with the store's own payload kept beside it.
 
-use std::{collections::BTreeMap, collections::HashMap, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, collections::HashMap, num::NonZeroU32, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use reqwest::{Response, StatusCode, header::RETRY_AFTER};
@@ -13,13 +13,71 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::Settings;
+use crate::platform::ratelimit::{Bucket, RateLimiter};
 
 /// A store as a driver reaches it: the connection's base URL, its
-/// credentials (opened) and, for channels that have one, its location.
+/// credentials (opened), for channels that have one its location, and the
+/// token bucket of its credential.
 pub struct Store<'a> {
     pub base_url: &'a str,
     pub credentials: &'a BTreeMap<String, String>,
     pub location_id: Option<&'a str>,
+    pub pace: &'a Pace,
+}
+
+/// The token bucket of one credential: every call to the store takes a
+/// token first, waiting for the next one when the bucket is empty (never
+/// failing), so no instance calls faster than the channel allows. With
+/// Redis configured, every instance takes from the same bucket.
+#[derive(Clone)]
+pub struct Pace {
+    limiter: Option<RateLimiter>,
+    key: String,
+    bucket: Option<Bucket>,
+}
+
+impl Pace {
+    /// The bucket of `credentials` on `channel` at `base_url`: its key is a
+    /// hash of the three (never the credentials themselves).
+    pub fn new(
+        limiter: Option<RateLimiter>,
+        channel: &str,
+        base_url: &str,
+        credentials: &BTreeMap<String, String>,
+        policy: RatePolicy,
+    ) -> Self {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        for part in [channel, base_url] {
+            hash.update(part.as_bytes());
+            hash.update([0]);
+        }
+        for (name, value) in credentials {
+            hash.update(name.as_bytes());
+            hash.update([0]);
+            hash.update(value.as_bytes());
+            hash.update([0]);
+        }
+        let digest = hash.finalize();
+        let key = format!("channel:{channel}:{}", hex::encode(&digest[..16]));
+        let bucket = NonZeroU32::new(policy.per_second)
+            .zip(NonZeroU32::new(policy.burst))
+            .map(|(per_second, burst)| Bucket { per_second, burst });
+        Self { limiter, key, bucket }
+    }
+
+    /// No bucket: calls go out as fast as they come (tests of other things).
+    pub fn unlimited() -> Self {
+        Self { limiter: None, key: String::new(), bucket: None }
+    }
+
+    /// Wait for a token of the bucket.
+    pub async fn turn(&self) {
+        let (Some(limiter), Some(bucket)) = (&self.limiter, self.bucket) else { return };
+        while let Err(wait) = limiter.take(&self.key, bucket).await {
+            tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
+        }
+    }
 }
 
 impl Store<'_> {
@@ -85,7 +143,8 @@ pub struct Push {
     pub quantity: i64,
 }
 
-/// How fast a channel lets one credential call it: a token bucket.
+/// How fast a channel lets one credential call it: a token bucket
+/// (`per_second` or `burst` 0: no bucket, calls are not paced).
 #[derive(Clone, Copy, Debug, Serialize, ToSchema, async_graphql::SimpleObject, serde::Deserialize)]
 #[graphql(name = "ChannelRatePolicy")]
 #[serde(deny_unknown_fields)]

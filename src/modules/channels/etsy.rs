@@ -128,6 +128,7 @@ impl Etsy {
             if let Some(body) = body {
                 request = request.json(body);
             }
+            store.pace.turn().await;
             let res = request.send().await.map_err(DriverError::transport)?;
             if res.status().is_success() {
                 return res.json().await.map_err(|e| DriverError::Failed(format!("not Etsy JSON: {e}")));

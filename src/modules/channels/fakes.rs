@@ -61,14 +61,40 @@ struct Controls {
     /// Most requests per second before answering throttled.
     per_second: Option<u32>,
     window: Option<(Instant, u32)>,
+    /// A leaky bucket instead: (per second, burst), and its level when.
+    bucket: Option<(f64, f64)>,
+    level: Option<(Instant, f64)>,
+    /// Requests refused as throttled so far.
+    refused: usize,
 }
 
 impl Controls {
     /// `true` when this request is to be refused as throttled.
     fn throttled(&mut self) -> bool {
+        let refused = self.refuses();
+        self.refused += usize::from(refused);
+        refused
+    }
+
+    fn refuses(&mut self) -> bool {
         if self.throttle_next > 0 {
             self.throttle_next -= 1;
             return true;
+        }
+        if let Some((per_second, burst)) = self.bucket {
+            // Leaks `per_second` a second; a request over `burst` is
+            // refused. Half a request of slack: requests paced exactly at
+            // the rate arrive with a little network jitter.
+            let now = Instant::now();
+            let level = self.level.map_or(0.0, |(at, level)| {
+                (level - now.duration_since(at).as_secs_f64() * per_second).max(0.0)
+            });
+            if level + 1.0 > burst + 0.5 {
+                self.level = Some((now, level));
+                return true;
+            }
+            self.level = Some((now, level + 1.0));
+            return false;
         }
         let Some(limit) = self.per_second else { return false };
         let now = Instant::now();
@@ -177,6 +203,14 @@ impl FakeShopify {
         state.products.iter().flat_map(|p| &p.variants).find(|v| v.sku == sku).map(|v| v.quantity)
     }
 
+    /// Set the quantity of `sku` on the store, behind Nexus's back.
+    pub fn set_quantity(&self, sku: &str, quantity: i64) {
+        let mut state = lock(&self.state);
+        for v in state.products.iter_mut().flat_map(|p| &mut p.variants).filter(|v| v.sku == sku) {
+            v.quantity = quantity;
+        }
+    }
+
     /// Before the next write lands, set `sku` to `quantity` (a concurrent sale).
     pub fn interfere_before_next_write(&self, sku: &str, quantity: i64) {
         let mut state = lock(&self.state);
@@ -198,6 +232,17 @@ impl FakeShopify {
     /// Answer `THROTTLED` beyond `n` requests a second (`None`: no limit).
     pub fn limit_per_second(&self, n: Option<u32>) {
         lock(&self.state).controls.per_second = n;
+    }
+
+    /// Answer throttled when a leaky bucket of `burst` requests, leaking
+    /// `per_second`, would overflow.
+    pub fn limit_bucket(&self, per_second: u32, burst: u32) {
+        lock(&self.state).controls.bucket = Some((f64::from(per_second), f64::from(burst)));
+    }
+
+    /// Requests answered as throttled so far.
+    pub fn throttled(&self) -> usize {
+        lock(&self.state).controls.refused
     }
 }
 
@@ -397,6 +442,13 @@ impl FakeWooCommerce {
         lock(&self.state).products.iter().find(|p| p.sku == sku).map(|p| p.quantity)
     }
 
+    /// Set the quantity of `sku` on the store, behind Nexus's back.
+    pub fn set_quantity(&self, sku: &str, quantity: i64) {
+        for p in lock(&self.state).products.iter_mut().filter(|p| p.sku == sku) {
+            p.quantity = quantity;
+        }
+    }
+
     /// Answer the next `n` requests with 429 and `Retry-After: 1`.
     pub fn throttle_next(&self, n: usize) {
         lock(&self.state).controls.throttle_next = n;
@@ -405,6 +457,17 @@ impl FakeWooCommerce {
     /// Answer 429 beyond `n` requests a second (`None`: no limit).
     pub fn limit_per_second(&self, n: Option<u32>) {
         lock(&self.state).controls.per_second = n;
+    }
+
+    /// Answer throttled when a leaky bucket of `burst` requests, leaking
+    /// `per_second`, would overflow.
+    pub fn limit_bucket(&self, per_second: u32, burst: u32) {
+        lock(&self.state).controls.bucket = Some((f64::from(per_second), f64::from(burst)));
+    }
+
+    /// Requests answered as throttled so far.
+    pub fn throttled(&self) -> usize {
+        lock(&self.state).controls.refused
     }
 
     /// Batch updates received so far.
@@ -636,6 +699,13 @@ impl FakeAmazon {
         lock(&self.state).listings.iter().find(|l| l.sku == sku).map(|l| l.quantity)
     }
 
+    /// Set the fulfillable quantity of `sku`, behind Nexus's back.
+    pub fn set_quantity(&self, sku: &str, quantity: i64) {
+        for l in lock(&self.state).listings.iter_mut().filter(|l| l.sku == sku) {
+            l.quantity = quantity;
+        }
+    }
+
     /// Access tokens handed out so far.
     pub fn token_grants(&self) -> usize {
         lock(&self.state).grants
@@ -666,6 +736,17 @@ impl FakeAmazon {
     /// Answer 429 beyond `n` API requests a second (`None`: no limit).
     pub fn limit_per_second(&self, n: Option<u32>) {
         lock(&self.state).controls.per_second = n;
+    }
+
+    /// Answer throttled when a leaky bucket of `burst` requests, leaking
+    /// `per_second`, would overflow.
+    pub fn limit_bucket(&self, per_second: u32, burst: u32) {
+        lock(&self.state).controls.bucket = Some((f64::from(per_second), f64::from(burst)));
+    }
+
+    /// Requests answered as throttled so far.
+    pub fn throttled(&self) -> usize {
+        lock(&self.state).controls.refused
     }
 }
 
@@ -1053,6 +1134,17 @@ impl FakeEtsy {
     /// Answer 429 beyond `n` API requests a second (`None`: no limit).
     pub fn limit_per_second(&self, n: Option<u32>) {
         lock(&self.state).controls.per_second = n;
+    }
+
+    /// Answer throttled when a leaky bucket of `burst` requests, leaking
+    /// `per_second`, would overflow.
+    pub fn limit_bucket(&self, per_second: u32, burst: u32) {
+        lock(&self.state).controls.bucket = Some((f64::from(per_second), f64::from(burst)));
+    }
+
+    /// Requests answered as throttled so far.
+    pub fn throttled(&self) -> usize {
+        lock(&self.state).controls.refused
     }
 }
 

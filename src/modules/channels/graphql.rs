@@ -7,8 +7,8 @@ use uuid::Uuid;
 
 use super::{
     CONNECTION_SORTS, ChannelService, ChannelsRead, ChannelsWrite, ConnectionChanges, ConnectionFilter,
-    ConnectionView, ImportView, MAPPING_SORTS, MappingFilter, MappingView, NewConnection, RECEIPT_SORTS,
-    ReceiptView, RemoteProduct, STATUSES,
+    ConnectionView, DriftView, ImportView, MAPPING_SORTS, MappingFilter, MappingView, NewConnection,
+    RECEIPT_SORTS, ReceiptView, RemoteProduct, STATUSES, SyncRunView,
 };
 use crate::platform::{
     graphql::{authorized, data, gql, list_request},
@@ -28,6 +28,18 @@ pub struct ChannelConnectionPage {
 #[derive(SimpleObject)]
 pub struct ChannelWebhookReceiptPage {
     items: Vec<ReceiptView>,
+    page_info: PageMeta,
+}
+
+#[derive(SimpleObject)]
+pub struct ChannelSyncRunPage {
+    items: Vec<SyncRunView>,
+    page_info: PageMeta,
+}
+
+#[derive(SimpleObject)]
+pub struct ChannelDriftPage {
+    items: Vec<DriftView>,
     page_info: PageMeta,
 }
 
@@ -110,6 +122,50 @@ impl Query {
     }
 
     /// Local products linked to store variants, newest first.
+    /// A connection's push and reconcile runs, newest first.
+    async fn channel_sync_runs(
+        &self,
+        ctx: &Context<'_>,
+        connection_id: Uuid,
+        #[graphql(default_with = "Some(25)")] first: Option<i64>,
+        after: Option<String>,
+        before: Option<String>,
+    ) -> async_graphql::Result<ChannelSyncRunPage> {
+        let (_, principal) = authorized::<ChannelsRead>(ctx).map_err(gql)?;
+        let list = list_request(ctx, first, after.as_deref(), before.as_deref())?;
+        let paged =
+            service(ctx)?.list_sync_runs(principal.tenant, connection_id, &list).await.map_err(gql)?;
+        Ok(ChannelSyncRunPage { items: paged.data, page_info: paged.meta })
+    }
+
+    /// A push or reconcile run and how far it got.
+    async fn channel_sync_run(
+        &self,
+        ctx: &Context<'_>,
+        connection_id: Uuid,
+        id: Uuid,
+    ) -> async_graphql::Result<SyncRunView> {
+        let (_, principal) = authorized::<ChannelsRead>(ctx).map_err(gql)?;
+        service(ctx)?.get_sync_run(principal.tenant, connection_id, id).await.map_err(gql)
+    }
+
+    /// The drift a reconcile run found, by SKU.
+    async fn channel_drifts(
+        &self,
+        ctx: &Context<'_>,
+        connection_id: Uuid,
+        run_id: Uuid,
+        #[graphql(default_with = "Some(25)")] first: Option<i64>,
+        after: Option<String>,
+        before: Option<String>,
+    ) -> async_graphql::Result<ChannelDriftPage> {
+        let (_, principal) = authorized::<ChannelsRead>(ctx).map_err(gql)?;
+        let list = list_request(ctx, first, after.as_deref(), before.as_deref())?;
+        let paged =
+            service(ctx)?.list_drifts(principal.tenant, connection_id, run_id, &list).await.map_err(gql)?;
+        Ok(ChannelDriftPage { items: paged.data, page_info: paged.meta })
+    }
+
     async fn channel_mappings(
         &self,
         ctx: &Context<'_>,
@@ -235,6 +291,30 @@ impl Mutation {
     ) -> async_graphql::Result<ImportView> {
         let (state, principal) = authorized::<ChannelsWrite>(ctx).map_err(gql)?;
         let run = service(ctx)?.start_import(principal.tenant, connection_id).await.map_err(gql)?;
+        state.wakeup.wake();
+        Ok(run)
+    }
+
+    /// Push the ATP of every mapped product to the store in the background.
+    async fn start_channel_sync(
+        &self,
+        ctx: &Context<'_>,
+        connection_id: Uuid,
+    ) -> async_graphql::Result<SyncRunView> {
+        let (state, principal) = authorized::<ChannelsWrite>(ctx).map_err(gql)?;
+        let run = service(ctx)?.start_sync(principal.tenant, connection_id).await.map_err(gql)?;
+        state.wakeup.wake();
+        Ok(run)
+    }
+
+    /// Read the store's quantities, report and correct drift, in the background.
+    async fn start_channel_reconcile(
+        &self,
+        ctx: &Context<'_>,
+        connection_id: Uuid,
+    ) -> async_graphql::Result<SyncRunView> {
+        let (state, principal) = authorized::<ChannelsWrite>(ctx).map_err(gql)?;
+        let run = service(ctx)?.start_reconcile(principal.tenant, connection_id).await.map_err(gql)?;
         state.wakeup.wake();
         Ok(run)
     }

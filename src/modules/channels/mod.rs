@@ -12,6 +12,7 @@
 //! is a [`ChannelDriver`].
 
 pub mod amazon;
+pub mod cli;
 pub mod driver;
 pub mod etsy;
 pub mod fakes;
@@ -58,7 +59,7 @@ macro_rules! tenant_owned {
     )*};
 }
 
-tenant_owned!(channel_connection, channel_mapping, channel_sync_run, channel_webhook_receipt);
+tenant_owned!(channel_connection, channel_mapping, channel_sync_run, channel_webhook_receipt, channel_drift);
 
 grants! {
     ChannelsRead => "channels", "read", "module.channels", ["admin", "manager", "user", "viewer"];
@@ -67,11 +68,11 @@ grants! {
 
 event_types! {
     EVENTS;
-    CHANNEL_SYNC_STARTED => "channel.sync_started", 4, "A catalog import of a connection started.",
+    CHANNEL_SYNC_STARTED => "channel.sync_started", 4, "A catalog import, full push or reconcile of a connection started (`kind`: `import`, `push` or `reconcile`).",
         json!({"run_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a31", "connection_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a21", "kind": "import"});
-    CHANNEL_SYNC_SUCCEEDED => "channel.sync_succeeded", 4, "A catalog import went through every page of the store.",
+    CHANNEL_SYNC_SUCCEEDED => "channel.sync_succeeded", 4, "An import went through every page of the store, or a push or reconcile through every mapping (with its counts).",
         json!({"run_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a31", "connection_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a21", "kind": "import", "listed": 12, "linked": 10, "created": 2, "skipped": 0});
-    CHANNEL_SYNC_FAILED => "channel.sync_failed", 7, "A catalog import stopped; `error` says why.",
+    CHANNEL_SYNC_FAILED => "channel.sync_failed", 7, "An import, push or reconcile stopped; `error` says why.",
         json!({"run_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a31", "connection_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a21", "kind": "import", "error": "401 Unauthorized: Invalid API key or access token"});
     CHANNEL_PRODUCT_IMPORTED => "channel.product_imported", 4, "A store's variant was mapped to a local product (found by SKU, or created).",
         json!({"connection_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a21", "product_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "sku": "TSHIRT-RED-M", "remote_product_id": "gid://shopify/Product/1001", "remote_variant_id": "gid://shopify/ProductVariant/2001", "created": false});
@@ -99,8 +100,15 @@ pub const MAX_BUFFER: i64 = 1_000_000_000;
 pub struct Settings {
     /// A store must answer within this (1 to 120000 ms).
     pub timeout_ms: u64,
-    /// Products pushed to one store per batch (1 to 100).
+    /// Products pushed to one store per batch (1 to 100); also the batch of
+    /// full pushes and reconciles.
     pub push_batch_size: u64,
+    /// Every this many seconds each connected store is reconciled (its
+    /// quantities read and drift corrected); 0: only on demand.
+    pub reconcile_interval_secs: u64,
+    /// Pace every call to a store through its credential's token bucket
+    /// (`rate_limit` of its channel); `false` lifts every bucket.
+    pub rate_limits: bool,
     pub shopify: ShopifySettings,
     pub woocommerce: WooCommerceSettings,
     pub amazon: AmazonSettings,
@@ -112,6 +120,8 @@ impl Default for Settings {
         Self {
             timeout_ms: 10_000,
             push_batch_size: 50,
+            rate_limits: true,
+            reconcile_interval_secs: 3600,
             shopify: ShopifySettings::default(),
             woocommerce: WooCommerceSettings::default(),
             amazon: AmazonSettings::default(),
@@ -314,6 +324,95 @@ impl From<entity::channel_sync_run::Model> for ImportView {
     }
 }
 
+/// A full push or a reconcile of a connection and how far it got.
+#[derive(Clone, Debug, Serialize, ToSchema, async_graphql::SimpleObject)]
+#[graphql(name = "ChannelSyncRun")]
+pub struct SyncRunView {
+    pub id: Uuid,
+    pub connection_id: Uuid,
+    /// `push` (every mapped product's ATP written to the store) or
+    /// `reconcile` (the store's quantities read, drift corrected).
+    #[schema(example = "push")]
+    pub kind: String,
+    /// `pending`, `running`, `succeeded` or `failed`.
+    #[schema(example = "running")]
+    pub status: String,
+    /// Mapped products to go through.
+    #[schema(example = 120)]
+    pub total: i64,
+    /// Gone through so far (failed ones included).
+    #[schema(example = 50)]
+    pub done: i64,
+    /// Of those, the ones the store refused or could not say.
+    #[schema(example = 0)]
+    pub failed: i64,
+    /// Reconcile: the ones whose store quantity was not their ATP.
+    #[schema(example = 2)]
+    pub drifted: i64,
+    /// Why it failed, or why the last product failed.
+    pub error: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<entity::channel_sync_run::Model> for SyncRunView {
+    fn from(r: entity::channel_sync_run::Model) -> Self {
+        Self {
+            id: r.id,
+            connection_id: r.connection_id,
+            kind: r.kind,
+            status: r.status,
+            total: r.total,
+            done: r.done,
+            failed: r.failed,
+            drifted: r.drifted,
+            error: r.error,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            created_at: r.created_at,
+        }
+    }
+}
+
+/// A product whose store quantity a reconcile run found off its ATP.
+#[derive(Clone, Debug, Serialize, ToSchema, async_graphql::SimpleObject)]
+#[graphql(name = "ChannelDrift")]
+pub struct DriftView {
+    pub id: Uuid,
+    pub run_id: Uuid,
+    pub product_id: Uuid,
+    #[schema(example = "MUG-WHITE")]
+    pub sku: String,
+    /// What the store showed; `null` when it has no such variant any more.
+    #[schema(example = 7)]
+    pub remote: Option<i64>,
+    /// The ATP it should show (on hand - reserved - buffer).
+    #[schema(example = 12)]
+    pub expected: i64,
+    /// The ATP was written to the store.
+    pub corrected: bool,
+    /// Why it was not corrected.
+    pub detail: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<entity::channel_drift::Model> for DriftView {
+    fn from(d: entity::channel_drift::Model) -> Self {
+        Self {
+            id: d.id,
+            run_id: d.run_id,
+            product_id: d.product_id,
+            sku: d.sku,
+            remote: d.remote,
+            expected: d.expected,
+            corrected: d.corrected,
+            detail: d.detail,
+            created_at: d.created_at,
+        }
+    }
+}
+
 /// A webhook a store sent, as the log shows it.
 #[derive(Clone, Debug, Serialize, ToSchema, async_graphql::SimpleObject)]
 #[graphql(name = "ChannelWebhookReceipt")]
@@ -395,6 +494,14 @@ pub const RECEIPT_SORTS: Sorts<entity::channel_webhook_receipt::Column> = Sorts 
     default: "-received_at",
 };
 
+/// Push and reconcile runs: newest first.
+pub const SYNC_RUN_SORTS: Sorts<entity::channel_sync_run::Column> =
+    Sorts { fields: &[("created_at", entity::channel_sync_run::Column::CreatedAt)], default: "-created_at" };
+
+/// A run's drift: by SKU.
+pub const DRIFT_SORTS: Sorts<entity::channel_drift::Column> =
+    Sorts { fields: &[("sku", entity::channel_drift::Column::Sku)], default: "sku" };
+
 pub struct ConnectionFilter {
     pub channel: Option<String>,
     pub status: Option<String>,
@@ -445,6 +552,29 @@ pub trait ChannelService: Send + Sync {
     /// Queue a catalog import of the connection.
     async fn start_import(&self, tenant: TenantScope, id: Uuid) -> ApiResult<ImportView>;
     async fn get_import(&self, tenant: TenantScope, id: Uuid, run_id: Uuid) -> ApiResult<ImportView>;
+    /// Queue a full push of the connection: the ATP of every mapped product
+    /// written to the store in batches (409 when it is disconnected).
+    async fn start_sync(&self, tenant: TenantScope, id: Uuid) -> ApiResult<SyncRunView>;
+    /// Queue a reconcile of the connection: the store's quantity of every
+    /// mapped product read, compared with its ATP, and drift corrected (409
+    /// when it is disconnected).
+    async fn start_reconcile(&self, tenant: TenantScope, id: Uuid) -> ApiResult<SyncRunView>;
+    /// The connection's push and reconcile runs, newest first.
+    async fn list_sync_runs(
+        &self,
+        tenant: TenantScope,
+        id: Uuid,
+        list: &ListRequest,
+    ) -> ApiResult<Paged<SyncRunView>>;
+    async fn get_sync_run(&self, tenant: TenantScope, id: Uuid, run_id: Uuid) -> ApiResult<SyncRunView>;
+    /// The drift a reconcile run found, by SKU.
+    async fn list_drifts(
+        &self,
+        tenant: TenantScope,
+        id: Uuid,
+        run_id: Uuid,
+        list: &ListRequest,
+    ) -> ApiResult<Paged<DriftView>>;
     async fn list_mappings(
         &self,
         tenant: TenantScope,
@@ -494,8 +624,15 @@ impl Channels {
         let policy = setup.config.url_policy().map_err(anyhow::Error::msg)?;
         let cipher = crate::platform::crypto::Cipher::from_base64_key(setup.config.encryption_key.expose())?;
         let drivers = driver::drivers(&http, &settings);
-        let service =
-            service::SeaOrmChannels::new(setup.db.clone(), inventory, drivers, cipher, policy, &settings);
+        let service = service::SeaOrmChannels::new(
+            setup.db.clone(),
+            inventory,
+            drivers,
+            cipher,
+            policy,
+            &settings,
+            setup.limiter.clone(),
+        );
         Ok(Self { service: Arc::new(service) })
     }
 
@@ -547,5 +684,11 @@ impl Module for Channels {
 
     fn listeners(&self) -> Vec<Arc<dyn Listener>> {
         vec![Arc::new(service::StockChanged(self.service.clone()))]
+    }
+
+    /// Queue the next scheduled reconcile (once, whoever asks), unless off.
+    async fn start(&self, state: &crate::platform::state::AppState) -> anyhow::Result<()> {
+        self.service.schedule_reconcile(&state.db, Utc::now()).await?;
+        Ok(())
     }
 }

@@ -10,8 +10,8 @@ use uuid::Uuid;
 
 use super::{
     CONNECTION_SORTS, ChannelService, ChannelsRead, ChannelsWrite, ConnectionChanges, ConnectionFilter,
-    ConnectionView, ImportView, MAPPING_SORTS, MappingFilter, MappingView, NewConnection, RECEIPT_SORTS,
-    ReceiptView, RemoteProduct, STATUSES,
+    ConnectionView, DriftView, ImportView, MAPPING_SORTS, MappingFilter, MappingView, NewConnection,
+    RECEIPT_SORTS, ReceiptView, RemoteProduct, STATUSES, SyncRunView,
 };
 use crate::{
     error::{ApiError, ApiResult, Code, Problem},
@@ -35,6 +35,11 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(start_channel_import)
         .service(get_channel_import)
         .service(push_channel_product)
+        .service(start_channel_sync)
+        .service(start_channel_reconcile)
+        .service(list_channel_sync_runs)
+        .service(get_channel_sync_run)
+        .service(list_channel_drifts)
         .service(list_channel_mappings)
         .service(list_channel_webhook_receipts)
         .service(receive_channel_webhook);
@@ -362,6 +367,107 @@ async fn list_channel_webhook_receipts(
     let list = q.list()?;
     let sort = parse_sort(q.sort.as_deref(), &RECEIPT_SORTS)?;
     Ok(HttpResponse::Ok().json(channels.list_receipts(auth.tenant, id.into_inner(), sort, &list).await?))
+}
+
+/// Push the available-to-promise quantity of every mapped product to the
+/// store, in batches, in the background (whether it changed or not).
+/// Follow it with the run's URL: `total`, `done`, `failed`.
+#[utoipa::path(tag = "channels",
+    responses((status = 202, body = Data<SyncRunView>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 409, description = "The connection is disconnected", body = Problem)),
+    security(("bearer" = [])))]
+#[post("/channel-connections/{id}/sync")]
+async fn start_channel_sync(
+    auth: Authorized<ChannelsWrite>,
+    state: web::Data<AppState>,
+    channels: web::Data<dyn ChannelService>,
+    id: web::Path<Uuid>,
+) -> ApiResult<HttpResponse> {
+    let run = channels.start_sync(auth.tenant, id.into_inner()).await?;
+    state.wakeup.wake();
+    Ok(HttpResponse::Accepted().json(Data { data: run }))
+}
+
+/// Reconcile the store: read its quantity of every mapped product, compare
+/// it with the available-to-promise quantity, keep each difference as
+/// drift (`.../drifts`) and correct it by pushing. In the background;
+/// scheduled runs also come every `reconcile_interval_secs`.
+#[utoipa::path(tag = "channels",
+    responses((status = 202, body = Data<SyncRunView>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 409, description = "The connection is disconnected", body = Problem)),
+    security(("bearer" = [])))]
+#[post("/channel-connections/{id}/reconcile")]
+async fn start_channel_reconcile(
+    auth: Authorized<ChannelsWrite>,
+    state: web::Data<AppState>,
+    channels: web::Data<dyn ChannelService>,
+    id: web::Path<Uuid>,
+) -> ApiResult<HttpResponse> {
+    let run = channels.start_reconcile(auth.tenant, id.into_inner()).await?;
+    state.wakeup.wake();
+    Ok(HttpResponse::Accepted().json(Data { data: run }))
+}
+
+crate::list_query! {
+    #[derive(Deserialize, IntoParams)]
+    #[serde(deny_unknown_fields)]
+    #[into_params(parameter_in = Query)]
+    struct RunQuery {}
+}
+
+/// The connection's push and reconcile runs, newest first.
+#[utoipa::path(tag = "channels", params(RunQuery),
+    responses((status = 200, body = Paged<SyncRunView>), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+#[get("/channel-connections/{id}/sync-runs")]
+async fn list_channel_sync_runs(
+    auth: Authorized<ChannelsRead>,
+    channels: web::Data<dyn ChannelService>,
+    id: web::Path<Uuid>,
+    query: web::Query<RunQuery>,
+) -> ApiResult<HttpResponse> {
+    let list = query.into_inner().list()?;
+    Ok(HttpResponse::Ok().json(channels.list_sync_runs(auth.tenant, id.into_inner(), &list).await?))
+}
+
+/// A push or reconcile run and how far it got.
+#[utoipa::path(tag = "channels",
+    responses((status = 200, body = Data<SyncRunView>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+#[get("/channel-connections/{id}/sync-runs/{run_id}")]
+async fn get_channel_sync_run(
+    auth: Authorized<ChannelsRead>,
+    channels: web::Data<dyn ChannelService>,
+    path: web::Path<(Uuid, Uuid)>,
+) -> ApiResult<HttpResponse> {
+    let (id, run_id) = path.into_inner();
+    Ok(ok(channels.get_sync_run(auth.tenant, id, run_id).await?))
+}
+
+crate::list_query! {
+    #[derive(Deserialize, IntoParams)]
+    #[serde(deny_unknown_fields)]
+    #[into_params(parameter_in = Query)]
+    struct DriftQuery {}
+}
+
+/// What a reconcile run found off: per SKU, the store's quantity, the
+/// available-to-promise it should show and whether it was corrected.
+#[utoipa::path(tag = "channels", params(DriftQuery),
+    responses((status = 200, body = Paged<DriftView>), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+#[get("/channel-connections/{id}/sync-runs/{run_id}/drifts")]
+async fn list_channel_drifts(
+    auth: Authorized<ChannelsRead>,
+    channels: web::Data<dyn ChannelService>,
+    path: web::Path<(Uuid, Uuid)>,
+    query: web::Query<DriftQuery>,
+) -> ApiResult<HttpResponse> {
+    let (id, run_id) = path.into_inner();
+    let list = query.into_inner().list()?;
+    Ok(HttpResponse::Ok().json(channels.list_drifts(auth.tenant, id, run_id, &list).await?))
 }
 
 /// Where a store sends its webhooks for one connection: give this URL to

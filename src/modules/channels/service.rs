@@ -37,9 +37,9 @@ use uuid::Uuid;
 use super::{
     CHANNEL_DISCONNECTED, CHANNEL_INVENTORY_UPDATED, CHANNEL_PRODUCT_IMPORTED, CHANNEL_SYNC_FAILED,
     CHANNEL_SYNC_STARTED, CHANNEL_SYNC_SUCCEEDED, CHANNEL_THROTTLED, CHANNEL_WEBHOOK_RECEIVED, CONNECTED,
-    ChannelService, ConnectionChanges, ConnectionFilter, ConnectionView, DISCONNECTED, ImportView,
-    MAX_BUFFER, MappingFilter, MappingView, NewConnection, ReceiptView, Settings, THROTTLED,
-    driver::{ChannelDriver, DriverError, Drivers, Headers, Inbound, Push, RemoteProduct, Store},
+    ChannelService, ConnectionChanges, ConnectionFilter, ConnectionView, DISCONNECTED, DriftView, ImportView,
+    MAX_BUFFER, MappingFilter, MappingView, NewConnection, ReceiptView, Settings, SyncRunView, THROTTLED,
+    driver::{ChannelDriver, DriverError, Drivers, Headers, Inbound, Pace, Push, RemoteProduct, Store},
 };
 use crate::{
     error::{ApiError, ApiResult, Code, FieldError},
@@ -49,6 +49,7 @@ use crate::{
         events::{self, Listener},
         http::{ListRequest, Paged, Sort, changed_meanwhile, check_version},
         jobs::{self, JobError, JobHandler, NewJob},
+        ratelimit::RateLimiter,
         state::AppState,
         tenancy::{SystemScope, TenantScope},
         validate::{self, Checks},
@@ -59,6 +60,10 @@ use entity::{
     channel_connection as connection, channel_mapping as mapping, channel_sync_run as run,
     channel_webhook_receipt as receipt,
 };
+
+mod sync;
+
+pub use sync::{PUSH, RECONCILE, RECONCILE_SCAN_JOB, SYNC_JOB};
 
 pub const IMPORT_JOB: &str = "channels.import";
 pub const PUSH_JOB: &str = "channels.push";
@@ -87,6 +92,10 @@ pub struct SeaOrmChannels {
     cipher: Cipher,
     urls: UrlPolicy,
     batch: u64,
+    /// `None` when `rate_limits` is off: calls are not paced.
+    limiter: Option<RateLimiter>,
+    /// Seconds between scheduled reconciles; 0: none.
+    reconcile_every: u64,
 }
 
 /// Why a base URL is refused, in the words of a store's address.
@@ -164,8 +173,25 @@ impl SeaOrmChannels {
         cipher: Cipher,
         urls: UrlPolicy,
         settings: &Settings,
+        limiter: RateLimiter,
     ) -> Self {
-        Self { db, inventory, drivers, cipher, urls, batch: settings.push_batch_size }
+        let limiter = settings.rate_limits.then_some(limiter);
+        Self {
+            db,
+            inventory,
+            drivers,
+            cipher,
+            urls,
+            batch: settings.push_batch_size,
+            limiter,
+            reconcile_every: settings.reconcile_interval_secs,
+        }
+    }
+
+    /// The token bucket of a connection's credential.
+    fn pace(&self, c: &connection::Model, credentials: &BTreeMap<String, String>) -> ApiResult<Pace> {
+        let policy = self.driver(&c.channel)?.policy();
+        Ok(Pace::new(self.limiter.clone(), &c.channel, &c.base_url, credentials, policy))
     }
 
     fn driver(&self, channel: &str) -> ApiResult<&Arc<dyn ChannelDriver>> {
@@ -484,10 +510,12 @@ impl SeaOrmChannels {
         }
         let driver = self.driver(&c.channel)?.clone();
         let credentials = self.credentials(c)?;
+        let pace = self.pace(c, &credentials)?;
         let store = Store {
             base_url: &c.base_url,
             credentials: &credentials,
             location_id: c.remote_location_id.as_deref(),
+            pace: &pace,
         };
         loop {
             let dirty = tenant
@@ -506,37 +534,11 @@ impl SeaOrmChannels {
                 return Ok(());
             }
             let atp = self.atp(tenant, c, dirty.iter().map(|m| m.product_id).collect()).await?;
-            let pushes: Vec<Push> = dirty
-                .iter()
-                .map(|m| Push {
-                    remote_product_id: m.remote_product_id.clone(),
-                    remote_variant_id: m.remote_variant_id.clone(),
-                    inventory_item_id: m.inventory_item_id.clone(),
-                    quantity: atp.get(&m.product_id).copied().unwrap_or(0),
-                })
-                .collect();
+            let pushes = sync::pushes_of(&dirty, &atp);
             driver.push_quantities(&store, &pushes).await.map_err(Stop::Store)?;
             self.recovered(tenant, c).await?;
-            let now = Utc::now();
             let txn = crate::platform::db::begin(&self.db).await?;
-            for (m, push) in dirty.iter().zip(&pushes) {
-                tenant
-                    .update_many::<mapping::Entity>()
-                    .filter(mapping::Column::Id.eq(m.id))
-                    .col_expr(mapping::Column::LastPushedQuantity, Expr::value(push.quantity))
-                    .col_expr(mapping::Column::LastPushedAt, Expr::value(now))
-                    .col_expr(mapping::Column::UpdatedAt, Expr::value(now))
-                    .exec(&txn)
-                    .await?;
-                // Clean only if no change came while the push was on its way.
-                tenant
-                    .update_many::<mapping::Entity>()
-                    .filter(mapping::Column::Id.eq(m.id))
-                    .filter(mapping::Column::Changes.eq(m.changes))
-                    .col_expr(mapping::Column::Dirty, Expr::value(false))
-                    .exec(&txn)
-                    .await?;
-            }
+            sync::record_pushed(&txn, tenant, dirty.iter().zip(&pushes)).await?;
             txn.commit().await?;
         }
     }
@@ -689,10 +691,12 @@ impl SeaOrmChannels {
     ) -> Result<(), Stop> {
         let driver = self.driver(&c.channel)?.clone();
         let credentials = self.credentials(c)?;
+        let pace = self.pace(c, &credentials)?;
         let store = Store {
             base_url: &c.base_url,
             credentials: &credentials,
             location_id: c.remote_location_id.as_deref(),
+            pace: &pace,
         };
         let page = driver.list_products(&store, None, r.cursor.as_deref()).await.map_err(Stop::Store)?;
         self.recovered(tenant, c).await?;
@@ -1136,6 +1140,11 @@ impl ChannelService for SeaOrmChannels {
             .filter(mapping::Column::ConnectionId.eq(id))
             .exec(&txn)
             .await?;
+        tenant
+            .delete_many::<entity::channel_drift::Entity>()
+            .filter(entity::channel_drift::Column::ConnectionId.eq(id))
+            .exec(&txn)
+            .await?;
         tenant.delete_many::<run::Entity>().filter(run::Column::ConnectionId.eq(id)).exec(&txn).await?;
         tenant
             .delete_many::<receipt::Entity>()
@@ -1156,10 +1165,12 @@ impl ChannelService for SeaOrmChannels {
         let c = find_connection(&self.db, tenant, id).await?;
         let driver = self.driver(&c.channel)?;
         let credentials = self.credentials(&c)?;
+        let pace = self.pace(&c, &credentials)?;
         let store = Store {
             base_url: &c.base_url,
             credentials: &credentials,
             location_id: c.remote_location_id.as_deref(),
+            pace: &pace,
         };
         match driver.fetch_product(&store, remote_id).await {
             Ok(product) => {
@@ -1187,6 +1198,10 @@ impl ChannelService for SeaOrmChannels {
             created: Set(0),
             skipped: Set(0),
             error: Set(None),
+            total: Set(0),
+            done: Set(0),
+            failed: Set(0),
+            drifted: Set(0),
             started_at: Set(None),
             finished_at: Set(None),
             created_at: Set(now),
@@ -1210,6 +1225,37 @@ impl ChannelService for SeaOrmChannels {
             .await?
             .ok_or_else(|| ApiError::not_found("channel import"))?;
         Ok(r.into())
+    }
+
+    async fn start_sync(&self, tenant: TenantScope, id: Uuid) -> ApiResult<SyncRunView> {
+        self.start_run(tenant, id, PUSH).await
+    }
+
+    async fn start_reconcile(&self, tenant: TenantScope, id: Uuid) -> ApiResult<SyncRunView> {
+        self.start_run(tenant, id, RECONCILE).await
+    }
+
+    async fn list_sync_runs(
+        &self,
+        tenant: TenantScope,
+        id: Uuid,
+        list: &ListRequest,
+    ) -> ApiResult<Paged<SyncRunView>> {
+        self.sync_runs(tenant, id, list).await
+    }
+
+    async fn get_sync_run(&self, tenant: TenantScope, id: Uuid, run_id: Uuid) -> ApiResult<SyncRunView> {
+        Ok(self.find_sync_run(tenant, id, run_id).await?.into())
+    }
+
+    async fn list_drifts(
+        &self,
+        tenant: TenantScope,
+        id: Uuid,
+        run_id: Uuid,
+        list: &ListRequest,
+    ) -> ApiResult<Paged<DriftView>> {
+        self.drifts(tenant, id, run_id, list).await
     }
 
     async fn list_mappings(
@@ -1352,7 +1398,7 @@ impl ChannelService for SeaOrmChannels {
     }
 }
 
-/// The two jobs, for the stores of every tenant.
+/// The import and push jobs, for the stores of every tenant.
 struct Job {
     channels: Arc<SeaOrmChannels>,
     push: bool,
@@ -1362,6 +1408,8 @@ pub fn handlers(channels: &Arc<SeaOrmChannels>) -> Vec<(&'static str, Arc<dyn Jo
     vec![
         (IMPORT_JOB, Arc::new(Job { channels: channels.clone(), push: false })),
         (PUSH_JOB, Arc::new(Job { channels: channels.clone(), push: true })),
+        (SYNC_JOB, Arc::new(sync::SyncJob(channels.clone()))),
+        (RECONCILE_SCAN_JOB, Arc::new(sync::ReconcileScan(channels.clone()))),
     ]
 }
 
@@ -1393,8 +1441,15 @@ impl JobHandler for Job {
 pub struct StockChanged(pub Arc<SeaOrmChannels>);
 
 /// The inventory events that change what a store may sell.
-const STOCK_EVENTS: [&str; 5] =
-    ["stock.adjusted", "stock.transferred", "stock.reserved", "stock.released", "stock.shipped"];
+const STOCK_EVENTS: [&str; 6] = [
+    "stock.adjusted",
+    "stock.transferred",
+    "stock.reserved",
+    "stock.released",
+    "stock.shipped",
+    // A purchase order's receipt books stock without a `stock.*` event.
+    "goods.received",
+];
 
 #[async_trait::async_trait]
 impl Listener for StockChanged {

@@ -51,6 +51,7 @@ impl Shopify {
         variables: Value,
     ) -> Result<Value, DriverError> {
         let url = store.url(&format!("admin/api/{}/graphql.json", self.api_version));
+        store.pace.turn().await;
         let res = self
             .http
             .post(url)

@@ -47,7 +47,12 @@ impl WooCommerce {
             .basic_auth(store.credential("consumer_key"), Some(store.credential("consumer_secret")))
     }
 
-    async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, DriverError> {
+    async fn send(
+        &self,
+        store: &Store<'_>,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, DriverError> {
+        store.pace.turn().await;
         let res = request.send().await.map_err(DriverError::transport)?;
         if res.status().is_success() {
             Ok(res)
@@ -102,8 +107,9 @@ impl ChannelDriver for WooCommerce {
         if remote_id.is_empty() || !remote_id.bytes().all(|b| b.is_ascii_digit()) {
             return Err(DriverError::NotFound(format!("the store has no product {remote_id}")));
         }
-        let res =
-            self.send(self.request(store, reqwest::Method::GET, &format!("products/{remote_id}"))).await?;
+        let res = self
+            .send(store, self.request(store, reqwest::Method::GET, &format!("products/{remote_id}")))
+            .await?;
         product(&body(res).await?)
     }
 
@@ -121,7 +127,7 @@ impl ChannelDriver for WooCommerce {
         }
         let url = url::Url::parse_with_params(&store.url("wp-json/wc/v3/products"), &query)
             .map_err(|e| DriverError::Failed(format!("the base URL does not make a product URL: {e}")))?;
-        let res = self.send(self.request_to(store, reqwest::Method::GET, url)).await?;
+        let res = self.send(store, self.request_to(store, reqwest::Method::GET, url)).await?;
         let pages: u32 = res
             .headers()
             .get("x-wp-totalpages")
@@ -146,7 +152,7 @@ impl ChannelDriver for WooCommerce {
                 .collect();
             let request =
                 self.request(store, reqwest::Method::POST, "products/batch").json(&json!({"update": update}));
-            let answer = body(self.send(request).await?).await?;
+            let answer = body(self.send(store, request).await?).await?;
             let failed: Vec<String> = answer["update"]
                 .as_array()
                 .into_iter()

@@ -465,8 +465,16 @@ impl ProcurementService for SeaOrmProcurement {
             .col_expr(po::Column::UpdatedAt, Expr::value(Utc::now()))
             .exec(&txn)
             .await?;
-        let items: Vec<_> =
-            receipt.iter().map(|r| json!({"line_id": r.line_id, "quantity": r.quantity})).collect();
+        // Which product came into which warehouse: what stock listeners
+        // (channels' pushes) need.
+        let items: Vec<_> = receipt
+            .iter()
+            .map(|r| {
+                let product_id = lines.iter().find(|l| l.id == r.line_id).map(|l| l.product_id);
+                json!({"line_id": r.line_id, "product_id": product_id, "warehouse_id": order.warehouse_id,
+                    "quantity": r.quantity})
+            })
+            .collect();
         let data =
             json!({"purchase_order_id": id, "lines": items, "value": value, "currency": order.currency});
         events::publish(&txn, tenant.id(), &super::GOODS_RECEIVED, data).await?;

@@ -9,7 +9,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 
-use super::{Decision, emission_interval};
+use super::{Bucket, Decision, emission_interval};
 
 type Keyed =
     governor::RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
@@ -24,6 +24,8 @@ const SWEEP_EVERY: u64 = 4096;
 #[derive(Default)]
 pub(super) struct Memory {
     limiters: RwLock<HashMap<NonZeroU32, Arc<Keyed>>>,
+    /// The token buckets, one keyed limiter per rate and burst.
+    buckets: RwLock<HashMap<Bucket, Arc<Keyed>>>,
     checks: AtomicU64,
 }
 
@@ -73,6 +75,27 @@ impl Memory {
         decision
     }
 
+    /// One token of `key`'s bucket, or the time until the next.
+    pub(super) fn take(&self, key: &str, bucket: Bucket) -> Result<(), std::time::Duration> {
+        let limiter = {
+            let found = self.buckets.read().unwrap_or_else(PoisonError::into_inner).get(&bucket).cloned();
+            found.unwrap_or_else(|| {
+                let mut buckets = self.buckets.write().unwrap_or_else(PoisonError::into_inner);
+                Arc::clone(buckets.entry(bucket).or_insert_with(|| {
+                    let quota = governor::Quota::with_period(bucket.interval())
+                        .unwrap_or_else(|| governor::Quota::per_second(bucket.per_second))
+                        .allow_burst(bucket.burst);
+                    Arc::new(governor::RateLimiter::keyed(quota).with_middleware())
+                }))
+            })
+        };
+        let taken = limiter.check_key(&key.to_owned()).map(|_| ());
+        if self.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            self.sweep();
+        }
+        taken.map_err(|not_until| not_until.wait_time_from(limiter.clock().now()))
+    }
+
     fn limiter(&self, limit: NonZeroU32) -> Arc<Keyed> {
         if let Some(limiter) = self.limiters.read().unwrap_or_else(PoisonError::into_inner).get(&limit) {
             return Arc::clone(limiter);
@@ -86,8 +109,9 @@ impl Memory {
 
     /// Forgets the keys whose buckets are full, which is the same as never seen.
     fn sweep(&self) {
-        let limiters: Vec<_> =
+        let mut limiters: Vec<_> =
             self.limiters.read().unwrap_or_else(PoisonError::into_inner).values().cloned().collect();
+        limiters.extend(self.buckets.read().unwrap_or_else(PoisonError::into_inner).values().cloned());
         for limiter in limiters {
             limiter.retain_recent();
             limiter.shrink_to_fit();

@@ -19,6 +19,22 @@ pub struct Quota {
     pub per_minute: Option<u32>,
 }
 
+/// A token bucket: `per_second` tokens added a second, at most `burst`
+/// held. Callers that must not be refused (calls to a sales channel) wait
+/// for the next token instead, see [`RateLimiter::take`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Bucket {
+    pub per_second: NonZeroU32,
+    pub burst: NonZeroU32,
+}
+
+impl Bucket {
+    /// One token every `1 s / per_second`.
+    fn interval(self) -> Duration {
+        Duration::from_secs(1) / self.per_second.get()
+    }
+}
+
 /// The outcome of one check, with what the X-RateLimit-* headers need.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Decision {
@@ -134,6 +150,16 @@ impl RateLimiter {
         out
     }
 
+    /// Take one token from `key`'s `bucket`: `Ok` when taken, otherwise
+    /// how long until the next one is there (nothing is taken then).
+    /// Buckets are GCRA like quotas, keyed apart from them.
+    pub async fn take(&self, key: &str, bucket: Bucket) -> Result<(), Duration> {
+        match &self.0 {
+            Backend::Memory(memory) => memory.take(key, bucket),
+            Backend::Redis(shared) => shared.take(key, bucket).await,
+        }
+    }
+
     /// Why the shared limiter is not in use right now (None when fine or in-process by design).
     pub fn degraded(&self) -> Option<String> {
         match &self.0 {
@@ -242,6 +268,20 @@ mod tests {
     #[tokio::test]
     async fn a_weighted_request_spends_its_weight() {
         super::assert_weighted(&RateLimiter::memory(), "weighted").await;
+    }
+
+    #[tokio::test]
+    async fn a_bucket_gives_its_burst_then_says_how_long_to_wait() {
+        let limiter = RateLimiter::memory();
+        let bucket = Bucket { per_second: NonZeroU32::new(2).unwrap(), burst: NonZeroU32::new(3).unwrap() };
+        for i in 0..3 {
+            assert_eq!(limiter.take("b", bucket).await, Ok(()), "token {i}");
+        }
+        let wait = limiter.take("b", bucket).await.unwrap_err();
+        assert!(wait > Duration::ZERO && wait <= Duration::from_millis(500), "{wait:?}");
+        // Another key, and a quota on the same key, are other buckets.
+        assert_eq!(limiter.take("c", bucket).await, Ok(()));
+        assert!(limiter.check("b", SIXTY).await.allowed);
     }
 
     #[tokio::test]

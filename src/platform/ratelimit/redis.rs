@@ -7,7 +7,7 @@ use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::memory::Memory;
-use super::{Decision, emission_interval};
+use super::{Bucket, Decision, emission_interval};
 use crate::platform::redis::Redis;
 
 /// GCRA in integer microseconds (exact in Lua's doubles, unlike nanoseconds
@@ -95,12 +95,50 @@ impl Shared {
         }
     }
 
+    /// One token of `key`'s bucket (key `rl:b<per_second>/<burst>:<key>`),
+    /// or the time until the next; in memory while Redis is unusable.
+    pub(super) async fn take(&self, key: &str, bucket: Bucket) -> Result<(), Duration> {
+        let retry_at = self.health().retry_at;
+        if retry_at.is_some_and(|at| Instant::now() < at) {
+            return self.fallback.take(key, bucket);
+        }
+        let interval_us = u64::try_from(bucket.interval().as_micros()).unwrap_or(u64::MAX).max(1);
+        let args =
+            [(format!("b{}/{}:{key}", bucket.per_second, bucket.burst), interval_us, bucket.burst.get())];
+        let reply = match tokio::time::timeout(self.timeout, self.invoke(&args, NonZeroU32::MIN)).await {
+            Ok(Ok(reply)) if reply.len() == 4 => reply,
+            Ok(Ok(reply)) => {
+                return self.take_in_memory(key, bucket, format!("unexpected script reply {reply:?}"));
+            }
+            Ok(Err(err)) => return self.take_in_memory(key, bucket, err.to_string()),
+            Err(_) => {
+                let why = format!("no answer within {} ms", self.timeout.as_millis());
+                return self.take_in_memory(key, bucket, why);
+            }
+        };
+        self.recovered();
+        if reply[0] == 1 { Ok(()) } else { Err(Duration::from_micros(u64::try_from(reply[3]).unwrap_or(0))) }
+    }
+
+    fn take_in_memory(&self, key: &str, bucket: Bucket, reason: String) -> Result<(), Duration> {
+        self.failed(reason);
+        self.fallback.take(key, bucket)
+    }
+
     pub(super) fn degraded(&self) -> Option<String> {
         self.health().degraded.clone()
     }
 
     async fn eval(&self, checks: &[(&str, NonZeroU32)], weight: NonZeroU32) -> Result<Vec<Decision>, String> {
-        let reply = match tokio::time::timeout(self.timeout, self.invoke(checks, weight)).await {
+        let args: Vec<(String, u64, u32)> = checks
+            .iter()
+            .map(|(key, limit)| {
+                let interval_us =
+                    u64::try_from(emission_interval(*limit).as_micros()).unwrap_or(u64::MAX).max(1);
+                (format!("{limit}:{key}"), interval_us, limit.get())
+            })
+            .collect();
+        let reply = match tokio::time::timeout(self.timeout, self.invoke(&args, weight)).await {
             Ok(Ok(reply)) => reply,
             Ok(Err(err)) => return Err(err.to_string()),
             Err(_) => return Err(format!("no answer within {} ms", self.timeout.as_millis())),
@@ -122,21 +160,20 @@ impl Shared {
 
     /// Runs the script in one round trip: EVALSHA once the SHA is known,
     /// EVAL (which caches the script again) if Redis lost it in a restart.
+    /// Each bucket is `(key under rl:, emission interval in µs, burst)`.
     async fn invoke(
         &self,
-        checks: &[(&str, NonZeroU32)],
+        buckets: &[(String, u64, u32)],
         weight: NonZeroU32,
     ) -> ::redis::RedisResult<Vec<i64>> {
         let eval = |command: &str, script: &str| {
             let mut cmd = ::redis::cmd(command);
-            cmd.arg(script).arg(checks.len());
-            for (key, limit) in checks {
-                cmd.arg(self.redis.key(&format!("rl:{limit}:{key}")));
+            cmd.arg(script).arg(buckets.len());
+            for (key, _, _) in buckets {
+                cmd.arg(self.redis.key(&format!("rl:{key}")));
             }
-            for (_, limit) in checks {
-                let interval_us =
-                    u64::try_from(emission_interval(*limit).as_micros()).unwrap_or(u64::MAX).max(1);
-                cmd.arg(interval_us).arg(limit.get());
+            for (_, interval_us, burst) in buckets {
+                cmd.arg(*interval_us).arg(*burst);
             }
             cmd.arg(weight.get());
             cmd
@@ -251,6 +288,24 @@ mod tests {
         // The tenant's bucket was not spent by the refused request.
         assert_eq!(limiter.check(&tenant, SIXTY).await.remaining, 58);
         assert_eq!(limiter.degraded(), None);
+    }
+
+    #[tokio::test]
+    #[ignore = "needs Redis: set NEXUS_TEST_REDIS_URL and run with --include-ignored (.ci/run does)"]
+    async fn instances_share_one_bucket() {
+        let redis = test_redis();
+        let (a, b) = (RateLimiter::redis(redis.clone(), TIMEOUT), RateLimiter::redis(redis, TIMEOUT));
+        let bucket = super::super::Bucket { per_second: NonZeroU32::MIN, burst: NonZeroU32::new(4).unwrap() };
+        let key = unique_key();
+        for _ in 0..2 {
+            assert_eq!(a.take(&key, bucket).await, Ok(()));
+            assert_eq!(b.take(&key, bucket).await, Ok(()));
+        }
+        for limiter in [&a, &b] {
+            let wait = limiter.take(&key, bucket).await.unwrap_err();
+            assert!(wait > Duration::ZERO && wait <= Duration::from_secs(1), "{wait:?}");
+            assert_eq!(limiter.degraded(), None);
+        }
     }
 
     #[tokio::test]
