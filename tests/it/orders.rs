@@ -1849,9 +1849,12 @@ fn serve(app: &TestApp, dir: &std::path::Path, delay_ms: u64) -> std::process::C
         .env("NEXUS_MODULES__ORDERS__SIMULATED__SUCCESS_RATE", "0.8")
         .stdout(std::process::Stdio::piped());
     let mut child = cmd.spawn().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    out.read_line(&mut line).unwrap();
     assert!(line.contains("Nexus is running"), "{line}");
+    // Keep reading: a closed pipe would fail the server's next line.
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
     child
 }
 
