@@ -18,6 +18,7 @@ pub mod job;
 pub mod journal_entry;
 pub mod license;
 pub mod order;
+pub mod order_gateway_callback;
 pub mod order_import;
 pub mod order_import_chunk;
 pub mod order_line;

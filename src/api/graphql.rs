@@ -886,6 +886,10 @@ mod tests {
             "receive_channel_webhook",
             "a store calls it, signed with the connection's secret: not an API to program against",
         ),
+        (
+            "receive_stripe_callback",
+            "Stripe calls it, signed with the endpoint's secret: an inbound receiver, not an API to program against",
+        ),
     ];
 
     /// The fields of each object type of the schema, from its SDL.

@@ -2,12 +2,17 @@
 //! Nexus uses it: form-encoded requests, a bearer secret key, and
 //! `Idempotency-Key` replays (the same key answers what it answered first,
 //! without acting again). It can lose answers: the first `lose` calls are
-//! carried out and then answered 500, as a timeout would leave them.
+//! carried out and then answered 500, as a timeout would leave them. It
+//! can be slow: the first PaymentIntent it creates is recorded under its
+//! key at once and answered only after `delay` (a caller that gave up
+//! meanwhile finds it on retry, as at Stripe). And it can be down: every
+//! call answered 503 without acting.
 
 use std::{
     collections::HashMap,
     net::TcpListener,
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
@@ -34,6 +39,9 @@ struct State {
     intents: HashMap<String, (i64, i64)>,
     refunds: usize,
     lose: usize,
+    /// How long the first PaymentIntent's creation is answered late.
+    delay: Option<Duration>,
+    down: bool,
 }
 
 pub struct FakeStripe {
@@ -43,7 +51,16 @@ pub struct FakeStripe {
 
 impl FakeStripe {
     pub async fn start(lose: usize) -> Self {
-        let state = Arc::new(Mutex::new(State { lose, ..State::default() }));
+        Self::start_with(State { lose, ..State::default() })
+    }
+
+    /// A Stripe that answers the first PaymentIntent it creates after `delay`.
+    pub async fn start_slow(delay: Duration) -> Self {
+        Self::start_with(State { delay: Some(delay), ..State::default() })
+    }
+
+    fn start_with(state: State) -> Self {
+        let state = Arc::new(Mutex::new(state));
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
         let data = web::Data::new(state.clone());
@@ -69,6 +86,11 @@ impl FakeStripe {
     pub fn refunds(&self) -> usize {
         self.state.lock().unwrap().refunds
     }
+
+    /// Down (every call 503, nothing done) or up again.
+    pub fn set_down(&self, down: bool) {
+        self.state.lock().unwrap().down = down;
+    }
 }
 
 fn error(kind: &str, code: &str, message: &str) -> Value {
@@ -84,15 +106,31 @@ async fn answer(req: HttpRequest, body: web::Bytes, state: web::Data<Arc<Mutex<S
         authorization: header("authorization").unwrap_or_default(),
         form: url::form_urlencoded::parse(&body).into_owned().collect(),
     };
-    let mut state = state.lock().unwrap();
-    state.calls.push(call.clone());
-    let (status, body) = if call.authorization != format!("Bearer {SECRET}") {
+    let (status, body, late) = {
+        let mut state = state.lock().unwrap();
+        state.calls.push(call.clone());
+        let created_before = state.intents.len();
+        let (status, body) = respond(&mut state, &call);
+        let first_intent = created_before == 0 && state.intents.len() == 1;
+        (status, body, state.delay.filter(|_| first_intent))
+    };
+    if let Some(delay) = late {
+        tokio::time::sleep(delay).await;
+    }
+    HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap()).json(body)
+}
+
+fn respond(state: &mut State, call: &Call) -> (u16, Value) {
+    if state.down {
+        return (503, error("api_error", "unavailable", "Stripe is unavailable"));
+    }
+    if call.authorization != format!("Bearer {SECRET}") {
         (401, error("invalid_request_error", "api_key_invalid", "Invalid API Key provided"))
     } else if let Some(key) = &call.key {
         match state.answers.get(key).cloned() {
             Some(first) => first,
             None => {
-                let first = act(&mut state, &call);
+                let first = act(state, call);
                 state.answers.insert(key.clone(), first.clone());
                 if state.lose > 0 {
                     state.lose -= 1;
@@ -103,9 +141,8 @@ async fn answer(req: HttpRequest, body: web::Bytes, state: web::Data<Arc<Mutex<S
             }
         }
     } else {
-        act(&mut state, &call)
-    };
-    HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap()).json(body)
+        act(state, call)
+    }
 }
 
 fn act(state: &mut State, call: &Call) -> (u16, Value) {

@@ -2,8 +2,14 @@ use serde_json::Value;
 
 use crate::helpers::{TestApp, assert_problem};
 
-const PUBLIC: &[&str] =
-    &["/health", "/ready", "/api/v1/auth/register", "/api/v1/auth/login", "/api/v1/channel-webhooks/{id}"];
+const PUBLIC: &[&str] = &[
+    "/health",
+    "/ready",
+    "/api/v1/auth/register",
+    "/api/v1/auth/login",
+    "/api/v1/channel-webhooks/{id}",
+    "/api/v1/orders/payments/stripe/callback/{tenant_id}",
+];
 
 #[tokio::test]
 async fn the_served_document_is_the_committed_one() {
@@ -26,7 +32,10 @@ async fn every_non_public_operation_requires_authentication() {
     let doc = nexus::api::openapi(&nexus::modules::offline().unwrap());
     let mut checked = 0;
     for (method, path, operation) in crate::helpers::operations(&doc) {
-        let concrete = path.replace("{id}", &uuid::Uuid::now_v7().to_string()).replace("{role}", "admin");
+        let concrete = path
+            .replace("{id}", &uuid::Uuid::now_v7().to_string())
+            .replace("{tenant_id}", &uuid::Uuid::now_v7().to_string())
+            .replace("{role}", "admin");
         let res = app.request(method.clone(), &concrete, None).send().await.unwrap();
         if PUBLIC.contains(&path.as_str()) {
             assert_ne!(res.status(), 401, "{method} {path} must be public");

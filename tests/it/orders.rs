@@ -1851,4 +1851,481 @@ async fn without_redis_a_rebuild_has_nothing_to_do() {
     let res = app.post("/api/v1/orders/kpis/rebuild", &tenant.token, json!({})).await;
     assert_eq!(res.status(), 200);
     assert_eq!(json(res).await["data"], json!({"backend": "database", "orders": 0, "refunds": 0}));
+/// The endpoint secret the Stripe callbacks of these tests are signed with.
+const WHSEC: &str = "whsec_nexus_test";
+
+/// An app whose payments go to `stripe` and whose Stripe callbacks verify
+/// with [`WHSEC`] (signatures at most `tolerance` seconds old).
+async fn with_stripe_callbacks(stripe: &crate::fake_stripe::FakeStripe, tolerance: u32) -> TestApp {
+    let url = stripe.url.clone();
+    TestApp::spawn_adjusted(move |f| {
+        f.merge(("modules.orders.gateway", "stripe"))
+            .merge(("modules.orders.stripe.api_base", url))
+            .merge(("modules.orders.stripe.secret_key", crate::fake_stripe::SECRET))
+            .merge(("modules.orders.stripe.webhook_secret", WHSEC))
+            .merge(("modules.orders.stripe.webhook_tolerance_seconds", tolerance))
+    })
+    .await
+}
+
+/// `Stripe-Signature` for `body` at unix time `t`, as Stripe computes it.
+fn stripe_signature(secret: &str, t: i64, body: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{t}.{body}").as_bytes());
+    format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// A Stripe event of `kind` about `object`.
+fn stripe_event(id: &str, kind: &str, object: Value) -> String {
+    json!({"id": id, "object": "event", "type": kind, "api_version": "2024-06-20", "livemode": false,
+        "created": chrono::Utc::now().timestamp(), "data": {"object": object}})
+    .to_string()
+}
+
+/// POST `body` to the tenant's Stripe callback URL with `signature`.
+async fn callback(
+    app: &TestApp,
+    tenant: uuid::Uuid,
+    signature: Option<String>,
+    body: &str,
+) -> reqwest::Response {
+    let mut req = app
+        .request(Method::POST, &format!("/api/v1/orders/payments/stripe/callback/{tenant}"), None)
+        .header("Content-Type", "application/json; charset=utf-8")
+        .body(body.to_owned());
+    if let Some(signature) = signature {
+        req = req.header("Stripe-Signature", signature);
+    }
+    req.send().await.unwrap()
+}
+
+/// POST `body` signed now with [`WHSEC`].
+async fn signed_callback(app: &TestApp, tenant: uuid::Uuid, body: &str) -> reqwest::Response {
+    let signature = stripe_signature(WHSEC, chrono::Utc::now().timestamp(), body);
+    callback(app, tenant, Some(signature), body).await
+}
+
+/// An order whose charge went to a Stripe that is down: `reserved`, its
+/// payment `pending` (sent, unanswered).
+async fn unanswered(app: &TestApp, tenant: &Tenant, s: &Shop, sku: &str) -> String {
+    let placed = place(app, &tenant.token, order_body(s, sku, 1)).await;
+    let id = placed["id"].as_str().unwrap().to_owned();
+    eventually(10, || async {
+        let order = get_order(app, tenant, &id).await;
+        (order["status"] == "reserved" && order["payments"][0]["status"] == "pending").then_some(())
+    })
+    .await;
+    id
+}
+
+/// The outcomes of the tenant's logged Stripe callbacks, oldest first.
+async fn callback_log(app: &TestApp, tenant: &Tenant) -> Vec<String> {
+    use entity::order_gateway_callback::{Column, Entity};
+    SystemScope
+        .find::<Entity>()
+        .filter(Column::TenantId.eq(tenant.id))
+        .order_by_asc(Column::Id)
+        .all(&app.state.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.outcome)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_signed_stripe_callback_settles_an_unanswered_payment_once() {
+    let stripe = crate::fake_stripe::FakeStripe::start(0).await;
+    stripe.set_down(true);
+    let app = with_stripe_callbacks(&stripe, 300).await;
+    let tenant = app.register().await;
+    let s = shop(&app, &tenant, "DESK", 2).await;
+    let id = unanswered(&app, &tenant, &s, "DESK").await;
+    let intent = json!({"id": "pi_cb_1", "object": "payment_intent", "amount": 2499, "currency": "eur",
+        "status": "succeeded", "metadata": {"nexus_key": format!("order:{id}:charge")}});
+    let event = stripe_event("evt_1", "payment_intent.succeeded", intent.clone());
+    let res = signed_callback(&app, tenant.id, &event).await;
+    assert_eq!(res.status(), 200);
+    let received = json(res).await["data"].clone();
+    assert_eq!(
+        (received["event_id"].as_str(), received["event_type"].as_str(), received["outcome"].as_str()),
+        (Some("evt_1"), Some("payment_intent.succeeded"), Some("applied"))
+    );
+    let done = reaches(&app, &tenant, &id, "completed").await;
+    assert_eq!(done["payments"].as_array().unwrap().len(), 1);
+    assert_eq!(done["payments"][0]["status"], "captured");
+    assert_eq!(done["payments"][0]["gateway_reference"], "pi_cb_1");
+    assert_eq!(statuses(&done), ["pending", "reserved", "paid", "fulfilled", "completed"]);
+    assert_eq!(level(&app, &tenant, &s).await, (1, 0));
+
+    // The same event again: a replay, refused; nothing changes.
+    let res = signed_callback(&app, tenant.id, &event).await;
+    assert_problem(res, 401, "unauthenticated").await;
+    // Another event about the same intent: applied already, unchanged.
+    let again = stripe_event("evt_2", "payment_intent.succeeded", intent);
+    let res = signed_callback(&app, tenant.id, &again).await;
+    assert_eq!(json(res).await["data"]["outcome"], "unchanged");
+    // Nor does a late failure of it undo the capture.
+    let late = json!({"id": "pi_cb_1", "object": "payment_intent", "status": "requires_payment_method",
+        "metadata": {"nexus_key": format!("order:{id}:charge")}});
+    let res =
+        signed_callback(&app, tenant.id, &stripe_event("evt_3", "payment_intent.payment_failed", late)).await;
+    assert_eq!(json(res).await["data"]["outcome"], "unchanged");
+    // An event Nexus does not act on, and one about nothing of this tenant.
+    let other = stripe_event("evt_4", "customer.created", json!({"id": "cus_1", "object": "customer"}));
+    assert_eq!(json(signed_callback(&app, tenant.id, &other).await).await["data"]["outcome"], "ignored");
+    let stranger = stripe_event(
+        "evt_5",
+        "payment_intent.succeeded",
+        json!({"id": "pi_elsewhere", "object": "payment_intent", "status": "succeeded"}),
+    );
+    assert_eq!(json(signed_callback(&app, tenant.id, &stranger).await).await["data"]["outcome"], "ignored");
+    let after = get_order(&app, &tenant, &id).await;
+    assert_eq!(
+        (after["history"].clone(), after["payments"].clone()),
+        (done["history"].clone(), done["payments"].clone())
+    );
+    assert_eq!(
+        callback_log(&app, &tenant).await,
+        ["applied", "replayed", "unchanged", "unchanged", "ignored", "ignored"]
+    );
+    assert_eq!(stripe.intents(), 0, "Stripe was down: the callback settled it");
+}
+
+#[tokio::test]
+async fn forged_stale_and_misdirected_stripe_callbacks_are_refused_and_change_nothing() {
+    let stripe = crate::fake_stripe::FakeStripe::start(0).await;
+    stripe.set_down(true);
+    let app = with_stripe_callbacks(&stripe, 60).await;
+    let tenant = app.register().await;
+    let s = shop(&app, &tenant, "CHAIR", 2).await;
+    let id = unanswered(&app, &tenant, &s, "CHAIR").await;
+    let before = get_order(&app, &tenant, &id).await;
+    let intent = json!({"id": "pi_cb_2", "object": "payment_intent", "status": "succeeded",
+        "metadata": {"nexus_key": format!("order:{id}:charge")}});
+    let event = stripe_event("evt_forged", "payment_intent.succeeded", intent);
+    let now = chrono::Utc::now().timestamp();
+    let good = stripe_signature(WHSEC, now, &event);
+    let refusals = [
+        // No signature, another secret, a tampered body, a garbled header.
+        (None, event.clone()),
+        (Some(stripe_signature("whsec_attacker", now, &event)), event.clone()),
+        (Some(good.clone()), event.replace("pi_cb_2", "pi_cb_3")),
+        (Some(format!("t={now},v1=not-hex")), event.clone()),
+        (Some(good.replace("v1=", "v0=")), event.clone()),
+        // Signed, but older or newer than the 60 s tolerance.
+        (Some(stripe_signature(WHSEC, now - 100, &event)), event.clone()),
+        (Some(stripe_signature(WHSEC, now + 100, &event)), event.clone()),
+    ];
+    for (signature, body) in refusals {
+        let problem =
+            assert_problem(callback(&app, tenant.id, signature, &body).await, 401, "unauthenticated").await;
+        assert!(problem["detail"].as_str().unwrap().starts_with("the callback does not verify"), "{problem}");
+    }
+    assert_eq!(
+        callback_log(&app, &tenant).await,
+        ["forged", "forged", "forged", "forged", "forged", "stale", "stale"]
+    );
+    // Signed for this tenant, sent to another's URL: not verified there
+    // either way, and it finds nothing of the other tenant.
+    let other = app.register().await;
+    let res = signed_callback(&app, other.id, &event).await;
+    assert_eq!(json(res).await["data"]["outcome"], "ignored");
+    // An unknown tenant, and a body that is not JSON.
+    assert_problem(signed_callback(&app, uuid::Uuid::now_v7(), &event).await, 404, "not_found").await;
+    let res = app
+        .request(Method::POST, &format!("/api/v1/orders/payments/stripe/callback/{}", tenant.id), None)
+        .header("Content-Type", "text/plain")
+        .header("Stripe-Signature", good.clone())
+        .body(event.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, 415, "unsupported_media_type").await;
+    let after = get_order(&app, &tenant, &id).await;
+    assert_eq!(after["status"], "reserved");
+    assert_eq!(
+        (after["payments"].clone(), after["history"].clone()),
+        (before["payments"].clone(), before["history"].clone())
+    );
+    assert_eq!(level(&app, &tenant, &s).await, (2, 1));
+
+    // A signature within the tolerance, for a failed payment: the order
+    // fails and its stock is released.
+    let failed = json!({"id": "pi_cb_2", "object": "payment_intent", "status": "requires_payment_method",
+        "last_payment_error": {"message": "Your card has insufficient funds."},
+        "metadata": {"nexus_key": format!("order:{id}:charge")}});
+    let event = stripe_event("evt_failed", "payment_intent.payment_failed", failed);
+    let res = callback(&app, tenant.id, Some(stripe_signature(WHSEC, now - 30, &event)), &event).await;
+    assert_eq!(json(res).await["data"]["outcome"], "applied");
+    let order = reaches(&app, &tenant, &id, "failed").await;
+    assert_eq!(order["failure_reason"], "payment declined: Your card has insufficient funds.");
+    assert_eq!(order["payments"][0]["status"], "declined");
+    assert_eq!(order["payments"][0]["gateway_reference"], "pi_cb_2");
+    assert_eq!(level(&app, &tenant, &s).await, (2, 0));
+}
+
+#[tokio::test]
+async fn stripe_refund_callbacks_settle_refunds_and_a_failed_refund_may_be_asked_again() {
+    let stripe = crate::fake_stripe::FakeStripe::start(0).await;
+    let app = with_stripe_callbacks(&stripe, 300).await;
+    let tenant = app.register().await;
+    let s = shop(&app, &tenant, "RUG", 2).await;
+    let placed = place(&app, &tenant.token, order_body(&s, "RUG", 2)).await;
+    let id = placed["id"].as_str().unwrap();
+    reaches(&app, &tenant, id, "completed").await;
+    stripe.set_down(true);
+    let res = refund(&app, &tenant.token, id, "r-1", 1000).await;
+    let refund_id = json(res).await["data"]["id"].as_str().unwrap().to_owned();
+    let object = |status: &str| {
+        json!({"id": "re_cb_1", "object": "refund", "amount": 1000, "payment_intent": "pi_1",
+            "status": status, "metadata": {"nexus_key": format!("refund:{refund_id}")}})
+    };
+    let res =
+        signed_callback(&app, tenant.id, &stripe_event("evt_r1", "refund.updated", object("succeeded")))
+            .await;
+    assert_eq!(json(res).await["data"]["outcome"], "applied");
+    let order = get_order(&app, &tenant, id).await;
+    assert_eq!(order["refunds"][0]["status"], "processed");
+    assert_eq!(order["refunds"][0]["gateway_reference"], "re_cb_1");
+    assert_eq!(order["refunded"], 1000);
+    // The charge's view of the same refund: applied already.
+    let charge = json!({"id": "ch_1", "object": "charge", "payment_intent": "pi_1", "amount_refunded": 1000,
+        "refunds": {"object": "list", "data": [object("succeeded")]}});
+    let res = signed_callback(&app, tenant.id, &stripe_event("evt_r2", "charge.refunded", charge)).await;
+    assert_eq!(json(res).await["data"]["outcome"], "unchanged");
+    // The bank sends it back: the refund fails and its amount is free again.
+    let failed = json!({"id": "re_cb_1", "object": "refund", "status": "failed", "failure_reason": "expired_or_canceled_card"});
+    let res = signed_callback(&app, tenant.id, &stripe_event("evt_r3", "refund.updated", failed)).await;
+    assert_eq!(json(res).await["data"]["outcome"], "applied");
+    let order = get_order(&app, &tenant, id).await;
+    assert_eq!(order["refunds"][0]["status"], "failed");
+    assert_eq!(order["refunds"][0]["failure_reason"], "expired_or_canceled_card");
+    assert_eq!(order["refunded"], 0);
+    let events = order_events(&app, &tenant).await;
+    assert_eq!(
+        events.iter().filter(|e| e.starts_with("order.refund")).collect::<Vec<_>>(),
+        ["order.refund_requested", "order.refunded", "order.refund_failed"]
+    );
+    // Stripe back up: the refund job, still retrying, finds it answered
+    // and asks Stripe nothing; a new refund of the whole amount goes through.
+    stripe.set_down(false);
+    let res = refund(&app, &tenant.token, id, "r-2", 4998).await;
+    assert_eq!(res.status(), 201);
+    let second = json(res).await["data"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(refund_settles(&app, &tenant, id, &second).await["status"], "processed");
+    assert_eq!(stripe.refunds(), 1, "only the second refund reached Stripe");
+}
+
+/// Stripe takes longer than the gateway's timeout to answer the charge
+/// but has made it: the saga asks again with the same idempotency key and
+/// gets the same PaymentIntent back; the customer is charged once.
+#[tokio::test]
+async fn a_charge_that_times_out_is_asked_again_with_the_same_key_and_charged_once() {
+    let stripe = crate::fake_stripe::FakeStripe::start_slow(std::time::Duration::from_millis(1500)).await;
+    let url = stripe.url.clone();
+    let app = TestApp::spawn_adjusted(move |f| {
+        f.merge(("modules.orders.gateway", "stripe"))
+            .merge(("modules.orders.stripe.api_base", url))
+            .merge(("modules.orders.stripe.secret_key", crate::fake_stripe::SECRET))
+            .merge(("modules.orders.stripe.timeout_ms", 300))
+    })
+    .await;
+    let tenant = app.register().await;
+    let s = shop(&app, &tenant, "OVEN", 1).await;
+    let placed = place(&app, &tenant.token, order_body(&s, "OVEN", 1)).await;
+    let id = placed["id"].as_str().unwrap();
+    let done = reaches(&app, &tenant, id, "completed").await;
+    let charges: Vec<_> = stripe.calls().into_iter().filter(|c| c.path == "/v1/payment_intents").collect();
+    assert!(charges.len() >= 2, "asked again after the timeout: {charges:?}");
+    let key = format!("order:{id}:charge");
+    assert!(charges.iter().all(|c| c.key.as_deref() == Some(key.as_str())), "{charges:?}");
+    assert_eq!(stripe.intents(), 1, "one PaymentIntent: charged once");
+    assert_eq!(done["payments"].as_array().unwrap().len(), 1);
+    assert_eq!(done["payments"][0]["status"], "captured");
+    assert_eq!(done["payments"][0]["gateway_reference"], "pi_1");
+    assert!(statuses(&done).contains(&"paid".to_owned()));
+    assert_eq!(level(&app, &tenant, &s).await, (0, 0));
+}
+
+/// `nexus serve` as an operator runs it, over the database of `app`, with
+/// a simulated gateway that takes `delay_ms` per call; returned once it
+/// listens.
+fn serve(app: &TestApp, dir: &std::path::Path, delay_ms: u64) -> std::process::Child {
+    use std::io::{BufRead, BufReader};
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_nexus"));
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("NEXUS_")) {
+        cmd.env_remove(key);
+    }
+    let c = &app.config;
+    cmd.arg("serve")
+        .current_dir(dir)
+        .env("RUST_LOG", "error")
+        .env("NEXUS_BIND", format!("127.0.0.1:{port}"))
+        .env("NEXUS_DATA_DIR", dir.display().to_string())
+        .env("NEXUS_DATABASE_URL", c.database_url())
+        .env("NEXUS_DATABASE__SCHEMA", &c.database.schema)
+        .env("NEXUS_REDIS_URL", c.redis_url().unwrap_or_default())
+        .env("NEXUS_JOBS__POLL_INTERVAL_MS", "20")
+        .env("NEXUS_JOBS__RETRY_BASE_MS", "10")
+        // A dead server's claimed jobs are taken over after this.
+        .env("NEXUS_JOBS__LEASE_MS", "1500")
+        .env("NEXUS_MODULES__ORDERS__SIMULATED__DELAY_MS", delay_ms.to_string())
+        .env("NEXUS_MODULES__ORDERS__SIMULATED__SUCCESS_RATE", "0.8")
+        .stdout(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert!(line.contains("Nexus is running"), "{line}");
+    // Keep reading: a closed pipe would fail the server's next line.
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    child
+}
+
+/// The tenant's orders, by id, as the database holds them.
+async fn stored_orders(
+    app: &TestApp,
+    tenant: &Tenant,
+) -> std::collections::HashMap<uuid::Uuid, entity::order::Model> {
+    use entity::order::{Column, Entity};
+    let rows =
+        SystemScope.find::<Entity>().filter(Column::TenantId.eq(tenant.id)).all(&app.state.db).await.unwrap();
+    rows.into_iter().map(|o| (o.id, o)).collect()
+}
+
+/// The real server is killed (SIGKILL) while many sagas on contended SKUs
+/// wait for a slow gateway; a new server on the same database carries
+/// every order to a final state: none lost, no reservation left held, every
+/// stock level the sum of its movements, nothing sold twice.
+#[tokio::test]
+async fn killing_the_server_mid_saga_loses_no_order_and_no_stock() {
+    use entity::{order_line, order_payment, reservation, stock_level, stock_movement};
+    // This process only places orders and looks: its workers are off.
+    let app = TestApp::spawn_adjusted(|f| f.merge(("jobs.run_in_server", false))).await;
+    let tenant = app.register().await;
+    let s = shop(&app, &tenant, "HOT-A", 12).await;
+    let mut products = std::collections::HashMap::from([("HOT-A".to_owned(), (s.product.clone(), 12))]);
+    for (sku, stock) in [("HOT-B", 6), ("COLD", 500)] {
+        let body = json!({"sku": sku, "name": sku, "unit_price": 1000, "currency": "EUR"});
+        let product = json(app.post("/api/v1/products", &tenant.token, body).await).await["data"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let body =
+            json!({"product_id": product, "warehouse_id": s.warehouse, "quantity": stock, "reason": "count"});
+        assert_eq!(app.post("/api/v1/stock/adjustments", &tenant.token, body).await.status(), 200);
+        products.insert(sku.to_owned(), (product, stock));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = serve(&app, dir.path(), 150);
+    let mut placing = Vec::new();
+    for i in 0..40i64 {
+        let lines: Vec<Value> = [("HOT-A", 1 + i % 2), ("HOT-B", 1), ("COLD", 1 + i % 3)]
+            .into_iter()
+            .enumerate()
+            .filter(|(n, _)| (i + *n as i64) % 3 != 0)
+            .map(|(_, (sku, quantity))| json!({"sku": sku, "quantity": quantity, "unit_price": 1000}))
+            .collect();
+        let body = json!({"customer_id": s.customer, "warehouse_id": s.warehouse, "currency": "EUR",
+            "channel": "web", "external_order_id": format!("K-{i}"), "lines": lines});
+        let (app, token) = (&app, tenant.token.clone());
+        placing.push(async move {
+            place(app, &token, body).await["id"].as_str().unwrap().parse::<uuid::Uuid>().unwrap()
+        });
+    }
+    let mut placed = futures_util::future::join_all(placing).await;
+    placed.sort();
+    // Kill it with sagas in flight: some orders on, none anywhere near all.
+    let in_flight = eventually(30, || async {
+        let orders = stored_orders(&app, &tenant).await;
+        let moved = orders.values().filter(|o| o.status != "pending").count();
+        let done = orders
+            .values()
+            .filter(|o| ["completed", "failed", "cancelled"].contains(&o.status.as_str()))
+            .count();
+        (moved >= 5).then_some(orders.len() - done)
+    })
+    .await;
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+    assert!(in_flight > 0, "every saga ended before the kill");
+
+    let mut second = serve(&app, dir.path(), 150);
+    let orders = eventually(60, || async {
+        let orders = stored_orders(&app, &tenant).await;
+        orders
+            .values()
+            .all(|o| ["completed", "failed", "cancelled"].contains(&o.status.as_str()))
+            .then_some(orders)
+    })
+    .await;
+    second.kill().unwrap();
+    second.wait().unwrap();
+
+    let mut ids: Vec<uuid::Uuid> = orders.keys().copied().collect();
+    ids.sort();
+    assert_eq!(ids, placed, "no order lost, none added");
+    let db = &app.state.db;
+    let reservations = SystemScope
+        .find::<reservation::Entity>()
+        .filter(reservation::Column::TenantId.eq(tenant.id))
+        .all(db)
+        .await
+        .unwrap();
+    for r in &reservations {
+        let id: uuid::Uuid = r.reference.trim_start_matches("order:").parse().unwrap();
+        let expected = if orders[&id].status == "completed" { "committed" } else { "released" };
+        assert_eq!(r.status, expected, "the reservation of a {} order", orders[&id].status);
+    }
+    let completed: Vec<uuid::Uuid> =
+        orders.values().filter(|o| o.status == "completed").map(|o| o.id).collect();
+    assert!(
+        !completed.is_empty() && completed.len() < orders.len(),
+        "contention failed some orders, not all"
+    );
+    for id in &completed {
+        assert!(reservations.iter().any(|r| r.reference == format!("order:{id}")), "{id} shipped unreserved");
+        let captured = SystemScope
+            .find::<order_payment::Entity>()
+            .filter(order_payment::Column::OrderId.eq(*id))
+            .filter(order_payment::Column::Status.eq("captured"))
+            .all(db)
+            .await
+            .unwrap();
+        assert_eq!(captured.len(), 1, "a completed order is paid once");
+    }
+    let shipped_lines = SystemScope
+        .find::<order_line::Entity>()
+        .filter(order_line::Column::OrderId.is_in(completed.clone()))
+        .all(db)
+        .await
+        .unwrap();
+    for (sku, (product, initial)) in &products {
+        let product: uuid::Uuid = product.parse().unwrap();
+        let level = SystemScope
+            .find::<stock_level::Entity>()
+            .filter(stock_level::Column::TenantId.eq(tenant.id))
+            .filter(stock_level::Column::ProductId.eq(product))
+            .one(db)
+            .await
+            .unwrap()
+            .unwrap();
+        let movements = SystemScope
+            .find::<stock_movement::Entity>()
+            .filter(stock_movement::Column::TenantId.eq(tenant.id))
+            .filter(stock_movement::Column::ProductId.eq(product))
+            .all(db)
+            .await
+            .unwrap();
+        let on_hand: i64 = movements.iter().map(|m| m.quantity).sum();
+        let reserved: i64 = movements.iter().map(|m| m.reserved_delta).sum();
+        assert_eq!((level.on_hand, level.reserved), (on_hand, reserved), "{sku}: the level is its movements");
+        assert_eq!(level.reserved, 0, "{sku}: nothing left held");
+        let sold: i64 = shipped_lines.iter().filter(|l| l.product_id == product).map(|l| l.quantity).sum();
+        assert_eq!(level.on_hand, initial - sold, "{sku}: shipped exactly what completed orders hold");
+        assert!(level.on_hand >= 0, "{sku}: oversold");
+    }
 }

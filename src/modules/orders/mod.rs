@@ -7,6 +7,7 @@
 //! voided) and ends the order `failed` with the reason. Every transition
 //! writes its `order.*` event in the transaction of the change.
 
+pub mod callbacks;
 pub mod cli;
 pub mod gateway;
 pub mod graphql;
@@ -61,6 +62,7 @@ macro_rules! tenant_owned {
 tenant_owned!(
     customer,
     order,
+    order_gateway_callback,
     order_import,
     order_import_chunk,
     order_line,
@@ -172,6 +174,12 @@ pub struct StripeSettings {
     pub payment_method: String,
     /// How long a call may take, in milliseconds (1 to 60000).
     pub timeout_ms: u64,
+    /// The signing secret of the webhook endpoint (`whsec_...`) Stripe's
+    /// callbacks are verified with; none: every callback is refused.
+    pub webhook_secret: Option<crate::config::Secret>,
+    /// How far a callback's signature timestamp may be from now, in
+    /// seconds (1 to 86400).
+    pub webhook_tolerance_seconds: u32,
 }
 
 impl Default for StripeSettings {
@@ -181,6 +189,8 @@ impl Default for StripeSettings {
             secret_key: None,
             payment_method: "pm_card_visa".to_owned(),
             timeout_ms: 10_000,
+            webhook_secret: None,
+            webhook_tolerance_seconds: 300,
         }
     }
 }
@@ -646,6 +656,15 @@ pub trait OrderService: Send + Sync {
         customer_id: Uuid,
         preferences: Notifications,
     ) -> ApiResult<CustomerView>;
+    /// Receive a Stripe callback for the tenant `tenant_id` (see
+    /// [`callbacks`]): 401 when forged, stale or replayed (logged, nothing
+    /// else changed), 404 for an unknown tenant.
+    async fn receive_stripe_callback(
+        &self,
+        tenant_id: Uuid,
+        signature: Option<String>,
+        body: actix_web::web::Bytes,
+    ) -> ApiResult<callbacks::CallbackView>;
 }
 
 /// The orders module: its service, its saga's jobs and how it plugs in.
@@ -671,11 +690,25 @@ impl Orders {
             settings.import_max_bytes >= 1024,
             "`modules.orders.import_max_bytes`: must be at least 1024"
         );
+        anyhow::ensure!(
+            (1..=86_400).contains(&settings.stripe.webhook_tolerance_seconds),
+            "`modules.orders.stripe.webhook_tolerance_seconds`: must be between 1 and 86400"
+        );
+        let callbacks = callbacks::CallbackSettings {
+            secret: settings
+                .stripe
+                .webhook_secret
+                .as_ref()
+                .map(|s| s.expose().to_owned())
+                .filter(|s| !s.is_empty()),
+            tolerance_seconds: i64::from(settings.stripe.webhook_tolerance_seconds),
+        };
         let ttl = chrono::Duration::seconds(i64::from(settings.reservation_ttl_seconds));
         let notifiers = notify::Notifiers::new(&settings.notifications)?;
         let service = service::SeaOrmOrders::new(setup.db.clone(), inventory, gateway, ttl)
             .with_import_max_bytes(settings.import_max_bytes)
-            .with_notifiers(notifiers);
+            .with_notifiers(notifiers)
+            .with_callbacks(callbacks);
         let kpi_store = setup
             .redis
             .clone()

@@ -1,6 +1,6 @@
 //! REST routes of the orders module.
 
-use actix_web::{HttpRequest, HttpResponse, get, post, put, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, get, post, put, web};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
@@ -10,7 +10,9 @@ use uuid::Uuid;
 use super::{
     CUSTOMER_SORTS, CustomerFilter, CustomerView, ImportView, NewCustomer, NewOrder, NewOrderLine, NewRefund,
     Notifications, ORDER_SORTS, OrderFilter, OrderService, OrderView, OrdersRead, OrdersRefund, OrdersWrite,
-    RefundView, STATES, check_customer, check_order, check_refund,
+    RefundView, STATES,
+    callbacks::CallbackView,
+    check_customer, check_order, check_refund,
     kpis::{self, Analytics, CustomerSpend, KpiRebuild, Kpis, ProductSales},
     notify::{self, NOTIFICATION_SORTS, NotificationFilter, NotificationStats, NotificationView},
 };
@@ -48,6 +50,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(recent_notifications)
         .service(get_notification)
         .service(resend_notification)
+        .service(receive_stripe_callback)
         .service(get_order)
         .service(cancel_order)
         .service(refund_order)
@@ -276,6 +279,46 @@ async fn get_order(
     id: web::Path<Uuid>,
 ) -> ApiResult<HttpResponse> {
     Ok(ok(orders.get_order(auth.tenant, id.into_inner()).await?))
+}
+
+/// Where Stripe sends its events about the tenant's payments: give this
+/// URL to Stripe as a webhook endpoint (its signing secret goes into
+/// `modules.orders.stripe.webhook_secret`). No token: the `Stripe-Signature`
+/// header is the authentication, checked before anything else. A forged or
+/// stale callback (outside `webhook_tolerance_seconds`), or a second
+/// delivery of an event id already received, is refused and logged and
+/// changes nothing. `payment_intent.succeeded` and
+/// `payment_intent.payment_failed` settle an unanswered payment (the order
+/// goes on to `paid`, or fails with its stock released); `refund.updated`
+/// and `charge.refunded` settle refunds and voids. An event applied before
+/// changes nothing (`unchanged`); other event types are `ignored`.
+#[utoipa::path(tag = "orders",
+    request_body(content = Object, description = "Stripe's event, as it sends it", content_type = "application/json"),
+    params(
+        ("tenant_id" = Uuid, Path, description = "The tenant whose payments the events are about"),
+        ("Stripe-Signature" = Option<String>, Header, description = "`t=<unix time>,v1=<hex HMAC-SHA256 of \"t.body\">`"),
+    ),
+    responses((status = 200, description = "Verified and handled; `outcome` says how", body = Data<CallbackView>),
+        (status = 401, description = "Forged, stale, or a replay of a received event (logged either way)", body = Problem),
+        (status = 404, description = "No such tenant", body = Problem),
+        (status = 415, description = "Not application/json", body = Problem)))]
+#[post("/orders/payments/stripe/callback/{tenant_id}")]
+async fn receive_stripe_callback(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    orders: web::Data<dyn OrderService>,
+    tenant_id: web::Path<Uuid>,
+    body: web::Bytes,
+) -> ApiResult<HttpResponse> {
+    let is_json = req.mime_type().ok().flatten().is_some_and(|m| m.subtype() == "json");
+    if !is_json {
+        return Err(ApiError::new(Code::UnsupportedMediaType, "a Stripe callback must be application/json"));
+    }
+    let signature = req.headers().get("stripe-signature").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let received = orders.receive_stripe_callback(tenant_id.into_inner(), signature, body).await?;
+    // The saga's next step may have been queued.
+    state.wakeup.wake();
+    Ok(ok(received))
 }
 
 #[derive(Deserialize, ToSchema)]

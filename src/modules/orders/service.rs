@@ -72,6 +72,7 @@ pub struct SeaOrmOrders {
     reservation_ttl: Duration,
     import_max_bytes: u64,
     pub(super) notifiers: Arc<Notifiers>,
+    pub(super) callbacks: super::callbacks::CallbackSettings,
 }
 
 /// The inventory reservation of an order.
@@ -91,7 +92,11 @@ async fn find_customer(
     tenant.find_by_id::<customer::Entity>(id).one(db).await?.ok_or_else(|| ApiError::not_found("customer"))
 }
 
-async fn find_order(db: &impl ConnectionTrait, tenant: TenantScope, id: Uuid) -> ApiResult<order::Model> {
+pub(super) async fn find_order(
+    db: &impl ConnectionTrait,
+    tenant: TenantScope,
+    id: Uuid,
+) -> ApiResult<order::Model> {
     tenant.find_by_id::<order::Entity>(id).one(db).await?.ok_or_else(|| ApiError::not_found("order"))
 }
 
@@ -220,7 +225,7 @@ async fn record(
 
 /// Move `order` from `from` to `to` if it still is `from`, with its
 /// history row and event; `false` (nothing written) when it moved on.
-async fn transition(
+pub(super) async fn transition(
     txn: &DatabaseTransaction,
     tenant: TenantScope,
     order: &order::Model,
@@ -348,7 +353,7 @@ pub(super) async fn insert_orders(
 }
 
 /// Queue the saga step `kind` of an order.
-async fn enqueue(
+pub(super) async fn enqueue(
     txn: &DatabaseTransaction,
     tenant: TenantScope,
     kind: &'static str,
@@ -363,7 +368,11 @@ fn step(tenant: TenantScope, kind: &'static str, order_id: Uuid) -> NewJob {
 }
 
 /// Queue the void of every captured payment of an order (compensation).
-async fn void_captured(txn: &DatabaseTransaction, tenant: TenantScope, order_id: Uuid) -> ApiResult<()> {
+pub(super) async fn void_captured(
+    txn: &DatabaseTransaction,
+    tenant: TenantScope,
+    order_id: Uuid,
+) -> ApiResult<()> {
     let captured = tenant
         .find::<payment::Entity>()
         .filter(payment::Column::OrderId.eq(order_id))
@@ -432,7 +441,7 @@ fn refund_key(refund_id: Uuid) -> String {
 }
 
 /// The event of a refund; `refunded` is its order's refunded amount after it.
-async fn publish_refund(
+pub(super) async fn publish_refund(
     txn: &DatabaseTransaction,
     tenant: TenantScope,
     r: &refund::Model,
@@ -475,7 +484,14 @@ impl SeaOrmOrders {
             reservation_ttl,
             import_max_bytes: 100 * 1024 * 1024,
             notifiers: Arc::default(),
+            callbacks: Default::default(),
         }
+    }
+
+    /// How Stripe's callbacks are verified.
+    pub fn with_callbacks(mut self, callbacks: super::callbacks::CallbackSettings) -> Self {
+        self.callbacks = callbacks;
+        self
     }
 
     /// The channels order notifications go out on.
@@ -859,7 +875,7 @@ impl SeaOrmOrders {
     /// what its saga did: release its reservation, queue the void of its
     /// payments. `false`, nothing written, when it was no longer `from`.
     #[allow(clippy::too_many_arguments)]
-    async fn compensate(
+    pub(super) async fn compensate(
         &self,
         txn: &DatabaseTransaction,
         tenant: TenantScope,
@@ -1153,6 +1169,15 @@ impl OrderService for SeaOrmOrders {
             other => other?,
         };
         self.import_csv(tenant, warehouse_id, source, progress).await
+    }
+
+    async fn receive_stripe_callback(
+        &self,
+        tenant_id: Uuid,
+        signature: Option<String>,
+        body: actix_web::web::Bytes,
+    ) -> ApiResult<super::callbacks::CallbackView> {
+        self.handle_stripe_callback(tenant_id, signature.as_deref(), &body).await
     }
 
     async fn get_import(&self, tenant: TenantScope, id: Uuid) -> ApiResult<super::ImportView> {

@@ -8,7 +8,9 @@
 //! is a decline; any other 4xx (`invalid_request_error`, ...) is refused
 //! for good; 429, 5xx and network failures are [`GatewayError`]s, retried
 //! with the same key. A captured charge is voided by refunding it in full
-//! (Stripe cancels only uncaptured intents).
+//! (Stripe cancels only uncaptured intents). Every object created carries
+//! the idempotency key as `metadata[nexus_key]`, by which Stripe's signed
+//! callbacks (see [`super::callbacks`]) find their payment or refund.
 
 use std::time::Duration;
 
@@ -130,8 +132,11 @@ impl Stripe {
         key: &str,
         reason: &str,
     ) -> Result<RefundOutcome, GatewayError> {
-        let mut form =
-            vec![("payment_intent", reference.to_owned()), ("metadata[reason]", reason.to_owned())];
+        let mut form = vec![
+            ("payment_intent", reference.to_owned()),
+            ("metadata[reason]", reason.to_owned()),
+            ("metadata[nexus_key]", key.to_owned()),
+        ];
         if let Some(amount) = amount {
             form.push(("amount", amount.to_string()));
         }
@@ -169,6 +174,7 @@ impl PaymentGateway for Stripe {
             ("confirm", "true".to_owned()),
             ("payment_method", self.payment_method.clone()),
             ("description", charge.description.clone()),
+            ("metadata[nexus_key]", charge.idempotency_key.clone()),
         ];
         Ok(match self.post("/v1/payment_intents", &charge.idempotency_key, &form).await? {
             Answer::Object(intent) if intent.status == "succeeded" => {
