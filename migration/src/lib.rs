@@ -19,6 +19,7 @@ mod m20261128_000013_order_refunds_imports;
 mod m20261128_000014_channels;
 mod m20261128_000015_search;
 mod m20261128_000016_order_kpis;
+mod m20261128_000019_channel_dead_letters;
 mod shared;
 
 pub struct Migrator;
@@ -43,6 +44,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000014_channels::Migration),
             Box::new(m20261128_000015_search::Migration),
             Box::new(m20261128_000016_order_kpis::Migration),
+            Box::new(m20261128_000019_channel_dead_letters::Migration),
         ]
     }
 }
