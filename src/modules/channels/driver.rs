@@ -333,6 +333,33 @@ mod tests {
     }
 
     #[test]
+    fn a_standard_webhook_signature_is_checked_with_its_timestamp() {
+        // The Standard Webhooks reference example.
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let body = br#"{"test": 2432232314}"#;
+        let headers = |signature: &str| -> Headers {
+            [
+                ("webhook-id", "msg_p5jXN8AQM9LWM0D4loKWxJek"),
+                ("webhook-timestamp", "1614265330"),
+                ("webhook-signature", signature),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+        };
+        let good = headers("v1,bm90IGl0 v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+        assert_eq!(standard_webhook_verify(secret, &good, body, 1_614_265_330), Ok(()));
+        assert_eq!(standard_webhook_verify(secret, &good, body, 1_614_265_330 + 299), Ok(()));
+        assert!(standard_webhook_verify(secret, &good, body, 1_614_265_330 + 301).is_err(), "too late");
+        assert!(standard_webhook_verify(secret, &good, body, 1_614_265_330 - 301).is_err(), "too early");
+        assert!(standard_webhook_verify(secret, &good, br#"{"test": 1}"#, 1_614_265_330).is_err());
+        let other_scheme = headers("v2,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+        assert!(standard_webhook_verify(secret, &other_scheme, body, 1_614_265_330).is_err());
+        assert!(standard_webhook_verify(secret, &Headers::new(), body, 1_614_265_330).is_err());
+        assert!(standard_webhook_verify("whsec_!!", &good, body, 1_614_265_330).is_err());
+    }
+
+    #[test]
     fn amounts_become_minor_units() {
         assert_eq!(minor_units("19.99"), Some(1999));
         assert_eq!(minor_units("5"), Some(500));

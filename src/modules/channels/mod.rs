@@ -356,11 +356,12 @@ pub struct ReceiptView {
     pub topic: Option<String>,
     /// The store's id of the event.
     pub event_id: Option<String>,
-    /// Whether its signature verified with the connection's webhook secret.
+    /// Whether its signature verified (with the connection's webhook
+    /// secret; Amazon: with SNS's certificate).
     pub verified: bool,
     /// `applied` (booked as a stock movement), `unchanged`, `unmapped`,
-    /// `ignored`, `rejected`, `forged`, `replayed` or `unsupported` (a
-    /// channel whose webhooks cannot be received yet: Amazon, Etsy).
+    /// `ignored`, `rejected`, `confirmed` (an SNS subscription), `forged` or
+    /// `replayed`.
     #[schema(example = "applied")]
     pub outcome: String,
     pub detail: Option<String>,
@@ -578,9 +579,9 @@ pub trait ChannelService: Send + Sync {
     /// store's webhook to be governed as the tenant's requests are.
     async fn webhook_tenant(&self, id: Uuid) -> ApiResult<Uuid>;
     /// A store's webhook to connection `id` (whichever tenant holds it):
-    /// verified before anything else (401 `unauthenticated` when forged,
-    /// replayed or of a channel whose webhooks are not supported), logged whatever happens; a stock change of a mapped
-    /// variant becomes a stock movement.
+    /// verified before anything else (401 `unauthenticated` when forged
+    /// or replayed), logged whatever happens; a stock change of a mapped
+    /// variant becomes a stock movement, an SNS subscription is confirmed.
     async fn receive_webhook(
         &self,
         id: Uuid,
