@@ -11,13 +11,14 @@ pub struct Model {
     pub connection_id: Uuid,
     /// The store's topic (`inventory_levels/update`, `product.updated`).
     pub topic: Option<String>,
-    /// The store's id of the event (`X-Shopify-Webhook-Id`, `X-WC-Webhook-Delivery-ID`).
+    /// The store's id of the event (`X-Shopify-Webhook-Id`, `X-WC-Webhook-Delivery-ID`,
+    /// Etsy's `webhook-id`, SNS's `MessageId`).
     pub event_id: Option<String>,
     /// The event id of a verified receipt, unique per connection: a second
     /// delivery of it is a replay.
     pub dedupe_key: Option<String>,
     pub verified: bool,
-    /// `applied`, `unchanged`, `unmapped`, `ignored`, `rejected`, `forged` or `replayed`.
+    /// `applied`, `unchanged`, `unmapped`, `ignored`, `rejected`, `confirmed`, `forged` or `replayed`.
     pub outcome: String,
     pub detail: Option<String>,
     pub duration_ms: i64,

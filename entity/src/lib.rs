@@ -5,6 +5,7 @@ pub mod api_token;
 pub mod api_usage;
 pub mod audit_log;
 pub mod channel_connection;
+pub mod channel_dead_letter;
 pub mod channel_drift;
 pub mod channel_mapping;
 pub mod channel_sync_run;

@@ -20,6 +20,7 @@ mod m20261128_000014_channels;
 mod m20261128_000015_search;
 mod m20261128_000016_order_kpis;
 mod m20261128_000017_order_notifications;
+mod m20261128_000019_channel_dead_letters;
 mod m20261128_000020_order_gateway_callbacks;
 mod m20261128_000021_channel_sync;
 mod shared;
@@ -47,6 +48,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000015_search::Migration),
             Box::new(m20261128_000016_order_kpis::Migration),
             Box::new(m20261128_000017_order_notifications::Migration),
+            Box::new(m20261128_000019_channel_dead_letters::Migration),
             Box::new(m20261128_000020_order_gateway_callbacks::Migration),
             Box::new(m20261128_000021_channel_sync::Migration),
         ]

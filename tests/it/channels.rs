@@ -6,7 +6,7 @@
 
 use nexus::{
     modules::channels::fakes::{
-        FakeAmazon, FakeEtsy, FakeProduct, FakeShopify, FakeVariant, FakeWooCommerce,
+        FakeAmazon, FakeEtsy, FakeProduct, FakeShopify, FakeSns, FakeVariant, FakeWooCommerce,
     },
     platform::tenancy::SystemScope,
 };
@@ -811,29 +811,210 @@ async fn a_throttled_amazon_store_marks_the_connection_and_the_push_lands_later(
         .await;
 }
 
+/// A self-signed certificate (PEM) for SNS's signing key, made now.
+fn sns_signer() -> (String, rsa::RsaPrivateKey) {
+    use rsa::pkcs8::DecodePrivateKey;
+    let key = rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048).unwrap();
+    let params = rcgen::CertificateParams::new(vec!["sns.eu-west-1.amazonaws.com".to_owned()]).unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), rsa::RsaPrivateKey::from_pkcs8_pem(&key.serialize_pem()).unwrap())
+}
+
+/// An SNS message signed as SNS signs: SHA1withRSA (version 1) or
+/// SHA256withRSA (2) over `Name\nvalue\n` of its fields in SNS's order.
+fn sns_signed(key: &rsa::RsaPrivateKey, cert_url: &str, version: &str, fields: &[(&str, String)]) -> Value {
+    use base64::Engine;
+    use sha2::Digest;
+    let mut canonical = String::new();
+    let mut message = json!({"SignatureVersion": version, "SigningCertURL": cert_url});
+    for (name, value) in fields {
+        canonical.push_str(&format!("{name}\n{value}\n"));
+        message[*name] = json!(value);
+    }
+    let signature = match version {
+        "1" => key.sign(rsa::Pkcs1v15Sign::new::<sha1::Sha1>(), &sha1::Sha1::digest(canonical.as_bytes())),
+        _ => key.sign(rsa::Pkcs1v15Sign::new::<sha2::Sha256>(), &sha2::Sha256::digest(canonical.as_bytes())),
+    }
+    .unwrap();
+    message["Signature"] = json!(base64::engine::general_purpose::STANDARD.encode(signature));
+    message
+}
+
+fn mfn_notification(message_id: &str, sku: &str, quantity: i64) -> Vec<(&'static str, String)> {
+    let notification = json!({"NotificationVersion": "1.0", "NotificationType": "LISTINGS_ITEM_MFN_QUANTITY_CHANGE",
+        "PayloadVersion": "1.0", "EventTime": "2026-11-28T10:00:00.000Z",
+        "Payload": {"SellerId": "A3SELLER", "FulfillmentChannelCode": "DEFAULT", "Sku": sku, "Quantity": quantity},
+        "NotificationMetadata": {"ApplicationId": "amzn1.sellerapps.app.nexus", "SubscriptionId": "sub-1",
+            "PublishTime": "2026-11-28T10:00:00.000Z", "NotificationId": format!("n-{message_id}")}});
+    vec![
+        ("Message", notification.to_string()),
+        ("MessageId", message_id.to_owned()),
+        ("Timestamp", "2026-11-28T10:00:00.000Z".to_owned()),
+        ("TopicArn", "arn:aws:sns:eu-west-1:123456789012:nexus".to_owned()),
+        ("Type", "Notification".to_owned()),
+    ]
+}
+
 #[tokio::test]
-async fn amazon_notifications_are_refused_as_not_supported_and_logged() {
+async fn amazon_sns_notifications_are_verified_against_the_certificate_and_booked() {
+    let (pem, key) = sns_signer();
+    let sns = FakeSns::start(pem).await.unwrap();
     let amazon = FakeAmazon::start(mug(50)).await.unwrap();
-    let app = amazon_app(&amazon).await;
+    let token_url = amazon.token_url.clone();
+    let app = TestApp::spawn_adjusted(|f| {
+        f.merge(("modules.channels.amazon.token_url", token_url))
+            .merge(("modules.channels.amazon.sns_cert_host", r"^127\.0\.0\.1$"))
+    })
+    .await;
     let tenant = app.register().await;
     let main = warehouse(&app, &tenant, "MAIN").await;
-    let mut body = amazon_body(&amazon, "Amazon DE", &main, 0);
-    body["webhook_secret"] = json!("unused");
-    let a = connect(&app, &tenant, body).await["id"].as_str().unwrap().to_owned();
-    let res = app
-        .client
-        .post(format!("{}/api/v1/channel-webhooks/{a}", app.base))
-        .json(&json!({"Type": "Notification", "MessageId": "m-1", "Message": "{}"}))
-        .send()
-        .await
-        .unwrap();
-    let problem = assert_problem(res, 401, "unauthenticated").await;
-    assert!(problem["detail"].as_str().unwrap().contains("not supported yet"), "{problem}");
+    let a = connect(&app, &tenant, amazon_body(&amazon, "Amazon DE", &main, 0)).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    import(&app, &tenant, &a).await;
+    let mug_id = json(app.get("/api/v1/products?sku=MUG-WHITE", &tenant.token).await).await["data"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    adjust(&app, &tenant, &mug_id, &main, 10).await;
+    eventually(10, || async { (amazon.quantity("MUG-WHITE") == Some(10)).then_some(()) }).await;
+    app.drained().await;
+    // SNS posts its JSON as text/plain.
+    let send = |message: &Value| {
+        app.client
+            .post(format!("{}/api/v1/channel-webhooks/{a}", app.base))
+            .header("content-type", "text/plain; charset=UTF-8")
+            .header("x-amz-sns-message-type", message["Type"].as_str().unwrap_or("Notification").to_owned())
+            .body(message.to_string())
+            .send()
+    };
+
+    // The subscription is confirmed by a GET of its SubscribeURL.
+    let confirmation = sns_signed(
+        &key,
+        &sns.cert_url,
+        "2",
+        &[
+            ("Message", "You have chosen to subscribe to the topic.".to_owned()),
+            ("MessageId", "c-1".to_owned()),
+            ("SubscribeURL", sns.subscribe_url("tok-1")),
+            ("Timestamp", "2026-11-28T09:59:00.000Z".to_owned()),
+            ("Token", "tok-1".to_owned()),
+            ("TopicArn", "arn:aws:sns:eu-west-1:123456789012:nexus".to_owned()),
+            ("Type", "SubscriptionConfirmation".to_owned()),
+        ],
+    );
+    let res = send(&confirmation).await.unwrap();
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    assert_eq!(sns.confirmed(), ["tok-1"]);
+    // A SubscribeURL on a host not allowed is not followed.
+    let elsewhere = sns_signed(
+        &key,
+        &sns.cert_url,
+        "2",
+        &[
+            ("Message", "subscribe".to_owned()),
+            ("MessageId", "c-2".to_owned()),
+            ("SubscribeURL", "http://localhost:1/confirm?Token=tok-2".to_owned()),
+            ("Timestamp", "2026-11-28T09:59:00.000Z".to_owned()),
+            ("Token", "tok-2".to_owned()),
+            ("TopicArn", "arn:aws:sns:eu-west-1:123456789012:nexus".to_owned()),
+            ("Type", "SubscriptionConfirmation".to_owned()),
+        ],
+    );
+    let receipt = json(send(&elsewhere).await.unwrap()).await["data"].clone();
+    assert_eq!(receipt["outcome"], "rejected", "{receipt}");
+    assert_eq!(sns.confirmed(), ["tok-1"]);
+
+    // Three units sold on Amazon (SHA1withRSA), then one more (SHA256withRSA).
+    let sold = sns_signed(&key, &sns.cert_url, "1", &mfn_notification("m-1", "MUG-WHITE", 7));
+    let receipt = json(send(&sold).await.unwrap()).await["data"].clone();
+    assert_eq!(
+        (receipt["outcome"].as_str(), receipt["verified"].as_bool()),
+        (Some("applied"), Some(true)),
+        "{receipt}"
+    );
+    assert_eq!(on_hand(&app, &tenant, &mug_id, &main).await, 7);
+    let sold = sns_signed(&key, &sns.cert_url, "2", &mfn_notification("m-2", "MUG-WHITE", 6));
+    assert_eq!(json(send(&sold).await.unwrap()).await["data"]["outcome"], "applied");
+    assert_eq!(on_hand(&app, &tenant, &mug_id, &main).await, 6);
+    assert_eq!(sns.certificate_fetches(), 1, "the certificate is kept by URL");
+
+    // A replay, a changed message, a certificate on a host not allowed: refused, nothing booked.
+    assert_problem(send(&sold).await.unwrap(), 401, "unauthenticated").await;
+    let mut forged = sns_signed(&key, &sns.cert_url, "2", &mfn_notification("m-3", "MUG-WHITE", 1));
+    forged["Message"] =
+        json!(forged["Message"].as_str().unwrap().replace("\"Quantity\":1", "\"Quantity\":0"));
+    assert_problem(send(&forged).await.unwrap(), 401, "unauthenticated").await;
+    let foreign_cert = sns.cert_url.replace("127.0.0.1", "localhost");
+    let elsewhere = sns_signed(&key, &foreign_cert, "2", &mfn_notification("m-4", "MUG-WHITE", 1));
+    let problem = assert_problem(send(&elsewhere).await.unwrap(), 401, "unauthenticated").await;
+    assert!(problem["detail"].as_str().unwrap().contains("not an allowed SNS host"), "{problem}");
+    let (_, other_key) = sns_signer();
+    let wrong_key = sns_signed(&other_key, &sns.cert_url, "2", &mfn_notification("m-5", "MUG-WHITE", 1));
+    assert_problem(send(&wrong_key).await.unwrap(), 401, "unauthenticated").await;
+    assert_eq!(on_hand(&app, &tenant, &mug_id, &main).await, 6, "refused messages change nothing");
+
     let receipts =
         json(app.get(&format!("/api/v1/channel-connections/{a}/webhook-receipts"), &tenant.token).await)
             .await;
-    assert_eq!(receipts["data"][0]["outcome"], "unsupported", "{receipts}");
-    assert_eq!(receipts["data"][0]["verified"], false);
+    let outcomes: Vec<(&str, bool)> = receipts["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["outcome"].as_str().unwrap(), r["verified"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("forged", false),
+            ("forged", false),
+            ("forged", false),
+            ("replayed", true),
+            ("applied", true),
+            ("applied", true),
+            ("rejected", true),
+            ("confirmed", true)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn webhooks_are_refused_while_the_tenants_channels_module_is_off() {
+    let woo = FakeWooCommerce::start(mug(5)).await.unwrap();
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let main = warehouse(&app, &tenant, "MAIN").await;
+    let mut body = woo_body(&woo, "Site", &main, 0);
+    body["webhook_secret"] = json!("wc_secret");
+    let w = connect(&app, &tenant, body).await["id"].as_str().unwrap().to_owned();
+    let product =
+        json!({"id": 100, "sku": "MUG-WHITE", "manage_stock": true, "stock_quantity": 5}).to_string();
+    let send = |delivery: &str| {
+        app.client
+            .post(format!("{}/api/v1/channel-webhooks/{w}", app.base))
+            .header("content-type", "application/json")
+            .header("X-WC-Webhook-Topic", "product.updated")
+            .header("X-WC-Webhook-Delivery-ID", delivery.to_owned())
+            .header("X-WC-Webhook-Signature", sign("wc_secret", product.as_bytes()))
+            .body(product.clone())
+            .send()
+    };
+    let off = json!({"enabled": false});
+    let res = app.send_json(Method::PUT, "/api/v1/features/module.channels", Some(&tenant.token), off).await;
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    assert_problem(send("d-1").await.unwrap(), 403, "feature_disabled").await;
+    let on = json!({"enabled": true});
+    app.send_json(Method::PUT, "/api/v1/features/module.channels", Some(&tenant.token), on).await;
+    let res = send("d-2").await.unwrap();
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    let receipts =
+        json(app.get(&format!("/api/v1/channel-connections/{w}/webhook-receipts"), &tenant.token).await)
+            .await;
+    let events: Vec<&str> =
+        receipts["data"].as_array().unwrap().iter().map(|r| r["event_id"].as_str().unwrap()).collect();
+    assert_eq!(events, ["d-2"], "a refused webhook reaches nothing of the module");
 }
 
 // ------------------------------------------------------------------- Etsy
@@ -1339,4 +1520,194 @@ async fn the_command_line_shows_connections_and_follows_a_push_to_its_end() {
     let out = nexus_cli(&app, &["channels", "sync", &missing]).await;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no channel connection"), "{out:?}");
+}
+
+/// Standard Webhooks headers for `body`, signed with the `whsec_` secret at `at`.
+fn etsy_headers(secret: &str, id: &str, at: i64, body: &str) -> Vec<(&'static str, String)> {
+    use base64::Engine;
+    use hmac::Mac;
+    let engine = base64::engine::general_purpose::STANDARD;
+    let key = engine.decode(secret.trim_start_matches("whsec_")).unwrap();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{id}.{at}.{body}").as_bytes());
+    let signature = engine.encode(mac.finalize().into_bytes());
+    vec![
+        ("webhook-id", id.to_owned()),
+        ("webhook-timestamp", at.to_string()),
+        ("webhook-signature", format!("v1,bm90IHRoaXMgb25l v1,{signature}")),
+    ]
+}
+
+#[tokio::test]
+async fn etsy_webhooks_are_verified_the_standard_webhooks_way() {
+    use base64::Engine;
+    let etsy = FakeEtsy::start(mug(5)).await.unwrap();
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let main = warehouse(&app, &tenant, "MAIN").await;
+    let secret =
+        format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(b"etsy-endpoint-signing-key"));
+    let mut body = etsy_body(&etsy, "Etsy", &main, 0);
+    body["webhook_secret"] = json!(secret);
+    let e = connect(&app, &tenant, body).await["id"].as_str().unwrap().to_owned();
+    let event = json!({"event_type": "ORDER_PAID", "shop_id": etsy.shop_id,
+        "resource_url": format!("https://openapi.etsy.com/v3/application/shops/{}/receipts/9001", etsy.shop_id)})
+    .to_string();
+    let send = |headers: Vec<(&'static str, String)>| {
+        let mut request = app
+            .client
+            .post(format!("{}/api/v1/channel-webhooks/{e}", app.base))
+            .header("content-type", "application/json")
+            .body(event.clone());
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        request.send()
+    };
+    let now = chrono::Utc::now().timestamp();
+    let res = send(etsy_headers(&secret, "msg_1", now, &event)).await.unwrap();
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    let receipt = json(res).await["data"].clone();
+    assert_eq!(
+        (receipt["topic"].as_str(), receipt["event_id"].as_str(), receipt["outcome"].as_str()),
+        (Some("ORDER_PAID"), Some("msg_1"), Some("ignored")),
+        "{receipt}"
+    );
+    // A replay; a stale timestamp; another key; a changed body; no signature.
+    assert_problem(send(etsy_headers(&secret, "msg_1", now, &event)).await.unwrap(), 401, "unauthenticated")
+        .await;
+    let stale = send(etsy_headers(&secret, "msg_2", now - 600, &event)).await.unwrap();
+    let problem = assert_problem(stale, 401, "unauthenticated").await;
+    assert!(problem["detail"].as_str().unwrap().contains("webhook-timestamp"), "{problem}");
+    let other = format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(b"another-key"));
+    assert_problem(send(etsy_headers(&other, "msg_3", now, &event)).await.unwrap(), 401, "unauthenticated")
+        .await;
+    let changed = etsy_headers(&secret, "msg_4", now, &event.replace("9001", "9002"));
+    assert_problem(send(changed).await.unwrap(), 401, "unauthenticated").await;
+    assert_problem(send(vec![]).await.unwrap(), 401, "unauthenticated").await;
+    let log =
+        json(app.get(&format!("/api/v1/channel-connections/{e}/webhook-receipts"), &tenant.token).await)
+            .await;
+    let outcomes: Vec<&str> =
+        log["data"].as_array().unwrap().iter().map(|r| r["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, ["forged", "forged", "forged", "forged", "replayed", "ignored"]);
+}
+
+// ------------------------------------------------------------ Dead letters
+
+#[tokio::test]
+async fn pushes_that_exhaust_their_retries_become_dead_letters_to_replay_or_dismiss() {
+    let app = TestApp::spawn_adjusted(|f| f.merge(("modules.channels.push_attempts", 2))).await;
+    let tenant = app.register().await;
+    let main = warehouse(&app, &tenant, "MAIN").await;
+    let woo = FakeWooCommerce::start(vec![
+        FakeProduct::simple("Mug", "MUG-WHITE", "9.50", 0),
+        FakeProduct::simple("Cup", "CUP-BLUE", "4.50", 0),
+    ])
+    .await
+    .unwrap();
+    let w = connect(&app, &tenant, woo_body(&woo, "Site", &main, 0)).await["id"].as_str().unwrap().to_owned();
+    import(&app, &tenant, &w).await;
+    let id_of = |sku: &'static str| {
+        let app = &app;
+        let token = tenant.token.clone();
+        async move {
+            json(app.get(&format!("/api/v1/products?sku={sku}"), &token).await).await["data"][0]["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let (mug_id, cup_id) = (id_of("MUG-WHITE").await, id_of("CUP-BLUE").await);
+
+    // The site is down: both pushes fail twice and land in the dead letters.
+    woo.set_down(true);
+    adjust(&app, &tenant, &mug_id, &main, 5).await;
+    adjust(&app, &tenant, &cup_id, &main, 3).await;
+    let letters = eventually(10, || async {
+        let list = json(app.get("/api/v1/channel-dead-letters", &tenant.token).await).await;
+        (list["data"].as_array().unwrap().len() == 2).then_some(list)
+    })
+    .await;
+    let mug_letter =
+        letters["data"].as_array().unwrap().iter().find(|l| l["sku"] == "MUG-WHITE").unwrap().clone();
+    assert_eq!(
+        (mug_letter["quantity"].as_i64(), mug_letter["attempts"].as_i64()),
+        (Some(5), Some(2)),
+        "{mug_letter}"
+    );
+    assert!(mug_letter["last_error"].as_str().unwrap().starts_with("503"), "{mug_letter}");
+    assert_eq!(mug_letter["connection_id"], w.as_str());
+    let events = channel_events(&app, &tenant).await;
+    assert_eq!(events.iter().filter(|(t, _)| t == "channel.dead_lettered").count(), 2);
+    let filtered = json(
+        app.get(&format!("/api/v1/channel-dead-letters?connection_id={w}&limit=1"), &tenant.token).await,
+    )
+    .await;
+    assert_eq!(filtered["data"].as_array().unwrap().len(), 1, "{filtered}");
+
+    // Another tenant sees none of them and cannot touch them.
+    let other = app.register().await;
+    let theirs = json(app.get("/api/v1/channel-dead-letters", &other.token).await).await;
+    assert_eq!(theirs["data"], json!([]));
+    let letter_id = mug_letter["id"].as_str().unwrap().to_owned();
+    let path = format!("/api/v1/channel-dead-letters/{letter_id}/replay");
+    assert_problem(app.post(&path, &other.token, json!({})).await, 404, "not_found").await;
+    let res = app
+        .send_json(
+            Method::DELETE,
+            &format!("/api/v1/channel-dead-letters/{letter_id}"),
+            Some(&other.token),
+            json!({}),
+        )
+        .await;
+    assert_problem(res, 404, "not_found").await;
+
+    // The site is back and more mugs came in: the replay pushes the ATP of now.
+    woo.set_down(false);
+    adjust(&app, &tenant, &mug_id, &main, 4).await;
+    app.drained().await;
+    let res = app.post(&path, &tenant.token, json!({})).await;
+    assert_eq!(res.status(), 202, "{}", res.text().await.unwrap());
+    eventually(10, || async { (woo.quantity("MUG-WHITE") == Some(9)).then_some(()) }).await;
+
+    // The cup's letter is dismissed: nothing is pushed, the list is empty.
+    let cup_letter =
+        letters["data"].as_array().unwrap().iter().find(|l| l["sku"] == "CUP-BLUE").unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    let res = app
+        .send_json(
+            Method::DELETE,
+            &format!("/api/v1/channel-dead-letters/{cup_letter}"),
+            Some(&tenant.token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(res.status(), 204);
+    app.drained().await;
+    assert_eq!(woo.quantity("CUP-BLUE"), Some(0), "a dismissed letter pushes nothing");
+    assert_eq!(json(app.get("/api/v1/channel-dead-letters", &tenant.token).await).await["data"], json!([]));
+
+    // Down again: both fail; replay all of the connection once it is back; dismiss all empties.
+    woo.set_down(true);
+    adjust(&app, &tenant, &mug_id, &main, 1).await;
+    adjust(&app, &tenant, &cup_id, &main, 1).await;
+    eventually(10, || async {
+        let list = json(app.get("/api/v1/channel-dead-letters", &tenant.token).await).await;
+        (list["data"].as_array().unwrap().len() == 2).then_some(())
+    })
+    .await;
+    woo.set_down(false);
+    let res =
+        app.post("/api/v1/channel-dead-letters/replay", &tenant.token, json!({"connection_id": w})).await;
+    assert_eq!(res.status(), 202);
+    assert_eq!(json(res).await["data"], json!({"count": 2, "skipped": 0}));
+    eventually(10, || async {
+        (woo.quantity("MUG-WHITE") == Some(10) && woo.quantity("CUP-BLUE") == Some(4)).then_some(())
+    })
+    .await;
+    let res = app.post("/api/v1/channel-dead-letters/dismiss", &tenant.token, json!({})).await;
+    assert_eq!(json(res).await["data"], json!({"count": 0, "skipped": 0}));
 }

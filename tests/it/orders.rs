@@ -1851,6 +1851,8 @@ async fn without_redis_a_rebuild_has_nothing_to_do() {
     let res = app.post("/api/v1/orders/kpis/rebuild", &tenant.token, json!({})).await;
     assert_eq!(res.status(), 200);
     assert_eq!(json(res).await["data"], json!({"backend": "database", "orders": 0, "refunds": 0}));
+}
+
 /// The endpoint secret the Stripe callbacks of these tests are signed with.
 const WHSEC: &str = "whsec_nexus_test";
 

@@ -22,7 +22,7 @@ use super::{
     Settings,
     driver::{
         ChannelDriver, DriverError, Headers, Inbound, ProductPage, Push, RatePolicy, RemoteProduct,
-        RemoteVariant, Store, minor_units,
+        RemoteStock, RemoteVariant, Store, minor_units,
     },
 };
 
@@ -47,6 +47,8 @@ pub struct Amazon {
     timeout: Duration,
     /// By client id and refresh token: one per credential.
     tokens: Mutex<HashMap<(String, String), Token>>,
+    /// Checks the SNS messages notifications arrive in.
+    sns: super::sns::Verifier,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -72,11 +74,17 @@ fn messages(body: &Value) -> Option<String> {
 impl Amazon {
     pub fn new(http: reqwest::Client, settings: &Settings) -> Self {
         Self {
-            http,
+            http: http.clone(),
             token_url: settings.amazon.token_url.clone(),
             policy: settings.amazon.rate_limit,
             timeout: settings.timeout(),
             tokens: Mutex::new(HashMap::new()),
+            sns: super::sns::Verifier::new(
+                http,
+                settings.timeout(),
+                settings.amazon.sns_cert_host_pattern(),
+                settings.amazon.sns_allow_http,
+            ),
         }
     }
 
@@ -317,15 +325,75 @@ impl ChannelDriver for Amazon {
         Ok(())
     }
 
-    fn webhooks(&self) -> Result<(), &'static str> {
-        Err("Amazon notifications (SNS messages) are not supported yet")
+    /// An SNS message, verified against SNS's signing certificate; the
+    /// connection's webhook secret is not used.
+    async fn verify_webhook(
+        &self,
+        _secret: Option<&str>,
+        _headers: &Headers,
+        body: &[u8],
+    ) -> Result<(), String> {
+        self.sns.verify(body).await.map(|_| ())
     }
 
-    fn verify_webhook(&self, _secret: &str, _headers: &Headers, _body: &[u8]) -> bool {
-        false
+    /// A `SubscriptionConfirmation` asks to be confirmed; a `Notification`
+    /// carries an SP-API notification in `Message`, of which
+    /// `LISTINGS_ITEM_MFN_QUANTITY_CHANGE` (the seller-fulfilled quantity of
+    /// a SKU) is a stock change. The SNS `MessageId` is the event id.
+    fn parse_webhook(&self, _headers: &Headers, body: &[u8]) -> Result<Inbound, String> {
+        let message: Value = serde_json::from_slice(body).map_err(|e| format!("not an SNS message: {e}"))?;
+        let event_id = message["MessageId"].as_str().map(str::to_owned);
+        match message["Type"].as_str() {
+            Some("SubscriptionConfirmation") => Ok(Inbound {
+                event_id,
+                topic: Some("SubscriptionConfirmation".to_owned()),
+                subscribe_url: message["SubscribeURL"].as_str().map(str::to_owned),
+                ..Inbound::default()
+            }),
+            Some("Notification") => {
+                let text = message["Message"].as_str().unwrap_or_default();
+                let notification: Value = serde_json::from_str(text)
+                    .map_err(|e| format!("the SNS Message is not an SP-API notification: {e}"))?;
+                let kind = notification["NotificationType"].as_str().map(str::to_owned);
+                let payload = &notification["Payload"];
+                let stock = if kind.as_deref() == Some("LISTINGS_ITEM_MFN_QUANTITY_CHANGE") {
+                    let (Some(sku), Some(quantity)) = (payload["Sku"].as_str(), payload["Quantity"].as_i64())
+                    else {
+                        return Err("LISTINGS_ITEM_MFN_QUANTITY_CHANGE without Sku and Quantity".to_owned());
+                    };
+                    if payload["FulfillmentChannelCode"].as_str().is_some_and(|c| c != "DEFAULT") {
+                        None
+                    } else {
+                        Some(RemoteStock {
+                            variant_id: Some(sku.to_owned()),
+                            inventory_item_id: None,
+                            location_id: None,
+                            quantity,
+                        })
+                    }
+                } else {
+                    None
+                };
+                let note = stock.is_none().then(|| match kind.as_deref() {
+                    Some("LISTINGS_ITEM_MFN_QUANTITY_CHANGE") => {
+                        "a quantity fulfilled by Amazon, not from the connection's warehouse".to_owned()
+                    }
+                    Some(other) => format!("{other} carries no seller-fulfilled quantity"),
+                    None => "the notification has no NotificationType".to_owned(),
+                });
+                Ok(Inbound { event_id, topic: kind, stock, subscribe_url: None, note })
+            }
+            Some(other) => Ok(Inbound {
+                event_id,
+                topic: Some(other.to_owned()),
+                note: Some(format!("an SNS {other} changes no stock")),
+                ..Inbound::default()
+            }),
+            None => Err("not an SNS message: no Type".to_owned()),
+        }
     }
 
-    fn parse_webhook(&self, _headers: &Headers, _body: &[u8]) -> Result<Inbound, String> {
-        Err("Amazon notifications are not supported yet".to_owned())
+    async fn confirm_subscription(&self, url: &str) -> Result<(), String> {
+        self.sns.confirm(url).await
     }
 }

@@ -216,6 +216,11 @@ pub struct Inbound {
     pub topic: Option<String>,
     /// A new quantity of one variant, when the topic carries one.
     pub stock: Option<RemoteStock>,
+    /// A subscription the channel asks to confirm by a GET of this URL
+    /// (Amazon SNS's `SubscribeURL`), once the message verified.
+    pub subscribe_url: Option<String>,
+    /// Why a verified message changes nothing, when it carries no stock.
+    pub note: Option<String>,
 }
 
 /// The store's quantity of one variant, named by its id or its inventory item.
@@ -237,6 +242,51 @@ pub fn hmac_base64_matches(secret: &str, signature: Option<&String>, body: &[u8]
     let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()) else { return false };
     mac.update(body);
     mac.verify_slice(&signature).is_ok()
+}
+
+/// The secret a webhook is verified with, or why there is none.
+pub fn needs_secret(secret: Option<&str>) -> Result<&str, String> {
+    secret.ok_or_else(|| "the connection has no webhook secret to verify with".to_owned())
+}
+
+/// How far a Standard Webhooks `webhook-timestamp` may be from now.
+pub const STANDARD_WEBHOOK_TOLERANCE: i64 = 300;
+
+/// A [Standard Webhooks](https://www.standardwebhooks.com/) signature:
+/// `webhook-signature` holds space-separated `v1,<base64>` entries, one of
+/// which must be the HMAC-SHA256 of `{webhook-id}.{webhook-timestamp}.{body}`
+/// keyed with the secret (`whsec_` + base64 of the key bytes), and
+/// `webhook-timestamp` (Unix seconds) must be within
+/// [`STANDARD_WEBHOOK_TOLERANCE`] of `now`.
+pub fn standard_webhook_verify(secret: &str, headers: &Headers, body: &[u8], now: i64) -> Result<(), String> {
+    use base64::{Engine, engine::general_purpose::STANDARD};
+    use hmac::{Hmac, Mac};
+    let key = STANDARD
+        .decode(secret.trim().trim_start_matches("whsec_"))
+        .map_err(|_| "the webhook secret is not a whsec_ base64 key".to_owned())?;
+    let (Some(id), Some(timestamp), Some(signatures)) =
+        (headers.get("webhook-id"), headers.get("webhook-timestamp"), headers.get("webhook-signature"))
+    else {
+        return Err("webhook-id, webhook-timestamp and webhook-signature are required".to_owned());
+    };
+    let at: i64 = timestamp.trim().parse().map_err(|_| "webhook-timestamp is not Unix seconds".to_owned())?;
+    if (now - at).abs() > STANDARD_WEBHOOK_TOLERANCE {
+        return Err(format!("webhook-timestamp is more than {STANDARD_WEBHOOK_TOLERANCE} s away from now"));
+    }
+    let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(&key) else {
+        return Err("the webhook secret is empty".to_owned());
+    };
+    mac.update(id.as_bytes());
+    mac.update(b".");
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let matches = signatures
+        .split_whitespace()
+        .filter_map(|entry| entry.strip_prefix("v1,"))
+        .filter_map(|sig| STANDARD.decode(sig).ok())
+        .any(|sig| mac.clone().verify_slice(&sig).is_ok());
+    if matches { Ok(()) } else { Err("the signature does not match the body".to_owned()) }
 }
 
 /// What every channel does, the same way.
@@ -264,16 +314,22 @@ pub trait ChannelDriver: Send + Sync {
     ) -> Result<ProductPage, DriverError>;
     /// Set the store's quantity of each variant to the absolute value given.
     async fn push_quantities(&self, store: &Store<'_>, pushes: &[Push]) -> Result<(), DriverError>;
-    /// Whether the channel's webhooks can be received at all; `Err` says
-    /// why not (every delivery is then refused and logged with it).
-    fn webhooks(&self) -> Result<(), &'static str> {
-        Ok(())
-    }
-    /// Whether a webhook's body was signed with `secret`; checked before
+    /// Whether a webhook is authentic (`secret`: the connection's webhook
+    /// secret, when it has one); `Err` says why not. Checked before
     /// anything else is read.
-    fn verify_webhook(&self, secret: &str, headers: &Headers, body: &[u8]) -> bool;
+    async fn verify_webhook(
+        &self,
+        secret: Option<&str>,
+        headers: &Headers,
+        body: &[u8],
+    ) -> Result<(), String>;
     /// What a verified webhook says; `Err` says why it cannot be read.
     fn parse_webhook(&self, headers: &Headers, body: &[u8]) -> Result<Inbound, String>;
+    /// Confirm a subscription a verified message asked for
+    /// ([`Inbound::subscribe_url`]); `Err` says why it was not.
+    async fn confirm_subscription(&self, _url: &str) -> Result<(), String> {
+        Err(format!("{} has no subscriptions to confirm", self.channel()))
+    }
 }
 
 /// The channels of this build, by name.
@@ -333,6 +389,33 @@ mod tests {
         assert!(!hmac_base64_matches("other", Some(&signature), br#"{"a":1}"#));
         assert!(!hmac_base64_matches("secret", Some(&"not base64!".to_owned()), br#"{"a":1}"#));
         assert!(!hmac_base64_matches("secret", None, br#"{"a":1}"#));
+    }
+
+    #[test]
+    fn a_standard_webhook_signature_is_checked_with_its_timestamp() {
+        // The Standard Webhooks reference example.
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let body = br#"{"test": 2432232314}"#;
+        let headers = |signature: &str| -> Headers {
+            [
+                ("webhook-id", "msg_p5jXN8AQM9LWM0D4loKWxJek"),
+                ("webhook-timestamp", "1614265330"),
+                ("webhook-signature", signature),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+        };
+        let good = headers("v1,bm90IGl0 v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+        assert_eq!(standard_webhook_verify(secret, &good, body, 1_614_265_330), Ok(()));
+        assert_eq!(standard_webhook_verify(secret, &good, body, 1_614_265_330 + 299), Ok(()));
+        assert!(standard_webhook_verify(secret, &good, body, 1_614_265_330 + 301).is_err(), "too late");
+        assert!(standard_webhook_verify(secret, &good, body, 1_614_265_330 - 301).is_err(), "too early");
+        assert!(standard_webhook_verify(secret, &good, br#"{"test": 1}"#, 1_614_265_330).is_err());
+        let other_scheme = headers("v2,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+        assert!(standard_webhook_verify(secret, &other_scheme, body, 1_614_265_330).is_err());
+        assert!(standard_webhook_verify(secret, &Headers::new(), body, 1_614_265_330).is_err());
+        assert!(standard_webhook_verify("whsec_!!", &good, body, 1_614_265_330).is_err());
     }
 
     #[test]

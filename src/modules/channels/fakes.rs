@@ -384,6 +384,8 @@ struct WooState {
     products: Vec<WooProduct>,
     controls: Controls,
     batches: usize,
+    /// Answer every request 503, as a site under maintenance.
+    down: bool,
 }
 
 /// A fake WooCommerce site.
@@ -474,6 +476,11 @@ impl FakeWooCommerce {
     pub fn batches(&self) -> usize {
         lock(&self.state).batches
     }
+
+    /// Answer every request with 503 (`true`) until set back (`false`).
+    pub fn set_down(&self, down: bool) {
+        lock(&self.state).down = down;
+    }
 }
 
 fn woo_product(p: &WooProduct) -> Value {
@@ -491,6 +498,13 @@ fn woo_error(status: actix_web::http::StatusCode, code: &str, message: &str) -> 
 /// Authentication and the rate limit, before anything else.
 fn woo_gate(req: &HttpRequest, keys: &WooKeys, state: &mut WooState) -> Option<HttpResponse> {
     use actix_web::http::StatusCode;
+    if state.down {
+        return Some(woo_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "woocommerce_maintenance",
+            "Briefly unavailable for scheduled maintenance.",
+        ));
+    }
     let given = req.headers().get("authorization").and_then(|v| v.to_str().ok());
     if given != Some(keys.basic.as_str()) {
         return Some(woo_error(
@@ -1343,4 +1357,77 @@ async fn etsy_put_inventory(
         listing.products[index].quantity = quantity;
     }
     HttpResponse::Ok().json(etsy_inventory_json(listing))
+}
+
+// -------------------------------------------------------------------- SNS
+
+#[derive(Default)]
+struct SnsState {
+    /// Tokens of the subscriptions confirmed (`GET /confirm?Token=`).
+    confirmed: Vec<String>,
+    /// Certificate fetches.
+    fetches: usize,
+}
+
+/// A fake of Amazon SNS's two HTTP surfaces a subscriber touches: the
+/// signing certificate (`GET /SimpleNotificationService-fake.pem`, the PEM
+/// given) and the subscription confirmation (`GET /confirm?Token=...`,
+/// answering SNS's `ConfirmSubscriptionResponse`). Messages are signed by
+/// whoever holds the certificate's key (a test, the fake-stores example).
+#[derive(Clone)]
+pub struct FakeSns {
+    pub base_url: String,
+    /// `SigningCertURL` to put in messages.
+    pub cert_url: String,
+    state: Arc<Mutex<SnsState>>,
+}
+
+impl FakeSns {
+    pub async fn start(cert_pem: String) -> std::io::Result<Self> {
+        let state = Arc::new(Mutex::new(SnsState::default()));
+        let data = web::Data::from(state.clone());
+        let pem = web::Data::new(cert_pem);
+        let base_url = listen(move |cfg| {
+            cfg.app_data(data.clone())
+                .app_data(pem.clone())
+                .route("/SimpleNotificationService-fake.pem", web::get().to(sns_cert))
+                .route("/confirm", web::get().to(sns_confirm));
+        })?;
+        Ok(Self { cert_url: format!("{base_url}/SimpleNotificationService-fake.pem"), base_url, state })
+    }
+
+    /// The `SubscribeURL` confirming the subscription with `token`.
+    pub fn subscribe_url(&self, token: &str) -> String {
+        format!("{}/confirm?Action=ConfirmSubscription&Token={token}", self.base_url)
+    }
+
+    /// Tokens confirmed so far.
+    pub fn confirmed(&self) -> Vec<String> {
+        lock(&self.state).confirmed.clone()
+    }
+
+    /// How often the certificate was fetched.
+    pub fn certificate_fetches(&self) -> usize {
+        lock(&self.state).fetches
+    }
+}
+
+async fn sns_cert(state: web::Data<Mutex<SnsState>>, pem: web::Data<String>) -> HttpResponse {
+    lock(&state).fetches += 1;
+    HttpResponse::Ok().content_type("application/x-x509-ca-cert").body(pem.get_ref().clone())
+}
+
+#[derive(serde::Deserialize)]
+struct SnsConfirm {
+    #[serde(rename = "Token")]
+    token: String,
+}
+
+async fn sns_confirm(state: web::Data<Mutex<SnsState>>, query: web::Query<SnsConfirm>) -> HttpResponse {
+    lock(&state).confirmed.push(query.token.clone());
+    HttpResponse::Ok().content_type("text/xml").body(
+        "<ConfirmSubscriptionResponse xmlns=\"http://sns.amazonaws.com/doc/2010-03-31/\"><ConfirmSubscriptionResult>\
+         <SubscriptionArn>arn:aws:sns:eu-west-1:123456789012:nexus:fake</SubscriptionArn></ConfirmSubscriptionResult>\
+         </ConfirmSubscriptionResponse>",
+    )
 }

@@ -7,8 +7,9 @@ use uuid::Uuid;
 
 use super::{
     CONNECTION_SORTS, ChannelService, ChannelsRead, ChannelsWrite, ConnectionChanges, ConnectionFilter,
-    ConnectionView, DriftView, ImportView, MAPPING_SORTS, MappingFilter, MappingView, NewConnection,
-    RECEIPT_SORTS, ReceiptView, RemoteProduct, STATUSES, SyncRunView,
+    ConnectionView, DEAD_LETTER_SORTS, DeadLetterCount, DeadLetterFilter, DeadLetterView, DriftView,
+    ImportView, MAPPING_SORTS, MappingFilter, MappingView, NewConnection, RECEIPT_SORTS, ReceiptView,
+    RemoteProduct, STATUSES, SyncRunView,
 };
 use crate::platform::{
     graphql::{authorized, data, gql, list_request},
@@ -40,6 +41,12 @@ pub struct ChannelSyncRunPage {
 #[derive(SimpleObject)]
 pub struct ChannelDriftPage {
     items: Vec<DriftView>,
+    page_info: PageMeta,
+}
+
+#[derive(SimpleObject)]
+pub struct ChannelDeadLetterPage {
+    items: Vec<DeadLetterView>,
     page_info: PageMeta,
 }
 
@@ -181,6 +188,23 @@ impl Query {
         let filter = MappingFilter { connection_id, product_id, sort };
         let paged = service(ctx)?.list_mappings(principal.tenant, filter, &list).await.map_err(gql)?;
         Ok(ChannelMappingPage { items: paged.data, page_info: paged.meta })
+    }
+
+    /// Pushes whose retries ran out, oldest first (as `GET /api/v1/channel-dead-letters`).
+    async fn channel_dead_letters(
+        &self,
+        ctx: &Context<'_>,
+        connection_id: Option<Uuid>,
+        #[graphql(default_with = "Some(25)")] first: Option<i64>,
+        after: Option<String>,
+        before: Option<String>,
+    ) -> async_graphql::Result<ChannelDeadLetterPage> {
+        let (_, principal) = authorized::<ChannelsRead>(ctx).map_err(gql)?;
+        let list = list_request(ctx, first, after.as_deref(), before.as_deref())?;
+        let sort = parse_sort(None, &DEAD_LETTER_SORTS).map_err(gql)?;
+        let filter = DeadLetterFilter { connection_id, sort };
+        let paged = service(ctx)?.list_dead_letters(principal.tenant, filter, &list).await.map_err(gql)?;
+        Ok(ChannelDeadLetterPage { items: paged.data, page_info: paged.meta })
     }
 
     /// The webhooks a store sent to a connection, newest first.
@@ -331,5 +355,46 @@ impl Mutation {
             service(ctx)?.push_product(principal.tenant, connection_id, product_id).await.map_err(gql)?;
         state.wakeup.wake();
         Ok(mapping)
+    }
+
+    /// Push a dead letter's product again with its ATP of now, and drop the letter.
+    async fn replay_channel_dead_letter(
+        &self,
+        ctx: &Context<'_>,
+        id: Uuid,
+    ) -> async_graphql::Result<MappingView> {
+        let (state, principal) = authorized::<ChannelsWrite>(ctx).map_err(gql)?;
+        let mapping = service(ctx)?.replay_dead_letter(principal.tenant, id).await.map_err(gql)?;
+        state.wakeup.wake();
+        Ok(mapping)
+    }
+
+    /// Replay every dead letter of a connection, or of the tenant.
+    async fn replay_channel_dead_letters(
+        &self,
+        ctx: &Context<'_>,
+        connection_id: Option<Uuid>,
+    ) -> async_graphql::Result<DeadLetterCount> {
+        let (state, principal) = authorized::<ChannelsWrite>(ctx).map_err(gql)?;
+        let count = service(ctx)?.replay_dead_letters(principal.tenant, connection_id).await.map_err(gql)?;
+        state.wakeup.wake();
+        Ok(count)
+    }
+
+    /// Drop a dead letter without pushing.
+    async fn dismiss_channel_dead_letter(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<bool> {
+        let (_, principal) = authorized::<ChannelsWrite>(ctx).map_err(gql)?;
+        service(ctx)?.dismiss_dead_letter(principal.tenant, id).await.map_err(gql)?;
+        Ok(true)
+    }
+
+    /// Drop every dead letter of a connection, or of the tenant.
+    async fn dismiss_channel_dead_letters(
+        &self,
+        ctx: &Context<'_>,
+        connection_id: Option<Uuid>,
+    ) -> async_graphql::Result<DeadLetterCount> {
+        let (_, principal) = authorized::<ChannelsWrite>(ctx).map_err(gql)?;
+        service(ctx)?.dismiss_dead_letters(principal.tenant, connection_id).await.map_err(gql)
     }
 }

@@ -20,6 +20,7 @@ pub mod graphql;
 pub mod routes;
 pub mod service;
 pub mod shopify;
+pub mod sns;
 pub mod woocommerce;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
@@ -59,7 +60,14 @@ macro_rules! tenant_owned {
     )*};
 }
 
-tenant_owned!(channel_connection, channel_mapping, channel_sync_run, channel_webhook_receipt, channel_drift);
+tenant_owned!(
+    channel_connection,
+    channel_dead_letter,
+    channel_drift,
+    channel_mapping,
+    channel_sync_run,
+    channel_webhook_receipt
+);
 
 grants! {
     ChannelsRead => "channels", "read", "module.channels", ["admin", "manager", "user", "viewer"];
@@ -82,9 +90,14 @@ event_types! {
         json!({"connection_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a21", "receipt_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a41", "topic": "inventory_levels/update", "event_id": "b54557e4-bdd9-4b37-8a5f-bf7d70bcd043", "outcome": "applied"});
     CHANNEL_INVENTORY_UPDATED => "channel.inventory_updated", 6, "A store's stock change (a sale there) was booked as a stock movement; it propagates to the other stores.",
         json!({"connection_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a21", "product_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "sku": "TSHIRT-RED-M", "remote_quantity": 6, "quantity": -2, "on_hand": 38});
+    CHANNEL_DEAD_LETTERED => "channel.dead_lettered", 7, "A push to a store failed on every attempt; the product's push is kept as a dead letter to replay or dismiss.",
+        json!({"dead_letter_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a51", "connection_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a21", "product_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a11", "sku": "TSHIRT-RED-M", "quantity": 38, "attempts": 10, "error": "503 Service Unavailable: maintenance"});
     CHANNEL_DISCONNECTED => "channel.disconnected", 8, "A store refused the connection's credentials; nothing is pushed to it until they are replaced.",
         json!({"connection_id": "0193a5c2-5c1e-7b0a-9d3e-3f1f6f0e7a21", "channel": "woocommerce", "error": "401 Unauthorized: Consumer key is invalid."});
 }
+
+/// The module's feature key.
+pub const MODULE: &str = "module.channels";
 
 pub const CONNECTED: &str = "connected";
 pub const THROTTLED: &str = "throttled";
@@ -109,6 +122,9 @@ pub struct Settings {
     /// Pace every call to a store through its credential's token bucket
     /// (`rate_limit` of its channel); `false` lifts every bucket.
     pub rate_limits: bool,
+    /// Attempts of a push to one store before its products land in the
+    /// dead letters (1 to 100).
+    pub push_attempts: i32,
     pub shopify: ShopifySettings,
     pub woocommerce: WooCommerceSettings,
     pub amazon: AmazonSettings,
@@ -122,6 +138,7 @@ impl Default for Settings {
             push_batch_size: 50,
             rate_limits: true,
             reconcile_interval_secs: 3600,
+            push_attempts: 10,
             shopify: ShopifySettings::default(),
             woocommerce: WooCommerceSettings::default(),
             amazon: AmazonSettings::default(),
@@ -171,6 +188,12 @@ pub struct AmazonSettings {
     /// Login with Amazon's token endpoint.
     pub token_url: String,
     pub rate_limit: RatePolicy,
+    /// A regular expression the host of an SNS message's `SigningCertURL`
+    /// (and of a `SubscribeURL` to confirm) must match.
+    pub sns_cert_host: String,
+    /// Whether those URLs may be plain http: where base URLs may (development).
+    #[serde(skip)]
+    pub sns_allow_http: bool,
 }
 
 impl Default for AmazonSettings {
@@ -178,7 +201,17 @@ impl Default for AmazonSettings {
         Self {
             token_url: "https://api.amazon.com/auth/o2/token".to_owned(),
             rate_limit: RatePolicy { per_second: 1, burst: 10 },
+            sns_cert_host: sns::DEFAULT_CERT_HOST.to_owned(),
+            sns_allow_http: false,
         }
+    }
+}
+
+impl AmazonSettings {
+    /// `sns_cert_host`, compiled (checked when the module starts).
+    pub fn sns_cert_host_pattern(&self) -> Result<regex::Regex, String> {
+        regex::Regex::new(&self.sns_cert_host)
+            .map_err(|e| format!("`modules.channels.amazon.sns_cert_host`: not a regular expression: {e}"))
     }
 }
 
@@ -423,11 +456,12 @@ pub struct ReceiptView {
     pub topic: Option<String>,
     /// The store's id of the event.
     pub event_id: Option<String>,
-    /// Whether its signature verified with the connection's webhook secret.
+    /// Whether its signature verified (with the connection's webhook
+    /// secret; Amazon: with SNS's certificate).
     pub verified: bool,
     /// `applied` (booked as a stock movement), `unchanged`, `unmapped`,
-    /// `ignored`, `rejected`, `forged`, `replayed` or `unsupported` (a
-    /// channel whose webhooks cannot be received yet: Amazon, Etsy).
+    /// `ignored`, `rejected`, `confirmed` (an SNS subscription), `forged` or
+    /// `replayed`.
     #[schema(example = "applied")]
     pub outcome: String,
     pub detail: Option<String>,
@@ -449,6 +483,58 @@ impl From<entity::channel_webhook_receipt::Model> for ReceiptView {
             received_at: r.received_at,
         }
     }
+}
+
+/// A push whose retries ran out, kept to be replayed or dismissed.
+#[derive(Clone, Debug, Serialize, ToSchema, async_graphql::SimpleObject)]
+#[graphql(name = "ChannelDeadLetter")]
+pub struct DeadLetterView {
+    pub id: Uuid,
+    pub connection_id: Uuid,
+    pub product_id: Uuid,
+    #[schema(example = "TSHIRT-RED-M")]
+    pub sku: String,
+    #[schema(example = "gid://shopify/ProductVariant/2001")]
+    pub remote_variant_id: String,
+    /// The available-to-promise quantity the last attempt meant to write
+    /// (a replay pushes the quantity of then instead).
+    #[schema(example = 38)]
+    pub quantity: i64,
+    /// The store's last error, in its own words.
+    #[schema(example = "503 Service Unavailable: maintenance")]
+    pub last_error: String,
+    /// Attempts made before it landed here.
+    #[schema(example = 10)]
+    pub attempts: i32,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<entity::channel_dead_letter::Model> for DeadLetterView {
+    fn from(d: entity::channel_dead_letter::Model) -> Self {
+        Self {
+            id: d.id,
+            connection_id: d.connection_id,
+            product_id: d.product_id,
+            sku: d.sku,
+            remote_variant_id: d.remote_variant_id,
+            quantity: d.quantity,
+            last_error: d.last_error,
+            attempts: d.attempts,
+            created_at: d.created_at,
+        }
+    }
+}
+
+/// How many dead letters a replay or dismissal of many took.
+#[derive(Clone, Debug, Serialize, ToSchema, async_graphql::SimpleObject)]
+#[graphql(name = "ChannelDeadLetterCount")]
+pub struct DeadLetterCount {
+    /// Dead letters replayed (or dismissed).
+    #[schema(example = 3)]
+    pub count: u64,
+    /// Left in place: their connection is disconnected (a replay only).
+    #[schema(example = 0)]
+    pub skipped: u64,
 }
 
 /// A new connection, as REST and GraphQL give it (checked by the service).
@@ -506,6 +592,17 @@ pub struct ConnectionFilter {
     pub channel: Option<String>,
     pub status: Option<String>,
     pub sort: Sort<connection::Column>,
+}
+
+/// Dead letters: oldest first (the order they failed in).
+pub const DEAD_LETTER_SORTS: Sorts<entity::channel_dead_letter::Column> = Sorts {
+    fields: &[("created_at", entity::channel_dead_letter::Column::CreatedAt)],
+    default: "created_at",
+};
+
+pub struct DeadLetterFilter {
+    pub connection_id: Option<Uuid>,
+    pub sort: Sort<entity::channel_dead_letter::Column>,
 }
 
 pub struct MappingFilter {
@@ -584,10 +681,38 @@ pub trait ChannelService: Send + Sync {
     /// Queue a push of the product's ATP to the store (404 when the
     /// product is not mapped on the connection).
     async fn push_product(&self, tenant: TenantScope, id: Uuid, product_id: Uuid) -> ApiResult<MappingView>;
+    /// Pushes whose retries ran out, of one connection or all.
+    async fn list_dead_letters(
+        &self,
+        tenant: TenantScope,
+        filter: DeadLetterFilter,
+        list: &ListRequest,
+    ) -> ApiResult<Paged<DeadLetterView>>;
+    /// Push the product of a dead letter again, with its ATP of now, and
+    /// drop the letter (409 when its connection is disconnected).
+    async fn replay_dead_letter(&self, tenant: TenantScope, id: Uuid) -> ApiResult<MappingView>;
+    /// Replay every dead letter of a connection, or of the tenant; those of
+    /// disconnected connections stay.
+    async fn replay_dead_letters(
+        &self,
+        tenant: TenantScope,
+        connection_id: Option<Uuid>,
+    ) -> ApiResult<DeadLetterCount>;
+    /// Drop a dead letter without pushing.
+    async fn dismiss_dead_letter(&self, tenant: TenantScope, id: Uuid) -> ApiResult<()>;
+    /// Drop every dead letter of a connection, or of the tenant.
+    async fn dismiss_dead_letters(
+        &self,
+        tenant: TenantScope,
+        connection_id: Option<Uuid>,
+    ) -> ApiResult<DeadLetterCount>;
+    /// The tenant holding connection `id` (404 when none does), for a
+    /// store's webhook to be governed as the tenant's requests are.
+    async fn webhook_tenant(&self, id: Uuid) -> ApiResult<Uuid>;
     /// A store's webhook to connection `id` (whichever tenant holds it):
-    /// verified before anything else (401 `unauthenticated` when forged,
-    /// replayed or of a channel whose webhooks are not supported), logged whatever happens; a stock change of a mapped
-    /// variant becomes a stock movement.
+    /// verified before anything else (401 `unauthenticated` when forged
+    /// or replayed), logged whatever happens; a stock change of a mapped
+    /// variant becomes a stock movement, an SNS subscription is confirmed.
     async fn receive_webhook(
         &self,
         id: Uuid,
@@ -611,7 +736,7 @@ pub struct Channels {
 
 impl Channels {
     pub fn new(setup: &Setup, inventory: Arc<dyn InventoryService>) -> anyhow::Result<Self> {
-        let settings: Settings = setup.config("channels")?;
+        let mut settings: Settings = setup.config("channels")?;
         anyhow::ensure!(
             (1..=120_000).contains(&settings.timeout_ms),
             "`modules.channels.timeout_ms`: must be between 1 and 120000"
@@ -620,8 +745,14 @@ impl Channels {
             (1..=100).contains(&settings.push_batch_size),
             "`modules.channels.push_batch_size`: must be between 1 and 100"
         );
+        anyhow::ensure!(
+            (1..=100).contains(&settings.push_attempts),
+            "`modules.channels.push_attempts`: must be between 1 and 100"
+        );
+        settings.amazon.sns_cert_host_pattern().map_err(anyhow::Error::msg)?;
         let http = crate::platform::webhooks::delivery::client(setup.config)?;
         let policy = setup.config.url_policy().map_err(anyhow::Error::msg)?;
+        settings.amazon.sns_allow_http = policy.allow_http;
         let cipher = crate::platform::crypto::Cipher::from_base64_key(setup.config.encryption_key.expose())?;
         let drivers = driver::drivers(&http, &settings);
         let service = service::SeaOrmChannels::new(
@@ -650,7 +781,7 @@ impl Module for Channels {
 
     fn feature(&self) -> Option<Feature> {
         Some(Feature {
-            key: "module.channels",
+            key: MODULE,
             description: "Sales channel stores (Shopify, WooCommerce, Amazon, Etsy) kept in step with available-to-promise stock",
             default: true,
             tier: "professional",

@@ -10,8 +10,9 @@ use uuid::Uuid;
 
 use super::{
     CONNECTION_SORTS, ChannelService, ChannelsRead, ChannelsWrite, ConnectionChanges, ConnectionFilter,
-    ConnectionView, DriftView, ImportView, MAPPING_SORTS, MappingFilter, MappingView, NewConnection,
-    RECEIPT_SORTS, ReceiptView, RemoteProduct, STATUSES, SyncRunView,
+    ConnectionView, DEAD_LETTER_SORTS, DeadLetterCount, DeadLetterFilter, DeadLetterView, DriftView,
+    ImportView, MAPPING_SORTS, MODULE, MappingFilter, MappingView, NewConnection, RECEIPT_SORTS, ReceiptView,
+    RemoteProduct, STATUSES, SyncRunView,
 };
 use crate::{
     error::{ApiError, ApiResult, Code, Problem},
@@ -42,6 +43,11 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(list_channel_drifts)
         .service(list_channel_mappings)
         .service(list_channel_webhook_receipts)
+        .service(list_channel_dead_letters)
+        .service(replay_channel_dead_letters)
+        .service(dismiss_channel_dead_letters)
+        .service(replay_channel_dead_letter)
+        .service(dismiss_channel_dead_letter)
         .service(receive_channel_webhook);
 }
 
@@ -470,15 +476,124 @@ async fn list_channel_drifts(
     Ok(HttpResponse::Ok().json(channels.list_drifts(auth.tenant, id, run_id, &list).await?))
 }
 
+crate::list_query! {
+    #[derive(Deserialize, IntoParams)]
+    #[serde(deny_unknown_fields)]
+    #[into_params(parameter_in = Query)]
+    struct DeadLetterQuery {
+        /// `created_at`; prefix `-` for descending (default `created_at`, oldest first).
+        #[param(pattern = "^-?created_at$")]
+        sort: Option<String>,
+        /// Only the dead letters of this connection.
+        connection_id: Option<Uuid>,
+    }
+}
+
+/// Pushes to a store whose retries ran out, oldest first.
+#[utoipa::path(tag = "channels", params(DeadLetterQuery),
+    responses((status = 200, body = Paged<DeadLetterView>), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)),
+    security(("bearer" = [])))]
+#[get("/channel-dead-letters")]
+async fn list_channel_dead_letters(
+    auth: Authorized<ChannelsRead>,
+    channels: web::Data<dyn ChannelService>,
+    query: web::Query<DeadLetterQuery>,
+) -> ApiResult<HttpResponse> {
+    let q = query.into_inner();
+    let list = q.list()?;
+    let sort = parse_sort(q.sort.as_deref(), &DEAD_LETTER_SORTS)?;
+    let filter = DeadLetterFilter { connection_id: q.connection_id, sort };
+    Ok(HttpResponse::Ok().json(channels.list_dead_letters(auth.tenant, filter, &list).await?))
+}
+
+/// Which dead letters: those of one connection, or all of the tenant's.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterScope {
+    /// Absent: every connection of the tenant.
+    connection_id: Option<Uuid>,
+}
+
+impl Validate for DeadLetterScope {}
+
+/// Push the product of a dead letter again, with its available-to-promise
+/// quantity of now (not the one that failed), and drop the letter.
+#[utoipa::path(tag = "channels",
+    responses((status = 202, description = "Queued; the mapping shows the push pending", body = Data<MappingView>),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 409, description = "The connection is disconnected", body = Problem)),
+    security(("bearer" = [])))]
+#[post("/channel-dead-letters/{id}/replay")]
+async fn replay_channel_dead_letter(
+    auth: Authorized<ChannelsWrite>,
+    state: web::Data<AppState>,
+    channels: web::Data<dyn ChannelService>,
+    id: web::Path<Uuid>,
+) -> ApiResult<HttpResponse> {
+    let mapping = channels.replay_dead_letter(auth.tenant, id.into_inner()).await?;
+    state.wakeup.wake();
+    Ok(HttpResponse::Accepted().json(Data { data: mapping }))
+}
+
+/// Replay every dead letter of a connection (or of the tenant); those of
+/// disconnected connections stay and are counted as `skipped`.
+#[utoipa::path(tag = "channels", request_body = DeadLetterScope,
+    responses((status = 202, body = Data<DeadLetterCount>), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, description = "No such connection", body = Problem), (status = 422, body = Problem)),
+    security(("bearer" = [])))]
+#[post("/channel-dead-letters/replay")]
+async fn replay_channel_dead_letters(
+    auth: Authorized<ChannelsWrite>,
+    state: web::Data<AppState>,
+    channels: web::Data<dyn ChannelService>,
+    body: ApiJson<DeadLetterScope>,
+) -> ApiResult<HttpResponse> {
+    let count = channels.replay_dead_letters(auth.tenant, body.0.connection_id).await?;
+    state.wakeup.wake();
+    Ok(HttpResponse::Accepted().json(Data { data: count }))
+}
+
+/// Drop a dead letter without pushing.
+#[utoipa::path(tag = "channels",
+    responses((status = 204, description = "Dismissed"), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+#[delete("/channel-dead-letters/{id}")]
+async fn dismiss_channel_dead_letter(
+    auth: Authorized<ChannelsWrite>,
+    channels: web::Data<dyn ChannelService>,
+    id: web::Path<Uuid>,
+) -> ApiResult<HttpResponse> {
+    channels.dismiss_dead_letter(auth.tenant, id.into_inner()).await?;
+    Ok(no_content())
+}
+
+/// Drop every dead letter of a connection (or of the tenant) without pushing.
+#[utoipa::path(tag = "channels", request_body = DeadLetterScope,
+    responses((status = 200, body = Data<DeadLetterCount>), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, description = "No such connection", body = Problem), (status = 422, body = Problem)),
+    security(("bearer" = [])))]
+#[post("/channel-dead-letters/dismiss")]
+async fn dismiss_channel_dead_letters(
+    auth: Authorized<ChannelsWrite>,
+    channels: web::Data<dyn ChannelService>,
+    body: ApiJson<DeadLetterScope>,
+) -> ApiResult<HttpResponse> {
+    Ok(ok(channels.dismiss_dead_letters(auth.tenant, body.0.connection_id).await?))
+}
+
 /// Where a store sends its webhooks for one connection: give this URL to
-/// the store. No token: the signature is the authentication
-/// (`X-Shopify-Hmac-Sha256` or `X-WC-Webhook-Signature`, the base64
-/// HMAC-SHA256 of the raw body with the connection's `webhook_secret`),
-/// checked before anything else. A forged webhook, or a second delivery
-/// of an event id already received, is refused and logged; a verified
-/// stock change of a mapped variant becomes a stock movement. Amazon's
-/// notifications (SNS) and Etsy's webhooks are not supported yet: refused
-/// and logged as `unsupported`.
+/// the store. No token: the signature is the authentication, checked
+/// before anything else: Shopify's `X-Shopify-Hmac-Sha256` and
+/// WooCommerce's `X-WC-Webhook-Signature` (the base64 HMAC-SHA256 of the
+/// raw body with the connection's `webhook_secret`), Etsy's Standard
+/// Webhooks `webhook-signature` (HMAC-SHA256 of `id.timestamp.body` with
+/// the `whsec_` secret, the timestamp within 5 minutes), and Amazon's SNS
+/// messages (signed by SNS, checked against its certificate from an
+/// allowed host; a `SubscriptionConfirmation` is confirmed). A forged
+/// webhook, or a second delivery of an event id already received, is
+/// refused and logged; a verified stock change of a mapped variant becomes
+/// a stock movement. Refused like the tenant's own requests when its
+/// `module.channels` is off or its license does not include it.
 #[utoipa::path(tag = "channels",
     request_body(content = Object, description = "The store's webhook payload, as it sends it", content_type = "application/json"),
     params(
@@ -488,10 +603,16 @@ async fn list_channel_drifts(
         ("X-WC-Webhook-Signature" = Option<String>, Header, description = "WooCommerce's signature"),
         ("X-WC-Webhook-Topic" = Option<String>, Header, description = "WooCommerce's topic (`product.updated` changes stock)"),
         ("X-WC-Webhook-Delivery-ID" = Option<String>, Header, description = "WooCommerce's event id (deduplicated)"),
+        ("webhook-id" = Option<String>, Header, description = "Etsy's event id (deduplicated)"),
+        ("webhook-timestamp" = Option<String>, Header, description = "Etsy's signing time, Unix seconds"),
+        ("webhook-signature" = Option<String>, Header, description = "Etsy's signature: `v1,<base64>`"),
+        ("x-amz-sns-message-type" = Option<String>, Header, description = "SNS's message type; its body may then be `text/plain`"),
     ),
     responses((status = 200, description = "Verified and handled; `outcome` says how", body = Data<ReceiptView>),
-        (status = 401, description = "Forged, a replay of a received event, or a channel whose webhooks are not supported (logged either way)", body = Problem),
-        (status = 404, description = "No such connection", body = Problem)))]
+        (status = 401, description = "Forged or a replay of a received event (logged either way)", body = Problem),
+        (status = 403, description = "The tenant's `module.channels` is off or not licensed (`feature_disabled`), or its license is closed", body = Problem),
+        (status = 404, description = "No such connection", body = Problem),
+        (status = 415, description = "The body is not JSON", body = Problem)))]
 #[post("/channel-webhooks/{id}")]
 async fn receive_channel_webhook(
     req: HttpRequest,
@@ -500,10 +621,16 @@ async fn receive_channel_webhook(
     id: web::Path<Uuid>,
     body: web::Bytes,
 ) -> ApiResult<HttpResponse> {
-    let is_json = req.mime_type().ok().flatten().is_some_and(|m| m.subtype() == "json");
+    // SNS posts its JSON messages as text/plain.
+    let is_json = req.mime_type().ok().flatten().is_some_and(|m| m.subtype() == "json")
+        || req.headers().contains_key("x-amz-sns-message-type");
     if !is_json {
         return Err(ApiError::new(Code::UnsupportedMediaType, "a webhook body must be application/json"));
     }
+    let id = id.into_inner();
+    // The tenant's module must be on and its license open, as for its users.
+    let tenant = channels.webhook_tenant(id).await?;
+    crate::platform::governance::for_tenant(&state, tenant).await?.require(&state.governance, MODULE)?;
     let headers = req
         .headers()
         .iter()
@@ -511,7 +638,7 @@ async fn receive_channel_webhook(
             Some((name.as_str().to_ascii_lowercase(), value.to_str().ok()?.to_owned()))
         })
         .collect();
-    let receipt = channels.receive_webhook(id.into_inner(), headers, &body).await?;
+    let receipt = channels.receive_webhook(id, headers, &body).await?;
     state.wakeup.wake();
     Ok(ok(receipt))
 }

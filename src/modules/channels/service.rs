@@ -35,10 +35,11 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::{
-    CHANNEL_DISCONNECTED, CHANNEL_INVENTORY_UPDATED, CHANNEL_PRODUCT_IMPORTED, CHANNEL_SYNC_FAILED,
-    CHANNEL_SYNC_STARTED, CHANNEL_SYNC_SUCCEEDED, CHANNEL_THROTTLED, CHANNEL_WEBHOOK_RECEIVED, CONNECTED,
-    ChannelService, ConnectionChanges, ConnectionFilter, ConnectionView, DISCONNECTED, DriftView, ImportView,
-    MAX_BUFFER, MappingFilter, MappingView, NewConnection, ReceiptView, Settings, SyncRunView, THROTTLED,
+    CHANNEL_DEAD_LETTERED, CHANNEL_DISCONNECTED, CHANNEL_INVENTORY_UPDATED, CHANNEL_PRODUCT_IMPORTED,
+    CHANNEL_SYNC_FAILED, CHANNEL_SYNC_STARTED, CHANNEL_SYNC_SUCCEEDED, CHANNEL_THROTTLED,
+    CHANNEL_WEBHOOK_RECEIVED, CONNECTED, ChannelService, ConnectionChanges, ConnectionFilter, ConnectionView,
+    DISCONNECTED, DeadLetterCount, DeadLetterFilter, DeadLetterView, DriftView, ImportView, MAX_BUFFER,
+    MappingFilter, MappingView, NewConnection, ReceiptView, Settings, SyncRunView, THROTTLED,
     driver::{ChannelDriver, DriverError, Drivers, Headers, Inbound, Pace, Push, RemoteProduct, Store},
 };
 use crate::{
@@ -57,8 +58,8 @@ use crate::{
     },
 };
 use entity::{
-    channel_connection as connection, channel_mapping as mapping, channel_sync_run as run,
-    channel_webhook_receipt as receipt,
+    channel_connection as connection, channel_dead_letter as dead, channel_mapping as mapping,
+    channel_sync_run as run, channel_webhook_receipt as receipt,
 };
 
 mod sync;
@@ -82,8 +83,8 @@ pub const IGNORED: &str = "ignored";
 pub const REJECTED: &str = "rejected";
 pub const FORGED: &str = "forged";
 pub const REPLAYED: &str = "replayed";
-/// The channel's webhooks cannot be received yet (Amazon's SNS messages, Etsy's).
-pub const UNSUPPORTED: &str = "unsupported";
+/// A subscription (Amazon SNS) confirmed.
+pub const CONFIRMED: &str = "confirmed";
 
 pub struct SeaOrmChannels {
     db: DatabaseConnection,
@@ -96,6 +97,8 @@ pub struct SeaOrmChannels {
     limiter: Option<RateLimiter>,
     /// Seconds between scheduled reconciles; 0: none.
     reconcile_every: u64,
+    /// Attempts of a push job before its products land in the dead letters.
+    attempts: i32,
 }
 
 /// Why a base URL is refused, in the words of a store's address.
@@ -135,7 +138,12 @@ async fn find_connection(
 }
 
 /// Queue the push job of a connection unless one is queued already.
-async fn queue_push(db: &impl ConnectionTrait, tenant: TenantScope, connection_id: Uuid) -> ApiResult<()> {
+async fn queue_push(
+    db: &impl ConnectionTrait,
+    tenant: TenantScope,
+    connection_id: Uuid,
+    attempts: i32,
+) -> ApiResult<()> {
     let claimed = tenant
         .update_many::<connection::Entity>()
         .filter(connection::Column::Id.eq(connection_id))
@@ -145,8 +153,10 @@ async fn queue_push(db: &impl ConnectionTrait, tenant: TenantScope, connection_i
         .exec(db)
         .await?;
     if claimed.rows_affected > 0 {
-        let job =
-            NewJob::new(PUSH_JOB, json!({"connection_id": connection_id})).tenant(tenant.id()).priority(6);
+        let job = NewJob::new(PUSH_JOB, json!({"connection_id": connection_id}))
+            .tenant(tenant.id())
+            .priority(6)
+            .max_attempts(attempts);
         jobs::enqueue(db, job).await?;
     }
     Ok(())
@@ -185,6 +195,7 @@ impl SeaOrmChannels {
             batch: settings.push_batch_size,
             limiter,
             reconcile_every: settings.reconcile_interval_secs,
+            attempts: settings.push_attempts,
         }
     }
 
@@ -459,7 +470,15 @@ impl SeaOrmChannels {
         let outcome = match self.push_dirty(tenant, &c).await {
             Ok(()) => return Ok(()),
             Err(Stop::Job(err)) => err,
-            Err(Stop::Store(err)) => self.job_error(tenant, &c, job, err).await?,
+            Err(Stop::Store(err)) => {
+                // Refused credentials disconnect instead: new ones push everything again.
+                let refused = matches!(err, DriverError::Unauthorized(_));
+                let outcome = self.job_error(tenant, &c, job, err).await?;
+                if let (JobError::Fail(error), false) = (&outcome, refused) {
+                    self.dead_letter(tenant, &c, job.attempts, error).await?;
+                }
+                outcome
+            }
         };
         let last = job.attempts >= job.max_attempts;
         if matches!(outcome, JobError::Fail(_)) || (last && matches!(outcome, JobError::Retry { .. })) {
@@ -467,6 +486,91 @@ impl SeaOrmChannels {
             self.release(tenant, &c).await?;
         }
         Err(outcome)
+    }
+
+    /// The retries of a push ran out: each product still to push becomes a
+    /// dead letter (with the ATP it was meant to get) and is no longer
+    /// pushed until it changes again or the letter is replayed.
+    async fn dead_letter(
+        &self,
+        tenant: TenantScope,
+        c: &connection::Model,
+        attempts: i32,
+        error: &str,
+    ) -> ApiResult<()> {
+        let txn = crate::platform::db::begin(&self.db).await?;
+        let dirty = tenant
+            .find::<mapping::Entity>()
+            .filter(mapping::Column::ConnectionId.eq(c.id))
+            .filter(mapping::Column::Dirty.eq(true))
+            .all(&txn)
+            .await?;
+        let atp = self.atp(tenant, c, dirty.iter().map(|m| m.product_id).collect()).await?;
+        let now = Utc::now();
+        for m in dirty {
+            let quantity = atp.get(&m.product_id).copied().unwrap_or(0);
+            let letter = dead::Entity::insert(dead::ActiveModel {
+                id: Set(Uuid::now_v7()),
+                tenant_id: Set(tenant.id()),
+                connection_id: Set(c.id),
+                mapping_id: Set(m.id),
+                product_id: Set(m.product_id),
+                sku: Set(m.sku.clone()),
+                remote_variant_id: Set(m.remote_variant_id.clone()),
+                quantity: Set(quantity),
+                last_error: Set(error.to_owned()),
+                attempts: Set(attempts),
+                created_at: Set(now),
+            })
+            .exec_with_returning(&txn)
+            .await?;
+            tenant
+                .update_many::<mapping::Entity>()
+                .filter(mapping::Column::Id.eq(m.id))
+                .filter(mapping::Column::Changes.eq(m.changes))
+                .col_expr(mapping::Column::Dirty, Expr::value(false))
+                .exec(&txn)
+                .await?;
+            let data = json!({"dead_letter_id": letter.id, "connection_id": c.id, "product_id": m.product_id,
+                "sku": m.sku, "quantity": quantity, "attempts": attempts, "error": error});
+            events::publish(&txn, tenant.id(), &CHANNEL_DEAD_LETTERED, data).await?;
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Replay dead letters: their products are pushed again (with the ATP
+    /// of when the push runs) and the letters dropped, in one transaction.
+    /// Letters of disconnected connections stay; their number is returned.
+    async fn replay(&self, tenant: TenantScope, letters: Vec<dead::Model>) -> ApiResult<DeadLetterCount> {
+        let txn = crate::platform::db::begin(&self.db).await?;
+        let mut connections: HashMap<Uuid, bool> = HashMap::new();
+        let (mut count, mut skipped) = (0, 0);
+        for letter in letters {
+            let open = match connections.get(&letter.connection_id) {
+                Some(open) => *open,
+                None => {
+                    let c = find_connection(&txn, tenant, letter.connection_id).await?;
+                    let open = c.status != DISCONNECTED;
+                    connections.insert(c.id, open);
+                    open
+                }
+            };
+            if !open {
+                skipped += 1;
+                continue;
+            }
+            mark_dirty(&txn, tenant, Condition::all().add(mapping::Column::Id.eq(letter.mapping_id))).await?;
+            tenant.delete_many::<dead::Entity>().filter(dead::Column::Id.eq(letter.id)).exec(&txn).await?;
+            count += 1;
+        }
+        for (id, open) in connections {
+            if open {
+                queue_push(&txn, tenant, id, self.attempts).await?;
+            }
+        }
+        txn.commit().await?;
+        Ok(DeadLetterCount { count, skipped })
     }
 
     /// No push job is queued for the connection any more.
@@ -857,7 +961,7 @@ impl SeaOrmChannels {
             let mapped = tenant.find::<mapping::Entity>().filter(condition.clone()).count(&txn).await?;
             if mapped > 0 {
                 mark_dirty(&txn, tenant, condition).await?;
-                queue_push(&txn, tenant, c.id).await?;
+                queue_push(&txn, tenant, c.id, self.attempts).await?;
             }
         }
         txn.commit().await?;
@@ -921,7 +1025,9 @@ impl SeaOrmChannels {
     ) -> ApiResult<Handled> {
         let tenant = TenantScope::new(c.tenant_id);
         let done = |outcome, detail: &str| Ok(Handled::Done { outcome, detail: Some(detail.to_owned()) });
-        let Some(stock) = &inbound.stock else { return done(IGNORED, "the topic carries no stock change") };
+        let Some(stock) = &inbound.stock else {
+            return done(IGNORED, inbound.note.as_deref().unwrap_or("the topic carries no stock change"));
+        };
         if stock.location_id.is_some() && stock.location_id != c.remote_location_id {
             return done(IGNORED, "a location other than the connection's");
         }
@@ -1124,7 +1230,7 @@ impl ChannelService for SeaOrmChannels {
                 .count(&txn)
                 .await?;
             if mapped > 0 {
-                queue_push(&txn, tenant, id).await?;
+                queue_push(&txn, tenant, id, self.attempts).await?;
             }
         }
         let updated = find_connection(&txn, tenant, id).await?;
@@ -1145,6 +1251,7 @@ impl ChannelService for SeaOrmChannels {
             .filter(entity::channel_drift::Column::ConnectionId.eq(id))
             .exec(&txn)
             .await?;
+        tenant.delete_many::<dead::Entity>().filter(dead::Column::ConnectionId.eq(id)).exec(&txn).await?;
         tenant.delete_many::<run::Entity>().filter(run::Column::ConnectionId.eq(id)).exec(&txn).await?;
         tenant
             .delete_many::<receipt::Entity>()
@@ -1288,7 +1395,7 @@ impl ChannelService for SeaOrmChannels {
             .await?
             .ok_or_else(|| ApiError::not_found("mapping of the product on this connection"))?;
         mark_dirty(&txn, tenant, condition).await?;
-        queue_push(&txn, tenant, id).await?;
+        queue_push(&txn, tenant, id, self.attempts).await?;
         let m = tenant
             .find_by_id::<mapping::Entity>(m.id)
             .one(&txn)
@@ -1296,6 +1403,87 @@ impl ChannelService for SeaOrmChannels {
             .ok_or_else(|| ApiError::not_found("mapping"))?;
         txn.commit().await?;
         Ok(m.into())
+    }
+
+    async fn list_dead_letters(
+        &self,
+        tenant: TenantScope,
+        filter: DeadLetterFilter,
+        list: &ListRequest,
+    ) -> ApiResult<Paged<DeadLetterView>> {
+        let condition =
+            Condition::all().add_option(filter.connection_id.map(|c| dead::Column::ConnectionId.eq(c)));
+        Ok(list.fetch(&self.db, tenant.find::<dead::Entity>(), condition, filter.sort).await?.map(Into::into))
+    }
+
+    async fn replay_dead_letter(&self, tenant: TenantScope, id: Uuid) -> ApiResult<MappingView> {
+        let letter = tenant
+            .find_by_id::<dead::Entity>(id)
+            .one(&self.db)
+            .await?
+            .ok_or_else(|| ApiError::not_found("channel dead letter"))?;
+        let mapping_id = letter.mapping_id;
+        if self.replay(tenant, vec![letter]).await?.skipped > 0 {
+            let detail = "the connection is disconnected; save working credentials first";
+            return Err(ApiError::new(Code::Conflict, detail));
+        }
+        let m = tenant
+            .find_by_id::<mapping::Entity>(mapping_id)
+            .one(&self.db)
+            .await?
+            .ok_or_else(|| ApiError::not_found("mapping"))?;
+        Ok(m.into())
+    }
+
+    async fn replay_dead_letters(
+        &self,
+        tenant: TenantScope,
+        connection_id: Option<Uuid>,
+    ) -> ApiResult<DeadLetterCount> {
+        if let Some(id) = connection_id {
+            find_connection(&self.db, tenant, id).await?;
+        }
+        let letters = tenant
+            .find::<dead::Entity>()
+            .filter(Condition::all().add_option(connection_id.map(|c| dead::Column::ConnectionId.eq(c))))
+            .all(&self.db)
+            .await?;
+        self.replay(tenant, letters).await
+    }
+
+    async fn dismiss_dead_letter(&self, tenant: TenantScope, id: Uuid) -> ApiResult<()> {
+        let gone =
+            tenant.delete_many::<dead::Entity>().filter(dead::Column::Id.eq(id)).exec(&self.db).await?;
+        if gone.rows_affected == 0 {
+            return Err(ApiError::not_found("channel dead letter"));
+        }
+        Ok(())
+    }
+
+    async fn dismiss_dead_letters(
+        &self,
+        tenant: TenantScope,
+        connection_id: Option<Uuid>,
+    ) -> ApiResult<DeadLetterCount> {
+        if let Some(id) = connection_id {
+            find_connection(&self.db, tenant, id).await?;
+        }
+        let gone = tenant
+            .delete_many::<dead::Entity>()
+            .filter(Condition::all().add_option(connection_id.map(|c| dead::Column::ConnectionId.eq(c))))
+            .exec(&self.db)
+            .await?;
+        Ok(DeadLetterCount { count: gone.rows_affected, skipped: 0 })
+    }
+
+    async fn webhook_tenant(&self, id: Uuid) -> ApiResult<Uuid> {
+        // Not yet knowing whose it is, a read across tenants.
+        let c = SystemScope
+            .find_by_id::<connection::Entity>(id)
+            .one(&self.db)
+            .await?
+            .ok_or_else(|| ApiError::not_found("channel connection"))?;
+        Ok(c.tenant_id)
     }
 
     async fn receive_webhook(&self, id: Uuid, headers: Headers, body: &[u8]) -> ApiResult<ReceiptView> {
@@ -1312,18 +1500,9 @@ impl ChannelService for SeaOrmChannels {
             None => None,
         };
         let refused = |detail: &str| ApiError::new(Code::Unauthenticated, detail.to_owned());
-        let verdict = match (driver.webhooks(), secret) {
-            (Err(why), _) => Err((UNSUPPORTED, why)),
-            (Ok(()), None) => Err((FORGED, "the connection has no webhook secret to verify with")),
-            (Ok(()), Some(s)) if !driver.verify_webhook(&s, &headers, body) => {
-                Err((FORGED, "the signature does not match the body"))
-            }
-            (Ok(()), Some(_)) => Ok(()),
-        };
-        if let Err((outcome, why)) = verdict {
-            self.log_receipt(&self.db, &c, None, false, false, outcome, Some(why.to_owned()), started)
-                .await?;
-            tracing::warn!(connection_id = %c.id, tenant_id = %c.tenant_id, "refused a channel webhook ({outcome}): {why}");
+        if let Err(why) = driver.verify_webhook(secret.as_deref(), &headers, body).await {
+            self.log_receipt(&self.db, &c, None, false, false, FORGED, Some(why.clone()), started).await?;
+            tracing::warn!(connection_id = %c.id, tenant_id = %c.tenant_id, "refused a channel webhook: {why}");
             return Err(refused(&format!("the webhook does not verify: {why}")));
         }
         let inbound = match driver.parse_webhook(&headers, body) {
@@ -1352,8 +1531,19 @@ impl ChannelService for SeaOrmChannels {
                 return Err(replay(event_id));
             }
         }
+        let confirmed = match &inbound.subscribe_url {
+            Some(url) => Some(match driver.confirm_subscription(url).await {
+                Ok(()) => (CONFIRMED, "the subscription was confirmed".to_owned()),
+                Err(why) => (REJECTED, why),
+            }),
+            None => None,
+        };
         let txn = crate::platform::db::begin(&self.db).await?;
-        let (outcome, detail, booked) = match self.apply(&txn, &c, &inbound).await? {
+        let handled = match confirmed {
+            Some((outcome, detail)) => Handled::Done { outcome, detail: Some(detail) },
+            None => self.apply(&txn, &c, &inbound).await?,
+        };
+        let (outcome, detail, booked) = match handled {
             Handled::Done { outcome, detail } => (outcome, detail, true),
             Handled::Rejected(detail) => (REJECTED, Some(detail), false),
         };

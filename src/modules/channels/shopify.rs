@@ -15,7 +15,7 @@ use super::{
     Settings,
     driver::{
         ChannelDriver, DriverError, Headers, Inbound, ProductPage, Push, RatePolicy, RemoteProduct,
-        RemoteStock, RemoteVariant, Store, hmac_base64_matches, minor_units,
+        RemoteStock, RemoteVariant, Store, hmac_base64_matches, minor_units, needs_secret,
     },
 };
 
@@ -249,8 +249,17 @@ impl ChannelDriver for Shopify {
     }
 
     /// `X-Shopify-Hmac-Sha256`: the base64 HMAC-SHA256 of the raw body.
-    fn verify_webhook(&self, secret: &str, headers: &Headers, body: &[u8]) -> bool {
-        hmac_base64_matches(secret, headers.get("x-shopify-hmac-sha256"), body)
+    async fn verify_webhook(
+        &self,
+        secret: Option<&str>,
+        headers: &Headers,
+        body: &[u8],
+    ) -> Result<(), String> {
+        if hmac_base64_matches(needs_secret(secret)?, headers.get("x-shopify-hmac-sha256"), body) {
+            Ok(())
+        } else {
+            Err("the signature does not match the body".to_owned())
+        }
     }
 
     /// `inventory_levels/update` carries the new `available` quantity of an
@@ -274,6 +283,6 @@ impl ChannelDriver for Shopify {
         } else {
             None
         };
-        Ok(Inbound { event_id, topic, stock })
+        Ok(Inbound { event_id, topic, stock, ..Inbound::default() })
     }
 }

@@ -12,7 +12,7 @@ use super::{
     Settings,
     driver::{
         ChannelDriver, DriverError, Headers, Inbound, ProductPage, Push, RatePolicy, RemoteProduct,
-        RemoteStock, RemoteVariant, Store, hmac_base64_matches, minor_units,
+        RemoteStock, RemoteVariant, Store, hmac_base64_matches, minor_units, needs_secret,
     },
 };
 
@@ -169,8 +169,17 @@ impl ChannelDriver for WooCommerce {
     }
 
     /// `X-WC-Webhook-Signature`: the base64 HMAC-SHA256 of the raw body.
-    fn verify_webhook(&self, secret: &str, headers: &Headers, body: &[u8]) -> bool {
-        hmac_base64_matches(secret, headers.get("x-wc-webhook-signature"), body)
+    async fn verify_webhook(
+        &self,
+        secret: Option<&str>,
+        headers: &Headers,
+        body: &[u8],
+    ) -> Result<(), String> {
+        if hmac_base64_matches(needs_secret(secret)?, headers.get("x-wc-webhook-signature"), body) {
+            Ok(())
+        } else {
+            Err("the signature does not match the body".to_owned())
+        }
     }
 
     /// `product.created` / `product.updated` carry the product, with its
@@ -193,6 +202,6 @@ impl ChannelDriver for WooCommerce {
             }
             _ => None,
         };
-        Ok(Inbound { event_id, topic, stock })
+        Ok(Inbound { event_id, topic, stock, ..Inbound::default() })
     }
 }

@@ -267,8 +267,14 @@ pub async fn middleware(
 /// subscription opened over a WebSocket): the tenant's toggles and license
 /// as of now. A closed license refuses it; opening it counts as one call.
 pub async fn for_stream(state: &AppState, principal: &Principal) -> ApiResult<Governed> {
+    for_tenant(state, principal.tenant.id()).await
+}
+
+/// Governance of a tenant for a caller that is no principal of it (a
+/// store's webhook to one of its channel connections), decided as for
+/// [`for_stream`]; check features with [`Governed::require`].
+pub async fn for_tenant(state: &AppState, tenant_id: Uuid) -> ApiResult<Governed> {
     let gov = &state.governance;
-    let tenant_id = principal.tenant.id();
     let snapshot = gov.snapshot(&state.db, tenant_id).await?;
     let now = Utc::now();
     let license_state = license::state(&snapshot.license, &gov.tiers.lifecycle, now);
