@@ -107,12 +107,11 @@ struct Bar {
 }
 
 impl Bar {
-    fn new(size: u64, read: Arc<AtomicU64>) -> Self {
+    fn new(size: u64, read: Arc<AtomicU64>) -> anyhow::Result<Self> {
         let style =
-            ProgressStyle::with_template("{wide_bar} {percent:>3}% {msg} ({elapsed} elapsed, {eta} left)")
-                .expect("a valid template");
+            ProgressStyle::with_template("{wide_bar} {percent:>3}% {msg} ({elapsed} elapsed, {eta} left)")?;
         let bar = std::io::stderr().is_terminal().then(|| ProgressBar::new(size).with_style(style));
-        Self { bar, read }
+        Ok(Self { bar, read })
     }
 }
 
@@ -161,7 +160,7 @@ pub async fn import(
     let source =
         std::fs::File::open(file).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", file.display()))?;
     let read = Arc::new(AtomicU64::new(0));
-    let mut bar = Bar::new(source.metadata()?.len(), read.clone());
+    let mut bar = Bar::new(source.metadata()?.len(), read.clone())?;
     let source = Counted { inner: std::io::BufReader::new(source), read };
     let tally = orders.import_file(tenant, warehouse_id, Box::new(source), &mut bar).await;
     if let Some(bar) = bar.bar {

@@ -977,7 +977,11 @@ impl OrderService for SeaOrmOrders {
                 ),
                 err => err,
             })?;
-        let view = view(&txn, tenant, order.into_iter().next().expect("one order written")).await?;
+        let order = order
+            .into_iter()
+            .next()
+            .ok_or_else(|| ApiError::internal(anyhow::anyhow!("no order written")))?;
+        let view = view(&txn, tenant, order).await?;
         sea_orm::TransactionSession::commit(txn).await?;
         Ok(view)
     }
