@@ -1033,7 +1033,9 @@ async fn a_wrong_header_or_upload_is_refused_and_changes_nothing() {
 
 #[tokio::test]
 async fn a_file_of_many_batches_counts_every_order_once() {
-    let app = TestApp::spawn().await;
+    // No workers: this is about what the import writes, and on SQLite 1,100
+    // sagas running beside it would hold the one write lock for seconds.
+    let app = TestApp::spawn_adjusted(|f| f.merge(("jobs.run_in_server", false))).await;
     let tenant = app.register().await;
     shop(&app, &tenant, "TEE", 0).await;
     let old = json!({"sku": "OLD", "name": "Old", "unit_price": 100, "currency": "EUR", "active": false});
@@ -1064,7 +1066,7 @@ async fn a_file_of_many_batches_counts_every_order_once() {
     let args = ["orders", "import", path, "--tenant", &tenant.slug, "--warehouse", "MAIN"];
     let out = nexus_cli(&app, &args);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("1652 rows, 1100 orders created, 1 skipped (they exist), 1 errors"), "{stdout}");
     assert!(stdout.contains("line 1653, column product_sku: the product is inactive"), "{stdout}");
 
@@ -1094,7 +1096,12 @@ async fn a_file_of_many_batches_counts_every_order_once() {
 
     // Again: every order is skipped, nothing is created.
     let out = nexus_cli(&app, &args);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("0 orders created, 1101 skipped"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("0 orders created, 1101 skipped"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let customers = json(app.get("/api/v1/customers?include=total&limit=1", &tenant.token).await).await;
     assert_eq!(customers["meta"]["total"], 501);
 }

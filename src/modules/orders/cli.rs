@@ -28,8 +28,10 @@ use crate::{
 };
 
 /// An error of the service as the command line shows it: the detail and
-/// each field.
+/// each field; the cause of an internal error is logged, as the server
+/// logs it.
 pub fn describe(err: ApiError) -> anyhow::Error {
+    err.log_source();
     let fields: Vec<String> = err.errors.iter().map(|e| format!("{}: {}", e.field, e.message)).collect();
     if fields.is_empty() {
         anyhow::anyhow!("{} ({})", err.detail, err.code.as_str())
