@@ -19,7 +19,7 @@ duration=${2:-10s}
 connections=${3:-16}
 pg=${BENCH_PG:-postgres://root@127.0.0.1:5432}
 redis=${NEXUS_REDIS_URL:-redis://127.0.0.1:6379}
-port=18411
+port=18421
 base="http://127.0.0.1:$port"
 work=$(mktemp -d)
 bin="${CARGO_TARGET_DIR:-target}/release/nexus"
@@ -41,7 +41,7 @@ json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 # Start the server on $1 (a database URL, empty for SQLite in $work/$2);
 # extra settings from the environment of the call.
 start() {
-  NEXUS_BIND=127.0.0.1:$port NEXUS_DATA_DIR="$work/$2" ${1:+NEXUS_DATABASE_URL=$1} RUST_LOG=warn \
+  env NEXUS_BIND=127.0.0.1:$port NEXUS_DATA_DIR="$work/$2" ${1:+NEXUS_DATABASE_URL=$1} RUST_LOG=warn \
     "$bin" serve >"$work/$2.log" 2>&1 &
   server=$!
   for _ in $(seq 1 100); do curl -sf "$base/health" >/dev/null && return; sleep 0.2; done
@@ -72,7 +72,7 @@ import() {
   local name=$2
   start "$1" "$name"; setup; stop
   echo "== import, $name"
-  NEXUS_DATA_DIR="$work/$name" ${1:+NEXUS_DATABASE_URL=$1} RUST_LOG=warn /usr/bin/time -f '%e %M' -o "$work/time" \
+  env NEXUS_DATA_DIR="$work/$name" ${1:+NEXUS_DATABASE_URL=$1} RUST_LOG=warn /usr/bin/time -f '%e %M' -o "$work/time" \
     "$bin" orders import "$work/orders.csv" --tenant bench --warehouse MAIN 2>/dev/null | head -3
   read -r secs kib <"$work/time"
   python3 -c "print(f'{$rows} rows in {$secs} s: {$rows / $secs:,.0f} rows/s, peak RSS {$kib / 1024:.0f} MiB')"

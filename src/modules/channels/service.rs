@@ -738,6 +738,21 @@ impl SeaOrmChannels {
         }
     }
 
+    /// A run that has not ended, with its connection; `None` once it ended
+    /// or its connection was deleted (the run's jobs then do nothing).
+    pub(super) async fn open_run(
+        &self,
+        tenant: TenantScope,
+        run_id: Uuid,
+    ) -> ApiResult<Option<(run::Model, connection::Model)>> {
+        let Some(r) = tenant.find_by_id::<run::Entity>(run_id).one(&self.db).await? else { return Ok(None) };
+        if [SUCCEEDED, FAILED].contains(&r.status.as_str()) {
+            return Ok(None);
+        }
+        let c = tenant.find_by_id::<connection::Entity>(r.connection_id).one(&self.db).await?;
+        Ok(c.map(|c| (r, c)))
+    }
+
     /// `channels.import`: one page of the store.
     pub async fn import(
         &self,
@@ -745,13 +760,7 @@ impl SeaOrmChannels {
         run_id: Uuid,
         job: &entity::job::Model,
     ) -> Result<(), JobError> {
-        let Some(r) = tenant.find_by_id::<run::Entity>(run_id).one(&self.db).await? else { return Ok(()) };
-        if [SUCCEEDED, FAILED].contains(&r.status.as_str()) {
-            return Ok(());
-        }
-        let Some(c) = tenant.find_by_id::<connection::Entity>(r.connection_id).one(&self.db).await? else {
-            return Ok(());
-        };
+        let Some((r, c)) = self.open_run(tenant, run_id).await? else { return Ok(()) };
         match self.import_page(tenant, &c, &r).await {
             Ok(()) => Ok(()),
             Err(Stop::Job(err)) => Err(err),

@@ -66,13 +66,7 @@ impl SeaOrmChannels {
         run_id: Uuid,
         job: &entity::job::Model,
     ) -> Result<(), JobError> {
-        let Some(r) = tenant.find_by_id::<run::Entity>(run_id).one(&self.db).await? else { return Ok(()) };
-        if [SUCCEEDED, FAILED].contains(&r.status.as_str()) {
-            return Ok(());
-        }
-        let Some(c) = tenant.find_by_id::<connection::Entity>(r.connection_id).one(&self.db).await? else {
-            return Ok(());
-        };
+        let Some((r, c)) = self.open_run(tenant, run_id).await? else { return Ok(()) };
         if c.status == DISCONNECTED {
             let error = c.last_error.as_deref().unwrap_or("the connection is disconnected");
             self.end_run(tenant, &r, error).await?;
