@@ -131,6 +131,17 @@ enum ChannelsCommand {
         #[arg(long, default_value_t = 1000)]
         every_ms: u64,
     },
+    /// The pushes to a connection's store whose retries ran out; with
+    /// `--replay`, push them all again (the quantity of now), with
+    /// `--dismiss`, drop them all.
+    DeadLetters {
+        /// The connection's id (in whichever tenant holds it).
+        connection: uuid::Uuid,
+        #[arg(long, conflicts_with = "dismiss")]
+        replay: bool,
+        #[arg(long)]
+        dismiss: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -402,6 +413,15 @@ async fn channels(config: Config, command: ChannelsCommand) -> anyhow::Result<()
         }
         ChannelsCommand::Sync { connection, every_ms } => {
             cli::sync(&db, service, connection, std::time::Duration::from_millis(every_ms.max(10))).await
+        }
+        ChannelsCommand::DeadLetters { connection, replay, dismiss } => {
+            let action = match (replay, dismiss) {
+                (true, _) => cli::LetterAction::Replay,
+                (_, true) => cli::LetterAction::Dismiss,
+                _ => cli::LetterAction::List,
+            };
+            println!("{}", cli::dead_letters(&db, service, connection, action).await?);
+            Ok(())
         }
     }
 }

@@ -1241,6 +1241,8 @@ async fn a_full_push_writes_every_mapped_product_in_batches_with_progress() {
         .unwrap()
         .to_owned();
     adjust(&app, &tenant, &item, &main, 20).await;
+    // The stock change's own push lands first (on hand 20 - buffer 1).
+    eventually(10, || async { (woo.quantity("ITEM-004") == Some(19)).then_some(()) }).await;
     app.drained().await;
     let batches = woo.batches();
 
@@ -1377,7 +1379,8 @@ async fn scheduled_reconciles_correct_drift_unasked() {
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
     assert!(found, "a scheduled reconcile found the drift");
-    assert_eq!(woo.quantity("MUG-WHITE"), Some(4), "and corrected it");
+    // ...and corrected it (the run may record the drift before its push lands).
+    eventually(10, || async { (woo.quantity("MUG-WHITE") == Some(4)).then_some(()) }).await;
 }
 
 #[tokio::test]
@@ -1645,6 +1648,13 @@ async fn pushes_that_exhaust_their_retries_become_dead_letters_to_replay_or_dism
     )
     .await;
     assert_eq!(filtered["data"].as_array().unwrap().len(), 1, "{filtered}");
+    let out = nexus_cli(&app, &["channels", "dead-letters", &w]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains("MUG-WHITE") && stdout.contains("CUP-BLUE") && stdout.contains("503"),
+        "{stdout}"
+    );
 
     // Another tenant sees none of them and cannot touch them.
     let other = app.register().await;
@@ -1710,4 +1720,17 @@ async fn pushes_that_exhaust_their_retries_become_dead_letters_to_replay_or_dism
     .await;
     let res = app.post("/api/v1/channel-dead-letters/dismiss", &tenant.token, json!({})).await;
     assert_eq!(json(res).await["data"], json!({"count": 0, "skipped": 0}));
+
+    // From the command line: down once more, then dismiss all of the connection.
+    woo.set_down(true);
+    adjust(&app, &tenant, &mug_id, &main, 1).await;
+    eventually(10, || async {
+        let list = json(app.get("/api/v1/channel-dead-letters", &tenant.token).await).await;
+        (list["data"].as_array().unwrap().len() == 1).then_some(())
+    })
+    .await;
+    let out = nexus_cli(&app, &["channels", "dead-letters", &w, "--dismiss"]).await;
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 dismissed"), "{out:?}");
+    let out = nexus_cli(&app, &["channels", "dead-letters", &w]).await;
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no dead letters"), "{out:?}");
 }

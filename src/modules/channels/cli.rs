@@ -7,7 +7,9 @@ use std::{sync::Arc, time::Duration};
 use sea_orm::{DatabaseConnection, QueryOrder};
 use uuid::Uuid;
 
-use super::{CONNECTION_SORTS, ChannelService, ConnectionFilter, SyncRunView};
+use super::{
+    CONNECTION_SORTS, ChannelService, ConnectionFilter, DEAD_LETTER_SORTS, DeadLetterFilter, SyncRunView,
+};
 use crate::{
     modules::orders::cli::describe,
     platform::{
@@ -71,6 +73,65 @@ fn describe_run(r: &SyncRunView) -> String {
     format!("{} {} {when} ({}/{}, {} failed)", r.kind, r.status, r.done, r.total, r.failed)
 }
 
+/// What `nexus channels dead-letters` does with a connection's letters.
+pub enum LetterAction {
+    List,
+    Replay,
+    Dismiss,
+}
+
+/// The dead letters of connection `id` (in whichever tenant holds it) as a
+/// table, or the count replayed or dismissed.
+pub async fn dead_letters(
+    db: &DatabaseConnection,
+    channels: Arc<dyn ChannelService>,
+    id: Uuid,
+    action: LetterAction,
+) -> anyhow::Result<String> {
+    let tenant = TenantScope::new(connection(db, id).await?.tenant_id);
+    let done = match action {
+        LetterAction::Replay => channels.replay_dead_letters(tenant, Some(id)).await.map_err(describe)?,
+        LetterAction::Dismiss => channels.dismiss_dead_letters(tenant, Some(id)).await.map_err(describe)?,
+        LetterAction::List => {
+            let mut rows = Vec::new();
+            let mut cursor = None;
+            loop {
+                let list = ListRequest::new(Some(100), &[], cursor.as_deref(), None).map_err(describe)?;
+                let sort = parse_sort(None, &DEAD_LETTER_SORTS).map_err(describe)?;
+                let filter = DeadLetterFilter { connection_id: Some(id), sort };
+                let page = channels.list_dead_letters(tenant, filter, &list).await.map_err(describe)?;
+                for d in page.data {
+                    rows.push(vec![
+                        d.id.to_string(),
+                        d.sku,
+                        d.quantity.to_string(),
+                        d.attempts.to_string(),
+                        d.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                        d.last_error,
+                    ]);
+                }
+                match page.meta.next_cursor {
+                    Some(next) => cursor = Some(next),
+                    None => break,
+                }
+            }
+            let header = ["letter", "sku", "quantity", "attempts", "since", "last error"];
+            return Ok(crate::cli::table(&header, &rows, "no dead letters"));
+        }
+    };
+    let verb = if matches!(action, LetterAction::Replay) { "replayed" } else { "dismissed" };
+    Ok(format!("{} {verb}, {} left (their connection is disconnected)", done.count, done.skipped))
+}
+
+/// A connection of any tenant.
+async fn connection(db: &DatabaseConnection, id: Uuid) -> anyhow::Result<entity::channel_connection::Model> {
+    SystemScope
+        .find_by_id::<entity::channel_connection::Entity>(id)
+        .one(db)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no channel connection {id}"))
+}
+
 /// Start a full push of connection `id` (in whichever tenant holds it) and
 /// follow it to its end: progress on stderr, the outcome on stdout. The
 /// run's batches are carried out by the workers of `nexus serve` or
@@ -81,11 +142,7 @@ pub async fn sync(
     id: Uuid,
     every: Duration,
 ) -> anyhow::Result<()> {
-    let c = SystemScope
-        .find_by_id::<entity::channel_connection::Entity>(id)
-        .one(db)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("no channel connection {id}"))?;
+    let c = connection(db, id).await?;
     let tenant = TenantScope::new(c.tenant_id);
     let run = channels.start_sync(tenant, id).await.map_err(describe)?;
     eprintln!("push run {} of {} ({}): {} products", run.id, c.name, c.channel, run.total);
