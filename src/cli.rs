@@ -137,8 +137,10 @@ enum ChannelsCommand {
     DeadLetters {
         /// The connection's id (in whichever tenant holds it).
         connection: uuid::Uuid,
+        /// Push every letter of the connection again, with the quantity of now.
         #[arg(long, conflicts_with = "dismiss")]
         replay: bool,
+        /// Drop every letter of the connection without pushing.
         #[arg(long)]
         dismiss: bool,
     },

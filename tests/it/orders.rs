@@ -762,7 +762,10 @@ async fn graphql_refunds_an_order_with_the_same_errors() {
 }
 
 /// `nexus` run on the app's database, as an operator runs it.
-fn nexus_cli(app: &TestApp, args: &[&str]) -> std::process::Output {
+/// Run the command on the app's database, off the test's runtime: the app's
+/// server and workers run on it and must go on (a worker holding SQLite's
+/// write lock while the runtime is blocked would lock the command out).
+async fn nexus_cli(app: &TestApp, args: &[&str]) -> std::process::Output {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_nexus"));
     for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("NEXUS_")) {
         cmd.env_remove(key);
@@ -770,9 +773,8 @@ fn nexus_cli(app: &TestApp, args: &[&str]) -> std::process::Output {
     cmd.args(args)
         .env("RUST_LOG", "warn")
         .env("NEXUS_DATABASE_URL", app.config.database_url())
-        .env("NEXUS_DATABASE__SCHEMA", &app.config.database.schema)
-        .output()
-        .unwrap()
+        .env("NEXUS_DATABASE__SCHEMA", &app.config.database.schema);
+    tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap()
 }
 
 #[tokio::test]
@@ -784,15 +786,15 @@ async fn the_command_line_refunds_an_order_once_per_key() {
     let id = placed["id"].as_str().unwrap();
     reaches(&app, &tenant, id, "completed").await;
     let args = ["orders", "refund", id, "700", "--reason", "scuffed", "--key", "cli-1"];
-    let out = nexus_cli(&app, &args);
+    let out = nexus_cli(&app, &args).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("of 700 EUR processed"), "{stdout}");
     // Again with the key: nothing more.
-    let out = nexus_cli(&app, &args);
+    let out = nexus_cli(&app, &args).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("this key was used before"));
-    let out = nexus_cli(&app, &["orders", "refund", id, "5000", "--reason", "all", "--key", "cli-2"]);
+    let out = nexus_cli(&app, &["orders", "refund", id, "5000", "--reason", "all", "--key", "cli-2"]).await;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("refund_amount_exceeded"));
     let order = get_order(&app, &tenant, id).await;
@@ -1064,7 +1066,7 @@ async fn a_file_of_many_batches_counts_every_order_once() {
     std::fs::write(&file, csv).unwrap();
     let path = file.to_str().unwrap();
     let args = ["orders", "import", path, "--tenant", &tenant.slug, "--warehouse", "MAIN"];
-    let out = nexus_cli(&app, &args);
+    let out = nexus_cli(&app, &args).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("1652 rows, 1100 orders created, 1 skipped (they exist), 1 errors"), "{stdout}");
@@ -1095,7 +1097,7 @@ async fn a_file_of_many_batches_counts_every_order_once() {
     assert_eq!(created, 1100, "one order.created per order");
 
     // Again: every order is skipped, nothing is created.
-    let out = nexus_cli(&app, &args);
+    let out = nexus_cli(&app, &args).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("0 orders created, 1101 skipped"),
@@ -1122,18 +1124,18 @@ async fn the_command_line_imports_a_file_and_skips_it_the_second_time() {
     std::fs::write(&file, csv).unwrap();
     let path = file.to_str().unwrap();
     let args = ["orders", "import", path, "--tenant", &tenant.slug, "--warehouse", "MAIN"];
-    let out = nexus_cli(&app, &args);
+    let out = nexus_cli(&app, &args).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("3 rows, 1 orders created, 0 skipped (they exist), 1 errors"), "{stdout}");
     assert!(stdout.contains("line 4, column qty: "), "{stdout}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("3 rows:"), "progress on stderr");
     assert_eq!(order_by_external(&app, &tenant, "8001").await["total"], 2599);
-    let out = nexus_cli(&app, &args);
+    let out = nexus_cli(&app, &args).await;
     assert!(String::from_utf8_lossy(&out.stdout).contains("0 orders created, 1 skipped"));
     // A wrong header changes nothing and fails.
     std::fs::write(&file, "a,b,c\n1,2,3\n").unwrap();
-    let out = nexus_cli(&app, &args);
+    let out = nexus_cli(&app, &args).await;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("the header must be"));
 }
