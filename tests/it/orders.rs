@@ -1035,8 +1035,7 @@ async fn a_wrong_header_or_upload_is_refused_and_changes_nothing() {
 
 #[tokio::test]
 async fn a_file_of_many_batches_counts_every_order_once() {
-    // No workers: this is about what the import writes, and on SQLite 1,100
-    // sagas running beside it would hold the one write lock for seconds.
+    // No workers: this is about what the import writes, not the sagas.
     let app = TestApp::spawn_adjusted(|f| f.merge(("jobs.run_in_server", false))).await;
     let tenant = app.register().await;
     shop(&app, &tenant, "TEE", 0).await;
