@@ -366,6 +366,74 @@ async fn a_woocommerce_import_reads_every_page() {
 }
 
 #[tokio::test]
+async fn a_woocommerce_variable_product_is_read_pushed_and_booked_by_variation() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let main = warehouse(&app, &tenant, "MAIN").await;
+    let shirt = |size: &str, quantity| FakeVariant {
+        sku: format!("TSHIRT-RED-{size}"),
+        title: Some(format!("Red / {size}")),
+        price: "24.99".into(),
+        quantity,
+    };
+    let woo = FakeWooCommerce::start(vec![
+        FakeProduct { title: "T-shirt".into(), variants: vec![shirt("S", 5), shirt("M", 8), shirt("L", 3)] },
+        FakeProduct::simple("Mug", "MUG-WHITE", "9.50", 20),
+    ])
+    .await
+    .unwrap();
+    let mut body = woo_body(&woo, "Site", &main, 0);
+    body["webhook_secret"] = json!("wc_secret");
+    let w = connect(&app, &tenant, body).await["id"].as_str().unwrap().to_owned();
+
+    // The variable product's variations are its variants.
+    let run = import(&app, &tenant, &w).await;
+    assert_eq!((run["status"].as_str(), run["created"].as_i64()), (Some("succeeded"), Some(4)), "{run}");
+    let (variation, parent) = woo.ids("TSHIRT-RED-M").unwrap();
+    assert_ne!(variation, parent);
+    let mappings =
+        json(app.get(&format!("/api/v1/channel-mappings?connection_id={w}"), &tenant.token).await).await;
+    let red_m =
+        mappings["data"].as_array().unwrap().iter().find(|m| m["sku"] == "TSHIRT-RED-M").unwrap().clone();
+    assert_eq!(
+        (red_m["remote_product_id"].as_str(), red_m["remote_variant_id"].as_str()),
+        (Some(parent.to_string().as_str()), Some(variation.to_string().as_str())),
+        "{red_m}"
+    );
+    let created = json(app.get("/api/v1/products?sku=TSHIRT-RED-M", &tenant.token).await).await;
+    assert_eq!(created["data"][0]["name"], "T-shirt (Red / M)");
+    let shirt_id = created["data"][0]["id"].as_str().unwrap().to_owned();
+
+    // A stock change is written through the product's variations/batch.
+    app.drained().await;
+    let batches = woo.batches();
+    adjust(&app, &tenant, &shirt_id, &main, 10).await;
+    eventually(10, || async { (woo.quantity("TSHIRT-RED-M") == Some(10)).then_some(()) }).await;
+    assert!(woo.batches() > batches);
+    assert_eq!(woo.quantity("TSHIRT-RED-S"), Some(5), "the other variations are left alone");
+
+    // Three sold on the store: the variation's webhook books them.
+    app.drained().await;
+    let mut payload = woo.payload("TSHIRT-RED-M").unwrap();
+    assert_eq!(payload["type"], "variation");
+    payload["stock_quantity"] = json!(7);
+    let payload = payload.to_string();
+    let res = app
+        .client
+        .post(format!("{}/api/v1/channel-webhooks/{w}", app.base))
+        .header("content-type", "application/json")
+        .header("X-WC-Webhook-Topic", "product.updated")
+        .header("X-WC-Webhook-Delivery-ID", "d-variation")
+        .header("X-WC-Webhook-Signature", sign("wc_secret", payload.as_bytes()))
+        .body(payload)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json(res).await["data"]["outcome"], "applied");
+    assert_eq!(on_hand(&app, &tenant, &shirt_id, &main).await, 7);
+}
+
+#[tokio::test]
 async fn a_stock_change_reaches_every_store_as_available_to_promise() {
     let app = TestApp::spawn().await;
     let tenant = app.register().await;

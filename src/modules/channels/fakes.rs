@@ -2,7 +2,8 @@
 //! Shopify's Admin GraphQL (`X-Shopify-Access-Token`, cursor pages,
 //! `inventorySetQuantities` with `compareQuantity`, the cost budget's
 //! `THROTTLED` answer), WooCommerce's REST v3 (basic authentication,
-//! `X-WP-TotalPages`, `products/batch`, 429 with `Retry-After`) and
+//! `X-WP-TotalPages`, variable products and their variations,
+//! `products/batch` and `variations/batch`, 429 with `Retry-After`) and
 //! Amazon's Login with Amazon token endpoint with the SP-API Listings Items
 //! (`x-amz-access-token`, expiring tokens, `pageToken`, `patchListingsItem`,
 //! 429 with `Retry-After` and `x-amzn-RateLimit-Limit`), and Etsy's Open
@@ -31,7 +32,8 @@ pub struct FakeProduct {
 #[derive(Clone, Debug)]
 pub struct FakeVariant {
     pub sku: String,
-    /// Shopify's variant name (`Red / M`); WooCommerce ignores it.
+    /// The variant's name (`Red / M`): Shopify's variant title, a
+    /// WooCommerce variation's attribute.
     pub title: Option<String>,
     /// `"19.99"`.
     pub price: String,
@@ -377,6 +379,12 @@ struct WooProduct {
     sku: String,
     price: String,
     quantity: i64,
+    /// A variation's product (`None`: a product of the list).
+    parent: Option<u64>,
+    /// A variable product: no stock of its own, its variations have it.
+    variable: bool,
+    /// A variation's attribute value (`Red / M`).
+    option: Option<String>,
 }
 
 #[derive(Default)]
@@ -402,26 +410,50 @@ struct WooKeys {
 }
 
 impl FakeWooCommerce {
-    /// Every variant of `products` becomes a simple product.
+    /// A product with one untitled variant becomes a simple product; one
+    /// with titled variants a variable product with a variation each.
     pub async fn start(products: Vec<FakeProduct>) -> std::io::Result<Self> {
         let mut state = WooState::default();
-        for (i, v) in products
-            .into_iter()
-            .flat_map(|p| p.variants.into_iter().map(move |v| (p.title.clone(), v)))
-            .enumerate()
-        {
-            let (title, v) = v;
-            let name = match &v.title {
-                Some(t) => format!("{title} - {t}"),
-                None => title,
-            };
+        let mut next_id = 100..;
+        for product in products {
+            let simple = matches!(product.variants.as_slice(), [only] if only.title.is_none());
+            let id = next_id.next().unwrap_or_default();
+            if simple {
+                let v = &product.variants[0];
+                state.products.push(WooProduct {
+                    id,
+                    name: product.title,
+                    sku: v.sku.clone(),
+                    price: v.price.clone(),
+                    quantity: v.quantity,
+                    parent: None,
+                    variable: false,
+                    option: None,
+                });
+                continue;
+            }
             state.products.push(WooProduct {
-                id: 100 + i as u64,
-                name,
-                sku: v.sku,
-                price: v.price,
-                quantity: v.quantity,
+                id,
+                name: product.title.clone(),
+                sku: String::new(),
+                price: product.variants.first().map(|v| v.price.clone()).unwrap_or_default(),
+                quantity: 0,
+                parent: None,
+                variable: true,
+                option: None,
             });
+            for v in product.variants {
+                state.products.push(WooProduct {
+                    id: next_id.next().unwrap_or_default(),
+                    name: product.title.clone(),
+                    sku: v.sku,
+                    price: v.price,
+                    quantity: v.quantity,
+                    parent: Some(id),
+                    variable: false,
+                    option: v.title,
+                });
+            }
         }
         let key = format!("ck_{}", uuid::Uuid::now_v7().simple());
         let secret = format!("cs_{}", uuid::Uuid::now_v7().simple());
@@ -435,13 +467,25 @@ impl FakeWooCommerce {
                 .app_data(keys.clone())
                 .route("/wp-json/wc/v3/products", web::get().to(woo_list))
                 .route("/wp-json/wc/v3/products/batch", web::post().to(woo_batch))
-                .route("/wp-json/wc/v3/products/{id}", web::get().to(woo_get));
+                .route("/wp-json/wc/v3/products/{id}", web::get().to(woo_get))
+                .route("/wp-json/wc/v3/products/{id}/variations", web::get().to(woo_list))
+                .route("/wp-json/wc/v3/products/{id}/variations/batch", web::post().to(woo_batch));
         })?;
         Ok(Self { base_url, consumer_key: key, consumer_secret: secret, state })
     }
 
     pub fn quantity(&self, sku: &str) -> Option<i64> {
         lock(&self.state).products.iter().find(|p| p.sku == sku).map(|p| p.quantity)
+    }
+
+    /// The store's id of `sku`'s product or variation, and of its product.
+    pub fn ids(&self, sku: &str) -> Option<(u64, u64)> {
+        lock(&self.state).products.iter().find(|p| p.sku == sku).map(|p| (p.id, p.parent.unwrap_or(p.id)))
+    }
+
+    /// What the store says of `sku` in webhooks and `GET products/{id}`.
+    pub fn payload(&self, sku: &str) -> Option<Value> {
+        lock(&self.state).products.iter().find(|p| p.sku == sku).map(woo_product)
     }
 
     /// Set the quantity of `sku` on the store, behind Nexus's back.
@@ -472,7 +516,7 @@ impl FakeWooCommerce {
         lock(&self.state).controls.refused
     }
 
-    /// Batch updates received so far.
+    /// Batch updates (of products or of one product's variations) received so far.
     pub fn batches(&self) -> usize {
         lock(&self.state).batches
     }
@@ -483,11 +527,24 @@ impl FakeWooCommerce {
     }
 }
 
+/// A product, a variable product or a variation as the REST API v3 shows
+/// it (a variation as `GET products/{id}` and webhooks do: with its
+/// `parent_id` and type `variation`).
 fn woo_product(p: &WooProduct) -> Value {
-    json!({"id": p.id, "name": p.name, "type": "simple", "status": "publish", "sku": p.sku, "price": p.price,
-        "regular_price": p.price, "manage_stock": true, "stock_quantity": p.quantity,
-        "stock_status": if p.quantity > 0 { "instock" } else { "outofstock" },
-        "date_modified_gmt": "2026-11-20T10:00:00"})
+    let kind = match (p.variable, p.parent) {
+        (true, _) => "variable",
+        (false, Some(_)) => "variation",
+        (false, None) => "simple",
+    };
+    let mut product = json!({"id": p.id, "name": p.name, "type": kind, "status": "publish", "sku": p.sku,
+        "price": p.price, "regular_price": p.price, "parent_id": p.parent.unwrap_or(0),
+        "manage_stock": !p.variable, "stock_quantity": (!p.variable).then_some(p.quantity),
+        "stock_status": if p.variable || p.quantity > 0 { "instock" } else { "outofstock" },
+        "date_modified_gmt": "2026-11-20T10:00:00"});
+    if let Some(option) = &p.option {
+        product["attributes"] = json!([{"id": 0, "name": "Variant", "option": option}]);
+    }
+    product
 }
 
 fn woo_error(status: actix_web::http::StatusCode, code: &str, message: &str) -> HttpResponse {
@@ -532,6 +589,8 @@ struct WooPage {
     per_page: Option<usize>,
 }
 
+/// The products (`/products`) or one product's variations
+/// (`/products/{id}/variations`), a page at a time.
 async fn woo_list(
     req: HttpRequest,
     state: web::Data<Mutex<WooState>>,
@@ -542,12 +601,14 @@ async fn woo_list(
     if let Some(refused) = woo_gate(&req, &keys, &mut state) {
         return refused;
     }
+    let parent = req.match_info().get("id").and_then(|id| id.parse::<u64>().ok());
     let per_page = query.per_page.unwrap_or(10).clamp(1, 100);
     let page = query.page.unwrap_or(1).max(1);
-    let total = state.products.len();
+    let listed: Vec<&WooProduct> = state.products.iter().filter(|p| p.parent == parent).collect();
+    let total = listed.len();
     let pages = total.div_ceil(per_page);
     let items: Vec<Value> =
-        state.products.iter().skip((page - 1) * per_page).take(per_page).map(woo_product).collect();
+        listed.into_iter().skip((page - 1) * per_page).take(per_page).map(woo_product).collect();
     HttpResponse::Ok()
         .insert_header(("X-WP-Total", total.to_string()))
         .insert_header(("X-WP-TotalPages", pages.to_string()))
@@ -574,6 +635,8 @@ async fn woo_get(
     }
 }
 
+/// `products/batch`, or `products/{id}/variations/batch` for that
+/// product's variations only.
 async fn woo_batch(
     req: HttpRequest,
     state: web::Data<Mutex<WooState>>,
@@ -584,11 +647,12 @@ async fn woo_batch(
     if let Some(refused) = woo_gate(&req, &keys, &mut state) {
         return refused;
     }
+    let parent = req.match_info().get("id").and_then(|id| id.parse::<u64>().ok());
     state.batches += 1;
     let mut answers = Vec::new();
     for update in body["update"].as_array().into_iter().flatten() {
         let id = update["id"].as_u64();
-        match state.products.iter_mut().find(|p| Some(p.id) == id) {
+        match state.products.iter_mut().find(|p| Some(p.id) == id && p.parent == parent && !p.variable) {
             Some(p) => {
                 if let Some(q) = update["stock_quantity"].as_i64() {
                     p.quantity = q;

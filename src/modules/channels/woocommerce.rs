@@ -1,9 +1,11 @@
 //! WooCommerce through its REST API v3: the consumer key and secret as
 //! basic authentication, `/wp-json/wc/v3/products` page by page (the
-//! store says how many in `X-WP-TotalPages`), and quantities written with
-//! `products/batch`, many products per call.
+//! store says how many in `X-WP-TotalPages`), a variable product's
+//! variations from `products/{id}/variations`, and quantities written with
+//! `products/batch` (simple products) and `products/{id}/variations/batch`
+//! (one product's variations), many per call.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
@@ -17,6 +19,8 @@ use super::{
 };
 
 const PAGE_SIZE: u32 = 50;
+/// The most variations read in one call (WooCommerce's maximum).
+const VARIATIONS_PAGE: u32 = 100;
 /// The most products WooCommerce updates in one batch.
 const BATCH: usize = 100;
 
@@ -66,27 +70,85 @@ async fn body(res: reqwest::Response) -> Result<Value, DriverError> {
     res.json().await.map_err(|e| DriverError::Failed(format!("not WooCommerce JSON: {e}")))
 }
 
-fn product(p: &Value) -> Result<RemoteProduct, DriverError> {
-    let id = p["id"].as_i64().ok_or_else(|| DriverError::Failed("a product without id".to_owned()))?;
-    let updated_at = p["date_modified_gmt"]
-        .as_str()
-        .and_then(|t| NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S").ok())
-        .map(|t| t.and_utc());
-    let variant = RemoteVariant {
-        id: id.to_string(),
+/// A numeric id of the store's, as it goes into a path.
+fn numeric(id: &str) -> Option<&str> {
+    (!id.is_empty() && id.bytes().all(|b| b.is_ascii_digit())).then_some(id)
+}
+
+fn id_of(p: &Value) -> Result<i64, DriverError> {
+    p["id"].as_i64().ok_or_else(|| DriverError::Failed("a product without id".to_owned()))
+}
+
+/// A simple product, or a variation, as the one variant it is: a
+/// variation's title is its attributes' values (`Red / M`).
+fn variant(p: &Value) -> Result<RemoteVariant, DriverError> {
+    let options: Vec<&str> =
+        p["attributes"].as_array().into_iter().flatten().filter_map(|a| a["option"].as_str()).collect();
+    Ok(RemoteVariant {
+        id: id_of(p)?.to_string(),
         sku: p["sku"].as_str().filter(|s| !s.is_empty()).map(str::to_owned),
-        title: None,
+        title: (!options.is_empty()).then(|| options.join(" / ")),
         inventory_item_id: None,
         quantity: p["stock_quantity"].as_i64(),
         price: p["price"].as_str().and_then(minor_units),
-    };
-    Ok(RemoteProduct {
-        id: id.to_string(),
-        title: p["name"].as_str().unwrap_or_default().to_owned(),
-        updated_at,
-        variants: vec![variant],
-        raw: p.clone(),
     })
+}
+
+impl WooCommerce {
+    /// One page of a list and how many pages there are (`X-WP-TotalPages`).
+    async fn page(
+        &self,
+        store: &Store<'_>,
+        path: &str,
+        mut query: Vec<(&str, String)>,
+        page: u32,
+    ) -> Result<(Vec<Value>, u32), DriverError> {
+        query.push(("page", page.to_string()));
+        let url = url::Url::parse_with_params(&store.url(&format!("wp-json/wc/v3/{path}")), &query)
+            .map_err(|e| DriverError::Failed(format!("the base URL does not make a product URL: {e}")))?;
+        let res = self.send(store, self.request_to(store, reqwest::Method::GET, url)).await?;
+        let pages: u32 = res
+            .headers()
+            .get("x-wp-totalpages")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| DriverError::Failed("the answer has no X-WP-TotalPages".to_owned()))?;
+        match body(res).await? {
+            Value::Array(items) => Ok((items, pages)),
+            _ => Err(DriverError::Failed("the list is not an array".to_owned())),
+        }
+    }
+
+    /// A product of the store as one normalised product: a variable
+    /// product's variants are its variations, read page by page.
+    async fn product(&self, store: &Store<'_>, p: &Value) -> Result<RemoteProduct, DriverError> {
+        let id = id_of(p)?;
+        let variants = if p["type"] == "variable" {
+            let mut variants = Vec::new();
+            let (mut page, mut pages) = (1, 1);
+            while page <= pages {
+                let path = format!("products/{id}/variations");
+                let (items, total) =
+                    self.page(store, &path, vec![("per_page", VARIATIONS_PAGE.to_string())], page).await?;
+                variants.extend(items.iter().map(variant).collect::<Result<Vec<_>, _>>()?);
+                (page, pages) = (page + 1, total);
+            }
+            variants
+        } else {
+            vec![variant(p)?]
+        };
+        let updated_at = p["date_modified_gmt"]
+            .as_str()
+            .and_then(|t| NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S").ok())
+            .map(|t| t.and_utc());
+        Ok(RemoteProduct {
+            id: id.to_string(),
+            title: p["name"].as_str().unwrap_or_default().to_owned(),
+            updated_at,
+            variants,
+            raw: p.clone(),
+        })
+    }
 }
 
 #[async_trait::async_trait]
@@ -104,13 +166,12 @@ impl ChannelDriver for WooCommerce {
     }
 
     async fn fetch_product(&self, store: &Store<'_>, remote_id: &str) -> Result<RemoteProduct, DriverError> {
-        if remote_id.is_empty() || !remote_id.bytes().all(|b| b.is_ascii_digit()) {
+        let Some(id) = numeric(remote_id) else {
             return Err(DriverError::NotFound(format!("the store has no product {remote_id}")));
-        }
-        let res = self
-            .send(store, self.request(store, reqwest::Method::GET, &format!("products/{remote_id}")))
-            .await?;
-        product(&body(res).await?)
+        };
+        let res =
+            self.send(store, self.request(store, reqwest::Method::GET, &format!("products/{id}"))).await?;
+        self.product(store, &body(res).await?).await
     }
 
     async fn list_products(
@@ -120,49 +181,54 @@ impl ChannelDriver for WooCommerce {
         cursor: Option<&str>,
     ) -> Result<ProductPage, DriverError> {
         let page: u32 = cursor.and_then(|c| c.parse().ok()).unwrap_or(1);
-        let mut query = vec![("per_page", PAGE_SIZE.to_string()), ("page", page.to_string())];
+        let mut query = vec![("per_page", PAGE_SIZE.to_string())];
         if let Some(since) = since {
             query.push(("modified_after", since.to_rfc3339_opts(SecondsFormat::Secs, true)));
             query.push(("dates_are_gmt", "true".to_owned()));
         }
-        let url = url::Url::parse_with_params(&store.url("wp-json/wc/v3/products"), &query)
-            .map_err(|e| DriverError::Failed(format!("the base URL does not make a product URL: {e}")))?;
-        let res = self.send(store, self.request_to(store, reqwest::Method::GET, url)).await?;
-        let pages: u32 = res
-            .headers()
-            .get("x-wp-totalpages")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| DriverError::Failed("the answer has no X-WP-TotalPages".to_owned()))?;
-        let list = body(res).await?;
-        let products = list
-            .as_array()
-            .ok_or_else(|| DriverError::Failed("the product list is not an array".to_owned()))?
-            .iter()
-            .map(product)
-            .collect::<Result<_, _>>()?;
+        let (items, pages) = self.page(store, "products", query, page).await?;
+        let mut products = Vec::with_capacity(items.len());
+        for item in &items {
+            products.push(self.product(store, item).await?);
+        }
         Ok(ProductPage { products, next: (page < pages).then(|| (page + 1).to_string()) })
     }
 
+    /// Simple products through `products/batch`; variations through their
+    /// product's `variations/batch`, one product at a time.
     async fn push_quantities(&self, store: &Store<'_>, pushes: &[Push]) -> Result<(), DriverError> {
-        for chunk in pushes.chunks(BATCH) {
-            let update: Vec<Value> = chunk
-                .iter()
-                .map(|p| json!({"id": p.remote_product_id.parse::<i64>().unwrap_or_default(), "manage_stock": true, "stock_quantity": p.quantity}))
-                .collect();
-            let request =
-                self.request(store, reqwest::Method::POST, "products/batch").json(&json!({"update": update}));
-            let answer = body(self.send(store, request).await?).await?;
-            let failed: Vec<String> = answer["update"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|item| {
-                    item["error"]["message"].as_str().map(|m| format!("product {}: {m}", item["id"]))
-                })
-                .collect();
-            if !failed.is_empty() {
-                return Err(DriverError::Failed(failed.join("; ")));
+        let mut by_path: BTreeMap<String, Vec<&Push>> = BTreeMap::new();
+        for push in pushes {
+            let path = if push.remote_variant_id == push.remote_product_id {
+                "products/batch".to_owned()
+            } else {
+                let product = numeric(&push.remote_product_id).ok_or_else(|| {
+                    DriverError::Failed(format!("{} is no WooCommerce product id", push.remote_product_id))
+                })?;
+                format!("products/{product}/variations/batch")
+            };
+            by_path.entry(path).or_default().push(push);
+        }
+        for (path, pushes) in by_path {
+            for chunk in pushes.chunks(BATCH) {
+                let update: Vec<Value> = chunk
+                    .iter()
+                    .map(|p| json!({"id": p.remote_variant_id.parse::<i64>().unwrap_or_default(), "manage_stock": true, "stock_quantity": p.quantity}))
+                    .collect();
+                let request =
+                    self.request(store, reqwest::Method::POST, &path).json(&json!({"update": update}));
+                let answer = body(self.send(store, request).await?).await?;
+                let failed: Vec<String> = answer["update"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|item| {
+                        item["error"]["message"].as_str().map(|m| format!("product {}: {m}", item["id"]))
+                    })
+                    .collect();
+                if !failed.is_empty() {
+                    return Err(DriverError::Failed(failed.join("; ")));
+                }
             }
         }
         Ok(())
@@ -182,8 +248,9 @@ impl ChannelDriver for WooCommerce {
         }
     }
 
-    /// `product.created` / `product.updated` carry the product, with its
-    /// `stock_quantity` when the store manages its stock.
+    /// `product.created` / `product.updated` carry the product (or the
+    /// variation, whose `id` is the variant's), with its `stock_quantity`
+    /// when the store manages its stock.
     fn parse_webhook(&self, headers: &Headers, body: &[u8]) -> Result<Inbound, String> {
         let topic = headers.get("x-wc-webhook-topic").cloned();
         let event_id = headers.get("x-wc-webhook-delivery-id").cloned();
