@@ -836,6 +836,7 @@ mod tests {
         ("resend_notification", "Mutation.resendNotification"),
         ("get_notification_preferences", "Customer.notifications"),
         ("update_notification_preferences", "Mutation.updateNotificationPreferences"),
+        ("list_payment_callbacks", "Query.orderGatewayCallbacks"),
         ("list_order_imports", "Query.orderImports"),
         ("get_order_import", "Query.orderImport"),
         ("upload_order_import", "Mutation.importOrders"),

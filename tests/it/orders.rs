@@ -1929,10 +1929,21 @@ async fn unanswered(app: &TestApp, tenant: &Tenant, s: &Shop, sku: &str) -> Stri
     id
 }
 
-/// The outcomes of the tenant's logged Stripe callbacks, oldest first.
+/// The outcomes of the tenant's logged Stripe callbacks, oldest first, as
+/// `GET /api/v1/orders/payments/callbacks` lists them (checked against
+/// the GraphQL field and the database).
 async fn callback_log(app: &TestApp, tenant: &Tenant) -> Vec<String> {
     use entity::order_gateway_callback::{Column, Entity};
-    SystemScope
+    let listed =
+        json(app.get("/api/v1/orders/payments/callbacks?sort=received_at&limit=100", &tenant.token).await)
+            .await;
+    let outcomes: Vec<String> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["outcome"].as_str().unwrap().to_owned())
+        .collect();
+    let stored: Vec<String> = SystemScope
         .find::<Entity>()
         .filter(Column::TenantId.eq(tenant.id))
         .order_by_asc(Column::Id)
@@ -1941,7 +1952,20 @@ async fn callback_log(app: &TestApp, tenant: &Tenant) -> Vec<String> {
         .unwrap()
         .into_iter()
         .map(|c| c.outcome)
-        .collect()
+        .collect();
+    assert_eq!(outcomes, stored, "the list is the tenant's log, in order");
+    let query = json!({"query": "{ orderGatewayCallbacks(first: 100) { items { outcome gateway } } }"});
+    let graphql = json(app.post("/graphql", &tenant.token, query).await).await;
+    let mut newest_first: Vec<String> = graphql["data"]["orderGatewayCallbacks"]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .inspect(|c| assert_eq!(c["gateway"], "stripe"))
+        .map(|c| c["outcome"].as_str().unwrap().to_owned())
+        .collect();
+    newest_first.reverse();
+    assert_eq!(newest_first, outcomes, "GraphQL lists the same callbacks");
+    outcomes
 }
 
 #[tokio::test]
@@ -2037,11 +2061,18 @@ async fn forged_stale_and_misdirected_stripe_callbacks_are_refused_and_change_no
         callback_log(&app, &tenant).await,
         ["forged", "forged", "forged", "forged", "forged", "stale", "stale"]
     );
+    let stale = json(app.get("/api/v1/orders/payments/callbacks?outcome=stale", &tenant.token).await).await;
+    assert_eq!(stale["data"].as_array().unwrap().len(), 2, "{stale}");
+    assert_eq!(stale["data"][0]["verified"], false);
+    let res = app.get("/api/v1/orders/payments/callbacks?outcome=lost", &tenant.token).await;
+    let problem = assert_problem(res, 400, "invalid_query").await;
+    assert_eq!(problem["errors"][0]["field"], "outcome", "{problem}");
     // Signed for this tenant, sent to another's URL: not verified there
     // either way, and it finds nothing of the other tenant.
     let other = app.register().await;
     let res = signed_callback(&app, other.id, &event).await;
     assert_eq!(json(res).await["data"]["outcome"], "ignored");
+    assert_eq!(callback_log(&app, &other).await, ["ignored"], "each tenant lists its own callbacks");
     // An unknown tenant, and a body that is not JSON.
     assert_problem(signed_callback(&app, uuid::Uuid::now_v7(), &event).await, 404, "not_found").await;
     let res = app

@@ -76,10 +76,19 @@ pub const FORGED: &str = "forged";
 pub const STALE: &str = "stale";
 pub const REPLAYED: &str = "replayed";
 
+/// Every outcome, for the log's filter.
+pub const OUTCOMES: [&str; 7] = [APPLIED, UNCHANGED, IGNORED, REJECTED, FORGED, STALE, REPLAYED];
+
 /// A callback received, as the log shows it.
-#[derive(Clone, Debug, Serialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, ToSchema, async_graphql::SimpleObject)]
+#[graphql(name = "OrderGatewayCallback")]
 pub struct CallbackView {
     pub id: Uuid,
+    /// The gateway that sent it (`stripe`).
+    #[schema(example = "stripe")]
+    pub gateway: String,
+    /// Whether its signature verified (a replay verifies, and is refused).
+    pub verified: bool,
     /// Stripe's id of the event.
     #[schema(example = "evt_1PqR2sT3uV4wX5yZ")]
     pub event_id: Option<String>,
@@ -87,8 +96,8 @@ pub struct CallbackView {
     pub event_type: Option<String>,
     /// `applied` (a payment, refund or order changed), `unchanged` (applied
     /// before), `ignored` (an event type Nexus does not act on, or about
-    /// nothing of this tenant) or `rejected` (signed, but not a Stripe
-    /// event).
+    /// nothing of this tenant), `rejected` (signed, but not a Stripe
+    /// event); in the log also the refused: `forged`, `stale`, `replayed`.
     #[schema(example = "applied")]
     pub outcome: String,
     pub detail: Option<String>,
@@ -99,6 +108,8 @@ impl From<callback::Model> for CallbackView {
     fn from(m: callback::Model) -> Self {
         Self {
             id: m.id,
+            gateway: m.gateway,
+            verified: m.verified,
             event_id: m.event_id,
             event_type: m.event_type,
             outcome: m.outcome,
@@ -106,6 +117,33 @@ impl From<callback::Model> for CallbackView {
             received_at: m.received_at,
         }
     }
+}
+
+/// Which logged callbacks to list.
+pub struct CallbackFilter {
+    pub outcome: Option<String>,
+    pub sort: crate::platform::http::Sort<callback::Column>,
+}
+
+/// The callback log: newest first unless sorted otherwise.
+pub const CALLBACK_SORTS: crate::platform::http::Sorts<callback::Column> = crate::platform::http::Sorts {
+    fields: &[("received_at", callback::Column::ReceivedAt)],
+    default: "-received_at",
+};
+
+/// A page of the tenant's callbacks; 400 naming `outcome` for an unknown one.
+pub async fn list(
+    db: &impl ConnectionTrait,
+    tenant: TenantScope,
+    filter: CallbackFilter,
+    list: &crate::platform::http::ListRequest,
+) -> ApiResult<crate::platform::http::Paged<CallbackView>> {
+    crate::platform::http::one_of("outcome", filter.outcome.as_deref(), &OUTCOMES)?;
+    let mut condition = Condition::all();
+    if let Some(outcome) = filter.outcome {
+        condition = condition.add(callback::Column::Outcome.eq(outcome));
+    }
+    Ok(list.fetch(db, tenant.find::<callback::Entity>(), condition, filter.sort).await?.map(Into::into))
 }
 
 /// How a `Stripe-Signature` failed.

@@ -10,7 +10,9 @@ use uuid::Uuid;
 use super::{
     CUSTOMER_SORTS, CustomerFilter, CustomerView, ImportView, NewOrder, NewOrderLine, NewRefund,
     Notifications, ORDER_SORTS, OrderFilter, OrderLineView, OrderService, OrderView, OrdersRead,
-    OrdersRefund, OrdersWrite, RefundView, STATES, check_order, check_refund,
+    OrdersRefund, OrdersWrite, RefundView, STATES,
+    callbacks::{CALLBACK_SORTS, CallbackFilter, CallbackView},
+    check_order, check_refund,
     kpis::{self, Analytics, CustomerSpend, KpiRebuild, Kpis, ProductSales},
     notify::{self, NOTIFICATION_SORTS, NotificationFilter, NotificationStats, NotificationView},
     routes::CreateCustomer,
@@ -152,6 +154,12 @@ pub struct OrderImportPage {
 }
 
 #[derive(SimpleObject)]
+pub struct OrderGatewayCallbackPage {
+    items: Vec<CallbackView>,
+    page_info: PageMeta,
+}
+
+#[derive(SimpleObject)]
 pub struct CustomerPage {
     items: Vec<CustomerView>,
     page_info: PageMeta,
@@ -275,6 +283,23 @@ impl Query {
         let list = list_request(ctx, first, after.as_deref(), before.as_deref())?;
         let paged = service(ctx)?.list_imports(principal.tenant, &list).await.map_err(gql)?;
         Ok(OrderImportPage { items: paged.data, page_info: paged.meta })
+    }
+
+    /// The payment gateway's callbacks, newest first, verified or not (as
+    /// `GET /api/v1/orders/payments/callbacks`).
+    async fn order_gateway_callbacks(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default_with = "Some(25)")] first: Option<i64>,
+        after: Option<String>,
+        before: Option<String>,
+        outcome: Option<String>,
+    ) -> async_graphql::Result<OrderGatewayCallbackPage> {
+        let (_, principal) = authorized::<OrdersRead>(ctx).map_err(gql)?;
+        let list = list_request(ctx, first, after.as_deref(), before.as_deref())?;
+        let filter = CallbackFilter { outcome, sort: parse_sort(None, &CALLBACK_SORTS).map_err(gql)? };
+        let paged = service(ctx)?.list_callbacks(principal.tenant, filter, &list).await.map_err(gql)?;
+        Ok(OrderGatewayCallbackPage { items: paged.data, page_info: paged.meta })
     }
 
     /// Customers, newest first (as `GET /api/v1/customers`).

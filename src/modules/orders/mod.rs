@@ -665,6 +665,14 @@ pub trait OrderService: Send + Sync {
         signature: Option<String>,
         body: actix_web::web::Bytes,
     ) -> ApiResult<callbacks::CallbackView>;
+    /// A page of the gateway callbacks received for the tenant, verified
+    /// or not, with what came of each.
+    async fn list_callbacks(
+        &self,
+        tenant: TenantScope,
+        filter: callbacks::CallbackFilter,
+        list: &ListRequest,
+    ) -> ApiResult<Paged<callbacks::CallbackView>>;
 }
 
 /// The orders module: its service, its saga's jobs and how it plugs in.

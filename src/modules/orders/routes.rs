@@ -11,7 +11,7 @@ use super::{
     CUSTOMER_SORTS, CustomerFilter, CustomerView, ImportView, NewCustomer, NewOrder, NewOrderLine, NewRefund,
     Notifications, ORDER_SORTS, OrderFilter, OrderService, OrderView, OrdersRead, OrdersRefund, OrdersWrite,
     RefundView, STATES,
-    callbacks::CallbackView,
+    callbacks::{CALLBACK_SORTS, CallbackFilter, CallbackView},
     check_customer, check_order, check_refund,
     kpis::{self, Analytics, CustomerSpend, KpiRebuild, Kpis, ProductSales},
     notify::{self, NOTIFICATION_SORTS, NotificationFilter, NotificationStats, NotificationView},
@@ -51,6 +51,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(get_notification)
         .service(resend_notification)
         .service(receive_stripe_callback)
+        .service(list_payment_callbacks)
         .service(get_order)
         .service(cancel_order)
         .service(refund_order)
@@ -319,6 +320,39 @@ async fn receive_stripe_callback(
     // The saga's next step may have been queued.
     state.wakeup.wake();
     Ok(ok(received))
+}
+
+crate::list_query! {
+    #[derive(Deserialize, IntoParams)]
+    #[serde(deny_unknown_fields)]
+    #[into_params(parameter_in = Query)]
+    struct CallbackQuery {
+        /// `received_at`; prefix `-` for descending (default `-received_at`).
+        #[param(pattern = "^-?received_at$")]
+        sort: Option<String>,
+        /// Only callbacks that came to this.
+        #[param(pattern = "^(applied|unchanged|ignored|rejected|forged|stale|replayed)$")]
+        outcome: Option<String>,
+    }
+}
+
+/// The payment gateway's callbacks received for the tenant, newest first:
+/// verified or not, with what came of each (`outcome`, `detail`).
+#[utoipa::path(tag = "orders", params(CallbackQuery),
+    responses((status = 200, body = Paged<CallbackView>),
+        (status = 400, description = "An unknown outcome or sort (the field is named)", body = Problem),
+        (status = 401, body = Problem), (status = 403, body = Problem)),
+    security(("bearer" = [])))]
+#[get("/orders/payments/callbacks")]
+async fn list_payment_callbacks(
+    auth: Authorized<OrdersRead>,
+    orders: web::Data<dyn OrderService>,
+    query: web::Query<CallbackQuery>,
+) -> ApiResult<HttpResponse> {
+    let q = query.into_inner();
+    let list = q.list()?;
+    let filter = CallbackFilter { outcome: q.outcome, sort: parse_sort(q.sort.as_deref(), &CALLBACK_SORTS)? };
+    Ok(HttpResponse::Ok().json(orders.list_callbacks(auth.tenant, filter, &list).await?))
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -1184,6 +1184,15 @@ impl OrderService for SeaOrmOrders {
         self.handle_stripe_callback(tenant_id, signature.as_deref(), &body).await
     }
 
+    async fn list_callbacks(
+        &self,
+        tenant: TenantScope,
+        filter: super::callbacks::CallbackFilter,
+        list: &ListRequest,
+    ) -> ApiResult<Paged<super::callbacks::CallbackView>> {
+        super::callbacks::list(&self.db, tenant, filter, list).await
+    }
+
     async fn get_import(&self, tenant: TenantScope, id: Uuid) -> ApiResult<super::ImportView> {
         tenant
             .find_by_id::<entity::order_import::Entity>(id)
