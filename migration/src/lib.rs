@@ -23,6 +23,7 @@ mod m20261128_000017_order_notifications;
 mod m20261128_000019_channel_dead_letters;
 mod m20261128_000020_order_gateway_callbacks;
 mod m20261128_000021_channel_sync;
+mod m20261128_000022_job_claim_indexes;
 mod shared;
 
 pub struct Migrator;
@@ -51,6 +52,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000019_channel_dead_letters::Migration),
             Box::new(m20261128_000020_order_gateway_callbacks::Migration),
             Box::new(m20261128_000021_channel_sync::Migration),
+            Box::new(m20261128_000022_job_claim_indexes::Migration),
         ]
     }
 }

@@ -352,19 +352,23 @@ pub(super) async fn insert_orders(
     Ok(orders)
 }
 
-/// Queue the saga step `kind` of an order.
+/// Queue the saga step `kind` of an order; queued by the step before, the
+/// worker that ran that one runs it next ([`jobs::enqueue_next`]).
 pub(super) async fn enqueue(
     txn: &DatabaseTransaction,
     tenant: TenantScope,
     kind: &'static str,
     order_id: Uuid,
 ) -> ApiResult<()> {
-    jobs::enqueue(txn, step(tenant, kind, order_id)).await?;
+    jobs::enqueue_next(txn, step(tenant, kind, order_id)).await?;
     Ok(())
 }
 
+/// A saga step runs at priority 7, ahead of the dispatch of the order's
+/// events (6, `order.paid` 7) and its notifications (4) in the default
+/// lane: under load those wait, the orders do not.
 fn step(tenant: TenantScope, kind: &'static str, order_id: Uuid) -> NewJob {
-    NewJob::new(kind, json!({"order_id": order_id})).tenant(tenant.id()).priority(6)
+    NewJob::new(kind, json!({"order_id": order_id})).tenant(tenant.id()).priority(7)
 }
 
 /// Queue the void of every captured payment of an order (compensation).

@@ -123,6 +123,31 @@ pub async fn enqueue(db: &impl ConnectionTrait, new: NewJob) -> Result<Uuid, sea
     Ok(id)
 }
 
+tokio::task_local! {
+    /// The job the running one queued with [`enqueue_next`], if any.
+    static NEXT: std::cell::Cell<Option<Uuid>>;
+}
+
+/// [`enqueue`] the job that continues the running one (the next step of a
+/// saga): once the running job has finished, its worker claims this one by
+/// id and runs it at once instead of leaving it to the next claim. The job
+/// is as durable as any other: should the worker die first, it is claimed
+/// like any other. Outside a job run it is a plain [`enqueue`].
+pub async fn enqueue_next(db: &impl ConnectionTrait, new: NewJob) -> Result<Uuid, sea_orm::DbErr> {
+    let id = enqueue(db, new).await?;
+    let _ = NEXT.try_with(|next| next.set(Some(id)));
+    Ok(id)
+}
+
+/// Run `run` (a job's handler), with what it queued through [`enqueue_next`].
+pub(crate) async fn with_next<T>(run: impl std::future::Future<Output = T>) -> (T, Option<Uuid>) {
+    NEXT.scope(std::cell::Cell::new(None), async {
+        let out = run.await;
+        (out, NEXT.with(std::cell::Cell::get))
+    })
+    .await
+}
+
 /// Write many jobs, a multi-row `INSERT` per [`INSERT_BATCH`](crate::platform::db::INSERT_BATCH).
 pub async fn enqueue_many(db: &impl ConnectionTrait, jobs: Vec<NewJob>) -> Result<(), sea_orm::DbErr> {
     crate::platform::db::insert_all(db, jobs.into_iter().map(|new| row(Uuid::now_v7(), new)).collect()).await
@@ -218,7 +243,10 @@ impl Wakeup {
 }
 
 /// Claim up to `limit` runnable jobs of `lane` for `worker`: pending ones
-/// whose time has come, and running ones whose lease expired.
+/// whose time has come, and running ones whose lease expired, highest
+/// priority first. Each kind is read in its order from its own partial
+/// index (`ix_jobs_ready`, `ix_jobs_leased`), so a claim costs the same
+/// with a backlog of millions as with an empty queue.
 pub async fn claim(
     db: &impl ConnectionTrait,
     lane: Lane,
@@ -232,9 +260,12 @@ pub async fn claim(
     let lock = if backend == DbBackend::Postgres { "FOR UPDATE SKIP LOCKED" } else { "" };
     let sql = format!(
         "UPDATE jobs SET status = 'running', attempts = attempts + 1, locked_by = $1, locked_until = $2, \
-         updated_at = $3 WHERE id IN (SELECT id FROM jobs WHERE lane = $4 AND \
-         ((status = 'pending' AND run_at <= $3) OR (status = 'running' AND locked_until < $3)) \
-         ORDER BY priority DESC, run_at LIMIT $5 {lock}) RETURNING *"
+         updated_at = $3 WHERE id IN (SELECT id FROM (\
+         SELECT id, priority, run_at FROM (SELECT id, priority, run_at FROM jobs \
+         WHERE lane = $4 AND status = 'pending' AND run_at <= $3 ORDER BY priority DESC, run_at LIMIT $5 {lock}) AS ready \
+         UNION ALL SELECT id, priority, run_at FROM (SELECT id, priority, run_at FROM jobs \
+         WHERE lane = $4 AND status = 'running' AND locked_until < $3 ORDER BY locked_until LIMIT $5 {lock}) AS expired\
+         ) AS due ORDER BY priority DESC, run_at LIMIT $5) RETURNING *"
     );
     let values = vec![
         worker.into(),
@@ -244,6 +275,24 @@ pub async fn claim(
         i64::try_from(limit).unwrap_or(i64::MAX).into(),
     ];
     job::Model::find_by_statement(Statement::from_sql_and_values(backend, sql, values)).all(db).await
+}
+
+/// Claim the job `id` for `worker` if it is pending and due: a job the
+/// worker's last run queued, which it runs next without waiting for a poll.
+/// `None` when it is not there (its transaction rolled back) or another
+/// worker has it.
+pub async fn claim_by_id(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+    worker: &str,
+    lease: Duration,
+) -> Result<Option<job::Model>, sea_orm::DbErr> {
+    let now = Utc::now();
+    let backend = db.get_database_backend();
+    let sql = "UPDATE jobs SET status = 'running', attempts = attempts + 1, locked_by = $1, locked_until = $2, \
+               updated_at = $3 WHERE id = $4 AND status = 'pending' AND run_at <= $3 RETURNING *";
+    let values = vec![worker.into(), (now + lease).into(), now.into(), id.into()];
+    job::Model::find_by_statement(Statement::from_sql_and_values(backend, sql, values)).one(db).await
 }
 
 /// Renew the lease of a job this worker holds.

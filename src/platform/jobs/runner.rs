@@ -1,5 +1,7 @@
 //! The worker loop: one task per lane claiming as many jobs as it has free
-//! slots, each run beside a heartbeat that renews its lease. It runs inside
+//! slots, each run beside a heartbeat that renews its lease. A run that
+//! queued its follow-up with [`super::enqueue_next`] (the next step of a
+//! saga) keeps its slot and runs that job next, claimed by id. It runs inside
 //! `nexus serve` and in `nexus worker`; stopping it finishes the runs in
 //! flight within a grace period and gives the rest back to the queue.
 
@@ -16,7 +18,7 @@ use tokio::{
 };
 use uuid::Uuid;
 
-use super::{JobError, LANES, Lane, claim, finish, heartbeat, prune, release};
+use super::{JobError, LANES, Lane, claim, claim_by_id, finish, heartbeat, prune, release, with_next};
 use crate::{config::JobsConfig, platform::state::AppState};
 use entity::job;
 
@@ -87,12 +89,19 @@ impl LaneWorker {
                             if let Ok(mut set) = in_flight.lock() {
                                 set.insert(job.id);
                             }
-                            let (state, worker, in_flight) =
-                                (self.state.clone(), self.worker.clone(), in_flight.clone());
+                            let (state, worker, in_flight, stopped) =
+                                (self.state.clone(), self.worker.clone(), in_flight.clone(), stopped.clone());
                             runs.spawn(async move {
-                                run_one(&state, &worker, job.clone()).await;
-                                if let Ok(mut set) = in_flight.lock() {
-                                    set.remove(&job.id);
+                                let mut job = Some(job);
+                                while let Some(run) = job.take() {
+                                    let id = run.id;
+                                    let next = run_one(&state, &worker, run).await;
+                                    if let Ok(mut set) = in_flight.lock() {
+                                        set.remove(&id);
+                                    }
+                                    if let Some(next) = next.filter(|_| !*stopped.borrow()) {
+                                        job = claim_next(&state, &worker, next, &in_flight).await;
+                                    }
                                 }
                                 drop(permit);
                             });
@@ -131,22 +140,48 @@ impl LaneWorker {
     }
 }
 
-async fn run_one(state: &AppState, worker: &str, job: job::Model) {
+/// Claim the job a run queued to follow it, and mark it in flight.
+async fn claim_next(
+    state: &AppState,
+    worker: &str,
+    id: Uuid,
+    in_flight: &Mutex<HashSet<Uuid>>,
+) -> Option<job::Model> {
+    match claim_by_id(&state.db, id, worker, state.config.jobs.lease()).await {
+        Ok(Some(job)) => {
+            if let Ok(mut set) = in_flight.lock() {
+                set.insert(job.id);
+            }
+            Some(job)
+        }
+        Ok(None) => None, // another worker has it, or it was rolled back
+        Err(err) => {
+            tracing::warn!(job = %id, error = %err, "cannot claim the next job; a claim will pick it up");
+            None
+        }
+    }
+}
+
+/// Run a claimed job and record how it ended; the job it queued to follow
+/// it ([`super::enqueue_next`]) when it succeeded.
+async fn run_one(state: &AppState, worker: &str, job: job::Model) -> Option<Uuid> {
     let config = &state.config.jobs;
     let result = if job.attempts > job.max_attempts {
         // Claimed again after a lease expired on its last attempt.
-        Err(JobError::Fail(job.last_error.clone().unwrap_or_else(|| "lease expired".to_owned())))
+        (Err(JobError::Fail(job.last_error.clone().unwrap_or_else(|| "lease expired".to_owned()))), None)
     } else {
         match state.jobs.get(&job.kind) {
-            None => Err(JobError::Fail(format!("no handler for job kind `{}`", job.kind))),
+            None => (Err(JobError::Fail(format!("no handler for job kind `{}`", job.kind))), None),
             Some(handler) => {
                 let beat = tokio::spawn(keep_lease(state.clone(), job.id, worker.to_owned()));
-                let result = handler.run(state, &job).await;
+                let run = with_next(handler.run(state, &job)).await;
                 beat.abort();
-                result
+                run
             }
         }
     };
+    let (result, next) = result;
+    let next = next.filter(|_| result.is_ok());
     if let Err(err) = &result {
         tracing::warn!(job = %job.id, kind = job.kind, attempt = job.attempts, error = ?err, "job did not complete");
     }
@@ -154,6 +189,7 @@ async fn run_one(state: &AppState, worker: &str, job: job::Model) {
     if let Err(err) = finish(&state.db, &job, worker, result, backoff).await {
         tracing::error!(job = %job.id, error = %err, "could not record the job's outcome; its lease will expire");
     }
+    next
 }
 
 /// Renew a job's lease every third of its length while it runs.
