@@ -562,6 +562,30 @@ async fn a_throttled_store_marks_the_connection_and_the_push_lands_later() {
 }
 
 #[tokio::test]
+async fn shopify_queries_wait_for_the_cost_budget_instead_of_meeting_throttled() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let main = warehouse(&app, &tenant, "MAIN").await;
+    let shop = FakeShopify::start(items(12, 9)).await.unwrap();
+    let s = connect(&app, &tenant, shopify_body(&shop, "Shop", &main, 0)).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    import(&app, &tenant, &s).await;
+    // A small budget: a push of one product costs 13 (read 3, write 10),
+    // the 12 products 156, the budget holds 40 and gets 30 back a second.
+    shop.cost_budget(40.0, 30.0);
+    let run = run_to_end(&app, &tenant, &s, "sync").await;
+    assert_eq!((run["status"].as_str(), run["done"].as_i64()), (Some("succeeded"), Some(12)), "{run}");
+    for i in 0..12 {
+        assert_eq!(shop.quantity(&format!("ITEM-{i:03}")), Some(0), "ITEM-{i:03}");
+    }
+    assert_eq!(shop.throttled(), 0, "no query went over the budget");
+    let events = channel_events(&app, &tenant).await;
+    assert!(!events.iter().any(|(t, _)| t == "channel.throttled"), "{events:?}");
+}
+
+#[tokio::test]
 async fn refused_credentials_disconnect_until_new_ones_are_saved() {
     let app = TestApp::spawn().await;
     let tenant = app.register().await;
@@ -1621,9 +1645,9 @@ async fn etsy_webhooks_are_verified_the_standard_webhooks_way() {
     let mut body = etsy_body(&etsy, "Etsy", &main, 0);
     body["webhook_secret"] = json!(secret);
     let e = connect(&app, &tenant, body).await["id"].as_str().unwrap().to_owned();
-    let event = json!({"event_type": "ORDER_PAID", "shop_id": etsy.shop_id,
-        "resource_url": format!("https://openapi.etsy.com/v3/application/shops/{}/receipts/9001", etsy.shop_id)})
-    .to_string();
+    // A paid order of a variant no local product is mapped to (no import).
+    let sold = etsy.sell("MUG-WHITE", 1).unwrap();
+    let event = etsy.order_paid(sold);
     let send = |headers: Vec<(&'static str, String)>| {
         let mut request = app
             .client
@@ -1641,7 +1665,7 @@ async fn etsy_webhooks_are_verified_the_standard_webhooks_way() {
     let receipt = json(res).await["data"].clone();
     assert_eq!(
         (receipt["topic"].as_str(), receipt["event_id"].as_str(), receipt["outcome"].as_str()),
-        (Some("ORDER_PAID"), Some("msg_1"), Some("ignored")),
+        (Some("order.paid"), Some("msg_1"), Some("unmapped")),
         "{receipt}"
     );
     // A replay; a stale timestamp; another key; a changed body; no signature.
@@ -1653,7 +1677,7 @@ async fn etsy_webhooks_are_verified_the_standard_webhooks_way() {
     let other = format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(b"another-key"));
     assert_problem(send(etsy_headers(&other, "msg_3", now, &event)).await.unwrap(), 401, "unauthenticated")
         .await;
-    let changed = etsy_headers(&secret, "msg_4", now, &event.replace("9001", "9002"));
+    let changed = etsy_headers(&secret, "msg_4", now, &event.replace(&sold.to_string(), "9002"));
     assert_problem(send(changed).await.unwrap(), 401, "unauthenticated").await;
     assert_problem(send(vec![]).await.unwrap(), 401, "unauthenticated").await;
     let log =
@@ -1661,7 +1685,102 @@ async fn etsy_webhooks_are_verified_the_standard_webhooks_way() {
             .await;
     let outcomes: Vec<&str> =
         log["data"].as_array().unwrap().iter().map(|r| r["outcome"].as_str().unwrap()).collect();
-    assert_eq!(outcomes, ["forged", "forged", "forged", "forged", "replayed", "ignored"]);
+    assert_eq!(outcomes, ["forged", "forged", "forged", "forged", "replayed", "unmapped"]);
+}
+
+#[tokio::test]
+async fn an_etsy_sale_is_booked_from_its_receipt_and_reaches_the_other_stores() {
+    use base64::Engine;
+    let etsy = FakeEtsy::start(mug(50)).await.unwrap();
+    let woo = FakeWooCommerce::start(mug(50)).await.unwrap();
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let main = warehouse(&app, &tenant, "MAIN").await;
+    let secret = format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(b"etsy-signing-key"));
+    let mut body = etsy_body(&etsy, "Etsy", &main, 0);
+    body["webhook_secret"] = json!(secret);
+    let e = connect(&app, &tenant, body).await["id"].as_str().unwrap().to_owned();
+    let w = connect(&app, &tenant, woo_body(&woo, "Site", &main, 0)).await["id"].as_str().unwrap().to_owned();
+    import(&app, &tenant, &e).await;
+    import(&app, &tenant, &w).await;
+    let mug_id = json(app.get("/api/v1/products?sku=MUG-WHITE", &tenant.token).await).await["data"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    adjust(&app, &tenant, &mug_id, &main, 10).await;
+    eventually(10, || async {
+        (etsy.quantity("MUG-WHITE") == Some(10) && woo.quantity("MUG-WHITE") == Some(10)).then_some(())
+    })
+    .await;
+    app.drained().await;
+
+    // Three mugs sold on Etsy: its webhook names the receipt, not a quantity.
+    let sold = etsy.sell("MUG-WHITE", 3).unwrap();
+    assert_eq!(etsy.quantity("MUG-WHITE"), Some(7));
+    let event = etsy.order_paid(sold);
+    let send = |id: &str, event: &str| {
+        let mut request = app
+            .client
+            .post(format!("{}/api/v1/channel-webhooks/{e}", app.base))
+            .header("content-type", "application/json")
+            .body(event.to_owned());
+        for (name, value) in etsy_headers(&secret, id, chrono::Utc::now().timestamp(), event) {
+            request = request.header(name, value);
+        }
+        request.send()
+    };
+    let res = send("msg_paid", &event).await.unwrap();
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    let receipt = json(res).await["data"].clone();
+    assert_eq!(
+        (receipt["outcome"].as_str(), receipt["detail"].as_str()),
+        (Some("applied"), Some("on hand MUG-WHITE -3")),
+        "{receipt}"
+    );
+    assert_eq!(on_hand(&app, &tenant, &mug_id, &main).await, 7);
+    let movements =
+        json(app.get(&format!("/api/v1/stock-movements?product_id={mug_id}"), &tenant.token).await).await;
+    let reference = format!("channel:{e}:receipt:{sold}");
+    let booked: Vec<&Value> = movements["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["reference"] == reference.as_str())
+        .collect();
+    assert_eq!(booked.len(), 1, "{movements}");
+    assert_eq!(booked[0]["quantity"], -3, "{movements}");
+    // It reaches WooCommerce; Etsy keeps what it holds.
+    eventually(10, || async { (woo.quantity("MUG-WHITE") == Some(7)).then_some(()) }).await;
+    app.drained().await;
+    assert_eq!(etsy.quantity("MUG-WHITE"), Some(7));
+    let events = channel_events(&app, &tenant).await;
+    let updates: Vec<&Value> =
+        events.iter().filter(|(t, _)| t == "channel.inventory_updated").map(|(_, d)| d).collect();
+    assert_eq!(updates.len(), 1, "{events:?}");
+    assert_eq!(
+        (
+            updates[0]["quantity"].as_i64(),
+            updates[0]["remote_quantity"].as_i64(),
+            updates[0]["on_hand"].as_i64()
+        ),
+        (Some(-3), Some(7), Some(7))
+    );
+
+    // Etsy delivers it again: nothing more is booked.
+    assert_problem(send("msg_paid", &event).await.unwrap(), 401, "unauthenticated").await;
+    assert_eq!(on_hand(&app, &tenant, &mug_id, &main).await, 7);
+
+    // A receipt Etsy cannot show: nothing is booked, the event can come again.
+    let missing = event.replace(&format!("/receipts/{sold}"), "/receipts/1");
+    let res = send("msg_missing", &missing).await.unwrap();
+    assert_problem(res, 404, "not_found").await;
+    assert_eq!(on_hand(&app, &tenant, &mug_id, &main).await, 7);
+    let log =
+        json(app.get(&format!("/api/v1/channel-connections/{e}/webhook-receipts"), &tenant.token).await)
+            .await;
+    let outcomes: Vec<&str> =
+        log["data"].as_array().unwrap().iter().map(|r| r["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, ["rejected", "replayed", "applied"]);
 }
 
 // ------------------------------------------------------------ Dead letters

@@ -381,7 +381,7 @@ impl ChannelDriver for Amazon {
                     Some(other) => format!("{other} carries no seller-fulfilled quantity"),
                     None => "the notification has no NotificationType".to_owned(),
                 });
-                Ok(Inbound { event_id, topic: kind, stock, subscribe_url: None, note })
+                Ok(Inbound { event_id, topic: kind, stock, note, ..Inbound::default() })
             }
             Some(other) => Ok(Inbound {
                 event_id,

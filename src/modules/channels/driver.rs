@@ -221,6 +221,21 @@ pub struct Inbound {
     pub subscribe_url: Option<String>,
     /// Why a verified message changes nothing, when it carries no stock.
     pub note: Option<String>,
+    /// What the event points at, to be read before it can be booked
+    /// ([`ChannelDriver::resolve_webhook`]; Etsy: the receipt's path).
+    pub resource: Option<String>,
+    /// Units sold on the store, once the resource was read: a delta each,
+    /// not a level.
+    pub sold: Vec<RemoteSale>,
+    /// What a sale is booked against (`receipt:9001`), instead of the event id.
+    pub reference: Option<String>,
+}
+
+/// Units of one variant sold on the store.
+#[derive(Debug)]
+pub struct RemoteSale {
+    pub variant_id: String,
+    pub quantity: i64,
 }
 
 /// The store's quantity of one variant, named by its id or its inventory item.
@@ -325,6 +340,12 @@ pub trait ChannelDriver: Send + Sync {
     ) -> Result<(), String>;
     /// What a verified webhook says; `Err` says why it cannot be read.
     fn parse_webhook(&self, headers: &Headers, body: &[u8]) -> Result<Inbound, String>;
+    /// Read what a verified event points at ([`Inbound::resource`]) and
+    /// fill in what it changed ([`Inbound::sold`]); called only when the
+    /// driver's [`ChannelDriver::parse_webhook`] named a resource.
+    async fn resolve_webhook(&self, _store: &Store<'_>, _inbound: &mut Inbound) -> Result<(), DriverError> {
+        Ok(())
+    }
     /// Confirm a subscription a verified message asked for
     /// ([`Inbound::subscribe_url`]); `Err` says why it was not.
     async fn confirm_subscription(&self, _url: &str) -> Result<(), String> {

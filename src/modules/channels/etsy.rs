@@ -6,6 +6,8 @@
 //! product, each of its inventory products a variant (named by its SKU). A quantity is
 //! written by reading the listing's inventory and putting it back whole
 //! with the new quantity (`PUT /v3/application/listings/{id}/inventory`).
+//! A paid order's webhook is booked from the receipt it points at
+//! (`GET /v3/application/shops/{shop_id}/receipts/{receipt_id}`).
 
 use std::{
     collections::HashMap,
@@ -20,7 +22,7 @@ use super::{
     Settings,
     driver::{
         ChannelDriver, DriverError, Headers, Inbound, ProductPage, Push, RatePolicy, RemoteProduct,
-        RemoteVariant, Store, needs_secret, standard_webhook_verify,
+        RemoteSale, RemoteVariant, Store, needs_secret, standard_webhook_verify,
     },
 };
 
@@ -312,21 +314,69 @@ impl ChannelDriver for Etsy {
         standard_webhook_verify(needs_secret(secret)?, headers, body, Utc::now().timestamp())
     }
 
-    /// Etsy's events (`ORDER_PAID` so far) carry `event_type`, the shop and a
-    /// `resource_url` to read, never a quantity: they are logged, and the
-    /// listing's stock is corrected by the next push or import. The
-    /// `webhook-id` is the event id.
+    /// Etsy's events carry `event_type`, the shop and a `resource_url` to
+    /// read, never a quantity. A paid order (`ORDER_PAID`, sent as
+    /// `order.paid`) names its receipt, which [`Self::resolve_webhook`]
+    /// reads; other events are logged. The `webhook-id` is the event id.
     fn parse_webhook(&self, headers: &Headers, body: &[u8]) -> Result<Inbound, String> {
         let event: Value = serde_json::from_slice(body).map_err(|e| format!("not an Etsy event: {e}"))?;
         let topic = event["event_type"]
             .as_str()
             .ok_or_else(|| "not an Etsy event: no event_type".to_owned())?
             .to_owned();
-        Ok(Inbound {
+        let mut inbound = Inbound {
             event_id: headers.get("webhook-id").cloned(),
-            note: Some(format!("Etsy's {topic} carries no quantity")),
             topic: Some(topic),
             ..Inbound::default()
-        })
+        };
+        if !matches!(inbound.topic.as_deref(), Some("ORDER_PAID" | "order.paid")) {
+            inbound.note = Some("Etsy's event carries no stock change".to_owned());
+            return Ok(inbound);
+        }
+        // Only the path is kept: it is read at the connection's base URL,
+        // never at a host the body names.
+        let path = event["resource_url"]
+            .as_str()
+            .and_then(|u| url::Url::parse(u).ok())
+            .map(|u| u.path().trim_start_matches('/').to_owned())
+            .filter(|p| receipt_of(p).is_some())
+            .ok_or_else(|| "a paid order whose resource_url is no shop receipt".to_owned())?;
+        inbound.resource = Some(path);
+        Ok(inbound)
     }
+
+    /// A paid order: its receipt (`getShopReceipt`), whose transactions
+    /// each sold `quantity` units of a listing's product (named as the
+    /// import names variants: by SKU, else by product id).
+    async fn resolve_webhook(&self, store: &Store<'_>, inbound: &mut Inbound) -> Result<(), DriverError> {
+        let Some((shop, receipt)) = inbound.resource.as_deref().and_then(receipt_of) else { return Ok(()) };
+        if shop != store.credential("shop_id") {
+            inbound.note = Some(format!("a receipt of shop {shop}, not the connection's"));
+            return Ok(());
+        }
+        let path = format!("v3/application/shops/{shop}/receipts/{receipt}");
+        let body = self.call(store, reqwest::Method::GET, &path, None).await?;
+        inbound.reference = Some(format!("receipt:{receipt}"));
+        inbound.sold = body["transactions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| {
+                let quantity = t["quantity"].as_i64().filter(|q| *q > 0)?;
+                Some(RemoteSale { variant_id: variant_id(t)?, quantity })
+            })
+            .collect();
+        if inbound.sold.is_empty() {
+            inbound.note = Some(format!("receipt {receipt} sells no units"));
+        }
+        Ok(())
+    }
+}
+
+/// `v3/application/shops/{shop_id}/receipts/{receipt_id}`: the two ids.
+fn receipt_of(path: &str) -> Option<(&str, &str)> {
+    let rest = path.strip_prefix("v3/application/shops/")?;
+    let (shop, receipt) = rest.split_once("/receipts/")?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    (digits(shop) && digits(receipt)).then_some((shop, receipt))
 }

@@ -1,14 +1,15 @@
 //! In-process fake stores that speak the channels' real wire formats:
 //! Shopify's Admin GraphQL (`X-Shopify-Access-Token`, cursor pages,
-//! `inventorySetQuantities` with `compareQuantity`, the cost budget's
-//! `THROTTLED` answer), WooCommerce's REST v3 (basic authentication,
-//! `X-WP-TotalPages`, variable products and their variations,
-//! `products/batch` and `variations/batch`, 429 with `Retry-After`) and
+//! `inventorySetQuantities` with `compareQuantity`, a query cost budget
+//! reported in `extensions.cost` and its `THROTTLED` answer), WooCommerce's
+//! REST v3 (basic authentication, `X-WP-TotalPages`, variable products and
+//! their variations, `products/batch` and `variations/batch`, 429 with
+//! `Retry-After`) and
 //! Amazon's Login with Amazon token endpoint with the SP-API Listings Items
 //! (`x-amz-access-token`, expiring tokens, `pageToken`, `patchListingsItem`,
 //! 429 with `Retry-After` and `x-amzn-RateLimit-Limit`), and Etsy's Open
 //! API v3 (`x-api-key` and OAuth bearer, offset pages, listing inventory
-//! read and put, 429 with `Retry-After`). Each listens on
+//! read and put, shop receipts of paid orders, 429 with `Retry-After`). Each listens on
 //! 127.0.0.1 with a random port. The tests drive the sync engine against
 //! them, and `cargo run --example fake-stores` starts them all so the whole flow can be tried without store accounts.
 
@@ -68,11 +69,16 @@ struct Controls {
     level: Option<(Instant, f64)>,
     /// Requests refused as throttled so far.
     refused: usize,
+    /// Requests that reached the gate so far, refused or not.
+    requests: usize,
+    /// Every quantity a write set: SKU, quantity, Unix milliseconds.
+    landed: Vec<(String, i64, u64)>,
 }
 
 impl Controls {
     /// `true` when this request is to be refused as throttled.
     fn throttled(&mut self) -> bool {
+        self.requests += 1;
         let refused = self.refuses();
         self.refused += usize::from(refused);
         refused
@@ -109,6 +115,27 @@ impl Controls {
     }
 }
 
+impl Controls {
+    /// A write set `sku` to `quantity` now.
+    fn land(&mut self, sku: &str, quantity: i64) {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        self.landed.push((sku.to_owned(), quantity, ms));
+    }
+
+    /// Requests, refusals and the writes (of `sku`, or all) so far.
+    fn stats(&self, sku: Option<&str>) -> Value {
+        let writes: Vec<Value> = self
+            .landed
+            .iter()
+            .filter(|(s, _, _)| sku.is_none_or(|sku| s == sku))
+            .map(|(sku, quantity, at)| json!([sku, quantity, at]))
+            .collect();
+        json!({"requests": self.requests, "throttled": self.refused, "writes": writes})
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -140,10 +167,56 @@ struct ShopifyProduct {
     variants: Vec<ShopifyVariant>,
 }
 
+/// Shopify's query cost budget: (maximum, restored per second) and what
+/// it held when.
+struct CostBudget {
+    maximum: f64,
+    restore_rate: f64,
+    level: (Instant, f64),
+}
+
+impl Default for CostBudget {
+    /// Shopify's standard plan: 1000 points, 50 a second.
+    fn default() -> Self {
+        Self { maximum: 1000.0, restore_rate: 50.0, level: (Instant::now(), 1000.0) }
+    }
+}
+
+impl CostBudget {
+    /// Spend `cost` when the budget holds it (`true`), and the
+    /// `extensions.cost` of the answer.
+    fn spend(&mut self, cost: f64) -> (bool, Value) {
+        let now = Instant::now();
+        let (at, level) = self.level;
+        let available = (level + now.duration_since(at).as_secs_f64() * self.restore_rate).min(self.maximum);
+        let spent = available >= cost;
+        let left = if spent { available - cost } else { available };
+        self.level = (now, left);
+        let status = json!({"maximumAvailable": self.maximum, "currentlyAvailable": left.floor(),
+            "restoreRate": self.restore_rate});
+        (
+            spent,
+            json!({"requestedQueryCost": cost, "actualQueryCost": spent.then_some(cost), "throttleStatus": status}),
+        )
+    }
+}
+
+/// What each operation of the fake costs, as Shopify counts a query's
+/// fields and connections.
+fn shopify_cost(operation: &str) -> f64 {
+    match operation {
+        "Products" => 52.0,
+        "Product" => 4.0,
+        "Level" => 3.0,
+        _ => 10.0,
+    }
+}
+
 #[derive(Default)]
 struct ShopifyState {
     products: Vec<ShopifyProduct>,
     controls: Controls,
+    budget: CostBudget,
     /// Set an item's quantity just before the next write lands, as a sale
     /// on the store between our read and our write would.
     interfere: Option<(u64, i64)>,
@@ -236,6 +309,12 @@ impl FakeShopify {
         lock(&self.state).controls.per_second = n;
     }
 
+    /// The query cost budget: `maximum` points, `restore_rate` a second
+    /// (full now). By default Shopify's standard plan, 1000 and 50.
+    pub fn cost_budget(&self, maximum: f64, restore_rate: f64) {
+        lock(&self.state).budget = CostBudget { maximum, restore_rate, level: (Instant::now(), maximum) };
+    }
+
     /// Answer throttled when a leaky bucket of `burst` requests, leaking
     /// `per_second`, would overflow.
     pub fn limit_bucket(&self, per_second: u32, burst: u32) {
@@ -245,6 +324,12 @@ impl FakeShopify {
     /// Requests answered as throttled so far.
     pub fn throttled(&self) -> usize {
         lock(&self.state).controls.refused
+    }
+
+    /// `{"requests", "throttled", "writes": [[sku, quantity, unix_ms], ...]}`
+    /// so far, the writes of `sku` only when given.
+    pub fn stats(&self, sku: Option<&str>) -> Value {
+        lock(&self.state).controls.stats(sku)
     }
 }
 
@@ -269,11 +354,6 @@ fn shopify_product(p: &ShopifyProduct) -> Value {
     json!({"id": gid("Product", p.id), "title": p.title, "updatedAt": p.updated_at, "variants": {"nodes": variants}})
 }
 
-fn cost(available: f64) -> Value {
-    json!({"requestedQueryCost": 10, "actualQueryCost": 10,
-        "throttleStatus": {"maximumAvailable": 1000.0, "currentlyAvailable": available, "restoreRate": 10.0}})
-}
-
 async fn shopify_graphql(
     req: HttpRequest,
     state: web::Data<Mutex<ShopifyState>>,
@@ -287,14 +367,21 @@ async fn shopify_graphql(
         );
     }
     let mut state = lock(&state);
-    if state.controls.throttled() {
-        // Spent budget: the query costs 10, none is left, 10 come back a second.
+    let operation = body["operationName"].as_str().unwrap_or_default();
+    let forced = state.controls.throttled();
+    if forced {
+        // As if another app had spent the budget.
+        state.budget.level.1 = 0.0;
+    }
+    let (spent, cost) = state.budget.spend(shopify_cost(operation));
+    if !spent {
+        state.controls.refused += usize::from(!forced);
         return HttpResponse::Ok()
             .json(json!({"errors": [{"message": "Throttled", "extensions": {"code": "THROTTLED"}}],
-            "extensions": {"cost": cost(0.0)}}));
+            "extensions": {"cost": cost}}));
     }
     let vars = &body["variables"];
-    let data = match body["operationName"].as_str().unwrap_or_default() {
+    let data = match operation {
         "Products" => {
             let first = usize::try_from(vars["first"].as_i64().unwrap_or(50).clamp(1, 250)).unwrap_or(50);
             let start: usize = vars["after"].as_str().and_then(|c| c.parse().ok()).unwrap_or(0);
@@ -325,7 +412,7 @@ async fn shopify_graphql(
                 .json(json!({"errors": [{"message": format!("unknown operation `{other}`")}]}));
         }
     };
-    HttpResponse::Ok().json(json!({"data": data, "extensions": {"cost": cost(990.0)}}))
+    HttpResponse::Ok().json(json!({"data": data, "extensions": {"cost": cost}}))
 }
 
 /// `inventorySetQuantities`: all quantities or none; a `compareQuantity`
@@ -362,6 +449,7 @@ fn shopify_set(state: &mut ShopifyState, input: &Value) -> Value {
             for v in state.products.iter_mut().flat_map(|p| &mut p.variants).filter(|v| Some(v.item) == item)
             {
                 v.quantity = q["quantity"].as_i64().unwrap_or(v.quantity);
+                state.controls.land(&v.sku, v.quantity);
             }
         }
     } else if errors.iter().any(|e| e["code"] == "COMPARE_QUANTITY_STALE") {
@@ -516,6 +604,12 @@ impl FakeWooCommerce {
         lock(&self.state).controls.refused
     }
 
+    /// `{"requests", "throttled", "writes": [[sku, quantity, unix_ms], ...]}`
+    /// so far, the writes of `sku` only when given.
+    pub fn stats(&self, sku: Option<&str>) -> Value {
+        lock(&self.state).controls.stats(sku)
+    }
+
     /// Batch updates (of products or of one product's variations) received so far.
     pub fn batches(&self) -> usize {
         lock(&self.state).batches
@@ -649,6 +743,7 @@ async fn woo_batch(
     }
     let parent = req.match_info().get("id").and_then(|id| id.parse::<u64>().ok());
     state.batches += 1;
+    let state = &mut *state;
     let mut answers = Vec::new();
     for update in body["update"].as_array().into_iter().flatten() {
         let id = update["id"].as_u64();
@@ -656,6 +751,7 @@ async fn woo_batch(
             Some(p) => {
                 if let Some(q) = update["stock_quantity"].as_i64() {
                     p.quantity = q;
+                    state.controls.land(&p.sku, q);
                 }
                 answers.push(woo_product(p));
             }
@@ -825,6 +921,12 @@ impl FakeAmazon {
     /// Requests answered as throttled so far.
     pub fn throttled(&self) -> usize {
         lock(&self.state).controls.refused
+    }
+
+    /// `{"requests", "throttled", "writes": [[sku, quantity, unix_ms], ...]}`
+    /// so far, the writes of `sku` only when given.
+    pub fn stats(&self, sku: Option<&str>) -> Value {
+        lock(&self.state).controls.stats(sku)
     }
 }
 
@@ -1041,6 +1143,7 @@ async fn amazon_patch(
         return refused;
     }
     state.patches += 1;
+    let state = &mut *state;
     let Some(listing) = state.listings.iter_mut().find(|l| l.sku == sku) else {
         return amazon_error(
             actix_web::http::StatusCode::NOT_FOUND,
@@ -1077,6 +1180,7 @@ async fn amazon_patch(
     }
     if let Some(q) = quantity {
         listing.quantity = q;
+        state.controls.land(&sku, q);
     }
     amazon_ok(
         json!({"sku": sku, "status": "ACCEPTED", "submissionId": uuid::Uuid::now_v7().simple().to_string(), "issues": []}),
@@ -1099,8 +1203,15 @@ struct EtsyListing {
     products: Vec<EtsyProduct>,
 }
 
+/// A paid order: (transaction id, listing id, product id, SKU, units) per line.
+struct EtsyReceipt {
+    id: u64,
+    lines: Vec<(u64, u64, u64, String, i64)>,
+}
+
 struct EtsyState {
     listings: Vec<EtsyListing>,
+    receipts: Vec<EtsyReceipt>,
     controls: Controls,
     tokens: Vec<String>,
     expired: Vec<String>,
@@ -1152,6 +1263,7 @@ impl FakeEtsy {
             .collect();
         let state = EtsyState {
             listings,
+            receipts: Vec::new(),
             controls: Controls::default(),
             tokens: Vec::new(),
             expired: Vec::new(),
@@ -1176,7 +1288,8 @@ impl FakeEtsy {
                 .route("/v3/application/shops/{shop}/listings", web::get().to(etsy_shop_listings))
                 .route("/v3/application/listings/{id}", web::get().to(etsy_listing))
                 .route("/v3/application/listings/{id}/inventory", web::get().to(etsy_inventory))
-                .route("/v3/application/listings/{id}/inventory", web::put().to(etsy_put_inventory));
+                .route("/v3/application/listings/{id}/inventory", web::put().to(etsy_put_inventory))
+                .route("/v3/application/shops/{shop}/receipts/{receipt}", web::get().to(etsy_receipt));
         })?;
         Ok(Self { base_url, api_key, refresh_token, shop_id, state })
     }
@@ -1185,6 +1298,29 @@ impl FakeEtsy {
     pub fn quantity(&self, sku: &str) -> Option<i64> {
         let state = lock(&self.state);
         state.listings.iter().flat_map(|l| &l.products).find(|p| p.sku == sku).map(|p| p.quantity)
+    }
+
+    /// A buyer pays for `quantity` units of `sku`: the shop's quantity
+    /// drops as Etsy's does, and a receipt is kept; its id, or `None` when
+    /// the shop has no such SKU.
+    pub fn sell(&self, sku: &str, quantity: i64) -> Option<u64> {
+        let mut state = lock(&self.state);
+        let id = 7000 + state.receipts.len() as u64 + 1;
+        let (listing, product) = state
+            .listings
+            .iter_mut()
+            .find_map(|l| Some((l.id, l.products.iter_mut().find(|p| p.sku == sku)?)))?;
+        product.quantity = (product.quantity - quantity).max(0);
+        let line = (id * 10, listing, product.id, sku.to_owned(), quantity);
+        state.receipts.push(EtsyReceipt { id, lines: vec![line] });
+        Some(id)
+    }
+
+    /// Etsy's webhook body for a paid `receipt`, as it sends it.
+    pub fn order_paid(&self, receipt: u64) -> String {
+        json!({"event_type": "order.paid", "shop_id": self.shop_id,
+            "resource_url": format!("https://openapi.etsy.com/v3/application/shops/{}/receipts/{receipt}", self.shop_id)})
+        .to_string()
     }
 
     /// Bearer tokens handed out so far.
@@ -1223,6 +1359,12 @@ impl FakeEtsy {
     /// Requests answered as throttled so far.
     pub fn throttled(&self) -> usize {
         lock(&self.state).controls.refused
+    }
+
+    /// `{"requests", "throttled", "writes": [[sku, quantity, unix_ms], ...]}`
+    /// so far, the writes of `sku` only when given.
+    pub fn stats(&self, sku: Option<&str>) -> Value {
+        lock(&self.state).controls.stats(sku)
     }
 }
 
@@ -1382,6 +1524,38 @@ fn etsy_read(
     }
 }
 
+/// A receipt (`getShopReceipt`) with its transactions, one per line.
+async fn etsy_receipt(
+    req: HttpRequest,
+    state: web::Data<Mutex<EtsyState>>,
+    keys: web::Data<EtsyKeys>,
+    path: web::Path<(String, u64)>,
+) -> HttpResponse {
+    use actix_web::http::StatusCode;
+    let mut state = lock(&state);
+    if let Some(refused) = etsy_gate(&req, &keys, &mut state) {
+        return refused;
+    }
+    let (shop, id) = path.into_inner();
+    if shop != keys.shop_id {
+        return etsy_error(StatusCode::FORBIDDEN, "The shop is not the token's");
+    }
+    let Some(receipt) = state.receipts.iter().find(|r| r.id == id) else {
+        return etsy_error(StatusCode::NOT_FOUND, &format!("Receipt {id} not found"));
+    };
+    let transactions: Vec<Value> = receipt
+        .lines
+        .iter()
+        .map(|(transaction, listing, product, sku, quantity)| {
+            json!({"transaction_id": transaction, "receipt_id": receipt.id, "listing_id": listing,
+                "product_id": product, "sku": sku, "quantity": quantity, "transaction_type": "listing",
+                "is_digital": false, "paid_timestamp": 1_795_600_000, "variations": [], "product_data": []})
+        })
+        .collect();
+    HttpResponse::Ok().json(json!({"receipt_id": receipt.id, "receipt_type": 0, "status": "Paid",
+        "is_paid": true, "is_shipped": false, "create_timestamp": 1_795_600_000, "transactions": transactions}))
+}
+
 /// The whole inventory, products matched by SKU: one missing, or an
 /// offering without a decimal price or a quantity, refuses the update.
 async fn etsy_put_inventory(
@@ -1397,6 +1571,7 @@ async fn etsy_put_inventory(
         return refused;
     }
     state.puts += 1;
+    let state = &mut *state;
     let Some(listing) = state.listings.iter_mut().find(|l| l.id == *id) else {
         return etsy_error(StatusCode::NOT_FOUND, &format!("Listing {id} not found"));
     };
@@ -1419,6 +1594,7 @@ async fn etsy_put_inventory(
     for (index, cents, quantity) in updates {
         listing.products[index].cents = cents;
         listing.products[index].quantity = quantity;
+        state.controls.land(&listing.products[index].sku, quantity);
     }
     HttpResponse::Ok().json(etsy_inventory_json(listing))
 }

@@ -1024,8 +1024,9 @@ impl SeaOrmChannels {
 
     /// Book a verified stock change: the store now holds `quantity` where
     /// it held what was last pushed, so on hand moves by the difference
-    /// (a sale on the store is a negative one). The movement's
-    /// `stock.adjusted` then pushes the new ATP to every store.
+    /// (a sale on the store is a negative one). Units sold (a receipt) move
+    /// it by minus each line. The movement's `stock.adjusted` then pushes
+    /// the new ATP to every store.
     async fn apply(
         &self,
         txn: &sea_orm::DatabaseTransaction,
@@ -1034,6 +1035,9 @@ impl SeaOrmChannels {
     ) -> ApiResult<Handled> {
         let tenant = TenantScope::new(c.tenant_id);
         let done = |outcome, detail: &str| Ok(Handled::Done { outcome, detail: Some(detail.to_owned()) });
+        if !inbound.sold.is_empty() {
+            return self.apply_sales(txn, c, inbound).await;
+        }
         let Some(stock) = &inbound.stock else {
             return done(IGNORED, inbound.note.as_deref().unwrap_or("the topic carries no stock change"));
         };
@@ -1059,11 +1063,72 @@ impl SeaOrmChannels {
         if delta == 0 {
             return done(UNCHANGED, "the store holds what was pushed");
         }
-        let reference = format!("channel:{}:{}", c.id, inbound.event_id.as_deref().unwrap_or("webhook"));
+        if let Err(why) = self.book(txn, c, inbound, &m, delta, Some(stock.quantity)).await? {
+            return Ok(Handled::Rejected(why));
+        }
+        Ok(Handled::Done { outcome: APPLIED, detail: Some(format!("on hand {delta:+}")) })
+    }
+
+    /// Units sold on the store, line by line: each mapped variant's product
+    /// moves by minus the units, and the store is taken to hold that many
+    /// fewer than was pushed. One line refused refuses them all.
+    async fn apply_sales(
+        &self,
+        txn: &sea_orm::DatabaseTransaction,
+        c: &connection::Model,
+        inbound: &Inbound,
+    ) -> ApiResult<Handled> {
+        let tenant = TenantScope::new(c.tenant_id);
+        let (mut booked, mut unmapped) = (Vec::new(), Vec::new());
+        for sale in &inbound.sold {
+            let found = tenant
+                .find::<mapping::Entity>()
+                .filter(mapping::Column::ConnectionId.eq(c.id))
+                .filter(mapping::Column::RemoteVariantId.eq(sale.variant_id.clone()))
+                .one(txn)
+                .await?;
+            let Some(m) = found else {
+                unmapped.push(sale.variant_id.as_str());
+                continue;
+            };
+            let remote = m.last_pushed_quantity.map(|pushed| (pushed - sale.quantity).max(0));
+            if let Err(why) = self.book(txn, c, inbound, &m, -sale.quantity, remote).await? {
+                return Ok(Handled::Rejected(format!("{}: {why}", m.sku)));
+            }
+            booked.push(format!("{} {:+}", m.sku, -sale.quantity));
+        }
+        let unmapped =
+            (!unmapped.is_empty()).then(|| format!("no local product is mapped to {}", unmapped.join(", ")));
+        if booked.is_empty() {
+            return Ok(Handled::Done { outcome: UNMAPPED, detail: unmapped });
+        }
+        let detail = format!("on hand {}", booked.join(", "));
+        let detail = match unmapped {
+            Some(unmapped) => format!("{detail}; {unmapped}"),
+            None => detail,
+        };
+        Ok(Handled::Done { outcome: APPLIED, detail: Some(detail) })
+    }
+
+    /// One stock movement of a mapped product by `delta`, referencing the
+    /// event (or what it names), with `channel.inventory_updated`; the
+    /// mapping then says the store holds `remote` when known. `Err`: why
+    /// inventory refused it (e.g. it would take more than is on hand).
+    async fn book(
+        &self,
+        txn: &sea_orm::DatabaseTransaction,
+        c: &connection::Model,
+        inbound: &Inbound,
+        m: &mapping::Model,
+        delta: i64,
+        remote: Option<i64>,
+    ) -> ApiResult<Result<(), String>> {
+        let tenant = TenantScope::new(c.tenant_id);
+        let of = inbound.reference.as_deref().or(inbound.event_id.as_deref()).unwrap_or("webhook");
         let cause = Cause {
             user_id: None,
             reason: Some(format!("{} webhook", c.channel)),
-            reference: Some(reference),
+            reference: Some(format!("channel:{}:{of}", c.id)),
         };
         let line = Line { product_id: m.product_id, warehouse_id: c.warehouse_id, quantity: delta };
         let level = match self.inventory.adjust(txn, tenant, line, cause).await {
@@ -1077,22 +1142,23 @@ impl SeaOrmChannels {
                         | Code::NotFound
                 ) =>
             {
-                return Ok(Handled::Rejected(err.detail));
+                return Ok(Err(err.detail));
             }
             Err(err) => return Err(err),
         };
-        let now = Utc::now();
-        tenant
-            .update_many::<mapping::Entity>()
-            .filter(mapping::Column::Id.eq(m.id))
-            .col_expr(mapping::Column::LastPushedQuantity, Expr::value(stock.quantity))
-            .col_expr(mapping::Column::UpdatedAt, Expr::value(now))
-            .exec(txn)
-            .await?;
+        if let Some(remote) = remote {
+            tenant
+                .update_many::<mapping::Entity>()
+                .filter(mapping::Column::Id.eq(m.id))
+                .col_expr(mapping::Column::LastPushedQuantity, Expr::value(remote))
+                .col_expr(mapping::Column::UpdatedAt, Expr::value(Utc::now()))
+                .exec(txn)
+                .await?;
+        }
         let data = json!({"connection_id": c.id, "product_id": m.product_id, "sku": m.sku,
-            "remote_quantity": stock.quantity, "quantity": delta, "on_hand": level.on_hand});
+            "remote_quantity": remote, "quantity": delta, "on_hand": level.on_hand});
         events::publish(txn, tenant.id(), &CHANNEL_INVENTORY_UPDATED, data).await?;
-        Ok(Handled::Done { outcome: APPLIED, detail: Some(format!("on hand {delta:+}")) })
+        Ok(Ok(()))
     }
 }
 
@@ -1514,7 +1580,7 @@ impl ChannelService for SeaOrmChannels {
             tracing::warn!(connection_id = %c.id, tenant_id = %c.tenant_id, "refused a channel webhook: {why}");
             return Err(refused(&format!("the webhook does not verify: {why}")));
         }
-        let inbound = match driver.parse_webhook(&headers, body) {
+        let mut inbound = match driver.parse_webhook(&headers, body) {
             Ok(inbound) => inbound,
             Err(why) => {
                 let row =
@@ -1538,6 +1604,25 @@ impl ChannelService for SeaOrmChannels {
                 self.log_receipt(&self.db, &c, Some(&inbound), false, true, REPLAYED, detail, started)
                     .await?;
                 return Err(replay(event_id));
+            }
+        }
+        if inbound.resource.is_some() {
+            // A verified event that names what to read (Etsy's receipt):
+            // read it now. When the store fails, nothing is booked and the
+            // event stays receivable, so the store's retry books it.
+            let credentials = self.credentials(&c)?;
+            let pace = self.pace(&c, &credentials)?;
+            let store = Store {
+                base_url: &c.base_url,
+                credentials: &credentials,
+                location_id: c.remote_location_id.as_deref(),
+                pace: &pace,
+            };
+            if let Err(err) = driver.resolve_webhook(&store, &mut inbound).await {
+                let detail = Some(format!("the store's resource could not be read: {err}"));
+                self.log_receipt(&self.db, &c, Some(&inbound), false, true, REJECTED, detail, started)
+                    .await?;
+                return Err(self.store_error(tenant, &c, err).await);
             }
         }
         let confirmed = match &inbound.subscribe_url {

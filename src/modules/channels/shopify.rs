@@ -2,11 +2,19 @@
 //! products and variants by cursor, and `inventorySetQuantities` with
 //! `compareQuantity`, so a quantity changed on the store between our read
 //! and our write is noticed (the store refuses the write), read again and
-//! written again rather than overwritten blindly. A query over the
-//! store's cost budget (`extensions.cost.throttleStatus`) waits as long as
-//! the budget takes to refill.
+//! written again rather than overwritten blindly. Every answer says what
+//! is left of the store's query cost budget
+//! (`extensions.cost.throttleStatus`: `currentlyAvailable`, `restoreRate`):
+//! before the next query, the driver waits until the budget holds what that
+//! operation cost last time, so it does not meet `THROTTLED`; when it does
+//! anyway (another app spends the same budget), it waits as long as the
+//! budget takes to refill.
 
-use std::time::Duration;
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
@@ -30,6 +38,56 @@ pub struct Shopify {
     api_version: String,
     policy: RatePolicy,
     timeout: Duration,
+    /// The cost budget of each store and token, as its last answer told.
+    budgets: Mutex<HashMap<(String, String), Budget>>,
+}
+
+/// What a store's cost budget held when, how fast it refills, and what
+/// each operation cost last time.
+#[derive(Default)]
+struct Budget {
+    available: f64,
+    restore_rate: f64,
+    maximum: f64,
+    at: Option<Instant>,
+    costs: HashMap<String, f64>,
+}
+
+impl Budget {
+    /// How long to wait before spending `operation`'s cost, or `None`
+    /// after taking it from the budget (`None` too when nothing is known,
+    /// or when no wait would do: the store is left to say so).
+    fn take(&mut self, operation: &str, now: Instant) -> Option<Duration> {
+        let (Some(at), Some(cost)) = (self.at, self.costs.get(operation).copied()) else { return None };
+        let available =
+            (self.available + now.duration_since(at).as_secs_f64() * self.restore_rate).min(self.maximum);
+        if available >= cost || cost > self.maximum || self.restore_rate <= 0.0 {
+            self.available = available - cost;
+            self.at = Some(now);
+            return None;
+        }
+        Some(Duration::from_secs_f64(((cost - available) / self.restore_rate).min(60.0)))
+    }
+
+    /// What an answer's `extensions.cost` says.
+    fn learn(&mut self, operation: &str, cost: &Value, now: Instant) {
+        let status = &cost["throttleStatus"];
+        if let (Some(available), Some(rate), Some(maximum)) = (
+            status["currentlyAvailable"].as_f64(),
+            status["restoreRate"].as_f64(),
+            status["maximumAvailable"].as_f64(),
+        ) {
+            (self.available, self.restore_rate, self.maximum, self.at) =
+                (available, rate, maximum, Some(now));
+        }
+        if let Some(requested) = cost["requestedQueryCost"].as_f64() {
+            self.costs.insert(operation.to_owned(), requested);
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Shopify {
@@ -39,6 +97,23 @@ impl Shopify {
             api_version: settings.shopify.api_version.clone(),
             policy: settings.shopify.rate_limit,
             timeout: settings.timeout(),
+            budgets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn key(store: &Store<'_>) -> (String, String) {
+        (store.base_url.to_owned(), store.credential("access_token").to_owned())
+    }
+
+    /// Wait until the store's budget holds what `operation` costs.
+    async fn budget(&self, store: &Store<'_>, operation: &str) {
+        loop {
+            let wait =
+                lock(&self.budgets).entry(Self::key(store)).or_default().take(operation, Instant::now());
+            match wait {
+                Some(wait) => tokio::time::sleep(wait.max(Duration::from_millis(1))).await,
+                None => return,
+            }
         }
     }
 
@@ -51,6 +126,7 @@ impl Shopify {
         variables: Value,
     ) -> Result<Value, DriverError> {
         let url = store.url(&format!("admin/api/{}/graphql.json", self.api_version));
+        self.budget(store, operation).await;
         store.pace.turn().await;
         let res = self
             .http
@@ -70,6 +146,13 @@ impl Shopify {
         }
         let body: Value =
             res.json().await.map_err(|e| DriverError::Failed(format!("not GraphQL JSON: {e}")))?;
+        if body["extensions"]["cost"].is_object() {
+            lock(&self.budgets).entry(Self::key(store)).or_default().learn(
+                operation,
+                &body["extensions"]["cost"],
+                Instant::now(),
+            );
+        }
         if let Some(errors) = body["errors"].as_array().filter(|e| !e.is_empty()) {
             let message = messages(&body["errors"]).unwrap_or_default();
             if errors.iter().any(|e| e["extensions"]["code"] == "THROTTLED") {
@@ -284,5 +367,29 @@ impl ChannelDriver for Shopify {
             None
         };
         Ok(Inbound { event_id, topic, stock, ..Inbound::default() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cost_budget_is_waited_for_before_a_query_it_cannot_hold() {
+        let start = Instant::now();
+        let mut budget = Budget::default();
+        assert_eq!(budget.take("Set", start), None, "nothing known yet");
+        let cost = json!({"requestedQueryCost": 10, "actualQueryCost": 10,
+            "throttleStatus": {"maximumAvailable": 100.0, "currentlyAvailable": 15.0, "restoreRate": 20.0}});
+        budget.learn("Set", &cost, start);
+        assert_eq!(budget.take("Set", start), None, "15 hold 10");
+        // 5 left: 5 more come back in a quarter of a second.
+        assert_eq!(budget.take("Set", start), Some(Duration::from_millis(250)));
+        assert_eq!(budget.take("Set", start + Duration::from_millis(250)), None);
+        assert_eq!(budget.take("Set", start + Duration::from_millis(250)), Some(Duration::from_millis(500)));
+        // Refilled, never above the maximum.
+        budget.take("Set", start + Duration::from_secs(60));
+        assert_eq!(budget.available, 90.0);
+        assert_eq!(budget.take("Products", start), None, "an operation not seen yet is not held back");
     }
 }
