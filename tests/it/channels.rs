@@ -1402,8 +1402,11 @@ async fn a_reconcile_reports_drift_per_sku_and_corrects_the_store() {
     .await;
     app.drained().await;
 
-    // Someone edits the mug on the store, behind Nexus's back.
+    // Someone edits the mug on the store, behind Nexus's back; the shop
+    // also holds cups at a location the connection does not serve, which
+    // are no drift of it.
     shop.set_quantity("MUG-WHITE", 31);
+    shop.stock_elsewhere("CUP-BLUE", 40);
     let run = run_to_end(&app, &tenant, &s, "reconcile").await;
     assert_eq!(
         (

@@ -157,7 +157,10 @@ struct ShopifyVariant {
     sku: String,
     title: Option<String>,
     price: String,
+    /// Available at the shop's one location Nexus is connected to.
     quantity: i64,
+    /// Available at the shop's other locations.
+    elsewhere: i64,
 }
 
 struct ShopifyProduct {
@@ -255,6 +258,7 @@ impl FakeShopify {
                     title: v.title,
                     price: v.price,
                     quantity: v.quantity,
+                    elsewhere: 0,
                 })
                 .collect();
             let updated_at = "2026-11-20T10:00:00Z".to_owned();
@@ -283,6 +287,15 @@ impl FakeShopify {
         let mut state = lock(&self.state);
         for v in state.products.iter_mut().flat_map(|p| &mut p.variants).filter(|v| v.sku == sku) {
             v.quantity = quantity;
+        }
+    }
+
+    /// Put `quantity` of `sku` at the shop's other locations (counted in
+    /// its `inventoryQuantity`, not at the location Nexus is connected to).
+    pub fn stock_elsewhere(&self, sku: &str, quantity: i64) {
+        let mut state = lock(&self.state);
+        for v in state.products.iter_mut().flat_map(|p| &mut p.variants).filter(|v| v.sku == sku) {
+            v.elsewhere = quantity;
         }
     }
 
@@ -341,14 +354,18 @@ fn gid_id(kind: &str, value: &Value) -> Option<u64> {
     value.as_str()?.strip_prefix(&format!("gid://shopify/{kind}/"))?.parse().ok()
 }
 
-fn shopify_product(p: &ShopifyProduct) -> Value {
+/// A product as the Admin API shows it, each variant's inventory level at
+/// `location` (null at a location that is not the shop's).
+fn shopify_product(p: &ShopifyProduct, location: &Value) -> Value {
     let variants: Vec<Value> = p
         .variants
         .iter()
         .map(|v| {
+            let level = (location.as_str() == Some(SHOPIFY_LOCATION))
+                .then(|| json!({"quantities": [{"name": "available", "quantity": v.quantity}]}));
             json!({"id": gid("ProductVariant", v.id), "title": v.title.clone().unwrap_or_else(|| "Default Title".to_owned()),
-                "sku": v.sku, "price": v.price, "inventoryQuantity": v.quantity,
-                "inventoryItem": {"id": gid("InventoryItem", v.item)}})
+                "sku": v.sku, "price": v.price, "inventoryQuantity": v.quantity + v.elsewhere,
+                "inventoryItem": {"id": gid("InventoryItem", v.item), "inventoryLevel": level}})
         })
         .collect();
     json!({"id": gid("Product", p.id), "title": p.title, "updatedAt": p.updated_at, "variants": {"nodes": variants}})
@@ -385,14 +402,23 @@ async fn shopify_graphql(
         "Products" => {
             let first = usize::try_from(vars["first"].as_i64().unwrap_or(50).clamp(1, 250)).unwrap_or(50);
             let start: usize = vars["after"].as_str().and_then(|c| c.parse().ok()).unwrap_or(0);
-            let nodes: Vec<Value> =
-                state.products.iter().skip(start).take(first).map(shopify_product).collect();
+            let nodes: Vec<Value> = state
+                .products
+                .iter()
+                .skip(start)
+                .take(first)
+                .map(|p| shopify_product(p, &vars["location"]))
+                .collect();
             let end = start + nodes.len();
             json!({"products": {"nodes": nodes, "pageInfo": {"hasNextPage": end < state.products.len(), "endCursor": end.to_string()}}})
         }
         "Product" => {
             let id = gid_id("Product", &vars["id"]);
-            let found = state.products.iter().find(|p| Some(p.id) == id).map(shopify_product);
+            let found = state
+                .products
+                .iter()
+                .find(|p| Some(p.id) == id)
+                .map(|p| shopify_product(p, &vars["location"]));
             json!({"product": found})
         }
         "Level" => {

@@ -31,7 +31,11 @@ use super::{
 const COMPARE_ATTEMPTS: usize = 3;
 const PAGE_SIZE: i64 = 50;
 
-const PRODUCT_FIELDS: &str = "id title updatedAt variants(first: 100) { nodes { id title sku price inventoryQuantity inventoryItem { id } } }";
+/// A product with each variant's `available` quantity at the connection's
+/// location (`$location`): not `inventoryQuantity`, which sums every
+/// location of the shop.
+const PRODUCT_FIELDS: &str = "id title updatedAt variants(first: 100) { nodes { id title sku price \
+     inventoryItem { id inventoryLevel(locationId: $location) { quantities(names: [\"available\"]) { name quantity } } } } }";
 
 pub struct Shopify {
     http: reqwest::Client,
@@ -184,11 +188,7 @@ impl Shopify {
                 "inventory item {item} is not stocked at location {location}"
             )));
         }
-        level["quantities"]
-            .as_array()
-            .and_then(|q| q.iter().find(|q| q["name"] == "available"))
-            .and_then(|q| q["quantity"].as_i64())
-            .ok_or_else(|| DriverError::Failed("the level has no available quantity".to_owned()))
+        available(level).ok_or_else(|| DriverError::Failed("the level has no available quantity".to_owned()))
     }
 
     /// Set one item to `quantity` if it still holds what was read; read
@@ -239,6 +239,18 @@ fn refill(cost: &Value) -> Duration {
     Duration::from_secs_f64(((requested - available) / rate).clamp(1.0, 60.0))
 }
 
+/// The `available` quantity of an inventory level.
+fn available(level: &Value) -> Option<i64> {
+    level["quantities"].as_array()?.iter().find(|q| q["name"] == "available")?["quantity"].as_i64()
+}
+
+/// The location the connection pushes to and reads from.
+fn location<'a>(store: &Store<'a>) -> Result<&'a str, DriverError> {
+    store
+        .location_id
+        .ok_or_else(|| DriverError::Failed("the connection names no Shopify location".to_owned()))
+}
+
 fn product(node: &Value) -> Result<RemoteProduct, DriverError> {
     let id = node["id"].as_str().ok_or_else(|| DriverError::Failed("a product without id".to_owned()))?;
     let variants = node["variants"]["nodes"]
@@ -251,7 +263,8 @@ fn product(node: &Value) -> Result<RemoteProduct, DriverError> {
                 sku: v["sku"].as_str().filter(|s| !s.is_empty()).map(str::to_owned),
                 title: v["title"].as_str().filter(|t| *t != "Default Title").map(str::to_owned),
                 inventory_item_id: v["inventoryItem"]["id"].as_str().map(str::to_owned),
-                quantity: v["inventoryQuantity"].as_i64(),
+                // None when the item is not stocked at the location.
+                quantity: available(&v["inventoryItem"]["inventoryLevel"]),
                 price: v["price"].as_str().and_then(minor_units),
             })
         })
@@ -284,8 +297,10 @@ impl ChannelDriver for Shopify {
     }
 
     async fn fetch_product(&self, store: &Store<'_>, remote_id: &str) -> Result<RemoteProduct, DriverError> {
-        let query = format!("query Product($id: ID!) {{ product(id: $id) {{ {PRODUCT_FIELDS} }} }}");
-        let data = self.call(store, "Product", &query, json!({"id": remote_id})).await?;
+        let query =
+            format!("query Product($id: ID!, $location: ID!) {{ product(id: $id) {{ {PRODUCT_FIELDS} }} }}");
+        let variables = json!({"id": remote_id, "location": location(store)?});
+        let data = self.call(store, "Product", &query, variables).await?;
         if data["product"].is_null() {
             return Err(DriverError::NotFound(format!("the store has no product {remote_id}")));
         }
@@ -299,11 +314,12 @@ impl ChannelDriver for Shopify {
         cursor: Option<&str>,
     ) -> Result<ProductPage, DriverError> {
         let query = format!(
-            "query Products($first: Int!, $after: String, $query: String) {{ products(first: $first, after: $after, query: $query) \
+            "query Products($first: Int!, $after: String, $query: String, $location: ID!) {{ products(first: $first, after: $after, query: $query) \
              {{ pageInfo {{ hasNextPage endCursor }} nodes {{ {PRODUCT_FIELDS} }} }} }}"
         );
         let filter = since.map(|t| format!("updated_at:>'{}'", t.to_rfc3339_opts(SecondsFormat::Secs, true)));
-        let variables = json!({"first": PAGE_SIZE, "after": cursor, "query": filter});
+        let variables =
+            json!({"first": PAGE_SIZE, "after": cursor, "query": filter, "location": location(store)?});
         let data = self.call(store, "Products", &query, variables).await?;
         let page = &data["products"];
         let products =
@@ -316,9 +332,7 @@ impl ChannelDriver for Shopify {
     }
 
     async fn push_quantities(&self, store: &Store<'_>, pushes: &[Push]) -> Result<(), DriverError> {
-        let Some(location) = store.location_id else {
-            return Err(DriverError::Failed("the connection names no Shopify location".to_owned()));
-        };
+        let location = location(store)?;
         for push in pushes {
             let Some(item) = &push.inventory_item_id else {
                 return Err(DriverError::Failed(format!(
