@@ -388,7 +388,7 @@ async fn shopify_graphql(
     let forced = state.controls.throttled();
     if forced {
         // As if another app had spent the budget.
-        state.budget.level.1 = 0.0;
+        state.budget.level = (Instant::now(), 0.0);
     }
     let (spent, cost) = state.budget.spend(shopify_cost(operation));
     if !spent {
