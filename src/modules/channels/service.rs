@@ -144,6 +144,19 @@ async fn queue_push(
     connection_id: Uuid,
     attempts: i32,
 ) -> ApiResult<()> {
+    // Lock the connection's row until this transaction ends, whatever
+    // `push_queued` holds (PostgreSQL locks no row a WHERE does not match):
+    // a running push job that releases the connection meanwhile waits for
+    // this commit, then finds the mappings marked dirty here and takes the
+    // push over again. Without it, a job could release and find nothing
+    // dirty between this transaction's marks and its commit, and the
+    // change would wait for the next one.
+    tenant
+        .update_many::<connection::Entity>()
+        .filter(connection::Column::Id.eq(connection_id))
+        .col_expr(connection::Column::PushQueued, Expr::col(connection::Column::PushQueued))
+        .exec(db)
+        .await?;
     let claimed = tenant
         .update_many::<connection::Entity>()
         .filter(connection::Column::Id.eq(connection_id))
