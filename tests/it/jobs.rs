@@ -78,7 +78,9 @@ async fn dead_jobs_are_kept_listed_and_replayed() {
         let body =
             json(app.get("/api/v1/admin/jobs?status=dead&kind=test.unknown&include=total", &root).await)
                 .await;
-        (body["meta"]["total"] == 1).then_some(body)
+        // The page and its total are two queries: a job that goes dead
+        // between them is counted but not listed yet.
+        (body["meta"]["total"] == 1 && body["data"][0]["id"].is_string()).then_some(body)
     })
     .await;
     assert_eq!(dead["data"][0]["id"], id.to_string());
