@@ -418,17 +418,12 @@ async fn a_woocommerce_variable_product_is_read_pushed_and_booked_by_variation()
     assert_eq!(payload["type"], "variation");
     payload["stock_quantity"] = json!(7);
     let payload = payload.to_string();
-    let res = app
-        .client
-        .post(format!("{}/api/v1/channel-webhooks/{w}", app.base))
-        .header("content-type", "application/json")
-        .header("X-WC-Webhook-Topic", "product.updated")
-        .header("X-WC-Webhook-Delivery-ID", "d-variation")
-        .header("X-WC-Webhook-Signature", sign("wc_secret", payload.as_bytes()))
-        .body(payload)
-        .send()
-        .await
-        .unwrap();
+    let headers = vec![
+        ("X-WC-Webhook-Topic", "product.updated".to_owned()),
+        ("X-WC-Webhook-Delivery-ID", "d-variation".to_owned()),
+        ("X-WC-Webhook-Signature", sign("wc_secret", payload.as_bytes())),
+    ];
+    let res = deliver(&app, &w, headers, payload).await.unwrap();
     assert_eq!(json(res).await["data"]["outcome"], "applied");
     assert_eq!(on_hand(&app, &tenant, &shirt_id, &main).await, 7);
 }
@@ -631,6 +626,24 @@ fn sign(secret: &str, body: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
 
+/// POST a store's webhook (JSON `body`, `headers`) to a connection's receiver.
+fn deliver(
+    app: &TestApp,
+    connection: &str,
+    headers: Vec<(&'static str, String)>,
+    body: String,
+) -> impl std::future::Future<Output = reqwest::Result<reqwest::Response>> + use<> {
+    let mut request = app
+        .client
+        .post(format!("{}/api/v1/channel-webhooks/{connection}", app.base))
+        .header("content-type", "application/json")
+        .body(body);
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    request.send()
+}
+
 async fn on_hand(app: &TestApp, tenant: &Tenant, product: &str, warehouse: &str) -> i64 {
     let path = format!("/api/v1/stock-levels?product_id={product}&warehouse_id={warehouse}");
     json(app.get(&path, &tenant.token).await).await["data"][0]["on_hand"].as_i64().unwrap()
@@ -670,17 +683,7 @@ async fn store_webhooks_are_verified_deduplicated_logged_and_booked() {
     let level = json!({"inventory_item_id": item.parse::<u64>().unwrap(), "location_id": 1, "available": 7,
         "updated_at": "2026-11-28T10:00:00Z"})
     .to_string();
-    let send = |connection: &str, headers: Vec<(&'static str, String)>, body: String| {
-        let mut request = app
-            .client
-            .post(format!("{}/api/v1/channel-webhooks/{connection}", app.base))
-            .header("content-type", "application/json")
-            .body(body);
-        for (name, value) in headers {
-            request = request.header(name, value);
-        }
-        request.send()
-    };
+    let send = |connection: &str, headers, body| deliver(&app, connection, headers, body);
     let shopify_headers = |signature: String| {
         vec![
             ("X-Shopify-Topic", "inventory_levels/update".to_owned()),
@@ -1654,17 +1657,7 @@ async fn etsy_webhooks_are_verified_the_standard_webhooks_way() {
     // A paid order of a variant no local product is mapped to (no import).
     let sold = etsy.sell("MUG-WHITE", 1).unwrap();
     let event = etsy.order_paid(sold);
-    let send = |headers: Vec<(&'static str, String)>| {
-        let mut request = app
-            .client
-            .post(format!("{}/api/v1/channel-webhooks/{e}", app.base))
-            .header("content-type", "application/json")
-            .body(event.clone());
-        for (name, value) in headers {
-            request = request.header(name, value);
-        }
-        request.send()
-    };
+    let send = |headers| deliver(&app, &e, headers, event.clone());
     let now = chrono::Utc::now().timestamp();
     let res = send(etsy_headers(&secret, "msg_1", now, &event)).await.unwrap();
     assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
@@ -1725,15 +1718,8 @@ async fn an_etsy_sale_is_booked_from_its_receipt_and_reaches_the_other_stores() 
     assert_eq!(etsy.quantity("MUG-WHITE"), Some(7));
     let event = etsy.order_paid(sold);
     let send = |id: &str, event: &str| {
-        let mut request = app
-            .client
-            .post(format!("{}/api/v1/channel-webhooks/{e}", app.base))
-            .header("content-type", "application/json")
-            .body(event.to_owned());
-        for (name, value) in etsy_headers(&secret, id, chrono::Utc::now().timestamp(), event) {
-            request = request.header(name, value);
-        }
-        request.send()
+        let headers = etsy_headers(&secret, id, chrono::Utc::now().timestamp(), event);
+        deliver(&app, &e, headers, event.to_owned())
     };
     let res = send("msg_paid", &event).await.unwrap();
     assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());

@@ -175,6 +175,20 @@ async fn queue_push(
     Ok(())
 }
 
+/// The connection's mapping that `by` names (a variant or inventory item).
+async fn mapping_of(
+    db: &impl ConnectionTrait,
+    c: &connection::Model,
+    by: impl sea_orm::sea_query::IntoCondition,
+) -> ApiResult<Option<mapping::Model>> {
+    Ok(TenantScope::new(c.tenant_id)
+        .find::<mapping::Entity>()
+        .filter(mapping::Column::ConnectionId.eq(c.id))
+        .filter(by)
+        .one(db)
+        .await?)
+}
+
 /// Mark mappings to be pushed (a stock change of their product).
 async fn mark_dirty(db: &impl ConnectionTrait, tenant: TenantScope, condition: Condition) -> ApiResult<()> {
     use sea_orm::sea_query::ExprTrait;
@@ -1046,7 +1060,6 @@ impl SeaOrmChannels {
         c: &connection::Model,
         inbound: &Inbound,
     ) -> ApiResult<Handled> {
-        let tenant = TenantScope::new(c.tenant_id);
         let done = |outcome, detail: &str| Ok(Handled::Done { outcome, detail: Some(detail.to_owned()) });
         if !inbound.sold.is_empty() {
             return self.apply_sales(txn, c, inbound).await;
@@ -1062,13 +1075,9 @@ impl SeaOrmChannels {
             (None, Some(variant)) => mapping::Column::RemoteVariantId.eq(variant.clone()),
             (None, None) => return done(IGNORED, "the change names no variant"),
         };
-        let found = tenant
-            .find::<mapping::Entity>()
-            .filter(mapping::Column::ConnectionId.eq(c.id))
-            .filter(by)
-            .one(txn)
-            .await?;
-        let Some(m) = found else { return done(UNMAPPED, "no local product is mapped to the variant") };
+        let Some(m) = mapping_of(txn, c, by).await? else {
+            return done(UNMAPPED, "no local product is mapped to the variant");
+        };
         let Some(pushed) = m.last_pushed_quantity else {
             return done(IGNORED, "nothing was pushed for the product yet: the change cannot be told apart");
         };
@@ -1091,16 +1100,10 @@ impl SeaOrmChannels {
         c: &connection::Model,
         inbound: &Inbound,
     ) -> ApiResult<Handled> {
-        let tenant = TenantScope::new(c.tenant_id);
         let (mut booked, mut unmapped) = (Vec::new(), Vec::new());
         for sale in &inbound.sold {
-            let found = tenant
-                .find::<mapping::Entity>()
-                .filter(mapping::Column::ConnectionId.eq(c.id))
-                .filter(mapping::Column::RemoteVariantId.eq(sale.variant_id.clone()))
-                .one(txn)
-                .await?;
-            let Some(m) = found else {
+            let by = mapping::Column::RemoteVariantId.eq(sale.variant_id.clone());
+            let Some(m) = mapping_of(txn, c, by).await? else {
                 unmapped.push(sale.variant_id.as_str());
                 continue;
             };
