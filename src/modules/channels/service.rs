@@ -175,6 +175,15 @@ async fn queue_push(
     Ok(())
 }
 
+/// How a driver reaches the store of connection `c`.
+pub(super) fn store_of<'a>(
+    c: &'a connection::Model,
+    credentials: &'a BTreeMap<String, String>,
+    pace: &'a Pace,
+) -> Store<'a> {
+    Store { base_url: &c.base_url, credentials, location_id: c.remote_location_id.as_deref(), pace }
+}
+
 /// The connection's mapping that `by` names (a variant or inventory item).
 async fn mapping_of(
     db: &impl ConnectionTrait,
@@ -642,12 +651,7 @@ impl SeaOrmChannels {
         let driver = self.driver(&c.channel)?.clone();
         let credentials = self.credentials(c)?;
         let pace = self.pace(c, &credentials)?;
-        let store = Store {
-            base_url: &c.base_url,
-            credentials: &credentials,
-            location_id: c.remote_location_id.as_deref(),
-            pace: &pace,
-        };
+        let store = store_of(c, &credentials, &pace);
         loop {
             let dirty = tenant
                 .find::<mapping::Entity>()
@@ -832,12 +836,7 @@ impl SeaOrmChannels {
         let driver = self.driver(&c.channel)?.clone();
         let credentials = self.credentials(c)?;
         let pace = self.pace(c, &credentials)?;
-        let store = Store {
-            base_url: &c.base_url,
-            credentials: &credentials,
-            location_id: c.remote_location_id.as_deref(),
-            pace: &pace,
-        };
+        let store = store_of(c, &credentials, &pace);
         let page = driver.list_products(&store, None, r.cursor.as_deref()).await.map_err(Stop::Store)?;
         self.recovered(tenant, c).await?;
         let mut tally = Tally::default();
@@ -1364,12 +1363,7 @@ impl ChannelService for SeaOrmChannels {
         let driver = self.driver(&c.channel)?;
         let credentials = self.credentials(&c)?;
         let pace = self.pace(&c, &credentials)?;
-        let store = Store {
-            base_url: &c.base_url,
-            credentials: &credentials,
-            location_id: c.remote_location_id.as_deref(),
-            pace: &pace,
-        };
+        let store = store_of(&c, &credentials, &pace);
         match driver.fetch_product(&store, remote_id).await {
             Ok(product) => {
                 self.recovered(tenant, &c).await?;
@@ -1628,12 +1622,7 @@ impl ChannelService for SeaOrmChannels {
             // event stays receivable, so the store's retry books it.
             let credentials = self.credentials(&c)?;
             let pace = self.pace(&c, &credentials)?;
-            let store = Store {
-                base_url: &c.base_url,
-                credentials: &credentials,
-                location_id: c.remote_location_id.as_deref(),
-                pace: &pace,
-            };
+            let store = store_of(&c, &credentials, &pace);
             if let Err(err) = driver.resolve_webhook(&store, &mut inbound).await {
                 let detail = Some(format!("the store's resource could not be read: {err}"));
                 self.log_receipt(&self.db, &c, Some(&inbound), false, true, REJECTED, detail, started)

@@ -123,12 +123,7 @@ impl SeaOrmChannels {
         let driver = self.driver(&c.channel)?.clone();
         let credentials = self.credentials(c)?;
         let pace = self.pace(c, &credentials)?;
-        let store = Store {
-            base_url: &c.base_url,
-            credentials: &credentials,
-            location_id: c.remote_location_id.as_deref(),
-            pace: &pace,
-        };
+        let store = store_of(c, &credentials, &pace);
         let atp = self.atp(tenant, c, mappings.iter().map(|m| m.product_id).collect()).await?;
         let pushes = pushes_of(mappings, &atp);
         driver.push_quantities(&store, &pushes).await.map_err(Stop::Store)?;
@@ -155,12 +150,7 @@ impl SeaOrmChannels {
         let driver = self.driver(&c.channel)?.clone();
         let credentials = self.credentials(c)?;
         let pace = self.pace(c, &credentials)?;
-        let store = Store {
-            base_url: &c.base_url,
-            credentials: &credentials,
-            location_id: c.remote_location_id.as_deref(),
-            pace: &pace,
-        };
+        let store = store_of(c, &credentials, &pace);
         // The store's quantity by variant, one read per remote product.
         let mut remote: HashMap<String, Option<i64>> = HashMap::new();
         let mut read: HashSet<&str> = HashSet::new();
