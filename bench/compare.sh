@@ -3,7 +3,9 @@
 # same rows of the same PostgreSQL database, in the same run, with wrk.
 # Usage: bench/compare.sh [products=20000] [duration=15s] [connections=64]
 # Env: COMPARE_PG (server URL without database, default
-#   postgres://root@127.0.0.1:5432), NEXUS_REDIS_URL (default
+#   postgres://root@127.0.0.1:5432), COMPARE_PG_PARAMS (the connection's
+#   parameters, the same for both servers, default sslmode=disable; with
+#   sslmode=require both speak TLS to PostgreSQL), NEXUS_REDIS_URL (default
 #   redis://127.0.0.1:6379), CARGO_TARGET_DIR (where Nexus is built).
 # Needs: PostgreSQL, Redis, wrk (apt-get install wrk), psql, curl, python3.
 # Builds both release binaries. A scratch database is created and dropped.
@@ -13,6 +15,7 @@ size=${1:-20000}
 duration=${2:-15s}
 connections=${3:-64}
 pg=${COMPARE_PG:-postgres://root@127.0.0.1:5432}
+params=${COMPARE_PG_PARAMS-sslmode=disable}
 redis=${NEXUS_REDIS_URL:-redis://127.0.0.1:6379}
 db="nexus_compare_$$"
 prefix="nexus-compare-$$:"
@@ -39,7 +42,7 @@ cleanup() {
 trap cleanup EXIT
 psql -q -v ON_ERROR_STOP=1 "$pg/postgres" -c "CREATE DATABASE $db"
 
-NEXUS_BIND=127.0.0.1:$nexus_port NEXUS_DATA_DIR="$work" NEXUS_DATABASE_URL="$pg/$db" NEXUS_REDIS_URL="$redis" \
+NEXUS_BIND=127.0.0.1:$nexus_port NEXUS_DATA_DIR="$work" NEXUS_DATABASE_URL="$pg/$db?$params" NEXUS_REDIS_URL="$redis" \
   NEXUS_REDIS_KEY_PREFIX="$prefix" RUST_LOG=warn "$nexus_bin" serve >"$work/nexus.log" 2>&1 &
 servers+=($!)
 nexus_pid=$!
@@ -91,7 +94,7 @@ plan "page of 25 " "SELECT * FROM products WHERE tenant_id = '$tenant' ORDER BY 
 plan "include=total" "SELECT COUNT(*) FROM products WHERE tenant_id = '$tenant'"
 plan "one product" "SELECT * FROM products WHERE tenant_id = '$tenant' AND id = '$product'"
 
-DATABASE_URL="$pg/$db" TENANT_ID="$tenant" BIND=127.0.0.1:$base_port "$base_bin" >"$work/baseline.log" 2>&1 &
+DATABASE_URL="$pg/$db?$params" TENANT_ID="$tenant" BIND=127.0.0.1:$base_port "$base_bin" >"$work/baseline.log" 2>&1 &
 servers+=($!)
 base_pid=$!
 for _ in $(seq 1 50); do curl -sf "$base/json" >/dev/null && break; sleep 0.1; done
