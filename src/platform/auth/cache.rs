@@ -4,6 +4,11 @@
 //! seen at once on the instance that made it (it forgets the entries
 //! concerned) and within that bound on every other instance and after
 //! changes made by the command line: an entry is never used once older.
+//!
+//! Entries are keyed by the SHA-256 of the bearer token itself, so a hit
+//! needs neither the token's signature checked again nor its id decoded:
+//! the same bytes were verified, found in `api_tokens` and unrevoked when
+//! the entry was made.
 
 use std::{
     collections::HashMap,
@@ -20,17 +25,16 @@ use super::Principal;
 /// none is stale): memory stays bounded whatever the number of tokens.
 const MAX_ENTRIES: usize = 50_000;
 
-/// A token as seen from one acting tenant (`X-Tenant-ID`, when sent).
+/// A token (the SHA-256 of its bytes) as seen from one acting tenant
+/// (`X-Tenant-ID`, when sent).
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub struct Key {
-    pub token_id: Uuid,
+    pub token_digest: [u8; 32],
     pub acting: Option<Uuid>,
 }
 
 struct Entry {
     at: Instant,
-    /// The SHA-256 of the bearer token, checked on every hit.
-    token_hash: String,
     expires_at: DateTime<Utc>,
     principal: Principal,
 }
@@ -46,16 +50,15 @@ impl Principals {
         Self { ttl, entries: Mutex::default() }
     }
 
-    /// The principal of `key`, if resolved less than `ttl` ago for the same
-    /// token and the token has not expired since.
-    pub fn get(&self, key: Key, token_hash: &str, now: DateTime<Utc>) -> Option<Principal> {
+    /// The principal of `key`, if resolved less than `ttl` ago and the token
+    /// has not expired since.
+    pub fn get(&self, key: &Key, now: DateTime<Utc>) -> Option<Principal> {
         let entries = self.entries.lock().ok()?;
-        let entry = entries.get(&key)?;
-        (entry.at.elapsed() < self.ttl && entry.expires_at > now && entry.token_hash == token_hash)
-            .then(|| entry.principal.clone())
+        let entry = entries.get(key)?;
+        (entry.at.elapsed() < self.ttl && entry.expires_at > now).then(|| entry.principal.clone())
     }
 
-    pub fn put(&self, key: Key, token_hash: String, expires_at: DateTime<Utc>, principal: Principal) {
+    pub fn put(&self, key: Key, expires_at: DateTime<Utc>, principal: Principal) {
         if self.ttl.is_zero() {
             return;
         }
@@ -66,12 +69,12 @@ impl Principals {
                 entries.clear();
             }
         }
-        entries.insert(key, Entry { at: Instant::now(), token_hash, expires_at, principal });
+        entries.insert(key, Entry { at: Instant::now(), expires_at, principal });
     }
 
     /// After a token was revoked here.
     pub fn forget_token(&self, token_id: Uuid) {
-        self.forget(|key, _| key.token_id == token_id);
+        self.forget(|_, principal| principal.token_id == token_id);
     }
 
     /// After a user was disabled or their roles changed here.
@@ -91,12 +94,12 @@ mod tests {
     use super::*;
     use crate::platform::tenancy::TenantScope;
 
-    fn principal(user_id: Uuid) -> Principal {
+    fn principal(user_id: Uuid, token_id: Uuid) -> Principal {
         Principal {
             user_id,
             home_tenant_id: Uuid::nil(),
             tenant: TenantScope::new(Uuid::nil()),
-            token_id: Uuid::nil(),
+            token_id,
             is_super_admin: false,
             roles: vec!["admin".into()],
         }
@@ -105,33 +108,35 @@ mod tests {
     #[test]
     fn hits_only_the_same_fresh_unexpired_token_until_forgotten() {
         let cache = Principals::new(Duration::from_secs(60));
-        let (now, user) = (Utc::now(), Uuid::now_v7());
-        let key = Key { token_id: Uuid::now_v7(), acting: None };
-        cache.put(key, "hash".into(), now + chrono::Duration::minutes(1), principal(user));
-        assert_eq!(cache.get(key, "hash", now).map(|p| p.user_id), Some(user));
-        assert!(cache.get(key, "other", now).is_none(), "another token with the same id");
-        assert!(cache.get(Key { acting: Some(Uuid::nil()), ..key }, "hash", now).is_none());
-        assert!(cache.get(key, "hash", now + chrono::Duration::minutes(2)).is_none(), "expired since");
+        let (now, user, token) = (Utc::now(), Uuid::now_v7(), Uuid::now_v7());
+        let key = Key { token_digest: [1; 32], acting: None };
+        cache.put(key, now + chrono::Duration::minutes(1), principal(user, token));
+        assert_eq!(cache.get(&key, now).map(|p| p.user_id), Some(user));
+        assert!(cache.get(&Key { token_digest: [2; 32], ..key }, now).is_none(), "another token");
+        assert!(cache.get(&Key { acting: Some(Uuid::nil()), ..key }, now).is_none());
+        assert!(cache.get(&key, now + chrono::Duration::minutes(2)).is_none(), "expired since");
         cache.forget_user(Uuid::now_v7());
-        assert!(cache.get(key, "hash", now).is_some(), "another user's change");
+        assert!(cache.get(&key, now).is_some(), "another user's change");
         cache.forget_user(user);
-        assert!(cache.get(key, "hash", now).is_none());
-        cache.put(key, "hash".into(), now + chrono::Duration::minutes(1), principal(user));
-        cache.forget_token(key.token_id);
-        assert!(cache.get(key, "hash", now).is_none());
+        assert!(cache.get(&key, now).is_none());
+        cache.put(key, now + chrono::Duration::minutes(1), principal(user, token));
+        cache.forget_token(Uuid::now_v7());
+        assert!(cache.get(&key, now).is_some(), "another token revoked");
+        cache.forget_token(token);
+        assert!(cache.get(&key, now).is_none());
     }
 
     #[test]
     fn entries_age_out_and_a_zero_ttl_caches_nothing() {
-        let key = Key { token_id: Uuid::now_v7(), acting: None };
+        let key = Key { token_digest: [1; 32], acting: None };
         let later = Utc::now() + chrono::Duration::minutes(1);
         let short = Principals::new(Duration::from_millis(20));
-        short.put(key, "h".into(), later, principal(Uuid::nil()));
-        assert!(short.get(key, "h", Utc::now()).is_some());
+        short.put(key, later, principal(Uuid::nil(), Uuid::nil()));
+        assert!(short.get(&key, Utc::now()).is_some());
         std::thread::sleep(Duration::from_millis(30));
-        assert!(short.get(key, "h", Utc::now()).is_none());
+        assert!(short.get(&key, Utc::now()).is_none());
         let off = Principals::new(Duration::ZERO);
-        off.put(key, "h".into(), later, principal(Uuid::nil()));
-        assert!(off.get(key, "h", Utc::now()).is_none());
+        off.put(key, later, principal(Uuid::nil(), Uuid::nil()));
+        assert!(off.get(&key, Utc::now()).is_none());
     }
 }

@@ -146,20 +146,21 @@ async fn authenticate(
     token: &str,
     acting: Option<&header::HeaderValue>,
 ) -> ApiResult<Principal> {
-    let claims =
-        state.keys.verify(token).ok_or_else(|| unauthenticated("the token is invalid or has expired"))?;
     let now = Utc::now();
-    let hash = token_hash(token);
+    let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
     // Cached per acting tenant; a malformed X-Tenant-ID takes the full path
     // below, which reports it.
     let key = match acting.map(|v| v.to_str().ok().map(Uuid::parse_str)) {
-        None => Some(cache::Key { token_id: claims.jti, acting: None }),
-        Some(Some(Ok(id))) => Some(cache::Key { token_id: claims.jti, acting: Some(id) }),
+        None => Some(cache::Key { token_digest: digest, acting: None }),
+        Some(Some(Ok(id))) => Some(cache::Key { token_digest: digest, acting: Some(id) }),
         Some(_) => None,
     };
-    if let Some(principal) = key.and_then(|key| state.principals.get(key, &hash, now)) {
+    if let Some(principal) = key.as_ref().and_then(|key| state.principals.get(key, now)) {
         return Ok(principal);
     }
+    let claims =
+        state.keys.verify(token).ok_or_else(|| unauthenticated("the token is invalid or has expired"))?;
+    let hash = hex::encode(digest);
     let row = SystemScope.find_by_id::<entity::api_token::Entity>(claims.jti).one(&state.db).await?;
     let token_row = row
         .filter(|t| t.user_id == claims.sub && t.revoked_at.is_none() && t.expires_at > now)
@@ -212,7 +213,7 @@ async fn authenticate(
         roles,
     };
     if let Some(key) = key {
-        state.principals.put(key, hash, token_row.expires_at, principal.clone());
+        state.principals.put(key, token_row.expires_at, principal.clone());
     }
     Ok(principal)
 }
