@@ -86,7 +86,10 @@ pub async fn request_context(
             .instrument(span.clone()),
         )
         .await?;
-    if let Some(route) = res.request().match_pattern() {
+    // The route template is matched again only for a span that is logged.
+    if !span.is_disabled()
+        && let Some(route) = res.request().match_pattern()
+    {
         span.record("route", route.as_str());
     }
     let (count, db_time) = (queries.count(), queries.elapsed());

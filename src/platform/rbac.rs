@@ -10,6 +10,7 @@ use std::{
 
 use actix_web::{FromRequest, HttpRequest, dev::Payload};
 use casbin::{CoreApi, DefaultModel, Enforcer, StringAdapter};
+use uuid::Uuid;
 
 use crate::{
     error::{ApiError, Code},
@@ -22,6 +23,9 @@ pub const POLICY: &str = include_str!("../../config/rbac_policy.csv");
 /// The roles every tenant has. The first is given to a tenant's owner.
 pub const ROLES: &[&str] = &["admin", "manager", "user", "viewer"];
 
+type Decisions =
+    std::collections::HashMap<(&'static str, &'static str), std::collections::HashMap<String, bool>>;
+
 pub struct Rbac {
     enforcer: Enforcer,
     /// Decisions by (role, object, action). Every policy line holds for all
@@ -29,7 +33,8 @@ pub struct Rbac {
     /// depend on the tenant and is computed once per triple: casbin's
     /// matcher (regexes and a script engine) stays off the request path.
     /// Bounded by roles × permissions, since roles come from the policy.
-    decisions: std::sync::RwLock<std::collections::HashMap<(String, String, String), bool>>,
+    /// Keyed by permission, then role, so a hit allocates nothing.
+    decisions: std::sync::RwLock<Decisions>,
 }
 
 /// The whole policy: the platform's matrix and each module's grants, as
@@ -59,15 +64,17 @@ impl Rbac {
     }
 
     /// Whether any of `roles` may perform `action` on `object` in `tenant`.
-    pub fn allows(&self, roles: &[String], tenant: &str, object: &str, action: &str) -> bool {
+    pub fn allows(&self, roles: &[String], tenant: Uuid, object: &'static str, action: &'static str) -> bool {
         roles.iter().any(|role| {
-            let key = (role.clone(), object.to_owned(), action.to_owned());
-            if let Some(allowed) = self.decisions.read().ok().and_then(|d| d.get(&key).copied()) {
+            let known = self.decisions.read().ok().and_then(|d| d.get(&(object, action))?.get(role).copied());
+            if let Some(allowed) = known {
                 return allowed;
             }
-            let allowed = self.enforcer.enforce((role.as_str(), tenant, object, action)).unwrap_or(false);
+            let tenant = tenant.to_string();
+            let allowed =
+                self.enforcer.enforce((role.as_str(), tenant.as_str(), object, action)).unwrap_or(false);
             if let Ok(mut decisions) = self.decisions.write() {
-                decisions.insert(key, allowed);
+                decisions.entry((object, action)).or_default().insert(role.clone(), allowed);
             }
             allowed
         })
@@ -179,8 +186,8 @@ impl<P: Permission + 'static> FromRequest for Authorized<P> {
 
 /// The permission check shared by REST extractors and GraphQL resolvers.
 pub fn check<P: Permission>(rbac: &Rbac, principal: &Principal) -> Result<(), ApiError> {
-    let tenant = principal.tenant.id().to_string();
-    if principal.is_super_admin || rbac.allows(&principal.roles, &tenant, P::OBJECT, P::ACTION) {
+    if principal.is_super_admin || rbac.allows(&principal.roles, principal.tenant.id(), P::OBJECT, P::ACTION)
+    {
         Ok(())
     } else {
         Err(ApiError::new(
@@ -199,20 +206,20 @@ mod tests {
         let rbac = Rbac::new([]).await.unwrap();
         let admin = vec!["admin".to_owned()];
         let viewer = vec!["viewer".to_owned()];
-        assert!(rbac.allows(&admin, "t1", "users", "write"));
-        assert!(!rbac.allows(&viewer, "t1", "users", "write"));
-        assert!(rbac.allows(&viewer, "t1", "tenant", "read"));
-        assert!(!rbac.allows(&[], "t1", "tenant", "read"));
-        assert!(!rbac.allows(&["ghost".to_owned()], "t1", "tenant", "read"));
+        assert!(rbac.allows(&admin, Uuid::nil(), "users", "write"));
+        assert!(!rbac.allows(&viewer, Uuid::nil(), "users", "write"));
+        assert!(rbac.allows(&viewer, Uuid::nil(), "tenant", "read"));
+        assert!(!rbac.allows(&[], Uuid::nil(), "tenant", "read"));
+        assert!(!rbac.allows(&["ghost".to_owned()], Uuid::nil(), "tenant", "read"));
     }
 
     #[tokio::test]
     async fn a_module_grant_gives_its_roles_the_permission_and_no_one_else() {
         let grant = Grant { object: "things", action: "write", roles: &["manager"] };
         let rbac = Rbac::new([&grant]).await.unwrap();
-        assert!(rbac.allows(&["manager".to_owned()], "t1", "things", "write"));
-        assert!(!rbac.allows(&["admin".to_owned()], "t1", "things", "write"));
-        assert!(!rbac.allows(&["manager".to_owned()], "t1", "things", "read"));
+        assert!(rbac.allows(&["manager".to_owned()], Uuid::nil(), "things", "write"));
+        assert!(!rbac.allows(&["admin".to_owned()], Uuid::nil(), "things", "write"));
+        assert!(!rbac.allows(&["manager".to_owned()], Uuid::nil(), "things", "read"));
     }
 
     #[test]

@@ -73,11 +73,17 @@ pub async fn middleware(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, Error> {
-    let route = req.match_pattern().unwrap_or_else(|| req.path().to_owned());
+    // Matching the route again costs a walk of the route table: only done
+    // when a deprecation is configured at all.
+    let api = req.app_data::<web::Data<AppState>>().map(|state| &state.config.api);
+    let route = match api {
+        Some(api) if !api.deprecations.is_empty() => {
+            req.match_pattern().unwrap_or_else(|| req.path().to_owned())
+        }
+        _ => String::new(),
+    };
     let today = Utc::now().date_naive();
-    let found = req
-        .app_data::<web::Data<AppState>>()
-        .and_then(|state| lookup(&state.config.api, req.method().as_str(), &route, today).cloned());
+    let found = api.and_then(|api| lookup(api, req.method().as_str(), &route, today).cloned());
     let Some(deprecation) = found else {
         return next.call(req).await.map(ServiceResponse::map_into_boxed_body);
     };
