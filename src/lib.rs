@@ -182,6 +182,11 @@ fn server(state: AppState, listener: TcpListener) -> std::io::Result<Server> {
     let shutdown_timeout = state.config.http.shutdown_timeout_secs;
     let openapi = api::openapi(&state.modules);
     let allowed = web::Data::new(http::AllowedMethods::of(&openapi));
+    // Serialized once and shared by every worker: the document itself is
+    // tens of MiB of maps, and a copy per worker is most of an idle
+    // server's memory (docs/performance.md).
+    let openapi_json = web::Bytes::from(serde_json::to_vec(&openapi).map_err(std::io::Error::other)?);
+    drop(openapi);
     let schema = web::Data::new(api::graphql::schema(&state));
     let state = web::Data::new(state);
     let server = HttpServer::new(move || {
@@ -197,9 +202,15 @@ fn server(state: AppState, listener: TcpListener) -> std::io::Result<Server> {
             .into_app()
             .configure(api::graphql::routes)
             .route("/api/documentation", web::get().to(http::swagger_redirect))
+            .route("/api/openapi.json", {
+                let body = openapi_json.clone();
+                web::get().to(move || {
+                    let body = body.clone();
+                    async move { actix_web::HttpResponse::Ok().content_type("application/json").body(body) }
+                })
+            })
             .service(
                 SwaggerUi::new("/api/documentation/{_:.*}")
-                    .url("/api/openapi.json", openapi.clone())
                     // Swagger UI would send the document's URL to a public
                     // validator: it makes no request beyond this server.
                     .config(utoipa_swagger_ui::Config::new(["/api/openapi.json"]).validator_url("none")),
