@@ -26,6 +26,12 @@ async fn warehouse(app: &TestApp, tenant: &Tenant, code: &str) -> String {
     id(&json(res).await)
 }
 
+/// The id of the tenant's product with `sku` (created by an import).
+async fn product_id_of(app: &TestApp, tenant: &Tenant, sku: &str) -> String {
+    let found = json(app.get(&format!("/api/v1/products?sku={sku}"), &tenant.token).await).await;
+    found["data"][0]["id"].as_str().unwrap().to_owned()
+}
+
 async fn product(app: &TestApp, tenant: &Tenant, sku: &str) -> String {
     let body = json!({"sku": sku, "name": sku, "unit_price": 100, "currency": "EUR"});
     let res = app.post("/api/v1/products", &tenant.token, body).await;
@@ -443,10 +449,7 @@ async fn a_stock_change_reaches_every_store_as_available_to_promise() {
     let w = connect(&app, &tenant, woo_body(&woo, "Site", &main, 0)).await["id"].as_str().unwrap().to_owned();
     import(&app, &tenant, &s).await;
     import(&app, &tenant, &w).await;
-    let mug_id = json(app.get("/api/v1/products?sku=MUG-WHITE", &tenant.token).await).await["data"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let mug_id = product_id_of(&app, &tenant, "MUG-WHITE").await;
 
     // A burst of changes while WooCommerce makes the first push wait a
     // second: each store ends at on hand - reserved - buffer, and the burst
@@ -503,10 +506,7 @@ async fn a_concurrent_change_on_shopify_is_read_again_not_overwritten_blindly() 
         .unwrap()
         .to_owned();
     import(&app, &tenant, &s).await;
-    let mug_id = json(app.get("/api/v1/products?sku=MUG-WHITE", &tenant.token).await).await["data"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let mug_id = product_id_of(&app, &tenant, "MUG-WHITE").await;
     // A sale on the store between our read and our write.
     shop.interfere_before_next_write("MUG-WHITE", 49);
     adjust(&app, &tenant, &mug_id, &main, 7).await;
@@ -528,10 +528,7 @@ async fn a_throttled_store_marks_the_connection_and_the_push_lands_later() {
     let w = connect(&app, &tenant, woo_body(&woo, "Site", &main, 0)).await["id"].as_str().unwrap().to_owned();
     import(&app, &tenant, &s).await;
     import(&app, &tenant, &w).await;
-    let mug_id = json(app.get("/api/v1/products?sku=MUG-WHITE", &tenant.token).await).await["data"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let mug_id = product_id_of(&app, &tenant, "MUG-WHITE").await;
     woo.throttle_next(1); // 429 with Retry-After: 1
     shop.throttle_next(1); // Shopify's THROTTLED: the cost budget refills in 1 s
     adjust(&app, &tenant, &mug_id, &main, 9).await;
@@ -664,10 +661,7 @@ async fn store_webhooks_are_verified_deduplicated_logged_and_booked() {
     let w = connect(&app, &tenant, body).await["id"].as_str().unwrap().to_owned();
     import(&app, &tenant, &s).await;
     import(&app, &tenant, &w).await;
-    let mug_id = json(app.get("/api/v1/products?sku=MUG-WHITE", &tenant.token).await).await["data"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let mug_id = product_id_of(&app, &tenant, "MUG-WHITE").await;
     adjust(&app, &tenant, &mug_id, &main, 10).await;
     eventually(10, || async {
         (shop.quantity("MUG-WHITE") == Some(10) && woo.quantity("MUG-WHITE") == Some(10)).then_some(())
@@ -889,10 +883,7 @@ async fn a_throttled_amazon_store_marks_the_connection_and_the_push_lands_later(
         .unwrap()
         .to_owned();
     import(&app, &tenant, &a).await;
-    let mug_id = json(app.get("/api/v1/products?sku=MUG-WHITE", &tenant.token).await).await["data"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let mug_id = product_id_of(&app, &tenant, "MUG-WHITE").await;
     amazon.throttle_next(1); // 429 QuotaExceeded with Retry-After: 1
     adjust(&app, &tenant, &mug_id, &main, 9).await;
     let throttle = eventually(10, || async {
@@ -971,10 +962,7 @@ async fn amazon_sns_notifications_are_verified_against_the_certificate_and_booke
         .unwrap()
         .to_owned();
     import(&app, &tenant, &a).await;
-    let mug_id = json(app.get("/api/v1/products?sku=MUG-WHITE", &tenant.token).await).await["data"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let mug_id = product_id_of(&app, &tenant, "MUG-WHITE").await;
     adjust(&app, &tenant, &mug_id, &main, 10).await;
     eventually(10, || async { (amazon.quantity("MUG-WHITE") == Some(10)).then_some(()) }).await;
     app.drained().await;
@@ -1334,10 +1322,7 @@ async fn a_full_push_writes_every_mapped_product_in_batches_with_progress() {
     let main = warehouse(&app, &tenant, "MAIN").await;
     let w = connect(&app, &tenant, woo_body(&woo, "Site", &main, 1)).await["id"].as_str().unwrap().to_owned();
     import(&app, &tenant, &w).await;
-    let item = json(app.get("/api/v1/products?sku=ITEM-004", &tenant.token).await).await["data"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let item = product_id_of(&app, &tenant, "ITEM-004").await;
     adjust(&app, &tenant, &item, &main, 20).await;
     // The stock change's own push lands first (on hand 20 - buffer 1).
     eventually(10, || async { (woo.quantity("ITEM-004") == Some(19)).then_some(()) }).await;
@@ -1392,14 +1377,8 @@ async fn a_reconcile_reports_drift_per_sku_and_corrects_the_store() {
         .unwrap()
         .to_owned();
     import(&app, &tenant, &s).await;
-    let mug = json(app.get("/api/v1/products?sku=MUG-WHITE", &tenant.token).await).await["data"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let cup = json(app.get("/api/v1/products?sku=CUP-BLUE", &tenant.token).await).await["data"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let mug = product_id_of(&app, &tenant, "MUG-WHITE").await;
+    let cup = product_id_of(&app, &tenant, "CUP-BLUE").await;
     adjust(&app, &tenant, &mug, &main, 12).await;
     adjust(&app, &tenant, &cup, &main, 7).await;
     eventually(10, || async {
@@ -1461,10 +1440,7 @@ async fn scheduled_reconciles_correct_drift_unasked() {
     let main = warehouse(&app, &tenant, "MAIN").await;
     let w = connect(&app, &tenant, woo_body(&woo, "Site", &main, 0)).await["id"].as_str().unwrap().to_owned();
     import(&app, &tenant, &w).await;
-    let mug_id = json(app.get("/api/v1/products?sku=MUG-WHITE", &tenant.token).await).await["data"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let mug_id = product_id_of(&app, &tenant, "MUG-WHITE").await;
     adjust(&app, &tenant, &mug_id, &main, 4).await;
     eventually(10, || async { (woo.quantity("MUG-WHITE") == Some(4)).then_some(()) }).await;
     app.drained().await;
@@ -1495,10 +1471,7 @@ async fn a_goods_receipt_pushes_the_new_available_to_promise() {
         .unwrap()
         .to_owned();
     import(&app, &tenant, &s).await;
-    let mug_id = json(app.get("/api/v1/products?sku=MUG-WHITE", &tenant.token).await).await["data"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let mug_id = product_id_of(&app, &tenant, "MUG-WHITE").await;
     let vendor =
         json(app.post("/api/v1/vendors", &tenant.token, json!({"name": "Acme", "currency": "EUR"})).await)
             .await;
@@ -1702,10 +1675,7 @@ async fn an_etsy_sale_is_booked_from_its_receipt_and_reaches_the_other_stores() 
     let w = connect(&app, &tenant, woo_body(&woo, "Site", &main, 0)).await["id"].as_str().unwrap().to_owned();
     import(&app, &tenant, &e).await;
     import(&app, &tenant, &w).await;
-    let mug_id = json(app.get("/api/v1/products?sku=MUG-WHITE", &tenant.token).await).await["data"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let mug_id = product_id_of(&app, &tenant, "MUG-WHITE").await;
     adjust(&app, &tenant, &mug_id, &main, 10).await;
     eventually(10, || async {
         (etsy.quantity("MUG-WHITE") == Some(10) && woo.quantity("MUG-WHITE") == Some(10)).then_some(())
@@ -1790,17 +1760,8 @@ async fn pushes_that_exhaust_their_retries_become_dead_letters_to_replay_or_dism
     .unwrap();
     let w = connect(&app, &tenant, woo_body(&woo, "Site", &main, 0)).await["id"].as_str().unwrap().to_owned();
     import(&app, &tenant, &w).await;
-    let id_of = |sku: &'static str| {
-        let app = &app;
-        let token = tenant.token.clone();
-        async move {
-            json(app.get(&format!("/api/v1/products?sku={sku}"), &token).await).await["data"][0]["id"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        }
-    };
-    let (mug_id, cup_id) = (id_of("MUG-WHITE").await, id_of("CUP-BLUE").await);
+    let (mug_id, cup_id) =
+        (product_id_of(&app, &tenant, "MUG-WHITE").await, product_id_of(&app, &tenant, "CUP-BLUE").await);
 
     // The site is down: both pushes fail twice and land in the dead letters.
     woo.set_down(true);
