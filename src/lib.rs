@@ -186,7 +186,6 @@ fn server(state: AppState, listener: TcpListener) -> std::io::Result<Server> {
     // tens of MiB of maps, and a copy per worker is most of an idle
     // server's memory (docs/performance.md).
     let openapi_json = web::Bytes::from(serde_json::to_vec(&openapi).map_err(std::io::Error::other)?);
-    drop(openapi);
     let schema = web::Data::new(api::graphql::schema(&state));
     let state = web::Data::new(state);
     let server = HttpServer::new(move || {

@@ -75,15 +75,13 @@ pub async fn middleware(
 ) -> Result<ServiceResponse<BoxBody>, Error> {
     // Matching the route again costs a walk of the route table: only done
     // when a deprecation is configured at all.
-    let api = req.app_data::<web::Data<AppState>>().map(|state| &state.config.api);
-    let route = match api {
-        Some(api) if !api.deprecations.is_empty() => {
-            req.match_pattern().unwrap_or_else(|| req.path().to_owned())
-        }
-        _ => String::new(),
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let Some(api) = state.as_ref().map(|s| &s.config.api).filter(|api| !api.deprecations.is_empty()) else {
+        return next.call(req).await.map(ServiceResponse::map_into_boxed_body);
     };
+    let route = req.match_pattern().unwrap_or_else(|| req.path().to_owned());
     let today = Utc::now().date_naive();
-    let found = api.and_then(|api| lookup(api, req.method().as_str(), &route, today).cloned());
+    let found = lookup(api, req.method().as_str(), &route, today).cloned();
     let Some(deprecation) = found else {
         return next.call(req).await.map(ServiceResponse::map_into_boxed_body);
     };

@@ -82,9 +82,14 @@ impl TokenKeys {
     }
 }
 
-/// Tokens are stored only as their SHA-256.
+/// The SHA-256 of a bearer token: the key of its cached principal.
+fn token_digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// Tokens are stored only as their SHA-256, in hex.
 pub fn token_hash(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
+    hex::encode(token_digest(token))
 }
 
 /// The authenticated caller.
@@ -147,7 +152,7 @@ async fn authenticate(
     acting: Option<&header::HeaderValue>,
 ) -> ApiResult<Principal> {
     let now = Utc::now();
-    let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    let digest = token_digest(token);
     // Cached per acting tenant; a malformed X-Tenant-ID takes the full path
     // below, which reports it.
     let key = match acting.map(|v| v.to_str().ok().map(Uuid::parse_str)) {
