@@ -166,6 +166,27 @@ where
     Ok(())
 }
 
+/// `column IN (values)` for a list of any length. On PostgreSQL it is
+/// `column = ANY($1)`: one array parameter, so the statement is the same
+/// whatever the count and its plan is the column's index. A long `IN` list
+/// is a statement per count, and once PostgreSQL caches a generic plan for
+/// one (a batch size that repeats) it may scan the tenant's rows and test
+/// each against every value: 0.9 s for 500 external ids among 67,000
+/// orders, against 1 ms with the array.
+pub fn one_of<C, V>(backend: DbBackend, column: C, values: Vec<V>) -> sea_orm::sea_query::SimpleExpr
+where
+    C: sea_orm::ColumnTrait,
+    V: Into<sea_orm::Value>
+        + sea_orm::sea_query::ValueType
+        + sea_orm::sea_query::value::postgres_array::NotU8,
+{
+    use sea_orm::sea_query::{Expr, ExprTrait, extension::postgres::PgFunc};
+    match backend {
+        DbBackend::Postgres => Expr::col(column.as_column_ref()).eq(PgFunc::any(Expr::val(values))),
+        _ => column.is_in(values),
+    }
+}
+
 pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
     Migrator::up(db, None).await
 }
@@ -204,5 +225,32 @@ fn redacted(url: &str) -> String {
             parsed.to_string()
         }
         _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::{QueryFilter, QueryTrait};
+
+    use super::*;
+    use crate::platform::tenancy::SystemScope;
+    use entity::order::{Column, Entity};
+
+    #[test]
+    fn one_of_is_one_array_parameter_on_postgresql_and_a_list_on_sqlite() {
+        let ids = || vec!["A-1".to_owned(), "A-2".to_owned(), "A-3".to_owned()];
+        let query = |backend| {
+            SystemScope
+                .find::<Entity>()
+                .filter(one_of(backend, Column::ExternalOrderId, ids()))
+                .build(backend)
+        };
+        let pg = query(DbBackend::Postgres);
+        assert!(pg.sql.ends_with(r#"WHERE "orders"."external_order_id" = ANY($1)"#), "{}", pg.sql);
+        let values = pg.values.expect("bound values").0;
+        assert_eq!(values, vec![sea_orm::Value::from(ids())], "the list is one array value");
+        let sqlite = query(DbBackend::Sqlite);
+        assert!(sqlite.sql.ends_with(r#"WHERE "orders"."external_order_id" IN (?, ?, ?)"#), "{}", sqlite.sql);
+        assert_eq!(sqlite.values.expect("bound values").0.len(), 3);
     }
 }

@@ -1139,6 +1139,44 @@ async fn the_command_line_imports_a_file_and_skips_it_the_second_time() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("the header must be"));
 }
 
+#[tokio::test]
+async fn a_file_of_several_batches_creates_each_customer_once_however_its_writes_overlap() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    shop(&app, &tenant, "TEE", 10).await;
+    // 60 orders of 100 lines: three batches of 20 orders (2,000 lines), each
+    // naming the same 20 new customers. On PostgreSQL two batches are written
+    // at once, so both try to create them: one must find the other's.
+    let mut csv = format!("{CSV_HEADER}\n");
+    for order in 0..60 {
+        for line in 0..100 {
+            let customer = order % 20;
+            csv.push_str(&format!(
+                "B-{order},2026-11-20T09:30:00Z,EUR,K-{customer},k{customer}@example.com,K {customer},P-{line},Part {line},100,1\n"
+            ));
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("orders.csv");
+    std::fs::write(&file, csv).unwrap();
+    let args = ["orders", "import", file.to_str().unwrap(), "--tenant", &tenant.slug, "--warehouse", "MAIN"];
+    let out = nexus_cli(&app, &args).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("6000 rows, 60 orders created, 0 skipped (they exist), 0 errors"), "{stdout}");
+    let customers = json(app.get("/api/v1/customers?include=total", &tenant.token).await).await;
+    assert_eq!(customers["meta"]["total"], 21, "20 imported, each once, and the shop's own");
+    let orders = json(app.get("/api/v1/orders?include=total", &tenant.token).await).await;
+    assert_eq!(orders["meta"]["total"], 60);
+    for external in ["B-0", "B-29", "B-59"] {
+        let order = order_by_external(&app, &tenant, external).await;
+        assert_eq!(order["total"], 100 * 100, "{order}");
+        assert_eq!(order["lines"].as_array().unwrap().len(), 100);
+    }
+    let out = nexus_cli(&app, &args).await;
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0 orders created, 60 skipped"));
+}
+
 /// An app whose payments go to `stripe`.
 async fn with_stripe(stripe: &crate::fake_stripe::FakeStripe, payment_method: &str) -> TestApp {
     let (url, method) = (stripe.url.clone(), payment_method.to_owned());

@@ -20,32 +20,34 @@
 //! any worker of any instance; the chunks are deleted when it ends.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{HashMap, HashSet, VecDeque},
     io::{self, Read},
+    sync::Arc,
 };
 
 use actix_web::web::Bytes;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use futures_util::{StreamExt, stream::BoxStream};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, sea_query::Expr,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, sea_query::Expr,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::{sync::mpsc, task::JoinHandle};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{
     MAX_LINES, NewOrder, NewOrderLine, check_order,
+    notify::Notifiers,
     service::{IMPORT_JOB, Priced, SWEEP_JOB, SeaOrmOrders, insert_orders},
 };
 use crate::{
     error::{ApiError, ApiResult, Code, FieldError},
     modules::inventory::{NewProduct, ProductFilter, check_quantity},
     platform::{
-        db::insert_all,
+        db::{insert_all, one_of},
         http::ListRequest,
         jobs::{self, NewJob},
         tenancy::TenantScope,
@@ -80,6 +82,12 @@ const MAX_CACHED: usize = 50_000;
 /// The most orders, and lines, one transaction of an import writes.
 const BATCH_ORDERS: usize = 500;
 const BATCH_LINES: usize = 2_000;
+/// Batches written at once on PostgreSQL, while the next is read (see
+/// [`Writes`]). SQLite has one writer and gains nothing from it (measured),
+/// so there each batch is written before the next is read, as before.
+const PG_WRITERS: usize = 2;
+/// Tries of a batch that collides with another writer's (see [`Writer::write`]).
+const MAX_WRITE_ATTEMPTS: u32 = 5;
 
 /// Import states.
 pub const UPLOADING: &str = "uploading";
@@ -384,7 +392,8 @@ fn spawn_reader(source: Box<dyn Read + Send>) -> mpsc::Receiver<Item> {
 struct Known {
     /// By SKU: the product's id and whether it is active.
     products: HashMap<String, (Uuid, bool)>,
-    customers: HashMap<CustomerKey, Uuid>,
+    /// Shared with the writes in flight, which only read it.
+    customers: Arc<Customers>,
 }
 
 /// How the file names a customer: by its `customer_id` (the external id),
@@ -442,6 +451,223 @@ struct Group {
     bad: bool,
 }
 
+/// What writes an import's batches: cheap to clone into a task.
+#[derive(Clone)]
+struct Writer {
+    db: DatabaseConnection,
+    notifiers: Arc<Notifiers>,
+}
+
+/// What a batch's write made.
+struct Written {
+    created: u64,
+    skipped: u64,
+    /// The customers of its orders, found or made.
+    customers: Customers,
+}
+
+type Customers = HashMap<CustomerKey, Uuid>;
+
+impl Writer {
+    /// Write a batch in one transaction: its orders whose
+    /// `external_order_id` is new (the others are skipped), with the
+    /// customers they need, sorted so that two writers wait for each other
+    /// instead of deadlocking. Another writer (of this import or another)
+    /// creating the same orders or customers meanwhile makes the
+    /// transaction fail on a unique key: it is then tried again, seeing
+    /// them.
+    async fn write(self, tenant: TenantScope, batch: Batch, known: Arc<Customers>) -> ApiResult<Written> {
+        let mut known = known;
+        let mut attempt = 1;
+        loop {
+            match self.try_write(tenant, &batch, &known).await {
+                Ok(written) => return Ok(written),
+                Err(err) if err.code == Code::Conflict && attempt < MAX_WRITE_ATTEMPTS => {
+                    known = Arc::default();
+                    attempt += 1;
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    /// One attempt of [`Self::write`].
+    async fn try_write(&self, tenant: TenantScope, batch: &Batch, known: &Customers) -> ApiResult<Written> {
+        let ids: Vec<String> = batch.orders.iter().map(|o| o.external_order_id.clone()).collect();
+        let backend = self.db.get_database_backend();
+        let existing: HashSet<String> = tenant
+            .find::<order::Entity>()
+            .select_only()
+            .column(order::Column::ExternalOrderId)
+            .filter(one_of(backend, order::Column::ExternalOrderId, ids))
+            .into_tuple::<Option<String>>()
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
+        let mut seen = HashSet::new();
+        let fresh: Vec<&Pending> = batch
+            .orders
+            .iter()
+            .filter(|o| !existing.contains(&o.external_order_id) && seen.insert(&o.external_order_id))
+            .collect();
+        let skipped = (batch.orders.len() - fresh.len()) as u64;
+        let (customers, mut new_customers) = self.customers(tenant, &fresh, known).await?;
+        new_customers.sort_by(|a, b| (&a.1, &a.0).cmp(&(&b.1, &b.0)));
+        let mut priced = Vec::with_capacity(fresh.len());
+        for order in &fresh {
+            let mut p = order.priced.clone();
+            p.new.customer_id = customers[&order.customer];
+            priced.push(p);
+        }
+        let created = priced.len() as u64;
+        let txn = crate::platform::db::begin(&self.db).await?;
+        insert_all(&txn, new_customers.into_iter().map(|(_, _, row)| row).collect()).await?;
+        insert_orders(&txn, tenant, &self.notifiers, priced).await?;
+        sea_orm::TransactionSession::commit(txn).await?;
+        Ok(Written { created, skipped, customers })
+    }
+
+    /// The customer of each order: known, found by external id (or by
+    /// email when the file gives none), or new (returned to be inserted).
+    async fn customers(
+        &self,
+        tenant: TenantScope,
+        orders: &[&Pending],
+        known: &Customers,
+    ) -> ApiResult<(Customers, Vec<(Option<String>, String, customer::ActiveModel)>)> {
+        let mut found = HashMap::new();
+        let (mut externals, mut emails) = (HashSet::new(), HashSet::new());
+        for o in orders {
+            match known.get(&o.customer) {
+                Some(id) => {
+                    found.insert(o.customer.clone(), *id);
+                }
+                None => match &o.customer {
+                    CustomerKey::External(id) => _ = externals.insert(id.clone()),
+                    CustomerKey::Email(email) => _ = emails.insert(email.clone()),
+                },
+            }
+        }
+        let backend = self.db.get_database_backend();
+        if !externals.is_empty() {
+            let rows = tenant
+                .find::<customer::Entity>()
+                .filter(one_of(backend, customer::Column::ExternalId, externals.into_iter().collect()))
+                .all(&self.db)
+                .await?;
+            for c in rows {
+                if let Some(external) = c.external_id {
+                    found.insert(CustomerKey::External(external), c.id);
+                }
+            }
+        }
+        if !emails.is_empty() {
+            let rows = tenant
+                .find::<customer::Entity>()
+                .filter(one_of(backend, customer::Column::Email, emails.into_iter().collect()))
+                .order_by_asc(customer::Column::CreatedAt)
+                .all(&self.db)
+                .await?;
+            for c in rows {
+                found.entry(CustomerKey::Email(c.email)).or_insert(c.id);
+            }
+        }
+        let now = Utc::now();
+        let mut new = Vec::new();
+        for o in orders {
+            if found.contains_key(&o.customer) {
+                continue;
+            }
+            let id = Uuid::now_v7();
+            found.insert(o.customer.clone(), id);
+            let external_id = match &o.customer {
+                CustomerKey::External(external) => Some(external.clone()),
+                CustomerKey::Email(_) => None,
+            };
+            new.push((
+                external_id.clone(),
+                o.email.clone(),
+                customer::ActiveModel {
+                    id: Set(id),
+                    tenant_id: Set(tenant.id()),
+                    external_id: Set(external_id),
+                    email: Set(o.email.clone()),
+                    name: Set(o.name.clone()),
+                    notify_email: Set(true),
+                    notify_webhook: Set(true),
+                    created_at: Set(now),
+                    updated_at: Set(now),
+                },
+            ));
+        }
+        Ok((found, new))
+    }
+}
+
+/// The batches being written while the file is read on, each in its own
+/// task and transaction: on PostgreSQL up to [`PG_WRITERS`] at once, on as
+/// many connections, while the next batch is read and priced.
+struct Writes {
+    writer: Writer,
+    tenant: TenantScope,
+    running: VecDeque<JoinHandle<ApiResult<Written>>>,
+    at_once: usize,
+}
+
+impl Writes {
+    fn new(writer: Writer, tenant: TenantScope) -> Self {
+        let at_once = match writer.db.get_database_backend() {
+            DbBackend::Postgres => PG_WRITERS,
+            _ => 0,
+        };
+        Self { writer, tenant, running: VecDeque::new(), at_once }
+    }
+
+    /// Start writing `batch`; return when no more writes run than may go
+    /// on while the next batch is read.
+    async fn start(&mut self, batch: Batch, known: &mut Known, tally: &mut Tally) -> ApiResult<()> {
+        if !batch.orders.is_empty() {
+            let write = self.writer.clone().write(self.tenant, batch, known.customers.clone());
+            self.running.push_back(tokio::spawn(write));
+        }
+        while self.running.len() > self.at_once {
+            self.wait_oldest(known, tally).await?;
+        }
+        Ok(())
+    }
+
+    /// Wait for every write started.
+    async fn finish(&mut self, known: &mut Known, tally: &mut Tally) -> ApiResult<()> {
+        while !self.running.is_empty() {
+            self.wait_oldest(known, tally).await?;
+        }
+        Ok(())
+    }
+
+    async fn wait_oldest(&mut self, known: &mut Known, tally: &mut Tally) -> ApiResult<()> {
+        let Some(write) = self.running.pop_front() else { return Ok(()) };
+        let written =
+            write.await.map_err(|e| ApiError::internal(anyhow::anyhow!("an import write: {e}")))??;
+        tally.created += written.created;
+        tally.skipped += written.skipped;
+        let customers = Arc::make_mut(&mut known.customers);
+        if customers.len() + written.customers.len() > MAX_CACHED {
+            customers.clear();
+        }
+        customers.extend(written.customers);
+        Ok(())
+    }
+}
+
+impl Drop for Writes {
+    /// An import that stops on an error stops its other writes too.
+    fn drop(&mut self) {
+        self.running.iter().for_each(JoinHandle::abort);
+    }
+}
+
 impl SeaOrmOrders {
     /// Import the CSV `source` into `warehouse_id`'s orders. A wrong header
     /// is a `validation_failed` naming `file`, and nothing changes; each bad
@@ -466,6 +692,8 @@ impl SeaOrmOrders {
         let mut group = Group::default();
         let mut batch = Batch::default();
         let mut known = Known::default();
+        let mut writes =
+            Writes::new(Writer { db: self.db.clone(), notifiers: self.notifiers.clone() }, tenant);
         while let Some(item) = items.recv().await {
             match item {
                 Item::Record(line, record) => {
@@ -479,7 +707,7 @@ impl SeaOrmOrders {
                             batch.push(order);
                         }
                         if batch.is_full() {
-                            self.write(tenant, std::mem::take(&mut batch), &mut known, &mut tally).await?;
+                            writes.start(std::mem::take(&mut batch), &mut known, &mut tally).await?;
                         }
                     }
                     match parse_row(line, &record) {
@@ -508,7 +736,8 @@ impl SeaOrmOrders {
         if let Some(order) = self.prepare(tenant, warehouse_id, group, &mut known, &mut tally).await? {
             batch.push(order);
         }
-        self.write(tenant, batch, &mut known, &mut tally).await?;
+        writes.start(batch, &mut known, &mut tally).await?;
+        writes.finish(&mut known, &mut tally).await?;
         progress.report(&tally).await?;
         Ok(tally)
     }
@@ -572,153 +801,6 @@ impl SeaOrmOrders {
                 Ok(None)
             }
         }
-    }
-
-    /// Write a batch in one transaction: its orders whose
-    /// `external_order_id` is new (the others are skipped), with the
-    /// customers they need. Another import writing the same orders or
-    /// customers meanwhile makes the transaction fail on a unique key: it
-    /// is then tried again, seeing them.
-    async fn write(
-        &self,
-        tenant: TenantScope,
-        batch: Batch,
-        known: &mut Known,
-        tally: &mut Tally,
-    ) -> ApiResult<()> {
-        if batch.orders.is_empty() {
-            return Ok(());
-        }
-        let mut attempt = 1;
-        loop {
-            match self.try_write(tenant, &batch, known).await {
-                Ok((created, skipped)) => {
-                    tally.created += created;
-                    tally.skipped += skipped;
-                    return Ok(());
-                }
-                Err(err) if err.code == Code::Conflict && attempt < 3 => {
-                    known.customers.clear();
-                    attempt += 1;
-                }
-                Err(err) => return Err(err),
-            }
-        }
-    }
-
-    /// One attempt of [`Self::write`]: the orders created and skipped.
-    async fn try_write(
-        &self,
-        tenant: TenantScope,
-        batch: &Batch,
-        known: &mut Known,
-    ) -> ApiResult<(u64, u64)> {
-        let ids: Vec<&String> = batch.orders.iter().map(|o| &o.external_order_id).collect();
-        let existing: HashSet<String> = tenant
-            .find::<order::Entity>()
-            .select_only()
-            .column(order::Column::ExternalOrderId)
-            .filter(order::Column::ExternalOrderId.is_in(ids))
-            .into_tuple::<Option<String>>()
-            .all(&self.db)
-            .await?
-            .into_iter()
-            .flatten()
-            .collect();
-        let mut seen = HashSet::new();
-        let fresh: Vec<&Pending> = batch
-            .orders
-            .iter()
-            .filter(|o| !existing.contains(&o.external_order_id) && seen.insert(&o.external_order_id))
-            .collect();
-        let skipped = (batch.orders.len() - fresh.len()) as u64;
-        let (mut customers, new_customers) = self.customers(tenant, &fresh, known).await?;
-        let mut priced = Vec::with_capacity(fresh.len());
-        for order in &fresh {
-            let mut p = order.priced.clone();
-            p.new.customer_id = customers[&order.customer];
-            priced.push(p);
-        }
-        let created = priced.len() as u64;
-        let txn = crate::platform::db::begin(&self.db).await?;
-        insert_all(&txn, new_customers).await?;
-        insert_orders(&txn, tenant, &self.notifiers, priced).await?;
-        sea_orm::TransactionSession::commit(txn).await?;
-        if known.customers.len() + customers.len() > MAX_CACHED {
-            known.customers.clear();
-        }
-        known.customers.extend(customers.drain());
-        Ok((created, skipped))
-    }
-
-    /// The customer of each order: known, found by external id (or by
-    /// email when the file gives none), or new (returned to be inserted).
-    async fn customers(
-        &self,
-        tenant: TenantScope,
-        orders: &[&Pending],
-        known: &Known,
-    ) -> ApiResult<(HashMap<CustomerKey, Uuid>, Vec<customer::ActiveModel>)> {
-        let mut found = HashMap::new();
-        let (mut externals, mut emails) = (HashSet::new(), HashSet::new());
-        for o in orders {
-            match known.customers.get(&o.customer) {
-                Some(id) => {
-                    found.insert(o.customer.clone(), *id);
-                }
-                None => match &o.customer {
-                    CustomerKey::External(id) => _ = externals.insert(id.clone()),
-                    CustomerKey::Email(email) => _ = emails.insert(email.clone()),
-                },
-            }
-        }
-        if !externals.is_empty() {
-            let rows = tenant
-                .find::<customer::Entity>()
-                .filter(customer::Column::ExternalId.is_in(externals))
-                .all(&self.db)
-                .await?;
-            for c in rows {
-                if let Some(external) = c.external_id {
-                    found.insert(CustomerKey::External(external), c.id);
-                }
-            }
-        }
-        if !emails.is_empty() {
-            let rows = tenant
-                .find::<customer::Entity>()
-                .filter(customer::Column::Email.is_in(emails))
-                .order_by_asc(customer::Column::CreatedAt)
-                .all(&self.db)
-                .await?;
-            for c in rows {
-                found.entry(CustomerKey::Email(c.email)).or_insert(c.id);
-            }
-        }
-        let now = Utc::now();
-        let mut new = Vec::new();
-        for o in orders {
-            if found.contains_key(&o.customer) {
-                continue;
-            }
-            let id = Uuid::now_v7();
-            found.insert(o.customer.clone(), id);
-            new.push(customer::ActiveModel {
-                id: Set(id),
-                tenant_id: Set(tenant.id()),
-                external_id: Set(match &o.customer {
-                    CustomerKey::External(external) => Some(external.clone()),
-                    CustomerKey::Email(_) => None,
-                }),
-                email: Set(o.email.clone()),
-                name: Set(o.name.clone()),
-                notify_email: Set(true),
-                notify_webhook: Set(true),
-                created_at: Set(now),
-                updated_at: Set(now),
-            });
-        }
-        Ok((found, new))
     }
 
     /// The product of a row's SKU (its id and SKU), created from
