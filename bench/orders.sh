@@ -10,7 +10,10 @@
 #     first placed to the last finished, and checks there is no oversell.
 # Usage: bench/orders.sh [rows=1000000] [duration=10s] [connections=16]
 # Env: BENCH_PG (server URL without database, default
-#   postgres://root@127.0.0.1:5432), NEXUS_REDIS_URL (default redis://127.0.0.1:6379).
+#   postgres://root@127.0.0.1:5432), BENCH_PG_PARAMS (the connection's
+#   parameters, default sslmode=disable; sslmode=require for TLS, which
+#   sqlx 0.9.0 sends without TCP_NODELAY: large statements then stall, see
+#   docs/performance.md), NEXUS_REDIS_URL (default redis://127.0.0.1:6379).
 # Needs: PostgreSQL, Redis, wrk, psql, curl, python3. Builds the release binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +21,7 @@ rows=${1:-1000000}
 duration=${2:-10s}
 connections=${3:-16}
 pg=${BENCH_PG:-postgres://root@127.0.0.1:5432}
+params=${BENCH_PG_PARAMS-sslmode=disable}
 redis=${NEXUS_REDIS_URL:-redis://127.0.0.1:6379}
 port=18421
 base="http://127.0.0.1:$port"
@@ -35,7 +39,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-scratch() { local db="nexus_orders_$$_$1"; psql -q -v ON_ERROR_STOP=1 "$pg/postgres" -c "CREATE DATABASE $db"; dbs+=("$db"); echo "$pg/$db"; }
+scratch() { local db="nexus_orders_$$_$1"; psql -q -v ON_ERROR_STOP=1 "$pg/postgres" -c "CREATE DATABASE $db"; dbs+=("$db"); echo "$pg/$db?$params"; }
 json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 
 # Start the server on $1 (a database URL, empty for SQLite in $work/$2);
