@@ -397,8 +397,8 @@ struct Known {
 }
 
 /// How the file names a customer: by its `customer_id` (the external id),
-/// else by its email.
-#[derive(Clone, PartialEq, Eq, Hash)]
+/// else by its email. Ordered: new customers are inserted in this order.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum CustomerKey {
     External(String),
     Email(String),
@@ -471,13 +471,12 @@ type Customers = HashMap<CustomerKey, Uuid>;
 impl Writer {
     /// Write a batch in one transaction: its orders whose
     /// `external_order_id` is new (the others are skipped), with the
-    /// customers they need, sorted so that two writers wait for each other
-    /// instead of deadlocking. Another writer (of this import or another)
+    /// customers they need, in key order so that two writers wait for each
+    /// other instead of deadlocking. Another writer (of this import or another)
     /// creating the same orders or customers meanwhile makes the
     /// transaction fail on a unique key: it is then tried again, seeing
     /// them.
-    async fn write(self, tenant: TenantScope, batch: Batch, known: Arc<Customers>) -> ApiResult<Written> {
-        let mut known = known;
+    async fn write(self, tenant: TenantScope, batch: Batch, mut known: Arc<Customers>) -> ApiResult<Written> {
         let mut attempt = 1;
         loop {
             match self.try_write(tenant, &batch, &known).await {
@@ -513,8 +512,7 @@ impl Writer {
             .filter(|o| !existing.contains(&o.external_order_id) && seen.insert(&o.external_order_id))
             .collect();
         let skipped = (batch.orders.len() - fresh.len()) as u64;
-        let (customers, mut new_customers) = self.customers(tenant, &fresh, known).await?;
-        new_customers.sort_by(|a, b| (&a.1, &a.0).cmp(&(&b.1, &b.0)));
+        let (customers, new_customers) = self.customers(tenant, &fresh, known).await?;
         let mut priced = Vec::with_capacity(fresh.len());
         for order in &fresh {
             let mut p = order.priced.clone();
@@ -523,20 +521,21 @@ impl Writer {
         }
         let created = priced.len() as u64;
         let txn = crate::platform::db::begin(&self.db).await?;
-        insert_all(&txn, new_customers.into_iter().map(|(_, _, row)| row).collect()).await?;
+        insert_all(&txn, new_customers).await?;
         insert_orders(&txn, tenant, &self.notifiers, priced).await?;
         sea_orm::TransactionSession::commit(txn).await?;
         Ok(Written { created, skipped, customers })
     }
 
     /// The customer of each order: known, found by external id (or by
-    /// email when the file gives none), or new (returned to be inserted).
+    /// email when the file gives none), or new (returned to be inserted,
+    /// in [`CustomerKey`] order).
     async fn customers(
         &self,
         tenant: TenantScope,
         orders: &[&Pending],
         known: &Customers,
-    ) -> ApiResult<(Customers, Vec<(Option<String>, String, customer::ActiveModel)>)> {
+    ) -> ApiResult<(Customers, Vec<customer::ActiveModel>)> {
         let mut found = HashMap::new();
         let (mut externals, mut emails) = (HashSet::new(), HashSet::new());
         for o in orders {
@@ -582,17 +581,15 @@ impl Writer {
             }
             let id = Uuid::now_v7();
             found.insert(o.customer.clone(), id);
-            let external_id = match &o.customer {
-                CustomerKey::External(external) => Some(external.clone()),
-                CustomerKey::Email(_) => None,
-            };
             new.push((
-                external_id.clone(),
-                o.email.clone(),
+                &o.customer,
                 customer::ActiveModel {
                     id: Set(id),
                     tenant_id: Set(tenant.id()),
-                    external_id: Set(external_id),
+                    external_id: Set(match &o.customer {
+                        CustomerKey::External(external) => Some(external.clone()),
+                        CustomerKey::Email(_) => None,
+                    }),
                     email: Set(o.email.clone()),
                     name: Set(o.name.clone()),
                     notify_email: Set(true),
@@ -602,7 +599,8 @@ impl Writer {
                 },
             ));
         }
-        Ok((found, new))
+        new.sort_by(|a, b| a.0.cmp(b.0));
+        Ok((found, new.into_iter().map(|(_, row)| row).collect()))
     }
 }
 
