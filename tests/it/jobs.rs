@@ -141,3 +141,135 @@ async fn a_job_held_by_a_dead_worker_runs_again_when_its_lease_expires() {
         receiver.received().iter().map(|r| (r.header("webhook-id").to_owned(), r.json())).collect();
     assert_eq!(got.len(), 1, "{got:?}");
 }
+
+const CHAIN_JOB: &str = "test.chain";
+
+/// A module with one job kind: link `n` queues link `n + 1` with
+/// `enqueue_next` up to 3, whose run completes itself with `complete`. A
+/// payload with `"fail": true` completes its job in a transaction it then
+/// rolls back, and fails, on its first attempt.
+struct Chain(Arc<std::sync::Mutex<Vec<(i64, i32)>>>);
+
+#[async_trait::async_trait]
+impl nexus::platform::module::Module for Chain {
+    fn name(&self) -> &'static str {
+        "chain"
+    }
+
+    fn jobs(&self) -> Vec<(&'static str, Arc<dyn jobs::JobHandler>)> {
+        vec![(CHAIN_JOB, Arc::new(Link(self.0.clone())))]
+    }
+}
+
+struct Link(Arc<std::sync::Mutex<Vec<(i64, i32)>>>);
+
+#[async_trait::async_trait]
+impl jobs::JobHandler for Link {
+    async fn run(&self, state: &AppState, job: &entity::job::Model) -> Result<(), JobError> {
+        let n = job.payload["n"].as_i64().unwrap();
+        self.0.lock().unwrap().push((n, job.attempts));
+        let txn = nexus::platform::db::begin(&state.db).await?;
+        if job.payload["fail"] == true && job.attempts == 1 {
+            jobs::complete(&txn).await?;
+            sea_orm::TransactionSession::rollback(txn).await?;
+            return Err(JobError::retry("rolled back"));
+        }
+        if n < 3 {
+            jobs::enqueue_next(&txn, NewJob::new(CHAIN_JOB, json!({ "n": n + 1 }))).await?;
+        } else {
+            jobs::complete(&txn).await?;
+        }
+        sea_orm::TransactionSession::commit(txn).await?;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_run_completes_its_job_and_hands_on_its_follow_up_in_its_own_transaction() {
+    let runs = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let dir = tempfile::tempdir().unwrap();
+    let parts = nexus::Parts { modules: vec![Arc::new(Chain(runs.clone()))], ..Default::default() };
+    let app = TestApp::spawn_with_parts(test_config(dir.path()), dir, parts).await;
+
+    jobs::enqueue(&app.state.db, NewJob::new(CHAIN_JOB, json!({"n": 0, "fail": true}))).await.unwrap();
+    app.state.wakeup.wake();
+    eventually(10, || async { (runs.lock().unwrap().len() == 5).then_some(()) }).await;
+    app.drained().await;
+
+    // The first link's completion rolled back with its transaction, so the
+    // worker recorded the failure and it ran again; the links it queued ran
+    // once each, in order.
+    assert_eq!(*runs.lock().unwrap(), [(0, 1), (0, 2), (1, 1), (2, 1), (3, 1)]);
+    let chain = SystemScope
+        .find::<entity::job::Entity>()
+        .filter(entity::job::Column::Kind.eq(CHAIN_JOB))
+        .all(&app.state.db)
+        .await
+        .unwrap();
+    assert_eq!(chain.len(), 4);
+    for job in &chain {
+        assert_eq!(job.status, "completed", "{job:?}");
+        assert!(
+            job.finished_at.is_some() && job.locked_by.is_none() && job.locked_until.is_none(),
+            "{job:?}"
+        );
+    }
+    let first = chain.iter().find(|j| j.payload["n"] == 0).unwrap();
+    assert_eq!((first.attempts, first.last_error.as_deref()), (2, Some("rolled back")));
+}
+
+/// Dispatch jobs waiting together are fanned out together: one run takes up
+/// to a hundred, each event still reaching exactly the endpoints that want
+/// it, of its own tenant.
+#[tokio::test]
+async fn events_waiting_together_are_dispatched_in_batches_each_to_its_own_tenants_endpoints() {
+    use nexus::platform::events::{FEATURE_TOGGLED, USER_ROLE_ASSIGNED, publish_many};
+    let app = TestApp::spawn_adjusted(|f| {
+        f.merge(("jobs.run_in_server", false)).merge(("webhooks.allow_networks", vec!["127.0.0.1"]))
+    })
+    .await;
+    let (a, b) = (app.register().await, app.register().await);
+    let (to_a, to_b) =
+        (crate::receiver::Receiver::start(&[]).await, crate::receiver::Receiver::start(&[]).await);
+    for (tenant, receiver, types) in [(&a, &to_a, json!(["user.*"])), (&b, &to_b, json!(["*"]))] {
+        let res = app
+            .post("/api/v1/webhooks", &tenant.token, json!({"url": receiver.url, "event_types": types}))
+            .await;
+        assert_eq!(res.status(), 201);
+    }
+    let txn = nexus::platform::db::begin(&app.state.db).await.unwrap();
+    let data = |n: usize, tag: &str| (0..n).map(|i| json!({"n": i, "tag": tag})).collect::<Vec<_>>();
+    publish_many(&txn, a.id, &USER_ROLE_ASSIGNED, data(70, "a")).await.unwrap();
+    publish_many(&txn, a.id, &FEATURE_TOGGLED, data(20, "a-unwanted")).await.unwrap();
+    publish_many(&txn, b.id, &FEATURE_TOGGLED, data(80, "b")).await.unwrap();
+    sea_orm::TransactionSession::commit(txn).await.unwrap();
+
+    let worker = app.sibling().await;
+    to_a.wait_for(70).await;
+    to_b.wait_for(80).await;
+    worker.drained().await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+
+    for (receiver, tenant, tag, n) in [(&to_a, &a, "a", 70), (&to_b, &b, "b", 80)] {
+        let got = receiver.received();
+        let ids: std::collections::HashSet<_> =
+            got.iter().map(|r| r.header("webhook-id").to_owned()).collect();
+        assert_eq!((got.len(), ids.len()), (n, n), "each event once");
+        for r in &got {
+            let body = r.json();
+            assert_eq!(body["tenant_id"], tenant.id.to_string(), "{body}");
+            assert_eq!(body["data"]["tag"], tag, "{body}");
+        }
+    }
+    // 170 events (and the registrations' own) in a few runs, not one each:
+    // the jobs a run took share its time of completion.
+    let dispatches = SystemScope
+        .find::<entity::job::Entity>()
+        .filter(entity::job::Column::Kind.eq("event.dispatch"))
+        .all(&app.state.db)
+        .await
+        .unwrap();
+    assert!(dispatches.len() >= 170 && dispatches.iter().all(|j| j.status == "completed"));
+    let finished: std::collections::HashSet<_> = dispatches.iter().map(|j| j.finished_at).collect();
+    assert!(finished.len() <= 12, "{} runs for {} events", finished.len(), dispatches.len());
+}

@@ -6,8 +6,9 @@
 //!      +-- failed <----+--------------+   (compensated: stock released, payment voided)
 //! ```
 //!
-//! Each step queues the next in the transaction of its change, and the
-//! worker that ran it runs that one next ([`crate::platform::jobs::enqueue_next`]). A step is
+//! Each step queues the next in the transaction of its change, which also
+//! completes its own job, and the worker that ran it runs that one next,
+//! without a claim ([`crate::platform::jobs::enqueue_next`]). A step is
 //! idempotent: it acts only on an order in the state it starts from, and
 //! moves it with a conditional UPDATE, so a re-run, a retry or a second
 //! worker changes nothing. A failing run (database, gateway) is retried

@@ -830,6 +830,7 @@ impl SeaOrmOrders {
         let txn = crate::platform::db::begin(&self.db).await?;
         if transition(&txn, tenant, &order, FULFILLED, COMPLETED, None, &super::ORDER_COMPLETED).await? {
             self.notify(&txn, tenant, &order, notify::COMPLETED, None).await?;
+            jobs::complete(&txn).await?;
             sea_orm::TransactionSession::commit(txn).await?;
         }
         Ok(())

@@ -15,7 +15,7 @@ use std::{collections::HashMap, sync::Arc};
 
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter,
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, IntoActiveModel, QueryFilter,
     Statement, sea_query::Expr,
 };
 use serde::Serialize;
@@ -94,26 +94,30 @@ impl NewJob {
     }
 }
 
-fn row(id: Uuid, new: NewJob) -> job::ActiveModel {
+fn model(id: Uuid, new: NewJob) -> job::Model {
     let now = Utc::now();
-    job::ActiveModel {
-        id: Set(id),
-        tenant_id: Set(new.tenant_id),
-        kind: Set(new.kind.to_owned()),
-        payload: Set(new.payload),
-        priority: Set(new.priority),
-        lane: Set(Lane::of(new.priority).as_str().to_owned()),
-        status: Set(PENDING.to_owned()),
-        attempts: Set(0),
-        max_attempts: Set(new.max_attempts),
-        run_at: Set(new.run_at),
-        locked_by: Set(None),
-        locked_until: Set(None),
-        last_error: Set(None),
-        created_at: Set(now),
-        updated_at: Set(now),
-        finished_at: Set(None),
+    job::Model {
+        id,
+        tenant_id: new.tenant_id,
+        kind: new.kind.to_owned(),
+        payload: new.payload,
+        priority: new.priority,
+        lane: Lane::of(new.priority).as_str().to_owned(),
+        status: PENDING.to_owned(),
+        attempts: 0,
+        max_attempts: new.max_attempts,
+        run_at: new.run_at,
+        locked_by: None,
+        locked_until: None,
+        last_error: None,
+        created_at: now,
+        updated_at: now,
+        finished_at: None,
     }
+}
+
+fn row(id: Uuid, new: NewJob) -> job::ActiveModel {
+    model(id, new).into_active_model()
 }
 
 /// Write a job; call it with the transaction of the change that needs it.
@@ -123,29 +127,104 @@ pub async fn enqueue(db: &impl ConnectionTrait, new: NewJob) -> Result<Uuid, sea
     Ok(id)
 }
 
+/// The job a worker is running, for [`complete`] and [`enqueue_next`] to
+/// act on from inside its handler.
+struct Current {
+    id: Uuid,
+    worker: String,
+    lease: Duration,
+    completed: std::cell::Cell<bool>,
+    next: std::cell::RefCell<Option<job::Model>>,
+}
+
 tokio::task_local! {
-    /// The job the running one queued with [`enqueue_next`], if any.
-    static NEXT: std::cell::Cell<Option<Uuid>>;
+    static CURRENT: Current;
+}
+
+/// How a run left its job, besides its result.
+#[derive(Default)]
+pub(crate) struct Ran {
+    /// The handler completed the job in its own transaction ([`complete`]).
+    pub completed: bool,
+    /// The job it queued to follow (already leased to this worker).
+    pub next: Option<job::Model>,
+}
+
+/// Run `run`, the handler of the claimed `job`, as `worker`: what it does
+/// through [`complete`] and [`enqueue_next`] is returned beside its output.
+pub(crate) async fn running<T>(
+    job: &job::Model,
+    worker: &str,
+    lease: Duration,
+    run: impl std::future::Future<Output = T>,
+) -> (T, Ran) {
+    let current = Current {
+        id: job.id,
+        worker: worker.to_owned(),
+        lease,
+        completed: std::cell::Cell::new(false),
+        next: std::cell::RefCell::new(None),
+    };
+    CURRENT
+        .scope(current, async {
+            let out = run.await;
+            let ran = CURRENT.with(|c| Ran { completed: c.completed.get(), next: c.next.take() });
+            (out, ran)
+        })
+        .await
+}
+
+/// Mark the running job completed in the handler's transaction `db`, so
+/// its success commits with its work: one transaction fewer than the
+/// worker recording it afterwards, and never the work without the mark.
+/// The worker then records nothing when the handler returns `Ok` (should
+/// the transaction roll back instead, the job keeps its lease and runs
+/// again once it expires). Outside a job run it does nothing.
+pub async fn complete(db: &impl ConnectionTrait) -> Result<(), sea_orm::DbErr> {
+    let Ok((id, worker)) = CURRENT.try_with(|c| (c.id, c.worker.clone())) else { return Ok(()) };
+    let now = Utc::now();
+    SystemScope
+        .update_many::<job::Entity>()
+        .col_expr(job::Column::Status, Expr::value(COMPLETED))
+        .col_expr(job::Column::FinishedAt, Expr::value(now))
+        .col_expr(job::Column::UpdatedAt, Expr::value(now))
+        .col_expr(job::Column::LockedBy, Expr::value(Option::<String>::None))
+        .col_expr(job::Column::LockedUntil, Expr::value(Option::<DateTime<Utc>>::None))
+        .filter(job::Column::Id.eq(id))
+        .filter(job::Column::LockedBy.eq(worker))
+        .exec(db)
+        .await?;
+    let _ = CURRENT.try_with(|c| c.completed.set(true));
+    Ok(())
 }
 
 /// [`enqueue`] the job that continues the running one (the next step of a
-/// saga): once the running job has finished, its worker claims this one by
-/// id and runs it at once instead of leaving it to the next claim. The job
-/// is as durable as any other: should the worker die first, it is claimed
-/// like any other. Outside a job run it is a plain [`enqueue`].
+/// saga), in the running one's transaction `db`: the running job is
+/// [`complete`]d there, and the new one is written already leased to this
+/// worker, which runs it as soon as the handler returns `Ok`, without a
+/// claim. It is as durable as any other job: should the worker die first,
+/// its lease runs out and any worker claims it. Call it in the run's last
+/// transaction, once. Outside a job run, for a second follow-up or for a
+/// job due later, it is a plain [`enqueue`].
 pub async fn enqueue_next(db: &impl ConnectionTrait, new: NewJob) -> Result<Uuid, sea_orm::DbErr> {
-    let id = enqueue(db, new).await?;
-    let _ = NEXT.try_with(|next| next.set(Some(id)));
+    let Ok((worker, lease, queued)) =
+        CURRENT.try_with(|c| (c.worker.clone(), c.lease, c.next.borrow().is_some()))
+    else {
+        return enqueue(db, new).await;
+    };
+    if queued || new.run_at > Utc::now() {
+        return enqueue(db, new).await;
+    }
+    complete(db).await?;
+    let id = Uuid::now_v7();
+    let mut next = model(id, new);
+    next.status = RUNNING.to_owned();
+    next.attempts = 1;
+    next.locked_by = Some(worker);
+    next.locked_until = Some(next.created_at + lease);
+    job::Entity::insert(next.clone().into_active_model()).exec_without_returning(db).await?;
+    let _ = CURRENT.try_with(|c| c.next.replace(Some(next)));
     Ok(id)
-}
-
-/// Run `run` (a job's handler), with what it queued through [`enqueue_next`].
-pub(crate) async fn with_next<T>(run: impl std::future::Future<Output = T>) -> (T, Option<Uuid>) {
-    NEXT.scope(std::cell::Cell::new(None), async {
-        let out = run.await;
-        (out, NEXT.with(std::cell::Cell::get))
-    })
-    .await
 }
 
 /// Write many jobs, a multi-row `INSERT` per [`INSERT_BATCH`](crate::platform::db::INSERT_BATCH).
@@ -277,22 +356,30 @@ pub async fn claim(
     job::Model::find_by_statement(Statement::from_sql_and_values(backend, sql, values)).all(db).await
 }
 
-/// Claim the job `id` for `worker` if it is pending and due: a job the
-/// worker's last run queued, which it runs next without waiting for a poll.
-/// `None` when it is not there (its transaction rolled back) or another
-/// worker has it.
-pub async fn claim_by_id(
+/// Take up to `limit` due jobs of `kind` that have not run yet, marked
+/// completed in the caller's transaction `db`: for a handler that does
+/// their work with its own, in that transaction (the dispatch of events,
+/// a hundred at a time). Should the transaction roll back, they are
+/// pending again. `kind` is written into the statement, so that a partial
+/// index on it (`ix_jobs_dispatch_ready`) serves the read.
+pub async fn take_due(
     db: &impl ConnectionTrait,
-    id: Uuid,
-    worker: &str,
-    lease: Duration,
-) -> Result<Option<job::Model>, sea_orm::DbErr> {
+    kind: &'static str,
+    limit: usize,
+) -> Result<Vec<job::Model>, sea_orm::DbErr> {
+    if !kind.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_') {
+        return Err(sea_orm::DbErr::Custom(format!("job kind `{kind}` is not a plain name")));
+    }
     let now = Utc::now();
     let backend = db.get_database_backend();
-    let sql = "UPDATE jobs SET status = 'running', attempts = attempts + 1, locked_by = $1, locked_until = $2, \
-               updated_at = $3 WHERE id = $4 AND status = 'pending' AND run_at <= $3 RETURNING *";
-    let values = vec![worker.into(), (now + lease).into(), now.into(), id.into()];
-    job::Model::find_by_statement(Statement::from_sql_and_values(backend, sql, values)).one(db).await
+    let lock = if backend == DbBackend::Postgres { "FOR UPDATE SKIP LOCKED" } else { "" };
+    let sql = format!(
+        "UPDATE jobs SET status = 'completed', attempts = attempts + 1, finished_at = $1, updated_at = $1 \
+         WHERE id IN (SELECT id FROM jobs WHERE kind = '{kind}' AND status = 'pending' AND attempts = 0 \
+         AND run_at <= $1 ORDER BY priority DESC, run_at LIMIT $2 {lock}) RETURNING *"
+    );
+    let values = vec![now.into(), i64::try_from(limit).unwrap_or(i64::MAX).into()];
+    job::Model::find_by_statement(Statement::from_sql_and_values(backend, sql, values)).all(db).await
 }
 
 /// Renew the lease of a job this worker holds.

@@ -1,7 +1,7 @@
 //! The worker loop: one task per lane claiming as many jobs as it has free
 //! slots, each run beside a heartbeat that renews its lease. A run that
 //! queued its follow-up with [`super::enqueue_next`] (the next step of a
-//! saga) keeps its slot and runs that job next, claimed by id. It runs inside
+//! saga) keeps its slot and runs that job next, already leased to it. It runs inside
 //! `nexus serve` and in `nexus worker`; stopping it finishes the runs in
 //! flight within a grace period and gives the rest back to the queue.
 
@@ -18,7 +18,7 @@ use tokio::{
 };
 use uuid::Uuid;
 
-use super::{JobError, LANES, Lane, claim, claim_by_id, finish, heartbeat, prune, release, with_next};
+use super::{JobError, LANES, Lane, Ran, claim, finish, heartbeat, prune, release, running};
 use crate::{config::JobsConfig, platform::state::AppState};
 use entity::job;
 
@@ -96,11 +96,15 @@ impl LaneWorker {
                                 while let Some(run) = job.take() {
                                     let id = run.id;
                                     let next = run_one(&state, &worker, run).await;
+                                    match next {
+                                        Some(next) if *stopped.borrow() => {
+                                            give_back(&state, &worker, next.id).await
+                                        }
+                                        next => job = next,
+                                    }
                                     if let Ok(mut set) = in_flight.lock() {
                                         set.remove(&id);
-                                    }
-                                    if let Some(next) = next.filter(|_| !*stopped.borrow()) {
-                                        job = claim_next(&state, &worker, next, &in_flight).await;
+                                        set.extend(job.as_ref().map(|n| n.id));
                                     }
                                 }
                                 drop(permit);
@@ -140,56 +144,56 @@ impl LaneWorker {
     }
 }
 
-/// Claim the job a run queued to follow it, and mark it in flight.
-async fn claim_next(
-    state: &AppState,
-    worker: &str,
-    id: Uuid,
-    in_flight: &Mutex<HashSet<Uuid>>,
-) -> Option<job::Model> {
-    match claim_by_id(&state.db, id, worker, state.config.jobs.lease()).await {
-        Ok(Some(job)) => {
-            if let Ok(mut set) = in_flight.lock() {
-                set.insert(job.id);
-            }
-            Some(job)
-        }
-        Ok(None) => None, // another worker has it, or it was rolled back
-        Err(err) => {
-            tracing::warn!(job = %id, error = %err, "cannot claim the next job; a claim will pick it up");
-            None
-        }
+/// Give a job leased to this worker back to the queue, uncounted.
+async fn give_back(state: &AppState, worker: &str, id: Uuid) {
+    if let Err(err) = release(&state.db, &[id], worker).await {
+        tracing::warn!(job = %id, error = %err, "could not give the job back; its lease will expire");
     }
 }
 
-/// Run a claimed job and record how it ended; the job it queued to follow
-/// it ([`super::enqueue_next`]) when it succeeded.
-async fn run_one(state: &AppState, worker: &str, job: job::Model) -> Option<Uuid> {
+/// Run a claimed job and record how it ended (unless its handler did, in
+/// its own transaction: [`super::complete`]); the job it queued to follow
+/// it ([`super::enqueue_next`]), leased to this worker, when it succeeded.
+async fn run_one(state: &AppState, worker: &str, job: job::Model) -> Option<job::Model> {
     let config = &state.config.jobs;
-    let result = if job.attempts > job.max_attempts {
+    let (result, ran) = if job.attempts > job.max_attempts {
         // Claimed again after a lease expired on its last attempt.
-        (Err(JobError::Fail(job.last_error.clone().unwrap_or_else(|| "lease expired".to_owned()))), None)
+        (
+            Err(JobError::Fail(job.last_error.clone().unwrap_or_else(|| "lease expired".to_owned()))),
+            Ran::default(),
+        )
     } else {
         match state.jobs.get(&job.kind) {
-            None => (Err(JobError::Fail(format!("no handler for job kind `{}`", job.kind))), None),
+            None => (Err(JobError::Fail(format!("no handler for job kind `{}`", job.kind))), Ran::default()),
             Some(handler) => {
                 let beat = tokio::spawn(keep_lease(state.clone(), job.id, worker.to_owned()));
-                let run = with_next(handler.run(state, &job)).await;
+                let run = running(&job, worker, config.lease(), handler.run(state, &job)).await;
                 beat.abort();
                 run
             }
         }
     };
-    let (result, next) = result;
-    let next = next.filter(|_| result.is_ok());
     if let Err(err) = &result {
         tracing::warn!(job = %job.id, kind = job.kind, attempt = job.attempts, error = ?err, "job did not complete");
     }
+    let Ran { completed, next } = ran;
+    if result.is_ok() && completed {
+        return next;
+    }
+    let ok = result.is_ok();
     let backoff = Duration::milliseconds(i64::try_from(config.retry_base_ms).unwrap_or(1000));
     if let Err(err) = finish(&state.db, &job, worker, result, backoff).await {
         tracing::error!(job = %job.id, error = %err, "could not record the job's outcome; its lease will expire");
     }
-    next
+    match next {
+        Some(next) if !ok => {
+            // Its transaction may have committed before the run failed:
+            // back to the queue rather than waiting for its lease.
+            give_back(state, worker, next.id).await;
+            None
+        }
+        next => next,
+    }
 }
 
 /// Renew a job's lease every third of its length while it runs.

@@ -37,7 +37,7 @@ use crate::{
     platform::{
         audit,
         events::{self, WEBHOOK_ENDPOINT_DISABLED},
-        jobs::{JobError, JobHandler},
+        jobs::{self, JobError, JobHandler},
         state::AppState,
     },
 };
@@ -208,11 +208,16 @@ impl JobHandler for Deliver {
         let endpoint_update =
             SystemScope.update_many::<endpoint::Entity>().filter(endpoint::Column::Id.eq(endpoint.id));
         if succeeded {
-            endpoint_update
-                .col_expr(endpoint::Column::LastSuccessAt, Expr::value(now))
-                .col_expr(endpoint::Column::FailingSince, Expr::value(Option::<DateTime<Utc>>::None))
-                .exec(&txn)
-                .await?;
+            // Every delivery to an endpoint would otherwise queue on its row:
+            // a healthy endpoint's last success is written once a second.
+            let recent = endpoint.last_success_at.is_some_and(|at| now - at < Duration::seconds(1));
+            if endpoint.failing_since.is_some() || !recent {
+                endpoint_update
+                    .col_expr(endpoint::Column::LastSuccessAt, Expr::value(now))
+                    .col_expr(endpoint::Column::FailingSince, Expr::value(Option::<DateTime<Utc>>::None))
+                    .exec(&txn)
+                    .await?;
+            }
         } else if gone {
             disable(&txn, &endpoint, "gone").await?;
         } else {
@@ -223,6 +228,9 @@ impl JobHandler for Deliver {
             } else if endpoint.enabled && now - since >= limit {
                 disable(&txn, &endpoint, "failing").await?;
             }
+        }
+        if retry_at.is_none() {
+            jobs::complete(&txn).await?;
         }
         txn.commit().await?;
         state.wakeup.wake();
@@ -308,7 +316,10 @@ async fn begin_attempt(
     let id = Uuid::now_v7();
     let number = delivery.attempts + 1;
     let txn = crate::platform::db::begin(&state.db).await?;
-    interrupt_stale(&txn, delivery.id).await?;
+    if delivery.attempts > 0 {
+        // Only an attempt counted on the delivery can have been cut off.
+        interrupt_stale(&txn, delivery.id).await?;
+    }
     attempt::Entity::insert(attempt::ActiveModel {
         id: Set(id),
         tenant_id: Set(delivery.tenant_id),

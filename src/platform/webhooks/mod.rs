@@ -10,8 +10,8 @@ pub mod ssrf;
 
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, TransactionSession, TransactionTrait, sea_query::Expr,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, TransactionSession, TransactionTrait, sea_query::Expr,
 };
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -314,34 +314,85 @@ pub async fn rotate_secret(state: &AppState, tenant: TenantScope, id: Uuid) -> A
     Ok(EndpointWithSecret { endpoint, secret })
 }
 
-/// Create a delivery of `event` for every enabled endpoint of its tenant
-/// that wants it and existed when it occurred, each with its delivery job. Idempotent per event and
-/// endpoint, so a re-run of the dispatch job sends nothing twice.
-pub async fn fan_out(db: &impl ConnectionTrait, event: &event::Model) -> Result<usize, sea_orm::DbErr> {
-    let endpoints = TenantScope::new(event.tenant_id)
+/// Create a delivery of each of `events` for every enabled endpoint of
+/// its tenant that wants it and existed when it occurred, each with its
+/// delivery job: a read of the tenants' endpoints, and when there are any,
+/// a read of the deliveries made already and one multi-row `INSERT` each
+/// for deliveries and jobs. Idempotent per event and endpoint, so a re-run
+/// of a dispatch sends nothing twice.
+pub async fn fan_out(db: &impl ConnectionTrait, events: &[event::Model]) -> Result<usize, sea_orm::DbErr> {
+    use crate::platform::db::one_of;
+    let backend = db.get_database_backend();
+    let tenants: std::collections::BTreeSet<Uuid> = events.iter().map(|e| e.tenant_id).collect();
+    let endpoints = SystemScope
         .find::<endpoint::Entity>()
+        .filter(one_of(backend, endpoint::Column::TenantId, tenants.into_iter().collect()))
         .filter(endpoint::Column::Enabled.eq(true))
-        .filter(endpoint::Column::CreatedAt.lte(event.occurred_at))
         .all(db)
         .await?;
-    let payload = serde_json::to_value(Envelope::from(event)).unwrap_or_default();
-    let mut created = 0;
-    for endpoint in &endpoints {
-        if !matches(&patterns(endpoint)?, &event.event_type) {
-            continue;
-        }
-        let exists = SystemScope
-            .find::<delivery_row::Entity>()
-            .filter(delivery_row::Column::EventId.eq(event.id))
-            .filter(delivery_row::Column::EndpointId.eq(endpoint.id))
-            .count(db)
-            .await?;
-        if exists == 0 {
-            queue(db, endpoint, event.id, &event.event_type, payload.clone()).await?;
-            created += 1;
+    if endpoints.is_empty() {
+        return Ok(0);
+    }
+    let subscribed =
+        endpoints.iter().map(|e| Ok((e, patterns(e)?))).collect::<Result<Vec<_>, sea_orm::DbErr>>()?;
+    let done: std::collections::HashSet<(Uuid, Uuid)> = SystemScope
+        .find::<delivery_row::Entity>()
+        .select_only()
+        .columns([delivery_row::Column::EventId, delivery_row::Column::EndpointId])
+        .filter(one_of(backend, delivery_row::Column::EventId, events.iter().map(|e| e.id).collect()))
+        .into_tuple()
+        .all(db)
+        .await?
+        .into_iter()
+        .collect();
+    let mut rows = Vec::new();
+    let mut deliveries = Vec::new();
+    for event in events {
+        let wanted = subscribed.iter().filter(|(endpoint, patterns)| {
+            endpoint.tenant_id == event.tenant_id
+                && endpoint.created_at <= event.occurred_at
+                && matches(patterns, &event.event_type)
+                && !done.contains(&(event.id, endpoint.id))
+        });
+        let mut payload = None;
+        for (endpoint, _) in wanted {
+            let payload = payload
+                .get_or_insert_with(|| serde_json::to_value(Envelope::from(event)).unwrap_or_default());
+            let row = delivery(endpoint, event.id, &event.event_type, payload.clone());
+            deliveries.push(delivery_job(row.id, row.tenant_id, endpoint.priority));
+            rows.push(row);
         }
     }
+    let created = rows.len();
+    crate::platform::db::insert_all(db, rows.into_iter().map(delivery_row::ActiveModel::from).collect())
+        .await?;
+    jobs::enqueue_many(db, deliveries).await?;
     Ok(created)
+}
+
+/// A new delivery of an event to `endpoint`, not yet attempted.
+fn delivery(
+    endpoint: &endpoint::Model,
+    event_id: Uuid,
+    event_type: &str,
+    payload: Value,
+) -> delivery_row::Model {
+    let now = Utc::now();
+    delivery_row::Model {
+        id: Uuid::now_v7(),
+        tenant_id: endpoint.tenant_id,
+        endpoint_id: endpoint.id,
+        event_id,
+        event_type: event_type.to_owned(),
+        payload,
+        status: DELIVERY_PENDING.to_owned(),
+        attempts: 0,
+        next_attempt_at: Some(now),
+        last_status_code: None,
+        created_at: now,
+        updated_at: now,
+        succeeded_at: None,
+    }
 }
 
 /// Insert one delivery and the job that performs it.
@@ -352,40 +403,21 @@ async fn queue(
     event_type: &str,
     payload: Value,
 ) -> Result<delivery_row::Model, sea_orm::DbErr> {
-    let now = Utc::now();
-    let row = delivery_row::Entity::insert(delivery_row::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        tenant_id: Set(endpoint.tenant_id),
-        endpoint_id: Set(endpoint.id),
-        event_id: Set(event_id),
-        event_type: Set(event_type.to_owned()),
-        payload: Set(payload),
-        status: Set(DELIVERY_PENDING.to_owned()),
-        attempts: Set(0),
-        next_attempt_at: Set(Some(now)),
-        last_status_code: Set(None),
-        created_at: Set(now),
-        updated_at: Set(now),
-        succeeded_at: Set(None),
-    })
-    .exec_with_returning(db)
-    .await?;
-    enqueue_delivery(db, &row, endpoint.priority).await?;
+    let row = delivery(endpoint, event_id, event_type, payload);
+    delivery_row::Entity::insert(delivery_row::ActiveModel::from(row.clone()))
+        .exec_without_returning(db)
+        .await?;
+    jobs::enqueue(db, delivery_job(row.id, row.tenant_id, endpoint.priority)).await?;
     Ok(row)
 }
 
 /// The job of one delivery round: one attempt plus the scheduled retries.
-async fn enqueue_delivery(
-    db: &impl ConnectionTrait,
-    row: &delivery_row::Model,
-    priority: i16,
-) -> Result<(), sea_orm::DbErr> {
-    let job = NewJob::new(DELIVER_JOB, json!({ "delivery_id": row.id }))
-        .tenant(row.tenant_id)
+fn delivery_job(delivery_id: Uuid, tenant_id: Uuid, priority: i16) -> NewJob {
+    NewJob::new(DELIVER_JOB, json!({ "delivery_id": delivery_id }))
+        .tenant(tenant_id)
         .priority(priority)
         // The delivery decides its own retries; this only bounds crashes.
-        .max_attempts(i32::MAX);
-    jobs::enqueue(db, job).await.map(|_| ())
+        .max_attempts(i32::MAX)
 }
 
 #[derive(Debug, Serialize, ToSchema, async_graphql::SimpleObject)]
@@ -582,14 +614,8 @@ async fn restart(db: &impl ConnectionTrait, endpoint: &endpoint::Model, ids: &[U
         .col_expr(delivery_row::Column::UpdatedAt, Expr::value(now))
         .exec(db)
         .await?;
-    let rows = SystemScope
-        .find::<delivery_row::Entity>()
-        .filter(delivery_row::Column::Id.is_in(ids.iter().copied()))
-        .all(db)
-        .await?;
-    for row in &rows {
-        enqueue_delivery(db, row, endpoint.priority).await?;
-    }
+    let jobs = ids.iter().map(|id| delivery_job(*id, endpoint.tenant_id, endpoint.priority));
+    jobs::enqueue_many(db, jobs.collect()).await?;
     Ok(())
 }
 
