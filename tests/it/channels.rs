@@ -493,6 +493,27 @@ async fn a_stock_change_reaches_every_store_as_available_to_promise() {
     assert_eq!(mapping["data"][0]["push_pending"], false);
     let unmapped = format!("/api/v1/channel-connections/{w}/products/{}/push", uuid::Uuid::now_v7());
     assert_problem(app.post(&unmapped, &tenant.token, json!({})).await, 404, "not_found").await;
+
+    // A tenant with no store connected: its stock events queue no run of
+    // the channels' listener, where this tenant's did.
+    let unconnected = app.register().await;
+    let (store, cup) =
+        (warehouse(&app, &unconnected, "MAIN").await, product(&app, &unconnected, "CUP").await);
+    adjust(&app, &unconnected, &cup, &store, 5).await;
+    app.drained().await;
+    let db = &app.state.db;
+    let listener_runs = |tenant_id: uuid::Uuid| async move {
+        use sea_orm::{ColumnTrait, PaginatorTrait, QueryFilter};
+        nexus::platform::tenancy::SystemScope
+            .find::<entity::job::Entity>()
+            .filter(entity::job::Column::Kind.eq("event.listener"))
+            .filter(entity::job::Column::TenantId.eq(tenant_id))
+            .count(db)
+            .await
+            .unwrap()
+    };
+    assert!(listener_runs(tenant.id).await >= 5);
+    assert_eq!(listener_runs(unconnected.id).await, 0);
 }
 
 #[tokio::test]

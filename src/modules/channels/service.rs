@@ -1750,6 +1750,33 @@ impl Listener for StockChanged {
         STOCK_EVENTS.contains(&event_type)
     }
 
+    /// The events of tenants with a store connected: the others have
+    /// nothing to push.
+    async fn relevant(
+        &self,
+        db: &sea_orm::DatabaseTransaction,
+        events: &[&entity::event::Model],
+    ) -> Result<Vec<Uuid>, sea_orm::DbErr> {
+        let tenants: HashSet<Uuid> = events.iter().map(|e| e.tenant_id).collect();
+        let connected: HashSet<Uuid> = crate::platform::tenancy::SystemScope
+            .find::<connection::Entity>()
+            .select_only()
+            .column(connection::Column::TenantId)
+            .distinct()
+            .filter(crate::platform::db::one_of(
+                db.get_database_backend(),
+                connection::Column::TenantId,
+                tenants.into_iter().collect(),
+            ))
+            .filter(connection::Column::Status.ne(DISCONNECTED))
+            .into_tuple()
+            .all(db)
+            .await?
+            .into_iter()
+            .collect();
+        Ok(events.iter().filter(|e| connected.contains(&e.tenant_id)).map(|e| e.id).collect())
+    }
+
     async fn handle(&self, state: &AppState, event: &entity::event::Model) -> Result<(), JobError> {
         self.0.stock_changed(TenantScope::new(event.tenant_id), &event.data).await?;
         state.wakeup.wake();

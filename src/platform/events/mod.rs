@@ -12,7 +12,7 @@ use crate::platform::tenancy::SystemScope;
 use std::{collections::HashMap, sync::Arc};
 
 use chrono::Utc;
-use sea_orm::{ActiveValue::Set, ConnectionTrait, QueryFilter, QueryOrder};
+use sea_orm::{ActiveValue::Set, ConnectionTrait, DatabaseTransaction, QueryFilter, QueryOrder};
 use serde::Serialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
@@ -177,6 +177,17 @@ pub trait Listener: Send + Sync {
     /// Unique and stable: it names the listener's jobs.
     fn name(&self) -> &'static str;
     fn wants(&self, event_type: &str) -> bool;
+    /// Of `events` (each of a type it [`wants`](Listener::wants)), the ids
+    /// of those it has work for. Asked once per dispatch batch, in its
+    /// transaction, so that an event the listener would ignore (its tenant
+    /// has nothing the listener serves) costs no job. By default, all.
+    async fn relevant(
+        &self,
+        _db: &DatabaseTransaction,
+        events: &[&event::Model],
+    ) -> Result<Vec<Uuid>, sea_orm::DbErr> {
+        Ok(events.iter().map(|e| e.id).collect())
+    }
     async fn handle(&self, state: &AppState, event: &event::Model) -> Result<(), JobError>;
 }
 
@@ -237,14 +248,21 @@ impl JobHandler for Dispatch {
             return Err(JobError::Fail(format!("event {own} is gone")));
         }
         webhooks::fan_out(&txn, &events).await?;
-        let listeners = events.iter().flat_map(|event| {
-            let priority = priorities.get(&event.id).copied().unwrap_or(job.priority);
-            state.listeners.iter().filter(|l| l.wants(&event.event_type)).map(move |listener| {
+        let mut runs = Vec::new();
+        for listener in state.listeners.iter() {
+            let wanted: Vec<&event::Model> =
+                events.iter().filter(|e| listener.wants(&e.event_type)).collect();
+            if wanted.is_empty() {
+                continue;
+            }
+            for id in listener.relevant(&txn, &wanted).await? {
+                let Some(event) = wanted.iter().find(|e| e.id == id) else { continue };
                 let payload = json!({ "event_id": event.id, "listener": listener.name() });
-                NewJob::new(LISTENER_JOB, payload).tenant(event.tenant_id).priority(priority)
-            })
-        });
-        jobs::enqueue_many(&txn, listeners.collect()).await?;
+                let priority = priorities.get(&event.id).copied().unwrap_or(job.priority);
+                runs.push(NewJob::new(LISTENER_JOB, payload).tenant(event.tenant_id).priority(priority));
+            }
+        }
+        jobs::enqueue_many(&txn, runs).await?;
         jobs::complete(&txn).await?;
         txn.commit().await?;
         state.wakeup.wake();
