@@ -21,6 +21,7 @@ use crate::{
     error::REQUEST_ID,
     platform::{
         http::{Actor, is_mutating},
+        jobs,
         state::AppState,
     },
 };
@@ -47,18 +48,21 @@ pub async fn middleware(
     let summary = summarize(req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()), &body);
     req.set_payload(Payload::from(body));
     let state = req.app_data::<web::Data<AppState>>().cloned();
-    let res = next.call(req).await?.map_into_boxed_body();
-    if let Some(state) = state {
-        // A 503 changed nothing, and its backend is down: writing the entry
-        // would only wait for the same backend again.
-        if res.status() != StatusCode::SERVICE_UNAVAILABLE {
-            record(&state, &res, summary).await;
+    jobs::tracking_queued(async move {
+        let res = next.call(req).await?.map_into_boxed_body();
+        if let Some(state) = state {
+            // A 503 changed nothing, and its backend is down: writing the entry
+            // would only wait for the same backend again.
+            if res.status() != StatusCode::SERVICE_UNAVAILABLE {
+                record(&state, &res, summary).await;
+            }
+            // The change may have queued jobs (events, deliveries): wake the
+            // lanes they are in instead of leaving them to the next poll.
+            state.wakeup.wake();
         }
-        // A change may have enqueued jobs (events, deliveries): wake this
-        // process's idle workers instead of leaving them to the next poll.
-        state.wakeup.wake();
-    }
-    Ok(res)
+        Ok(res)
+    })
+    .await
 }
 
 async fn record(state: &AppState, res: &ServiceResponse<BoxBody>, summary: Option<Value>) {

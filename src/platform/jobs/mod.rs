@@ -60,6 +60,14 @@ impl Lane {
             Lane::Low => "low",
         }
     }
+
+    fn index(self) -> usize {
+        match self {
+            Lane::High => 0,
+            Lane::Default => 1,
+            Lane::Low => 2,
+        }
+    }
 }
 
 /// A job to enqueue.
@@ -117,6 +125,7 @@ fn model(id: Uuid, new: NewJob) -> job::Model {
 }
 
 fn row(id: Uuid, new: NewJob) -> job::ActiveModel {
+    queued(Lane::of(new.priority), new.run_at);
     model(id, new).into_active_model()
 }
 
@@ -306,18 +315,46 @@ impl Registry {
     }
 }
 
+tokio::task_local! {
+    /// The lanes (a bit each) of the due jobs this task has queued since
+    /// it last woke the workers: within [`tracking_queued`].
+    static QUEUED: std::cell::Cell<u8>;
+}
+
+/// Note a job queued for `lane`, due at `run_at`, for the next
+/// [`Wakeup::wake`] of this task.
+fn queued(lane: Lane, run_at: DateTime<Utc>) {
+    if run_at <= Utc::now() {
+        let _ = QUEUED.try_with(|q| q.set(q.get() | 1 << lane.index()));
+    }
+}
+
+/// Run `work` (a request, a job run) keeping track of the lanes its jobs
+/// were queued in, so that its [`Wakeup::wake`] wakes only those.
+pub async fn tracking_queued<F: std::future::Future>(work: F) -> F::Output {
+    QUEUED.scope(std::cell::Cell::new(0), work).await
+}
+
 /// Wakes this process's idle workers when work was committed, so they need
 /// not wait for the next poll.
 #[derive(Clone, Default)]
-pub struct Wakeup(Arc<Notify>);
+pub struct Wakeup(Arc<[Notify; 3]>);
 
 impl Wakeup {
+    /// Within [`tracking_queued`], wake the lanes of the due jobs this task
+    /// queued since its last wake (none: no claim is made for nothing);
+    /// elsewhere, every lane. Call it after the commit.
     pub fn wake(&self) {
-        self.0.notify_waiters();
+        let lanes = QUEUED.try_with(std::cell::Cell::take).unwrap_or(u8::MAX);
+        for lane in LANES {
+            if lanes & 1 << lane.index() != 0 {
+                self.0[lane.index()].notify_waiters();
+            }
+        }
     }
 
-    pub async fn wait(&self) {
-        self.0.notified().await;
+    pub async fn wait(&self, lane: Lane) {
+        self.0[lane.index()].notified().await;
     }
 }
 

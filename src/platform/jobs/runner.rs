@@ -91,11 +91,13 @@ impl LaneWorker {
                             }
                             let (state, worker, in_flight, stopped) =
                                 (self.state.clone(), self.worker.clone(), in_flight.clone(), stopped.clone());
-                            runs.spawn(async move {
+                            runs.spawn(super::tracking_queued(async move {
                                 let mut job = Some(job);
                                 while let Some(run) = job.take() {
                                     let id = run.id;
                                     let next = run_one(&state, &worker, run).await;
+                                    // What the run queued and has not woken yet.
+                                    state.wakeup.wake();
                                     match next {
                                         Some(next) if *stopped.borrow() => {
                                             give_back(&state, &worker, next.id).await
@@ -108,7 +110,7 @@ impl LaneWorker {
                                     }
                                 }
                                 drop(permit);
-                            });
+                            }));
                         }
                     }
                     Err(err) => {
@@ -122,7 +124,7 @@ impl LaneWorker {
                 continue; // there may be more
             }
             tokio::select! {
-                _ = self.state.wakeup.wait() => {}
+                _ = self.state.wakeup.wait(self.lane) => {}
                 _ = tokio::time::sleep(idle) => {}
                 _ = stopped.changed() => {}
                 Some(_) = runs.join_next(), if !runs.is_empty() => {}
