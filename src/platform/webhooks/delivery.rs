@@ -23,7 +23,7 @@ use reqwest::{
     dns::{Addrs, Name, Resolve, Resolving},
     header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER, USER_AGENT},
 };
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QuerySelect, sea_query::Expr};
 use serde_json::{Value, json};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
@@ -157,7 +157,7 @@ impl JobHandler for Deliver {
         // Recorded and committed before the request goes out: if this
         // worker dies mid-request, the log still shows the attempt.
         let signed = sign(state, &endpoint, &delivery)?;
-        let attempt_id = begin_attempt(state, &endpoint, &delivery, &signed.headers).await?;
+        let (attempt_id, number) = begin_attempt(state, job, &endpoint, &delivery, &signed.headers).await?;
         let started = Instant::now();
         let outcome = send(state, &endpoint, signed).await?;
         let elapsed = started.elapsed();
@@ -195,6 +195,7 @@ impl JobHandler for Deliver {
         SystemScope
             .update_many::<delivery_row::Entity>()
             .filter(delivery_row::Column::Id.eq(delivery.id))
+            .col_expr(delivery_row::Column::Attempts, Expr::value(number))
             .col_expr(delivery_row::Column::Status, Expr::value(status))
             .col_expr(delivery_row::Column::NextAttemptAt, Expr::value(retry_at))
             .col_expr(
@@ -304,23 +305,21 @@ async fn interrupt_stale(db: &impl sea_orm::ConnectionTrait, delivery_id: Uuid) 
     Ok(())
 }
 
-/// Record the attempt as `sending` and count it on the delivery, committed
-/// before the request goes out; returns the attempt's id.
+/// Record the attempt as `sending`, committed before the request goes out;
+/// returns its id and number. The first attempt of a delivery that no run
+/// has tried yet is one `INSERT`: nothing before it can have been cut off.
+/// Otherwise an attempt a dead worker left `sending` is marked
+/// `interrupted` first, in the same transaction, and the new one numbered
+/// after it. The delivery counts the attempt when its outcome is recorded.
 async fn begin_attempt(
     state: &AppState,
+    job: &job::Model,
     endpoint: &endpoint::Model,
     delivery: &delivery_row::Model,
     headers: &Value,
-) -> Result<Uuid, JobError> {
-    let now = Utc::now();
+) -> Result<(Uuid, i32), JobError> {
     let id = Uuid::now_v7();
-    let number = delivery.attempts + 1;
-    let txn = crate::platform::db::begin(&state.db).await?;
-    if delivery.attempts > 0 {
-        // Only an attempt counted on the delivery can have been cut off.
-        interrupt_stale(&txn, delivery.id).await?;
-    }
-    attempt::Entity::insert(attempt::ActiveModel {
+    let row = |number: i32| attempt::ActiveModel {
         id: Set(id),
         tenant_id: Set(delivery.tenant_id),
         delivery_id: Set(delivery.id),
@@ -333,19 +332,26 @@ async fn begin_attempt(
         response_body: Set(None),
         error: Set(None),
         state: Set(ATTEMPT_SENDING.to_owned()),
-        created_at: Set(now),
-    })
-    .exec_without_returning(&txn)
-    .await?;
-    SystemScope
-        .update_many::<delivery_row::Entity>()
-        .filter(delivery_row::Column::Id.eq(delivery.id))
-        .col_expr(delivery_row::Column::Attempts, Expr::value(number))
-        .col_expr(delivery_row::Column::UpdatedAt, Expr::value(now))
-        .exec(&txn)
+        created_at: Set(Utc::now()),
+    };
+    if delivery.attempts == 0 && job.attempts <= 1 {
+        attempt::Entity::insert(row(1)).exec_without_returning(&state.db).await?;
+        return Ok((id, 1));
+    }
+    let txn = crate::platform::db::begin(&state.db).await?;
+    interrupt_stale(&txn, delivery.id).await?;
+    let last: Option<Option<i32>> = SystemScope
+        .find::<attempt::Entity>()
+        .select_only()
+        .column_as(attempt::Column::Attempt.max(), "last")
+        .filter(attempt::Column::DeliveryId.eq(delivery.id))
+        .into_tuple()
+        .one(&txn)
         .await?;
+    let number = last.flatten().unwrap_or(0).max(delivery.attempts) + 1;
+    attempt::Entity::insert(row(number)).exec_without_returning(&txn).await?;
     txn.commit().await?;
-    Ok(id)
+    Ok((id, number))
 }
 
 /// Send the signed delivery once.
