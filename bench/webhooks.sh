@@ -9,8 +9,8 @@
 # Needs: curl, python3. Builds the release binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-burst=${1:-2000}
-steady=${2:-320}
+burst=$(( ${1:-2000} / 8 * 8 ))
+steady=$(( ${2:-320} / 8 * 8 ))
 rate=${3:-30}
 port=18398
 base="http://127.0.0.1:$port"
