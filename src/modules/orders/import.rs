@@ -456,6 +456,10 @@ struct Group {
 struct Writer {
     db: DatabaseConnection,
     notifiers: Arc<Notifiers>,
+    /// Held by a writer while it looks its customers up and inserts the new
+    /// ones: customers named by email have no unique key to collide on, so
+    /// two writers must not both find one missing and create it.
+    customer_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// What a batch's write made.
@@ -469,12 +473,12 @@ struct Written {
 type Customers = HashMap<CustomerKey, Uuid>;
 
 impl Writer {
-    /// Write a batch in one transaction: its orders whose
-    /// `external_order_id` is new (the others are skipped), with the
-    /// customers they need, in key order so that two writers wait for each
-    /// other instead of deadlocking. Another writer (of this import or another)
-    /// creating the same orders or customers meanwhile makes the
-    /// transaction fail on a unique key: it is then tried again, seeing
+    /// Write a batch: the new customers its orders need first, committed
+    /// one writer at a time (in key order, so that another import waits
+    /// instead of deadlocking), then in one transaction its orders whose
+    /// `external_order_id` is new (the others are skipped). Another import
+    /// creating the same orders or customers by external id meanwhile makes
+    /// a transaction fail on a unique key: it is then tried again, seeing
     /// them.
     async fn write(self, tenant: TenantScope, batch: Batch, mut known: Arc<Customers>) -> ApiResult<Written> {
         let mut attempt = 1;
@@ -512,7 +516,16 @@ impl Writer {
             .filter(|o| !existing.contains(&o.external_order_id) && seen.insert(&o.external_order_id))
             .collect();
         let skipped = (batch.orders.len() - fresh.len()) as u64;
-        let (customers, new_customers) = self.customers(tenant, &fresh, known).await?;
+        let customers = {
+            let _one_at_a_time = self.customer_lock.lock().await;
+            let (customers, new_customers) = self.customers(tenant, &fresh, known).await?;
+            if !new_customers.is_empty() {
+                let txn = crate::platform::db::begin(&self.db).await?;
+                insert_all(&txn, new_customers).await?;
+                sea_orm::TransactionSession::commit(txn).await?;
+            }
+            customers
+        };
         let mut priced = Vec::with_capacity(fresh.len());
         for order in &fresh {
             let mut p = order.priced.clone();
@@ -521,7 +534,6 @@ impl Writer {
         }
         let created = priced.len() as u64;
         let txn = crate::platform::db::begin(&self.db).await?;
-        insert_all(&txn, new_customers).await?;
         insert_orders(&txn, tenant, &self.notifiers, priced).await?;
         sea_orm::TransactionSession::commit(txn).await?;
         Ok(Written { created, skipped, customers })
@@ -690,8 +702,10 @@ impl SeaOrmOrders {
         let mut group = Group::default();
         let mut batch = Batch::default();
         let mut known = Known::default();
-        let mut writes =
-            Writes::new(Writer { db: self.db.clone(), notifiers: self.notifiers.clone() }, tenant);
+        let mut writes = Writes::new(
+            Writer { db: self.db.clone(), notifiers: self.notifiers.clone(), customer_lock: Arc::default() },
+            tenant,
+        );
         while let Some(item) = items.recv().await {
             match item {
                 Item::Record(line, record) => {
