@@ -121,13 +121,15 @@ pub async fn counted<F: Future>(stats: Arc<QueryStats>, fut: F) -> F::Output {
     QUERIES.scope(stats, fut).await
 }
 
-/// `tokio::spawn` that keeps counting the spawning request's queries (the
-/// GraphQL data loaders run their batches in tasks of their own).
+/// `tokio::spawn` that keeps counting the spawning task's queries and the
+/// lanes of the jobs it queues (the GraphQL data loaders and the import's
+/// writers run in tasks of their own).
 pub fn spawn_counted<F>(fut: F) -> tokio::task::JoinHandle<F::Output>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
+    let fut = crate::platform::jobs::tracked(fut);
     match QUERIES.try_with(Arc::clone) {
         Ok(stats) => tokio::spawn(QUERIES.scope(stats, fut)),
         Err(_) => tokio::spawn(fut),

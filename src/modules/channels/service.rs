@@ -1712,7 +1712,7 @@ fn id_in(job: &entity::job::Model, field: &str) -> Result<Uuid, JobError> {
 
 #[async_trait::async_trait]
 impl JobHandler for Job {
-    async fn run(&self, state: &AppState, job: &entity::job::Model) -> Result<(), JobError> {
+    async fn run(&self, _: &AppState, job: &entity::job::Model) -> Result<(), JobError> {
         let tenant =
             TenantScope::new(job.tenant_id.ok_or_else(|| JobError::Fail("job has no tenant".into()))?);
         let result = if self.push {
@@ -1720,8 +1720,6 @@ impl JobHandler for Job {
         } else {
             self.channels.import(tenant, id_in(job, "run_id")?, job).await
         };
-        // Events and next pages were committed: run them now.
-        state.wakeup.wake();
         result
     }
 }
@@ -1777,9 +1775,8 @@ impl Listener for StockChanged {
         Ok(events.iter().filter(|e| connected.contains(&e.tenant_id)).map(|e| e.id).collect())
     }
 
-    async fn handle(&self, state: &AppState, event: &entity::event::Model) -> Result<(), JobError> {
+    async fn handle(&self, _: &AppState, event: &entity::event::Model) -> Result<(), JobError> {
         self.0.stock_changed(TenantScope::new(event.tenant_id), &event.data).await?;
-        state.wakeup.wake();
         Ok(())
     }
 }

@@ -758,7 +758,7 @@ pub struct ExpireReservation(pub Arc<SeaOrmInventory>);
 
 #[async_trait::async_trait]
 impl JobHandler for ExpireReservation {
-    async fn run(&self, state: &AppState, job: &entity::job::Model) -> Result<(), JobError> {
+    async fn run(&self, _: &AppState, job: &entity::job::Model) -> Result<(), JobError> {
         let db = &self.0.db;
         let id = job
             .payload
@@ -780,7 +780,6 @@ impl JobHandler for ExpireReservation {
             Err(err) if err.code == Code::Conflict => return Ok(()),
             Err(err) => return Err(err.into()),
         }
-        state.wakeup.wake();
         Ok(())
     }
 }
@@ -868,7 +867,6 @@ impl JobHandler for ReorderScan {
             events::publish(&state.db, tenant.id, &super::INVENTORY_REORDER_RECOMMENDED, data).await?;
         }
         schedule_reorder_scan(&state.db, Utc::now()).await?;
-        state.wakeup.wake();
         Ok(())
     }
 }

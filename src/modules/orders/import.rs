@@ -640,7 +640,7 @@ impl Writes {
     async fn start(&mut self, batch: Batch, known: &mut Known, tally: &mut Tally) -> ApiResult<()> {
         if !batch.orders.is_empty() {
             let write = self.writer.clone().write(self.tenant, batch, known.customers.clone());
-            self.running.push_back(tokio::spawn(write));
+            self.running.push_back(crate::platform::db::spawn_counted(write));
         }
         while self.running.len() > self.at_once {
             self.wait_oldest(known, tally).await?;

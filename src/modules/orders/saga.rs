@@ -80,7 +80,7 @@ fn id_in(job: &entity::job::Model, field: &str) -> Result<Uuid, JobError> {
 
 #[async_trait::async_trait]
 impl JobHandler for StepJob {
-    async fn run(&self, state: &AppState, job: &entity::job::Model) -> Result<(), JobError> {
+    async fn run(&self, _: &AppState, job: &entity::job::Model) -> Result<(), JobError> {
         let tenant =
             TenantScope::new(job.tenant_id.ok_or_else(|| JobError::Fail("job has no tenant".into()))?);
         let orders = &self.orders;
@@ -102,8 +102,6 @@ impl JobHandler for StepJob {
                 return Ok(()); // queues nothing
             }
         }
-        // The next step (or the events) were committed: run them now.
-        state.wakeup.wake();
         Ok(())
     }
 }

@@ -227,17 +227,17 @@ impl JobHandler for Dispatch {
     async fn run(&self, state: &AppState, job: &job::Model) -> Result<(), JobError> {
         let own = event_id(job)?;
         let txn = crate::platform::db::begin(&state.db).await?;
-        let mut taken = vec![(own, job.priority)];
+        // Each event's priority, for its listeners' runs.
+        let mut priorities = HashMap::from([(own, job.priority)]);
         if job.attempts == 1 {
             for other in jobs::take_due(&txn, DISPATCH_JOB, DISPATCH_BATCH - 1).await? {
                 match event_id(&other) {
-                    Ok(id) => taken.push((id, other.priority)),
+                    Ok(id) => _ = priorities.insert(id, other.priority),
                     Err(_) => tracing::error!(job = %other.id, "a dispatch job without an event id"),
                 }
             }
         }
-        let priorities: HashMap<Uuid, i16> = taken.iter().copied().collect();
-        let ids = taken.into_iter().map(|(id, _)| id).collect();
+        let ids = priorities.keys().copied().collect();
         let events = SystemScope
             .find::<event::Entity>()
             .filter(crate::platform::db::one_of(txn.get_database_backend(), event::Column::Id, ids))
@@ -265,7 +265,6 @@ impl JobHandler for Dispatch {
         jobs::enqueue_many(&txn, runs).await?;
         jobs::complete(&txn).await?;
         txn.commit().await?;
-        state.wakeup.wake();
         for event in &events {
             state.events.publish(event).await;
         }

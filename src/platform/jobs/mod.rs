@@ -316,23 +316,36 @@ impl Registry {
 }
 
 tokio::task_local! {
-    /// The lanes (a bit each) of the due jobs this task has queued since
-    /// it last woke the workers: within [`tracking_queued`].
-    static QUEUED: std::cell::Cell<u8>;
+    /// The lanes (a bit each) of the due jobs this task (and the tasks it
+    /// spawned with [`tracked`]) queued since it last woke the workers:
+    /// within [`tracking_queued`].
+    static QUEUED: Arc<std::sync::atomic::AtomicU8>;
 }
 
 /// Note a job queued for `lane`, due at `run_at`, for the next
 /// [`Wakeup::wake`] of this task.
 fn queued(lane: Lane, run_at: DateTime<Utc>) {
     if run_at <= Utc::now() {
-        let _ = QUEUED.try_with(|q| q.set(q.get() | 1 << lane.index()));
+        let _ = QUEUED.try_with(|q| q.fetch_or(1 << lane.index(), std::sync::atomic::Ordering::Relaxed));
     }
 }
 
 /// Run `work` (a request, a job run) keeping track of the lanes its jobs
 /// were queued in, so that its [`Wakeup::wake`] wakes only those.
 pub async fn tracking_queued<F: std::future::Future>(work: F) -> F::Output {
-    QUEUED.scope(std::cell::Cell::new(0), work).await
+    QUEUED.scope(Arc::default(), work).await
+}
+
+/// `work`, for a task spawned by the current one: the jobs it queues count
+/// as the current task's (see [`crate::platform::db::spawn_counted`]).
+pub fn tracked<F: std::future::Future>(work: F) -> impl std::future::Future<Output = F::Output> {
+    let queued = QUEUED.try_with(Arc::clone).ok();
+    async move {
+        match queued {
+            Some(queued) => QUEUED.scope(queued, work).await,
+            None => work.await,
+        }
+    }
 }
 
 /// Wakes this process's idle workers when work was committed, so they need
@@ -345,7 +358,7 @@ impl Wakeup {
     /// queued since its last wake (none: no claim is made for nothing);
     /// elsewhere, every lane. Call it after the commit.
     pub fn wake(&self) {
-        let lanes = QUEUED.try_with(std::cell::Cell::take).unwrap_or(u8::MAX);
+        let lanes = QUEUED.try_with(|q| q.swap(0, std::sync::atomic::Ordering::Relaxed)).unwrap_or(u8::MAX);
         for lane in LANES {
             if lanes & 1 << lane.index() != 0 {
                 self.0[lane.index()].notify_waiters();

@@ -234,7 +234,6 @@ impl JobHandler for Deliver {
             jobs::complete(&txn).await?;
         }
         txn.commit().await?;
-        state.wakeup.wake();
 
         match retry_at {
             Some(at) => Err(JobError::Retry {

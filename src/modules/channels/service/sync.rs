@@ -445,20 +445,17 @@ pub(super) struct ReconcileScan(pub Arc<SeaOrmChannels>);
 
 #[async_trait::async_trait]
 impl JobHandler for SyncJob {
-    async fn run(&self, state: &AppState, job: &entity::job::Model) -> Result<(), JobError> {
+    async fn run(&self, _: &AppState, job: &entity::job::Model) -> Result<(), JobError> {
         let tenant =
             TenantScope::new(job.tenant_id.ok_or_else(|| JobError::Fail("job has no tenant".into()))?);
-        let result = self.0.sync_step(tenant, id_in(job, "run_id")?, job).await;
-        state.wakeup.wake();
-        result
+        self.0.sync_step(tenant, id_in(job, "run_id")?, job).await
     }
 }
 
 #[async_trait::async_trait]
 impl JobHandler for ReconcileScan {
-    async fn run(&self, state: &AppState, _job: &entity::job::Model) -> Result<(), JobError> {
+    async fn run(&self, _: &AppState, _job: &entity::job::Model) -> Result<(), JobError> {
         self.0.reconcile_scan().await?;
-        state.wakeup.wake();
         Ok(())
     }
 }
