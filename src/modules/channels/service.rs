@@ -1715,12 +1715,11 @@ impl JobHandler for Job {
     async fn run(&self, _: &AppState, job: &entity::job::Model) -> Result<(), JobError> {
         let tenant =
             TenantScope::new(job.tenant_id.ok_or_else(|| JobError::Fail("job has no tenant".into()))?);
-        let result = if self.push {
+        if self.push {
             self.channels.push(tenant, id_in(job, "connection_id")?, job).await
         } else {
             self.channels.import(tenant, id_in(job, "run_id")?, job).await
-        };
-        result
+        }
     }
 }
 
