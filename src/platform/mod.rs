@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod auth;
 pub mod bulk;
+pub mod combine;
 pub mod cors;
 pub mod crypto;
 pub mod db;

@@ -172,6 +172,138 @@ async fn concurrent_reservations_never_oversell() {
     assert_ledger(&app, &tenant).await;
 }
 
+/// Reservations that arrive together are written together (one
+/// transaction per batch), each still decided on its own: as if made one
+/// after the other, whatever else shares its batch. A mix of winners,
+/// reservations short of stock (all or nothing across two lines), unknown
+/// and other tenants' products, an unknown warehouse, one reference sent
+/// five times, and another tenant's reservations, all at once.
+#[tokio::test]
+async fn reservations_sent_together_are_written_together_each_decided_on_its_own() {
+    let app = TestApp::spawn().await;
+    let (tenant, other) = (app.register().await, app.register().await);
+    let (hot, plenty, w) = (
+        product(&app, &tenant, "HOT").await,
+        product(&app, &tenant, "PLENTY").await,
+        warehouse(&app, &tenant, "MAIN").await,
+    );
+    let (theirs, their_w) = (product(&app, &other, "THEIRS").await, warehouse(&app, &other, "MAIN").await);
+    adjust(&app, &tenant, &hot, &w, 30).await;
+    adjust(&app, &tenant, &plenty, &w, 1000).await;
+    adjust(&app, &other, &theirs, &their_w, 10).await;
+    let line = |p: &str, w: &str| json!({"product_id": p, "warehouse_id": w, "quantity": 1});
+    let unknown = Uuid::now_v7().to_string();
+    // (who, body, what it should get)
+    let mut sent: Vec<(&Tenant, Value, &str)> = Vec::new();
+    for i in 0..80 {
+        let lines = if i < 20 { json!([line(&plenty, &w), line(&hot, &w)]) } else { json!([line(&hot, &w)]) };
+        sent.push((&tenant, json!({"reference": format!("hot-{i}"), "lines": lines}), "hot"));
+    }
+    for i in 0..10 {
+        let bad = [line(&unknown, &w), line(&theirs, &w), line(&plenty, &unknown)][i % 3].clone();
+        let expected = if i % 3 == 2 { "no warehouse" } else { "no product" };
+        sent.push((
+            &tenant,
+            json!({"reference": format!("bad-{i}"), "lines": [line(&plenty, &w), bad]}),
+            expected,
+        ));
+    }
+    for _ in 0..5 {
+        sent.push((&tenant, json!({"reference": "same", "lines": [line(&plenty, &w)]}), "same"));
+    }
+    for i in 0..10 {
+        sent.push((
+            &other,
+            json!({"reference": format!("hot-{i}"), "lines": [line(&theirs, &their_w)]}),
+            "theirs",
+        ));
+    }
+    let answers = futures_util::future::join_all(
+        sent.iter().map(|(who, body, _)| app.post("/api/v1/reservations", &who.token, body.clone())),
+    )
+    .await;
+    let (mut hot_won, mut hot_lost, mut plenty_won, mut same_ids) =
+        (0, 0, 0, std::collections::HashSet::new());
+    for ((_, body, expected), res) in sent.iter().zip(answers) {
+        let status = res.status().as_u16();
+        let answer = json(res).await;
+        match (*expected, status) {
+            ("hot", 201) => {
+                hot_won += 1;
+                plenty_won += body["lines"].as_array().unwrap().len() - 1;
+                assert_eq!(answer["data"]["reference"], body["reference"]);
+                assert_eq!(answer["data"]["lines"], body["lines"]);
+            }
+            ("hot", 409) => {
+                assert_eq!(answer["code"], "insufficient_stock", "{answer}");
+                assert!(answer["detail"].as_str().unwrap().contains("HOT"), "{answer}");
+                hot_lost += 1;
+            }
+            ("no product" | "no warehouse", 404) => {
+                assert_eq!(answer["detail"], format!("{} not found", &expected[3..]), "{answer}");
+            }
+            ("same", 201) => {
+                same_ids.insert(answer["data"]["id"].as_str().unwrap().to_owned());
+            }
+            ("theirs", 201) => assert_eq!(answer["data"]["reference"], body["reference"]),
+            (expected, status) => panic!("{body} ({expected}): {status} {answer}"),
+        }
+    }
+    assert_eq!((hot_won, hot_lost), (30, 50), "the 30 units of HOT went to exactly 30 reservations");
+    assert_eq!(same_ids.len(), 1, "one reference sent five times is one reservation");
+    assert_eq!(level(&app, &tenant, &hot, &w).await["reserved"], 30);
+    assert_eq!(level(&app, &tenant, &plenty, &w).await["reserved"], plenty_won + 1, "all or nothing");
+    assert_eq!(level(&app, &other, &theirs, &their_w).await["reserved"], 10);
+    assert_ledger(&app, &tenant).await;
+    assert_ledger(&app, &other).await;
+    // One event and one expiry job for each reservation held, none for the others.
+    let db = &app.state.db;
+    let count = |kind: &'static str, tenant_id: Uuid| async move {
+        SystemScope
+            .find::<entity::event::Entity>()
+            .filter(entity::event::Column::TenantId.eq(tenant_id))
+            .filter(entity::event::Column::EventType.eq(kind))
+            .all(db)
+            .await
+            .unwrap()
+            .len()
+    };
+    assert_eq!(count("stock.reserved", tenant.id).await, 31);
+    assert_eq!(count("stock.reserved", other.id).await, 10);
+    let expiries = SystemScope
+        .find::<entity::job::Entity>()
+        .filter(entity::job::Column::Kind.eq("inventory.reservation_expiry"))
+        .filter(entity::job::Column::TenantId.eq(tenant.id))
+        .all(&app.state.db)
+        .await
+        .unwrap();
+    assert_eq!(expiries.len(), 31);
+    let held: std::collections::HashSet<Uuid> = SystemScope
+        .find::<entity::reservation::Entity>()
+        .filter(entity::reservation::Column::TenantId.eq(tenant.id))
+        .all(&app.state.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(held.len(), 31, "no row is left of a reservation refused");
+    for job in expiries {
+        assert!(held.contains(&Uuid::parse_str(job.payload["reservation_id"].as_str().unwrap()).unwrap()));
+    }
+    // Written together: the reservations' movements share fewer commit
+    // times than there are reservations.
+    let movements = SystemScope
+        .find::<entity::stock_movement::Entity>()
+        .filter(entity::stock_movement::Column::TenantId.eq(tenant.id))
+        .filter(entity::stock_movement::Column::Kind.eq("reservation"))
+        .all(&app.state.db)
+        .await
+        .unwrap();
+    let times: std::collections::HashSet<_> = movements.iter().map(|m| m.created_at).collect();
+    assert!(times.len() < 31, "31 reservations were written in {} transactions: none together", times.len());
+}
+
 /// Concurrent first reservations of one reference hold the stock once and
 /// all answer with that one reservation.
 #[tokio::test]

@@ -334,10 +334,10 @@ impl Mutation {
         ctx: &Context<'_>,
         input: Reserve,
     ) -> async_graphql::Result<ReservationView> {
-        let (state, principal) = authorized::<InventoryWrite>(ctx).map_err(gql)?;
+        let (_, principal) = authorized::<InventoryWrite>(ctx).map_err(gql)?;
         let input = validated(input)?;
         let settings = data::<Settings>(ctx).map_err(gql)?;
-        input.run(&state.db, service(ctx)?, settings, principal.tenant, principal.user_id).await.map_err(gql)
+        input.run(service(ctx)?, settings, principal.tenant, principal.user_id).await.map_err(gql)
     }
 
     /// Ship what a reservation holds (as `POST /api/v1/reservations/{reference}/commit`).

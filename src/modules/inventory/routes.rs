@@ -795,18 +795,16 @@ impl Validate for Reserve {
 #[post("/reservations")]
 async fn reserve(
     auth: Authorized<InventoryWrite>,
-    state: web::Data<AppState>,
     inventory: web::Data<dyn InventoryService>,
     settings: web::Data<Settings>,
     body: ApiJson<Reserve>,
 ) -> ApiResult<HttpResponse> {
-    Ok(created(body.0.run(&state.db, &**inventory, &settings, auth.tenant, auth.user_id).await?))
+    Ok(created(body.0.run(&**inventory, &settings, auth.tenant, auth.user_id).await?))
 }
 
 impl Reserve {
     pub(super) async fn run(
         self,
-        db: &DatabaseConnection,
         inventory: &dyn InventoryService,
         settings: &Settings,
         tenant: TenantScope,
@@ -814,12 +812,8 @@ impl Reserve {
     ) -> ApiResult<ReservationView> {
         let ttl = self.expires_in_seconds.unwrap_or(settings.reservation_ttl_seconds);
         let expires_at = Utc::now() + Duration::seconds(i64::from(ttl));
-        let txn = crate::platform::db::begin(db).await?;
         let why = cause(user, None, None);
-        let view =
-            inventory.reserve(&txn, tenant, self.reference.trim(), self.lines, expires_at, why).await?;
-        sea_orm::TransactionSession::commit(txn).await?;
-        Ok(view)
+        inventory.reserve_now(tenant, self.reference.trim(), self.lines, expires_at, why).await
     }
 }
 

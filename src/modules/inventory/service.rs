@@ -4,12 +4,14 @@
 //! transaction: concurrent reservations can never take more than is there,
 //! on SQLite (one writer) as on PostgreSQL (row locks).
 
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
-    EntityTrait, FromQueryResult, IntoActiveModel, QueryFilter, Statement, TryInsertResult, sea_query::Expr,
+    EntityTrait, FromQueryResult, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, Statement,
+    TryInsertResult, sea_query::Expr,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -20,6 +22,7 @@ use super::{
     StockLevelView, WarehouseFilter, WarehouseView,
 };
 use crate::modules::procurement::Vendors;
+use crate::platform::{combine::Combiner, db::one_of};
 use crate::{
     error::{ApiError, ApiResult, Code, FieldError},
     platform::{
@@ -41,11 +44,52 @@ pub struct SeaOrmInventory {
     db: DatabaseConnection,
     /// Procurement's vendors, for a product's preferred vendor.
     vendors: Arc<dyn Vendors>,
+    /// Reservations made in transactions of their own, written together
+    /// when they arrive together ([`InventoryService::reserve_now`]).
+    reservations: Combiner<NewReservation, ApiResult<ReservationView>>,
 }
+
+/// The most reservations one combined transaction writes.
+const RESERVATION_BATCH: usize = 64;
 
 impl SeaOrmInventory {
     pub fn new(db: DatabaseConnection, vendors: Arc<dyn Vendors>) -> Self {
-        Self { db, vendors }
+        Self { db, vendors, reservations: Combiner::new(RESERVATION_BATCH) }
+    }
+
+    /// Write `batch` in one transaction; should that fail as a whole (a
+    /// deadlock, an error no single reservation explains), each is written
+    /// alone, so that a failure is only its own reservation's. A database
+    /// that is down fails them all at once.
+    async fn write_reservations(&self, batch: Vec<NewReservation>) -> Vec<ApiResult<ReservationView>> {
+        let size = batch.len();
+        match self.reserve_in_transaction(batch.clone()).await {
+            Ok(answers) => answers,
+            Err(err) if size == 1 || err.code == Code::DatabaseUnavailable => {
+                let mut answers = vec![Err(err)];
+                answers.extend(
+                    (1..size).map(|_| Err(ApiError::database_unavailable(anyhow::anyhow!("batch failed")))),
+                );
+                answers
+            }
+            Err(_) => {
+                let mut answers = Vec::with_capacity(size);
+                for new in batch {
+                    answers.push(self.reserve_in_transaction(vec![new]).await.and_then(only));
+                }
+                answers
+            }
+        }
+    }
+
+    async fn reserve_in_transaction(
+        &self,
+        batch: Vec<NewReservation>,
+    ) -> ApiResult<Vec<ApiResult<ReservationView>>> {
+        let txn = crate::platform::db::begin(&self.db).await?;
+        let answers = reserve_many(&txn, batch).await?;
+        sea_orm::TransactionSession::commit(txn).await?;
+        Ok(answers)
     }
 }
 
@@ -139,7 +183,7 @@ pub(crate) async fn stock_views(
     levels: Vec<stock_level::Model>,
 ) -> Result<Vec<StockLevelView>, sea_orm::DbErr> {
     let ids: Vec<Uuid> = levels.iter().map(|l| l.product_id).collect();
-    let skus: std::collections::HashMap<Uuid, String> = tenant
+    let skus: HashMap<Uuid, String> = tenant
         .find::<product::Entity>()
         .filter(product::Column::Id.is_in(ids))
         .all(db)
@@ -195,21 +239,7 @@ async fn apply(
     })
     .exec_without_returning(txn)
     .await?;
-    let sql = "UPDATE stock_levels SET on_hand = on_hand + $1, reserved = reserved + $2, updated_at = $3 \
-               WHERE tenant_id = $4 AND product_id = $5 AND warehouse_id = $6 \
-               AND reserved + $2 >= 0 AND on_hand + $1 >= reserved + $2 AND on_hand + $1 <= $7 \
-               RETURNING tenant_id, product_id, warehouse_id, on_hand, reserved, reorder_point, \
-               reorder_quantity, updated_at";
-    let values = vec![
-        quantity.into(),
-        reserved_delta.into(),
-        now.into(),
-        tenant.id().into(),
-        product.id.into(),
-        warehouse_id.into(),
-        super::MAX_LEVEL.into(),
-    ];
-    let update = Statement::from_sql_and_values(txn.get_database_backend(), sql, values);
+    let update = level_update(txn, tenant, (product.id, warehouse_id), quantity, reserved_delta, now);
     let mut updated = stock_level::Model::find_by_statement(update.clone()).one(txn).await?;
     if updated.is_none() {
         // No level yet (the first change of this product here), or the
@@ -242,24 +272,68 @@ async fn apply(
                 ),
             ));
         }
-        let mut err = ApiError::new(
-            Code::InsufficientStock,
-            format!("not enough stock of {} in the warehouse for this change", product.sku),
-        );
-        err.errors.push(FieldError::new("sku", product.sku.clone()));
-        return Err(err);
+        return Err(insufficient(&product.sku));
     };
     let level = stock_view(updated, product.sku.clone());
-    // Announce crossing below the reorder point (not every change below it).
+    announce_low(txn, tenant, &level, quantity - reserved_delta).await?;
+    Ok(level)
+}
+
+/// The conditional `UPDATE` of one level (`key`: product, warehouse) by
+/// `quantity` on hand and `reserved_delta` reserved, returning the level:
+/// no row when the result would leave `0 <= reserved <= on_hand <= MAX_LEVEL`.
+fn level_update(
+    txn: &DatabaseTransaction,
+    tenant: TenantScope,
+    key: (Uuid, Uuid),
+    quantity: i64,
+    reserved_delta: i64,
+    now: DateTime<Utc>,
+) -> Statement {
+    let sql = "UPDATE stock_levels SET on_hand = on_hand + $1, reserved = reserved + $2, updated_at = $3 \
+               WHERE tenant_id = $4 AND product_id = $5 AND warehouse_id = $6 \
+               AND reserved + $2 >= 0 AND on_hand + $1 >= reserved + $2 AND on_hand + $1 <= $7 \
+               RETURNING tenant_id, product_id, warehouse_id, on_hand, reserved, reorder_point, \
+               reorder_quantity, updated_at";
+    let values = vec![
+        quantity.into(),
+        reserved_delta.into(),
+        now.into(),
+        tenant.id().into(),
+        key.0.into(),
+        key.1.into(),
+        super::MAX_LEVEL.into(),
+    ];
+    Statement::from_sql_and_values(txn.get_database_backend(), sql, values)
+}
+
+/// 409 `insufficient_stock` naming the SKU.
+fn insufficient(sku: &str) -> ApiError {
+    let mut err = ApiError::new(
+        Code::InsufficientStock,
+        format!("not enough stock of {sku} in the warehouse for this change"),
+    );
+    err.errors.push(FieldError::new("sku", sku.to_owned()));
+    err
+}
+
+/// Announce `level` crossing below its reorder point with a change that
+/// moved its available stock by `change` (not every change below it).
+async fn announce_low(
+    txn: &DatabaseTransaction,
+    tenant: TenantScope,
+    level: &StockLevelView,
+    change: i64,
+) -> ApiResult<()> {
     if let Some(point) = level.reorder_point {
-        let before = level.available - (quantity - reserved_delta);
+        let before = level.available - change;
         if level.available < point && before >= point {
-            let data = json!({"product_id": product.id, "sku": product.sku, "warehouse_id": warehouse_id,
+            let data = json!({"product_id": level.product_id, "sku": level.sku, "warehouse_id": level.warehouse_id,
                 "available": level.available, "reorder_point": point});
             events::publish(txn, tenant.id(), &super::STOCK_LOW, data).await?;
         }
     }
-    Ok(level)
+    Ok(())
 }
 
 /// Lines in the order their levels are locked: by product, then warehouse,
@@ -274,6 +348,265 @@ fn in_lock_order(lines: &[Line]) -> Vec<&Line> {
 fn positive(quantity: i64) -> ApiResult<()> {
     super::check_quantity(quantity)
         .map_err(|message| ApiError::validation(vec![FieldError::new("quantity", message)]))
+}
+
+/// A reservation to make (see [`reserve_many`]).
+#[derive(Clone)]
+struct NewReservation {
+    tenant: TenantScope,
+    reference: String,
+    lines: Vec<Line>,
+    expires_at: DateTime<Utc>,
+    cause: Cause,
+}
+
+/// The one answer of a batch of one.
+fn only(mut answers: Vec<ApiResult<ReservationView>>) -> ApiResult<ReservationView> {
+    answers.pop().unwrap_or_else(|| Err(ApiError::internal(anyhow::anyhow!("a reservation got no answer"))))
+}
+
+/// Make `requests` in `txn`, each all or nothing on its own and idempotent
+/// per reference, as if one after the other in their order: one answer
+/// each, in order. A reference repeated in the batch is taken in a later
+/// round, where it finds the first one's reservation. The `Err` is the
+/// transaction's (it must roll back), never one reservation's.
+async fn reserve_many(
+    txn: &DatabaseTransaction,
+    requests: Vec<NewReservation>,
+) -> ApiResult<Vec<ApiResult<ReservationView>>> {
+    let mut answers: Vec<Option<ApiResult<ReservationView>>> =
+        std::iter::repeat_with(|| None).take(requests.len()).collect();
+    let mut pending: Vec<(usize, NewReservation)> = requests.into_iter().enumerate().collect();
+    while !pending.is_empty() {
+        let mut seen = HashSet::new();
+        let (round, later): (Vec<_>, Vec<_>) =
+            pending.into_iter().partition(|(_, r)| seen.insert((r.tenant.id(), r.reference.clone())));
+        // Tenant by tenant, in one order: with levels locked in one order
+        // within each, two batches never lock each other's rows crosswise.
+        let mut by_tenant: BTreeMap<Uuid, Vec<(usize, NewReservation)>> = Default::default();
+        for (i, r) in round {
+            by_tenant.entry(r.tenant.id()).or_default().push((i, r));
+        }
+        for (tenant, group) in by_tenant {
+            reserve_round(txn, TenantScope::new(tenant), group, &mut answers).await?;
+        }
+        pending = later;
+    }
+    Ok(answers
+        .into_iter()
+        .map(|a| a.unwrap_or_else(|| Err(ApiError::internal(anyhow::anyhow!("a reservation got no answer")))))
+        .collect())
+}
+
+/// One round of [`reserve_many`]: one tenant, each reference once. The
+/// reservations are inserted first (a concurrent first reservation of the
+/// same reference waits on the unique index until the other transaction
+/// ends, then finds its row); then the levels are locked, in order, and
+/// the reservations decided one by one against them; the losers' rows go,
+/// and the winners' jobs, events, movements and level updates are written
+/// a statement each for the whole round.
+async fn reserve_round(
+    txn: &DatabaseTransaction,
+    tenant: TenantScope,
+    group: Vec<(usize, NewReservation)>,
+    answers: &mut [Option<ApiResult<ReservationView>>],
+) -> ApiResult<()> {
+    let backend = txn.get_database_backend();
+    let now = Utc::now();
+    let mut fresh = Vec::with_capacity(group.len());
+    for (i, r) in group {
+        match r.lines.iter().try_for_each(|l| positive(l.quantity)) {
+            Err(err) => answers[i] = Some(Err(err)),
+            Ok(()) => {
+                let model = reservation::Model {
+                    id: Uuid::now_v7(),
+                    tenant_id: tenant.id(),
+                    reference: r.reference.clone(),
+                    status: ACTIVE.to_owned(),
+                    lines: json!(r.lines),
+                    expires_at: r.expires_at,
+                    created_at: now,
+                    updated_at: now,
+                };
+                fresh.push((i, r, model));
+            }
+        }
+    }
+    if fresh.is_empty() {
+        return Ok(());
+    }
+    let inserted =
+        reservation::Entity::insert_many(fresh.iter().map(|(_, _, m)| m.clone().into_active_model()))
+            .on_conflict_do_nothing_on([reservation::Column::TenantId, reservation::Column::Reference])
+            .exec_without_returning(txn)
+            .await?;
+    if !matches!(inserted, TryInsertResult::Inserted(n) if n as usize == fresh.len()) {
+        // Some references are taken: answer those from what holds them.
+        let references = fresh.iter().map(|(_, r, _)| r.reference.clone()).collect();
+        let existing: HashMap<String, reservation::Model> = tenant
+            .find::<reservation::Entity>()
+            .filter(one_of(backend, reservation::Column::Reference, references))
+            .all(txn)
+            .await?
+            .into_iter()
+            .map(|m| (m.reference.clone(), m))
+            .collect();
+        fresh.retain(|(i, r, model)| match existing.get(&r.reference) {
+            Some(found) if found.id == model.id => true,
+            found => {
+                answers[*i] = Some(again(&r.reference, &r.lines, found.cloned()));
+                false
+            }
+        });
+    }
+    let mut product_ids: Vec<Uuid> =
+        fresh.iter().flat_map(|(_, r, _)| r.lines.iter().map(|l| l.product_id)).collect();
+    product_ids.sort_unstable();
+    product_ids.dedup();
+    let mut warehouse_ids: Vec<Uuid> =
+        fresh.iter().flat_map(|(_, r, _)| r.lines.iter().map(|l| l.warehouse_id)).collect();
+    warehouse_ids.sort_unstable();
+    warehouse_ids.dedup();
+    let skus: HashMap<Uuid, String> = tenant
+        .find::<product::Entity>()
+        .select_only()
+        .columns([product::Column::Id, product::Column::Sku])
+        .filter(one_of(backend, product::Column::Id, product_ids.clone()))
+        .into_tuple::<(Uuid, String)>()
+        .all(txn)
+        .await?
+        .into_iter()
+        .collect();
+    let warehouses: HashSet<Uuid> = tenant
+        .find::<warehouse::Entity>()
+        .select_only()
+        .column(warehouse::Column::Id)
+        .filter(one_of(backend, warehouse::Column::Id, warehouse_ids.clone()))
+        .into_tuple::<Uuid>()
+        .all(txn)
+        .await?
+        .into_iter()
+        .collect();
+    // Locked in (product, warehouse) order, as every stock change locks them.
+    let levels: HashMap<(Uuid, Uuid), stock_level::Model> = tenant
+        .find::<stock_level::Entity>()
+        .filter(one_of(backend, stock_level::Column::ProductId, product_ids))
+        .filter(one_of(backend, stock_level::Column::WarehouseId, warehouse_ids))
+        .order_by_asc(stock_level::Column::ProductId)
+        .order_by_asc(stock_level::Column::WarehouseId)
+        .lock_exclusive()
+        .all(txn)
+        .await?
+        .into_iter()
+        .map(|l| ((l.product_id, l.warehouse_id), l))
+        .collect();
+    let mut taken: BTreeMap<(Uuid, Uuid), i64> = Default::default();
+    let mut winners = Vec::with_capacity(fresh.len());
+    let mut losers = Vec::new();
+    for (i, r, model) in fresh {
+        match fits(&r.lines, &skus, &warehouses, &levels, &taken) {
+            Ok(()) => {
+                for line in &r.lines {
+                    *taken.entry((line.product_id, line.warehouse_id)).or_default() += line.quantity;
+                }
+                winners.push((i, r, model));
+            }
+            Err(err) => {
+                answers[i] = Some(Err(err));
+                losers.push(model.id);
+            }
+        }
+    }
+    if !losers.is_empty() {
+        tenant
+            .delete_many::<reservation::Entity>()
+            .filter(one_of(backend, reservation::Column::Id, losers))
+            .exec(txn)
+            .await?;
+    }
+    if winners.is_empty() {
+        return Ok(());
+    }
+    let expiries = winners.iter().map(|(_, r, model)| {
+        let mut expiry = NewJob::new(EXPIRY_JOB, json!({"reservation_id": model.id})).tenant(tenant.id());
+        expiry.run_at = r.expires_at;
+        expiry
+    });
+    jobs::enqueue_many(txn, expiries.collect()).await?;
+    let reserved = winners.iter().map(|(_, r, _)| json!({"reference": r.reference, "lines": r.lines}));
+    events::publish_many(txn, tenant.id(), &super::STOCK_RESERVED, reserved.collect()).await?;
+    let movements = winners.iter().flat_map(|(_, r, _)| {
+        in_lock_order(&r.lines).into_iter().map(|line| stock_movement::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            tenant_id: Set(tenant.id()),
+            product_id: Set(line.product_id),
+            warehouse_id: Set(line.warehouse_id),
+            kind: Set("reservation".to_owned()),
+            quantity: Set(0),
+            reserved_delta: Set(line.quantity),
+            reason: Set(r.cause.reason.clone()),
+            reference: Set(Some(r.reference.clone())),
+            user_id: Set(r.cause.user_id),
+            created_at: Set(now),
+        })
+    });
+    crate::platform::db::insert_all(txn, movements.collect()).await?;
+    for (key, quantity) in taken {
+        let update = level_update(txn, tenant, key, 0, quantity, now);
+        let updated = stock_level::Model::find_by_statement(update).one(txn).await?.ok_or_else(|| {
+            ApiError::internal(anyhow::anyhow!("stock level {key:?} changed under its lock"))
+        })?;
+        let sku = skus.get(&key.0).cloned().unwrap_or_default();
+        announce_low(txn, tenant, &stock_view(updated, sku), -quantity).await?;
+    }
+    for (i, _, model) in winners {
+        answers[i] = Some(reservation_view(model));
+    }
+    Ok(())
+}
+
+/// The answer to reserving `reference` again, held by `found`: the same
+/// reservation when it is active with the same lines, else a conflict.
+fn again(reference: &str, lines: &[Line], found: Option<reservation::Model>) -> ApiResult<ReservationView> {
+    let found =
+        found.ok_or_else(|| ApiError::new(Code::Conflict, format!("reservation `{reference}` is in use")))?;
+    let view = reservation_view(found)?;
+    if view.status == ACTIVE && view.lines == lines {
+        Ok(view) // the same reservation again: nothing more is held
+    } else {
+        Err(ApiError::new(
+            Code::Conflict,
+            format!("reservation `{reference}` exists ({}) with other lines or state", view.status),
+        ))
+    }
+}
+
+/// Whether `lines` fit in the locked `levels`, less what is `taken` by the
+/// reservations decided before them: 404 for an unknown product or
+/// warehouse, 409 `insufficient_stock` naming the SKU.
+fn fits(
+    lines: &[Line],
+    skus: &HashMap<Uuid, String>,
+    warehouses: &HashSet<Uuid>,
+    levels: &HashMap<(Uuid, Uuid), stock_level::Model>,
+    taken: &BTreeMap<(Uuid, Uuid), i64>,
+) -> ApiResult<()> {
+    let mut mine: HashMap<(Uuid, Uuid), i64> = HashMap::new();
+    for line in in_lock_order(lines) {
+        let sku = skus.get(&line.product_id).ok_or_else(|| ApiError::not_found("product"))?;
+        if !warehouses.contains(&line.warehouse_id) {
+            return Err(ApiError::not_found("warehouse"));
+        }
+        let key = (line.product_id, line.warehouse_id);
+        let wanted = mine.entry(key).or_default();
+        *wanted += line.quantity;
+        let available =
+            levels.get(&key).map_or(0, |l| l.on_hand - l.reserved) - taken.get(&key).copied().unwrap_or(0);
+        if *wanted > available {
+            return Err(insufficient(sku));
+        }
+    }
+    Ok(())
 }
 
 #[async_trait::async_trait]
@@ -545,63 +878,20 @@ impl InventoryService for SeaOrmInventory {
         expires_at: DateTime<Utc>,
         cause: Cause,
     ) -> ApiResult<ReservationView> {
-        // The reservation row first: a concurrent first reservation of the
-        // same reference waits here on the unique index until the other
-        // transaction ends, then finds its row instead of failing.
-        let now = Utc::now();
-        let model = reservation::Model {
-            id: Uuid::now_v7(),
-            tenant_id: tenant.id(),
-            reference: reference.to_owned(),
-            status: ACTIVE.to_owned(),
-            lines: json!(lines),
-            expires_at,
-            created_at: now,
-            updated_at: now,
-        };
-        let inserted = reservation::Entity::insert(model.clone().into_active_model())
-            .on_conflict_do_nothing_on([reservation::Column::TenantId, reservation::Column::Reference])
-            .exec_without_returning(txn)
-            .await?;
-        if !matches!(inserted, TryInsertResult::Inserted(1)) {
-            let existing = tenant
-                .find::<reservation::Entity>()
-                .filter(reservation::Column::Reference.eq(reference))
-                .one(txn)
-                .await?
-                .ok_or_else(|| {
-                    ApiError::new(Code::Conflict, format!("reservation `{reference}` is in use"))
-                })?;
-            let view = reservation_view(existing)?;
-            return if view.status == ACTIVE && view.lines == lines {
-                Ok(view) // the same reservation again: nothing more is held
-            } else {
-                Err(ApiError::new(
-                    Code::Conflict,
-                    format!("reservation `{reference}` exists ({}) with other lines or state", view.status),
-                ))
-            };
-        }
-        // The expiry job and the event before the levels are touched, so
-        // their rows' locks are held as briefly as possible (see `apply`).
-        let mut expiry = NewJob::new(EXPIRY_JOB, json!({"reservation_id": model.id})).tenant(tenant.id());
-        expiry.run_at = expires_at;
-        jobs::enqueue(txn, expiry).await?;
-        events::publish(
-            txn,
-            tenant.id(),
-            &super::STOCK_RESERVED,
-            json!({"reference": reference, "lines": lines}),
-        )
-        .await?;
-        let cause = Cause { reference: Some(reference.to_owned()), ..cause };
-        for line in in_lock_order(&lines) {
-            positive(line.quantity)?;
-            let product = find_product(txn, tenant, line.product_id).await?;
-            find_warehouse(txn, tenant, line.warehouse_id).await?;
-            apply(txn, tenant, &product, line.warehouse_id, "reservation", 0, line.quantity, &cause).await?;
-        }
-        reservation_view(model)
+        let new = NewReservation { tenant, reference: reference.to_owned(), lines, expires_at, cause };
+        only(reserve_many(txn, vec![new]).await?)
+    }
+
+    async fn reserve_now(
+        &self,
+        tenant: TenantScope,
+        reference: &str,
+        lines: Vec<Line>,
+        expires_at: DateTime<Utc>,
+        cause: Cause,
+    ) -> ApiResult<ReservationView> {
+        let new = NewReservation { tenant, reference: reference.to_owned(), lines, expires_at, cause };
+        self.reservations.run(&tenant.id(), new, |batch| self.write_reservations(batch)).await
     }
 
     async fn commit(
@@ -793,7 +1083,7 @@ async fn recommendations(db: &impl ConnectionTrait, tenant: TenantScope) -> ApiR
     let low: Vec<stock_level::Model> =
         levels.into_iter().filter(|l| l.reorder_point.is_some_and(|p| l.on_hand - l.reserved < p)).collect();
     let ids: Vec<Uuid> = low.iter().map(|l| l.product_id).collect();
-    let products: std::collections::HashMap<Uuid, product::Model> = tenant
+    let products: HashMap<Uuid, product::Model> = tenant
         .find::<product::Entity>()
         .filter(product::Column::Id.is_in(ids))
         .all(db)
