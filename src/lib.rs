@@ -167,6 +167,7 @@ pub async fn state_with(config: Config, parts: Parts) -> anyhow::Result<AppState
         jobs: Arc::new(job_handlers(&modules)),
         listeners: Arc::new(listeners),
         wakeup: Wakeup::default(),
+        audit: Default::default(),
         events: events::stream::EventBus::new(redis.clone(), config.events.sse_buffer),
         event_types: events::Catalogue::new(&modules)?,
         webhook_client: delivery::client(&config)?,

@@ -36,6 +36,8 @@ pub struct AppState {
     pub listeners: Listeners,
     /// Committed events for SSE streams (through Redis when configured).
     pub events: EventBus,
+    /// The audit log's writer (entries of concurrent requests together).
+    pub audit: crate::platform::audit::Journal,
     /// Wakes this process's idle workers after work was committed.
     pub wakeup: Wakeup,
     /// The client for webhook deliveries (SSRF-guarded).

@@ -223,7 +223,7 @@ async fn a_run_completes_its_job_and_hands_on_its_follow_up_in_its_own_transacti
 /// it, of its own tenant.
 #[tokio::test]
 async fn events_waiting_together_are_dispatched_in_batches_each_to_its_own_tenants_endpoints() {
-    use nexus::platform::events::{FEATURE_TOGGLED, USER_ROLE_ASSIGNED, publish_many};
+    use nexus::platform::events::{FEATURE_TOGGLED, USER_ROLE_ASSIGNED, publish, publish_many};
     let app = TestApp::spawn_adjusted(|f| {
         f.merge(("jobs.run_in_server", false)).merge(("webhooks.allow_networks", vec!["127.0.0.1"]))
     })
@@ -239,7 +239,11 @@ async fn events_waiting_together_are_dispatched_in_batches_each_to_its_own_tenan
     }
     let txn = nexus::platform::db::begin(&app.state.db).await.unwrap();
     let data = |n: usize, tag: &str| (0..n).map(|i| json!({"n": i, "tag": tag})).collect::<Vec<_>>();
-    publish_many(&txn, a.id, &USER_ROLE_ASSIGNED, data(70, "a")).await.unwrap();
+    // A's wanted events one by one (a dispatch job each), the rest in two
+    // lots (a dispatch job for each lot).
+    for event in data(70, "a") {
+        publish(&txn, a.id, &USER_ROLE_ASSIGNED, event).await.unwrap();
+    }
     publish_many(&txn, a.id, &FEATURE_TOGGLED, data(20, "a-unwanted")).await.unwrap();
     publish_many(&txn, b.id, &FEATURE_TOGGLED, data(80, "b")).await.unwrap();
     sea_orm::TransactionSession::commit(txn).await.unwrap();
@@ -261,15 +265,20 @@ async fn events_waiting_together_are_dispatched_in_batches_each_to_its_own_tenan
             assert_eq!(body["data"]["tag"], tag, "{body}");
         }
     }
-    // 170 events (and the registrations' own) in a few runs, not one each:
-    // the jobs a run took share its time of completion.
+    // 72 dispatch jobs (and the registrations' own) in a few runs, not one
+    // each: the jobs a run took share its time of completion.
     let dispatches = SystemScope
         .find::<entity::job::Entity>()
         .filter(entity::job::Column::Kind.eq("event.dispatch"))
         .all(&app.state.db)
         .await
         .unwrap();
-    assert!(dispatches.len() >= 170 && dispatches.iter().all(|j| j.status == "completed"));
+    assert!(dispatches.len() >= 72 && dispatches.iter().all(|j| j.status == "completed"));
+    let lots: Vec<usize> = dispatches
+        .iter()
+        .filter_map(|j| j.payload.get("event_ids").and_then(|ids| ids.as_array()).map(Vec::len))
+        .collect();
+    assert_eq!(lots.iter().filter(|n| [20, 80].contains(n)).count(), 2, "one job per lot: {lots:?}");
     let finished: std::collections::HashSet<_> = dispatches.iter().map(|j| j.finished_at).collect();
     assert!(finished.len() <= 12, "{} runs for {} events", finished.len(), dispatches.len());
 }

@@ -13,13 +13,16 @@ use actix_web::{
     web,
 };
 use chrono::Utc;
-use sea_orm::{ActiveValue::Set, ConnectionTrait, EntityTrait};
+use std::sync::Arc;
+
+use sea_orm::{ActiveValue::Set, ConnectionTrait, DatabaseConnection, EntityTrait};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use crate::{
     error::REQUEST_ID,
     platform::{
+        combine::Combiner,
         http::{Actor, is_mutating},
         jobs,
         state::AppState,
@@ -65,6 +68,40 @@ pub async fn middleware(
     .await
 }
 
+/// Entries of requests that end together are written together: one
+/// multi-row `INSERT` (group commit, see [`Combiner`]) instead of a
+/// statement and a commit per request.
+#[derive(Clone)]
+pub struct Journal(Arc<Combiner<entity::audit_log::ActiveModel, ()>>);
+
+/// The most entries one `INSERT` of the journal writes.
+const JOURNAL_BATCH: usize = 128;
+
+impl Default for Journal {
+    fn default() -> Self {
+        Self(Arc::new(Combiner::new(JOURNAL_BATCH)))
+    }
+}
+
+impl Journal {
+    async fn write(
+        &self,
+        db: &DatabaseConnection,
+        tenant_id: Option<Uuid>,
+        entry: entity::audit_log::ActiveModel,
+    ) {
+        self.0
+            .run(&tenant_id, entry, |batch| async move {
+                let entries = batch.len();
+                if let Err(err) = crate::platform::db::insert_all(db, batch).await {
+                    tracing::error!(error = %err, entries, "could not write audit log entries");
+                }
+                vec![(); entries]
+            })
+            .await;
+    }
+}
+
 async fn record(state: &AppState, res: &ServiceResponse<BoxBody>, summary: Option<Value>) {
     let req = res.request();
     let actor = req.extensions().get::<Actor>().copied();
@@ -86,9 +123,7 @@ async fn record(state: &AppState, res: &ServiceResponse<BoxBody>, summary: Optio
         summary: Set(summary),
         created_at: Set(Utc::now()),
     };
-    if let Err(err) = entity::audit_log::Entity::insert(entry).exec_without_returning(&state.db).await {
-        tracing::error!(error = %err, "could not write the audit log entry");
-    }
+    state.audit.write(&state.db, actor.map(|a| a.tenant_id), entry).await;
 }
 
 /// Record an action Nexus took by itself (no request, no user), such as

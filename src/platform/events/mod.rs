@@ -125,7 +125,7 @@ pub async fn publish(
 }
 
 /// [`publish`] for many events of one type: a multi-row `INSERT` for the
-/// events and one for their jobs.
+/// events and one dispatch job for up to a hundred of them.
 pub async fn publish_many(
     db: &impl ConnectionTrait,
     tenant_id: Uuid,
@@ -142,8 +142,14 @@ pub async fn publish_many(
         occurred_at: Set(now),
     });
     crate::platform::db::insert_all(db, events.collect()).await?;
-    let dispatches = ids.iter().map(|id| {
-        NewJob::new(DISPATCH_JOB, json!({ "event_id": id })).tenant(tenant_id).priority(event_type.priority)
+    // One dispatch job for the lot (up to a batch): they are committed
+    // together, so they can be fanned out together.
+    let dispatches = ids.chunks(DISPATCH_BATCH).map(|chunk| {
+        let payload = match chunk {
+            [id] => json!({ "event_id": id }),
+            ids => json!({ "event_ids": ids }),
+        };
+        NewJob::new(DISPATCH_JOB, payload).tenant(tenant_id).priority(event_type.priority)
     });
     jobs::enqueue_many(db, dispatches.collect()).await?;
     Ok(ids)
@@ -202,6 +208,18 @@ fn event_id(job: &job::Model) -> Result<Uuid, JobError> {
         .ok_or_else(|| JobError::Fail("payload has no event_id".to_owned()))
 }
 
+/// The events of a dispatch job: `event_id`, or `event_ids` for the
+/// events of one [`publish_many`].
+fn event_ids(job: &job::Model) -> Result<Vec<Uuid>, JobError> {
+    let Some(ids) = job.payload.get("event_ids") else { return Ok(vec![event_id(job)?]) };
+    let ids: Option<Vec<Uuid>> = ids
+        .as_array()
+        .map(|ids| ids.iter().map(|id| id.as_str().and_then(|id| Uuid::parse_str(id).ok())).collect())
+        .unwrap_or_default();
+    ids.filter(|ids| !ids.is_empty())
+        .ok_or_else(|| JobError::Fail("payload has unreadable event_ids".to_owned()))
+}
+
 async fn load(state: &AppState, job: &job::Model) -> Result<event::Model, JobError> {
     let id = event_id(job)?;
     SystemScope
@@ -211,29 +229,30 @@ async fn load(state: &AppState, job: &job::Model) -> Result<event::Model, JobErr
         .ok_or_else(|| JobError::Fail(format!("event {id} is gone")))
 }
 
-/// Most events one dispatch run fans out: its own and the due dispatch
-/// jobs it takes with it.
+/// Most events one dispatch job holds, and most dispatch jobs one run
+/// takes (its own and the due ones it takes with it).
 const DISPATCH_BATCH: usize = 100;
 
-/// `event.dispatch`: fan out to webhooks and listeners, atomically. A
-/// first run takes up to 99 other due dispatch jobs with it into its
-/// transaction ([`jobs::take_due`]), so a burst of events costs a few
-/// statements a hundred events instead of a job run each; a retried run
+/// `event.dispatch`: fan out its events (one, or those of one
+/// [`publish_many`]) to webhooks and listeners, atomically. A first run
+/// takes up to 99 other due dispatch jobs with it into its transaction
+/// ([`jobs::take_due`]), so a burst of events costs a few statements a
+/// hundred jobs instead of a job run each; a retried run
 /// goes alone, so an event that cannot be dispatched holds back no other.
 pub struct Dispatch;
 
 #[async_trait::async_trait]
 impl JobHandler for Dispatch {
     async fn run(&self, state: &AppState, job: &job::Model) -> Result<(), JobError> {
-        let own = event_id(job)?;
+        let own = event_ids(job)?;
         let txn = crate::platform::db::begin(&state.db).await?;
         // Each event's priority, for its listeners' runs.
-        let mut priorities = HashMap::from([(own, job.priority)]);
+        let mut priorities: HashMap<Uuid, i16> = own.iter().map(|id| (*id, job.priority)).collect();
         if job.attempts == 1 {
             for other in jobs::take_due(&txn, DISPATCH_JOB, DISPATCH_BATCH - 1).await? {
-                match event_id(&other) {
-                    Ok(id) => _ = priorities.insert(id, other.priority),
-                    Err(_) => tracing::error!(job = %other.id, "a dispatch job without an event id"),
+                match event_ids(&other) {
+                    Ok(ids) => priorities.extend(ids.into_iter().map(|id| (id, other.priority))),
+                    Err(_) => tracing::error!(job = %other.id, "a dispatch job without event ids"),
                 }
             }
         }
@@ -244,8 +263,8 @@ impl JobHandler for Dispatch {
             .order_by_asc(event::Column::Id)
             .all(&txn)
             .await?;
-        if !events.iter().any(|e| e.id == own) {
-            return Err(JobError::Fail(format!("event {own} is gone")));
+        if let Some(gone) = own.iter().find(|id| !events.iter().any(|e| e.id == **id)) {
+            return Err(JobError::Fail(format!("event {gone} is gone")));
         }
         webhooks::fan_out(&txn, &events).await?;
         let mut runs = Vec::new();
