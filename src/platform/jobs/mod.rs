@@ -361,7 +361,9 @@ impl Wakeup {
         let lanes = QUEUED.try_with(|q| q.swap(0, std::sync::atomic::Ordering::Relaxed)).unwrap_or(u8::MAX);
         for lane in LANES {
             if lanes & 1 << lane.index() != 0 {
-                self.0[lane.index()].notify_waiters();
+                // Kept until the lane's worker next waits, should it be
+                // claiming right now: a wake-up is never lost.
+                self.0[lane.index()].notify_one();
             }
         }
     }

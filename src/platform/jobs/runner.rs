@@ -76,14 +76,17 @@ impl LaneWorker {
         let mut runs = JoinSet::new();
         let poll = StdDuration::from_millis(config.poll_interval_ms);
         let mut idle = poll;
+        // Whether the lane may hold due jobs: at start, after a wake-up or a
+        // poll, and after a claim that filled every free slot. A finished
+        // run frees a slot but claims only then, not for nothing.
+        let mut due = true;
         while !*stopped.borrow() {
             let free = slots.available_permits();
-            let mut claimed = 0;
-            if free > 0 {
+            if due && free > 0 {
                 match claim(&self.state.db, self.lane, free, &self.worker, config.lease()).await {
                     Ok(jobs) => {
                         idle = poll;
-                        claimed = jobs.len();
+                        due = jobs.len() == free;
                         for job in jobs {
                             let Ok(permit) = slots.clone().acquire_owned().await else { break };
                             if let Ok(mut set) = in_flight.lock() {
@@ -120,12 +123,9 @@ impl LaneWorker {
                     }
                 }
             }
-            if claimed > 0 && claimed == free {
-                continue; // there may be more
-            }
             tokio::select! {
-                _ = self.state.wakeup.wait(self.lane) => {}
-                _ = tokio::time::sleep(idle) => {}
+                _ = self.state.wakeup.wait(self.lane) => due = true,
+                _ = tokio::time::sleep(idle) => due = true,
                 _ = stopped.changed() => {}
                 Some(_) = runs.join_next(), if !runs.is_empty() => {}
             }
