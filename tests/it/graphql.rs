@@ -750,9 +750,14 @@ async fn a_super_admin_operates_over_graphql_and_a_tenant_admin_is_refused() {
         .await
         .unwrap();
     let list = "query($status: String) { jobs(status: $status, kind: \"test.unknown\") { items { id payload attempts lastError } pageInfo { total } } jobStats { lane dead } }";
+    // The list and the stats are resolved side by side: wait until both
+    // have seen the job die.
     let dead = eventually(10, || async {
         let body = data(&app, r, list, json!({})).await;
-        (body["jobs"]["pageInfo"]["total"] == 1 && body["jobs"]["items"][0]["id"].is_string()).then_some(body)
+        let counted =
+            body["jobStats"].as_array().is_some_and(|l| l.iter().any(|l| l["dead"].as_u64() >= Some(1)));
+        (body["jobs"]["pageInfo"]["total"] == 1 && body["jobs"]["items"][0]["id"].is_string() && counted)
+            .then_some(body)
     })
     .await;
     let job = &dead["jobs"]["items"][0];
