@@ -79,11 +79,19 @@ impl Resolve for GuardedResolver {
 #[derive(Clone, Default)]
 pub struct EndpointSlots(Arc<Mutex<HashMap<Uuid, Arc<Semaphore>>>>);
 
+/// How long a delivery waits for one of its endpoint's slots before it is
+/// put back for later: a fast receiver frees one within that, and a slow
+/// one holds a waiting worker no longer.
+const SLOT_PATIENCE: StdDuration = StdDuration::from_millis(100);
+
 impl EndpointSlots {
-    fn try_take(&self, endpoint: Uuid, max: usize) -> Option<OwnedSemaphorePermit> {
+    async fn take(&self, endpoint: Uuid, max: usize) -> Option<OwnedSemaphorePermit> {
         let semaphore =
             self.0.lock().ok()?.entry(endpoint).or_insert_with(|| Arc::new(Semaphore::new(max))).clone();
-        semaphore.try_acquire_owned().ok()
+        match semaphore.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => tokio::time::timeout(SLOT_PATIENCE, semaphore.acquire_owned()).await.ok()?.ok(),
+        }
     }
 }
 
@@ -149,7 +157,7 @@ impl JobHandler for Deliver {
             give_up(state, &delivery, "the endpoint is disabled").await?;
             return Ok(());
         }
-        let Some(_slot) = state.endpoint_slots.try_take(endpoint.id, config.max_in_flight_per_endpoint)
+        let Some(_slot) = state.endpoint_slots.take(endpoint.id, config.max_in_flight_per_endpoint).await
         else {
             return Err(JobError::Defer(Utc::now() + Duration::milliseconds(200)));
         };
