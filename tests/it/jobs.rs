@@ -248,7 +248,10 @@ async fn events_waiting_together_are_dispatched_in_batches_each_to_its_own_tenan
     publish_many(&txn, b.id, &FEATURE_TOGGLED, data(80, "b")).await.unwrap();
     sea_orm::TransactionSession::commit(txn).await.unwrap();
 
-    let worker = app.sibling().await;
+    // Four workers a lane: a claim takes a job per free slot, and each run
+    // takes the due rest with it, so there are about a claim's worth of runs.
+    let worker =
+        app.sibling_adjusted(|f| f.merge(("jobs.default_workers", 4)).merge(("jobs.high_workers", 4))).await;
     to_a.wait_for(70).await;
     to_b.wait_for(80).await;
     worker.drained().await;
