@@ -1,8 +1,10 @@
-//! [`InventoryService`] on sea-orm. Every stock change is one conditional
+//! [`InventoryService`] on sea-orm. Every stock change is a conditional
 //! `UPDATE` of the stock level (it only applies when the result keeps
-//! `0 <= reserved <= on_hand`) plus one ledger row, in the caller's
+//! `0 <= reserved <= on_hand`) plus a ledger row, in the caller's
 //! transaction: concurrent reservations can never take more than is there,
-//! on SQLite (one writer) as on PostgreSQL (row locks).
+//! on SQLite (one writer) as on PostgreSQL (row locks). Reservations made
+//! together ([`reserve_many`]) are decided one by one against their levels,
+//! locked, and each level is then updated once by their sum.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
