@@ -3,7 +3,7 @@
 //! `0 <= reserved <= on_hand`) plus a ledger row, in the caller's
 //! transaction: concurrent reservations can never take more than is there,
 //! on SQLite (one writer) as on PostgreSQL (row locks). Reservations made
-//! together ([`reserve_many`]) are decided one by one against their levels,
+//! together (`reserve_many`) are decided one by one against their levels,
 //! locked, and each level is then updated once by their sum.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
