@@ -57,12 +57,11 @@ impl<R: Clone, T> Combiner<R, T> {
             match rx.try_recv() {
                 Ok(answer) => return answer,
                 // The batch that took it was dropped unwritten (its writer's
-                // request was cancelled): write it alone.
+                // request was cancelled): queue it again, first in line.
                 Err(oneshot::error::TryRecvError::Closed) => {
-                    if let Some(answer) = write(vec![request]).await.pop() {
-                        return answer;
-                    }
-                    unreachable!("`write` answers every request of its batch")
+                    let (tx, again) = oneshot::channel();
+                    rx = again;
+                    lock(&shard.queue).push_front((request.clone(), tx));
                 }
                 Err(oneshot::error::TryRecvError::Empty) => {}
             }
@@ -123,7 +122,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_request_taken_by_a_cancelled_batch_is_written_alone() {
+    async fn a_request_taken_by_a_cancelled_batch_is_written_again() {
         use std::time::Duration;
         let combiner = Arc::new(Combiner::<u32, u32>::new(64));
         let (writing, release) = (Arc::new(tokio::sync::Notify::new()), Arc::new(tokio::sync::Notify::new()));

@@ -212,11 +212,9 @@ fn event_id(job: &job::Model) -> Result<Uuid, JobError> {
 /// events of one [`publish_many`].
 fn event_ids(job: &job::Model) -> Result<Vec<Uuid>, JobError> {
     let Some(ids) = job.payload.get("event_ids") else { return Ok(vec![event_id(job)?]) };
-    let ids: Option<Vec<Uuid>> = ids
-        .as_array()
-        .map(|ids| ids.iter().map(|id| id.as_str().and_then(|id| Uuid::parse_str(id).ok())).collect())
-        .unwrap_or_default();
-    ids.filter(|ids| !ids.is_empty())
+    serde_json::from_value::<Vec<Uuid>>(ids.clone())
+        .ok()
+        .filter(|ids| !ids.is_empty())
         .ok_or_else(|| JobError::Fail("payload has unreadable event_ids".to_owned()))
 }
 

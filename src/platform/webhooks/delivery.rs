@@ -88,10 +88,7 @@ impl EndpointSlots {
     async fn take(&self, endpoint: Uuid, max: usize) -> Option<OwnedSemaphorePermit> {
         let semaphore =
             self.0.lock().ok()?.entry(endpoint).or_insert_with(|| Arc::new(Semaphore::new(max))).clone();
-        match semaphore.clone().try_acquire_owned() {
-            Ok(permit) => Some(permit),
-            Err(_) => tokio::time::timeout(SLOT_PATIENCE, semaphore.acquire_owned()).await.ok()?.ok(),
-        }
+        tokio::time::timeout(SLOT_PATIENCE, semaphore.acquire_owned()).await.ok()?.ok()
     }
 }
 
