@@ -311,7 +311,7 @@ async fn deep_pages_of_a_large_tenant_use_the_index() {
             let list = ListRequest::new(Some(25), &[("starting_after", anchor)], None, None).unwrap();
             let scope = TenantScope::new(big.id).find::<entity::product::Entity>();
             let query = list.rows_query(db, scope, Condition::all(), sort).await.unwrap();
-            let sql = format!("EXPLAIN {}", query.build(DbBackend::Postgres));
+            let sql = format!("EXPLAIN {query}");
             let plan: Vec<String> = db
                 .query_all_raw(Statement::from_string(DbBackend::Postgres, sql))
                 .await
@@ -344,7 +344,7 @@ async fn deep_pages_of_a_large_tenant_use_the_index() {
         let list = ListRequest::new(Some(25), &[], None, None).unwrap();
         let scope = TenantScope::new(big.id).find::<entity::product::Entity>();
         let sort = parse_sort(None, &PRODUCT_SORTS).unwrap();
-        list.rows_query(db, scope, condition, sort).await.unwrap().build(DbBackend::Postgres)
+        list.rows_query(db, scope, condition, sort).await.unwrap()
     };
     for (statement, index, no_scan) in [
         (text_only, "ix_products_search", true),
@@ -363,6 +363,27 @@ async fn deep_pages_of_a_large_tenant_use_the_index() {
         assert!(plan.contains(index), "{plan}");
         assert!(!plan.contains("Seq Scan on products"), "{plan}");
     }
+
+    // A page's statement is planned once per connection: after five
+    // executions PostgreSQL keeps its generic plan (the tenant a parameter,
+    // `$1`). With the limit bound as a parameter it planned every execution
+    // anew, for the tenant given (the plan then names the tenant's id).
+    let statement = page(Condition::all()).await;
+    let tenant = format!("'{}'", big.id);
+    assert_eq!(statement.values.as_ref().map(|v| v.0.len()), Some(1), "{statement}");
+    let txn = nexus::platform::db::begin(db).await.unwrap();
+    txn.execute_unprepared(&format!("PREPARE page AS {}", statement.sql)).await.unwrap();
+    for _ in 0..6 {
+        txn.execute_unprepared(&format!("EXECUTE page({tenant})")).await.unwrap();
+    }
+    let sql = format!("EXPLAIN EXECUTE page({tenant})");
+    let rows = txn.query_all_raw(Statement::from_string(DbBackend::Postgres, sql)).await.unwrap();
+    txn.execute_unprepared("DEALLOCATE page").await.unwrap();
+    sea_orm::TransactionSession::rollback(txn).await.unwrap();
+    let plan: Vec<String> = rows.iter().map(|row| row.try_get_by_index::<String>(0).unwrap()).collect();
+    let plan = plan.join("\n");
+    assert!(plan.contains("tenant_id = $1"), "{plan}");
+    assert!(!plan.contains(&big.id.to_string()), "{plan}");
 }
 
 /// `q` finds text in a product's SKU or name, whatever its case, taking
