@@ -281,7 +281,7 @@ async fn deep_pages_of_a_large_tenant_use_the_index() {
             tenancy::TenantScope,
         },
     };
-    use sea_orm::{Condition, ConnectionTrait, DbBackend, QueryTrait, Statement};
+    use sea_orm::{Condition, ConnectionTrait, DbBackend, QueryTrait};
     std::env::var("NEXUS_TEST_DATABASE_URL").expect("NEXUS_TEST_DATABASE_URL");
     let app = TestApp::spawn().await;
     let big = app.register().await;
@@ -311,15 +311,7 @@ async fn deep_pages_of_a_large_tenant_use_the_index() {
             let list = ListRequest::new(Some(25), &[("starting_after", anchor)], None, None).unwrap();
             let scope = TenantScope::new(big.id).find::<entity::product::Entity>();
             let query = list.rows_query(db, scope, Condition::all(), sort).await.unwrap();
-            let sql = format!("EXPLAIN {query}");
-            let plan: Vec<String> = db
-                .query_all_raw(Statement::from_string(DbBackend::Postgres, sql))
-                .await
-                .unwrap()
-                .iter()
-                .map(|row| row.try_get_by_index::<String>(0).unwrap())
-                .collect();
-            let plan = plan.join("\n");
+            let plan = plan(db, format!("EXPLAIN {query}")).await;
             assert!(plan.contains(index), "{plan}");
             assert!(!plan.contains("Seq Scan on products"), "{plan}");
         }
@@ -351,15 +343,12 @@ async fn deep_pages_of_a_large_tenant_use_the_index() {
         (page(window.on(Column::CreatedAt)).await, "ix_products_tenant_created", false),
         (page(window.on(Column::UpdatedAt)).await, "ix_products_tenant_updated", false),
     ] {
-        let sql = format!("EXPLAIN {statement}");
         let txn = nexus::platform::db::begin(db).await.unwrap();
         if no_scan {
             txn.execute_unprepared("SET LOCAL enable_seqscan = off").await.unwrap();
         }
-        let rows = txn.query_all_raw(Statement::from_string(DbBackend::Postgres, sql)).await.unwrap();
+        let plan = plan(&txn, format!("EXPLAIN {statement}")).await;
         sea_orm::TransactionSession::rollback(txn).await.unwrap();
-        let plan: Vec<String> = rows.iter().map(|row| row.try_get_by_index::<String>(0).unwrap()).collect();
-        let plan = plan.join("\n");
         assert!(plan.contains(index), "{plan}");
         assert!(!plan.contains("Seq Scan on products"), "{plan}");
     }
@@ -376,14 +365,19 @@ async fn deep_pages_of_a_large_tenant_use_the_index() {
     for _ in 0..6 {
         txn.execute_unprepared(&format!("EXECUTE page({tenant})")).await.unwrap();
     }
-    let sql = format!("EXPLAIN EXECUTE page({tenant})");
-    let rows = txn.query_all_raw(Statement::from_string(DbBackend::Postgres, sql)).await.unwrap();
+    let plan = plan(&txn, format!("EXPLAIN EXECUTE page({tenant})")).await;
     txn.execute_unprepared("DEALLOCATE page").await.unwrap();
     sea_orm::TransactionSession::rollback(txn).await.unwrap();
-    let plan: Vec<String> = rows.iter().map(|row| row.try_get_by_index::<String>(0).unwrap()).collect();
-    let plan = plan.join("\n");
     assert!(plan.contains("tenant_id = $1"), "{plan}");
     assert!(!plan.contains(&big.id.to_string()), "{plan}");
+}
+
+/// The lines of what PostgreSQL prints for `explain` (an `EXPLAIN ...`).
+async fn plan(db: &impl sea_orm::ConnectionTrait, explain: String) -> String {
+    let statement = sea_orm::Statement::from_string(sea_orm::DbBackend::Postgres, explain);
+    let rows = db.query_all_raw(statement).await.unwrap();
+    let lines: Vec<String> = rows.iter().map(|row| row.try_get_by_index::<String>(0).unwrap()).collect();
+    lines.join("\n")
 }
 
 /// `q` finds text in a product's SKU or name, whatever its case, taking
