@@ -171,7 +171,7 @@ pub async fn state_with(config: Config, parts: Parts) -> anyhow::Result<AppState
         events: events::stream::EventBus::new(redis.clone(), config.events.sse_buffer),
         event_types: events::Catalogue::new(&modules)?,
         webhook_client: delivery::client(&config)?,
-        endpoint_slots: delivery::EndpointSlots::default(),
+        deliveries: delivery::Deliveries::default(),
         modules,
         config: Arc::new(config),
         db,

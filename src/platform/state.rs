@@ -13,7 +13,7 @@ use crate::{
         module::Modules,
         rbac::Rbac,
         redis::Redis,
-        webhooks::delivery::EndpointSlots,
+        webhooks::delivery::Deliveries,
     },
 };
 
@@ -42,7 +42,8 @@ pub struct AppState {
     pub wakeup: Wakeup,
     /// The client for webhook deliveries (SSRF-guarded).
     pub webhook_client: reqwest::Client,
-    pub endpoint_slots: EndpointSlots,
+    /// Per-endpoint slots and the combined writes of deliveries.
+    pub deliveries: Deliveries,
     /// Licenses, feature toggles, rate limits and usage.
     pub governance: Arc<Governance>,
     /// Idempotency-Key responses: the database, or Redis when configured.

@@ -17,6 +17,8 @@ use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 pub struct Received {
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// The status it was answered with.
+    pub status: u16,
 }
 
 impl Received {
@@ -95,20 +97,20 @@ async fn receive(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) 
         .iter()
         .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
         .collect();
-    shared.received.lock().unwrap().push(Received { headers, body: body.to_vec() });
     let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     shared.most_in_flight.fetch_max(now, Ordering::SeqCst);
     let reply = shared.script.lock().unwrap().pop_front();
+    let status = match reply {
+        Some(Reply::Status(status) | Reply::RetryAfter(status, _)) => status,
+        None | Some(Reply::Slow(_)) => 200,
+    };
+    shared.received.lock().unwrap().push(Received { headers, body: body.to_vec(), status });
+    let status = actix_web::http::StatusCode::from_u16(status).unwrap();
     let response = match reply {
         None => HttpResponse::Ok().body("ok"),
-        Some(Reply::Status(status)) => {
-            HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
-                .body(format!("status {status}"))
-        }
-        Some(Reply::RetryAfter(status, secs)) => {
-            HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
-                .insert_header(("retry-after", secs.to_string()))
-                .finish()
+        Some(Reply::Status(_)) => HttpResponse::build(status).body(format!("status {}", status.as_u16())),
+        Some(Reply::RetryAfter(_, secs)) => {
+            HttpResponse::build(status).insert_header(("retry-after", secs.to_string())).finish()
         }
         Some(Reply::Slow(delay)) => {
             tokio::time::sleep(delay).await;

@@ -523,3 +523,72 @@ async fn deliveries_to_one_endpoint_are_capped_in_flight() {
     let most = receiver.most_in_flight();
     assert!((1..=2).contains(&most), "{most} deliveries at once to one endpoint");
 }
+
+/// Deliveries that end together are recorded together (one transaction
+/// for their outcomes): each attempt and delivery still gets its own
+/// answer, and each job is completed, whatever the others got.
+#[tokio::test]
+async fn outcomes_recorded_together_each_land_on_their_own_delivery() {
+    use sea_orm::{ColumnTrait, QueryFilter};
+    let app = TestApp::spawn().await;
+    // More answers than requests (24 + a retry per 500): each is scripted.
+    let script: Vec<Reply> =
+        (0..40).map(|i| Reply::Status(if i < 20 { [200, 500, 204, 202, 201][i % 5] } else { 200 })).collect();
+    let receiver = Receiver::start(&script).await;
+    let tenant = app.register().await;
+    let (id, _) = endpoint(&app, &tenant, &receiver.url, json!(["*"])).await;
+    let n = 24;
+    for _ in 0..n {
+        let res = app.post(&format!("/api/v1/webhooks/{id}/test"), &tenant.token, json!({})).await;
+        assert_eq!(res.status(), 202);
+    }
+    let deliveries = eventually(10, || async {
+        let body =
+            json(app.get(&format!("/api/v1/webhooks/{id}/deliveries?limit=100"), &tenant.token).await).await;
+        let items = body["data"].as_array().unwrap().clone();
+        (items.len() == n && items.iter().all(|d| d["status"] == "succeeded")).then_some(items)
+    })
+    .await;
+    let got = receiver.received();
+    assert!(got.iter().any(|r| r.status >= 500), "no delivery was retried");
+    for delivery in &deliveries {
+        let answers: Vec<u16> = got
+            .iter()
+            .filter(|r| r.header("webhook-id") == delivery["event_id"].as_str().unwrap())
+            .map(|r| r.status)
+            .collect();
+        let path = format!("/api/v1/webhooks/{id}/deliveries/{}/attempts", delivery["id"].as_str().unwrap());
+        let attempts = json(app.get(&path, &tenant.token).await).await["data"].as_array().unwrap().clone();
+        let recorded: Vec<(u16, String, String)> = attempts
+            .iter()
+            .map(|a| {
+                let status = a["status_code"].as_u64().unwrap() as u16;
+                (
+                    status,
+                    a["state"].as_str().unwrap().to_owned(),
+                    a["response_body"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        let expected: Vec<(u16, String, String)> = answers
+            .iter()
+            .map(|&s| {
+                let state = if s < 300 { "succeeded" } else { "failed" };
+                // A 204 carries no body.
+                let body = if s == 204 { String::new() } else { format!("status {s}") };
+                (s, state.to_owned(), body)
+            })
+            .collect();
+        assert_eq!(recorded, expected, "{delivery}");
+        assert_eq!(delivery["attempts"], answers.len(), "{delivery}");
+        assert_eq!(delivery["last_status_code"], *answers.last().unwrap(), "{delivery}");
+    }
+    let unfinished = SystemScope
+        .find::<entity::job::Entity>()
+        .filter(entity::job::Column::Kind.eq("webhook.deliver"))
+        .filter(entity::job::Column::Status.ne("completed"))
+        .all(&app.state.db)
+        .await
+        .unwrap();
+    assert!(unfinished.is_empty(), "jobs of delivered messages not completed: {unfinished:?}");
+}

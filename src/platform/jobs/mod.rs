@@ -190,21 +190,53 @@ pub(crate) async fn running<T>(
 /// the transaction roll back instead, the job keeps its lease and runs
 /// again once it expires). Outside a job run it does nothing.
 pub async fn complete(db: &impl ConnectionTrait) -> Result<(), sea_orm::DbErr> {
-    let Ok((id, worker)) = CURRENT.try_with(|c| (c.id, c.worker.clone())) else { return Ok(()) };
-    let now = Utc::now();
-    SystemScope
-        .update_many::<job::Entity>()
-        .col_expr(job::Column::Status, Expr::value(COMPLETED))
-        .col_expr(job::Column::FinishedAt, Expr::value(now))
-        .col_expr(job::Column::UpdatedAt, Expr::value(now))
-        .col_expr(job::Column::LockedBy, Expr::value(Option::<String>::None))
-        .col_expr(job::Column::LockedUntil, Expr::value(Option::<DateTime<Utc>>::None))
-        .filter(job::Column::Id.eq(id))
-        .filter(job::Column::LockedBy.eq(worker))
-        .exec(db)
-        .await?;
-    let _ = CURRENT.try_with(|c| c.completed.set(true));
+    let Some(job) = current() else { return Ok(()) };
+    complete_all(db, &[job]).await?;
+    completed();
     Ok(())
+}
+
+/// The job this task is running, for a transaction another task writes on
+/// its behalf (group commit): that transaction marks it with
+/// [`complete_all`], and this task calls [`completed`] once it committed.
+#[derive(Clone, Debug)]
+pub struct RunningJob {
+    id: Uuid,
+    worker: String,
+}
+
+/// The job this task is running; `None` outside a job run.
+pub fn current() -> Option<RunningJob> {
+    CURRENT.try_with(|c| RunningJob { id: c.id, worker: c.worker.clone() }).ok()
+}
+
+/// [`complete`] for jobs run by other tasks, in one statement per worker.
+pub async fn complete_all(db: &impl ConnectionTrait, jobs: &[RunningJob]) -> Result<(), sea_orm::DbErr> {
+    let mut by_worker: HashMap<&str, Vec<Uuid>> = HashMap::new();
+    for job in jobs {
+        by_worker.entry(job.worker.as_str()).or_default().push(job.id);
+    }
+    let now = Utc::now();
+    for (worker, ids) in by_worker {
+        SystemScope
+            .update_many::<job::Entity>()
+            .col_expr(job::Column::Status, Expr::value(COMPLETED))
+            .col_expr(job::Column::FinishedAt, Expr::value(now))
+            .col_expr(job::Column::UpdatedAt, Expr::value(now))
+            .col_expr(job::Column::LockedBy, Expr::value(Option::<String>::None))
+            .col_expr(job::Column::LockedUntil, Expr::value(Option::<DateTime<Utc>>::None))
+            .filter(crate::platform::db::one_of(db.get_database_backend(), job::Column::Id, ids))
+            .filter(job::Column::LockedBy.eq(worker))
+            .exec(db)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Tell the worker that this task's job was marked completed in a
+/// committed transaction ([`complete_all`]): it records nothing more.
+pub fn completed() {
+    let _ = CURRENT.try_with(|c| c.completed.set(true));
 }
 
 /// [`enqueue`] the job that continues the running one (the next step of a

@@ -7,6 +7,12 @@
 //! leaves it `sending`; the next run of the job (once the lease runs out)
 //! marks it `interrupted` before sending again, so the log shows every
 //! request a receiver may have seen.
+//!
+//! Concurrent deliveries share their database work (group commit, see
+//! [`Combiner`]): their rows are read by one query, their attempts written
+//! by one `INSERT`, and their outcomes by one transaction. Under load a
+//! delivery costs a share of a few round trips and one commit, not seven
+//! round trips and two commits of its own; alone, it is written at once.
 
 use crate::platform::tenancy::SystemScope;
 use std::{
@@ -23,7 +29,11 @@ use reqwest::{
     dns::{Addrs, Name, Resolve, Resolving},
     header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER, USER_AGENT},
 };
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QuerySelect, sea_query::Expr};
+use sea_orm::{
+    ActiveValue::Set,
+    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect,
+    sea_query::{CaseStatement, Expr},
+};
 use serde_json::{Value, json};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
@@ -36,6 +46,8 @@ use crate::{
     config::{Config, WebhooksConfig},
     platform::{
         audit,
+        combine::Combiner,
+        db::one_of,
         events::{self, WEBHOOK_ENDPOINT_DISABLED},
         jobs::{self, JobError, JobHandler},
         state::AppState,
@@ -74,22 +86,220 @@ impl Resolve for GuardedResolver {
     }
 }
 
-/// In-flight deliveries per endpoint on this instance, so one slow
-/// receiver cannot occupy every worker.
-#[derive(Clone, Default)]
-pub struct EndpointSlots(Arc<Mutex<HashMap<Uuid, Arc<Semaphore>>>>);
+/// What the deliveries of this instance share: the in-flight slots per
+/// endpoint, so one slow receiver cannot occupy every worker, and the
+/// writers that combine their reads and writes. Each writer is one queue
+/// (one shard): a batch takes whatever arrived while the previous one was
+/// being written, so batches grow with the deliveries in flight (spread
+/// over shards, they stayed small and throughput fell).
+#[derive(Clone)]
+pub struct Deliveries(Arc<Shared>);
+
+struct Shared {
+    slots: Mutex<HashMap<Uuid, Arc<Semaphore>>>,
+    reads: Combiner<Uuid, Result<Option<(delivery_row::Model, endpoint::Model)>, String>>,
+    starts: Combiner<attempt::ActiveModel, Result<(), String>>,
+    ends: Combiner<Ended, Result<(), String>>,
+}
+
+/// The most deliveries one combined read or write takes.
+const BATCH: usize = 100;
 
 /// How long a delivery waits for one of its endpoint's slots before it is
 /// put back for later: a fast receiver frees one within that, and a slow
 /// one holds a waiting worker no longer.
 const SLOT_PATIENCE: StdDuration = StdDuration::from_millis(100);
 
-impl EndpointSlots {
-    async fn take(&self, endpoint: Uuid, max: usize) -> Option<OwnedSemaphorePermit> {
-        let semaphore =
-            self.0.lock().ok()?.entry(endpoint).or_insert_with(|| Arc::new(Semaphore::new(max))).clone();
+impl Default for Deliveries {
+    fn default() -> Self {
+        Self(Arc::new(Shared {
+            slots: Mutex::default(),
+            reads: Combiner::new(BATCH),
+            starts: Combiner::new(BATCH),
+            ends: Combiner::new(BATCH),
+        }))
+    }
+}
+
+impl Deliveries {
+    async fn slot(&self, endpoint: Uuid, max: usize) -> Option<OwnedSemaphorePermit> {
+        let semaphore = self
+            .0
+            .slots
+            .lock()
+            .ok()?
+            .entry(endpoint)
+            .or_insert_with(|| Arc::new(Semaphore::new(max)))
+            .clone();
         tokio::time::timeout(SLOT_PATIENCE, semaphore.acquire_owned()).await.ok()?.ok()
     }
+
+    /// The delivery and its endpoint; `None` once either was deleted.
+    async fn read(
+        &self,
+        db: &DatabaseConnection,
+        id: Uuid,
+    ) -> Result<Option<(delivery_row::Model, endpoint::Model)>, JobError> {
+        self.0.reads.run(&(), id, |ids| read_all(db, ids)).await.map_err(JobError::retry)
+    }
+
+    /// Write a first attempt, committed.
+    async fn start(&self, db: &DatabaseConnection, row: attempt::ActiveModel) -> Result<(), JobError> {
+        let write = |rows: Vec<attempt::ActiveModel>| async move {
+            let n = rows.len();
+            vec![crate::platform::db::insert_all(db, rows).await.map_err(|e| e.to_string()); n]
+        };
+        self.0.starts.run(&(), row, write).await.map_err(JobError::retry)
+    }
+
+    /// Record an attempt's outcome, committed.
+    async fn end(&self, db: &DatabaseConnection, ended: Ended) -> Result<(), JobError> {
+        let write = |batch: Vec<Ended>| async move {
+            let n = batch.len();
+            vec![write_ends(db, &batch).await.map_err(|e| e.to_string()); n]
+        };
+        self.0.ends.run(&(), ended, write).await.map_err(JobError::retry)
+    }
+}
+
+/// The deliveries of `ids` with their endpoints, in the order of `ids`.
+async fn read_all(
+    db: &DatabaseConnection,
+    ids: Vec<Uuid>,
+) -> Vec<Result<Option<(delivery_row::Model, endpoint::Model)>, String>> {
+    let backend = db.get_database_backend();
+    let found = async {
+        let deliveries = SystemScope
+            .find::<delivery_row::Entity>()
+            .filter(one_of(backend, delivery_row::Column::Id, ids.clone()))
+            .all(db)
+            .await?;
+        let mut endpoint_ids: Vec<Uuid> = deliveries.iter().map(|d| d.endpoint_id).collect();
+        endpoint_ids.sort_unstable();
+        endpoint_ids.dedup();
+        let endpoints: HashMap<Uuid, endpoint::Model> = SystemScope
+            .find::<endpoint::Entity>()
+            .filter(one_of(backend, endpoint::Column::Id, endpoint_ids))
+            .all(db)
+            .await?
+            .into_iter()
+            .map(|e| (e.id, e))
+            .collect();
+        let pairs: HashMap<Uuid, (delivery_row::Model, endpoint::Model)> = deliveries
+            .into_iter()
+            .filter_map(|d| Some((d.id, (d.clone(), endpoints.get(&d.endpoint_id)?.clone()))))
+            .collect();
+        Ok::<_, sea_orm::DbErr>(pairs)
+    };
+    match found.await {
+        Ok(pairs) => ids.iter().map(|id| Ok(pairs.get(id).cloned())).collect(),
+        Err(err) => vec![Err(err.to_string()); ids.len()],
+    }
+}
+
+/// An attempt's outcome, to record with others in one transaction.
+#[derive(Clone)]
+struct Ended {
+    attempt_id: Uuid,
+    delivery_id: Uuid,
+    number: i32,
+    succeeded: bool,
+    status_code: Option<i32>,
+    duration_ms: i32,
+    body: Option<String>,
+    error: Option<String>,
+    delivery_status: &'static str,
+    retry_at: Option<DateTime<Utc>>,
+    at: DateTime<Utc>,
+    /// The run's job, completed with the outcome when it is not retried.
+    job: Option<jobs::RunningJob>,
+    /// What the outcome says of its endpoint, when that changes it.
+    endpoint: Option<(endpoint::Model, Health)>,
+}
+
+#[derive(Clone, Copy)]
+enum Health {
+    /// Answering again (or still, and its last success is to be refreshed).
+    Healthy,
+    /// Its first failure since it last answered.
+    Failing,
+    /// Gone (410) or failing for too long.
+    Disable(&'static str),
+}
+
+/// `CASE WHEN key = k THEN v … END`: a column's value per row, for one
+/// `UPDATE` of many rows.
+fn per_row<C, V>(key: C, values: impl Iterator<Item = (Uuid, V)>) -> Expr
+where
+    C: ColumnTrait,
+    V: Into<sea_orm::Value>,
+{
+    values.fold(CaseStatement::new(), |case, (k, v)| case.case(key.eq(k), Expr::val(v))).into()
+}
+
+/// Record the outcomes of `batch` in one transaction: its attempts, its
+/// deliveries, its endpoints' health, and its jobs that are done.
+async fn write_ends(db: &DatabaseConnection, batch: &[Ended]) -> Result<(), sea_orm::DbErr> {
+    let backend = db.get_database_backend();
+    let txn = crate::platform::db::begin(db).await?;
+    let attempts = || batch.iter().map(|e| e.attempt_id);
+    let by_attempt = |value: fn(&Ended) -> sea_orm::Value| {
+        per_row(attempt::Column::Id, batch.iter().map(move |e| (e.attempt_id, value(e))))
+    };
+    SystemScope
+        .update_many::<attempt::Entity>()
+        .filter(one_of(backend, attempt::Column::Id, attempts().collect()))
+        .col_expr(
+            attempt::Column::State,
+            by_attempt(|e| (if e.succeeded { ATTEMPT_SUCCEEDED } else { ATTEMPT_FAILED }).into()),
+        )
+        .col_expr(attempt::Column::StatusCode, by_attempt(|e| e.status_code.into()))
+        .col_expr(attempt::Column::DurationMs, by_attempt(|e| e.duration_ms.into()))
+        .col_expr(attempt::Column::ResponseBody, by_attempt(|e| e.body.clone().into()))
+        .col_expr(attempt::Column::Error, by_attempt(|e| e.error.clone().into()))
+        .exec(&txn)
+        .await?;
+    let by_delivery = |value: fn(&Ended) -> sea_orm::Value| {
+        per_row(delivery_row::Column::Id, batch.iter().map(move |e| (e.delivery_id, value(e))))
+    };
+    SystemScope
+        .update_many::<delivery_row::Entity>()
+        .filter(one_of(backend, delivery_row::Column::Id, batch.iter().map(|e| e.delivery_id).collect()))
+        .col_expr(delivery_row::Column::Attempts, by_delivery(|e| e.number.into()))
+        .col_expr(delivery_row::Column::Status, by_delivery(|e| e.delivery_status.into()))
+        .col_expr(delivery_row::Column::NextAttemptAt, by_delivery(|e| e.retry_at.into()))
+        .col_expr(delivery_row::Column::LastStatusCode, by_delivery(|e| e.status_code.into()))
+        .col_expr(delivery_row::Column::SucceededAt, by_delivery(|e| e.succeeded.then_some(e.at).into()))
+        .col_expr(delivery_row::Column::UpdatedAt, by_delivery(|e| e.at.into()))
+        .exec(&txn)
+        .await?;
+    // One change per endpoint: the latest outcome's.
+    let health: HashMap<Uuid, (&endpoint::Model, Health, DateTime<Utc>)> = batch
+        .iter()
+        .filter_map(|e| {
+            e.endpoint.as_ref().map(|(endpoint, health)| (endpoint.id, (endpoint, *health, e.at)))
+        })
+        .collect();
+    for (endpoint, health, at) in health.into_values() {
+        let update =
+            SystemScope.update_many::<endpoint::Entity>().filter(endpoint::Column::Id.eq(endpoint.id));
+        match health {
+            Health::Healthy => {
+                update
+                    .col_expr(endpoint::Column::LastSuccessAt, Expr::value(at))
+                    .col_expr(endpoint::Column::FailingSince, Expr::value(Option::<DateTime<Utc>>::None))
+                    .exec(&txn)
+                    .await?;
+            }
+            Health::Failing => {
+                update.col_expr(endpoint::Column::FailingSince, Expr::value(at)).exec(&txn).await?;
+            }
+            Health::Disable(reason) => disable(&txn, endpoint, reason).await?,
+        }
+    }
+    let done: Vec<jobs::RunningJob> = batch.iter().filter_map(|e| e.job.clone()).collect();
+    jobs::complete_all(&txn, &done).await?;
+    txn.commit().await
 }
 
 /// When to try again after failed attempt number `attempt` of a round
@@ -137,25 +347,19 @@ impl JobHandler for Deliver {
             .and_then(Value::as_str)
             .and_then(|id| Uuid::parse_str(id).ok())
             .ok_or_else(|| JobError::Fail("payload has no delivery_id".to_owned()))?;
-        let Some(delivery) = SystemScope.find_by_id::<delivery_row::Entity>(id).one(&state.db).await? else {
+        let Some((delivery, endpoint)) = state.deliveries.read(&state.db, id).await? else {
             return Ok(()); // the endpoint was deleted with its deliveries
         };
         if delivery.status != DELIVERY_PENDING {
             return Ok(());
         }
-        let Some(endpoint) =
-            SystemScope.find_by_id::<endpoint::Entity>(delivery.endpoint_id).one(&state.db).await?
-        else {
-            return Ok(());
-        };
         let config = &state.config.webhooks;
         let is_test = delivery.event_type == events::WEBHOOK_TEST.name;
         if !endpoint.enabled && !is_test {
             give_up(state, &delivery, "the endpoint is disabled").await?;
             return Ok(());
         }
-        let Some(_slot) = state.endpoint_slots.take(endpoint.id, config.max_in_flight_per_endpoint).await
-        else {
+        let Some(_slot) = state.deliveries.slot(endpoint.id, config.max_in_flight_per_endpoint).await else {
             return Err(JobError::Defer(Utc::now() + Duration::milliseconds(200)));
         };
 
@@ -174,71 +378,44 @@ impl JobHandler for Deliver {
         } else {
             next_attempt(config, job.attempts, outcome.retry_after, now)
         };
-
-        let txn = crate::platform::db::begin(&state.db).await?;
-        SystemScope
-            .update_many::<attempt::Entity>()
-            .filter(attempt::Column::Id.eq(attempt_id))
-            .col_expr(
-                attempt::Column::State,
-                Expr::value(if succeeded { ATTEMPT_SUCCEEDED } else { ATTEMPT_FAILED }),
-            )
-            .col_expr(attempt::Column::StatusCode, Expr::value(outcome.status.map(|s| i32::from(s.as_u16()))))
-            .col_expr(
-                attempt::Column::DurationMs,
-                Expr::value(i32::try_from(elapsed.as_millis()).unwrap_or(i32::MAX)),
-            )
-            .col_expr(attempt::Column::ResponseBody, Expr::value(outcome.body))
-            .col_expr(attempt::Column::Error, Expr::value(outcome.error.clone()))
-            .exec(&txn)
-            .await?;
-        let status = match (succeeded, retry_at) {
-            (true, _) => DELIVERY_SUCCEEDED,
-            (false, Some(_)) => DELIVERY_PENDING,
-            (false, None) => DELIVERY_FAILED,
-        };
-        SystemScope
-            .update_many::<delivery_row::Entity>()
-            .filter(delivery_row::Column::Id.eq(delivery.id))
-            .col_expr(delivery_row::Column::Attempts, Expr::value(number))
-            .col_expr(delivery_row::Column::Status, Expr::value(status))
-            .col_expr(delivery_row::Column::NextAttemptAt, Expr::value(retry_at))
-            .col_expr(
-                delivery_row::Column::LastStatusCode,
-                Expr::value(outcome.status.map(|s| i32::from(s.as_u16()))),
-            )
-            .col_expr(delivery_row::Column::SucceededAt, Expr::value(succeeded.then_some(now)))
-            .col_expr(delivery_row::Column::UpdatedAt, Expr::value(now))
-            .exec(&txn)
-            .await?;
-        let endpoint_update =
-            SystemScope.update_many::<endpoint::Entity>().filter(endpoint::Column::Id.eq(endpoint.id));
-        if succeeded {
+        let health = if succeeded {
             // Every delivery to an endpoint would otherwise queue on its row:
             // a healthy endpoint's last success is written once a second.
             let recent = endpoint.last_success_at.is_some_and(|at| now - at < Duration::seconds(1));
-            if endpoint.failing_since.is_some() || !recent {
-                endpoint_update
-                    .col_expr(endpoint::Column::LastSuccessAt, Expr::value(now))
-                    .col_expr(endpoint::Column::FailingSince, Expr::value(Option::<DateTime<Utc>>::None))
-                    .exec(&txn)
-                    .await?;
-            }
+            (endpoint.failing_since.is_some() || !recent).then_some(Health::Healthy)
         } else if gone {
-            disable(&txn, &endpoint, "gone").await?;
+            Some(Health::Disable("gone"))
+        } else if endpoint.failing_since.is_none() {
+            Some(Health::Failing)
         } else {
             let since = endpoint.failing_since.unwrap_or(now);
             let limit = Duration::hours(i64::from(config.disable_after_failing_hours));
-            if endpoint.failing_since.is_none() {
-                endpoint_update.col_expr(endpoint::Column::FailingSince, Expr::value(now)).exec(&txn).await?;
-            } else if endpoint.enabled && now - since >= limit {
-                disable(&txn, &endpoint, "failing").await?;
-            }
+            (endpoint.enabled && now - since >= limit).then_some(Health::Disable("failing"))
+        };
+        let completes = retry_at.is_none();
+        let ended = Ended {
+            attempt_id,
+            delivery_id: delivery.id,
+            number,
+            succeeded,
+            status_code: outcome.status.map(|s| i32::from(s.as_u16())),
+            duration_ms: i32::try_from(elapsed.as_millis()).unwrap_or(i32::MAX),
+            body: outcome.body,
+            error: outcome.error.clone(),
+            delivery_status: match (succeeded, retry_at) {
+                (true, _) => DELIVERY_SUCCEEDED,
+                (false, Some(_)) => DELIVERY_PENDING,
+                (false, None) => DELIVERY_FAILED,
+            },
+            retry_at,
+            at: now,
+            job: if completes { jobs::current() } else { None },
+            endpoint: health.map(|health| (endpoint, health)),
+        };
+        state.deliveries.end(&state.db, ended).await?;
+        if completes {
+            jobs::completed();
         }
-        if retry_at.is_none() {
-            jobs::complete(&txn).await?;
-        }
-        txn.commit().await?;
 
         match retry_at {
             Some(at) => Err(JobError::Retry {
@@ -339,7 +516,7 @@ async fn begin_attempt(
         created_at: Set(Utc::now()),
     };
     if delivery.attempts == 0 && job.attempts <= 1 {
-        attempt::Entity::insert(row(1)).exec_without_returning(&state.db).await?;
+        state.deliveries.start(&state.db, row(1)).await?;
         return Ok((id, 1));
     }
     let txn = crate::platform::db::begin(&state.db).await?;
@@ -436,7 +613,7 @@ async fn disable(
     txn: &impl sea_orm::ConnectionTrait,
     endpoint: &endpoint::Model,
     reason: &str,
-) -> Result<(), JobError> {
+) -> Result<(), sea_orm::DbErr> {
     use sea_orm::sea_query::ExprTrait;
     let now = Utc::now();
     let changed = SystemScope
