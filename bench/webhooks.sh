@@ -2,8 +2,9 @@
 # Webhook pipeline benchmark: events committed through the API, dispatched
 # from the outbox and delivered to a local receiver (bench/receiver.py).
 # Reports deliveries per second under a burst and event-to-delivery latency
-# (p50/p90/p99) at a steady rate.
-# Usage: bench/webhooks.sh [burst_events=2000] [steady_events=320] [steady_rate_per_s=30]
+# (p50/p90/p99) at a steady rate. First, the delivery rate alone: a backlog
+# of events committed while no worker runs, drained by the restarted server.
+# Usage: bench/webhooks.sh [burst_events=2000] [steady_events=320] [steady_rate_per_s=30] [backlog_events=0]
 # (event counts are rounded down to a multiple of 8, the number of senders)
 # Env: NEXUS_DATABASE_URL / NEXUS_REDIS_URL to measure on PostgreSQL / Redis.
 # Needs: curl, python3. Builds the release binary.
@@ -12,17 +13,23 @@ cd "$(dirname "$0")/.."
 burst=$(( ${1:-2000} / 8 * 8 ))
 steady=$(( ${2:-320} / 8 * 8 ))
 rate=${3:-30}
+backlog=$(( ${4:-0} / 8 * 8 ))
 port=18398
 base="http://127.0.0.1:$port"
 data=$(mktemp -d)
 
 cargo build --release --quiet
-NEXUS_BIND=127.0.0.1:$port NEXUS_DATA_DIR="$data" RUST_LOG=warn \
-NEXUS_WEBHOOKS__ALLOW_NETWORKS='["127.0.0.0/8"]' ./target/release/nexus serve >"$data/server.log" 2>&1 &
-server=$!
+server=""
 receiver=""
 trap 'kill $server $receiver 2>/dev/null; rm -rf "$data"' EXIT
-for _ in $(seq 1 50); do curl -sf "$base/health" >/dev/null && break; sleep 0.1; done
+# Start the server; $1 says whether it runs the job workers.
+start() {
+  NEXUS_BIND=127.0.0.1:$port NEXUS_DATA_DIR="$data" RUST_LOG=warn NEXUS_JOBS__RUN_IN_SERVER="$1" \
+  NEXUS_WEBHOOKS__ALLOW_NETWORKS='["127.0.0.0/8"]' ./target/release/nexus serve >>"$data/server.log" 2>&1 &
+  server=$!
+  for _ in $(seq 1 50); do curl -sf "$base/health" >/dev/null && break; sleep 0.1; done
+}
+if [ "$backlog" -gt 0 ]; then start false; else start true; fi
 
 json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 token=$(curl -sf -X POST "$base/api/v1/auth/register" -H 'content-type: application/json' \
@@ -73,11 +80,19 @@ phase() {
   local endpoint
   endpoint=$(curl -sf -X POST "$base/api/v1/webhooks" -H "Authorization: Bearer $token" -H 'content-type: application/json' \
     -d "{\"url\":\"http://127.0.0.1:$rport/hook\",\"event_types\":[\"user.role_assigned\",\"user.role_removed\"]}" | json '["data"]["id"]') || true
-  fire "$events" "$per_second"
+  fire "$events" "${per_second/backlog/0}"
+  if [ "$per_second" = backlog ]; then
+    # Committed with no worker running: the restarted server drains them.
+    kill $server; wait $server 2>/dev/null || true
+    start true
+  fi
   wait $receiver
   grep -v ready "$data/receiver-$rport.out"
   curl -sf -X DELETE "$base/api/v1/webhooks/$endpoint" -H "Authorization: Bearer $token" >/dev/null
 }
+if [ "$backlog" -gt 0 ]; then
+  phase "backlog: $backlog events committed with no worker running, then delivered (latency counts the wait)" "$backlog" backlog 18400
+fi
 phase "burst: $burst events as fast as the API takes them" "$burst" 0 18401
 phase "steady: $steady events at $rate/s" "$steady" "$rate" 18402
 echo "== server memory"
