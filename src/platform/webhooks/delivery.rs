@@ -385,12 +385,11 @@ impl JobHandler for Deliver {
             (endpoint.failing_since.is_some() || !recent).then_some(Health::Healthy)
         } else if gone {
             Some(Health::Disable("gone"))
-        } else if endpoint.failing_since.is_none() {
-            Some(Health::Failing)
-        } else {
-            let since = endpoint.failing_since.unwrap_or(now);
+        } else if let Some(since) = endpoint.failing_since {
             let limit = Duration::hours(i64::from(config.disable_after_failing_hours));
             (endpoint.enabled && now - since >= limit).then_some(Health::Disable("failing"))
+        } else {
+            Some(Health::Failing)
         };
         let completes = retry_at.is_none();
         let ended = Ended {
