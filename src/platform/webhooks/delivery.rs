@@ -187,7 +187,10 @@ async fn read_all(
             .collect();
         let pairs: HashMap<Uuid, (delivery_row::Model, endpoint::Model)> = deliveries
             .into_iter()
-            .filter_map(|d| Some((d.id, (d.clone(), endpoints.get(&d.endpoint_id)?.clone()))))
+            .filter_map(|d| {
+                let endpoint = endpoints.get(&d.endpoint_id)?.clone();
+                Some((d.id, (d, endpoint)))
+            })
             .collect();
         Ok::<_, sea_orm::DbErr>(pairs)
     };
@@ -242,13 +245,12 @@ where
 async fn write_ends(db: &DatabaseConnection, batch: &[Ended]) -> Result<(), sea_orm::DbErr> {
     let backend = db.get_database_backend();
     let txn = crate::platform::db::begin(db).await?;
-    let attempts = || batch.iter().map(|e| e.attempt_id);
     let by_attempt = |value: fn(&Ended) -> sea_orm::Value| {
         per_row(attempt::Column::Id, batch.iter().map(move |e| (e.attempt_id, value(e))))
     };
     SystemScope
         .update_many::<attempt::Entity>()
-        .filter(one_of(backend, attempt::Column::Id, attempts().collect()))
+        .filter(one_of(backend, attempt::Column::Id, batch.iter().map(|e| e.attempt_id).collect()))
         .col_expr(
             attempt::Column::State,
             by_attempt(|e| (if e.succeeded { ATTEMPT_SUCCEEDED } else { ATTEMPT_FAILED }).into()),
