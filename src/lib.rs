@@ -53,14 +53,30 @@ impl Application {
 
     /// [`build`](Self::build) with parts other than the defaults (event
     /// listeners, another ledger, more modules).
+    ///
+    /// On PostgreSQL the server has two pools. Start-up, the job workers and
+    /// the relays run on this (`main`) runtime, each HTTP worker on a runtime
+    /// of its own, and a connection's socket is driven by the runtime that
+    /// opened it: a query on a connection opened here would wake this
+    /// runtime before the HTTP worker waiting for its answer. So the request
+    /// path's pool (the modules' services, the handlers) is opened lazily, by
+    /// the HTTP workers, and what runs here has a pool of its own
+    /// (docs/performance.md). SQLite connections run on threads of their own
+    /// whoever opens them: one pool.
     pub async fn build_with(config: Config, parts: Parts) -> anyhow::Result<Self> {
-        let state = state_with(config, parts).await?;
-        db::migrate(&state.db).await?;
+        let background = db::connect(&config).await?;
+        db::migrate(&background).await?;
+        let requests = match background.get_database_backend() {
+            sea_orm::DbBackend::Postgres => db::connect_lazily(&config).await?,
+            _ => background.clone(),
+        };
+        let state = state_on(config, parts, requests).await?;
+        let background = AppState { db: background, ..state.clone() };
         let listener = TcpListener::bind(state.config.bind)?;
         let port = listener.local_addr()?.port();
         let server = server(state.clone(), listener)?;
-        start_background(&state).await?;
-        let runner = state.config.jobs.run_in_server.then(|| Runner::start(state.clone()));
+        start_background(&background).await?;
+        let runner = background.config.jobs.run_in_server.then(|| Runner::start(background));
         Ok(Self { server, port, state, runner })
     }
 
@@ -133,8 +149,12 @@ pub async fn state(config: Config) -> anyhow::Result<AppState> {
 /// The shared state: database pool, optional Redis, the modules, RBAC,
 /// token keys, job handlers and event listeners.
 pub async fn state_with(config: Config, parts: Parts) -> anyhow::Result<AppState> {
-    let Parts { listeners, ledger, modules: extra } = parts;
     let db = db::connect(&config).await?;
+    state_on(config, parts, db).await
+}
+
+async fn state_on(config: Config, parts: Parts, db: sea_orm::DatabaseConnection) -> anyhow::Result<AppState> {
+    let Parts { listeners, ledger, modules: extra } = parts;
     let redis = Redis::from_config(&config)?;
     let limiter = match &redis {
         Some(redis) => RateLimiter::redis(redis.clone(), config.redis_timeout()),

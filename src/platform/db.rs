@@ -20,24 +20,40 @@ use crate::config::Config;
 /// Connect, creating what is missing: the data directory and SQLite file,
 /// or the PostgreSQL schema (the server, the worker, `migrate`).
 pub async fn connect(config: &Config) -> anyhow::Result<DatabaseConnection> {
-    connect_with(config, true).await
+    connect_with(config, Open::Create).await
 }
 
 /// Connect to a database that must exist already (the operators' commands
 /// that read or fix data): nothing is created, and a missing SQLite file is
 /// an error naming it instead of a new, empty database.
 pub async fn connect_existing(config: &Config) -> anyhow::Result<DatabaseConnection> {
-    connect_with(config, false).await
+    connect_with(config, Open::Existing).await
 }
 
-async fn connect_with(config: &Config, create: bool) -> anyhow::Result<DatabaseConnection> {
+/// A pool that opens no connection until one is asked for: each is opened
+/// by the task that first needs it, on that task's runtime. The server's
+/// request path uses one (see `Application::build`); the database must
+/// exist already.
+pub async fn connect_lazily(config: &Config) -> anyhow::Result<DatabaseConnection> {
+    connect_with(config, Open::Lazily).await
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Open {
+    Create,
+    Existing,
+    Lazily,
+}
+
+async fn connect_with(config: &Config, open: Open) -> anyhow::Result<DatabaseConnection> {
+    let create = open == Open::Create;
     let url = config.database_url();
     let is_sqlite = url.starts_with("sqlite:");
     if is_sqlite && create {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| anyhow::anyhow!("cannot create data_dir {}: {e}", config.data_dir.display()))?;
     }
-    if is_sqlite && !create {
+    if is_sqlite && open == Open::Existing {
         use std::str::FromStr;
         let file = sea_orm::sqlx::sqlite::SqliteConnectOptions::from_str(&url)?.get_filename().to_owned();
         anyhow::ensure!(
@@ -52,6 +68,7 @@ async fn connect_with(config: &Config, create: bool) -> anyhow::Result<DatabaseC
         .max_connections(config.database.max_connections)
         .acquire_timeout(Duration::from_millis(config.database.acquire_timeout_ms))
         .connect_timeout(Duration::from_millis(config.database.connect_timeout_ms))
+        .connect_lazy(open == Open::Lazily)
         .sqlx_logging(false);
     if is_sqlite {
         // WAL lets readers proceed beside the single writer; a writer waits

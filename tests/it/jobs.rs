@@ -285,3 +285,24 @@ async fn events_waiting_together_are_dispatched_in_batches_each_to_its_own_tenan
     let finished: std::collections::HashSet<_> = dispatches.iter().map(|j| j.finished_at).collect();
     assert!(finished.len() <= 12, "{} runs for {} events", finished.len(), dispatches.len());
 }
+
+/// On PostgreSQL the request path's connections are opened by the HTTP
+/// workers that use them; start-up (migrations, the modules' schedules) and
+/// the job workers have a pool of their own (`Application::build_with`).
+#[tokio::test]
+#[ignore = "needs PostgreSQL: set NEXUS_TEST_DATABASE_URL and run with --include-ignored (.ci/run does)"]
+async fn on_postgresql_the_request_path_has_a_pool_of_its_own() {
+    std::env::var("NEXUS_TEST_DATABASE_URL").expect("NEXUS_TEST_DATABASE_URL");
+    let runs = Arc::new(AtomicUsize::new(0));
+    let dir = tempfile::tempdir().unwrap();
+    let listener = Arc::new(Flaky { failures: 0, runs: runs.clone() });
+    let app = TestApp::spawn_with_listeners(test_config(dir.path()), dir, vec![listener]).await;
+    let requests = app.state.db.get_postgres_connection_pool();
+    assert_eq!(requests.size(), 0, "start-up opened a connection of the request path's pool");
+    app.register().await;
+    let opened = requests.size();
+    assert!(opened >= 1, "the request opened none");
+    // The workers dispatch the owner's `user.created` and run the listener.
+    eventually(10, || async { (runs.load(Ordering::SeqCst) == 1).then_some(()) }).await;
+    assert_eq!(requests.size(), opened, "the job workers opened connections of the request path's pool");
+}
