@@ -6,7 +6,10 @@
 #   postgres://root@127.0.0.1:5432), COMPARE_PG_PARAMS (the connection's
 #   parameters, the same for both servers, default sslmode=disable; with
 #   sslmode=require both speak TLS to PostgreSQL), NEXUS_REDIS_URL (default
-#   redis://127.0.0.1:6379), CARGO_TARGET_DIR (where Nexus is built).
+#   redis://127.0.0.1:6379), CARGO_TARGET_DIR (where Nexus is built),
+#   COMPARE_ALSO (another Nexus binary, e.g. a build of an earlier commit:
+#   each pair then also measures it, on the same database, right after this
+#   one, each binary restarted before its turn).
 # Needs: PostgreSQL, Redis, wrk (apt-get install wrk), psql, curl, python3.
 # Builds both release binaries. A scratch database is created and dropped.
 set -euo pipefail
@@ -42,12 +45,24 @@ cleanup() {
 trap cleanup EXIT
 psql -q -v ON_ERROR_STOP=1 "$pg/postgres" -c "CREATE DATABASE $db"
 
-NEXUS_BIND=127.0.0.1:$nexus_port NEXUS_DATA_DIR="$work" NEXUS_DATABASE_URL="$pg/$db?$params" NEXUS_REDIS_URL="$redis" \
-  NEXUS_REDIS_KEY_PREFIX="$prefix" RUST_LOG=warn "$nexus_bin" serve >"$work/nexus.log" 2>&1 &
-servers+=($!)
-nexus_pid=$!
-for _ in $(seq 1 100); do curl -sf "$nexus/health" >/dev/null && break; sleep 0.2; done
-curl -sf "$nexus/health" >/dev/null || { cat "$work/nexus.log"; exit 1; }
+# Start Nexus (the binary $1) on the database; sets $nexus_pid.
+start_nexus() {
+  NEXUS_BIND=127.0.0.1:$nexus_port NEXUS_DATA_DIR="$work" NEXUS_DATABASE_URL="$pg/$db?$params" NEXUS_REDIS_URL="$redis" \
+    NEXUS_REDIS_KEY_PREFIX="$prefix" RUST_LOG=warn "$1" serve >"$work/nexus.log" 2>&1 &
+  servers+=($!)
+  nexus_pid=$!
+  for _ in $(seq 1 100); do curl -sf "$nexus/health" >/dev/null && break; sleep 0.2; done
+  curl -sf "$nexus/health" >/dev/null || { cat "$work/nexus.log"; exit 1; }
+}
+# Nexus's peak RSS (VmHWM, kB) over every process of $nexus_bin; stop_nexus
+# counts the stopped one's.
+peak=0
+hwm() { awk '/VmHWM/ {print $2}' "/proc/$nexus_pid/status"; }
+stop_nexus() {
+  [ "$(ps -o args= -p "$nexus_pid" | cut -d' ' -f1)" = "$nexus_bin" ] && peak=$(( $(hwm) > peak ? $(hwm) : peak ))
+  kill "$nexus_pid"; wait "$nexus_pid" 2>/dev/null || true
+}
+start_nexus "$nexus_bin"
 
 json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 token=$(curl -sf -X POST "$nexus/api/v1/auth/register" -H 'content-type: application/json' \
@@ -147,12 +162,18 @@ rows=()
 pair() {
   local name=$1 base_url=$2 nexus_url=$3
   echo "== $name" >&2
-  local b n
+  local b n a=""
   b=$(measure "$base_url")
   n=$(measure -H "$auth" "$nexus_url")
   echo "   baseline: $b" >&2
   echo "   Nexus:    $n" >&2
-  rows+=("$name|$b|$n")
+  if [ -n "${COMPARE_ALSO:-}" ]; then
+    stop_nexus; start_nexus "$COMPARE_ALSO"
+    a=$(measure -H "$auth" "$nexus_url")
+    echo "   also:     $a" >&2
+    stop_nexus; start_nexus "$nexus_bin"
+  fi
+  rows+=("$name|$b|$n|$a")
 }
 pair "\`GET /api/v1/products?limit=25&sort=-created_at\` vs \`/products\`" "$base/products" "$nexus/api/v1/products?limit=25&sort=-created_at"
 pair "\`GET /api/v1/products/{id}\` vs \`/products/{id}\`" "$base/products/$product" "$nexus/api/v1/products/$product"
@@ -163,14 +184,21 @@ echo "$size products of the tenant, about $((size / 4)) of others; wrk -t1 -c$co
 echo
 printf '%s\n' "${rows[@]}" | python3 -c '
 import sys
-print("| request (Nexus vs baseline) | baseline req/s | p50 | p99 | Nexus req/s | p50 | p99 | Nexus / baseline |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|")
-for line in sys.stdin:
-    name, b, n = line.rstrip("\n").split("|")
+rows = [line.rstrip("\n").split("|") for line in sys.stdin]
+also = any(a for *_, a in rows)
+print("| request (Nexus vs baseline) | baseline req/s | p50 | p99 | Nexus req/s | p50 | p99 | Nexus / baseline |"
+      + (" `COMPARE_ALSO` req/s | p99 | / baseline |" if also else ""))
+print("|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if also else ""))
+for name, b, n, a in rows:
     (br, b50, b99, bbad), (nr, n50, n99, nbad) = (list(map(float, x.split())) for x in (b, n))
     note = f" ({int(nbad)} Nexus non-2xx)" if nbad else ""
     note += f" ({int(bbad)} baseline non-2xx)" if bbad else ""
-    print(f"| {name} | {br:,.0f} | {b50:.2f} ms | {b99:.2f} ms | {nr:,.0f} | {n50:.2f} ms | {n99:.2f} ms | {nr / br:.2f}x{note} |")
+    line = f"| {name} | {br:,.0f} | {b50:.2f} ms | {b99:.2f} ms | {nr:,.0f} | {n50:.2f} ms | {n99:.2f} ms | {nr / br:.2f}x{note} |"
+    if also:
+        ar, _, a99, abad = map(float, a.split())
+        bad = f" ({int(abad)} non-2xx)" if abad else ""
+        line += f" {ar:,.0f} | {a99:.2f} ms | {ar / br:.2f}x{bad} |"
+    print(line)
 '
 echo
-echo "peak RSS (VmHWM): Nexus $(awk '/VmHWM/ {print $2, $3}' "/proc/$nexus_pid/status"), baseline $(awk '/VmHWM/ {print $2, $3}' "/proc/$base_pid/status")"
+echo "peak RSS (VmHWM): Nexus $(( $(hwm) > peak ? $(hwm) : peak )) kB, baseline $(awk '/VmHWM/ {print $2, $3}' "/proc/$base_pid/status")"
