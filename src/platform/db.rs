@@ -32,7 +32,7 @@ pub async fn connect_existing(config: &Config) -> anyhow::Result<DatabaseConnect
 
 /// A pool that opens no connection until one is asked for: each is opened
 /// by the task that first needs it, on that task's runtime. The server's
-/// request path uses one (see `Application::build`); the database must
+/// request path uses one (see `Application::build_with`); the database must
 /// exist already.
 pub async fn connect_lazily(config: &Config) -> anyhow::Result<DatabaseConnection> {
     connect_with(config, Open::Lazily).await
