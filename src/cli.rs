@@ -159,6 +159,11 @@ enum OrdersCommand {
         /// The warehouse (code or id) the orders' stock is reserved in.
         #[arg(long)]
         warehouse: String,
+        /// Tell each order's customer it was placed (its `placed`
+        /// notifications); off by default, as the orders of a shop export
+        /// were announced where they were placed.
+        #[arg(long)]
+        send_receipts: bool,
     },
     /// Refund part or all of a paid order through its payment gateway.
     Refund {
@@ -384,12 +389,13 @@ async fn orders(config: Config, command: OrdersCommand) -> anyhow::Result<()> {
         OrdersCommand::Refund { order, amount, reason, key } => {
             cli::refund(&db, service, order, amount, reason, key).await
         }
-        OrdersCommand::Import { file, tenant, warehouse } => {
+        OrdersCommand::Import { file, tenant, warehouse, send_receipts } => {
             let tenant = users::find_tenant(&db, &tenant)
                 .await
                 .map_err(cli::describe)?
                 .ok_or_else(|| anyhow::anyhow!("no tenant `{tenant}`"))?;
-            cli::import(service, inventory, TenantScope::new(tenant.id), &file, &warehouse).await
+            cli::import(service, inventory, TenantScope::new(tenant.id), &file, &warehouse, send_receipts)
+                .await
         }
     }
 }

@@ -10,6 +10,8 @@ pub struct Model {
     pub tenant_id: Uuid,
     /// Where the imported orders' stock is reserved and shipped from.
     pub warehouse_id: Uuid,
+    /// Whether each imported order's customer is told it was placed.
+    pub send_receipts: bool,
     pub filename: String,
     pub size_bytes: i64,
     pub status: String,

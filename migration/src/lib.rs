@@ -25,6 +25,7 @@ mod m20261128_000020_order_gateway_callbacks;
 mod m20261128_000021_channel_sync;
 mod m20261128_000022_job_claim_indexes;
 mod m20261129_000023_dispatch_index;
+mod m20261129_000024_import_receipts;
 mod shared;
 
 pub struct Migrator;
@@ -55,6 +56,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000021_channel_sync::Migration),
             Box::new(m20261128_000022_job_claim_indexes::Migration),
             Box::new(m20261129_000023_dispatch_index::Migration),
+            Box::new(m20261129_000024_import_receipts::Migration),
         ]
     }
 }

@@ -807,11 +807,16 @@ const CSV_HEADER: &str = "external_order_id,order_placed_at,currency,customer_id
 
 /// Upload `csv` to `POST /api/v1/orders/imports` as multipart/form-data.
 async fn upload(app: &TestApp, token: &str, warehouse: &str, csv: &str) -> reqwest::Response {
+    upload_with(app, token, &format!("warehouse_id={warehouse}"), csv).await
+}
+
+/// [`upload`] with the query string `query`.
+async fn upload_with(app: &TestApp, token: &str, query: &str, csv: &str) -> reqwest::Response {
     let boundary = "nexus-test-boundary-7d3f";
     let body = format!(
         "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"orders.csv\"\r\nContent-Type: text/csv\r\n\r\n{csv}\r\n--{boundary}--\r\n"
     );
-    app.request(Method::POST, &format!("/api/v1/orders/imports?warehouse_id={warehouse}"), Some(token))
+    app.request(Method::POST, &format!("/api/v1/orders/imports?{query}"), Some(token))
         .header("content-type", format!("multipart/form-data; boundary={boundary}"))
         .body(body)
         .send()
@@ -1031,6 +1036,69 @@ async fn a_wrong_header_or_upload_is_refused_and_changes_nothing() {
     })
     .await;
     assert_eq!(done["created"], 1, "{done}");
+}
+
+#[tokio::test]
+async fn imported_orders_tell_their_customers_they_were_placed_only_when_asked() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let s = shop(&app, &tenant, "TEE", 10).await;
+    let row = |id: u32| {
+        format!("{CSV_HEADER}\n{id},2026-11-20T09:30:00Z,EUR,C-1,ada@example.com,Ada,TEE,,2499,1\n")
+    };
+    // The types of an order's notifications, once it is imported and its saga done.
+    let types = |external: &'static str| {
+        let (app, tenant) = (&app, &tenant);
+        async move {
+            let order = eventually(20, || async {
+                let order = order_by_external(app, tenant, external).await;
+                order["id"].as_str().map(str::to_owned)
+            });
+            let id = order.await;
+            reaches(app, tenant, &id, "completed").await;
+            let list =
+                json(app.get(&format!("/api/v1/orders/{id}/notifications?limit=100"), &tenant.token).await);
+            let list = list.await["data"].as_array().unwrap().clone();
+            let mut types: Vec<String> =
+                list.iter().map(|n| n["type"].as_str().unwrap().to_owned()).collect();
+            types.sort();
+            types.dedup();
+            types
+        }
+    };
+
+    // By default, no `placed` notification; the saga's own are written.
+    let done = imported(&app, &tenant, &s.warehouse, &row(8001)).await;
+    assert_eq!((done["created"].clone(), done["send_receipts"].clone()), (json!(1), json!(false)), "{done}");
+    assert_eq!(types("8001").await, ["completed", "paid"]);
+
+    // Asked for, over REST, GraphQL and the command line: one per channel.
+    let query = format!("warehouse_id={}&send_receipts=true", s.warehouse);
+    let res = upload_with(&app, &tenant.token, &query, &row(8002)).await;
+    let id = json(res).await["data"]["id"].as_str().unwrap().to_owned();
+    let done = eventually(20, || async {
+        let import = json(app.get(&format!("/api/v1/orders/imports/{id}"), &tenant.token).await).await;
+        (import["data"]["status"] == "completed").then_some(import["data"].clone())
+    })
+    .await;
+    assert_eq!((done["created"].clone(), done["send_receipts"].clone()), (json!(1), json!(true)), "{done}");
+    assert_eq!(types("8002").await, ["completed", "paid", "placed"]);
+    let mutation = "mutation($w: UUID!, $csv: String!) { importOrders(warehouseId: $w, csv: $csv, sendReceipts: true) { sendReceipts } }";
+    let body = graphql(&app, &tenant.token, mutation, json!({"w": s.warehouse, "csv": row(8003)})).await;
+    assert_eq!(body["data"]["importOrders"]["sendReceipts"], true, "{body}");
+    assert_eq!(types("8003").await, ["completed", "paid", "placed"]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("orders.csv");
+    std::fs::write(&file, row(8004)).unwrap();
+    let path = file.to_str().unwrap();
+    let args = ["orders", "import", path, "--tenant", &tenant.slug, "--warehouse", "MAIN", "--send-receipts"];
+    let out = nexus_cli(&app, &args).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    app.state.wakeup.wake();
+    assert_eq!(types("8004").await, ["completed", "paid", "placed"]);
+    let placed =
+        json(app.get("/api/v1/orders/notifications?type=placed&include=total", &tenant.token).await).await;
+    assert_eq!(placed["meta"]["total"], 9, "three orders, three channels each: {placed}");
 }
 
 #[tokio::test]
@@ -1312,6 +1380,7 @@ async fn an_upload_cut_off_is_swept_and_a_finished_import_is_not() {
         id: Set(cut),
         tenant_id: Set(tenant.id),
         warehouse_id: Set(s.warehouse.parse().unwrap()),
+        send_receipts: Set(false),
         filename: Set("cut.csv".into()),
         size_bytes: Set(0),
         status: Set("uploading".into()),

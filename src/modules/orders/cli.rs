@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::{
     NewRefund, OrderService, check_refund,
-    import::{Progress, Tally},
+    import::{ImportTo, Progress, Tally},
 };
 use crate::{
     error::{ApiError, ApiResult},
@@ -157,14 +157,16 @@ pub async fn import(
     tenant: TenantScope,
     file: &std::path::Path,
     warehouse_handle: &str,
+    send_receipts: bool,
 ) -> anyhow::Result<()> {
     let warehouse_id = warehouse(inventory.as_ref(), tenant, warehouse_handle).await?;
+    let to = ImportTo { warehouse_id, send_receipts };
     let source =
         std::fs::File::open(file).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", file.display()))?;
     let read = Arc::new(AtomicU64::new(0));
     let mut bar = Bar::new(source.metadata()?.len(), read.clone())?;
     let source = Counted { inner: std::io::BufReader::new(source), read };
-    let tally = orders.import_file(tenant, warehouse_id, Box::new(source), &mut bar).await;
+    let tally = orders.import_file(tenant, to, Box::new(source), &mut bar).await;
     if let Some(bar) = bar.bar {
         bar.finish_and_clear();
     }

@@ -8,7 +8,7 @@ use async_graphql::{ComplexObject, Context, InputObject, Object, SimpleObject, d
 use uuid::Uuid;
 
 use super::{
-    CUSTOMER_SORTS, CustomerFilter, CustomerView, ImportView, NewOrder, NewOrderLine, NewRefund,
+    CUSTOMER_SORTS, CustomerFilter, CustomerView, ImportTo, ImportView, NewOrder, NewOrderLine, NewRefund,
     Notifications, ORDER_SORTS, OrderFilter, OrderLineView, OrderService, OrderView, OrdersRead,
     OrdersRefund, OrdersWrite, RefundView, STATES,
     callbacks::{CALLBACK_SORTS, CallbackFilter, CallbackView},
@@ -523,6 +523,11 @@ impl Mutation {
         warehouse_id: Uuid,
         csv: String,
         #[graphql(default = "import.csv")] filename: String,
+        #[graphql(
+            default = false,
+            desc = "Tell each imported order's customer it was placed (as `send_receipts` of the REST upload)."
+        )]
+        send_receipts: bool,
     ) -> async_graphql::Result<ImportView> {
         let (state, principal) = authorized::<OrdersWrite>(ctx).map_err(gql)?;
         Checks::default()
@@ -531,7 +536,12 @@ impl Mutation {
             .map_err(|errors| gql(ApiError::validation(errors)))?;
         let body = futures_util::stream::once(async move { Ok(actix_web::web::Bytes::from(csv)) });
         let import = service(ctx)?
-            .upload_import(principal.tenant, warehouse_id, filename, Box::pin(body))
+            .upload_import(
+                principal.tenant,
+                ImportTo { warehouse_id, send_receipts },
+                filename,
+                Box::pin(body),
+            )
             .await
             .map_err(gql)?;
         state.wakeup.wake();

@@ -163,6 +163,9 @@ pub struct ImportView {
     #[schema(example = "orders.csv")]
     pub filename: String,
     pub warehouse_id: Uuid,
+    /// Whether each imported order's customer is told it was placed (its
+    /// `placed` notifications); off unless asked for.
+    pub send_receipts: bool,
     pub size_bytes: i64,
     /// Data rows read so far.
     pub rows_done: i64,
@@ -190,6 +193,7 @@ impl TryFrom<import::Model> for ImportView {
             status: m.status,
             filename: m.filename,
             warehouse_id: m.warehouse_id,
+            send_receipts: m.send_receipts,
             size_bytes: m.size_bytes,
             rows_done: m.rows_done,
             created: m.created,
@@ -451,11 +455,24 @@ struct Group {
     bad: bool,
 }
 
+/// Where an import's orders go, and whether their customers hear of them.
+#[derive(Clone, Copy, Debug)]
+pub struct ImportTo {
+    /// Where the orders' stock is reserved and shipped from.
+    pub warehouse_id: Uuid,
+    /// Write each order's `placed` notifications, as `POST /orders` does.
+    /// Off by default: a shop export's orders were placed, and their
+    /// customers told, elsewhere (Shopify's `send_receipt` is off for
+    /// imported orders too). The saga's later ones are written either way.
+    pub send_receipts: bool,
+}
+
 /// What writes an import's batches: cheap to clone into a task.
 #[derive(Clone)]
 struct Writer {
     db: DatabaseConnection,
-    notifiers: Arc<Notifiers>,
+    /// The `placed` notifications' senders, when receipts are sent.
+    receipts: Option<Arc<Notifiers>>,
     /// Held by a writer while it looks its customers up and inserts the new
     /// ones: customers named by email have no unique key to collide on, so
     /// two writers must not both find one missing and create it.
@@ -534,7 +551,7 @@ impl Writer {
         }
         let created = priced.len() as u64;
         let txn = crate::platform::db::begin(&self.db).await?;
-        insert_orders(&txn, tenant, &self.notifiers, priced).await?;
+        insert_orders(&txn, tenant, self.receipts.as_deref(), priced).await?;
         sea_orm::TransactionSession::commit(txn).await?;
         Ok(Written { created, skipped, customers })
     }
@@ -679,13 +696,13 @@ impl Drop for Writes {
 }
 
 impl SeaOrmOrders {
-    /// Import the CSV `source` into `warehouse_id`'s orders. A wrong header
+    /// Import the CSV `source` as orders of `to.warehouse_id`. A wrong header
     /// is a `validation_failed` naming `file`, and nothing changes; each bad
     /// row is counted and reported in the tally, and the rest goes on.
     pub async fn import_csv(
         &self,
         tenant: TenantScope,
-        warehouse_id: Uuid,
+        to: ImportTo,
         source: Box<dyn Read + Send>,
         progress: &mut dyn Progress,
     ) -> ApiResult<Tally> {
@@ -703,7 +720,11 @@ impl SeaOrmOrders {
         let mut batch = Batch::default();
         let mut known = Known::default();
         let mut writes = Writes::new(
-            Writer { db: self.db.clone(), notifiers: self.notifiers.clone(), customer_lock: Arc::default() },
+            Writer {
+                db: self.db.clone(),
+                receipts: to.send_receipts.then(|| self.notifiers.clone()),
+                customer_lock: Arc::default(),
+            },
             tenant,
         );
         while let Some(item) = items.recv().await {
@@ -714,7 +735,7 @@ impl SeaOrmOrders {
                     if key != group.key {
                         let done = std::mem::replace(&mut group, Group { key, ..Group::default() });
                         if let Some(order) =
-                            self.prepare(tenant, warehouse_id, done, &mut known, &mut tally).await?
+                            self.prepare(tenant, to.warehouse_id, done, &mut known, &mut tally).await?
                         {
                             batch.push(order);
                         }
@@ -745,7 +766,7 @@ impl SeaOrmOrders {
                 progress.report(&tally).await?;
             }
         }
-        if let Some(order) = self.prepare(tenant, warehouse_id, group, &mut known, &mut tally).await? {
+        if let Some(order) = self.prepare(tenant, to.warehouse_id, group, &mut known, &mut tally).await? {
             batch.push(order);
         }
         writes.start(batch, &mut known, &mut tally).await?;
@@ -899,7 +920,8 @@ impl SeaOrmOrders {
             runtime: tokio::runtime::Handle::current(),
         };
         let mut progress = Recorder { orders: self, tenant, import_id };
-        let outcome = self.import_csv(tenant, found.warehouse_id, Box::new(source), &mut progress).await;
+        let to = ImportTo { warehouse_id: found.warehouse_id, send_receipts: found.send_receipts };
+        let outcome = self.import_csv(tenant, to, Box::new(source), &mut progress).await;
         let (status, tally, reason) = match outcome {
             Ok(tally) => (DONE, tally, None),
             Err(err) if err.code == Code::ValidationFailed => {
@@ -944,12 +966,12 @@ impl SeaOrmOrders {
     pub async fn store_upload(
         &self,
         tenant: TenantScope,
-        warehouse_id: Uuid,
+        to: ImportTo,
         filename: String,
         max_bytes: u64,
         mut body: BoxStream<'static, ApiResult<Bytes>>,
     ) -> ApiResult<import::Model> {
-        match self.inventory.get_warehouse(tenant, warehouse_id).await {
+        match self.inventory.get_warehouse(tenant, to.warehouse_id).await {
             Err(err) if err.code == Code::NotFound => {
                 return Err(ApiError::validation(vec![FieldError::new("warehouse_id", "no such warehouse")]));
             }
@@ -977,7 +999,7 @@ impl SeaOrmOrders {
                 let ended = next.is_none();
                 if stored.is_none() && (ended || buffer.contains(&b'\n') || buffer.len() >= CHUNK_BYTES) {
                     first_line_header(&buffer)?;
-                    stored = Some(self.new_import(tenant, warehouse_id, &filename).await?);
+                    stored = Some(self.new_import(tenant, to, &filename).await?);
                 }
                 if let Some(import) = &stored {
                     while buffer.len() >= CHUNK_BYTES || (ended && !buffer.is_empty()) {
@@ -1028,7 +1050,7 @@ impl SeaOrmOrders {
     async fn new_import(
         &self,
         tenant: TenantScope,
-        warehouse_id: Uuid,
+        to: ImportTo,
         filename: &str,
     ) -> ApiResult<import::Model> {
         let now = Utc::now();
@@ -1036,7 +1058,8 @@ impl SeaOrmOrders {
         let created = import::Entity::insert(import::ActiveModel {
             id: Set(Uuid::now_v7()),
             tenant_id: Set(tenant.id()),
-            warehouse_id: Set(warehouse_id),
+            warehouse_id: Set(to.warehouse_id),
+            send_receipts: Set(to.send_receipts),
             filename: Set(filename.to_owned()),
             size_bytes: Set(0),
             status: Set(UPLOADING.to_owned()),

@@ -31,7 +31,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use uuid::Uuid;
 
 pub use gateway::{Charge, ChargeOutcome, GatewayError, PaymentGateway, Refund, RefundOutcome, Simulated};
-pub use import::ImportView;
+pub use import::{ImportTo, ImportView};
 
 use crate::{
     error::{ApiResult, FieldError},
@@ -610,7 +610,7 @@ pub trait OrderService: Send + Sync {
     async fn upload_import(
         &self,
         tenant: TenantScope,
-        warehouse_id: Uuid,
+        to: import::ImportTo,
         filename: String,
         body: futures_util::stream::BoxStream<'static, ApiResult<actix_web::web::Bytes>>,
     ) -> ApiResult<ImportView>;
@@ -618,7 +618,7 @@ pub trait OrderService: Send + Sync {
     async fn import_file(
         &self,
         tenant: TenantScope,
-        warehouse_id: Uuid,
+        to: import::ImportTo,
         source: Box<dyn std::io::Read + Send>,
         progress: &mut dyn import::Progress,
     ) -> ApiResult<import::Tally>;

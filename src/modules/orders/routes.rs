@@ -8,9 +8,9 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use uuid::Uuid;
 
 use super::{
-    CUSTOMER_SORTS, CustomerFilter, CustomerView, ImportView, NewCustomer, NewOrder, NewOrderLine, NewRefund,
-    Notifications, ORDER_SORTS, OrderFilter, OrderService, OrderView, OrdersRead, OrdersRefund, OrdersWrite,
-    RefundView, STATES,
+    CUSTOMER_SORTS, CustomerFilter, CustomerView, ImportTo, ImportView, NewCustomer, NewOrder, NewOrderLine,
+    NewRefund, Notifications, ORDER_SORTS, OrderFilter, OrderService, OrderView, OrdersRead, OrdersRefund,
+    OrdersWrite, RefundView, STATES,
     callbacks::{CALLBACK_SORTS, CallbackFilter, CallbackView},
     check_customer, check_order, check_refund,
     kpis::{self, Analytics, CustomerSpend, KpiRebuild, Kpis, ProductSales},
@@ -475,6 +475,11 @@ async fn list_order_refunds(
 struct UploadQuery {
     /// Where the imported orders' stock is reserved and shipped from.
     warehouse_id: Uuid,
+    /// Tell each imported order's customer it was placed (its `placed`
+    /// notifications, as `POST /api/v1/orders` writes them). Default
+    /// `false`: a shop export's orders were announced where they were placed.
+    #[serde(default)]
+    send_receipts: bool,
 }
 
 /// The upload: `file`, the CSV file, and no other part (so the document
@@ -538,7 +543,8 @@ async fn upload_order_import(
         }
         let filename = field.file_name().unwrap_or("upload.csv").chars().take(200).collect();
         let stream = field.map_err(malformed).boxed();
-        let import = orders.upload_import(auth.tenant, query.warehouse_id, filename, stream).await?;
+        let to = ImportTo { warehouse_id: query.warehouse_id, send_receipts: query.send_receipts };
+        let import = orders.upload_import(auth.tenant, to, filename, stream).await?;
         state.wakeup.wake();
         return Ok(HttpResponse::Accepted().json(Data { data: import }));
     }

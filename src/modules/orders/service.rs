@@ -23,9 +23,9 @@ use uuid::Uuid;
 
 use super::{
     CANCELLABLE, CANCELLED, COMPLETED, Charge, ChargeOutcome, CustomerFilter, CustomerView, FAILED,
-    FULFILLED, NewCustomer, NewOrder, NewRefund, OrderFilter, OrderLineView, OrderService, OrderView, PAID,
-    PENDING, PaymentGateway, PaymentView, REFUND_SORTS, REFUNDABLE, RESERVED, Refund, RefundOutcome,
-    RefundView, TransitionView,
+    FULFILLED, ImportTo, NewCustomer, NewOrder, NewRefund, OrderFilter, OrderLineView, OrderService,
+    OrderView, PAID, PENDING, PaymentGateway, PaymentView, REFUND_SORTS, REFUNDABLE, RESERVED, Refund,
+    RefundOutcome, RefundView, TransitionView,
     notify::{self, Notifiers},
 };
 use crate::{
@@ -283,13 +283,13 @@ impl Priced {
 }
 
 /// Write orders as placed (`pending`), each with its lines, its history
-/// row, `order.created`, its notifications and its saga's first step: one multi-row `INSERT`
-/// per table for all of them, in the caller's transaction. A taken
-/// `external_order_id` is a `Conflict`.
+/// row, `order.created`, its `placed` notifications (with `receipts`) and
+/// its saga's first step: one multi-row `INSERT` per table for all of them,
+/// in the caller's transaction. A taken `external_order_id` is a `Conflict`.
 pub(super) async fn insert_orders(
     txn: &DatabaseTransaction,
     tenant: TenantScope,
-    notifiers: &Notifiers,
+    receipts: Option<&Notifiers>,
     priced: Vec<Priced>,
 ) -> ApiResult<Vec<order::Model>> {
     let now = Utc::now();
@@ -346,7 +346,9 @@ pub(super) async fn insert_orders(
             "customer_id": o.customer_id, "status": PENDING, "total": o.total, "currency": o.currency})
     });
     events::publish_many(txn, tenant.id(), &super::ORDER_CREATED, created.collect()).await?;
-    notify::queue_many(txn, tenant, notifiers, &orders, notify::PLACED, None).await?;
+    if let Some(notifiers) = receipts {
+        notify::queue_many(txn, tenant, notifiers, &orders, notify::PLACED, None).await?;
+    }
     let steps = orders.iter().map(|o| step(tenant, RESERVE_JOB, o.id));
     jobs::enqueue_many(txn, steps.collect()).await?;
     Ok(orders)
@@ -971,8 +973,8 @@ impl OrderService for SeaOrmOrders {
             other => other?,
         };
         let external = priced.new.external_order_id.clone();
-        let order =
-            insert_orders(&txn, tenant, &self.notifiers, vec![priced]).await.map_err(|err| match err {
+        let order = insert_orders(&txn, tenant, Some(&self.notifiers), vec![priced]).await.map_err(
+            |err| match err {
                 err if err.code == Code::Conflict => ApiError::new(
                     Code::Conflict,
                     format!(
@@ -981,7 +983,8 @@ impl OrderService for SeaOrmOrders {
                     ),
                 ),
                 err => err,
-            })?;
+            },
+        )?;
         let order = order
             .into_iter()
             .next()
@@ -1156,28 +1159,28 @@ impl OrderService for SeaOrmOrders {
     async fn upload_import(
         &self,
         tenant: TenantScope,
-        warehouse_id: Uuid,
+        to: ImportTo,
         filename: String,
         body: futures_util::stream::BoxStream<'static, ApiResult<actix_web::web::Bytes>>,
     ) -> ApiResult<super::ImportView> {
         let max = self.import_max_bytes;
-        self.store_upload(tenant, warehouse_id, filename, max, body).await?.try_into()
+        self.store_upload(tenant, to, filename, max, body).await?.try_into()
     }
 
     async fn import_file(
         &self,
         tenant: TenantScope,
-        warehouse_id: Uuid,
+        to: ImportTo,
         source: Box<dyn std::io::Read + Send>,
         progress: &mut dyn super::import::Progress,
     ) -> ApiResult<super::import::Tally> {
-        match self.inventory.get_warehouse(tenant, warehouse_id).await {
+        match self.inventory.get_warehouse(tenant, to.warehouse_id).await {
             Err(err) if err.code == Code::NotFound => {
                 return Err(ApiError::validation(vec![FieldError::new("warehouse_id", "no such warehouse")]));
             }
             other => other?,
         };
-        self.import_csv(tenant, warehouse_id, source, progress).await
+        self.import_csv(tenant, to, source, progress).await
     }
 
     async fn receive_stripe_callback(
