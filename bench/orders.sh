@@ -13,7 +13,9 @@
 #   postgres://root@127.0.0.1:5432), BENCH_PG_PARAMS (the connection's
 #   parameters, default sslmode=disable; sslmode=require for TLS, which
 #   sqlx 0.9.0 sends without TCP_NODELAY: large statements then stall, see
-#   docs/performance.md), NEXUS_REDIS_URL (default redis://127.0.0.1:6379).
+#   docs/performance.md), NEXUS_REDIS_URL (default redis://127.0.0.1:6379),
+#   BENCH_IMPORT_FLAGS (more flags for `nexus orders import`, e.g.
+#   --send-receipts).
 # Needs: PostgreSQL, Redis, wrk, psql, curl, python3. Builds the release binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -77,7 +79,7 @@ import() {
   start "$1" "$name"; setup; stop
   echo "== import, $name"
   env NEXUS_DATA_DIR="$work/$name" ${1:+NEXUS_DATABASE_URL=$1} RUST_LOG=warn /usr/bin/time -f '%e %M' -o "$work/time" \
-    "$bin" orders import "$work/orders.csv" --tenant bench --warehouse MAIN 2>/dev/null | head -3
+    "$bin" orders import "$work/orders.csv" --tenant bench --warehouse MAIN ${BENCH_IMPORT_FLAGS:-} 2>/dev/null | head -3
   read -r secs kib <"$work/time"
   python3 -c "print(f'{$rows} rows in {$secs} s: {$rows / $secs:,.0f} rows/s, peak RSS {$kib / 1024:.0f} MiB')"
 }
