@@ -8,7 +8,12 @@
 #     contended products, simulated gateway, no delay) for DURATION; then the
 #     script waits until every order is final and reports orders/s from the
 #     first placed to the last finished, and checks there is no oversell.
-# Usage: bench/orders.sh [rows=1000000] [duration=10s] [connections=16]
+#     With the mode `backlog`, the orders are placed while the server runs no
+#     job worker, then the server is restarted with its workers and orders/s
+#     is counted from the restart to the last finished: the saga's own rate,
+#     not shared with the intake.
+# Usage: bench/orders.sh [rows=1000000] [duration=10s] [connections=16] [mode=live|backlog]
+#   (rows 0 skips the import)
 # Env: BENCH_PG (server URL without database, default
 #   postgres://root@127.0.0.1:5432), BENCH_PG_PARAMS (the connection's
 #   parameters, default sslmode=disable; sslmode=require for TLS, which
@@ -22,6 +27,7 @@ cd "$(dirname "$0")/.."
 rows=${1:-1000000}
 duration=${2:-10s}
 connections=${3:-16}
+mode=${4:-live}
 pg=${BENCH_PG:-postgres://root@127.0.0.1:5432}
 params=${BENCH_PG_PARAMS-sslmode=disable}
 redis=${NEXUS_REDIS_URL:-redis://127.0.0.1:6379}
@@ -48,7 +54,7 @@ json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 # extra settings from the environment of the call.
 start() {
   env NEXUS_BIND=127.0.0.1:$port NEXUS_DATA_DIR="$work/$2" ${1:+NEXUS_DATABASE_URL=$1} RUST_LOG=warn \
-    "$bin" serve >"$work/$2.log" 2>&1 &
+    "$bin" serve >>"$work/$2.log" 2>&1 &
   server=$!
   for _ in $(seq 1 100); do curl -sf "$base/health" >/dev/null && return; sleep 0.2; done
   cat "$work/$2.log"; exit 1
@@ -83,12 +89,17 @@ import() {
   read -r secs kib <"$work/time"
   python3 -c "print(f'{$rows} rows in {$secs} s: {$rows / $secs:,.0f} rows/s, peak RSS {$kib / 1024:.0f} MiB')"
 }
-import "" sqlite
-import "$(scratch import)" postgres
+if [ "$rows" -gt 0 ]; then
+  import "" sqlite
+  import "$(scratch import)" postgres
+fi
 
-echo "== the saga, PostgreSQL + Redis: orders for $duration from $connections connections"
+echo "== the saga ($mode), PostgreSQL + Redis: orders for $duration from $connections connections"
 url=$(scratch saga)
-NEXUS_REDIS_URL="$redis" NEXUS_REDIS_KEY_PREFIX="nexus-orders-$$:" start "$url" saga
+workers=true
+[ "$mode" = backlog ] && workers=false
+saga() { NEXUS_REDIS_URL="$redis" NEXUS_REDIS_KEY_PREFIX="nexus-orders-$$:" NEXUS_JOBS__RUN_IN_SERVER=$1 start "$url" saga; }
+saga $workers
 setup
 products=""
 for i in $(seq 1 20); do
@@ -105,6 +116,14 @@ TOKEN=$token WAREHOUSE=$warehouse PRODUCTS=$products CUSTOMERS=$customers \
   wrk -t1 -c"$connections" -d"$duration" --latency -s bench/order.lua "$base" \
   | grep -E 'requests in|Requests/sec|^ +(50|90|99)%|Non-2xx|Socket errors'
 sql() { psql -q -At "$url" -c "$1"; }
+since="min(created_at)"
+if [ "$mode" = backlog ]; then
+  echo "$(sql "SELECT count(*) FROM orders") orders placed with no worker running; restarting with the workers"
+  stop
+  restarted=$(sql "SELECT now()")
+  saga true
+  since="'$restarted'::timestamptz"
+fi
 for _ in $(seq 1 600); do
   open=$(sql "SELECT count(*) FROM orders WHERE status NOT IN ('completed', 'failed', 'cancelled')")
   [ "$open" = 0 ] && break
@@ -112,9 +131,11 @@ for _ in $(seq 1 600); do
 done
 echo "orders not final after the wait: $open"
 sql "SELECT status, count(*) FROM orders GROUP BY status ORDER BY status" | sed 's/^/  /'
-sql "SELECT count(*), round(count(*) / extract(epoch FROM max(updated_at) - min(created_at))::numeric, 0)
+from="the first placed"
+[ "$mode" = backlog ] && from="the restart"
+sql "SELECT count(*), round(count(*) / extract(epoch FROM max(updated_at) - $since)::numeric, 0)
      FROM orders WHERE status = 'completed'" \
-  | awk -F'|' '{ printf "%s orders completed, %s orders/s from the first placed to the last completed\n", $1, $2 }'
+  | awk -F'|' -v from="$from" '{ printf "%s orders completed, %s orders/s from %s to the last completed\n", $1, $2, from }'
 sql "SELECT count(*) FROM stock_levels l WHERE l.reserved < 0 OR l.reserved > l.on_hand
        OR (l.on_hand, l.reserved) <> (SELECT coalesce(sum(m.quantity), 0), coalesce(sum(m.reserved_delta), 0)
             FROM stock_movements m WHERE m.product_id = l.product_id AND m.warehouse_id = l.warehouse_id)" \

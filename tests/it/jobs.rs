@@ -145,7 +145,7 @@ async fn a_job_held_by_a_dead_worker_runs_again_when_its_lease_expires() {
 const CHAIN_JOB: &str = "test.chain";
 
 /// A module with one job kind: link `n` queues link `n + 1` with
-/// `enqueue_next` up to 3, whose run completes itself with `complete`. A
+/// `enqueue_next_all` and hands it on with `adopt_next` up to 3, whose run completes itself with `complete`. A
 /// payload with `"fail": true` completes its job in a transaction it then
 /// rolls back, and fails, on its first attempt.
 struct Chain(Arc<std::sync::Mutex<Vec<(i64, i32)>>>);
@@ -174,12 +174,16 @@ impl jobs::JobHandler for Link {
             sea_orm::TransactionSession::rollback(txn).await?;
             return Err(JobError::retry("rolled back"));
         }
-        if n < 3 {
-            jobs::enqueue_next(&txn, NewJob::new(CHAIN_JOB, json!({ "n": n + 1 }))).await?;
-        } else {
+        if n == 3 {
             jobs::complete(&txn).await?;
+            sea_orm::TransactionSession::commit(txn).await?;
+            return Ok(());
         }
+        let this = jobs::current().expect("a job run");
+        let next = NewJob::new(CHAIN_JOB, json!({ "n": n + 1 }));
+        let mut next = jobs::enqueue_next_all(&txn, vec![(this, next)]).await?;
         sea_orm::TransactionSession::commit(txn).await?;
+        jobs::adopt_next(next.remove(0));
         Ok(())
     }
 }

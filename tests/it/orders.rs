@@ -387,6 +387,72 @@ async fn concurrent_orders_on_one_hot_sku_never_oversell() {
     assert_eq!(level(&app, &tenant, &s).await, (0, 0));
 }
 
+/// Orders waiting together go through each step together (a transaction
+/// a batch), each still decided on its own: of 30 orders of one unit that
+/// wait for the workers with stock for 20, exactly 20 complete and 10 fail
+/// naming the SKU, each with its whole history and one job a step.
+#[tokio::test]
+async fn orders_waiting_together_go_through_each_step_together_each_decided_on_its_own() {
+    use sea_orm::PaginatorTrait;
+    let app = TestApp::spawn_adjusted(|f| f.merge(("jobs.run_in_server", false))).await;
+    let tenant = app.register().await;
+    let s = shop(&app, &tenant, "BATCHED", 20).await;
+    let mut ids = Vec::new();
+    for _ in 0..30 {
+        ids.push(
+            place(&app, &tenant.token, order_body(&s, "BATCHED", 1)).await["id"].as_str().unwrap().to_owned(),
+        );
+    }
+    // The workers of a second instance find all 30 due at once.
+    let workers = app.sibling().await;
+    let mut completed = 0;
+    for id in &ids {
+        let order = eventually(20, || async {
+            let order = get_order(&app, &tenant, id).await;
+            ["completed", "failed"].contains(&order["status"].as_str().unwrap()).then_some(order)
+        })
+        .await;
+        if order["status"] == "completed" {
+            completed += 1;
+            assert_eq!(statuses(&order), ["pending", "reserved", "paid", "fulfilled", "completed"]);
+            assert_eq!(order["payments"][0]["status"], "captured", "{order}");
+        } else {
+            assert_eq!(statuses(&order), ["pending", "failed"]);
+            assert!(order["failure_reason"].as_str().unwrap().contains("BATCHED"), "{order}");
+            assert_eq!(order["payments"], json!([]), "{order}");
+        }
+    }
+    assert_eq!(completed, 20);
+    assert_eq!(level(&app, &tenant, &s).await, (0, 0));
+    workers.drained().await;
+    let jobs_of = |kind: &'static str| {
+        SystemScope
+            .find::<entity::job::Entity>()
+            .filter(entity::job::Column::TenantId.eq(tenant.id))
+            .filter(entity::job::Column::Kind.eq(kind))
+    };
+    for (kind, count) in
+        [("orders.reserve", 30), ("orders.pay", 20), ("orders.fulfil", 20), ("orders.complete", 20)]
+    {
+        let jobs = jobs_of(kind).all(&app.state.db).await.unwrap();
+        assert_eq!(jobs.len(), count, "{kind}");
+        assert!(jobs.iter().all(|j| j.status == "completed" && j.attempts == 1), "{kind}: {jobs:?}");
+    }
+    // Written together: the 20 `order.reserved` events came in fewer lots
+    // than orders (a lot's events share their time).
+    let reserved = nexus::platform::tenancy::TenantScope::new(tenant.id)
+        .find::<entity::event::Entity>()
+        .filter(entity::event::Column::EventType.eq("order.reserved"))
+        .all(&app.state.db)
+        .await
+        .unwrap();
+    let lots: std::collections::HashSet<_> = reserved.iter().map(|e| e.occurred_at).collect();
+    assert_eq!(reserved.len(), 20);
+    assert!(lots.len() < 20, "each reservation was written on its own");
+    let dead = jobs_of("orders.void_payment").count(&app.state.db).await.unwrap();
+    assert_eq!(dead, 0, "no payment was taken to be voided");
+}
+
 #[tokio::test]
 async fn another_tenants_orders_and_customers_are_not_found() {
     let app = TestApp::spawn().await;

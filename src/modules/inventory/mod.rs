@@ -421,6 +421,15 @@ pub struct Cause {
     pub reference: Option<String>,
 }
 
+/// Stock to hold for a reference, until `expires_at` ([`InventoryService::reserve`]).
+#[derive(Clone, Debug)]
+pub struct Hold {
+    pub reference: String,
+    pub lines: Vec<Line>,
+    pub expires_at: DateTime<Utc>,
+    pub cause: Cause,
+}
+
 /// Everything other modules (and the routes) may do with stock.
 #[async_trait::async_trait]
 pub trait InventoryService: Send + Sync {
@@ -489,16 +498,15 @@ pub trait InventoryService: Send + Sync {
         to_warehouse: Uuid,
         cause: Cause,
     ) -> ApiResult<()>;
-    /// Hold stock for `reference`: all lines or none; idempotent per reference.
+    /// Hold stock for each of `holds` in `txn`: each all lines or none,
+    /// idempotent per reference, decided in their order; one answer each.
+    /// The `Err` is the transaction's (it must roll back), never one hold's.
     async fn reserve(
         &self,
         txn: &DatabaseTransaction,
         tenant: TenantScope,
-        reference: &str,
-        lines: Vec<Line>,
-        expires_at: DateTime<Utc>,
-        cause: Cause,
-    ) -> ApiResult<ReservationView>;
+        holds: Vec<Hold>,
+    ) -> ApiResult<Vec<ApiResult<ReservationView>>>;
     /// [`reserve`](Self::reserve) in a transaction of its own, for a caller
     /// with nothing else to write. Reservations that arrive together are
     /// written together (one transaction, one lock of each level, each
@@ -519,6 +527,16 @@ pub trait InventoryService: Send + Sync {
         reference: &str,
         cause: Cause,
     ) -> ApiResult<ReservationView>;
+    /// [`commit`](Self::commit) each of `commits` (a reference and its
+    /// cause) in `txn`, each decided on its own (one that cannot be
+    /// committed changes nothing), written together: one answer each, in
+    /// order. The `Err` is the transaction's.
+    async fn commit_all(
+        &self,
+        txn: &DatabaseTransaction,
+        tenant: TenantScope,
+        commits: Vec<(String, Cause)>,
+    ) -> ApiResult<Vec<ApiResult<ReservationView>>>;
     /// Give back what `reference` holds; idempotent.
     async fn release(
         &self,

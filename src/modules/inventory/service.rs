@@ -19,7 +19,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::{
-    Cause, EXPIRY_JOB, InventoryService, LevelFilter, Line, MovementFilter, MovementView, NewProduct,
+    Cause, EXPIRY_JOB, Hold, InventoryService, LevelFilter, Line, MovementFilter, MovementView, NewProduct,
     ProductChanges, ProductFilter, ProductView, REORDER_SCAN_JOB, Recommendation, ReservationView,
     StockLevelView, WarehouseFilter, WarehouseView,
 };
@@ -875,13 +875,19 @@ impl InventoryService for SeaOrmInventory {
         &self,
         txn: &DatabaseTransaction,
         tenant: TenantScope,
-        reference: &str,
-        lines: Vec<Line>,
-        expires_at: DateTime<Utc>,
-        cause: Cause,
-    ) -> ApiResult<ReservationView> {
-        let new = NewReservation { tenant, reference: reference.to_owned(), lines, expires_at, cause };
-        only(reserve_many(txn, vec![new]).await?)
+        holds: Vec<Hold>,
+    ) -> ApiResult<Vec<ApiResult<ReservationView>>> {
+        let requests = holds
+            .into_iter()
+            .map(|h| NewReservation {
+                tenant,
+                reference: h.reference,
+                lines: h.lines,
+                expires_at: h.expires_at,
+                cause: h.cause,
+            })
+            .collect();
+        reserve_many(txn, requests).await
     }
 
     async fn reserve_now(
@@ -904,6 +910,15 @@ impl InventoryService for SeaOrmInventory {
         cause: Cause,
     ) -> ApiResult<ReservationView> {
         end(txn, tenant, reference, COMMITTED, cause).await
+    }
+
+    async fn commit_all(
+        &self,
+        txn: &DatabaseTransaction,
+        tenant: TenantScope,
+        commits: Vec<(String, Cause)>,
+    ) -> ApiResult<Vec<ApiResult<ReservationView>>> {
+        end_all(txn, tenant, commits, COMMITTED).await
     }
 
     async fn release(
@@ -1001,48 +1016,115 @@ async fn end(
     outcome: &str,
     cause: Cause,
 ) -> ApiResult<ReservationView> {
-    let model = tenant
+    only(end_all(txn, tenant, vec![(reference.to_owned(), cause)], outcome).await?)
+}
+
+/// [`end`] many reservations (a reference and its cause each) the same way
+/// in `txn`, each decided on its own: one answer each, in order. They are
+/// read and locked by one query, claimed by one `UPDATE`; their movements
+/// are one multi-row `INSERT`, each level touched one conditional `UPDATE`
+/// (in lock order) and their events one lot. The `Err` is the transaction's.
+async fn end_all(
+    txn: &DatabaseTransaction,
+    tenant: TenantScope,
+    ends: Vec<(String, Cause)>,
+    outcome: &str,
+) -> ApiResult<Vec<ApiResult<ReservationView>>> {
+    let backend = txn.get_database_backend();
+    let references = ends.iter().map(|(reference, _)| reference.clone()).collect();
+    let mut found: HashMap<String, reservation::Model> = tenant
         .find::<reservation::Entity>()
-        .filter(reservation::Column::Reference.eq(reference))
-        .one(txn)
+        .filter(one_of(backend, reservation::Column::Reference, references))
+        .order_by_asc(reservation::Column::Id)
+        .lock_exclusive()
+        .all(txn)
         .await?
-        .ok_or_else(|| ApiError::not_found("reservation"))?;
-    let same = model.status == outcome || (outcome == RELEASED && model.status == EXPIRED);
-    if same {
-        return reservation_view(model);
+        .into_iter()
+        .map(|m| (m.reference.clone(), m))
+        .collect();
+    let now = Utc::now();
+    let mut answers = Vec::with_capacity(ends.len());
+    let mut ending = Vec::new();
+    for (reference, cause) in ends {
+        let Some(model) = found.get_mut(&reference) else {
+            answers.push(Err(ApiError::not_found("reservation")));
+            continue;
+        };
+        let same = model.status == outcome || (outcome == RELEASED && model.status == EXPIRED);
+        // Decoded before anything changes: unreadable lines fail the call.
+        let answer = match reservation_lines(model) {
+            _ if same => reservation_view(model.clone()),
+            Err(err) => Err(err),
+            Ok(_) if model.status != ACTIVE => {
+                Err(ApiError::new(Code::Conflict, format!("reservation `{reference}` is {}", model.status)))
+            }
+            Ok(lines) => {
+                // Ended here: a second request for it in the batch finds it so.
+                model.status = outcome.to_owned();
+                model.updated_at = now;
+                ending.push((model.id, lines, Cause { reference: Some(reference), ..cause }));
+                reservation_view(model.clone())
+            }
+        };
+        answers.push(answer);
     }
-    // Decoded before anything changes: unreadable lines fail the call.
-    let lines = reservation_lines(&model)?;
-    if model.status != ACTIVE {
-        return Err(ApiError::new(Code::Conflict, format!("reservation `{reference}` is {}", model.status)));
+    if ending.is_empty() {
+        return Ok(answers);
     }
-    let claimed = tenant
+    tenant
         .update_many::<reservation::Entity>()
-        .filter(reservation::Column::Id.eq(model.id))
-        .filter(reservation::Column::Status.eq(ACTIVE))
+        .filter(one_of(backend, reservation::Column::Id, ending.iter().map(|(id, _, _)| *id).collect()))
         .col_expr(reservation::Column::Status, Expr::value(outcome))
-        .col_expr(reservation::Column::UpdatedAt, Expr::value(Utc::now()))
+        .col_expr(reservation::Column::UpdatedAt, Expr::value(now))
         .exec(txn)
         .await?;
-    if claimed.rows_affected == 0 {
-        return Err(ApiError::new(Code::Conflict, format!("reservation `{reference}` changed meanwhile")));
+    let (kind, shipped) = if outcome == COMMITTED { ("shipment", 1) } else { ("release", 0) };
+    let mut levels: BTreeMap<(Uuid, Uuid), i64> = BTreeMap::new();
+    let mut movements = Vec::new();
+    for (_, lines, cause) in &ending {
+        for line in in_lock_order(lines) {
+            *levels.entry((line.product_id, line.warehouse_id)).or_default() += line.quantity;
+            movements.push(stock_movement::ActiveModel {
+                id: Set(Uuid::now_v7()),
+                tenant_id: Set(tenant.id()),
+                product_id: Set(line.product_id),
+                warehouse_id: Set(line.warehouse_id),
+                kind: Set(kind.to_owned()),
+                quantity: Set(-line.quantity * shipped),
+                reserved_delta: Set(-line.quantity),
+                reason: Set(cause.reason.clone()),
+                reference: Set(cause.reference.clone()),
+                user_id: Set(cause.user_id),
+                created_at: Set(now),
+            });
+        }
     }
-    let cause = Cause { reference: Some(reference.to_owned()), ..cause };
-    for line in in_lock_order(&lines) {
-        let product = find_product(txn, tenant, line.product_id).await?;
-        let (kind, on_hand) =
-            if outcome == COMMITTED { ("shipment", -line.quantity) } else { ("release", 0) };
-        apply(txn, tenant, &product, line.warehouse_id, kind, on_hand, -line.quantity, &cause).await?;
+    crate::platform::db::insert_all(txn, movements).await?;
+    let skus: HashMap<Uuid, String> = tenant
+        .find::<product::Entity>()
+        .select_only()
+        .columns([product::Column::Id, product::Column::Sku])
+        .filter(one_of(backend, product::Column::Id, levels.keys().map(|(product, _)| *product).collect()))
+        .into_tuple::<(Uuid, String)>()
+        .all(txn)
+        .await?
+        .into_iter()
+        .collect();
+    for (key, quantity) in levels {
+        let sku = skus.get(&key.0).cloned().unwrap_or_default();
+        let update = level_update(txn, tenant, key, -quantity * shipped, -quantity, now);
+        let updated = stock_level::Model::find_by_statement(update)
+            .one(txn)
+            .await?
+            .ok_or_else(|| insufficient(&sku))?;
+        announce_low(txn, tenant, &stock_view(updated, sku), quantity - quantity * shipped).await?;
     }
     let event = if outcome == COMMITTED { &super::STOCK_SHIPPED } else { &super::STOCK_RELEASED };
-    let data = json!({"reference": reference, "lines": lines, "outcome": outcome});
-    events::publish(txn, tenant.id(), event, data).await?;
-    let updated = tenant
-        .find_by_id::<reservation::Entity>(model.id)
-        .one(txn)
-        .await?
-        .ok_or_else(|| ApiError::not_found("reservation"))?;
-    reservation_view(updated)
+    let data = ending
+        .iter()
+        .map(|(_, lines, cause)| json!({"reference": cause.reference, "lines": lines, "outcome": outcome}));
+    events::publish_many(txn, tenant.id(), event, data.collect()).await?;
+    Ok(answers)
 }
 
 /// `inventory.reservation_expiry`: give back what an unused reservation holds.

@@ -41,12 +41,15 @@ use super::{
     CANCELLED, FAILED, RESERVED,
     service::{
         CAPTURED, DECLINED, FULFIL_JOB, PENDING_PAYMENT, PROCESSED, REFUND_FAILED, REQUESTED, SeaOrmOrders,
-        VOIDED, VOIDING, enqueue, find_order, publish_refund, transition, void_captured,
+        VOIDED, VOIDING, find_order, publish_refund, step, transition, void_captured,
     },
 };
 use crate::{
     error::{ApiError, ApiResult, Code},
-    platform::tenancy::{SystemScope, TenantScope},
+    platform::{
+        jobs,
+        tenancy::{SystemScope, TenantScope},
+    },
 };
 use entity::{order_gateway_callback as callback, order_payment as payment, order_refund as refund};
 
@@ -436,7 +439,7 @@ impl SeaOrmOrders {
         let order = find_order(txn, tenant, p.order_id).await?;
         if order.status == RESERVED {
             if transition(txn, tenant, &order, RESERVED, super::PAID, None, &super::ORDER_PAID).await? {
-                enqueue(txn, tenant, FULFIL_JOB, order.id).await?;
+                jobs::enqueue(txn, step(tenant, FULFIL_JOB, order.id)).await?;
                 return Ok(Applied::new(APPLIED, "the payment is captured and the order paid"));
             }
         } else if [CANCELLED, FAILED].contains(&order.status.as_str()) {

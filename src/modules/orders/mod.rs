@@ -18,6 +18,7 @@ pub mod notify;
 pub mod routes;
 pub mod saga;
 pub mod service;
+mod steps;
 pub mod stripe;
 
 use std::sync::Arc;

@@ -8,10 +8,11 @@
 //!
 //! Each step queues the next in the transaction of its change, which also
 //! completes its own job, and the worker that ran it runs that one next,
-//! without a claim ([`crate::platform::jobs::enqueue_next`]). A step is
-//! idempotent: it acts only on an order in the state it starts from, and
-//! moves it with a conditional UPDATE, so a re-run, a retry or a second
-//! worker changes nothing. A failing run (database, gateway) is retried
+//! without a claim ([`crate::platform::jobs::enqueue_next_all`]); the
+//! steps that workers run at the same time share that transaction (see
+//! [`super::steps`]). A step is idempotent: it acts only on an order in
+//! the state it starts from, locked while it moves it, so a re-run, a
+//! retry or a second worker changes nothing. A failing run (database, gateway) is retried
 //! with the runner's backoff. `orders.void_payment` gives a captured
 //! payment back when an order fails or is cancelled after it was paid.
 //! `orders.refund` carries a requested refund out through the gateway,

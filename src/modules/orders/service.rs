@@ -11,7 +11,7 @@ use std::{
     sync::Arc,
 };
 
-use chrono::{Duration, Utc};
+use chrono::{DateTime, Duration, Utc};
 use sea_orm::{
     ActiveValue::Set,
     ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DatabaseTransaction, EntityTrait,
@@ -22,15 +22,14 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::{
-    CANCELLABLE, CANCELLED, COMPLETED, Charge, ChargeOutcome, CustomerFilter, CustomerView, FAILED,
-    FULFILLED, ImportTo, NewCustomer, NewOrder, NewRefund, OrderFilter, OrderLineView, OrderService,
-    OrderView, PAID, PENDING, PaymentGateway, PaymentView, REFUND_SORTS, REFUNDABLE, RESERVED, Refund,
-    RefundOutcome, RefundView, TransitionView,
+    CANCELLABLE, CANCELLED, Charge, ChargeOutcome, CustomerFilter, CustomerView, ImportTo, NewCustomer,
+    NewOrder, NewRefund, OrderFilter, OrderLineView, OrderService, OrderView, PENDING, PaymentGateway,
+    PaymentView, REFUND_SORTS, REFUNDABLE, Refund, RefundOutcome, RefundView, TransitionView,
     notify::{self, Notifiers},
 };
 use crate::{
     error::{ApiError, ApiResult, Code, FieldError},
-    modules::inventory::{Cause, InventoryService, Line, ProductFilter},
+    modules::inventory::{Cause, InventoryService, ProductFilter},
     platform::{
         db::insert_all,
         events::{self, EventType},
@@ -68,11 +67,12 @@ pub const REFUND_FAILED: &str = "failed";
 pub struct SeaOrmOrders {
     pub(super) db: DatabaseConnection,
     pub(super) inventory: Arc<dyn InventoryService>,
-    gateway: Arc<dyn PaymentGateway>,
-    reservation_ttl: Duration,
+    pub(super) gateway: Arc<dyn PaymentGateway>,
+    pub(super) reservation_ttl: Duration,
     import_max_bytes: u64,
     pub(super) notifiers: Arc<Notifiers>,
     pub(super) callbacks: super::callbacks::CallbackSettings,
+    pub(super) steps: super::steps::Steps,
 }
 
 /// The inventory reservation of an order.
@@ -80,7 +80,7 @@ pub fn reference(order_id: Uuid) -> String {
     format!("order:{order_id}")
 }
 
-fn cause(order_id: Uuid, reason: &str) -> Cause {
+pub(super) fn cause(order_id: Uuid, reason: &str) -> Cause {
     Cause { user_id: None, reason: Some(reason.to_owned()), reference: Some(reference(order_id)) }
 }
 
@@ -200,27 +200,35 @@ async fn view(db: &impl ConnectionTrait, tenant: TenantScope, order: order::Mode
     Ok(views.remove(0))
 }
 
-/// Record a state change in the history.
-async fn record(
-    txn: &DatabaseTransaction,
+/// A row of an order's history: its move from `from` (none when it was
+/// placed) to `to`.
+pub(super) fn history(
     tenant: TenantScope,
     order_id: Uuid,
-    from: &str,
+    from: Option<&str>,
     to: &str,
     reason: Option<&str>,
-) -> ApiResult<()> {
-    transition::Entity::insert(transition::ActiveModel {
+    at: DateTime<Utc>,
+) -> transition::ActiveModel {
+    transition::ActiveModel {
         id: Set(Uuid::now_v7()),
         tenant_id: Set(tenant.id()),
         order_id: Set(order_id),
-        from_status: Set(Some(from.to_owned())),
+        from_status: Set(from.map(str::to_owned)),
         to_status: Set(to.to_owned()),
         reason: Set(reason.map(str::to_owned)),
-        at: Set(Utc::now()),
-    })
-    .exec_without_returning(txn)
-    .await?;
-    Ok(())
+        at: Set(at),
+    }
+}
+
+/// The data of an order's event, as it is now `status` (for `reason`).
+pub(super) fn order_data(order: &order::Model, status: &str, reason: Option<&str>) -> serde_json::Value {
+    let mut data = json!({"id": order.id, "external_order_id": order.external_order_id,
+        "customer_id": order.customer_id, "status": status, "total": order.total, "currency": order.currency});
+    if let Some(reason) = reason {
+        data["reason"] = json!(reason);
+    }
+    data
 }
 
 /// Move `order` from `from` to `to` if it still is `from`, with its
@@ -246,13 +254,9 @@ pub(super) async fn transition(
     if update.exec(txn).await?.rows_affected == 0 {
         return Ok(false);
     }
-    record(txn, tenant, order.id, from, to, reason).await?;
-    let mut data = json!({"id": order.id, "external_order_id": order.external_order_id,
-        "customer_id": order.customer_id, "status": to, "total": order.total, "currency": order.currency});
-    if let Some(reason) = reason {
-        data["reason"] = json!(reason);
-    }
-    events::publish(txn, tenant.id(), event, data).await?;
+    let row = history(tenant, order.id, Some(from), to, reason, Utc::now());
+    transition::Entity::insert(row).exec_without_returning(txn).await?;
+    events::publish(txn, tenant.id(), event, order_data(order, to, reason)).await?;
     Ok(true)
 }
 
@@ -331,20 +335,8 @@ pub(super) async fn insert_orders(
     }
     insert_all(txn, orders.iter().cloned().map(order::ActiveModel::from).collect()).await?;
     insert_all(txn, lines).await?;
-    let history = orders.iter().map(|o| transition::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        tenant_id: Set(tenant.id()),
-        order_id: Set(o.id),
-        from_status: Set(None),
-        to_status: Set(PENDING.to_owned()),
-        reason: Set(None),
-        at: Set(now),
-    });
-    insert_all(txn, history.collect()).await?;
-    let created = orders.iter().map(|o| {
-        json!({"id": o.id, "external_order_id": o.external_order_id,
-            "customer_id": o.customer_id, "status": PENDING, "total": o.total, "currency": o.currency})
-    });
+    insert_all(txn, orders.iter().map(|o| history(tenant, o.id, None, PENDING, None, now)).collect()).await?;
+    let created = orders.iter().map(|o| order_data(o, PENDING, None));
     events::publish_many(txn, tenant.id(), &super::ORDER_CREATED, created.collect()).await?;
     if let Some(notifiers) = receipts {
         notify::queue_many(txn, tenant, notifiers, &orders, notify::PLACED, None).await?;
@@ -354,22 +346,10 @@ pub(super) async fn insert_orders(
     Ok(orders)
 }
 
-/// Queue the saga step `kind` of an order; queued by the step before, the
-/// worker that ran that one runs it next ([`jobs::enqueue_next`]).
-pub(super) async fn enqueue(
-    txn: &DatabaseTransaction,
-    tenant: TenantScope,
-    kind: &'static str,
-    order_id: Uuid,
-) -> ApiResult<()> {
-    jobs::enqueue_next(txn, step(tenant, kind, order_id)).await?;
-    Ok(())
-}
-
 /// A saga step runs at priority 7, ahead of the dispatch of the order's
 /// events (6, `order.paid` 7) and its notifications (4) in the default
 /// lane: under load those wait, the orders do not.
-fn step(tenant: TenantScope, kind: &'static str, order_id: Uuid) -> NewJob {
+pub(super) fn step(tenant: TenantScope, kind: &'static str, order_id: Uuid) -> NewJob {
     NewJob::new(kind, json!({"order_id": order_id})).tenant(tenant.id()).priority(7)
 }
 
@@ -403,13 +383,13 @@ pub(super) async fn void_captured(
 }
 
 /// The idempotency key of an order's charge.
-fn charge_key(order_id: Uuid) -> String {
+pub(super) fn charge_key(order_id: Uuid) -> String {
     format!("order:{order_id}:charge")
 }
 
 /// The gateway's answer on the order's `pending` payment (once: a payment
 /// answered already stays as it is).
-async fn record_outcome(
+pub(super) async fn record_outcome(
     txn: &DatabaseTransaction,
     tenant: TenantScope,
     order_id: Uuid,
@@ -433,7 +413,7 @@ async fn record_outcome(
 }
 
 /// Whether an inventory error ends the order rather than being retried.
-fn final_stock_error(err: &ApiError) -> bool {
+pub(super) fn final_stock_error(err: &ApiError) -> bool {
     matches!(
         err.code,
         Code::InsufficientStock | Code::StockLimitExceeded | Code::NotFound | Code::ValidationFailed
@@ -491,6 +471,7 @@ impl SeaOrmOrders {
             import_max_bytes: 100 * 1024 * 1024,
             notifiers: Arc::default(),
             callbacks: Default::default(),
+            steps: Default::default(),
         }
     }
 
@@ -653,110 +634,9 @@ impl SeaOrmOrders {
         find(self.db.clone()).await
     }
 
-    /// The first step: hold the stock of every line, all or nothing. Not
-    /// enough stock fails the order, naming the SKU.
-    pub async fn reserve(&self, tenant: TenantScope, order_id: Uuid) -> Result<(), JobError> {
-        let order = find_order(&self.db, tenant, order_id).await?;
-        if order.status != PENDING {
-            return Ok(()); // done already, or ended
-        }
-        let lines = tenant
-            .find::<order_line::Entity>()
-            .filter(order_line::Column::OrderId.eq(order_id))
-            .all(&self.db)
-            .await?;
-        let stock: Vec<Line> = lines
-            .iter()
-            .map(|l| Line {
-                product_id: l.product_id,
-                warehouse_id: order.warehouse_id,
-                quantity: l.quantity,
-            })
-            .collect();
-        let txn = crate::platform::db::begin(&self.db).await?;
-        if !transition(&txn, tenant, &order, PENDING, RESERVED, None, &super::ORDER_RESERVED).await? {
-            return Ok(()); // another worker or a cancel moved it
-        }
-        let expires_at = Utc::now() + self.reservation_ttl;
-        let reserved = self
-            .inventory
-            .reserve(&txn, tenant, &reference(order_id), stock, expires_at, cause(order_id, "order"))
-            .await;
-        match reserved {
-            Ok(_) => {
-                enqueue(&txn, tenant, PAY_JOB, order_id).await?;
-                sea_orm::TransactionSession::commit(txn).await?;
-                Ok(())
-            }
-            Err(err) if final_stock_error(&err) => {
-                sea_orm::TransactionSession::rollback(txn).await?;
-                self.fail(tenant, order_id, PENDING, &err.detail).await
-            }
-            Err(err) => Err(err.into()),
-        }
-    }
-
-    /// The second step: charge the total. The payment row is written
-    /// first (`pending`), so that a charge sent by a run that stopped
-    /// before it recorded the answer is found and settled later. A declined
-    /// payment fails the order (releasing its stock); a charge that lands
-    /// after the order ended is voided.
-    pub async fn pay(&self, tenant: TenantScope, order_id: Uuid) -> Result<(), JobError> {
-        let order = find_order(&self.db, tenant, order_id).await?;
-        if order.status != RESERVED {
-            if [CANCELLED, FAILED].contains(&order.status.as_str()) {
-                self.settle_unanswered(tenant, &order).await?;
-            }
-            return Ok(());
-        }
-        let now = Utc::now();
-        payment::Entity::insert(payment::ActiveModel {
-            id: Set(Uuid::now_v7()),
-            tenant_id: Set(tenant.id()),
-            order_id: Set(order_id),
-            gateway: Set(self.gateway.name().to_owned()),
-            gateway_reference: Set(None),
-            idempotency_key: Set(charge_key(order_id)),
-            amount: Set(order.total),
-            currency: Set(order.currency.clone()),
-            status: Set(PENDING_PAYMENT.to_owned()),
-            failure_reason: Set(None),
-            created_at: Set(now),
-            updated_at: Set(now),
-        })
-        .on_conflict_do_nothing_on([payment::Column::TenantId, payment::Column::IdempotencyKey])
-        .exec_without_returning(&self.db)
-        .await?;
-        let outcome = self.charge(&order).await?;
-        let txn = crate::platform::db::begin(&self.db).await?;
-        record_outcome(&txn, tenant, order_id, &outcome).await?;
-        match outcome {
-            ChargeOutcome::Approved { .. } => {
-                if transition(&txn, tenant, &order, RESERVED, PAID, None, &super::ORDER_PAID).await? {
-                    self.notify(&txn, tenant, &order, notify::PAID, None).await?;
-                    enqueue(&txn, tenant, FULFIL_JOB, order_id).await?;
-                } else {
-                    // Cancelled (or failed) while the gateway answered:
-                    // the money goes back.
-                    let current = find_order(&txn, tenant, order_id).await?;
-                    if [CANCELLED, FAILED].contains(&current.status.as_str()) {
-                        void_captured(&txn, tenant, order_id).await?;
-                    }
-                }
-            }
-            ChargeOutcome::Declined { reason, .. } => {
-                let reason = format!("payment declined: {reason}");
-                self.compensate(&txn, tenant, &order, RESERVED, FAILED, &reason, &super::ORDER_FAILED)
-                    .await?;
-            }
-        }
-        sea_orm::TransactionSession::commit(txn).await?;
-        Ok(())
-    }
-
     /// Charge the order's total, with its fixed idempotency key: a second
     /// call is the same charge, answered the same.
-    async fn charge(&self, order: &order::Model) -> Result<ChargeOutcome, JobError> {
+    pub(super) async fn charge(&self, order: &order::Model) -> Result<ChargeOutcome, JobError> {
         let name = order.external_order_id.clone().unwrap_or_else(|| order.id.to_string());
         let charge = Charge {
             idempotency_key: charge_key(order.id),
@@ -770,7 +650,11 @@ impl SeaOrmOrders {
     /// An order that ended while its payment was still unanswered: ask the
     /// gateway again (the same key, so nothing is charged twice), record
     /// the answer and give captured money back.
-    async fn settle_unanswered(&self, tenant: TenantScope, order: &order::Model) -> Result<(), JobError> {
+    pub(super) async fn settle_unanswered(
+        &self,
+        tenant: TenantScope,
+        order: &order::Model,
+    ) -> Result<(), JobError> {
         let unanswered = tenant
             .find::<payment::Entity>()
             .filter(payment::Column::OrderId.eq(order.id))
@@ -785,56 +669,6 @@ impl SeaOrmOrders {
         record_outcome(&txn, tenant, order.id, &outcome).await?;
         void_captured(&txn, tenant, order.id).await?;
         sea_orm::TransactionSession::commit(txn).await?;
-        Ok(())
-    }
-
-    /// The third step: ship the reserved stock. A reservation that is gone
-    /// (expired) fails the order and voids the payment.
-    pub async fn fulfil(&self, tenant: TenantScope, order_id: Uuid) -> Result<(), JobError> {
-        let order = find_order(&self.db, tenant, order_id).await?;
-        if order.status != PAID {
-            return Ok(());
-        }
-        let txn = crate::platform::db::begin(&self.db).await?;
-        if !transition(&txn, tenant, &order, PAID, FULFILLED, None, &super::ORDER_FULFILLED).await? {
-            return Ok(());
-        }
-        let committed =
-            self.inventory.commit(&txn, tenant, &reference(order_id), cause(order_id, "order shipped")).await;
-        match committed {
-            Ok(_) => {
-                enqueue(&txn, tenant, COMPLETE_JOB, order_id).await?;
-                sea_orm::TransactionSession::commit(txn).await?;
-                Ok(())
-            }
-            Err(err) => {
-                sea_orm::TransactionSession::rollback(txn).await?;
-                let held = self.inventory.reservation(tenant, &reference(order_id)).await;
-                let gone = match &held {
-                    Ok(r) => r.status != "active",
-                    Err(e) => e.code == Code::NotFound,
-                };
-                if gone || final_stock_error(&err) {
-                    self.fail(tenant, order_id, PAID, &format!("could not ship: {}", err.detail)).await
-                } else {
-                    Err(err.into())
-                }
-            }
-        }
-    }
-
-    /// The last step: the order is done.
-    pub async fn complete(&self, tenant: TenantScope, order_id: Uuid) -> Result<(), JobError> {
-        let order = find_order(&self.db, tenant, order_id).await?;
-        if order.status != FULFILLED {
-            return Ok(());
-        }
-        let txn = crate::platform::db::begin(&self.db).await?;
-        if transition(&txn, tenant, &order, FULFILLED, COMPLETED, None, &super::ORDER_COMPLETED).await? {
-            self.notify(&txn, tenant, &order, notify::COMPLETED, None).await?;
-            jobs::complete(&txn).await?;
-            sea_orm::TransactionSession::commit(txn).await?;
-        }
         Ok(())
     }
 
@@ -859,22 +693,6 @@ impl SeaOrmOrders {
             .col_expr(payment::Column::UpdatedAt, Expr::value(Utc::now()))
             .exec(&self.db)
             .await?;
-        Ok(())
-    }
-
-    /// End the order `failed` from `from` with `reason`, compensating.
-    async fn fail(
-        &self,
-        tenant: TenantScope,
-        order_id: Uuid,
-        from: &str,
-        reason: &str,
-    ) -> Result<(), JobError> {
-        let txn = crate::platform::db::begin(&self.db).await?;
-        let order = find_order(&txn, tenant, order_id).await?;
-        if self.compensate(&txn, tenant, &order, from, FAILED, reason, &super::ORDER_FAILED).await? {
-            sea_orm::TransactionSession::commit(txn).await?;
-        }
         Ok(())
     }
 

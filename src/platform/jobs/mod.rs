@@ -203,11 +203,12 @@ pub async fn complete(db: &impl ConnectionTrait) -> Result<(), sea_orm::DbErr> {
 pub struct RunningJob {
     id: Uuid,
     worker: String,
+    lease: Duration,
 }
 
 /// The job this task is running; `None` outside a job run.
 pub fn current() -> Option<RunningJob> {
-    CURRENT.try_with(|c| RunningJob { id: c.id, worker: c.worker.clone() }).ok()
+    CURRENT.try_with(|c| RunningJob { id: c.id, worker: c.worker.clone(), lease: c.lease }).ok()
 }
 
 /// [`complete`] for jobs run by other tasks, in one statement per worker.
@@ -239,33 +240,46 @@ pub fn completed() {
     let _ = CURRENT.try_with(|c| c.completed.set(true));
 }
 
-/// [`enqueue`] the job that continues the running one (the next step of a
-/// saga), in the running one's transaction `db`: the running job is
-/// [`complete`]d there, and the new one is written already leased to this
-/// worker, which runs it as soon as the handler returns `Ok`, without a
-/// claim. It is as durable as any other job: should the worker die first,
-/// its lease runs out and any worker claims it. Call it in the run's last
-/// transaction, once. Outside a job run, for a second follow-up or for a
-/// job due later, it is a plain [`enqueue`].
-pub async fn enqueue_next(db: &impl ConnectionTrait, new: NewJob) -> Result<Uuid, sea_orm::DbErr> {
-    let Ok((worker, lease, queued)) =
-        CURRENT.try_with(|c| (c.worker.clone(), c.lease, c.next.borrow().is_some()))
-    else {
-        return enqueue(db, new).await;
-    };
-    if queued || new.run_at > Utc::now() {
-        return enqueue(db, new).await;
-    }
-    complete(db).await?;
-    let id = Uuid::now_v7();
-    let mut next = model(id, new);
-    next.status = RUNNING.to_owned();
-    next.attempts = 1;
-    next.locked_by = Some(worker);
-    next.locked_until = Some(next.created_at + lease);
-    job::Entity::insert(next.clone().into_active_model()).exec_without_returning(db).await?;
-    let _ = CURRENT.try_with(|c| c.next.replace(Some(next)));
-    Ok(id)
+/// Write the jobs that continue running ones (the next step of a saga), in
+/// the transaction `db` of their work, which may be written by another
+/// task (group commit): each running job is [`complete_all`]d there, and
+/// its follow-up written already leased to its worker (one multi-row
+/// `INSERT`), which runs it as soon as its handler returns `Ok`, without a
+/// claim, once its task handed it to [`adopt_next`] after the commit. A
+/// follow-up is as durable as any other job: should the worker die first,
+/// its lease runs out and any worker claims it.
+pub async fn enqueue_next_all(
+    db: &impl ConnectionTrait,
+    next: Vec<(RunningJob, NewJob)>,
+) -> Result<Vec<job::Model>, sea_orm::DbErr> {
+    let running: Vec<RunningJob> = next.iter().map(|(job, _)| job.clone()).collect();
+    complete_all(db, &running).await?;
+    let models: Vec<job::Model> = next
+        .into_iter()
+        .map(|(job, new)| {
+            let mut next = model(Uuid::now_v7(), new);
+            next.status = RUNNING.to_owned();
+            next.attempts = 1;
+            next.locked_until = Some(next.created_at + job.lease);
+            next.locked_by = Some(job.worker);
+            next
+        })
+        .collect();
+    crate::platform::db::insert_all(
+        db,
+        models.iter().cloned().map(IntoActiveModel::into_active_model).collect(),
+    )
+    .await?;
+    Ok(models)
+}
+
+/// Tell the worker that its job was completed in a committed transaction
+/// and that `next`, written there by [`enqueue_next_all`], is its to run.
+pub fn adopt_next(next: job::Model) {
+    let _ = CURRENT.try_with(|c| {
+        c.completed.set(true);
+        c.next.replace(Some(next));
+    });
 }
 
 /// Write many jobs, a multi-row `INSERT` per [`INSERT_BATCH`](crate::platform::db::INSERT_BATCH).

@@ -1,6 +1,6 @@
 //! The worker loop: one task per lane claiming as many jobs as it has free
 //! slots, each run beside a heartbeat that renews its lease. A run that
-//! queued its follow-up with [`super::enqueue_next`] (the next step of a
+//! queued its follow-up with [`super::enqueue_next_all`] (the next step of a
 //! saga) keeps its slot and runs that job next, already leased to it. It runs inside
 //! `nexus serve` and in `nexus worker`; stopping it finishes the runs in
 //! flight within a grace period and gives the rest back to the queue.
@@ -155,7 +155,7 @@ async fn give_back(state: &AppState, worker: &str, id: Uuid) {
 
 /// Run a claimed job and record how it ended (unless its handler did, in
 /// its own transaction: [`super::complete`]); the job it queued to follow
-/// it ([`super::enqueue_next`]), leased to this worker, when it succeeded.
+/// it ([`super::enqueue_next_all`]), leased to this worker, when it succeeded.
 async fn run_one(state: &AppState, worker: &str, job: job::Model) -> Option<job::Model> {
     let config = &state.config.jobs;
     let (result, ran) = if job.attempts > job.max_attempts {
