@@ -35,19 +35,21 @@ port=18421
 base="http://127.0.0.1:$port"
 work=$(mktemp -d)
 bin="${CARGO_TARGET_DIR:-target}/release/nexus"
-dbs=()
 server=""
 
 cargo build --release --quiet
 cleanup() {
   [ -n "$server" ] && kill "$server" 2>/dev/null
   wait 2>/dev/null || true
-  for db in "${dbs[@]}"; do psql -q "$pg/postgres" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" || true; done
+  # The scratch databases (created in command substitutions, so found by name).
+  for db in $(psql -At "$pg/postgres" -c "SELECT datname FROM pg_database WHERE datname LIKE 'nexus_orders_$$\_%'"); do
+    psql -q "$pg/postgres" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" || true
+  done
   redis-cli -u "$redis" --scan --pattern "nexus-orders-$$:*" | xargs -r redis-cli -u "$redis" del >/dev/null 2>&1 || true
   rm -rf "$work"
 }
 trap cleanup EXIT
-scratch() { local db="nexus_orders_$$_$1"; psql -q -v ON_ERROR_STOP=1 "$pg/postgres" -c "CREATE DATABASE $db"; dbs+=("$db"); echo "$pg/$db?$params"; }
+scratch() { local db="nexus_orders_$$_$1"; psql -q -v ON_ERROR_STOP=1 "$pg/postgres" -c "CREATE DATABASE $db"; echo "$pg/$db?$params"; }
 json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 
 # Start the server on $1 (a database URL, empty for SQLite in $work/$2);
