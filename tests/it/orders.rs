@@ -388,9 +388,11 @@ async fn concurrent_orders_on_one_hot_sku_never_oversell() {
 }
 
 /// Orders waiting together go through each step together (a transaction
-/// a batch), each still decided on its own: of 30 orders of one unit that
-/// wait for the workers with stock for 20, exactly 20 complete and 10 fail
-/// naming the SKU, each with its whole history and one job a step.
+/// a batch), each still decided on its own: 30 orders of one unit wait for
+/// the workers with stock for 20 and a gateway that declines about half
+/// the payments. Each ends completed, failed for want of stock or failed
+/// declined, with its whole history and one job a step; never more are
+/// completed than there was stock, which they ship, the rest given back.
 #[tokio::test]
 async fn orders_waiting_together_go_through_each_step_together_each_decided_on_its_own() {
     use sea_orm::PaginatorTrait;
@@ -404,26 +406,33 @@ async fn orders_waiting_together_go_through_each_step_together_each_decided_on_i
         );
     }
     // The workers of a second instance find all 30 due at once.
-    let workers = app.sibling().await;
-    let mut completed = 0;
+    let workers = app.sibling_adjusted(|f| f.merge(("modules.orders.simulated.success_rate", 0.5))).await;
+    let (mut completed, mut declined, mut out_of_stock) = (0, 0, 0);
     for id in &ids {
         let order = eventually(20, || async {
             let order = get_order(&app, &tenant, id).await;
             ["completed", "failed"].contains(&order["status"].as_str().unwrap()).then_some(order)
         })
         .await;
+        let reason = order["failure_reason"].as_str().unwrap_or_default();
         if order["status"] == "completed" {
             completed += 1;
             assert_eq!(statuses(&order), ["pending", "reserved", "paid", "fulfilled", "completed"]);
             assert_eq!(order["payments"][0]["status"], "captured", "{order}");
+        } else if reason.starts_with("payment declined") {
+            declined += 1;
+            assert_eq!(statuses(&order), ["pending", "reserved", "failed"]);
+            assert_eq!(order["payments"][0]["status"], "declined", "{order}");
         } else {
+            out_of_stock += 1;
             assert_eq!(statuses(&order), ["pending", "failed"]);
-            assert!(order["failure_reason"].as_str().unwrap().contains("BATCHED"), "{order}");
+            assert!(reason.contains("BATCHED"), "{order}");
             assert_eq!(order["payments"], json!([]), "{order}");
         }
     }
-    assert_eq!(completed, 20);
-    assert_eq!(level(&app, &tenant, &s).await, (0, 0));
+    // Stock given back by a declined order may go to one not yet reserved.
+    assert!(completed > 0 && declined > 0 && completed <= 20, "{completed} {declined} {out_of_stock}");
+    assert_eq!(level(&app, &tenant, &s).await, (20 - completed, 0));
     workers.drained().await;
     let jobs_of = |kind: &'static str| {
         SystemScope
@@ -431,15 +440,19 @@ async fn orders_waiting_together_go_through_each_step_together_each_decided_on_i
             .filter(entity::job::Column::TenantId.eq(tenant.id))
             .filter(entity::job::Column::Kind.eq(kind))
     };
-    for (kind, count) in
-        [("orders.reserve", 30), ("orders.pay", 20), ("orders.fulfil", 20), ("orders.complete", 20)]
-    {
+    let paid = completed + declined;
+    for (kind, count) in [
+        ("orders.reserve", 30),
+        ("orders.pay", paid),
+        ("orders.fulfil", completed),
+        ("orders.complete", completed),
+    ] {
         let jobs = jobs_of(kind).all(&app.state.db).await.unwrap();
-        assert_eq!(jobs.len(), count, "{kind}");
+        assert_eq!(jobs.len() as i64, count, "{kind}");
         assert!(jobs.iter().all(|j| j.status == "completed" && j.attempts == 1), "{kind}: {jobs:?}");
     }
-    // Written together: the 20 `order.reserved` events came in fewer lots
-    // than orders (a lot's events share their time).
+    // Written together: the `order.reserved` events came in fewer lots than
+    // orders (a lot's events share their time).
     let reserved = nexus::platform::tenancy::TenantScope::new(tenant.id)
         .find::<entity::event::Entity>()
         .filter(entity::event::Column::EventType.eq("order.reserved"))
@@ -447,10 +460,10 @@ async fn orders_waiting_together_go_through_each_step_together_each_decided_on_i
         .await
         .unwrap();
     let lots: std::collections::HashSet<_> = reserved.iter().map(|e| e.occurred_at).collect();
-    assert_eq!(reserved.len(), 20);
-    assert!(lots.len() < 20, "each reservation was written on its own");
-    let dead = jobs_of("orders.void_payment").count(&app.state.db).await.unwrap();
-    assert_eq!(dead, 0, "no payment was taken to be voided");
+    assert_eq!(reserved.len() as i64, paid);
+    assert!(lots.len() < reserved.len(), "each reservation was written on its own");
+    let voids = jobs_of("orders.void_payment").count(&app.state.db).await.unwrap();
+    assert_eq!(voids, 0, "no payment was taken to be voided");
 }
 
 #[tokio::test]
