@@ -16,6 +16,8 @@ use std::sync::Mutex;
 
 use tokio::sync::oneshot;
 
+use crate::error::{ApiError, ApiResult, Code};
+
 const SHARDS: usize = 8;
 
 struct Shard<R, T> {
@@ -80,6 +82,45 @@ impl<R: Clone, T> Combiner<R, T> {
     }
 }
 
+/// Write `batch` with `write`, all of it in one go; should that fail as a
+/// whole (a deadlock, an error no single request explains), each request
+/// is written alone, so that a failure is only its own. A database that is
+/// down fails them all at once. `failed` makes an answer of an error.
+pub async fn each_alone_on_failure<R, T, W, F>(
+    batch: Vec<R>,
+    write: W,
+    failed: impl Fn(ApiError) -> T,
+) -> Vec<T>
+where
+    R: Clone,
+    W: Fn(Vec<R>) -> F,
+    F: Future<Output = ApiResult<Vec<T>>>,
+{
+    let size = batch.len();
+    match write(batch.clone()).await {
+        Ok(answers) => answers,
+        Err(err) if size == 1 || err.code == Code::DatabaseUnavailable => {
+            let mut answers = vec![failed(err)];
+            let unwritten =
+                || ApiError::database_unavailable(anyhow::anyhow!("its batch could not be written"));
+            answers.extend((1..size).map(|_| failed(unwritten())));
+            answers
+        }
+        Err(_) => {
+            let mut answers = Vec::with_capacity(size);
+            for request in batch {
+                let alone = write(vec![request]).await.and_then(|mut answers| {
+                    answers
+                        .pop()
+                        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("a request got no answer")))
+                });
+                answers.push(alone.unwrap_or_else(&failed));
+            }
+            answers
+        }
+    }
+}
+
 fn lock<Q>(queue: &Mutex<Q>) -> std::sync::MutexGuard<'_, Q> {
     queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -119,6 +160,23 @@ mod tests {
         let (batches, largest) = (batches.load(Ordering::SeqCst), largest.load(Ordering::SeqCst));
         assert!(batches < 200, "200 requests were written in {batches} batches: none was combined");
         assert!(largest <= 64, "a batch took {largest} requests, more than its maximum of 64");
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_fails_is_written_one_by_one_unless_the_database_is_down() {
+        // 13 cannot be written; 0 is a database that went away.
+        let write = |batch: Vec<u32>| async move {
+            match batch.iter().find(|r| **r == 13 || **r == 0) {
+                Some(13) => Err(ApiError::new(Code::Conflict, "13 is taken")),
+                Some(_) => Err(ApiError::database_unavailable(anyhow::anyhow!("gone"))),
+                None => Ok(batch.iter().map(|r| Ok(r * 10)).collect()),
+            }
+        };
+        let answers = each_alone_on_failure(vec![1, 13, 2], write, Err).await;
+        let codes: Vec<_> = answers.iter().map(|a| a.as_ref().map_err(|e| e.code)).collect();
+        assert_eq!(codes, [Ok(&10), Err(Code::Conflict), Ok(&20)]);
+        let answers = each_alone_on_failure(vec![1, 0, 2], write, Err).await;
+        assert!(answers.iter().all(|a| matches!(a, Err(e) if e.code == Code::DatabaseUnavailable)));
     }
 
     #[tokio::test]

@@ -24,7 +24,10 @@ use super::{
     StockLevelView, WarehouseFilter, WarehouseView,
 };
 use crate::modules::procurement::Vendors;
-use crate::platform::{combine::Combiner, db::one_of};
+use crate::platform::{
+    combine::{Combiner, each_alone_on_failure},
+    db::one_of,
+};
 use crate::{
     error::{ApiError, ApiResult, Code, FieldError},
     platform::{
@@ -57,31 +60,6 @@ const RESERVATION_BATCH: usize = 64;
 impl SeaOrmInventory {
     pub fn new(db: DatabaseConnection, vendors: Arc<dyn Vendors>) -> Self {
         Self { db, vendors, reservations: Combiner::new(RESERVATION_BATCH) }
-    }
-
-    /// Write `batch` in one transaction; should that fail as a whole (a
-    /// deadlock, an error no single reservation explains), each is written
-    /// alone, so that a failure is only its own reservation's. A database
-    /// that is down fails them all at once.
-    async fn write_reservations(&self, batch: Vec<NewReservation>) -> Vec<ApiResult<ReservationView>> {
-        let size = batch.len();
-        match self.reserve_in_transaction(batch.clone()).await {
-            Ok(answers) => answers,
-            Err(err) if size == 1 || err.code == Code::DatabaseUnavailable => {
-                let mut answers = vec![Err(err)];
-                answers.extend(
-                    (1..size).map(|_| Err(ApiError::database_unavailable(anyhow::anyhow!("batch failed")))),
-                );
-                answers
-            }
-            Err(_) => {
-                let mut answers = Vec::with_capacity(size);
-                for new in batch {
-                    answers.push(self.reserve_in_transaction(vec![new]).await.and_then(only));
-                }
-                answers
-            }
-        }
     }
 
     async fn reserve_in_transaction(
@@ -899,7 +877,11 @@ impl InventoryService for SeaOrmInventory {
         cause: Cause,
     ) -> ApiResult<ReservationView> {
         let new = NewReservation { tenant, reference: reference.to_owned(), lines, expires_at, cause };
-        self.reservations.run(&tenant.id(), new, |batch| self.write_reservations(batch)).await
+        self.reservations
+            .run(&tenant.id(), new, |batch| {
+                each_alone_on_failure(batch, |batch| self.reserve_in_transaction(batch), Err)
+            })
+            .await
     }
 
     async fn commit(

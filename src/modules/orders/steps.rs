@@ -33,7 +33,7 @@ use crate::{
     error::{ApiError, ApiResult, Code},
     modules::inventory::{Hold, Line},
     platform::{
-        combine::Combiner,
+        combine::{Combiner, each_alone_on_failure},
         db::{begin, insert_all, one_of},
         events::{self, EventType},
         jobs::{self, JobError, RunningJob},
@@ -64,15 +64,9 @@ pub(super) struct StepRun {
     charged: Option<ChargeOutcome>,
 }
 
-/// How a step left its job: marked done in the step's transaction, and the
-/// job leased to its worker to run next.
-#[derive(Default)]
-pub(super) struct Ran {
-    completed: bool,
-    next: Option<job::Model>,
-}
-
-type Answer = Result<Ran, JobError>;
+/// A step written: its job was completed in the step's transaction, and
+/// here is the job leased to its worker to run next, if any.
+type Answer = Result<Option<job::Model>, JobError>;
 
 /// What a step decided for one order.
 enum Plan {
@@ -185,66 +179,46 @@ impl SeaOrmOrders {
     ) -> Result<(), JobError> {
         let run = StepRun { tenant, order_id, job: jobs::current(), charged };
         let combiner = &self.steps.0[step as usize];
-        let ran = combiner.run(&tenant.id(), run, |batch| self.write_steps(step, batch)).await?;
-        match ran.next {
+        let write = |batch| {
+            let written = |batch| self.steps_in_transaction(step, batch);
+            each_alone_on_failure(batch, written, |err| Err(err.into()))
+        };
+        match combiner.run(&tenant.id(), run, write).await? {
             Some(next) => jobs::adopt_next(next),
-            None if ran.completed => jobs::completed(),
-            None => {}
+            None => jobs::completed(),
         }
         Ok(())
     }
 
-    /// Write `batch` in one transaction; should that fail as a whole, each
-    /// is written alone. A database that is down fails them all at once.
-    async fn write_steps(&self, step: Step, batch: Vec<StepRun>) -> Vec<Answer> {
-        let size = batch.len();
-        match self.steps_in_transaction(step, batch.clone()).await {
-            Ok(answers) => answers,
-            Err(err) if size == 1 || err.code == Code::DatabaseUnavailable => {
-                let mut answers = vec![Err(err.into())];
-                answers.extend((1..size).map(|_| Err(JobError::retry("its batch could not be written"))));
-                answers
-            }
-            Err(_) => {
-                let mut answers = Vec::with_capacity(size);
-                for run in batch {
-                    let alone = self.steps_in_transaction(step, vec![run]).await;
-                    answers.push(alone.map_err(JobError::from).and_then(|mut a| a.remove(0)));
-                }
-                answers
-            }
-        }
-    }
-
     async fn steps_in_transaction(&self, step: Step, batch: Vec<StepRun>) -> ApiResult<Vec<Answer>> {
         let txn = begin(&self.db).await?;
-        let mut plans: Vec<Option<Plan>> = std::iter::repeat_with(|| None).take(batch.len()).collect();
-        let mut by_tenant: BTreeMap<Uuid, Vec<(usize, &StepRun)>> = BTreeMap::new();
-        for (i, run) in batch.iter().enumerate() {
-            by_tenant.entry(run.tenant.id()).or_default().push((i, run));
+        let mut by_tenant: BTreeMap<Uuid, Vec<&StepRun>> = BTreeMap::new();
+        for run in &batch {
+            by_tenant.entry(run.tenant.id()).or_default().push(run);
         }
+        let mut decided = HashMap::new();
         for (tenant, runs) in by_tenant {
             let tenant = TenantScope::new(tenant);
-            let ids: Vec<Uuid> = runs.iter().map(|(_, r)| r.order_id).collect();
-            let mut decided = match step {
+            let ids: Vec<Uuid> = runs.iter().map(|r| r.order_id).collect();
+            decided.extend(match step {
                 Step::Reserve => self.reserve_all(&txn, tenant, ids).await?,
                 Step::Pay => {
-                    let charged = runs.iter().filter_map(|(_, r)| Some((r.order_id, r.charged.clone()?)));
+                    let charged = runs.iter().filter_map(|r| Some((r.order_id, r.charged.clone()?)));
                     self.pay_all(&txn, tenant, charged.collect()).await?
                 }
                 Step::Fulfil => self.fulfil_all(&txn, tenant, ids).await?,
                 Step::Complete => self.complete_all(&txn, tenant, ids).await?,
-            };
-            for (i, run) in runs {
-                plans[i] = Some(decided.remove(&run.order_id).unwrap_or(Plan::Done));
-            }
+            });
         }
+        // An order no longer at this step (or twice in the batch) is done.
+        let plans: Vec<Plan> =
+            batch.iter().map(|run| decided.remove(&run.order_id).unwrap_or(Plan::Done)).collect();
         let (mut leased, mut queued, mut done) = (Vec::new(), Vec::new(), Vec::new());
         for (run, plan) in batch.iter().zip(&plans) {
             match (plan, &run.job) {
-                (Some(Plan::Next(kind)), Some(job)) => leased.push((job.clone(), step_job(run, kind))),
-                (Some(Plan::Next(kind)), None) => queued.push(step_job(run, kind)),
-                (Some(Plan::Done), Some(job)) => done.push(job.clone()),
+                (Plan::Next(kind), Some(job)) => leased.push((job.clone(), step_job(run, kind))),
+                (Plan::Next(kind), None) => queued.push(step_job(run, kind)),
+                (Plan::Done, Some(job)) => done.push(job.clone()),
                 _ => {}
             }
         }
@@ -256,9 +230,9 @@ impl SeaOrmOrders {
             .into_iter()
             .zip(batch)
             .map(|(plan, run)| match plan {
-                Some(Plan::Next(_)) if run.job.is_some() => Ok(Ran { completed: true, next: leased.next() }),
-                Some(Plan::Retry(err)) => Err(err.into()),
-                _ => Ok(Ran { completed: run.job.is_some(), next: None }),
+                Plan::Next(_) if run.job.is_some() => Ok(leased.next()),
+                Plan::Retry(err) => Err(err.into()),
+                _ => Ok(None),
             })
             .collect())
     }
