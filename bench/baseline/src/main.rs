@@ -114,7 +114,8 @@ async fn main() -> std::io::Result<()> {
     let tenant = Uuid::parse_str(&env("TENANT_ID")?).map_err(std::io::Error::other)?;
     let bind = env("BIND").unwrap_or_else(|_| "127.0.0.1:18400".into());
     let max = env("MAX_CONNECTIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(16);
-    let pool = PgPoolOptions::new().max_connections(max).connect(&url).await.map_err(std::io::Error::other)?;
+    let pool =
+        PgPoolOptions::new().max_connections(max).connect(&url).await.map_err(std::io::Error::other)?;
     let state = web::Data::new(State { pool, tenant });
     HttpServer::new(move || App::new().app_data(state.clone()).service(list).service(one).service(constant))
         .bind(bind)?
