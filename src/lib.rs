@@ -121,7 +121,7 @@ async fn start_background(state: &AppState) -> anyhow::Result<()> {
 /// The code behind every job kind: the platform's and each module's.
 fn job_handlers(modules: &Modules) -> Registry {
     let mut registry = Registry::default()
-        .with(events::DISPATCH_JOB, events::Dispatch)
+        .with(events::DISPATCH_JOB, events::Dispatch::default())
         .with(events::LISTENER_JOB, events::RunListener)
         .with(webhooks::DELIVER_JOB, delivery::Deliver);
     for (kind, handler) in modules.jobs() {

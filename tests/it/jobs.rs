@@ -290,6 +290,58 @@ async fn events_waiting_together_are_dispatched_in_batches_each_to_its_own_tenan
     assert!(finished.len() <= 12, "{} runs for {} events", finished.len(), dispatches.len());
 }
 
+/// Dispatch runs written together are each decided on their own: a run
+/// whose event is gone fails, alone, and the others in its batch go out.
+#[tokio::test]
+async fn a_dispatch_whose_event_is_gone_fails_alone_and_its_batch_goes_out() {
+    use nexus::platform::events::{DISPATCH_JOB, USER_ROLE_ASSIGNED, publish};
+    let app = TestApp::spawn_adjusted(|f| {
+        f.merge(("jobs.run_in_server", false)).merge(("webhooks.allow_networks", vec!["127.0.0.1"]))
+    })
+    .await;
+    let tenant = app.register().await;
+    let receiver = crate::receiver::Receiver::start(&[]).await;
+    let res = app
+        .post("/api/v1/webhooks", &tenant.token, json!({"url": receiver.url, "event_types": ["user.*"]}))
+        .await;
+    assert_eq!(res.status(), 201);
+    let txn = nexus::platform::db::begin(&app.state.db).await.unwrap();
+    for n in 0..3 {
+        publish(&txn, tenant.id, &USER_ROLE_ASSIGNED, json!({"n": n})).await.unwrap();
+    }
+    // Above the others' priority, so the first claim takes it as a run of
+    // its own rather than a run taking it with others.
+    let missing = uuid::Uuid::now_v7();
+    let bad = jobs::enqueue(&txn, NewJob::new(DISPATCH_JOB, json!({"event_id": missing})).priority(7))
+        .await
+        .unwrap();
+    sea_orm::TransactionSession::commit(txn).await.unwrap();
+
+    let worker = app.sibling_adjusted(|f| f.merge(("jobs.default_workers", 8))).await;
+    receiver.wait_for(3).await;
+    worker.drained().await;
+    let got: Vec<serde_json::Value> = receiver.received().iter().map(|r| r.json()).collect();
+    let mut tags: Vec<i64> = got
+        .iter()
+        .filter(|b| b["type"] == "user.role_assigned")
+        .filter_map(|b| b["data"]["n"].as_i64())
+        .collect();
+    tags.sort_unstable();
+    assert_eq!(tags, [0, 1, 2], "each event once: {got:?}");
+    let dispatches = SystemScope
+        .find::<entity::job::Entity>()
+        .filter(entity::job::Column::Kind.eq(DISPATCH_JOB))
+        .all(&app.state.db)
+        .await
+        .unwrap();
+    let (failed, others): (Vec<_>, Vec<_>) = dispatches.into_iter().partition(|j| j.id == bad);
+    assert_eq!(
+        (failed[0].status.as_str(), failed[0].attempts, failed[0].last_error.as_deref()),
+        ("dead", 1, Some(format!("event {missing} is gone").as_str()))
+    );
+    assert!(others.iter().all(|j| j.status == "completed"), "{others:?}");
+}
+
 /// On PostgreSQL the request path's connections are opened by the HTTP
 /// workers that use them; start-up (migrations, the modules' schedules) and
 /// the job workers have a pool of their own (`Application::build_with`).
