@@ -275,7 +275,8 @@ impl JobHandler for Dispatch {
         let ids = event_ids(job)?;
         if job.attempts > 1 {
             let txn = crate::platform::db::begin(&state.db).await?;
-            let (gone, events) = dispatch(state, &txn, &[(ids, job.priority)], 0).await?;
+            let alone = First { ids, priority: job.priority, job: None };
+            let (gone, events) = dispatch(state, &txn, &[alone], 0).await?;
             if let Some(id) = gone[0] {
                 return Err(gone_error(id));
             }
@@ -305,9 +306,8 @@ async fn dispatch_firsts(
     batch: Vec<First>,
 ) -> ApiResult<Vec<Result<Vec<event::Model>, JobError>>> {
     let txn = crate::platform::db::begin(&state.db).await?;
-    let runs: Vec<(Vec<Uuid>, i16)> = batch.iter().map(|f| (f.ids.clone(), f.priority)).collect();
     let take = DISPATCH_BATCH.saturating_sub(batch.len());
-    let (gone, events) = dispatch(state, &txn, &runs, take).await?;
+    let (gone, events) = dispatch(state, &txn, &batch, take).await?;
     let done: Vec<jobs::RunningJob> = batch
         .iter()
         .zip(&gone)
@@ -328,19 +328,18 @@ fn gone_error(id: Uuid) -> JobError {
     JobError::Fail(format!("event {id} is gone"))
 }
 
-/// Fan out the events of `runs` (each run's events and priority) and of up
-/// to `take` due dispatch jobs, in `txn`: their webhook deliveries and
+/// Fan out the events of `runs` and of up to `take` due dispatch jobs, in `txn`: their webhook deliveries and
 /// listener runs. Returns, per run, an event of it that is gone (the run is
 /// then left out), and the events dispatched.
 async fn dispatch(
     state: &AppState,
     txn: &DatabaseTransaction,
-    runs: &[(Vec<Uuid>, i16)],
+    runs: &[First],
     take: usize,
 ) -> Result<(Vec<Option<Uuid>>, Vec<event::Model>), sea_orm::DbErr> {
     // Each event's priority, for its listeners' runs.
     let mut priorities: HashMap<Uuid, i16> =
-        runs.iter().flat_map(|(ids, priority)| ids.iter().map(|id| (*id, *priority))).collect();
+        runs.iter().flat_map(|run| run.ids.iter().map(|id| (*id, run.priority))).collect();
     if take > 0 {
         for other in jobs::take_due(txn, DISPATCH_JOB, take).await? {
             match event_ids(&other) {
@@ -358,12 +357,12 @@ async fn dispatch(
         .await?;
     let found: HashSet<Uuid> = events.iter().map(|e| e.id).collect();
     let gone: Vec<Option<Uuid>> =
-        runs.iter().map(|(ids, _)| ids.iter().find(|id| !found.contains(id)).copied()).collect();
+        runs.iter().map(|run| run.ids.iter().find(|id| !found.contains(id)).copied()).collect();
     let left_out: HashSet<Uuid> = runs
         .iter()
         .zip(&gone)
         .filter(|(_, gone)| gone.is_some())
-        .flat_map(|((ids, _), _)| ids.clone())
+        .flat_map(|(run, _)| run.ids.iter().copied())
         .collect();
     events.retain(|e| !left_out.contains(&e.id));
     webhooks::fan_out(txn, &events).await?;
