@@ -45,6 +45,15 @@ enum Open {
     Lazily,
 }
 
+/// A pooled connection idle this long is pinged before it is handed out
+/// (one round trip), and replaced if the ping fails: it may have been
+/// closed meanwhile by the server, a proxy or a firewall. One in steady use
+/// is not: a ping per checkout was one of the two round trips a request
+/// that reads one row waited for (docs/performance.md). A connection that died while
+/// in use fails its query with `database_unavailable` and is dropped when
+/// it goes back to the pool (sqlx pings it then, off the request's path).
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
 async fn connect_with(config: &Config, open: Open) -> anyhow::Result<DatabaseConnection> {
     let create = open == Open::Create;
     let url = config.database_url();
@@ -69,6 +78,7 @@ async fn connect_with(config: &Config, open: Open) -> anyhow::Result<DatabaseCon
         .acquire_timeout(Duration::from_millis(config.database.acquire_timeout_ms))
         .connect_timeout(Duration::from_millis(config.database.connect_timeout_ms))
         .connect_lazy(open == Open::Lazily)
+        .test_before_acquire_if_idle_for(PING_IF_IDLE_FOR)
         .sqlx_logging(false);
     if is_sqlite {
         // WAL lets readers proceed beside the single writer; a writer waits
