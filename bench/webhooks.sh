@@ -7,7 +7,8 @@
 # Usage: bench/webhooks.sh [burst_events=2000] [steady_events=320] [steady_rate_per_s=30] [backlog_events=0]
 # (event counts are rounded down to a multiple of 8, the number of senders)
 # Env: NEXUS_DATABASE_URL / NEXUS_REDIS_URL to measure on PostgreSQL / Redis.
-# Needs: curl, python3 (the senders). Builds the release binaries.
+# Needs: curl, python3. Builds the release binaries (Nexus; the receiver and
+# the senders from bench/baseline).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 burst=$(( ${1:-2000} / 8 * 8 ))
@@ -19,7 +20,7 @@ base="http://127.0.0.1:$port"
 data=$(mktemp -d)
 
 cargo build --release --quiet
-nice -n 19 cargo build --release --quiet --manifest-path bench/baseline/Cargo.toml --target-dir bench/baseline/target --bin receiver
+nice -n 19 cargo build --release --quiet --manifest-path bench/baseline/Cargo.toml --target-dir bench/baseline/target --bin receiver --bin sender
 server=""
 receiver=""
 trap 'kill $server $receiver 2>/dev/null; rm -rf "$data"' EXIT
@@ -48,31 +49,13 @@ for i in $(seq 1 8); do
     -d "{\"name\":\"User $i\",\"email\":\"user$i@example.com\",\"password\":\"correct horse 42\"}" | json '["data"]["id"]')")
 done
 
-# Fire $1 role changes (one event each) from 8 threads at $2 per second in all (0: as fast as possible).
+# Fire $1 role changes (one event each) from 8 threads at $2 per second in all (0: as fast as
+# possible), with bench/baseline/src/bin/sender.rs.
 # Each user's role is assigned and removed in turn, carried over from phase to phase
 # ($fired per user so far): assigning a role a user already holds changes nothing.
 fired=0
 fire() {
-  python3 - "$base" "$token" "$1" "$2" "$fired" "${users[@]}" <<'PY'
-import http.client, sys, threading, time
-base, token, total, rate, done, users = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]), sys.argv[6:]
-host = base.split("//")[1]
-per_thread = total // len(users)
-start = time.time()
-def run(index, user):
-    conn = http.client.HTTPConnection(host)
-    for n in range(per_thread):
-        if rate:
-            due = start + (n * len(users) + index) / rate
-            time.sleep(max(0, due - time.time()))
-        method = "PUT" if (done + n) % 2 == 0 else "DELETE"
-        conn.request(method, f"/api/v1/users/{user}/roles/manager", headers={"Authorization": f"Bearer {token}"})
-        res = conn.getresponse(); res.read()
-        assert res.status == 200, res.status
-threads = [threading.Thread(target=run, args=(i, u)) for i, u in enumerate(users)]
-[t.start() for t in threads]; [t.join() for t in threads]
-print(f"fired {per_thread * len(users)} events in {time.time() - start:.2f} s", flush=True)
-PY
+  bench/baseline/target/release/sender "$base" "$token" "$1" "$2" "$fired" "${users[@]}"
 }
 
 phase() {
