@@ -49,9 +49,10 @@ enum Open {
 /// (one round trip), and replaced if the ping fails: it may have been
 /// closed meanwhile by the server, a proxy or a firewall. One in steady use
 /// is not: a ping per checkout was one of the two round trips a request
-/// that reads one row waited for (docs/performance.md). A connection that died while
-/// in use fails its query with `database_unavailable` and is dropped when
-/// it goes back to the pool (sqlx pings it then, off the request's path).
+/// that reads one row waited for (docs/performance.md). A connection that
+/// died while in use fails its query with `database_unavailable` and is
+/// dropped when it goes back to the pool (sqlx pings it then, off the
+/// request's path).
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 
 async fn connect_with(config: &Config, open: Open) -> anyhow::Result<DatabaseConnection> {
