@@ -1,8 +1,8 @@
 use clap::Parser;
 
 /// mimalloc rather than the system's malloc: a request's many small
-/// allocations, freed on the thread that made them, cost less CPU, and
-/// less memory is held (docs/performance.md).
+/// allocations, freed on the thread that made them, cost less CPU
+/// (docs/performance.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
