@@ -260,8 +260,8 @@ impl Default for Dispatch {
     }
 }
 
-/// A dispatch run's events and priority, and its job when another task
-/// writes it ([`jobs::current`]).
+/// A dispatch run's events and priority, and its job ([`jobs::current`]),
+/// completed in the transaction that dispatches it.
 #[derive(Clone)]
 struct First {
     ids: Vec<Uuid>,
@@ -272,25 +272,17 @@ struct First {
 #[async_trait::async_trait]
 impl JobHandler for Dispatch {
     async fn run(&self, state: &AppState, job: &job::Model) -> Result<(), JobError> {
-        let ids = event_ids(job)?;
-        if job.attempts > 1 {
-            let txn = crate::platform::db::begin(&state.db).await?;
-            let alone = First { ids, priority: job.priority, job: None };
-            let (gone, events) = dispatch(state, &txn, &[alone], 0).await?;
-            if let Some(id) = gone[0] {
-                return Err(gone_error(id));
-            }
-            jobs::complete(&txn).await?;
-            txn.commit().await?;
-            publish_live(state, &events).await;
-            return Ok(());
-        }
-        let first = First { ids, priority: job.priority, job: jobs::current() };
-        let write = |batch| {
-            let written = |batch| dispatch_firsts(state, batch);
-            each_alone_on_failure(batch, written, |err| Err(err.into()))
+        let first = First { ids: event_ids(job)?, priority: job.priority, job: jobs::current() };
+        let events = if job.attempts > 1 {
+            // Alone, and taking no due job with it.
+            dispatch_runs(state, vec![first], false).await?.remove(0)?
+        } else {
+            let write = |batch| {
+                let written = |batch| dispatch_runs(state, batch, true);
+                each_alone_on_failure(batch, written, |err| Err(err.into()))
+            };
+            self.firsts.run(&(), first, write).await?
         };
-        let events = self.firsts.run(&(), first, write).await?;
         jobs::completed();
         // Outside the batch's turn: a stream's publish is a round trip.
         publish_live(state, &events).await;
@@ -298,15 +290,16 @@ impl JobHandler for Dispatch {
     }
 }
 
-/// Dispatch `batch` of first runs and the due jobs it takes with it, in one
-/// transaction; each run's answer: the first run dispatched gets the events
-/// to hand to the live streams, the others none.
-async fn dispatch_firsts(
+/// Dispatch `batch` of runs, and with `with_due` the due jobs it takes
+/// with it, in one transaction; each run's answer: the first run
+/// dispatched gets the events to hand to the live streams, the others none.
+async fn dispatch_runs(
     state: &AppState,
     batch: Vec<First>,
+    with_due: bool,
 ) -> ApiResult<Vec<Result<Vec<event::Model>, JobError>>> {
     let txn = crate::platform::db::begin(&state.db).await?;
-    let take = DISPATCH_BATCH.saturating_sub(batch.len());
+    let take = if with_due { DISPATCH_BATCH.saturating_sub(batch.len()) } else { 0 };
     let (gone, events) = dispatch(state, &txn, &batch, take).await?;
     let done: Vec<jobs::RunningJob> = batch
         .iter()
