@@ -9,6 +9,7 @@ pub mod crypto;
 pub mod db;
 pub mod events;
 pub mod features;
+pub mod flight;
 pub mod governance;
 pub mod graphql;
 pub mod health;

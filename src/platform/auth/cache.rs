@@ -8,7 +8,9 @@
 //! Entries are keyed by the SHA-256 of the bearer token itself, so a hit
 //! needs neither the token's signature checked again nor its id decoded:
 //! the same bytes were verified, found in `api_tokens` and unrevoked when
-//! the entry was made.
+//! the entry was made. When an entry ages out, the requests that miss it at
+//! the same moment wait for one of them to resolve it again
+//! ([`crate::platform::flight`]).
 
 use std::{
     collections::HashMap,
@@ -20,6 +22,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::Principal;
+use crate::{error::ApiResult, platform::flight::Flights};
 
 /// Entries beyond which stale ones are swept on insert (and all dropped if
 /// none is stale): memory stays bounded whatever the number of tokens.
@@ -42,12 +45,37 @@ struct Entry {
 pub struct Principals {
     ttl: Duration,
     entries: Mutex<HashMap<Key, Entry>>,
+    resolving: Flights<Key>,
 }
 
 impl Principals {
     /// `ttl` zero: nothing is cached.
     pub fn new(ttl: Duration) -> Self {
-        Self { ttl, entries: Mutex::default() }
+        Self { ttl, entries: Mutex::default(), resolving: Flights::default() }
+    }
+
+    /// The principal of `key`: cached, or else resolved by `resolve` (its
+    /// token's expiry and the principal) and cached. Concurrent misses of
+    /// one key resolve it once; should that fail, the next resolves it.
+    pub async fn get_or_resolve<F>(
+        &self,
+        key: Key,
+        now: DateTime<Utc>,
+        resolve: impl FnOnce() -> F,
+    ) -> ApiResult<Principal>
+    where
+        F: Future<Output = ApiResult<(DateTime<Utc>, Principal)>>,
+    {
+        if let Some(principal) = self.get(&key, now) {
+            return Ok(principal);
+        }
+        let _flight = if self.ttl.is_zero() { None } else { Some(self.resolving.join(&key).await) };
+        if let Some(principal) = self.get(&key, now) {
+            return Ok(principal);
+        }
+        let (expires_at, principal) = resolve().await?;
+        self.put(key, expires_at, principal.clone());
+        Ok(principal)
     }
 
     /// The principal of `key`, if resolved less than `ttl` ago and the token
@@ -92,7 +120,7 @@ impl Principals {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::platform::tenancy::TenantScope;
+    use crate::{error::ApiError, platform::tenancy::TenantScope};
 
     fn principal(user_id: Uuid, token_id: Uuid) -> Principal {
         Principal {
@@ -124,6 +152,53 @@ mod tests {
         assert!(cache.get(&key, now).is_some(), "another token revoked");
         cache.forget_token(token);
         assert!(cache.get(&key, now).is_none());
+    }
+
+    /// Ten concurrent misses of one key with `ttl`; the first resolution
+    /// fails when `fail_first`. Returns how many got a principal and how
+    /// many resolutions ran.
+    async fn ten_misses(ttl: Duration, fail_first: bool) -> (usize, usize) {
+        use std::sync::{
+            Arc,
+            atomic::{AtomicUsize, Ordering},
+        };
+        let cache = Arc::new(Principals::new(ttl));
+        let resolved = Arc::new(AtomicUsize::new(0));
+        let key = Key { token_digest: [1; 32], acting: None };
+        let later = Utc::now() + chrono::Duration::minutes(1);
+        let tasks: Vec<_> = (0..10)
+            .map(|_| {
+                let (cache, resolved) = (cache.clone(), resolved.clone());
+                tokio::spawn(async move {
+                    let resolve = || async {
+                        let n = resolved.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(30)).await;
+                        match n {
+                            0 if fail_first => Err(ApiError::database_unavailable(anyhow::anyhow!("down"))),
+                            _ => Ok((later, principal(Uuid::nil(), Uuid::nil()))),
+                        }
+                    };
+                    cache.get_or_resolve(key, Utc::now(), resolve).await.is_ok()
+                })
+            })
+            .collect();
+        let mut ok = 0;
+        for task in tasks {
+            ok += usize::from(task.await.unwrap());
+        }
+        (ok, resolved.load(Ordering::SeqCst))
+    }
+
+    /// Concurrent misses of a token resolve it once; a failed resolution is
+    /// not shared, the next caller resolves again; with a zero `ttl` every
+    /// caller resolves, side by side.
+    #[tokio::test]
+    async fn concurrent_misses_resolve_once() {
+        assert_eq!(ten_misses(Duration::from_secs(60), false).await, (10, 1));
+        assert_eq!(ten_misses(Duration::from_secs(60), true).await, (9, 2), "the failure, then one");
+        let started = std::time::Instant::now();
+        assert_eq!(ten_misses(Duration::ZERO, false).await, (10, 10));
+        assert!(started.elapsed() < Duration::from_millis(250), "not one after the other");
     }
 
     #[test]

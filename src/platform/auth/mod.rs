@@ -154,15 +154,28 @@ async fn authenticate(
     let now = Utc::now();
     let digest = token_digest(token);
     // Cached per acting tenant; a malformed X-Tenant-ID takes the full path
-    // below, which reports it.
+    // (`resolve`), which reports it.
     let key = match acting.map(|v| v.to_str().ok().map(Uuid::parse_str)) {
         None => Some(cache::Key { token_digest: digest, acting: None }),
         Some(Some(Ok(id))) => Some(cache::Key { token_digest: digest, acting: Some(id) }),
         Some(_) => None,
     };
-    if let Some(principal) = key.as_ref().and_then(|key| state.principals.get(key, now)) {
-        return Ok(principal);
+    let resolve = || resolve(state, token, digest, acting, now);
+    match key {
+        Some(key) => state.principals.get_or_resolve(key, now, resolve).await,
+        None => resolve().await.map(|(_, principal)| principal),
     }
+}
+
+/// The caller of `token` (its SHA-256 `digest`), with its token's expiry:
+/// the token verified, then its row, user, tenant and roles read.
+async fn resolve(
+    state: &AppState,
+    token: &str,
+    digest: [u8; 32],
+    acting: Option<&header::HeaderValue>,
+    now: chrono::DateTime<Utc>,
+) -> ApiResult<(chrono::DateTime<Utc>, Principal)> {
     let claims =
         state.keys.verify(token).ok_or_else(|| unauthenticated("the token is invalid or has expired"))?;
     let hash = hex::encode(digest);
@@ -217,10 +230,7 @@ async fn authenticate(
         is_super_admin: user.is_super_admin,
         roles,
     };
-    if let Some(key) = key {
-        state.principals.put(key, token_row.expires_at, principal.clone());
-    }
-    Ok(principal)
+    Ok((token_row.expires_at, principal))
 }
 
 /// Why authentication failed, kept for the extractor to report: a public

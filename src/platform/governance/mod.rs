@@ -32,6 +32,7 @@ use crate::{
     platform::{
         auth::Principal,
         features::{self, Catalogue, Effective},
+        flight::Flights,
         http::is_mutating,
         license::{self, Access, Tiers},
         ratelimit::{Decision, Quota, RateLimiter},
@@ -118,6 +119,8 @@ pub struct Governance {
     pub license_key: VerifyingKey,
     redis: Option<Redis>,
     cache: Mutex<HashMap<Uuid, (Instant, Arc<Snapshot>)>>,
+    /// Concurrent misses of a tenant's snapshot read it once.
+    reading: Flights<Uuid>,
 }
 
 impl Governance {
@@ -136,6 +139,7 @@ impl Governance {
             license_key,
             redis,
             cache: Mutex::default(),
+            reading: Flights::default(),
         }
     }
 
@@ -144,9 +148,19 @@ impl Governance {
         db: &sea_orm::DatabaseConnection,
         tenant_id: Uuid,
     ) -> ApiResult<Arc<Snapshot>> {
-        if let Some((at, snapshot)) = self.cache.lock().ok().and_then(|c| c.get(&tenant_id).cloned())
-            && at.elapsed() < TTL
-        {
+        let cached = || {
+            self.cache
+                .lock()
+                .ok()
+                .and_then(|c| c.get(&tenant_id).cloned())
+                .filter(|(at, _)| at.elapsed() < TTL)
+                .map(|(_, snapshot)| snapshot)
+        };
+        if let Some(snapshot) = cached() {
+            return Ok(snapshot);
+        }
+        let _flight = self.reading.join(&tenant_id).await;
+        if let Some(snapshot) = cached() {
             return Ok(snapshot);
         }
         let snapshot = Arc::new(Snapshot {
