@@ -266,3 +266,33 @@ async fn sign_in_attempts_are_throttled_per_address_and_per_account() {
     let res = login(address(10), slug, "user5@example.com".into()).await.unwrap();
     assert_eq!(res.status(), 401);
 }
+
+/// Requests that miss the cached caller and the tenant's governance at the
+/// same moment read them once between them: the first reads, the others
+/// wait for it (`platform::flight`). Counted from `Server-Timing`.
+#[tokio::test]
+async fn requests_missing_the_cached_caller_together_resolve_it_once() {
+    // Long enough that no entry ages out during the test.
+    let app = TestApp::spawn_adjusted(|f| f.merge(("auth.principal_cache_ms", 60_000))).await;
+    let tenant = app.register().await;
+    let queries = |res: &reqwest::Response| -> u64 {
+        let timing = res.headers()["server-timing"].to_str().unwrap().to_owned();
+        timing.split('"').nth(1).unwrap().split(' ').next().unwrap().parse().unwrap()
+    };
+    // A new token (not cached yet) and the tenant's governance forgotten.
+    let cold = || async {
+        app.state.governance.invalidate(Some(tenant.id)).await;
+        let res = app.login(&tenant.slug, &tenant.admin_email, PASSWORD).await;
+        json(res).await["data"]["token"].as_str().unwrap().to_owned()
+    };
+    let path = "/api/v1/products?limit=1";
+    let token = cold().await;
+    let first = queries(&app.get(path, &token).await);
+    let warm = queries(&app.get(path, &token).await);
+    assert!(first > warm, "{first} {warm}");
+
+    let token = cold().await;
+    let together = futures_util::future::join_all((0..10).map(|_| app.get(path, &token))).await;
+    assert!(together.iter().all(|res| res.status() == 200));
+    assert_eq!(together.iter().map(queries).sum::<u64>(), first + 9 * warm);
+}
