@@ -8,6 +8,7 @@
 
 use std::{
     collections::HashMap,
+    future::Future,
     hash::Hash,
     sync::{Arc, Mutex},
 };
@@ -26,11 +27,33 @@ impl<K> Default for Flights<K> {
 }
 
 impl<K: Eq + Hash + Clone> Flights<K> {
-    /// Wait for the read of `key` in flight, if any, then hold it: a caller
-    /// looks in its cache again (the read it waited for filled it), and
-    /// reads only if it is still missing. Held until the returned value is
-    /// dropped.
-    pub async fn join(&self, key: &K) -> Flight<'_, K> {
+    /// The value of `key` from `cached`, or else from `read`, which also
+    /// caches it. A caller that misses waits for the read of `key` in
+    /// flight, if any, then looks in the cache again (that read filled it)
+    /// and reads only if it is still missing; a failed read is not shared,
+    /// the next waiter reads.
+    pub async fn get_or_read<V, E, F>(
+        &self,
+        key: &K,
+        cached: impl Fn() -> Option<V>,
+        read: impl FnOnce() -> F,
+    ) -> Result<V, E>
+    where
+        F: Future<Output = Result<V, E>>,
+    {
+        if let Some(value) = cached() {
+            return Ok(value);
+        }
+        let _flight = self.join(key).await;
+        if let Some(value) = cached() {
+            return Ok(value);
+        }
+        read().await
+    }
+
+    /// Wait for the read of `key` in flight, if any, then hold it until the
+    /// returned value is dropped.
+    async fn join(&self, key: &K) -> Flight<'_, K> {
         let lock = match self.keys.lock() {
             Ok(mut keys) => keys.entry(key.clone()).or_default().clone(),
             // A panic elsewhere poisoned the map: fly alone.
@@ -86,17 +109,14 @@ mod tests {
         let get = |key: u32| {
             let (flights, cache, reads) = (flights.clone(), cache.clone(), reads.clone());
             tokio::spawn(async move {
-                if let Some(v) = cache.lock().unwrap().get(&key) {
-                    return *v;
-                }
-                let _flight = flights.join(&key).await;
-                if let Some(v) = cache.lock().unwrap().get(&key) {
-                    return *v;
-                }
-                reads.fetch_add(1, Ordering::SeqCst);
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                cache.lock().unwrap().insert(key, key * 10);
-                key * 10
+                let cached = || cache.lock().unwrap().get(&key).copied();
+                let read = || async {
+                    reads.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    cache.lock().unwrap().insert(key, key * 10);
+                    Ok::<_, ()>(key * 10)
+                };
+                flights.get_or_read(&key, cached, read).await.unwrap()
             })
         };
         let tasks: Vec<_> = (0..20).map(|_| get(1)).chain([get(2)]).collect();

@@ -66,16 +66,15 @@ impl Principals {
     where
         F: Future<Output = ApiResult<(DateTime<Utc>, Principal)>>,
     {
-        if let Some(principal) = self.get(&key, now) {
-            return Ok(principal);
+        if self.ttl.is_zero() {
+            return resolve().await.map(|(_, principal)| principal);
         }
-        let _flight = if self.ttl.is_zero() { None } else { Some(self.resolving.join(&key).await) };
-        if let Some(principal) = self.get(&key, now) {
-            return Ok(principal);
-        }
-        let (expires_at, principal) = resolve().await?;
-        self.put(key, expires_at, principal.clone());
-        Ok(principal)
+        let read = || async {
+            let (expires_at, principal) = resolve().await?;
+            self.put(key, expires_at, principal.clone());
+            Ok(principal)
+        };
+        self.resolving.get_or_read(&key, || self.get(&key, now), read).await
     }
 
     /// The principal of `key`, if resolved less than `ttl` ago and the token

@@ -156,23 +156,19 @@ impl Governance {
                 .filter(|(at, _)| at.elapsed() < TTL)
                 .map(|(_, snapshot)| snapshot)
         };
-        if let Some(snapshot) = cached() {
-            return Ok(snapshot);
-        }
-        let _flight = self.reading.join(&tenant_id).await;
-        if let Some(snapshot) = cached() {
-            return Ok(snapshot);
-        }
-        let snapshot = Arc::new(Snapshot {
-            license: license::find_or_start(db, &self.tiers, tenant_id).await?,
-            toggles: features::toggles_of(db, tenant_id).await?,
-            calls_this_month: usage::calls_this_month(db, tenant_id).await?,
-            cors_origins: crate::platform::cors::origins_of(db, tenant_id).await?,
-        });
-        if let Ok(mut cache) = self.cache.lock() {
-            cache.insert(tenant_id, (Instant::now(), snapshot.clone()));
-        }
-        Ok(snapshot)
+        let read = || async {
+            let snapshot = Arc::new(Snapshot {
+                license: license::find_or_start(db, &self.tiers, tenant_id).await?,
+                toggles: features::toggles_of(db, tenant_id).await?,
+                calls_this_month: usage::calls_this_month(db, tenant_id).await?,
+                cors_origins: crate::platform::cors::origins_of(db, tenant_id).await?,
+            });
+            if let Ok(mut cache) = self.cache.lock() {
+                cache.insert(tenant_id, (Instant::now(), snapshot.clone()));
+            }
+            Ok(snapshot)
+        };
+        self.reading.get_or_read(&tenant_id, cached, read).await
     }
 
     /// Drop cached governance of one tenant (`None`: of all), here and, with
