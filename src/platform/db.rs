@@ -11,8 +11,8 @@ use std::{
 
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, SqliteTransactionMode,
-    TransactionOptions, TransactionTrait,
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 
 use crate::config::Config;
@@ -176,6 +176,19 @@ pub async fn begin<C: TransactionTrait>(db: &C) -> Result<C::Transaction, DbErr>
         ..TransactionOptions::default()
     };
     db.begin_with_options(options).await
+}
+
+/// Mark a point in `txn` that [`undo`] takes it back to, keeping what came
+/// before: for work tried first the way that is fastest when it succeeds,
+/// and done again another way when it does not. Kept, it costs no other
+/// statement (it ends with the transaction).
+pub async fn savepoint(txn: &DatabaseTransaction, name: &str) -> Result<(), DbErr> {
+    txn.execute_unprepared(&format!("SAVEPOINT {name}")).await.map(drop)
+}
+
+/// Undo what `txn` did since its [`savepoint`] `name`.
+pub async fn undo(txn: &DatabaseTransaction, name: &str) -> Result<(), DbErr> {
+    txn.execute_unprepared(&format!("ROLLBACK TO SAVEPOINT {name}")).await.map(drop)
 }
 
 /// Rows per multi-row `INSERT`: well within SQLite's and PostgreSQL's

@@ -6,7 +6,7 @@
 //! together (`reserve_many`) are decided one by one against their levels,
 //! locked, and each level is then updated once by their sum.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -26,7 +26,7 @@ use super::{
 use crate::modules::procurement::Vendors;
 use crate::platform::{
     combine::{Combiner, each_alone_on_failure},
-    db::one_of,
+    db::{one_of, savepoint, undo},
 };
 use crate::{
     error::{ApiError, ApiResult, Code, FieldError},
@@ -219,7 +219,7 @@ async fn apply(
     })
     .exec_without_returning(txn)
     .await?;
-    let update = level_update(txn, tenant, (product.id, warehouse_id), quantity, reserved_delta, now);
+    let update = level_update(txn, tenant, &[((product.id, warehouse_id), quantity, reserved_delta)], now);
     let mut updated = stock_level::Model::find_by_statement(update.clone()).one(txn).await?;
     if updated.is_none() {
         // No level yet (the first change of this product here), or the
@@ -259,32 +259,102 @@ async fn apply(
     Ok(level)
 }
 
-/// The conditional `UPDATE` of one level (`key`: product, warehouse) by
-/// `quantity` on hand and `reserved_delta` reserved, returning the level:
-/// no row when the result would leave `0 <= reserved <= on_hand <= MAX_LEVEL`.
+/// The levels of `products` in `warehouses`, locked until `txn` ends, in
+/// (product, warehouse) order, as every stock change locks them: two
+/// changes of the same levels wait for each other instead of deadlocking.
+async fn lock_levels(
+    txn: &DatabaseTransaction,
+    tenant: TenantScope,
+    products: Vec<Uuid>,
+    warehouses: Vec<Uuid>,
+) -> ApiResult<HashMap<(Uuid, Uuid), stock_level::Model>> {
+    let backend = txn.get_database_backend();
+    Ok(tenant
+        .find::<stock_level::Entity>()
+        .filter(one_of(backend, stock_level::Column::ProductId, products))
+        .filter(one_of(backend, stock_level::Column::WarehouseId, warehouses))
+        .order_by_asc(stock_level::Column::ProductId)
+        .order_by_asc(stock_level::Column::WarehouseId)
+        .lock_exclusive()
+        .all(txn)
+        .await?
+        .into_iter()
+        .map(|l| ((l.product_id, l.warehouse_id), l))
+        .collect())
+}
+
+/// A change of one level: its key (product, warehouse), the quantity on
+/// hand and the quantity reserved it adds.
+type LevelChange = ((Uuid, Uuid), i64, i64);
+
+/// The conditional `UPDATE` of `changes` (each level once), one statement
+/// for all, returning the levels changed: a level is left out when its
+/// change would break `0 <= reserved <= on_hand <= MAX_LEVEL`.
 fn level_update(
     txn: &DatabaseTransaction,
     tenant: TenantScope,
-    key: (Uuid, Uuid),
-    quantity: i64,
-    reserved_delta: i64,
+    changes: &[LevelChange],
     now: DateTime<Utc>,
 ) -> Statement {
-    let sql = "UPDATE stock_levels SET on_hand = on_hand + $1, reserved = reserved + $2, updated_at = $3 \
-               WHERE tenant_id = $4 AND product_id = $5 AND warehouse_id = $6 \
-               AND reserved + $2 >= 0 AND on_hand + $1 >= reserved + $2 AND on_hand + $1 <= $7 \
-               RETURNING tenant_id, product_id, warehouse_id, on_hand, reserved, reorder_point, \
-               reorder_quantity, updated_at";
-    let values = vec![
-        quantity.into(),
-        reserved_delta.into(),
-        now.into(),
-        tenant.id().into(),
-        key.0.into(),
-        key.1.into(),
-        super::MAX_LEVEL.into(),
-    ];
+    let mut values: Vec<sea_orm::Value> = vec![now.into(), tenant.id().into(), super::MAX_LEVEL.into()];
+    let mut rows = Vec::with_capacity(changes.len());
+    for ((product_id, warehouse_id), quantity, reserved_delta) in changes {
+        let n = values.len();
+        rows.push(format!("(${}, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4));
+        values.extend([
+            (*product_id).into(),
+            (*warehouse_id).into(),
+            (*quantity).into(),
+            (*reserved_delta).into(),
+        ]);
+    }
+    // The VALUES' columns are column1 (product), column2 (warehouse),
+    // column3 (on hand) and column4 (reserved) in both databases.
+    let sql = format!(
+        "UPDATE stock_levels SET on_hand = on_hand + v.column3, reserved = reserved + v.column4, updated_at = $1 \
+         FROM (VALUES {}) AS v \
+         WHERE tenant_id = $2 AND product_id = v.column1 AND warehouse_id = v.column2 \
+         AND reserved + v.column4 >= 0 AND on_hand + v.column3 >= reserved + v.column4 \
+         AND on_hand + v.column3 <= $3 \
+         RETURNING tenant_id, product_id, warehouse_id, on_hand, reserved, reorder_point, \
+         reorder_quantity, updated_at",
+        rows.join(", ")
+    );
     Statement::from_sql_and_values(txn.get_database_backend(), sql, values)
+}
+
+/// Change levels by `changes` (each level once): locked in order, then one
+/// `UPDATE` for all, then each level's low-stock announcement. The key of a
+/// level that cannot take its change, if any (the caller then undoes or
+/// fails the lot).
+async fn change_levels(
+    txn: &DatabaseTransaction,
+    tenant: TenantScope,
+    changes: &[LevelChange],
+    skus: &HashMap<Uuid, String>,
+    now: DateTime<Utc>,
+) -> ApiResult<Option<(Uuid, Uuid)>> {
+    if changes.is_empty() {
+        return Ok(None);
+    }
+    let products: BTreeSet<Uuid> = changes.iter().map(|((product, _), ..)| *product).collect();
+    let warehouses: BTreeSet<Uuid> = changes.iter().map(|((_, warehouse), ..)| *warehouse).collect();
+    lock_levels(txn, tenant, products.into_iter().collect(), warehouses.into_iter().collect()).await?;
+    let updated: HashMap<(Uuid, Uuid), stock_level::Model> =
+        stock_level::Model::find_by_statement(level_update(txn, tenant, changes, now))
+            .all(txn)
+            .await?
+            .into_iter()
+            .map(|l| ((l.product_id, l.warehouse_id), l))
+            .collect();
+    if let Some((key, ..)) = changes.iter().find(|(key, ..)| !updated.contains_key(key)) {
+        return Ok(Some(*key));
+    }
+    for (key, quantity, reserved_delta) in changes {
+        let sku = skus.get(&key.0).cloned().unwrap_or_default();
+        announce_low(txn, tenant, &stock_view(updated[key].clone(), sku), quantity - reserved_delta).await?;
+    }
+    Ok(None)
 }
 
 /// 409 `insufficient_stock` naming the SKU.
@@ -467,19 +537,27 @@ async fn reserve_round(
         .await?
         .into_iter()
         .collect();
-    // Locked in (product, warehouse) order, as every stock change locks them.
-    let levels: HashMap<(Uuid, Uuid), stock_level::Model> = tenant
-        .find::<stock_level::Entity>()
-        .filter(one_of(backend, stock_level::Column::ProductId, product_ids))
-        .filter(one_of(backend, stock_level::Column::WarehouseId, warehouse_ids))
-        .order_by_asc(stock_level::Column::ProductId)
-        .order_by_asc(stock_level::Column::WarehouseId)
-        .lock_exclusive()
-        .all(txn)
-        .await?
-        .into_iter()
-        .map(|l| ((l.product_id, l.warehouse_id), l))
-        .collect();
+    // Most often every reservation fits: what they write goes first and
+    // their levels last, locked from their update to the commit only (how
+    // long a hot SKU's level stays locked bounds its throughput). Should
+    // one not fit, that is undone and each is decided against the locked
+    // levels, one by one (so too at once when a product or warehouse is
+    // unknown: its movement could not be written).
+    let known = fresh
+        .iter()
+        .flat_map(|(_, r, _)| &r.lines)
+        .all(|l| skus.contains_key(&l.product_id) && warehouses.contains(&l.warehouse_id));
+    if known {
+        savepoint(txn, "reserve").await?;
+        if hold(txn, tenant, &fresh, &skus, now).await?.is_none() {
+            for (i, _, model) in fresh {
+                answers[i] = Some(reservation_view(model));
+            }
+            return Ok(());
+        }
+        undo(txn, "reserve").await?;
+    }
+    let levels = lock_levels(txn, tenant, product_ids, warehouse_ids).await?;
     let mut taken: BTreeMap<(Uuid, Uuid), i64> = Default::default();
     let mut winners = Vec::with_capacity(fresh.len());
     let mut losers = Vec::new();
@@ -504,18 +582,39 @@ async fn reserve_round(
             .exec(txn)
             .await?;
     }
-    if winners.is_empty() {
-        return Ok(());
+    if let Some(key) = hold(txn, tenant, &winners, &skus, now).await? {
+        return Err(ApiError::internal(anyhow::anyhow!("stock level {key:?} changed under its lock")));
     }
-    let expiries = winners.iter().map(|(_, r, model)| {
+    for (i, _, model) in winners {
+        answers[i] = Some(reservation_view(model));
+    }
+    Ok(())
+}
+
+/// Write what `held` reservations hold: their expiry jobs, `stock.reserved`
+/// events and movements, then their levels, locked and updated last. The
+/// key of a level that cannot take its part, if any (the writes are then
+/// to be undone).
+async fn hold(
+    txn: &DatabaseTransaction,
+    tenant: TenantScope,
+    held: &[(usize, NewReservation, reservation::Model)],
+    skus: &HashMap<Uuid, String>,
+    now: DateTime<Utc>,
+) -> ApiResult<Option<(Uuid, Uuid)>> {
+    if held.is_empty() {
+        return Ok(None);
+    }
+    let expiries = held.iter().map(|(_, r, model)| {
         let mut expiry = NewJob::new(EXPIRY_JOB, json!({"reservation_id": model.id})).tenant(tenant.id());
         expiry.run_at = r.expires_at;
         expiry
     });
     jobs::enqueue_many(txn, expiries.collect()).await?;
-    let reserved = winners.iter().map(|(_, r, _)| json!({"reference": r.reference, "lines": r.lines}));
+    let reserved = held.iter().map(|(_, r, _)| json!({"reference": r.reference, "lines": r.lines}));
     events::publish_many(txn, tenant.id(), &super::STOCK_RESERVED, reserved.collect()).await?;
-    let movements = winners.iter().flat_map(|(_, r, _)| {
+    let mut taken: BTreeMap<(Uuid, Uuid), i64> = Default::default();
+    let movements = held.iter().flat_map(|(_, r, _)| {
         in_lock_order(&r.lines).into_iter().map(|line| stock_movement::ActiveModel {
             id: Set(Uuid::now_v7()),
             tenant_id: Set(tenant.id()),
@@ -531,18 +630,13 @@ async fn reserve_round(
         })
     });
     crate::platform::db::insert_all(txn, movements.collect()).await?;
-    for (key, quantity) in taken {
-        let update = level_update(txn, tenant, key, 0, quantity, now);
-        let updated = stock_level::Model::find_by_statement(update).one(txn).await?.ok_or_else(|| {
-            ApiError::internal(anyhow::anyhow!("stock level {key:?} changed under its lock"))
-        })?;
-        let sku = skus.get(&key.0).cloned().unwrap_or_default();
-        announce_low(txn, tenant, &stock_view(updated, sku), -quantity).await?;
+    for (_, r, _) in held {
+        for line in &r.lines {
+            *taken.entry((line.product_id, line.warehouse_id)).or_default() += line.quantity;
+        }
     }
-    for (i, _, model) in winners {
-        answers[i] = Some(reservation_view(model));
-    }
-    Ok(())
+    let changes: Vec<LevelChange> = taken.into_iter().map(|(key, quantity)| (key, 0, quantity)).collect();
+    change_levels(txn, tenant, &changes, skus, now).await
 }
 
 /// The answer to reserving `reference` again, held by `found`: the same
@@ -1082,6 +1176,11 @@ async fn end_all(
         }
     }
     crate::platform::db::insert_all(txn, movements).await?;
+    let event = if outcome == COMMITTED { &super::STOCK_SHIPPED } else { &super::STOCK_RELEASED };
+    let data = ending
+        .iter()
+        .map(|(_, lines, cause)| json!({"reference": cause.reference, "lines": lines, "outcome": outcome}));
+    events::publish_many(txn, tenant.id(), event, data.collect()).await?;
     let skus: HashMap<Uuid, String> = tenant
         .find::<product::Entity>()
         .select_only()
@@ -1092,20 +1191,12 @@ async fn end_all(
         .await?
         .into_iter()
         .collect();
-    for (key, quantity) in levels {
-        let sku = skus.get(&key.0).cloned().unwrap_or_default();
-        let update = level_update(txn, tenant, key, -quantity * shipped, -quantity, now);
-        let updated = stock_level::Model::find_by_statement(update)
-            .one(txn)
-            .await?
-            .ok_or_else(|| insufficient(&sku))?;
-        announce_low(txn, tenant, &stock_view(updated, sku), quantity - quantity * shipped).await?;
+    // The levels last: locked from their update to the commit only.
+    let changes: Vec<LevelChange> =
+        levels.into_iter().map(|(key, quantity)| (key, -quantity * shipped, -quantity)).collect();
+    if let Some((product, _)) = change_levels(txn, tenant, &changes, &skus, now).await? {
+        return Err(insufficient(skus.get(&product).map_or("", String::as_str)));
     }
-    let event = if outcome == COMMITTED { &super::STOCK_SHIPPED } else { &super::STOCK_RELEASED };
-    let data = ending
-        .iter()
-        .map(|(_, lines, cause)| json!({"reference": cause.reference, "lines": lines, "outcome": outcome}));
-    events::publish_many(txn, tenant.id(), event, data.collect()).await?;
     Ok(answers)
 }
 
