@@ -34,13 +34,13 @@ use crate::{
     modules::inventory::{Hold, Line},
     platform::{
         combine::{Combiner, each_alone_on_failure},
-        db::{begin, insert_all, one_of},
+        db::{begin, insert_all, one_of, savepoint, undo},
         events::{self, EventType},
         jobs::{self, JobError, RunningJob},
         tenancy::TenantScope,
     },
 };
-use entity::{job, order, order_line};
+use entity::{job, order, order_line, order_payment as payment};
 
 /// The most orders one transaction of a step takes.
 const STEP_BATCH: usize = 64;
@@ -78,12 +78,19 @@ enum Plan {
     Retry(ApiError),
 }
 
-/// The combiners of the four steps: one each, so each batch is one step.
-pub(super) struct Steps([Combiner<StepRun, Answer>; 4]);
+/// The combiners of the four steps (one each, so each batch is one step),
+/// and of the `pending` payments written before the charges.
+pub(super) struct Steps {
+    steps: [Combiner<StepRun, Answer>; 4],
+    payments: Combiner<payment::ActiveModel, ApiResult<()>>,
+}
 
 impl Default for Steps {
     fn default() -> Self {
-        Self(std::array::from_fn(|_| Combiner::new(STEP_BATCH)))
+        Self {
+            steps: std::array::from_fn(|_| Combiner::new(STEP_BATCH)),
+            payments: Combiner::new(STEP_BATCH),
+        }
     }
 }
 
@@ -178,7 +185,7 @@ impl SeaOrmOrders {
         charged: Option<ChargeOutcome>,
     ) -> Result<(), JobError> {
         let run = StepRun { tenant, order_id, job: jobs::current(), charged };
-        let combiner = &self.steps.0[step as usize];
+        let combiner = &self.steps.steps[step as usize];
         let write = |batch| {
             let written = |batch| self.steps_in_transaction(step, batch);
             each_alone_on_failure(batch, written, |err| Err(err.into()))
@@ -264,7 +271,7 @@ impl SeaOrmOrders {
             });
         }
         let expires_at = Utc::now() + self.reservation_ttl;
-        let holds = orders
+        let holds: Vec<Hold> = orders
             .iter()
             .map(|o| Hold {
                 reference: reference(o.id),
@@ -273,6 +280,17 @@ impl SeaOrmOrders {
                 cause: cause(o.id, "order"),
             })
             .collect();
+        // Most often every order gets its stock: the orders' writes go
+        // first and the stock last, its hot levels locked from their update
+        // to the commit only. Should one not, that is undone and each order
+        // is decided on its own.
+        savepoint(txn, "reserve_orders").await?;
+        advance(txn, tenant, &orders, PENDING, RESERVED, &super::ORDER_RESERVED).await?;
+        let held = self.inventory.reserve(txn, tenant, holds.clone()).await?;
+        if held.iter().all(Result::is_ok) {
+            return Ok(orders.iter().map(|o| (o.id, Plan::Next(PAY_JOB))).collect());
+        }
+        undo(txn, "reserve_orders").await?;
         let held = self.inventory.reserve(txn, tenant, holds).await?;
         let mut plans = HashMap::new();
         let mut reserved = Vec::with_capacity(orders.len());
@@ -352,7 +370,16 @@ impl SeaOrmOrders {
         ids: Vec<Uuid>,
     ) -> ApiResult<HashMap<Uuid, Plan>> {
         let orders = lock(txn, tenant, ids, PAID).await?;
-        let commits = orders.iter().map(|o| (reference(o.id), cause(o.id, "order shipped"))).collect();
+        let commits: Vec<_> =
+            orders.iter().map(|o| (reference(o.id), cause(o.id, "order shipped"))).collect();
+        // As in `reserve_all`: the orders' writes first, the stock last.
+        savepoint(txn, "fulfil_orders").await?;
+        advance(txn, tenant, &orders, PAID, FULFILLED, &super::ORDER_FULFILLED).await?;
+        let shipped = self.inventory.commit_all(txn, tenant, commits.clone()).await;
+        if shipped.as_ref().is_ok_and(|shipped| shipped.iter().all(Result::is_ok)) {
+            return Ok(orders.iter().map(|o| (o.id, Plan::Next(COMPLETE_JOB))).collect());
+        }
+        undo(txn, "fulfil_orders").await?;
         let shipped = self.inventory.commit_all(txn, tenant, commits).await?;
         let mut plans = HashMap::new();
         let mut fulfilled = Vec::new();
@@ -398,11 +425,11 @@ impl SeaOrmOrders {
     }
 
     /// The order's `pending` payment, written before the gateway is asked
-    /// (once: a retried step finds it).
+    /// (once: a retried step finds it), with those of the orders being
+    /// charged at the same time (one `INSERT`, one commit).
     async fn open_payment(&self, tenant: TenantScope, order: &order::Model) -> ApiResult<()> {
-        use entity::order_payment as payment;
         let now = Utc::now();
-        payment::Entity::insert(payment::ActiveModel {
+        let row = payment::ActiveModel {
             id: Set(Uuid::now_v7()),
             tenant_id: Set(tenant.id()),
             order_id: Set(order.id),
@@ -415,11 +442,16 @@ impl SeaOrmOrders {
             failure_reason: Set(None),
             created_at: Set(now),
             updated_at: Set(now),
-        })
-        .on_conflict_do_nothing_on([payment::Column::TenantId, payment::Column::IdempotencyKey])
-        .exec_without_returning(&self.db)
-        .await?;
-        Ok(())
+        };
+        let write = |rows: Vec<payment::ActiveModel>| async move {
+            let n = rows.len();
+            payment::Entity::insert_many(rows)
+                .on_conflict_do_nothing_on([payment::Column::TenantId, payment::Column::IdempotencyKey])
+                .exec_without_returning(&self.db)
+                .await?;
+            Ok((0..n).map(|_| Ok(())).collect())
+        };
+        self.steps.payments.run(&tenant.id(), row, |batch| each_alone_on_failure(batch, write, Err)).await
     }
 }
 
