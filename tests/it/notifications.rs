@@ -395,8 +395,10 @@ async fn a_refusing_smtp_server_leaves_email_failed_after_its_retries_and_a_rese
     assert_eq!(failed["attempts"], 3);
     assert!(failed["last_error"].as_str().unwrap().contains("relaying denied"), "{failed}");
     assert!(failed["sent_at"].is_null());
-    // The other channels and the order itself went on.
+    // The other channels and the order itself went on; sent by the job
+    // that retried the email, once.
     assert_eq!(pick(&items, "placed", "log")["status"], "sent");
+    assert_eq!(pick(&items, "placed", "log")["attempts"], 1);
     let got = json(app.get(&format!("/api/v1/orders/{order}"), &tenant.token).await).await;
     assert_eq!(got["data"]["status"], "completed");
     let list = json(app.get("/api/v1/orders/notifications?status=failed", &tenant.token).await).await;

@@ -462,6 +462,11 @@ async fn orders_waiting_together_go_through_each_step_together_each_decided_on_i
     let lots: std::collections::HashSet<_> = reserved.iter().map(|e| e.occurred_at).collect();
     assert_eq!(reserved.len() as i64, paid);
     assert!(lots.len() < reserved.len(), "each reservation was written on its own");
+    // Their notifications too: one job sends those of every order of a lot
+    // (two an order: log and webhook, email being off).
+    let notify = jobs_of("orders.notify").all(&app.state.db).await.unwrap();
+    let largest = notify.iter().filter_map(|j| j.payload["notification_ids"].as_array().map(Vec::len)).max();
+    assert!(largest > Some(2), "each order's notifications had a job of their own: {largest:?}");
     let voids = jobs_of("orders.void_payment").count(&app.state.db).await.unwrap();
     assert_eq!(voids, 0, "no payment was taken to be voided");
 }

@@ -2,11 +2,13 @@
 //! placed, paid, completed, failed, cancelled or refunded.
 //!
 //! The step that moves the order writes, in its own transaction, one row
-//! per channel (`log`, `email`, `webhook`) and, for each row to send, a
-//! durable `orders.notify` job. The job hands the row to the channel's
-//! [`Notifier`]; a failure is retried with the job runner's backoff, and
-//! the last attempt leaves the row `failed` with the error (to be sent
-//! again with a resend). A channel the customer turned off, or email with
+//! per channel (`log`, `email`, `webhook`) and a durable `orders.notify`
+//! job for the rows to send (one for those of every order the step moved
+//! together, up to a hundred). The job hands each row to its channel's
+//! [`Notifier`]; a row refused is tried again with the job (the runner's
+//! backoff; the rows sent meanwhile are not sent again), and the last
+//! attempt leaves it `failed` with the error (to be sent again with a
+//! resend). A channel the customer turned off, or email with
 //! no SMTP host configured, gets its row `skipped`, the reason in
 //! `last_error`, so the history shows every decision.
 
@@ -47,6 +49,9 @@ use crate::{
 use entity::{customer, order, order_notification as notification};
 
 pub const NOTIFY_JOB: &str = "orders.notify";
+
+/// How many notifications of a job are sent side by side.
+const SENDS_AT_ONCE: usize = 8;
 
 /// Channels.
 pub const LOG: &str = "log";
@@ -545,20 +550,36 @@ pub async fn queue_many(
                 updated_at: Set(now),
             });
             if skipped.is_none() {
-                sends.push(send_job(tenant, notifiers, id));
+                sends.push(id);
             }
         }
     }
     insert_all(txn, rows).await?;
-    jobs::enqueue_many(txn, sends).await?;
+    let jobs = sends.chunks(SEND_BATCH).map(|ids| send_job(tenant, notifiers, ids));
+    jobs::enqueue_many(txn, jobs.collect()).await?;
     Ok(())
 }
 
-fn send_job(tenant: TenantScope, notifiers: &Notifiers, id: Uuid) -> NewJob {
-    NewJob::new(NOTIFY_JOB, json!({"notification_id": id}))
-        .tenant(tenant.id())
-        .priority(4)
-        .max_attempts(notifiers.max_attempts)
+/// The most notifications one `orders.notify` job sends.
+const SEND_BATCH: usize = 100;
+
+/// The job sending `ids`, written together.
+fn send_job(tenant: TenantScope, notifiers: &Notifiers, ids: &[Uuid]) -> NewJob {
+    let payload = match ids {
+        [id] => json!({ "notification_id": id }),
+        ids => json!({ "notification_ids": ids }),
+    };
+    NewJob::new(NOTIFY_JOB, payload).tenant(tenant.id()).priority(4).max_attempts(notifiers.max_attempts)
+}
+
+/// The notifications an `orders.notify` job sends.
+pub fn job_ids(payload: &serde_json::Value) -> Option<Vec<Uuid>> {
+    let parse = |v: &serde_json::Value| v.as_str().and_then(|v| Uuid::parse_str(v).ok());
+    match (payload.get("notification_id"), payload.get("notification_ids")) {
+        (Some(id), _) => Some(vec![parse(id)?]),
+        (None, Some(serde_json::Value::Array(ids))) => ids.iter().map(parse).collect(),
+        _ => None,
+    }
 }
 
 async fn find(db: &impl ConnectionTrait, tenant: TenantScope, id: Uuid) -> ApiResult<notification::Model> {
@@ -569,51 +590,68 @@ async fn find(db: &impl ConnectionTrait, tenant: TenantScope, id: Uuid) -> ApiRe
         .ok_or_else(|| ApiError::not_found("notification"))
 }
 
-/// The job: send a `pending` notification through its channel. A failure
-/// is retried (the job's backoff) until `last_attempt`, which leaves it
-/// `failed` with the error.
+/// Send those of the notifications `ids` still `pending`, each on its
+/// channel, a few side by side. Each one sent is `sent`; each refused
+/// stays `pending` with its error, to be tried again with the job, or on
+/// the job's `last_attempt` is `failed`. The job succeeds when every one
+/// was sent.
 pub async fn deliver(
     db: &DatabaseConnection,
     notifiers: &Notifiers,
     tenant: TenantScope,
-    id: Uuid,
+    ids: Vec<Uuid>,
     last_attempt: bool,
 ) -> Result<(), JobError> {
-    let n = find(db, tenant, id).await?;
-    if n.status != PENDING {
-        return Ok(()); // sent meanwhile, or given up
-    }
-    let notifier = notifiers
-        .by_channel
-        .get(n.channel.as_str())
-        .ok_or_else(|| JobError::Fail(format!("no channel `{}`", n.channel)))?;
-    let outcome = notifier.send(db, &n).await;
-    let now = Utc::now();
-    let update = tenant
-        .update_many::<notification::Entity>()
-        .filter(notification::Column::Id.eq(id))
+    use futures_util::{StreamExt, stream};
+    let pending = tenant
+        .find::<notification::Entity>()
+        .filter(notification::Column::Id.is_in(ids))
         .filter(notification::Column::Status.eq(PENDING))
-        .col_expr(notification::Column::Attempts, Expr::col(notification::Column::Attempts).add(1))
-        .col_expr(notification::Column::UpdatedAt, Expr::value(now));
-    match outcome {
-        Ok(()) => {
-            update
-                .col_expr(notification::Column::Status, Expr::value(SENT))
-                .col_expr(notification::Column::SentAt, Expr::value(Some(now)))
-                .col_expr(notification::Column::LastError, Expr::value(Option::<String>::None))
-                .exec(db)
-                .await?;
-            Ok(())
-        }
-        Err(error) => {
-            let status = if last_attempt { FAILED } else { PENDING };
-            update
-                .col_expr(notification::Column::Status, Expr::value(status))
-                .col_expr(notification::Column::LastError, Expr::value(Some(error.clone())))
-                .exec(db)
-                .await?;
-            Err(if last_attempt { JobError::Fail(error) } else { JobError::retry(error) })
-        }
+        .all(db)
+        .await?;
+    let outcomes: Vec<(Uuid, Result<(), String>)> = stream::iter(pending)
+        .map(|n| async move {
+            let outcome = match notifiers.by_channel.get(n.channel.as_str()) {
+                Some(notifier) => notifier.send(db, &n).await,
+                None => Err(format!("no channel `{}`", n.channel)),
+            };
+            (n.id, outcome)
+        })
+        .buffer_unordered(SENDS_AT_ONCE)
+        .collect()
+        .await;
+    let now = Utc::now();
+    let update = |ids: Vec<Uuid>| {
+        tenant
+            .update_many::<notification::Entity>()
+            .filter(notification::Column::Id.is_in(ids))
+            .filter(notification::Column::Status.eq(PENDING))
+            .col_expr(notification::Column::Attempts, Expr::col(notification::Column::Attempts).add(1))
+            .col_expr(notification::Column::UpdatedAt, Expr::value(now))
+    };
+    let (sent, refused): (Vec<_>, Vec<_>) = outcomes.into_iter().partition(|(_, outcome)| outcome.is_ok());
+    if !sent.is_empty() {
+        update(sent.into_iter().map(|(id, _)| id).collect())
+            .col_expr(notification::Column::Status, Expr::value(SENT))
+            .col_expr(notification::Column::SentAt, Expr::value(Some(now)))
+            .col_expr(notification::Column::LastError, Expr::value(Option::<String>::None))
+            .exec(db)
+            .await?;
+    }
+    let mut first = None;
+    for (id, outcome) in refused {
+        let error = outcome.err().unwrap_or_default();
+        update(vec![id])
+            .col_expr(notification::Column::Status, Expr::value(if last_attempt { FAILED } else { PENDING }))
+            .col_expr(notification::Column::LastError, Expr::value(Some(error.clone())))
+            .exec(db)
+            .await?;
+        first.get_or_insert(error);
+    }
+    match first {
+        None => Ok(()),
+        Some(error) if last_attempt => Err(JobError::Fail(error)),
+        Some(error) => Err(JobError::retry(error)),
     }
 }
 
@@ -741,7 +779,7 @@ pub async fn resend(
             format!("only a failed notification is sent again; this one is {}", n.status),
         ));
     }
-    jobs::enqueue(&txn, send_job(tenant, notifiers, id)).await?;
+    jobs::enqueue(&txn, send_job(tenant, notifiers, &[id])).await?;
     let view = find(&txn, tenant, id).await?.into();
     sea_orm::TransactionSession::commit(txn).await?;
     Ok(view)

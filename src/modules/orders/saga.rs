@@ -19,8 +19,8 @@
 //! with a key fixed per refund, so a lost answer is asked again and never
 //! refunds twice. `orders.import` imports an uploaded CSV file (see
 //! [`super::import`]); `orders.import_sweep` drops an upload that was cut
-//! off before it was complete. `orders.notify` sends one order
-//! notification (see [`super::notify`]).
+//! off before it was complete. `orders.notify` sends order
+//! notifications, those of a step together (see [`super::notify`]).
 
 use std::sync::Arc;
 
@@ -97,9 +97,10 @@ impl JobHandler for StepJob {
             Step::Import => orders.run_import(tenant, id_in(job, "import_id")?).await?,
             Step::Sweep => orders.sweep_import(tenant, id_in(job, "import_id")?).await?,
             Step::Notify => {
-                let id = id_in(job, "notification_id")?;
+                let ids = super::notify::job_ids(&job.payload)
+                    .ok_or_else(|| JobError::Fail("payload has no notification_ids".into()))?;
                 let last_attempt = job.attempts >= job.max_attempts;
-                super::notify::deliver(&orders.db, &orders.notifiers, tenant, id, last_attempt).await?;
+                super::notify::deliver(&orders.db, &orders.notifiers, tenant, ids, last_attempt).await?;
                 return Ok(()); // queues nothing
             }
         }
