@@ -602,56 +602,66 @@ pub async fn deliver(
     ids: Vec<Uuid>,
     last_attempt: bool,
 ) -> Result<(), JobError> {
-    use futures_util::{StreamExt, stream};
-    let pending = tenant
-        .find::<notification::Entity>()
-        .filter(notification::Column::Id.is_in(ids))
-        .filter(notification::Column::Status.eq(PENDING))
-        .all(db)
-        .await?;
-    let outcomes: Vec<(Uuid, Result<(), String>)> = stream::iter(pending)
-        .map(|n| async move {
-            let outcome = match notifiers.by_channel.get(n.channel.as_str()) {
-                Some(notifier) => notifier.send(db, &n).await,
-                None => Err(format!("no channel `{}`", n.channel)),
-            };
-            (n.id, outcome)
-        })
+    use futures_util::{StreamExt, TryStreamExt, stream};
+    let refused: Vec<Option<String>> = stream::iter(ids)
+        .map(|id| deliver_one(db, notifiers, tenant, id, last_attempt))
         .buffer_unordered(SENDS_AT_ONCE)
-        .collect()
-        .await;
-    let now = Utc::now();
-    let update = |ids: Vec<Uuid>| {
-        tenant
-            .update_many::<notification::Entity>()
-            .filter(notification::Column::Id.is_in(ids))
-            .filter(notification::Column::Status.eq(PENDING))
-            .col_expr(notification::Column::Attempts, Expr::col(notification::Column::Attempts).add(1))
-            .col_expr(notification::Column::UpdatedAt, Expr::value(now))
-    };
-    let (sent, refused): (Vec<_>, Vec<_>) = outcomes.into_iter().partition(|(_, outcome)| outcome.is_ok());
-    if !sent.is_empty() {
-        update(sent.into_iter().map(|(id, _)| id).collect())
-            .col_expr(notification::Column::Status, Expr::value(SENT))
-            .col_expr(notification::Column::SentAt, Expr::value(Some(now)))
-            .col_expr(notification::Column::LastError, Expr::value(Option::<String>::None))
-            .exec(db)
-            .await?;
-    }
-    let mut first = None;
-    for (id, outcome) in refused {
-        let error = outcome.err().unwrap_or_default();
-        update(vec![id])
-            .col_expr(notification::Column::Status, Expr::value(if last_attempt { FAILED } else { PENDING }))
-            .col_expr(notification::Column::LastError, Expr::value(Some(error.clone())))
-            .exec(db)
-            .await?;
-        first.get_or_insert(error);
-    }
-    match first {
+        .try_collect()
+        .await?;
+    match refused.into_iter().flatten().next() {
         None => Ok(()),
         Some(error) if last_attempt => Err(JobError::Fail(error)),
         Some(error) => Err(JobError::retry(error)),
+    }
+}
+
+/// Send notification `id` if still `pending` (each read and written by its
+/// id: one row, whatever the table's size); the error of a refusal.
+async fn deliver_one(
+    db: &DatabaseConnection,
+    notifiers: &Notifiers,
+    tenant: TenantScope,
+    id: Uuid,
+    last_attempt: bool,
+) -> Result<Option<String>, sea_orm::DbErr> {
+    let Some(n) = tenant.find_by_id::<notification::Entity>(id).one(db).await? else {
+        return Ok(None);
+    };
+    if n.status != PENDING {
+        return Ok(None); // sent meanwhile, or given up
+    }
+    let outcome = match notifiers.by_channel.get(n.channel.as_str()) {
+        Some(notifier) => notifier.send(db, &n).await,
+        None => Err(format!("no channel `{}`", n.channel)),
+    };
+    let now = Utc::now();
+    let update = tenant
+        .update_many::<notification::Entity>()
+        .filter(notification::Column::Id.eq(id))
+        .filter(notification::Column::Status.eq(PENDING))
+        .col_expr(notification::Column::Attempts, Expr::col(notification::Column::Attempts).add(1))
+        .col_expr(notification::Column::UpdatedAt, Expr::value(now));
+    match outcome {
+        Ok(()) => {
+            update
+                .col_expr(notification::Column::Status, Expr::value(SENT))
+                .col_expr(notification::Column::SentAt, Expr::value(Some(now)))
+                .col_expr(notification::Column::LastError, Expr::value(Option::<String>::None))
+                .exec(db)
+                .await?;
+            Ok(None)
+        }
+        Err(error) => {
+            update
+                .col_expr(
+                    notification::Column::Status,
+                    Expr::value(if last_attempt { FAILED } else { PENDING }),
+                )
+                .col_expr(notification::Column::LastError, Expr::value(Some(error.clone())))
+                .exec(db)
+                .await?;
+            Ok(Some(error))
+        }
     }
 }
 
