@@ -142,5 +142,16 @@ sql "SELECT count(*) FROM stock_levels l WHERE l.reserved < 0 OR l.reserved > l.
        OR (l.on_hand, l.reserved) <> (SELECT coalesce(sum(m.quantity), 0), coalesce(sum(m.reserved_delta), 0)
             FROM stock_movements m WHERE m.product_id = l.product_id AND m.warehouse_id = l.warehouse_id)" \
   | awk '{ printf "stock levels oversold or off their movements: %s\n", $1 }'
+# What the orders left to do after their saga (notifications, listeners),
+# and when it was done (to the second).
+echo "jobs still due when every order was final: $(sql "SELECT coalesce(string_agg(kind || ' ' || n, ', '), 'none')
+     FROM (SELECT kind, count(*) AS n FROM jobs WHERE status IN ('pending', 'running') AND run_at <= now()
+           GROUP BY kind ORDER BY kind) q")"
+for _ in $(seq 1 600); do
+  due=$(sql "SELECT count(*) FROM jobs WHERE status IN ('pending', 'running') AND run_at <= now()")
+  [ "$due" = 0 ] && break
+  sleep 1
+done
+echo "every due job done $(sql "SELECT round(extract(epoch FROM now() - $since)::numeric, 0) FROM orders LIMIT 1") s from $from ($due still due)"
 echo "== server memory"
 grep -E 'VmHWM|VmRSS' "/proc/$server/status"
