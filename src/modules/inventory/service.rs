@@ -3,8 +3,9 @@
 //! `0 <= reserved <= on_hand`) plus a ledger row, in the caller's
 //! transaction: concurrent reservations can never take more than is there,
 //! on SQLite (one writer) as on PostgreSQL (row locks). Reservations made
-//! together (`reserve_many`) are decided one by one against their levels,
-//! locked, and each level is then updated once by their sum.
+//! together (`reserve_many`) change each level once by their sum, all
+//! levels in one `UPDATE` written last; when one does not fit, they are
+//! decided one by one against their levels, locked.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
