@@ -614,7 +614,6 @@ async fn hold(
     jobs::enqueue_many(txn, expiries.collect()).await?;
     let reserved = held.iter().map(|(_, r, _)| json!({"reference": r.reference, "lines": r.lines}));
     events::publish_many(txn, tenant.id(), &super::STOCK_RESERVED, reserved.collect()).await?;
-    let mut taken: BTreeMap<(Uuid, Uuid), i64> = Default::default();
     let movements = held.iter().flat_map(|(_, r, _)| {
         in_lock_order(&r.lines).into_iter().map(|line| stock_movement::ActiveModel {
             id: Set(Uuid::now_v7()),
@@ -631,6 +630,7 @@ async fn hold(
         })
     });
     crate::platform::db::insert_all(txn, movements.collect()).await?;
+    let mut taken: BTreeMap<(Uuid, Uuid), i64> = Default::default();
     for (_, r, _) in held {
         for line in &r.lines {
             *taken.entry((line.product_id, line.warehouse_id)).or_default() += line.quantity;
