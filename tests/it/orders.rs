@@ -74,7 +74,8 @@ async fn reaches(app: &TestApp, tenant: &Tenant, id: &str, status: &str) -> Valu
 async fn level(app: &TestApp, tenant: &Tenant, s: &Shop) -> (i64, i64) {
     let path = format!("/api/v1/stock-levels?product_id={}&warehouse_id={}", s.product, s.warehouse);
     let body = json(app.get(&path, &tenant.token).await).await;
-    (body["data"][0]["on_hand"].as_i64().unwrap(), body["data"][0]["reserved"].as_i64().unwrap())
+    let field = |name: &str| body["data"][0][name].as_i64().unwrap_or_else(|| panic!("no {name} in {body}"));
+    (field("on_hand"), field("reserved"))
 }
 
 /// The types of the events of `tenant`, oldest first, among `order.*`
