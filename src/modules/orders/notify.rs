@@ -565,14 +565,14 @@ const SEND_BATCH: usize = 100;
 
 /// The job sending `ids`, written together.
 fn send_job(tenant: TenantScope, notifiers: &Notifiers, ids: &[Uuid]) -> NewJob {
-    let payload = match ids {
-        [id] => json!({ "notification_id": id }),
-        ids => json!({ "notification_ids": ids }),
-    };
-    NewJob::new(NOTIFY_JOB, payload).tenant(tenant.id()).priority(4).max_attempts(notifiers.max_attempts)
+    NewJob::new(NOTIFY_JOB, json!({ "notification_ids": ids }))
+        .tenant(tenant.id())
+        .priority(4)
+        .max_attempts(notifiers.max_attempts)
 }
 
-/// The notifications an `orders.notify` job sends.
+/// The notifications an `orders.notify` job sends (`notification_id`: one,
+/// in a job queued by a version that sent them one job each).
 pub fn job_ids(payload: &serde_json::Value) -> Option<Vec<Uuid>> {
     let parse = |v: &serde_json::Value| v.as_str().and_then(|v| Uuid::parse_str(v).ok());
     match (payload.get("notification_id"), payload.get("notification_ids")) {
@@ -652,11 +652,9 @@ async fn deliver_one(
             Ok(None)
         }
         Err(error) => {
+            let status = if last_attempt { FAILED } else { PENDING };
             update
-                .col_expr(
-                    notification::Column::Status,
-                    Expr::value(if last_attempt { FAILED } else { PENDING }),
-                )
+                .col_expr(notification::Column::Status, Expr::value(status))
                 .col_expr(notification::Column::LastError, Expr::value(Some(error.clone())))
                 .exec(db)
                 .await?;
@@ -829,6 +827,16 @@ mod tests {
         assert_eq!(money(4998, "EUR"), "49.98 EUR");
         assert_eq!(money(5, "USD"), "0.05 USD");
         assert_eq!(money(-1000, "EUR"), "-10.00 EUR");
+    }
+
+    #[test]
+    fn a_job_names_its_notifications_and_one_queued_before_lots_is_still_read() {
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        let job = send_job(TenantScope::new(Uuid::now_v7()), &Notifiers::default(), &[a, b]);
+        assert_eq!(job_ids(&job.payload), Some(vec![a, b]));
+        assert_eq!(job_ids(&json!({ "notification_id": a })), Some(vec![a]));
+        assert_eq!(job_ids(&json!({ "notification_ids": [a, "not an id"] })), None);
+        assert_eq!(job_ids(&json!({})), None);
     }
 
     #[test]
