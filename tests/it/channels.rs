@@ -71,10 +71,16 @@ async fn import(app: &TestApp, tenant: &Tenant, connection: &str) -> Value {
         .await;
     assert_eq!(res.status(), 202, "{}", res.text().await.unwrap());
     let run = id(&json(res).await);
-    // Every page is a job: when none is due, the import has ended.
-    app.drained().await;
+    // The run says when its last page is in; then what the pages set off
+    // (events, their listeners) is left to finish.
     let path = format!("/api/v1/channel-connections/{connection}/imports/{run}");
-    json(app.get(&path, &tenant.token).await).await["data"].clone()
+    let ended = eventually(10, || async {
+        let run = json(app.get(&path, &tenant.token).await).await["data"].clone();
+        matches!(run["status"].as_str(), Some("succeeded" | "failed")).then_some(run)
+    })
+    .await;
+    app.drained().await;
+    ended
 }
 
 async fn connection(app: &TestApp, tenant: &Tenant, id: &str) -> Value {
