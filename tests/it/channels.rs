@@ -66,21 +66,29 @@ async fn connect(app: &TestApp, tenant: &Tenant, body: Value) -> Value {
 
 /// Import the store's catalog and wait for the import to end.
 async fn import(app: &TestApp, tenant: &Tenant, connection: &str) -> Value {
-    let res = app
-        .post(&format!("/api/v1/channel-connections/{connection}/imports"), &tenant.token, json!({}))
-        .await;
+    let imports = format!("/api/v1/channel-connections/{connection}/imports");
+    started_run(app, tenant, &imports, &imports).await
+}
+
+/// The run that a `POST` to `start` answers with, read at `{runs}/{id}`
+/// once it has ended (read when no job is due, and not faster than the
+/// API's rate limit allows); what it set off (events, their listeners) is
+/// done by then too.
+async fn started_run(app: &TestApp, tenant: &Tenant, start: &str, runs: &str) -> Value {
+    let res = app.post(start, &tenant.token, json!({})).await;
     assert_eq!(res.status(), 202, "{}", res.text().await.unwrap());
     let run = id(&json(res).await);
-    // The run says when its last page is in; then what the pages set off
-    // (events, their listeners) is left to finish.
-    let path = format!("/api/v1/channel-connections/{connection}/imports/{run}");
-    let ended = eventually(10, || async {
-        let run = json(app.get(&path, &tenant.token).await).await["data"].clone();
-        matches!(run["status"].as_str(), Some("succeeded" | "failed")).then_some(run)
-    })
-    .await;
-    app.drained().await;
-    ended
+    let path = format!("{runs}/{run}");
+    for _ in 0..60 {
+        app.drained().await;
+        let r = json(app.get(&path, &tenant.token).await).await["data"].clone();
+        if ["succeeded", "failed"].contains(&r["status"].as_str().unwrap_or_else(|| panic!("{r}"))) {
+            app.drained().await;
+            return r;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    panic!("run {run} did not end within 30 s");
 }
 
 async fn connection(app: &TestApp, tenant: &Tenant, id: &str) -> Value {
@@ -1212,26 +1220,10 @@ async fn refused_etsy_credentials_disconnect_with_etsys_message() {
 
 // ------------------------------------------------ buckets, runs, drift
 
-/// A run started with `action` (`sync`, `reconcile`) and read back once
-/// its jobs are done.
+/// A run started with `action` (`sync`, `reconcile`), once it has ended.
 async fn run_to_end(app: &TestApp, tenant: &Tenant, connection: &str, action: &str) -> Value {
-    let res = app
-        .post(&format!("/api/v1/channel-connections/{connection}/{action}"), &tenant.token, json!({}))
-        .await;
-    assert_eq!(res.status(), 202, "{}", res.text().await.unwrap());
-    let run = id(&json(res).await);
-    let path = format!("/api/v1/channel-connections/{connection}/sync-runs/{run}");
-    // Read when no job is due, and not faster than the API's rate limit allows.
-    for _ in 0..60 {
-        app.drained().await;
-        let r = json(app.get(&path, &tenant.token).await).await;
-        let r = r["data"].clone();
-        if ["succeeded", "failed"].contains(&r["status"].as_str().unwrap_or_else(|| panic!("{r}"))) {
-            return r;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    }
-    panic!("run {run} did not end within 30 s");
+    let base = format!("/api/v1/channel-connections/{connection}");
+    started_run(app, tenant, &format!("{base}/{action}"), &format!("{base}/sync-runs")).await
 }
 
 fn items(n: usize, quantity: i64) -> Vec<FakeProduct> {
