@@ -11,7 +11,7 @@ use actix_web::{App, middleware::from_fn, test, web};
 use nexus::{
     api,
     config::Config,
-    platform::{auth, cors, db, http, license, users},
+    platform::{auth, db, http, license, users},
 };
 use utoipa_actix_web::{AppExt, scope};
 
@@ -62,6 +62,22 @@ where
     Ok(report(name, times))
 }
 
+/// The request context alone, outside the bare stack's scope.
+async fn context(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    http::request_context(req, |req| next.call(req)).await
+}
+
+/// Authentication alone, inside the bare stack's scope.
+async fn authenticated(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    auth::middleware(req, |req| next.call(req)).await
+}
+
 fn main() -> anyhow::Result<()> {
     actix_web::rt::System::new().block_on(async {
         let dir = tempfile::tempdir()?;
@@ -80,17 +96,16 @@ fn main() -> anyhow::Result<()> {
                 .app_data(data.clone())
                 .configure(|cfg| api::routes(cfg, &state.modules))
                 .into_app()
-                .wrap(from_fn(cors::middleware))
-                .wrap(from_fn(http::request_context)),
+                .wrap(from_fn(http::edge)),
         )
         .await;
         let bare = test::init_service(
             App::new()
                 .into_utoipa_app()
                 .app_data(data.clone())
-                .service(scope("/api/v1").wrap(from_fn(auth::middleware)).configure(users::routes::routes))
+                .service(scope("/api/v1").wrap(from_fn(authenticated)).configure(users::routes::routes))
                 .into_app()
-                .wrap(from_fn(http::request_context)),
+                .wrap(from_fn(context)),
         )
         .await;
 

@@ -18,7 +18,6 @@ use crate::{
     config::Config,
     platform::{
         auth::{TokenKeys, cache::Principals},
-        cors,
         crypto::Cipher,
         db,
         events::{self, Listener},
@@ -236,8 +235,7 @@ fn server(state: AppState, listener: TcpListener) -> std::io::Result<Server> {
                     .config(utoipa_swagger_ui::Config::new(["/api/openapi.json"]).validator_url("none")),
             )
             .default_service(web::to(http::no_route))
-            .wrap(from_fn(cors::middleware))
-            .wrap(from_fn(http::request_context))
+            .wrap(from_fn(http::edge))
     })
     // On SIGTERM, requests in flight get this long; open event streams are
     // then closed (clients resume with Last-Event-ID).

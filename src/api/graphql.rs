@@ -448,12 +448,22 @@ impl Subscription {
     }
 }
 
+/// `/graphql`'s way to its handler: authentication, governance,
+/// idempotency, as one middleware (see [`super::chain`]).
+async fn chain(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
+    auth::middleware(req, |req| {
+        governance::middleware(req, |req| idempotency::middleware(req, |req| next.call(req)))
+    })
+    .await
+}
+
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/graphql")
-            .wrap(from_fn(idempotency::middleware))
-            .wrap(from_fn(governance::middleware))
-            .wrap(from_fn(auth::middleware))
+            .wrap(from_fn(chain))
             .service(execute)
             .service(subscribe)
             .service(playground)

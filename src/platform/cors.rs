@@ -17,7 +17,6 @@ use actix_web::{
         Method,
         header::{self, HeaderMap, HeaderName, HeaderValue},
     },
-    middleware::Next,
     put, web,
 };
 use chrono::Utc;
@@ -95,14 +94,18 @@ fn vary(headers: &mut HeaderMap) {
     headers.append(header::VARY, HeaderValue::from_static("Origin"));
 }
 
-pub async fn middleware(
+pub async fn middleware<B, F>(
     req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<BoxBody>, Error> {
+    next: impl FnOnce(ServiceRequest) -> F,
+) -> Result<ServiceResponse<BoxBody>, Error>
+where
+    B: MessageBody + 'static,
+    F: Future<Output = Result<ServiceResponse<B>, Error>>,
+{
     let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let (Some(origin), Some(state)) = (origin, state) else {
-        return next.call(req).await.map(ServiceResponse::map_into_boxed_body);
+        return next(req).await.map(ServiceResponse::map_into_boxed_body);
     };
     let preflight =
         req.method() == Method::OPTIONS && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
@@ -118,7 +121,7 @@ pub async fn middleware(
         }
         return Ok(req.into_response(res));
     }
-    let mut res = next.call(req).await?.map_into_boxed_body();
+    let mut res = next(req).await?.map_into_boxed_body();
     vary(res.headers_mut());
     let allowed = {
         let request = res.request();

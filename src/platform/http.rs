@@ -39,15 +39,29 @@ use crate::{
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// Outermost middleware: assigns the request id (echoing a sane client one),
+/// What every request goes through, API or not: the request context,
+/// then CORS. One middleware calling each step with the rest of the chain
+/// (see [`crate::api::chain`]).
+pub async fn edge(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    request_context(req, |req| crate::platform::cors::middleware(req, |req| next.call(req))).await
+}
+
+/// The outermost step: assigns the request id (echoing a sane client one),
 /// opens the request span, refuses control characters smuggled in the URL, makes
 /// sure every error leaves as problem+json with the request id in it, and
 /// reports the database queries the request ran (in the log, and to an
 /// authenticated caller in `Server-Timing`).
-pub async fn request_context(
+pub async fn request_context<B, F>(
     req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<BoxBody>, Error> {
+    next: impl FnOnce(ServiceRequest) -> F,
+) -> Result<ServiceResponse<BoxBody>, Error>
+where
+    B: MessageBody + 'static,
+    F: Future<Output = Result<ServiceResponse<B>, Error>>,
+{
     let request_id = req
         .headers()
         .get(REQUEST_ID_HEADER)
@@ -80,7 +94,7 @@ pub async fn request_context(
                     // Handlers' and extractors' errors arrive here as responses;
                     // an `Err` could only come from a middleware, and every one
                     // of ours answers with an ApiError (already problem+json).
-                    next.call(req).await?.map_into_boxed_body()
+                    next(req).await?.map_into_boxed_body()
                 };
                 Ok::<_, Error>(ensure_problem(res))
             })

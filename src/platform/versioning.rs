@@ -8,7 +8,6 @@ use actix_web::{
     body::{BoxBody, MessageBody},
     dev::{ServiceRequest, ServiceResponse},
     http::header::{HeaderName, HeaderValue, LINK},
-    middleware::Next,
     web,
 };
 use chrono::{NaiveDate, Utc};
@@ -69,28 +68,32 @@ fn midnight(day: NaiveDate) -> chrono::DateTime<Utc> {
     day.and_time(chrono::NaiveTime::MIN).and_utc()
 }
 
-pub async fn middleware(
+pub async fn middleware<B, F>(
     req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<BoxBody>, Error> {
+    next: impl FnOnce(ServiceRequest) -> F,
+) -> Result<ServiceResponse<BoxBody>, Error>
+where
+    B: MessageBody + 'static,
+    F: Future<Output = Result<ServiceResponse<B>, Error>>,
+{
     // Matching the route again costs a walk of the route table: only done
     // when a deprecation is configured at all.
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let Some(api) = state.as_ref().map(|s| &s.config.api).filter(|api| !api.deprecations.is_empty()) else {
-        return next.call(req).await.map(ServiceResponse::map_into_boxed_body);
+        return next(req).await.map(ServiceResponse::map_into_boxed_body);
     };
     let route = req.match_pattern().unwrap_or_else(|| req.path().to_owned());
     let today = Utc::now().date_naive();
     let found = lookup(api, req.method().as_str(), &route, today).cloned();
     let Some(deprecation) = found else {
-        return next.call(req).await.map(ServiceResponse::map_into_boxed_body);
+        return next(req).await.map(ServiceResponse::map_into_boxed_body);
     };
     if today >= deprecation.sunset {
         let successor = deprecation.successor.as_deref().map(|s| format!("; use {s}")).unwrap_or_default();
         let detail = format!("{} was removed on {}{successor}", route, deprecation.sunset);
         return Ok(req.error_response(ApiError::new(Code::Gone, detail)).map_into_boxed_body());
     }
-    let mut res = next.call(req).await?.map_into_boxed_body();
+    let mut res = next(req).await?.map_into_boxed_body();
     let headers = res.headers_mut();
     let mut put = |name: HeaderName, value: String| {
         if let Ok(v) = HeaderValue::from_str(&value) {

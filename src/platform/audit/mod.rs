@@ -9,7 +9,6 @@ use actix_web::{
     body::{BoxBody, MessageBody},
     dev::{Payload, ServiceRequest, ServiceResponse},
     http::{StatusCode, header},
-    middleware::Next,
     web,
 };
 use chrono::Utc;
@@ -35,12 +34,16 @@ const REDACTED_KEYS: &[&str] = &["password", "token", "secret", "authorization",
 /// Largest summary kept; a bigger body is summarised by its top-level keys.
 const MAX_SUMMARY_BYTES: usize = 4096;
 
-pub async fn middleware(
+pub async fn middleware<B, F>(
     mut req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<BoxBody>, Error> {
+    next: impl FnOnce(ServiceRequest) -> F,
+) -> Result<ServiceResponse<BoxBody>, Error>
+where
+    B: MessageBody + 'static,
+    F: Future<Output = Result<ServiceResponse<B>, Error>>,
+{
     if !is_mutating(req.method()) {
-        return next.call(req).await.map(ServiceResponse::map_into_boxed_body);
+        return next(req).await.map(ServiceResponse::map_into_boxed_body);
     }
     // Buffer the body (within the payload limit) so it can be summarised,
     // then hand it on untouched.
@@ -52,7 +55,7 @@ pub async fn middleware(
     req.set_payload(Payload::from(body));
     let state = req.app_data::<web::Data<AppState>>().cloned();
     jobs::tracking_queued(async move {
-        let res = next.call(req).await?.map_into_boxed_body();
+        let res = next(req).await?.map_into_boxed_body();
         if let Some(state) = state {
             // A 503 changed nothing, and its backend is down: writing the entry
             // would only wait for the same backend again.

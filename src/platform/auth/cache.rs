@@ -128,7 +128,7 @@ mod tests {
             tenant: TenantScope::new(Uuid::nil()),
             token_id,
             is_super_admin: false,
-            roles: vec!["admin".into()],
+            roles: ["admin".to_owned()].into(),
         }
     }
 

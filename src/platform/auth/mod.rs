@@ -20,7 +20,6 @@ use actix_web::{
     body::MessageBody,
     dev::{Payload, ServiceRequest, ServiceResponse},
     http::header,
-    middleware::Next,
     web,
 };
 use chrono::Utc;
@@ -102,22 +101,24 @@ pub struct Principal {
     pub tenant: TenantScope,
     pub token_id: Uuid,
     pub is_super_admin: bool,
-    /// Roles held in the acting tenant.
-    pub roles: Vec<String>,
+    /// Roles held in the acting tenant; shared, so that handing the
+    /// principal to a request (from the cache, to the extractor) copies no
+    /// string.
+    pub roles: std::sync::Arc<[String]>,
 }
 
 fn unauthenticated(detail: &str) -> ApiError {
     ApiError::new(Code::Unauthenticated, detail)
 }
 
-fn bearer(req: &HttpRequest) -> ApiResult<Option<String>> {
+fn bearer(req: &HttpRequest) -> ApiResult<Option<&str>> {
     let Some(value) = req.headers().get(header::AUTHORIZATION) else {
         return Ok(None);
     };
     let value = value.to_str().map_err(|_| unauthenticated("the Authorization header is not valid ASCII"))?;
     match value.split_once(' ') {
         Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
-            Ok(Some(token.trim().to_owned()))
+            Ok(Some(token.trim()))
         }
         _ => Err(unauthenticated("the Authorization header must be `Bearer <token>`")),
     }
@@ -126,7 +127,7 @@ fn bearer(req: &HttpRequest) -> ApiResult<Option<String>> {
 /// Resolve the caller of `req`, or `None` when no token was sent.
 pub async fn authenticate_optional(state: &AppState, req: &HttpRequest) -> ApiResult<Option<Principal>> {
     let Some(token) = bearer(req)? else { return Ok(None) };
-    authenticate(state, &token, req.headers().get(TENANT_HEADER)).await.map(Some)
+    authenticate(state, token, req.headers().get(TENANT_HEADER)).await.map(Some)
 }
 
 /// The caller of a bearer `token` value (`Authorization: Bearer <token>`)
@@ -228,7 +229,7 @@ async fn resolve(
         tenant,
         token_id: token_row.id,
         is_super_admin: user.is_super_admin,
-        roles,
+        roles: roles.into(),
     };
     Ok((token_row.expires_at, principal))
 }
@@ -242,10 +243,14 @@ struct AuthFailure(Code, String);
 /// runs, so the caller is known even when the body turns out to be invalid
 /// (the audit log needs it). A bad token is only an error where a route
 /// needs a [`Principal`].
-pub async fn middleware(
+pub async fn middleware<B, F>(
     req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    next: impl FnOnce(ServiceRequest) -> F,
+) -> Result<ServiceResponse<B>, actix_web::Error>
+where
+    B: MessageBody + 'static,
+    F: Future<Output = Result<ServiceResponse<B>, actix_web::Error>>,
+{
     if let Some(state) = req.app_data::<web::Data<AppState>>() {
         match authenticate_optional(state, req.request()).await {
             Ok(Some(principal)) => {
@@ -261,7 +266,7 @@ pub async fn middleware(
             }
         }
     }
-    next.call(req).await
+    next(req).await
 }
 
 impl FromRequest for Principal {

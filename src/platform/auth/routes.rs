@@ -201,7 +201,7 @@ async fn me(principal: Principal, state: web::Data<AppState>) -> ApiResult<HttpR
     let home = crate::platform::tenancy::TenantScope::new(principal.home_tenant_id);
     let user = users::get(&state.db, home, principal.user_id).await?;
     let tenant = users::tenant(&state.db, principal.tenant).await?;
-    Ok(ok(MeResponse { user, tenant, roles: principal.roles }))
+    Ok(ok(MeResponse { user, tenant, roles: principal.roles.to_vec() }))
 }
 
 /// The caller's active tokens (values are never shown again).

@@ -20,7 +20,6 @@ use actix_web::{
     body::{BoxBody, MessageBody},
     dev::{ServiceRequest, ServiceResponse},
     http::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER},
-    middleware::Next,
     web,
 };
 use chrono::{DateTime, Utc};
@@ -244,14 +243,18 @@ fn binding(user: Decision, tenant: Decision) -> Decision {
     }
 }
 
-pub async fn middleware(
+pub async fn middleware<B, F>(
     req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<BoxBody>, Error> {
+    next: impl FnOnce(ServiceRequest) -> F,
+) -> Result<ServiceResponse<BoxBody>, Error>
+where
+    B: MessageBody + 'static,
+    F: Future<Output = Result<ServiceResponse<B>, Error>>,
+{
     let principal = req.extensions().get::<Rc<Principal>>().cloned();
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let (Some(principal), Some(state)) = (principal, state) else {
-        return next.call(req).await.map(ServiceResponse::map_into_boxed_body);
+        return next(req).await.map(ServiceResponse::map_into_boxed_body);
     };
     match govern(&state, &req, &principal).await {
         Err((err, decision)) => {
@@ -263,7 +266,7 @@ pub async fn middleware(
         }
         Ok((governed, decision, warning)) => {
             req.extensions_mut().insert(Rc::new(governed));
-            let mut res = next.call(req).await?.map_into_boxed_body();
+            let mut res = next(req).await?.map_into_boxed_body();
             rate_headers(res.headers_mut(), &decision);
             if let Some(warning) = warning.and_then(|w| HeaderValue::from_str(&w).ok()) {
                 res.headers_mut().insert(header("x-license-warning"), warning);

@@ -24,7 +24,6 @@ use actix_web::{
         Method, StatusCode,
         header::{self, HeaderMap, HeaderName, HeaderValue},
     },
-    middleware::Next,
     web,
 };
 use base64::{Engine, engine::general_purpose::STANDARD as BASE64};
@@ -255,19 +254,23 @@ enum Found {
     Completed { fingerprint: String, record: Record },
 }
 
-/// Middleware (actix `from_fn`) for the /api/v1 scope, run inside
-/// authentication (it needs the [`Actor`]). Only a POST that carries the
+/// A step of the API's chain (`crate::api::chain`), after authentication
+/// (it needs the [`Actor`]); `next` is the rest of the chain. Only a POST that carries the
 /// header from an authenticated caller is concerned; everything else
 /// passes through untouched.
-pub async fn middleware(
+pub async fn middleware<B, F>(
     mut req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<BoxBody>, Error> {
+    next: impl FnOnce(ServiceRequest) -> F,
+) -> Result<ServiceResponse<BoxBody>, Error>
+where
+    B: MessageBody + 'static,
+    F: Future<Output = Result<ServiceResponse<B>, Error>>,
+{
     let applies = req.method() == Method::POST && req.headers().contains_key(HEADER);
     let actor = if applies { req.extensions().get::<Actor>().copied() } else { None };
     let store = actor.and(req.app_data::<web::Data<AppState>>()).map(|state| state.idempotency.clone());
     let (Some(actor), Some(store)) = (actor, store) else {
-        return next.call(req).await.map(ServiceResponse::map_into_boxed_body);
+        return next(req).await.map(ServiceResponse::map_into_boxed_body);
     };
     let key = match parse_key(req.headers()) {
         Ok(key) => key,
@@ -309,7 +312,7 @@ pub async fn middleware(
     // Released if the request is dropped half-way (client gone).
     let held = Held { store, claim: Some(claim) };
 
-    let res = match next.call(req).await {
+    let res = match next(req).await {
         Ok(res) => res,
         Err(err) => {
             held.release().await;
