@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Nexus against a bare actix-web + sqlx server (bench/baseline) reading the
-# same rows of the same PostgreSQL database, in the same run, with wrk.
+# same rows of the same PostgreSQL database, in the same run, with wrk: the
+# rate, latency and CPU time per request of each.
 # Usage: bench/compare.sh [products=20000] [duration=15s] [connections=64]
 # Env: COMPARE_PG (server URL without database, default
 #   postgres://root@127.0.0.1:5432), COMPARE_PG_PARAMS (the connection's
@@ -139,11 +140,23 @@ echo "same data from both: yes (page of 25, and product $product)"
 echo "Nexus list:    $(grep -i '^server-timing' "$work/list.h" | tr -d '\r')"
 echo "Nexus product: $(grep -i '^server-timing' "$work/one.h" | tr -d '\r')"
 
-# One measured wrk run after a 3 s warm-up; prints "req/s p50_ms p99_ms non-2xx".
+# The CPU time (user + system, in clock ticks) process $1 has used.
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# One measured wrk run against the server of pid $1 after a 3 s warm-up;
+# prints "req/s p50_ms p99_ms non-2xx cpu_us_per_request". The CPU time the
+# server spent per request answered varies less from run to run than the
+# rate does: on two shared cores the rate also depends on what wrk and
+# PostgreSQL got.
 measure() {
+  local pid=$1 before out spent
+  shift
   wrk -t1 -c"$connections" -d3s "$@" >/dev/null
-  wrk -t1 -c"$connections" -d"$duration" --latency "$@" | tee -a "$work/wrk.txt" | python3 -c '
-import re, sys
+  before=$(ticks "$pid")
+  out=$(wrk -t1 -c"$connections" -d"$duration" --latency "$@")
+  spent=$(( $(ticks "$pid") - before ))
+  echo "$out" >>"$work/wrk.txt"
+  echo "$out" | CPU_TICKS=$spent TICK_HZ=$(getconf CLK_TCK) python3 -c '
+import os, re, sys
 text = sys.stdin.read()
 def ms(v):
     n, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", v).groups()
@@ -155,7 +168,9 @@ bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
 errors = re.search(r"Socket errors:.*", text)
 if errors:
     print("   " + errors.group(0), file=sys.stderr)
-print(rps, p50, p99, int(bad.group(1)) if bad else 0)
+answered = int(re.search(r"(\d+) requests in", text).group(1))
+cpu = int(os.environ["CPU_TICKS"]) / int(os.environ["TICK_HZ"]) * 1e6 / max(answered, 1)
+print(rps, p50, p99, int(bad.group(1)) if bad else 0, round(cpu, 1))
 '
 }
 rows=()
@@ -163,13 +178,13 @@ pair() {
   local name=$1 base_url=$2 nexus_url=$3
   echo "== $name" >&2
   local b n a=""
-  b=$(measure "$base_url")
-  n=$(measure -H "$auth" "$nexus_url")
+  b=$(measure "$base_pid" "$base_url")
+  n=$(measure "$nexus_pid" -H "$auth" "$nexus_url")
   echo "   baseline: $b" >&2
   echo "   Nexus:    $n" >&2
   if [ -n "${COMPARE_ALSO:-}" ]; then
     stop_nexus; start_nexus "$COMPARE_ALSO"
-    a=$(measure -H "$auth" "$nexus_url")
+    a=$(measure "$nexus_pid" -H "$auth" "$nexus_url")
     echo "   also:     $a" >&2
     stop_nexus; start_nexus "$nexus_bin"
   fi
@@ -186,18 +201,19 @@ printf '%s\n' "${rows[@]}" | python3 -c '
 import sys
 rows = [line.rstrip("\n").split("|") for line in sys.stdin]
 also = any(a for *_, a in rows)
-print("| request (Nexus vs baseline) | baseline req/s | p50 | p99 | Nexus req/s | p50 | p99 | Nexus / baseline |"
-      + (" `COMPARE_ALSO` req/s | p99 | / baseline |" if also else ""))
-print("|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if also else ""))
+print("| request (Nexus vs baseline) | baseline req/s | p50 | p99 | Nexus req/s | p50 | p99 | Nexus / baseline | CPU per request: baseline, Nexus |"
+      + (" `COMPARE_ALSO` req/s | p99 | / baseline | CPU per request |" if also else ""))
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|---:|---:|" if also else ""))
 for name, b, n, a in rows:
-    (br, b50, b99, bbad), (nr, n50, n99, nbad) = (list(map(float, x.split())) for x in (b, n))
+    (br, b50, b99, bbad, bcpu), (nr, n50, n99, nbad, ncpu) = (list(map(float, x.split())) for x in (b, n))
     note = f" ({int(nbad)} Nexus non-2xx)" if nbad else ""
     note += f" ({int(bbad)} baseline non-2xx)" if bbad else ""
-    line = f"| {name} | {br:,.0f} | {b50:.2f} ms | {b99:.2f} ms | {nr:,.0f} | {n50:.2f} ms | {n99:.2f} ms | {nr / br:.2f}x{note} |"
+    line = (f"| {name} | {br:,.0f} | {b50:.2f} ms | {b99:.2f} ms | {nr:,.0f} | {n50:.2f} ms | {n99:.2f} ms"
+            f" | {nr / br:.2f}x{note} | {bcpu:.0f} us, {ncpu:.0f} us ({ncpu / bcpu:.2f}x) |")
     if also:
-        ar, _, a99, abad = map(float, a.split())
+        ar, _, a99, abad, acpu = map(float, a.split())
         bad = f" ({int(abad)} non-2xx)" if abad else ""
-        line += f" {ar:,.0f} | {a99:.2f} ms | {ar / br:.2f}x{bad} |"
+        line += f" {ar:,.0f} | {a99:.2f} ms | {ar / br:.2f}x{bad} | {acpu:.0f} us ({acpu / bcpu:.2f}x) |"
     print(line)
 '
 echo
