@@ -40,8 +40,8 @@ use crate::{
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// What every request goes through, API or not: the request context,
-/// then CORS. One middleware calling each step with the rest of the chain
-/// (see [`crate::api::chain`]).
+/// then CORS. One middleware calling each step with the rest of the chain,
+/// as the API's own chain calls its steps (docs/architecture.md).
 pub async fn edge(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,

@@ -254,7 +254,7 @@ enum Found {
     Completed { fingerprint: String, record: Record },
 }
 
-/// A step of the API's chain (`crate::api::chain`), after authentication
+/// A step of the API's middleware chain, after authentication
 /// (it needs the [`Actor`]); `next` is the rest of the chain. Only a POST that carries the
 /// header from an authenticated caller is concerned; everything else
 /// passes through untouched.
