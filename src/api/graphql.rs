@@ -17,7 +17,10 @@ use crate::{
     error::{ApiError, ApiResult, Code, FieldError},
     modules,
     platform::{
-        audit::routes::{self as audit, AuditFilter, AuditLogView},
+        audit::{
+            graphql::Mutations,
+            routes::{self as audit, AuditFilter, AuditLogView},
+        },
         auth::{
             self, Principal,
             routes::CreateTokenRequest,
@@ -30,12 +33,13 @@ use crate::{
             routes::{GlobalToggle, Toggle, clear_for_all, clear_for_tenant, effective, set_for_tenant},
         },
         governance::{self, Governed},
-        graphql::{Caller, authorized, caller, gql, list_request, validated},
+        graphql::{Caller, authorized, caller, gql, list_request, operation, validated},
         http::{PageMeta, Validate, parse_json, parse_sort},
         idempotency,
         jobs::{
             LaneStats,
             routes::{self as jobs, JobView, ReplayRequest, Replayed},
+            tracking_queued,
         },
         license::{
             Access, Assignment, LicenseView,
@@ -534,14 +538,39 @@ async fn execute(
     let caller =
         Principal::from_request(&req, &mut Payload::None).into_inner().map_err(|e| (e.code, e.detail));
     let limit = if caller.is_ok() { state.config.http.max_body_bytes } else { ANONYMOUS_MAX_BODY };
-    let (mut request, doc) = read_request(&req, payload, limit).await?;
+    let (request, doc) = read_request(&req, payload, limit).await?;
+    let mutations =
+        doc.as_ref().map(|doc| Mutations::of(doc, request.operation_name.as_deref(), &request.variables));
+    let Some(mutations) = mutations.filter(|m| !m.is_empty()) else {
+        return run(&req, &state, &schema, request, caller, doc.as_ref()).await.map(Into::into);
+    };
+    // As REST's audit step: the entries are written once the change is done,
+    // then the job lanes the change queued into are woken.
+    tracking_queued(async {
+        let response = run(&req, &state, &schema, request, caller, doc.as_ref()).await;
+        mutations.record(&state, &req, response.as_ref()).await;
+        state.wakeup.wake();
+        response.map(Into::into)
+    })
+    .await
+}
+
+/// Executes a request the caller may make.
+async fn run(
+    req: &HttpRequest,
+    state: &AppState,
+    schema: &NexusSchema,
+    mut request: async_graphql::Request,
+    caller: Result<Principal, (Code, String)>,
+    doc: Option<&ExecutableDocument>,
+) -> ApiResult<async_graphql::Response> {
     // The modules' services, and batch loaders within the caller's tenant.
     state.modules.graphql_data(&mut request.data, caller.as_ref().ok().map(|p| p.tenant));
     if caller.is_ok() {
-        let governed = Governed::of(&req)?;
+        let governed = Governed::of(req)?;
         governed.require(&state.governance, "feature.graphql")?;
         if let Access::ReadOnly(code) = governed.access(&state.governance)
-            && doc.as_ref().is_some_and(has_mutation)
+            && doc.is_some_and(has_mutation)
         {
             return Err(ApiError::new(code, "the license allows reads only: no mutations"));
         }
@@ -549,23 +578,19 @@ async fn execute(
     }
     let operation = request.operation_name.clone();
     let mut response = schema.execute(request.data(Caller(caller))).await;
-    if let Some(doc) = &doc {
+    if let Some(doc) = doc {
         in_selection_order(&mut response.data, doc, operation.as_deref());
     }
-    Ok(response.into())
+    Ok(response)
 }
 
 /// Puts every object of the answer in the order its fields were selected,
 /// as the GraphQL specification asks (section 7.1.2): async-graphql
 /// resolves sibling fields concurrently and keeps them in the order they
 /// finished, so `{ me tenant }` could come back as `tenant`, `me`.
-fn in_selection_order(data: &mut async_graphql::Value, doc: &ExecutableDocument, operation: Option<&str>) {
-    let op = match operation {
-        Some(name) => doc.operations.iter().find(|(n, _)| n.is_some_and(|n| n.as_str() == name)),
-        None => doc.operations.iter().next(),
-    };
-    if let Some((_, op)) = op {
-        reorder(data, &[&op.node.selection_set.node], doc);
+fn in_selection_order(data: &mut async_graphql::Value, doc: &ExecutableDocument, name: Option<&str>) {
+    if let Some(op) = operation(doc, name) {
+        reorder(data, &[&op.selection_set.node], doc);
     }
 }
 

@@ -2,7 +2,10 @@
 //! caller resolved before execution, the permission check, and errors that
 //! carry the same code as REST. The schema itself is assembled in `src/api/`.
 
-use async_graphql::{Context, ErrorExtensions};
+use async_graphql::{
+    Context, ErrorExtensions,
+    parser::types::{ExecutableDocument, OperationDefinition},
+};
 
 use crate::{
     error::{ApiError, ApiResult, Code},
@@ -86,4 +89,15 @@ pub fn list_request(
     let total = ctx.look_ahead().field("pageInfo").field("total").exists();
     let first = first.unwrap_or(DEFAULT_LIMIT);
     ListRequest::connection(first, after, before, total).map_err(gql)
+}
+
+/// The operation a request runs: the one named, or the document's only one
+/// (none when a name is needed and missing, as execution refuses it).
+pub fn operation<'a>(doc: &'a ExecutableDocument, name: Option<&str>) -> Option<&'a OperationDefinition> {
+    let mut ops = doc.operations.iter();
+    let (_, op) = match name {
+        Some(name) => ops.find(|(n, _)| n.is_some_and(|n| n.as_str() == name))?,
+        None => ops.next().filter(|_| ops.next().is_none())?,
+    };
+    Some(&op.node)
 }

@@ -49,6 +49,66 @@ async fn mutations_are_recorded_with_secrets_redacted() {
     assert_eq!(register["meta"]["total"], 1);
 }
 
+/// A GraphQL mutation is recorded as its REST request is: one entry per
+/// mutation field, with that field's outcome and its arguments (variables
+/// substituted, secrets redacted). Queries are not recorded.
+#[tokio::test]
+async fn graphql_mutations_are_recorded_field_by_field() {
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let email = format!("gql@{}.example.com", tenant.slug);
+    // The tenant's entries, on `route` if it is not empty.
+    let audited = |route: &str| {
+        let route = if route.is_empty() { String::new() } else { format!("&route={route}") };
+        let path = format!("/api/v1/audit-logs?sort=status&include=total{route}");
+        let (app, token) = (&app, tenant.token.clone());
+        async move { json(app.get(&path, &token).await).await }
+    };
+    let res = app
+        .request(Method::POST, "/graphql", Some(&tenant.token))
+        .header("x-request-id", "audit-gql-1")
+        .json(&json!({
+            "query": "mutation Add($input: CreateUserInput!, $weak: String = \"short\") { \
+                added: createUser(input: $input) { id } \
+                weak: createUser(input: {name: \"W\", email: \"w@example.com\", password: $weak}) { id } \
+                skipped: createUser(input: $input) @skip(if: true) { id } }",
+            "variables": {"input": {"name": "Gql", "email": email, "password": PASSWORD}},
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body = json(res).await;
+    assert_eq!(body["errors"][0]["path"], json!(["weak"]), "{body}");
+    let before = audited("").await["meta"]["total"].clone();
+    let query = json!({"query": "{ me { email } }"});
+    assert_eq!(app.send_json(Method::POST, "/graphql", Some(&tenant.token), query).await.status(), 200);
+    assert_eq!(audited("").await["meta"]["total"], before, "a query left an entry");
+
+    let logs = audited("Mutation.createUser").await;
+    assert_eq!(logs["meta"]["total"], 2, "{logs}");
+    let (added, weak) = (&logs["data"][0], &logs["data"][1]);
+    assert_eq!(added["status"], 200);
+    assert_eq!(weak["status"], 422);
+    for entry in [added, weak] {
+        assert_eq!(entry["method"], "POST");
+        assert_eq!(entry["path"], "/graphql");
+        assert_eq!(entry["request_id"], "audit-gql-1");
+        assert_eq!(entry["user_id"], tenant.admin_id.to_string());
+        assert_eq!(entry["summary"]["input"]["password"], "[redacted]", "{entry}");
+    }
+    assert_eq!(added["summary"]["input"]["email"], email.as_str());
+    assert_eq!(weak["summary"]["input"]["email"], "w@example.com");
+    let all = app.get("/api/v1/audit-logs?limit=100", &tenant.token).await.text().await.unwrap();
+    assert!(!all.contains(PASSWORD) && !all.contains("short"), "{all}");
+
+    // A document refused before any field ran is recorded with its status.
+    let unknown = json!({"query": "mutation { createUser(input: {name: \"X\"}) { id } }"});
+    app.send_json(Method::POST, "/graphql", Some(&tenant.token), unknown).await;
+    let logs = audited("Mutation.createUser&status=400").await;
+    assert_eq!(logs["meta"]["total"], 1, "{logs}");
+}
+
 #[tokio::test]
 async fn the_audit_log_filters_by_user_and_time_and_stays_in_its_tenant() {
     let app = TestApp::spawn().await;

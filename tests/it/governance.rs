@@ -526,6 +526,12 @@ async fn graphql_under_a_read_only_license_reads_and_refuses_mutations() {
     let webhooks =
         features["data"]["features"].as_array().unwrap().iter().find(|f| f["key"] == "feature.webhooks");
     assert_eq!(webhooks.unwrap()["enabled"], true);
+    // The refusal is in the audit log, as a refused REST write is.
+    let refused = app.get("/api/v1/audit-logs?route=Mutation.setFeature&include=total", &tenant.token).await;
+    let refused = json(refused).await;
+    assert_eq!(refused["meta"]["total"], 1, "{refused}");
+    assert_eq!(refused["data"][0]["status"], 403);
+    assert_eq!(refused["data"][0]["summary"]["enabled"], false);
 
     assign(&app, &root, &tenant, expired(15)).await;
     assert_problem(graphql("{ me { email } }").await, 403, "license_expired").await;

@@ -2,10 +2,11 @@
 //! The middleware records who did what with a redacted copy of the body;
 //! nothing in the application updates or deletes an entry.
 
+pub mod graphql;
 pub mod routes;
 
 use actix_web::{
-    Error, HttpMessage,
+    Error, HttpMessage, HttpRequest,
     body::{BoxBody, MessageBody},
     dev::{Payload, ServiceRequest, ServiceResponse},
     http::{StatusCode, header},
@@ -60,7 +61,9 @@ where
             // A 503 changed nothing, and its backend is down: writing the entry
             // would only wait for the same backend again.
             if res.status() != StatusCode::SERVICE_UNAVAILABLE {
-                record(&state, &res, summary).await;
+                let req = res.request();
+                let route = req.match_pattern().unwrap_or_else(|| "(unmatched)".to_owned());
+                record(&state, req, route, res.status(), summary).await;
             }
             // The change may have queued jobs (events, deliveries): wake the
             // lanes they are in instead of leaving them to the next poll.
@@ -105,17 +108,23 @@ impl Journal {
     }
 }
 
-async fn record(state: &AppState, res: &ServiceResponse<BoxBody>, summary: Option<Value>) {
-    let req = res.request();
+/// Writes who did `route` on `req`, with what outcome.
+async fn record(
+    state: &AppState,
+    req: &HttpRequest,
+    route: String,
+    status: StatusCode,
+    summary: Option<Value>,
+) {
     let actor = req.extensions().get::<Actor>().copied();
     let entry = entity::audit_log::ActiveModel {
         id: Set(Uuid::now_v7()),
         tenant_id: Set(actor.map(|a| a.tenant_id)),
         user_id: Set(actor.map(|a| a.user_id)),
         method: Set(req.method().to_string()),
-        route: Set(req.match_pattern().unwrap_or_else(|| "(unmatched)".to_owned())),
+        route: Set(route),
         path: Set(req.path().to_owned()),
-        status: Set(i32::from(res.status().as_u16())),
+        status: Set(i32::from(status.as_u16())),
         request_id: Set(REQUEST_ID.try_with(Clone::clone).unwrap_or_default()),
         ip: Set(req.peer_addr().map(|a| a.ip().to_string())),
         user_agent: Set(req
@@ -165,24 +174,28 @@ pub fn summarize(content_type: Option<&str>, body: &[u8]) -> Option<Value> {
     }
     let is_json = content_type.is_some_and(|ct| ct.contains("json"));
     let parsed = is_json.then(|| serde_json::from_slice::<Value>(body).ok()).flatten();
-    let Some(mut value) = parsed else {
-        return Some(json!({ "content_type": content_type, "bytes": body.len() }));
-    };
+    // What is kept of a body that is not JSON, or has a NUL in a key.
+    let shape = || json!({ "content_type": content_type, "bytes": body.len() });
+    Some(parsed.and_then(|value| bounded(value, body.len())).unwrap_or_else(shape))
+}
+
+/// `value` with secrets redacted, reduced to its top-level keys when larger
+/// than [`MAX_SUMMARY_BYTES`] (`bytes` is the size it came in); `None` when a
+/// key holds a NUL, which the database would refuse.
+fn bounded(mut value: Value, bytes: usize) -> Option<Value> {
     redact(&mut value);
     let text = serde_json::to_string(&value).unwrap_or_default();
     if text.contains("\\u0000") {
-        // A NUL in a key: keep only the shape.
-        return Some(json!({ "content_type": content_type, "bytes": body.len() }));
+        return None;
     }
-    let size = text.len();
-    if size <= MAX_SUMMARY_BYTES {
+    if text.len() <= MAX_SUMMARY_BYTES {
         return Some(value);
     }
     let keys: Vec<Value> = match &value {
         Value::Object(map) => map.keys().take(50).map(|k| Value::String(k.clone())).collect(),
         _ => Vec::new(),
     };
-    Some(json!({ "truncated": true, "bytes": body.len(), "keys": keys }))
+    Some(json!({ "truncated": true, "bytes": bytes, "keys": keys }))
 }
 
 fn redact(value: &mut Value) {

@@ -32,6 +32,8 @@ pub struct AuditLogView {
     pub user_id: Option<Uuid>,
     #[schema(example = "POST")]
     pub method: String,
+    /// The route template of a REST request; for a GraphQL mutation, the
+    /// field it ran (`Mutation.disableUser`), one entry per field.
     #[schema(example = "/api/v1/users/{id}/disable")]
     pub route: String,
     pub path: String,
@@ -78,7 +80,8 @@ crate::list_query! {
         #[param(pattern = "^-?(created_at|status)$")]
         sort: Option<String>,
         user_id: Option<Uuid>,
-        /// Route template, e.g. `/api/v1/users`.
+        /// Route template, e.g. `/api/v1/users`, or a GraphQL mutation field,
+        /// e.g. `Mutation.createUser`.
         route: Option<String>,
         status: Option<i32>,
         /// Entries at or after this time (RFC 3339).
