@@ -762,8 +762,7 @@ mod ops {
             }
             WebhooksCommand::Deliveries { endpoint: id, status, limit } => {
                 SystemScope
-                    .find_by_id::<endpoint::Entity>(id)
-                    .one(&db)
+                    .get::<endpoint::Entity>(&db, id)
                     .await?
                     .ok_or_else(|| anyhow::anyhow!("no endpoint {id}"))?;
                 let mut query =
@@ -797,8 +796,7 @@ mod ops {
             }
             WebhooksCommand::Replay { endpoint: id, since } => {
                 let e = SystemScope
-                    .find_by_id::<endpoint::Entity>(id)
-                    .one(&db)
+                    .get::<endpoint::Entity>(&db, id)
                     .await?
                     .ok_or_else(|| anyhow::anyhow!("no endpoint {id}"))?;
                 let state = crate::state(config).await?;

@@ -126,8 +126,7 @@ pub async fn dead_letters(
 /// A connection of any tenant.
 async fn connection(db: &DatabaseConnection, id: Uuid) -> anyhow::Result<entity::channel_connection::Model> {
     SystemScope
-        .find_by_id::<entity::channel_connection::Entity>(id)
-        .one(db)
+        .get::<entity::channel_connection::Entity>(db, id)
         .await?
         .ok_or_else(|| anyhow::anyhow!("no channel connection {id}"))
 }

@@ -130,11 +130,7 @@ async fn find_connection(
     tenant: TenantScope,
     id: Uuid,
 ) -> ApiResult<connection::Model> {
-    tenant
-        .find_by_id::<connection::Entity>(id)
-        .one(db)
-        .await?
-        .ok_or_else(|| ApiError::not_found("channel connection"))
+    tenant.get::<connection::Entity>(db, id).await?.ok_or_else(|| ApiError::not_found("channel connection"))
 }
 
 /// Queue the push job of a connection unless one is queued already.
@@ -500,7 +496,7 @@ impl SeaOrmChannels {
         connection_id: Uuid,
         job: &entity::job::Model,
     ) -> Result<(), JobError> {
-        let Some(c) = tenant.find_by_id::<connection::Entity>(connection_id).one(&self.db).await? else {
+        let Some(c) = tenant.get::<connection::Entity>(&self.db, connection_id).await? else {
             return Ok(());
         };
         let outcome = match self.push_dirty(tenant, &c).await {
@@ -776,11 +772,11 @@ impl SeaOrmChannels {
         tenant: TenantScope,
         run_id: Uuid,
     ) -> ApiResult<Option<(run::Model, connection::Model)>> {
-        let Some(r) = tenant.find_by_id::<run::Entity>(run_id).one(&self.db).await? else { return Ok(None) };
+        let Some(r) = tenant.get::<run::Entity>(&self.db, run_id).await? else { return Ok(None) };
         if [SUCCEEDED, FAILED].contains(&r.status.as_str()) {
             return Ok(None);
         }
-        let c = tenant.find_by_id::<connection::Entity>(r.connection_id).one(&self.db).await?;
+        let c = tenant.get::<connection::Entity>(&self.db, r.connection_id).await?;
         Ok(c.map(|c| (r, c)))
     }
 
@@ -937,8 +933,7 @@ impl SeaOrmChannels {
             }
             None => {
                 let done = tenant
-                    .find_by_id::<run::Entity>(r.id)
-                    .one(&txn)
+                    .get::<run::Entity>(&txn, r.id)
                     .await?
                     .ok_or_else(|| ApiError::not_found("channel import"))?;
                 let data = json!({"run_id": r.id, "connection_id": c.id, "kind": r.kind, "listed": done.listed,
@@ -1481,11 +1476,8 @@ impl ChannelService for SeaOrmChannels {
             .ok_or_else(|| ApiError::not_found("mapping of the product on this connection"))?;
         mark_dirty(&txn, tenant, condition).await?;
         queue_push(&txn, tenant, id, self.attempts).await?;
-        let m = tenant
-            .find_by_id::<mapping::Entity>(m.id)
-            .one(&txn)
-            .await?
-            .ok_or_else(|| ApiError::not_found("mapping"))?;
+        let m =
+            tenant.get::<mapping::Entity>(&txn, m.id).await?.ok_or_else(|| ApiError::not_found("mapping"))?;
         txn.commit().await?;
         Ok(m.into())
     }
@@ -1503,8 +1495,7 @@ impl ChannelService for SeaOrmChannels {
 
     async fn replay_dead_letter(&self, tenant: TenantScope, id: Uuid) -> ApiResult<MappingView> {
         let letter = tenant
-            .find_by_id::<dead::Entity>(id)
-            .one(&self.db)
+            .get::<dead::Entity>(&self.db, id)
             .await?
             .ok_or_else(|| ApiError::not_found("channel dead letter"))?;
         let mapping_id = letter.mapping_id;
@@ -1513,8 +1504,7 @@ impl ChannelService for SeaOrmChannels {
             return Err(ApiError::new(Code::Conflict, detail));
         }
         let m = tenant
-            .find_by_id::<mapping::Entity>(mapping_id)
-            .one(&self.db)
+            .get::<mapping::Entity>(&self.db, mapping_id)
             .await?
             .ok_or_else(|| ApiError::not_found("mapping"))?;
         Ok(m.into())
@@ -1564,8 +1554,7 @@ impl ChannelService for SeaOrmChannels {
     async fn webhook_tenant(&self, id: Uuid) -> ApiResult<Uuid> {
         // Not yet knowing whose it is, a read across tenants.
         let c = SystemScope
-            .find_by_id::<connection::Entity>(id)
-            .one(&self.db)
+            .get::<connection::Entity>(&self.db, id)
             .await?
             .ok_or_else(|| ApiError::not_found("channel connection"))?;
         Ok(c.tenant_id)
@@ -1575,8 +1564,7 @@ impl ChannelService for SeaOrmChannels {
         let started = std::time::Instant::now();
         // Not yet knowing whose it is, the one read across tenants.
         let c = SystemScope
-            .find_by_id::<connection::Entity>(id)
-            .one(&self.db)
+            .get::<connection::Entity>(&self.db, id)
             .await?
             .ok_or_else(|| ApiError::not_found("channel connection"))?;
         let driver = self.driver(&c.channel)?.clone();

@@ -115,7 +115,7 @@ fn reservation_view(m: reservation::Model) -> ApiResult<ReservationView> {
 }
 
 async fn find_product(db: &impl ConnectionTrait, tenant: TenantScope, id: Uuid) -> ApiResult<product::Model> {
-    tenant.find_by_id::<product::Entity>(id).one(db).await?.ok_or_else(|| ApiError::not_found("product"))
+    tenant.get::<product::Entity>(db, id).await?.ok_or_else(|| ApiError::not_found("product"))
 }
 
 async fn find_warehouse(
@@ -123,7 +123,7 @@ async fn find_warehouse(
     tenant: TenantScope,
     id: Uuid,
 ) -> ApiResult<warehouse::Model> {
-    tenant.find_by_id::<warehouse::Entity>(id).one(db).await?.ok_or_else(|| ApiError::not_found("warehouse"))
+    tenant.get::<warehouse::Entity>(db, id).await?.ok_or_else(|| ApiError::not_found("warehouse"))
 }
 
 async fn level_view(
@@ -1214,7 +1214,7 @@ impl JobHandler for ExpireReservation {
             .and_then(|v| v.as_str())
             .and_then(|v| Uuid::parse_str(v).ok())
             .ok_or_else(|| JobError::Fail("payload has no reservation_id".to_owned()))?;
-        let Some(model) = SystemScope.find_by_id::<reservation::Entity>(id).one(db).await? else {
+        let Some(model) = SystemScope.get::<reservation::Entity>(db, id).await? else {
             return Ok(());
         };
         if model.status != ACTIVE {

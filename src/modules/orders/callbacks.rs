@@ -297,8 +297,7 @@ impl SeaOrmOrders {
     ) -> ApiResult<CallbackView> {
         // Not yet knowing whether the caller is Stripe: the one read by id.
         SystemScope
-            .find_by_id::<entity::tenant::Entity>(tenant_id)
-            .one(&self.db)
+            .get::<entity::tenant::Entity>(&self.db, tenant_id)
             .await?
             .ok_or_else(|| ApiError::not_found("tenant"))?;
         let tenant = TenantScope::new(tenant_id);
@@ -571,11 +570,8 @@ impl SeaOrmOrders {
                 .exec(txn)
                 .await?;
         }
-        let updated = tenant
-            .find_by_id::<refund::Entity>(r.id)
-            .one(txn)
-            .await?
-            .ok_or_else(|| ApiError::not_found("refund"))?;
+        let updated =
+            tenant.get::<refund::Entity>(txn, r.id).await?.ok_or_else(|| ApiError::not_found("refund"))?;
         let event = if to == PROCESSED { &super::ORDER_REFUNDED } else { &super::ORDER_REFUND_FAILED };
         publish_refund(txn, tenant, &updated, event).await?;
         Ok(Applied::new(APPLIED, format!("the refund is {to}")))

@@ -54,8 +54,7 @@ pub async fn refund(
     let new = NewRefund { amount, reason: reason.trim().to_owned(), idempotency_key: key };
     check_refund(&new).map_err(|errors| describe(ApiError::validation(errors)))?;
     let order = SystemScope
-        .find_by_id::<entity::order::Entity>(order_id)
-        .one(db)
+        .get::<entity::order::Entity>(db, order_id)
         .await?
         .ok_or_else(|| anyhow::anyhow!("no order {order_id}"))?;
     let tenant = TenantScope::new(order.tenant_id);

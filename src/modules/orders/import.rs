@@ -903,7 +903,7 @@ impl SeaOrmOrders {
     /// error) is run again from the start; the orders it placed are then
     /// counted as skipped.
     pub async fn run_import(&self, tenant: TenantScope, import_id: Uuid) -> ApiResult<()> {
-        let Some(found) = tenant.find_by_id::<import::Entity>(import_id).one(&self.db).await? else {
+        let Some(found) = tenant.get::<import::Entity>(&self.db, import_id).await? else {
             return Ok(());
         };
         if ![QUEUED, RUNNING].contains(&found.status.as_str()) {
@@ -1039,8 +1039,7 @@ impl SeaOrmOrders {
         let job = NewJob::new(IMPORT_JOB, json!({"import_id": import.id})).tenant(tenant.id()).priority(4);
         jobs::enqueue(&txn, job).await?;
         let queued = tenant
-            .find_by_id::<import::Entity>(import.id)
-            .one(&txn)
+            .get::<import::Entity>(&txn, import.id)
             .await?
             .ok_or_else(|| ApiError::not_found("import"))?;
         sea_orm::TransactionSession::commit(txn).await?;

@@ -416,8 +416,7 @@ impl Analytics for DbAnalytics {
         currency: &str,
     ) -> ApiResult<CustomerSpend> {
         tenant
-            .find_by_id::<entity::customer::Entity>(customer)
-            .one(&self.db)
+            .get::<entity::customer::Entity>(&self.db, customer)
             .await?
             .ok_or_else(|| ApiError::not_found("customer"))?;
         let spends = self.spends(tenant, currency).await?;

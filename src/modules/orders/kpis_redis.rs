@@ -674,8 +674,7 @@ impl Analytics for RedisAnalytics {
         currency: &str,
     ) -> ApiResult<CustomerSpend> {
         tenant
-            .find_by_id::<entity::customer::Entity>(customer)
-            .one(&self.db)
+            .get::<entity::customer::Entity>(&self.db, customer)
             .await?
             .ok_or_else(|| ApiError::not_found("customer"))?;
         let redis = self.rank(tenant, customer, currency).await;

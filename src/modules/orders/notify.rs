@@ -583,11 +583,7 @@ pub fn job_ids(payload: &serde_json::Value) -> Option<Vec<Uuid>> {
 }
 
 async fn find(db: &impl ConnectionTrait, tenant: TenantScope, id: Uuid) -> ApiResult<notification::Model> {
-    tenant
-        .find_by_id::<notification::Entity>(id)
-        .one(db)
-        .await?
-        .ok_or_else(|| ApiError::not_found("notification"))
+    tenant.get::<notification::Entity>(db, id).await?.ok_or_else(|| ApiError::not_found("notification"))
 }
 
 /// Send those of the notifications `ids` still `pending`, each on its
@@ -624,7 +620,7 @@ async fn deliver_one(
     id: Uuid,
     last_attempt: bool,
 ) -> Result<Option<String>, sea_orm::DbErr> {
-    let Some(n) = tenant.find_by_id::<notification::Entity>(id).one(db).await? else {
+    let Some(n) = tenant.get::<notification::Entity>(db, id).await? else {
         return Ok(None);
     };
     if n.status != PENDING {
@@ -671,11 +667,7 @@ pub async fn list(
 ) -> ApiResult<Paged<NotificationView>> {
     use notification::Column as C;
     if let Some(order_id) = filter.order_id {
-        tenant
-            .find_by_id::<order::Entity>(order_id)
-            .one(db)
-            .await?
-            .ok_or_else(|| ApiError::not_found("order"))?;
+        tenant.get::<order::Entity>(db, order_id).await?.ok_or_else(|| ApiError::not_found("order"))?;
     }
     let condition = Condition::all()
         .add_option(filter.notification_type.map(|t| C::NotificationType.eq(t)))
@@ -811,11 +803,7 @@ pub async fn set_preferences(
     if moved.rows_affected == 0 {
         return Err(ApiError::not_found("customer"));
     }
-    tenant
-        .find_by_id::<customer::Entity>(customer_id)
-        .one(db)
-        .await?
-        .ok_or_else(|| ApiError::not_found("customer"))
+    tenant.get::<customer::Entity>(db, customer_id).await?.ok_or_else(|| ApiError::not_found("customer"))
 }
 
 #[cfg(test)]

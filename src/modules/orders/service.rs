@@ -89,7 +89,7 @@ async fn find_customer(
     tenant: TenantScope,
     id: Uuid,
 ) -> ApiResult<customer::Model> {
-    tenant.find_by_id::<customer::Entity>(id).one(db).await?.ok_or_else(|| ApiError::not_found("customer"))
+    tenant.get::<customer::Entity>(db, id).await?.ok_or_else(|| ApiError::not_found("customer"))
 }
 
 pub(super) async fn find_order(
@@ -97,7 +97,7 @@ pub(super) async fn find_order(
     tenant: TenantScope,
     id: Uuid,
 ) -> ApiResult<order::Model> {
-    tenant.find_by_id::<order::Entity>(id).one(db).await?.ok_or_else(|| ApiError::not_found("order"))
+    tenant.get::<order::Entity>(db, id).await?.ok_or_else(|| ApiError::not_found("order"))
 }
 
 /// Orders with their lines, payments and history: one query each for all.
@@ -563,19 +563,14 @@ impl SeaOrmOrders {
     /// what may be refunded.
     pub async fn process_refund(&self, tenant: TenantScope, refund_id: Uuid) -> ApiResult<refund::Model> {
         let find = |db: DatabaseConnection| async move {
-            tenant
-                .find_by_id::<refund::Entity>(refund_id)
-                .one(&db)
-                .await?
-                .ok_or_else(|| ApiError::not_found("refund"))
+            tenant.get::<refund::Entity>(&db, refund_id).await?.ok_or_else(|| ApiError::not_found("refund"))
         };
         let r = find(self.db.clone()).await?;
         if r.status != REQUESTED {
             return Ok(r);
         }
         let p = tenant
-            .find_by_id::<payment::Entity>(r.payment_id)
-            .one(&self.db)
+            .get::<payment::Entity>(&self.db, r.payment_id)
             .await?
             .ok_or_else(|| ApiError::not_found("payment"))?;
         let outcome = match (&p.status[..], &p.gateway_reference) {
@@ -617,8 +612,7 @@ impl SeaOrmOrders {
                     .await?;
             }
             let updated = tenant
-                .find_by_id::<refund::Entity>(r.id)
-                .one(&txn)
+                .get::<refund::Entity>(&txn, r.id)
                 .await?
                 .ok_or_else(|| ApiError::not_found("refund"))?;
             let event =
@@ -674,7 +668,7 @@ impl SeaOrmOrders {
 
     /// Give a payment queued for voiding back through the gateway.
     pub async fn void_payment(&self, tenant: TenantScope, payment_id: Uuid) -> Result<(), JobError> {
-        let Some(p) = tenant.find_by_id::<payment::Entity>(payment_id).one(&self.db).await? else {
+        let Some(p) = tenant.get::<payment::Entity>(&self.db, payment_id).await? else {
             return Ok(());
         };
         if p.status != VOIDING {
@@ -1021,8 +1015,7 @@ impl OrderService for SeaOrmOrders {
 
     async fn get_import(&self, tenant: TenantScope, id: Uuid) -> ApiResult<super::ImportView> {
         tenant
-            .find_by_id::<entity::order_import::Entity>(id)
-            .one(&self.db)
+            .get::<entity::order_import::Entity>(&self.db, id)
             .await?
             .ok_or_else(|| ApiError::not_found("import"))?
             .try_into()

@@ -53,11 +53,11 @@ pub struct SeaOrmProcurement {
 }
 
 async fn find_vendor(db: &impl ConnectionTrait, tenant: TenantScope, id: Uuid) -> ApiResult<vendor::Model> {
-    tenant.find_by_id::<vendor::Entity>(id).one(db).await?.ok_or_else(|| ApiError::not_found("vendor"))
+    tenant.get::<vendor::Entity>(db, id).await?.ok_or_else(|| ApiError::not_found("vendor"))
 }
 
 async fn find_order(db: &impl ConnectionTrait, tenant: TenantScope, id: Uuid) -> ApiResult<po::Model> {
-    tenant.find_by_id::<po::Entity>(id).one(db).await?.ok_or_else(|| ApiError::not_found("purchase order"))
+    tenant.get::<po::Entity>(db, id).await?.ok_or_else(|| ApiError::not_found("purchase order"))
 }
 
 async fn view(

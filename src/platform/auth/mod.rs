@@ -180,14 +180,13 @@ async fn resolve(
     let claims =
         state.keys.verify(token).ok_or_else(|| unauthenticated("the token is invalid or has expired"))?;
     let hash = hex::encode(digest);
-    let row = SystemScope.find_by_id::<entity::api_token::Entity>(claims.jti).one(&state.db).await?;
+    let row = SystemScope.get::<entity::api_token::Entity>(&state.db, claims.jti).await?;
     let token_row = row
         .filter(|t| t.user_id == claims.sub && t.revoked_at.is_none() && t.expires_at > now)
         .filter(|t| t.token_hash == hash)
         .ok_or_else(|| unauthenticated("the token has been revoked or has expired"))?;
     let user = SystemScope
-        .find_by_id::<entity::user::Entity>(token_row.user_id)
-        .one(&state.db)
+        .get::<entity::user::Entity>(&state.db, token_row.user_id)
         .await?
         .filter(|u| u.disabled_at.is_none())
         .ok_or_else(|| unauthenticated("the account is disabled"))?;
@@ -207,8 +206,7 @@ async fn resolve(
                 .and_then(|v| Uuid::parse_str(v).ok())
                 .ok_or_else(|| ApiError::new(Code::InvalidHeader, "X-Tenant-ID must be a tenant UUID"))?;
             SystemScope
-                .find_by_id::<entity::tenant::Entity>(id)
-                .one(&state.db)
+                .get::<entity::tenant::Entity>(&state.db, id)
                 .await?
                 .ok_or_else(|| ApiError::not_found("tenant"))?
                 .id

@@ -130,11 +130,8 @@ pub async fn register(state: &AppState, input: Registration) -> ApiResult<Regist
     let tenant = users::create_tenant(&txn, &input.tenant_name, &input.tenant_slug).await?;
     let user = users::create_user(&txn, TenantScope::new(tenant.id), new).await?;
     crate::platform::license::start_trial(&txn, &state.governance.tiers, tenant.id).await?;
-    let model = SystemScope
-        .find_by_id::<user::Entity>(user.id)
-        .one(&txn)
-        .await?
-        .ok_or_else(|| ApiError::not_found("user"))?;
+    let model =
+        SystemScope.get::<user::Entity>(&txn, user.id).await?.ok_or_else(|| ApiError::not_found("user"))?;
     let token =
         issue_token(state, &txn, &model, TokenKind::Session, "registration", state.config.token_ttl())
             .await?;
@@ -257,8 +254,7 @@ pub async fn create_personal_token(
     expires_in_days: Option<u32>,
 ) -> ApiResult<IssuedToken> {
     let user = SystemScope
-        .find_by_id::<user::Entity>(principal.user_id)
-        .one(&state.db)
+        .get::<user::Entity>(&state.db, principal.user_id)
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
     let ttl = expires_in_days.map_or_else(|| state.config.token_ttl(), |d| Duration::days(i64::from(d)));

@@ -228,8 +228,7 @@ fn event_ids(job: &job::Model) -> Result<Vec<Uuid>, JobError> {
 async fn load(state: &AppState, job: &job::Model) -> Result<event::Model, JobError> {
     let id = event_id(job)?;
     SystemScope
-        .find_by_id::<event::Entity>(id)
-        .one(&state.db)
+        .get::<event::Entity>(&state.db, id)
         .await?
         .ok_or_else(|| JobError::Fail(format!("event {id} is gone")))
 }

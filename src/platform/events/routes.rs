@@ -106,8 +106,8 @@ async fn since(
 /// Whether the stream's token is still live and its user enabled.
 async fn still_valid(db: &DatabaseConnection, token_id: Uuid, user_id: Uuid) -> Result<bool, sea_orm::DbErr> {
     let now = chrono::Utc::now();
-    let token = SystemScope.find_by_id::<entity::api_token::Entity>(token_id).one(db).await?;
-    let user = SystemScope.find_by_id::<entity::user::Entity>(user_id).one(db).await?;
+    let token = SystemScope.get::<entity::api_token::Entity>(db, token_id).await?;
+    let user = SystemScope.get::<entity::user::Entity>(db, user_id).await?;
     Ok(token.is_some_and(|t| t.revoked_at.is_none() && t.expires_at > now)
         && user.is_some_and(|u| u.disabled_at.is_none()))
 }

@@ -109,7 +109,7 @@ pub async fn calls_this_month(db: &impl ConnectionTrait, tenant: Uuid) -> Result
 
 /// (calls, rate-limited requests) of `tenant` recorded this month.
 pub async fn this_month(db: &impl ConnectionTrait, tenant: Uuid) -> Result<(u64, u64), sea_orm::DbErr> {
-    let row = SystemScope.find_by_id::<entity::api_usage::Entity>((tenant, period())).one(db).await?;
+    let row = SystemScope.get::<entity::api_usage::Entity>(db, (tenant, period())).await?;
     let count = |n: i64| u64::try_from(n).unwrap_or(0);
     Ok(row.map_or((0, 0), |r| (count(r.calls), count(r.rate_limited))))
 }

@@ -230,7 +230,7 @@ pub async fn find_or_start(
     tiers: &Tiers,
     tenant_id: Uuid,
 ) -> ApiResult<license::Model> {
-    match SystemScope.find_by_id::<license::Entity>(tenant_id).one(db).await? {
+    match SystemScope.get::<license::Entity>(db, tenant_id).await? {
         Some(license) => Ok(license),
         None => start_trial(db, tiers, tenant_id).await,
     }

@@ -166,8 +166,7 @@ pub async fn assign_to(
 
 async fn existing_tenant(state: &AppState, id: Uuid) -> ApiResult<Uuid> {
     SystemScope
-        .find_by_id::<entity::tenant::Entity>(id)
-        .one(&state.db)
+        .get::<entity::tenant::Entity>(&state.db, id)
         .await?
         .map(|t| t.id)
         .ok_or_else(super::unknown_tenant)

@@ -223,7 +223,7 @@ async fn roles_of(
 }
 
 async fn find(db: &impl ConnectionTrait, tenant: TenantScope, id: Uuid) -> ApiResult<user::Model> {
-    tenant.find_by_id::<user::Entity>(id).one(db).await?.ok_or_else(|| ApiError::not_found("user"))
+    tenant.get::<user::Entity>(db, id).await?.ok_or_else(|| ApiError::not_found("user"))
 }
 
 pub async fn get(db: &impl ConnectionTrait, tenant: TenantScope, id: Uuid) -> ApiResult<UserView> {
@@ -372,8 +372,7 @@ pub async fn remove_role(
 
 pub async fn tenant(db: &impl ConnectionTrait, tenant: TenantScope) -> ApiResult<TenantView> {
     SystemScope
-        .find_by_id::<tenant::Entity>(tenant.id())
-        .one(db)
+        .get::<tenant::Entity>(db, tenant.id())
         .await?
         .map(TenantView::from)
         .ok_or_else(|| ApiError::not_found("tenant"))

@@ -180,11 +180,7 @@ pub struct EndpointChanges {
 }
 
 async fn find(db: &impl ConnectionTrait, tenant: TenantScope, id: Uuid) -> ApiResult<endpoint::Model> {
-    tenant
-        .find_by_id::<endpoint::Entity>(id)
-        .one(db)
-        .await?
-        .ok_or_else(|| ApiError::not_found("webhook endpoint"))
+    tenant.get::<endpoint::Entity>(db, id).await?.ok_or_else(|| ApiError::not_found("webhook endpoint"))
 }
 
 pub async fn create(

@@ -254,8 +254,7 @@ impl SeaOrmChannels {
         }
         if last {
             let done = tenant
-                .find_by_id::<run::Entity>(r.id)
-                .one(&txn)
+                .get::<run::Entity>(&txn, r.id)
                 .await?
                 .ok_or_else(|| ApiError::not_found("channel sync run"))?;
             let data = json!({"run_id": r.id, "connection_id": c.id, "kind": r.kind, "total": done.total,
