@@ -25,7 +25,7 @@ use sea_orm::{
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use utoipa_actix_web::service_config::ServiceConfig;
+use utoipa_actix_web::{scope, service_config::ServiceConfig};
 use uuid::Uuid;
 
 use crate::{
@@ -146,7 +146,7 @@ where
 }
 
 pub fn routes(cfg: &mut ServiceConfig) {
-    cfg.service(get_origins).service(put_origins);
+    cfg.service(scope("/cors-origins").service(get_origins).service(put_origins));
 }
 
 #[derive(Serialize, Deserialize, ToSchema)]
@@ -180,7 +180,7 @@ impl Validate for Origins {
     ),
     security(("bearer" = []))
 )]
-#[get("/cors-origins")]
+#[get("")]
 async fn get_origins(auth: Authorized<TenantRead>, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     Ok(ok(Origins { origins: origins_of(&state.db, auth.tenant.id()).await? }))
 }
@@ -195,7 +195,7 @@ async fn get_origins(auth: Authorized<TenantRead>, state: web::Data<AppState>) -
     ),
     security(("bearer" = []))
 )]
-#[put("/cors-origins")]
+#[put("")]
 async fn put_origins(
     auth: Authorized<CorsWrite>,
     state: web::Data<AppState>,

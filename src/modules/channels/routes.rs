@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, delete, get, patch, post, web};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
-use utoipa_actix_web::service_config::ServiceConfig;
+use utoipa_actix_web::{scope, service_config::ServiceConfig};
 use uuid::Uuid;
 
 use super::{
@@ -27,28 +27,34 @@ use crate::{
 };
 
 pub fn routes(cfg: &mut ServiceConfig) {
-    cfg.service(list_channel_connections)
-        .service(create_channel_connection)
-        .service(get_channel_connection)
-        .service(update_channel_connection)
-        .service(delete_channel_connection)
-        .service(get_channel_remote_product)
-        .service(start_channel_import)
-        .service(get_channel_import)
-        .service(push_channel_product)
-        .service(start_channel_sync)
-        .service(start_channel_reconcile)
-        .service(list_channel_sync_runs)
-        .service(get_channel_sync_run)
-        .service(list_channel_drifts)
-        .service(list_channel_mappings)
-        .service(list_channel_webhook_receipts)
-        .service(list_channel_dead_letters)
-        .service(replay_channel_dead_letters)
-        .service(dismiss_channel_dead_letters)
-        .service(replay_channel_dead_letter)
-        .service(dismiss_channel_dead_letter)
-        .service(receive_channel_webhook);
+    cfg.service(
+        scope("/channel-connections")
+            .service(list_channel_connections)
+            .service(create_channel_connection)
+            .service(get_channel_connection)
+            .service(update_channel_connection)
+            .service(delete_channel_connection)
+            .service(get_channel_remote_product)
+            .service(start_channel_import)
+            .service(get_channel_import)
+            .service(push_channel_product)
+            .service(start_channel_sync)
+            .service(start_channel_reconcile)
+            .service(list_channel_sync_runs)
+            .service(get_channel_sync_run)
+            .service(list_channel_drifts)
+            .service(list_channel_webhook_receipts),
+    )
+    .service(scope("/channel-mappings").service(list_channel_mappings))
+    .service(
+        scope("/channel-dead-letters")
+            .service(list_channel_dead_letters)
+            .service(replay_channel_dead_letters)
+            .service(dismiss_channel_dead_letters)
+            .service(replay_channel_dead_letter)
+            .service(dismiss_channel_dead_letter),
+    )
+    .service(scope("/channel-webhooks").service(receive_channel_webhook));
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -95,7 +101,7 @@ impl Validate for CreateConnection {}
         (status = 409, description = "The name is taken", body = Problem),
         (status = 422, description = "Invalid fields: an unknown channel or warehouse, missing credentials, a refused URL", body = Problem)),
     security(("bearer" = [])))]
-#[post("/channel-connections")]
+#[post("")]
 async fn create_channel_connection(
     auth: Authorized<ChannelsWrite>,
     channels: web::Data<dyn ChannelService>,
@@ -137,7 +143,7 @@ crate::list_query! {
 #[utoipa::path(tag = "channels", params(ConnectionQuery),
     responses((status = 200, body = Paged<ConnectionView>), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)),
     security(("bearer" = [])))]
-#[get("/channel-connections")]
+#[get("")]
 async fn list_channel_connections(
     auth: Authorized<ChannelsRead>,
     channels: web::Data<dyn ChannelService>,
@@ -157,7 +163,7 @@ async fn list_channel_connections(
     responses((status = 200, body = Data<ConnectionView>, headers(("ETag" = String, description = "The version, quoted"))),
         (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = [])))]
-#[get("/channel-connections/{id}")]
+#[get("/{id}")]
 async fn get_channel_connection(
     auth: Authorized<ChannelsRead>,
     channels: web::Data<dyn ChannelService>,
@@ -198,7 +204,7 @@ impl Validate for UpdateConnection {}
         (status = 412, description = "The connection changed since it was read", body = Problem),
         (status = 422, body = Problem)),
     security(("bearer" = [])))]
-#[patch("/channel-connections/{id}")]
+#[patch("/{id}")]
 async fn update_channel_connection(
     auth: Authorized<ChannelsWrite>,
     state: web::Data<AppState>,
@@ -227,7 +233,7 @@ async fn update_channel_connection(
 #[utoipa::path(tag = "channels",
     responses((status = 204, description = "Deleted"), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = [])))]
-#[delete("/channel-connections/{id}")]
+#[delete("/{id}")]
 async fn delete_channel_connection(
     auth: Authorized<ChannelsWrite>,
     channels: web::Data<dyn ChannelService>,
@@ -254,7 +260,7 @@ struct RemoteQuery {
         (status = 409, description = "The store refused the credentials (the connection is now disconnected)", body = Problem),
         (status = 503, description = "The store is down, throttling or answered garbage", body = Problem)),
     security(("bearer" = [])))]
-#[get("/channel-connections/{id}/remote-product")]
+#[get("/{id}/remote-product")]
 async fn get_channel_remote_product(
     auth: Authorized<ChannelsRead>,
     channels: web::Data<dyn ChannelService>,
@@ -270,7 +276,7 @@ async fn get_channel_remote_product(
 #[utoipa::path(tag = "channels",
     responses((status = 202, body = Data<ImportView>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = [])))]
-#[post("/channel-connections/{id}/imports")]
+#[post("/{id}/imports")]
 async fn start_channel_import(
     auth: Authorized<ChannelsWrite>,
     state: web::Data<AppState>,
@@ -286,7 +292,7 @@ async fn start_channel_import(
 #[utoipa::path(tag = "channels",
     responses((status = 200, body = Data<ImportView>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = [])))]
-#[get("/channel-connections/{id}/imports/{import_id}")]
+#[get("/{id}/imports/{import_id}")]
 async fn get_channel_import(
     auth: Authorized<ChannelsRead>,
     channels: web::Data<dyn ChannelService>,
@@ -303,7 +309,7 @@ async fn get_channel_import(
         (status = 404, description = "No such connection, or the product is not mapped on it", body = Problem),
         (status = 409, description = "The connection is disconnected", body = Problem)),
     security(("bearer" = [])))]
-#[post("/channel-connections/{id}/products/{product_id}/push")]
+#[post("/{id}/products/{product_id}/push")]
 async fn push_channel_product(
     auth: Authorized<ChannelsWrite>,
     state: web::Data<AppState>,
@@ -333,7 +339,7 @@ crate::list_query! {
 #[utoipa::path(tag = "channels", params(MappingQuery),
     responses((status = 200, body = Paged<MappingView>), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)),
     security(("bearer" = [])))]
-#[get("/channel-mappings")]
+#[get("")]
 async fn list_channel_mappings(
     auth: Authorized<ChannelsRead>,
     channels: web::Data<dyn ChannelService>,
@@ -362,7 +368,7 @@ crate::list_query! {
     responses((status = 200, body = Paged<ReceiptView>), (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 403, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = [])))]
-#[get("/channel-connections/{id}/webhook-receipts")]
+#[get("/{id}/webhook-receipts")]
 async fn list_channel_webhook_receipts(
     auth: Authorized<ChannelsRead>,
     channels: web::Data<dyn ChannelService>,
@@ -382,7 +388,7 @@ async fn list_channel_webhook_receipts(
     responses((status = 202, body = Data<SyncRunView>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
         (status = 409, description = "The connection is disconnected", body = Problem)),
     security(("bearer" = [])))]
-#[post("/channel-connections/{id}/sync")]
+#[post("/{id}/sync")]
 async fn start_channel_sync(
     auth: Authorized<ChannelsWrite>,
     state: web::Data<AppState>,
@@ -402,7 +408,7 @@ async fn start_channel_sync(
     responses((status = 202, body = Data<SyncRunView>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
         (status = 409, description = "The connection is disconnected", body = Problem)),
     security(("bearer" = [])))]
-#[post("/channel-connections/{id}/reconcile")]
+#[post("/{id}/reconcile")]
 async fn start_channel_reconcile(
     auth: Authorized<ChannelsWrite>,
     state: web::Data<AppState>,
@@ -426,7 +432,7 @@ crate::list_query! {
     responses((status = 200, body = Paged<SyncRunView>), (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 403, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = [])))]
-#[get("/channel-connections/{id}/sync-runs")]
+#[get("/{id}/sync-runs")]
 async fn list_channel_sync_runs(
     auth: Authorized<ChannelsRead>,
     channels: web::Data<dyn ChannelService>,
@@ -441,7 +447,7 @@ async fn list_channel_sync_runs(
 #[utoipa::path(tag = "channels",
     responses((status = 200, body = Data<SyncRunView>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = [])))]
-#[get("/channel-connections/{id}/sync-runs/{run_id}")]
+#[get("/{id}/sync-runs/{run_id}")]
 async fn get_channel_sync_run(
     auth: Authorized<ChannelsRead>,
     channels: web::Data<dyn ChannelService>,
@@ -464,7 +470,7 @@ crate::list_query! {
     responses((status = 200, body = Paged<DriftView>), (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 403, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = [])))]
-#[get("/channel-connections/{id}/sync-runs/{run_id}/drifts")]
+#[get("/{id}/sync-runs/{run_id}/drifts")]
 async fn list_channel_drifts(
     auth: Authorized<ChannelsRead>,
     channels: web::Data<dyn ChannelService>,
@@ -493,7 +499,7 @@ crate::list_query! {
 #[utoipa::path(tag = "channels", params(DeadLetterQuery),
     responses((status = 200, body = Paged<DeadLetterView>), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)),
     security(("bearer" = [])))]
-#[get("/channel-dead-letters")]
+#[get("")]
 async fn list_channel_dead_letters(
     auth: Authorized<ChannelsRead>,
     channels: web::Data<dyn ChannelService>,
@@ -523,7 +529,7 @@ impl Validate for DeadLetterScope {}
         (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
         (status = 409, description = "The connection is disconnected", body = Problem)),
     security(("bearer" = [])))]
-#[post("/channel-dead-letters/{id}/replay")]
+#[post("/{id}/replay")]
 async fn replay_channel_dead_letter(
     auth: Authorized<ChannelsWrite>,
     state: web::Data<AppState>,
@@ -541,7 +547,7 @@ async fn replay_channel_dead_letter(
     responses((status = 202, body = Data<DeadLetterCount>), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 404, description = "No such connection", body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
-#[post("/channel-dead-letters/replay")]
+#[post("/replay")]
 async fn replay_channel_dead_letters(
     auth: Authorized<ChannelsWrite>,
     state: web::Data<AppState>,
@@ -557,7 +563,7 @@ async fn replay_channel_dead_letters(
 #[utoipa::path(tag = "channels",
     responses((status = 204, description = "Dismissed"), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = [])))]
-#[delete("/channel-dead-letters/{id}")]
+#[delete("/{id}")]
 async fn dismiss_channel_dead_letter(
     auth: Authorized<ChannelsWrite>,
     channels: web::Data<dyn ChannelService>,
@@ -572,7 +578,7 @@ async fn dismiss_channel_dead_letter(
     responses((status = 200, body = Data<DeadLetterCount>), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 404, description = "No such connection", body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
-#[post("/channel-dead-letters/dismiss")]
+#[post("/dismiss")]
 async fn dismiss_channel_dead_letters(
     auth: Authorized<ChannelsWrite>,
     channels: web::Data<dyn ChannelService>,
@@ -613,7 +619,7 @@ async fn dismiss_channel_dead_letters(
         (status = 403, description = "The tenant's `module.channels` is off or not licensed (`feature_disabled`), or its license is closed", body = Problem),
         (status = 404, description = "No such connection", body = Problem),
         (status = 415, description = "The body is not JSON", body = Problem)))]
-#[post("/channel-webhooks/{id}")]
+#[post("/{id}")]
 async fn receive_channel_webhook(
     req: HttpRequest,
     state: web::Data<AppState>,

@@ -5,7 +5,7 @@ use chrono::{Duration, Utc};
 use serde::Deserialize;
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
-use utoipa_actix_web::service_config::ServiceConfig;
+use utoipa_actix_web::{scope, service_config::ServiceConfig};
 use uuid::Uuid;
 
 use super::{
@@ -32,24 +32,26 @@ use crate::{
 use sea_orm::DatabaseConnection;
 
 pub fn routes(cfg: &mut ServiceConfig) {
-    cfg.service(list_products)
-        .service(bulk_products)
-        .service(create_product)
-        .service(get_product)
-        .service(update_product)
-        .service(list_warehouses)
-        .service(create_warehouse)
-        .service(get_warehouse)
-        .service(list_levels)
-        .service(set_reorder)
-        .service(recommendations)
-        .service(list_movements)
-        .service(adjust)
-        .service(transfer)
-        .service(reserve)
-        .service(get_reservation)
-        .service(commit_reservation)
-        .service(release_reservation);
+    cfg.service(
+        scope("/products")
+            .service(list_products)
+            .service(create_product)
+            .service(get_product)
+            .service(update_product),
+    )
+    .service(bulk_products)
+    .service(scope("/warehouses").service(list_warehouses).service(create_warehouse).service(get_warehouse))
+    .service(scope("/stock-levels").service(list_levels).service(set_reorder))
+    .service(scope("/inventory").service(recommendations))
+    .service(scope("/stock-movements").service(list_movements))
+    .service(scope("/stock").service(adjust).service(transfer))
+    .service(
+        scope("/reservations")
+            .service(reserve)
+            .service(get_reservation)
+            .service(commit_reservation)
+            .service(release_reservation),
+    );
 }
 
 fn cause(user: Uuid, reason: Option<String>, reference: Option<String>) -> Cause {
@@ -117,7 +119,7 @@ impl Validate for CreateProduct {
     ),
     security(("bearer" = []))
 )]
-#[post("/products")]
+#[post("")]
 async fn create_product(
     auth: Authorized<InventoryWrite>,
     inventory: web::Data<dyn InventoryService>,
@@ -209,7 +211,7 @@ crate::list_query! {
     ),
     security(("bearer" = []))
 )]
-#[get("/products")]
+#[get("")]
 async fn list_products(
     auth: Authorized<InventoryRead>,
     inventory: web::Data<dyn InventoryService>,
@@ -238,7 +240,7 @@ async fn list_products(
     ),
     security(("bearer" = []))
 )]
-#[get("/products/{id}")]
+#[get("/{id}")]
 async fn get_product(
     auth: Authorized<InventoryRead>,
     inventory: web::Data<dyn InventoryService>,
@@ -302,7 +304,7 @@ impl Validate for UpdateProduct {
     ),
     security(("bearer" = []))
 )]
-#[patch("/products/{id}")]
+#[patch("/{id}")]
 async fn update_product(
     auth: Authorized<InventoryWrite>,
     inventory: web::Data<dyn InventoryService>,
@@ -358,7 +360,7 @@ impl Validate for CreateWarehouse {
     ),
     security(("bearer" = []))
 )]
-#[post("/warehouses")]
+#[post("")]
 async fn create_warehouse(
     auth: Authorized<InventoryWrite>,
     inventory: web::Data<dyn InventoryService>,
@@ -405,7 +407,7 @@ crate::list_query! {
     ),
     security(("bearer" = []))
 )]
-#[get("/warehouses")]
+#[get("")]
 async fn list_warehouses(
     auth: Authorized<InventoryRead>,
     inventory: web::Data<dyn InventoryService>,
@@ -431,7 +433,7 @@ async fn list_warehouses(
     ),
     security(("bearer" = []))
 )]
-#[get("/warehouses/{id}")]
+#[get("/{id}")]
 async fn get_warehouse(
     auth: Authorized<InventoryRead>,
     inventory: web::Data<dyn InventoryService>,
@@ -468,7 +470,7 @@ crate::list_query! {
     ),
     security(("bearer" = []))
 )]
-#[get("/stock-levels")]
+#[get("")]
 async fn list_levels(
     auth: Authorized<InventoryRead>,
     inventory: web::Data<dyn InventoryService>,
@@ -527,7 +529,7 @@ impl Validate for Reorder {
     ),
     security(("bearer" = []))
 )]
-#[put("/stock-levels/{product_id}/{warehouse_id}/reorder")]
+#[put("/{product_id}/{warehouse_id}/reorder")]
 async fn set_reorder(
     auth: Authorized<InventoryWrite>,
     inventory: web::Data<dyn InventoryService>,
@@ -559,7 +561,7 @@ impl Reorder {
     ),
     security(("bearer" = []))
 )]
-#[get("/inventory/reorder-recommendations")]
+#[get("/reorder-recommendations")]
 async fn recommendations(
     auth: Authorized<InventoryRead>,
     inventory: web::Data<dyn InventoryService>,
@@ -599,7 +601,7 @@ crate::list_query! {
     ),
     security(("bearer" = []))
 )]
-#[get("/stock-movements")]
+#[get("")]
 async fn list_movements(
     auth: Authorized<InventoryRead>,
     inventory: web::Data<dyn InventoryService>,
@@ -654,7 +656,7 @@ impl Validate for Adjustment {
     ),
     security(("bearer" = []))
 )]
-#[post("/stock/adjustments")]
+#[post("/adjustments")]
 async fn adjust(
     auth: Authorized<InventoryWrite>,
     state: web::Data<AppState>,
@@ -717,7 +719,7 @@ impl Validate for Transfer {
     ),
     security(("bearer" = []))
 )]
-#[post("/stock/transfers")]
+#[post("/transfers")]
 async fn transfer(
     auth: Authorized<InventoryWrite>,
     state: web::Data<AppState>,
@@ -792,7 +794,7 @@ impl Validate for Reserve {
     ),
     security(("bearer" = []))
 )]
-#[post("/reservations")]
+#[post("")]
 async fn reserve(
     auth: Authorized<InventoryWrite>,
     inventory: web::Data<dyn InventoryService>,
@@ -826,7 +828,7 @@ impl Reserve {
     ),
     security(("bearer" = []))
 )]
-#[get("/reservations/{reference}")]
+#[get("/{reference}")]
 async fn get_reservation(
     auth: Authorized<InventoryRead>,
     inventory: web::Data<dyn InventoryService>,
@@ -845,7 +847,7 @@ async fn get_reservation(
     ),
     security(("bearer" = []))
 )]
-#[post("/reservations/{reference}/commit")]
+#[post("/{reference}/commit")]
 async fn commit_reservation(
     auth: Authorized<InventoryWrite>,
     state: web::Data<AppState>,
@@ -891,7 +893,7 @@ pub(super) async fn settle(
     ),
     security(("bearer" = []))
 )]
-#[post("/reservations/{reference}/release")]
+#[post("/{reference}/release")]
 async fn release_reservation(
     auth: Authorized<InventoryWrite>,
     state: web::Data<AppState>,

@@ -14,7 +14,7 @@ use sea_orm::{
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
-use utoipa_actix_web::service_config::ServiceConfig;
+use utoipa_actix_web::{scope, service_config::ServiceConfig};
 use uuid::Uuid;
 
 use crate::{
@@ -177,7 +177,7 @@ impl Module for LedgerModule {
     }
 
     fn routes(&self, cfg: &mut ServiceConfig) {
-        cfg.app_data(web::Data::from(self.service())).service(list_entries);
+        cfg.app_data(web::Data::from(self.service())).service(scope("/ledger").service(list_entries));
     }
 
     fn graphql_data(&self, data: &mut async_graphql::Data, _tenant: Option<TenantScope>) {
@@ -216,7 +216,7 @@ crate::list_query! {
     ),
     security(("bearer" = []))
 )]
-#[get("/ledger/entries")]
+#[get("/entries")]
 async fn list_entries(
     auth: Authorized<LedgerRead>,
     ledger: web::Data<dyn Ledger>,

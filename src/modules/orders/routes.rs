@@ -4,7 +4,7 @@ use actix_web::{HttpMessage, HttpRequest, HttpResponse, get, post, put, web};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
-use utoipa_actix_web::service_config::ServiceConfig;
+use utoipa_actix_web::{scope, service_config::ServiceConfig};
 use uuid::Uuid;
 
 use super::{
@@ -28,35 +28,41 @@ use crate::{
 };
 
 pub fn routes(cfg: &mut ServiceConfig) {
-    cfg.service(list_customers)
-        .service(create_customer)
-        .service(get_customer)
-        .service(customer_rank)
-        .service(get_notification_preferences)
-        .service(update_notification_preferences)
-        .service(list_orders)
-        .service(place_order)
-        // Before `/orders/{id}`, which would take `imports` for an id.
-        .service(order_kpis)
-        .service(order_kpis_realtime)
-        .service(rebuild_order_kpis)
-        .service(top_customers)
-        .service(bestsellers)
-        .service(upload_order_import)
-        .service(list_order_imports)
-        .service(get_order_import)
-        .service(list_notifications)
-        .service(notification_stats)
-        .service(recent_notifications)
-        .service(get_notification)
-        .service(resend_notification)
-        .service(receive_stripe_callback)
-        .service(list_payment_callbacks)
-        .service(get_order)
-        .service(cancel_order)
-        .service(refund_order)
-        .service(list_order_refunds)
-        .service(list_order_notifications);
+    cfg.service(
+        scope("/customers")
+            .service(list_customers)
+            .service(create_customer)
+            .service(get_customer)
+            .service(customer_rank)
+            .service(get_notification_preferences)
+            .service(update_notification_preferences),
+    )
+    .service(
+        scope("/orders")
+            .service(list_orders)
+            .service(place_order)
+            // Before `/orders/{id}`, which would take `imports` for an id.
+            .service(order_kpis)
+            .service(order_kpis_realtime)
+            .service(rebuild_order_kpis)
+            .service(top_customers)
+            .service(bestsellers)
+            .service(upload_order_import)
+            .service(list_order_imports)
+            .service(get_order_import)
+            .service(list_notifications)
+            .service(notification_stats)
+            .service(recent_notifications)
+            .service(get_notification)
+            .service(resend_notification)
+            .service(receive_stripe_callback)
+            .service(list_payment_callbacks)
+            .service(get_order)
+            .service(cancel_order)
+            .service(refund_order)
+            .service(list_order_refunds)
+            .service(list_order_notifications),
+    );
 }
 
 #[derive(Deserialize, ToSchema, async_graphql::InputObject)]
@@ -102,7 +108,7 @@ impl Validate for CreateCustomer {
     responses((status = 201, body = Data<CustomerView>), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 409, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
-#[post("/customers")]
+#[post("")]
 async fn create_customer(
     auth: Authorized<OrdersWrite>,
     orders: web::Data<dyn OrderService>,
@@ -128,7 +134,7 @@ crate::list_query! {
 #[utoipa::path(tag = "orders", params(CustomerQuery),
     responses((status = 200, body = Paged<CustomerView>), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)),
     security(("bearer" = [])))]
-#[get("/customers")]
+#[get("")]
 async fn list_customers(
     auth: Authorized<OrdersRead>,
     orders: web::Data<dyn OrderService>,
@@ -145,7 +151,7 @@ async fn list_customers(
 #[utoipa::path(tag = "orders",
     responses((status = 200, body = Data<CustomerView>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = [])))]
-#[get("/customers/{id}")]
+#[get("/{id}")]
 async fn get_customer(
     auth: Authorized<OrdersRead>,
     orders: web::Data<dyn OrderService>,
@@ -210,7 +216,7 @@ impl Validate for PlaceOrder {
         (status = 409, description = "`external_order_id` is taken", body = Problem),
         (status = 422, description = "Invalid fields, or an unknown customer, warehouse or product (the field names the line)", body = Problem)),
     security(("bearer" = [])))]
-#[post("/orders")]
+#[post("")]
 async fn place_order(
     auth: Authorized<OrdersWrite>,
     state: web::Data<AppState>,
@@ -248,7 +254,7 @@ crate::list_query! {
 #[utoipa::path(tag = "orders", params(OrderQuery),
     responses((status = 200, body = Paged<OrderView>), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)),
     security(("bearer" = [])))]
-#[get("/orders")]
+#[get("")]
 async fn list_orders(
     auth: Authorized<OrdersRead>,
     orders: web::Data<dyn OrderService>,
@@ -273,7 +279,7 @@ async fn list_orders(
 #[utoipa::path(tag = "orders",
     responses((status = 200, body = Data<OrderView>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = [])))]
-#[get("/orders/{id}")]
+#[get("/{id}")]
 async fn get_order(
     auth: Authorized<OrdersRead>,
     orders: web::Data<dyn OrderService>,
@@ -303,7 +309,7 @@ async fn get_order(
         (status = 401, description = "Forged, stale, or a replay of a received event (logged either way)", body = Problem),
         (status = 404, description = "No such tenant", body = Problem),
         (status = 415, description = "Not application/json", body = Problem)))]
-#[post("/orders/payments/stripe/callback/{tenant_id}")]
+#[post("/payments/stripe/callback/{tenant_id}")]
 async fn receive_stripe_callback(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -343,7 +349,7 @@ crate::list_query! {
         (status = 400, description = "An unknown outcome or sort (the field is named)", body = Problem),
         (status = 401, body = Problem), (status = 403, body = Problem)),
     security(("bearer" = [])))]
-#[get("/orders/payments/callbacks")]
+#[get("/payments/callbacks")]
 async fn list_payment_callbacks(
     auth: Authorized<OrdersRead>,
     orders: web::Data<dyn OrderService>,
@@ -381,7 +387,7 @@ impl Validate for CancelOrder {
         (status = 409, description = "The order is fulfilled, completed, failed or cancelled (named in the detail)", body = Problem),
         (status = 422, body = Problem)),
     security(("bearer" = [])))]
-#[post("/orders/{id}/cancel")]
+#[post("/{id}/cancel")]
 async fn cancel_order(
     auth: Authorized<OrdersWrite>,
     state: web::Data<AppState>,
@@ -427,7 +433,7 @@ impl Validate for RefundOrder {
         (status = 409, description = "`refund_amount_exceeded`: more than captured minus earlier refunds; `conflict`: the order is not paid", body = Problem),
         (status = 422, body = Problem)),
     security(("bearer" = [])))]
-#[post("/orders/{id}/refunds")]
+#[post("/{id}/refunds")]
 async fn refund_order(
     auth: Authorized<OrdersRefund>,
     req: HttpRequest,
@@ -458,7 +464,7 @@ crate::list_query! {
 #[utoipa::path(tag = "orders", params(RefundQuery),
     responses((status = 200, body = Paged<RefundView>), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = [])))]
-#[get("/orders/{id}/refunds")]
+#[get("/{id}/refunds")]
 async fn list_order_refunds(
     auth: Authorized<OrdersRead>,
     orders: web::Data<dyn OrderService>,
@@ -507,7 +513,7 @@ pub struct ImportUpload {
         (status = 415, description = "The body is not `multipart/form-data`", body = Problem),
         (status = 422, description = "No `file` field, a wrong header (`errors` names `file`) or an unknown `warehouse_id`", body = Problem)),
     security(("bearer" = [])))]
-#[post("/orders/imports")]
+#[post("/imports")]
 async fn upload_order_import(
     auth: Authorized<OrdersWrite>,
     req: HttpRequest,
@@ -562,7 +568,7 @@ crate::list_query! {
 #[utoipa::path(tag = "orders", params(ImportQuery),
     responses((status = 200, body = Paged<ImportView>), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)),
     security(("bearer" = [])))]
-#[get("/orders/imports")]
+#[get("/imports")]
 async fn list_order_imports(
     auth: Authorized<OrdersRead>,
     orders: web::Data<dyn OrderService>,
@@ -577,7 +583,7 @@ async fn list_order_imports(
 #[utoipa::path(tag = "orders",
     responses((status = 200, body = Data<ImportView>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = [])))]
-#[get("/orders/imports/{id}")]
+#[get("/imports/{id}")]
 async fn get_order_import(
     auth: Authorized<OrdersRead>,
     orders: web::Data<dyn OrderService>,
@@ -606,7 +612,7 @@ struct KpiQuery {
     responses((status = 200, body = Data<Vec<Kpis>>), (status = 400, description = "A date is invalid, `to` is before `from` or the range is too long (the field is named)", body = Problem),
         (status = 401, body = Problem), (status = 403, body = Problem)),
     security(("bearer" = [])))]
-#[get("/orders/kpis")]
+#[get("/kpis")]
 async fn order_kpis(
     auth: Authorized<OrdersRead>,
     analytics: web::Data<dyn Analytics>,
@@ -632,7 +638,7 @@ struct RealtimeQuery {
     responses((status = 200, body = Data<Kpis>), (status = 400, description = "`minutes` is out of range", body = Problem),
         (status = 401, body = Problem), (status = 403, body = Problem)),
     security(("bearer" = [])))]
-#[get("/orders/kpis/realtime")]
+#[get("/kpis/realtime")]
 async fn order_kpis_realtime(
     auth: Authorized<OrdersRead>,
     analytics: web::Data<dyn Analytics>,
@@ -654,7 +660,7 @@ async fn order_kpis_realtime(
         (status = 409, description = "Another rebuild of the tenant's KPIs is under way", body = Problem),
         (status = 503, description = "Redis is unavailable", body = Problem)),
     security(("bearer" = [])))]
-#[post("/orders/kpis/rebuild")]
+#[post("/kpis/rebuild")]
 async fn rebuild_order_kpis(
     auth: Authorized<OrdersWrite>,
     analytics: web::Data<dyn Analytics>,
@@ -681,7 +687,7 @@ struct SpendQuery {
     responses((status = 200, body = Data<Vec<CustomerSpend>>), (status = 400, description = "`currency` or `limit` is invalid", body = Problem),
         (status = 401, body = Problem), (status = 403, body = Problem)),
     security(("bearer" = [])))]
-#[get("/orders/leaderboards/customers")]
+#[get("/leaderboards/customers")]
 async fn top_customers(
     auth: Authorized<OrdersRead>,
     analytics: web::Data<dyn Analytics>,
@@ -707,7 +713,7 @@ struct RankQuery {
     responses((status = 200, body = Data<CustomerSpend>), (status = 400, description = "`currency` is invalid", body = Problem),
         (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = [])))]
-#[get("/customers/{id}/rank")]
+#[get("/{id}/rank")]
 async fn customer_rank(
     auth: Authorized<OrdersRead>,
     analytics: web::Data<dyn Analytics>,
@@ -732,7 +738,7 @@ struct LimitQuery {
     responses((status = 200, body = Data<Vec<ProductSales>>), (status = 400, description = "`limit` is out of range", body = Problem),
         (status = 401, body = Problem), (status = 403, body = Problem)),
     security(("bearer" = [])))]
-#[get("/orders/leaderboards/products")]
+#[get("/leaderboards/products")]
 async fn bestsellers(
     auth: Authorized<OrdersRead>,
     analytics: web::Data<dyn Analytics>,
@@ -793,7 +799,7 @@ impl NotificationQuery {
         (status = 400, description = "An unknown filter value, a bad time or window (the field is named)", body = Problem),
         (status = 401, body = Problem), (status = 403, body = Problem)),
     security(("bearer" = [])))]
-#[get("/orders/notifications")]
+#[get("/notifications")]
 async fn list_notifications(
     auth: Authorized<OrdersRead>,
     orders: web::Data<dyn OrderService>,
@@ -809,7 +815,7 @@ async fn list_notifications(
         (status = 400, description = "An unknown filter value, a bad time or window (the field is named)", body = Problem),
         (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = [])))]
-#[get("/orders/{id}/notifications")]
+#[get("/{id}/notifications")]
 async fn list_order_notifications(
     auth: Authorized<OrdersRead>,
     orders: web::Data<dyn OrderService>,
@@ -837,7 +843,7 @@ struct WindowQuery {
         (status = 400, description = "A bad time, or `created_before` before `created_after`", body = Problem),
         (status = 401, body = Problem), (status = 403, body = Problem)),
     security(("bearer" = [])))]
-#[get("/orders/notifications/stats")]
+#[get("/notifications/stats")]
 async fn notification_stats(
     auth: Authorized<OrdersRead>,
     orders: web::Data<dyn OrderService>,
@@ -861,7 +867,7 @@ struct RecentQuery {
     responses((status = 200, body = Data<Vec<NotificationView>>), (status = 400, description = "`limit` is out of range", body = Problem),
         (status = 401, body = Problem), (status = 403, body = Problem)),
     security(("bearer" = [])))]
-#[get("/orders/notifications/recent")]
+#[get("/notifications/recent")]
 async fn recent_notifications(
     auth: Authorized<OrdersRead>,
     orders: web::Data<dyn OrderService>,
@@ -875,7 +881,7 @@ async fn recent_notifications(
 #[utoipa::path(tag = "orders",
     responses((status = 200, body = Data<NotificationView>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = [])))]
-#[get("/orders/notifications/{id}")]
+#[get("/notifications/{id}")]
 async fn get_notification(
     auth: Authorized<OrdersRead>,
     orders: web::Data<dyn OrderService>,
@@ -891,7 +897,7 @@ async fn get_notification(
         (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
         (status = 409, description = "`notification_not_failed`: it is pending, sent or skipped", body = Problem)),
     security(("bearer" = [])))]
-#[post("/orders/notifications/{id}/resend")]
+#[post("/notifications/{id}/resend")]
 async fn resend_notification(
     auth: Authorized<OrdersWrite>,
     state: web::Data<AppState>,
@@ -907,7 +913,7 @@ async fn resend_notification(
 #[utoipa::path(tag = "orders",
     responses((status = 200, body = Data<Notifications>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = [])))]
-#[get("/customers/{id}/notification-preferences")]
+#[get("/{id}/notification-preferences")]
 async fn get_notification_preferences(
     auth: Authorized<OrdersRead>,
     orders: web::Data<dyn OrderService>,
@@ -930,7 +936,7 @@ impl Validate for Notifications {
         (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
         (status = 422, body = Problem)),
     security(("bearer" = [])))]
-#[put("/customers/{id}/notification-preferences")]
+#[put("/{id}/notification-preferences")]
 async fn update_notification_preferences(
     auth: Authorized<OrdersWrite>,
     orders: web::Data<dyn OrderService>,

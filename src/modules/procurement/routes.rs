@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 use actix_web::{HttpRequest, HttpResponse, delete, get, patch, post, web};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
-use utoipa_actix_web::service_config::ServiceConfig;
+use utoipa_actix_web::{scope, service_config::ServiceConfig};
 use uuid::Uuid;
 
 use super::{
@@ -31,20 +31,26 @@ use crate::{
 };
 
 pub fn routes(cfg: &mut ServiceConfig) {
-    cfg.service(list_vendors)
-        .service(create_vendor)
-        .service(get_vendor)
-        .service(update_vendor)
-        .service(delete_vendor)
-        .service(list_purchase_orders)
-        .service(create_purchase_order)
-        .service(bulk_purchase_orders)
-        .service(get_purchase_order)
-        .service(submit_purchase_order)
-        .service(approve_purchase_order)
-        .service(cancel_purchase_order)
-        .service(close_purchase_order)
-        .service(receive_goods);
+    cfg.service(
+        scope("/vendors")
+            .service(list_vendors)
+            .service(create_vendor)
+            .service(get_vendor)
+            .service(update_vendor)
+            .service(delete_vendor),
+    )
+    .service(
+        scope("/purchase-orders")
+            .service(list_purchase_orders)
+            .service(create_purchase_order)
+            .service(get_purchase_order)
+            .service(submit_purchase_order)
+            .service(approve_purchase_order)
+            .service(cancel_purchase_order)
+            .service(close_purchase_order)
+            .service(receive_goods),
+    )
+    .service(bulk_purchase_orders);
 }
 
 #[derive(Deserialize, ToSchema, async_graphql::InputObject)]
@@ -76,7 +82,7 @@ impl Validate for CreateVendor {
 #[utoipa::path(tag = "procurement", request_body = CreateVendor,
     responses((status = 201, body = Data<VendorView>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
-#[post("/vendors")]
+#[post("")]
 async fn create_vendor(
     auth: Authorized<ProcurementWrite>,
     procurement: web::Data<dyn ProcurementService>,
@@ -123,7 +129,7 @@ crate::list_query! {
 #[utoipa::path(tag = "procurement", params(VendorQuery),
     responses((status = 200, body = Paged<VendorView>), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)),
     security(("bearer" = [])))]
-#[get("/vendors")]
+#[get("")]
 async fn list_vendors(
     auth: Authorized<ProcurementRead>,
     procurement: web::Data<dyn ProcurementService>,
@@ -146,7 +152,7 @@ async fn list_vendors(
 #[utoipa::path(tag = "procurement",
     responses((status = 200, body = Data<VendorView>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = [])))]
-#[get("/vendors/{id}")]
+#[get("/{id}")]
 async fn get_vendor(
     auth: Authorized<ProcurementRead>,
     procurement: web::Data<dyn ProcurementService>,
@@ -186,7 +192,7 @@ impl Validate for UpdateVendor {
     responses((status = 200, body = Data<VendorView>), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
         (status = 412, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
-#[patch("/vendors/{id}")]
+#[patch("/{id}")]
 async fn update_vendor(
     auth: Authorized<ProcurementWrite>,
     procurement: web::Data<dyn ProcurementService>,
@@ -209,7 +215,7 @@ impl From<UpdateVendor> for VendorChanges {
 #[utoipa::path(tag = "procurement",
     responses((status = 204, description = "Deleted"), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)),
     security(("bearer" = [])))]
-#[delete("/vendors/{id}")]
+#[delete("/{id}")]
 async fn delete_vendor(
     auth: Authorized<ProcurementWrite>,
     procurement: web::Data<dyn ProcurementService>,
@@ -241,7 +247,7 @@ impl Validate for CreateOrder {
 #[utoipa::path(tag = "procurement", request_body = CreateOrder,
     responses((status = 201, body = Data<PurchaseOrderView>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
-#[post("/purchase-orders")]
+#[post("")]
 async fn create_purchase_order(
     auth: Authorized<ProcurementWrite>,
     procurement: web::Data<dyn ProcurementService>,
@@ -358,7 +364,7 @@ async fn expand(
 #[utoipa::path(tag = "procurement", params(OrderQuery),
     responses((status = 200, body = Paged<PurchaseOrderView>), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)),
     security(("bearer" = [])))]
-#[get("/purchase-orders")]
+#[get("")]
 async fn list_purchase_orders(
     auth: Authorized<ProcurementRead>,
     procurement: web::Data<dyn ProcurementService>,
@@ -388,7 +394,7 @@ async fn list_purchase_orders(
 #[utoipa::path(tag = "procurement", params(ExpandQuery),
     responses((status = 200, body = Data<PurchaseOrderView>), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = [])))]
-#[get("/purchase-orders/{id}")]
+#[get("/{id}")]
 async fn get_purchase_order(
     auth: Authorized<ProcurementRead>,
     procurement: web::Data<dyn ProcurementService>,
@@ -428,28 +434,28 @@ macro_rules! transition {
 
 transition!(
     submit_purchase_order,
-    "/purchase-orders/{id}/submit",
+    "/{id}/submit",
     ProcurementWrite,
     Action::Submit,
     "Submit a draft for approval."
 );
 transition!(
     approve_purchase_order,
-    "/purchase-orders/{id}/approve",
+    "/{id}/approve",
     ProcurementApprove,
     Action::Approve,
     "Approve a submitted order (managers and admins)."
 );
 transition!(
     cancel_purchase_order,
-    "/purchase-orders/{id}/cancel",
+    "/{id}/cancel",
     ProcurementWrite,
     Action::Cancel,
     "Cancel an order that is draft, submitted or approved."
 );
 transition!(
     close_purchase_order,
-    "/purchase-orders/{id}/close",
+    "/{id}/close",
     ProcurementWrite,
     Action::Close,
     "Close a received order, or a partially received one to end it short."
@@ -475,7 +481,7 @@ impl Validate for Receipt {
     responses((status = 200, body = Data<PurchaseOrderView>), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
         (status = 409, body = Problem), (status = 412, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
-#[post("/purchase-orders/{id}/receipts")]
+#[post("/{id}/receipts")]
 async fn receive_goods(
     auth: Authorized<ProcurementWrite>,
     procurement: web::Data<dyn ProcurementService>,

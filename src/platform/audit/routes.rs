@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::{ColumnTrait, Condition, DatabaseConnection};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-use utoipa_actix_web::service_config::ServiceConfig;
+use utoipa_actix_web::{scope, service_config::ServiceConfig};
 use uuid::Uuid;
 
 use crate::{
@@ -22,7 +22,7 @@ use crate::{
 use entity::audit_log::{Column, Entity, Model};
 
 pub fn routes(cfg: &mut ServiceConfig) {
-    cfg.service(list_audit_logs);
+    cfg.service(scope("/audit-logs").service(list_audit_logs));
 }
 
 #[derive(Debug, Serialize, ToSchema, async_graphql::SimpleObject)]
@@ -101,7 +101,7 @@ crate::list_query! {
     ),
     security(("bearer" = []))
 )]
-#[get("/audit-logs")]
+#[get("")]
 async fn list_audit_logs(
     auth: Authorized<AuditRead>,
     state: web::Data<AppState>,

@@ -3,7 +3,7 @@
 use actix_web::{HttpRequest, HttpResponse, delete, get, post, web};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use utoipa_actix_web::service_config::ServiceConfig;
+use utoipa_actix_web::{scope, service_config::ServiceConfig};
 use uuid::Uuid;
 
 use super::{
@@ -22,13 +22,16 @@ use crate::{
 };
 
 pub fn routes(cfg: &mut ServiceConfig) {
-    cfg.service(register)
-        .service(login)
-        .service(logout)
-        .service(me)
-        .service(list_tokens)
-        .service(create_token)
-        .service(revoke_token);
+    cfg.service(
+        scope("/auth")
+            .service(register)
+            .service(login)
+            .service(logout)
+            .service(me)
+            .service(list_tokens)
+            .service(create_token)
+            .service(revoke_token),
+    );
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -85,7 +88,7 @@ pub struct RegisterResponse {
         (status = 503, description = "Too many sign-ins at once; retry after Retry-After", body = Problem),
     )
 )]
-#[post("/auth/register")]
+#[post("/register")]
 async fn register(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -149,7 +152,7 @@ pub struct LoginResponse {
         (status = 503, description = "Too many sign-ins at once; retry after Retry-After", body = Problem),
     )
 )]
-#[post("/auth/login")]
+#[post("/login")]
 async fn login(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -175,7 +178,7 @@ async fn login(
     responses((status = 204, description = "Revoked"), (status = 401, body = Problem)),
     security(("bearer" = []))
 )]
-#[post("/auth/logout")]
+#[post("/logout")]
 async fn logout(principal: Principal, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     service::revoke_token(&state, &principal, principal.token_id).await?;
     Ok(no_content())
@@ -196,7 +199,7 @@ pub struct MeResponse {
     responses((status = 200, body = Data<MeResponse>), (status = 401, body = Problem)),
     security(("bearer" = []))
 )]
-#[get("/auth/me")]
+#[get("/me")]
 async fn me(principal: Principal, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     let home = crate::platform::tenancy::TenantScope::new(principal.home_tenant_id);
     let user = users::get(&state.db, home, principal.user_id).await?;
@@ -210,7 +213,7 @@ async fn me(principal: Principal, state: web::Data<AppState>) -> ApiResult<HttpR
     responses((status = 200, body = Data<Vec<TokenView>>), (status = 401, body = Problem)),
     security(("bearer" = []))
 )]
-#[get("/auth/tokens")]
+#[get("/tokens")]
 async fn list_tokens(principal: Principal, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     Ok(ok(service::list_tokens(&state, &principal).await?))
 }
@@ -247,7 +250,7 @@ impl Validate for CreateTokenRequest {
     ),
     security(("bearer" = []))
 )]
-#[post("/auth/tokens")]
+#[post("/tokens")]
 async fn create_token(
     principal: Principal,
     state: web::Data<AppState>,
@@ -270,7 +273,7 @@ impl CreateTokenRequest {
     responses((status = 204, description = "Revoked"), (status = 401, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = []))
 )]
-#[delete("/auth/tokens/{id}")]
+#[delete("/tokens/{id}")]
 async fn revoke_token(
     principal: Principal,
     state: web::Data<AppState>,

@@ -8,7 +8,7 @@ use sea_orm::{ColumnTrait, DatabaseConnection, QueryFilter, QueryOrder, QuerySel
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 use utoipa::IntoParams;
-use utoipa_actix_web::service_config::ServiceConfig;
+use utoipa_actix_web::{scope, service_config::ServiceConfig};
 use uuid::Uuid;
 
 use futures_util::StreamExt;
@@ -27,7 +27,7 @@ use crate::{
 use entity::event;
 
 pub fn routes(cfg: &mut ServiceConfig) {
-    cfg.service(stream_events);
+    cfg.service(scope("/events").service(stream_events));
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -265,7 +265,7 @@ pub async fn tenant_events(
     ),
     security(("bearer" = []))
 )]
-#[get("/events")]
+#[get("")]
 async fn stream_events(
     auth: Authorized<EventsRead>,
     state: web::Data<AppState>,

@@ -4,7 +4,7 @@ use actix_web::{HttpResponse, delete, get, put, web};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use utoipa::ToSchema;
-use utoipa_actix_web::service_config::ServiceConfig;
+use utoipa_actix_web::{scope, service_config::ServiceConfig};
 
 use super::{Change, DEPRECATED, DISABLED, ENABLED, Effective, GLOBAL, REMOVED};
 use crate::{
@@ -17,11 +17,8 @@ use crate::{
 };
 
 pub fn routes(cfg: &mut ServiceConfig) {
-    cfg.service(list_features)
-        .service(set_feature)
-        .service(clear_feature)
-        .service(set_global)
-        .service(clear_global);
+    cfg.service(scope("/features").service(list_features).service(set_feature).service(clear_feature))
+        .service(scope("/admin/features").service(set_global).service(clear_global));
 }
 
 pub async fn effective(state: &AppState, tenant: uuid::Uuid) -> ApiResult<Vec<Effective>> {
@@ -49,7 +46,7 @@ fn unknown(key: &str) -> ApiError {
     ),
     security(("bearer" = []))
 )]
-#[get("/features")]
+#[get("")]
 async fn list_features(
     auth: Authorized<FeaturesRead>,
     state: web::Data<AppState>,
@@ -91,7 +88,7 @@ impl Validate for TenantToggle {}
     ),
     security(("bearer" = []))
 )]
-#[put("/features/{key}")]
+#[put("/{key}")]
 async fn set_feature(
     auth: Authorized<FeaturesWrite>,
     state: web::Data<AppState>,
@@ -147,7 +144,7 @@ pub async fn set_for_tenant(
     ),
     security(("bearer" = []))
 )]
-#[delete("/features/{key}")]
+#[delete("/{key}")]
 async fn clear_feature(
     auth: Authorized<FeaturesWrite>,
     state: web::Data<AppState>,
@@ -199,7 +196,7 @@ impl Validate for GlobalToggle {
     ),
     security(("bearer" = []))
 )]
-#[put("/admin/features/{key}")]
+#[put("/{key}")]
 async fn set_global(
     auth: Authorized<FeaturesManage>,
     state: web::Data<AppState>,
@@ -236,7 +233,7 @@ impl GlobalToggle {
     ),
     security(("bearer" = []))
 )]
-#[delete("/admin/features/{key}")]
+#[delete("/{key}")]
 async fn clear_global(
     _auth: Authorized<FeaturesManage>,
     state: web::Data<AppState>,

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::{ColumnTrait, Condition};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-use utoipa_actix_web::service_config::ServiceConfig;
+use utoipa_actix_web::{scope, service_config::ServiceConfig};
 use uuid::Uuid;
 
 use super::LaneStats;
@@ -22,7 +22,9 @@ use crate::{
 use entity::job::{Column, Entity, Model};
 
 pub fn routes(cfg: &mut ServiceConfig) {
-    cfg.service(job_stats).service(list_jobs).service(replay_one).service(replay_many);
+    cfg.service(
+        scope("/admin/jobs").service(job_stats).service(list_jobs).service(replay_one).service(replay_many),
+    );
 }
 
 /// Depth per lane, age of the oldest ready job, throughput and failures.
@@ -34,7 +36,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
     ),
     security(("bearer" = []))
 )]
-#[get("/admin/jobs/stats")]
+#[get("/stats")]
 async fn job_stats(_auth: Authorized<JobsManage>, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     Ok(ok(super::stats(&state.db).await?))
 }
@@ -105,7 +107,7 @@ crate::list_query! {
     ),
     security(("bearer" = []))
 )]
-#[get("/admin/jobs")]
+#[get("")]
 async fn list_jobs(
     _auth: Authorized<JobsManage>,
     state: web::Data<AppState>,
@@ -151,7 +153,7 @@ pub struct Replayed {
     ),
     security(("bearer" = []))
 )]
-#[post("/admin/jobs/{id}/replay")]
+#[post("/{id}/replay")]
 async fn replay_one(
     _auth: Authorized<JobsManage>,
     state: web::Data<AppState>,
@@ -191,7 +193,7 @@ impl Validate for ReplayRequest {}
     ),
     security(("bearer" = []))
 )]
-#[post("/admin/jobs/replay")]
+#[post("/replay")]
 async fn replay_many(
     _auth: Authorized<JobsManage>,
     state: web::Data<AppState>,

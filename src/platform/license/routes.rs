@@ -6,7 +6,7 @@ use actix_web::{HttpResponse, get, post, put, web};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use utoipa_actix_web::service_config::ServiceConfig;
+use utoipa_actix_web::{scope, service_config::ServiceConfig};
 use uuid::Uuid;
 
 use super::{Assignment, LicenseView, key};
@@ -21,7 +21,8 @@ use crate::{
 };
 
 pub fn routes(cfg: &mut ServiceConfig) {
-    cfg.service(get_license).service(apply_key).service(admin_get_license).service(admin_assign_license);
+    cfg.service(scope("/license").service(get_license).service(apply_key))
+        .service(scope("/admin/tenants").service(admin_get_license).service(admin_assign_license));
 }
 
 #[derive(Serialize, ToSchema, async_graphql::SimpleObject)]
@@ -63,7 +64,7 @@ async fn answer(state: &AppState, tenant_id: Uuid) -> ApiResult<LicenseWithUsage
     ),
     security(("bearer" = []))
 )]
-#[get("/license")]
+#[get("")]
 async fn get_license(auth: Authorized<LicenseRead>, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     Ok(ok(answer(&state, auth.tenant.id()).await?))
 }
@@ -88,7 +89,7 @@ impl Validate for ApplyKey {}
     ),
     security(("bearer" = []))
 )]
-#[post("/license/key")]
+#[post("/key")]
 async fn apply_key(
     auth: Authorized<LicenseWrite>,
     state: web::Data<AppState>,
@@ -108,7 +109,7 @@ async fn apply_key(
     ),
     security(("bearer" = []))
 )]
-#[get("/admin/tenants/{tenant_id}/license")]
+#[get("/{tenant_id}/license")]
 async fn admin_get_license(
     _auth: Authorized<LicensesManage>,
     state: web::Data<AppState>,
@@ -137,7 +138,7 @@ impl Validate for Assignment {}
     ),
     security(("bearer" = []))
 )]
-#[put("/admin/tenants/{tenant_id}/license")]
+#[put("/{tenant_id}/license")]
 async fn admin_assign_license(
     _auth: Authorized<LicensesManage>,
     state: web::Data<AppState>,

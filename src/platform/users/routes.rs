@@ -3,7 +3,7 @@
 use actix_web::{HttpResponse, delete, get, post, put, web};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
-use utoipa_actix_web::service_config::ServiceConfig;
+use utoipa_actix_web::{scope, service_config::ServiceConfig};
 use uuid::Uuid;
 
 use super::{NewUser, TenantView, USER_SORTS, UserFilter, UserView};
@@ -20,14 +20,16 @@ use crate::{
 };
 
 pub fn routes(cfg: &mut ServiceConfig) {
-    cfg.service(current_tenant)
-        .service(list_users)
-        .service(create_user)
-        .service(get_user)
-        .service(disable_user)
-        .service(enable_user)
-        .service(assign_role)
-        .service(remove_role);
+    cfg.service(scope("/tenant").service(current_tenant)).service(
+        scope("/users")
+            .service(list_users)
+            .service(create_user)
+            .service(get_user)
+            .service(disable_user)
+            .service(enable_user)
+            .service(assign_role)
+            .service(remove_role),
+    );
 }
 
 /// The tenant the caller acts in.
@@ -39,7 +41,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
     ),
     security(("bearer" = []))
 )]
-#[get("/tenant")]
+#[get("")]
 async fn current_tenant(auth: Authorized<TenantRead>, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     Ok(ok(super::tenant(&state.db, auth.tenant).await?))
 }
@@ -70,7 +72,7 @@ crate::list_query! {
     ),
     security(("bearer" = []))
 )]
-#[get("/users")]
+#[get("")]
 async fn list_users(
     auth: Authorized<UsersRead>,
     state: web::Data<AppState>,
@@ -126,7 +128,7 @@ impl Validate for CreateUser {
     ),
     security(("bearer" = []))
 )]
-#[post("/users")]
+#[post("")]
 async fn create_user(
     auth: Authorized<UsersWrite>,
     state: web::Data<AppState>,
@@ -162,7 +164,7 @@ impl CreateUser {
     ),
     security(("bearer" = []))
 )]
-#[get("/users/{id}")]
+#[get("/{id}")]
 async fn get_user(
     auth: Authorized<UsersRead>,
     state: web::Data<AppState>,
@@ -182,7 +184,7 @@ async fn get_user(
     ),
     security(("bearer" = []))
 )]
-#[post("/users/{id}/disable")]
+#[post("/{id}/disable")]
 async fn disable_user(
     auth: Authorized<UsersWrite>,
     state: web::Data<AppState>,
@@ -201,7 +203,7 @@ async fn disable_user(
     ),
     security(("bearer" = []))
 )]
-#[post("/users/{id}/enable")]
+#[post("/{id}/enable")]
 async fn enable_user(
     auth: Authorized<UsersWrite>,
     state: web::Data<AppState>,
@@ -251,7 +253,7 @@ pub async fn set_role(
     ),
     security(("bearer" = []))
 )]
-#[put("/users/{id}/roles/{role}")]
+#[put("/{id}/roles/{role}")]
 async fn assign_role(
     auth: Authorized<RolesWrite>,
     state: web::Data<AppState>,
@@ -272,7 +274,7 @@ async fn assign_role(
     ),
     security(("bearer" = []))
 )]
-#[delete("/users/{id}/roles/{role}")]
+#[delete("/{id}/roles/{role}")]
 async fn remove_role(
     auth: Authorized<RolesWrite>,
     state: web::Data<AppState>,

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
-use utoipa_actix_web::service_config::ServiceConfig;
+use utoipa_actix_web::{scope, service_config::ServiceConfig};
 use uuid::Uuid;
 
 use super::{AttemptView, DeliveryView, EndpointChanges, EndpointView, EndpointWithSecret, NewEndpoint};
@@ -20,18 +20,21 @@ use crate::{
 };
 
 pub fn routes(cfg: &mut ServiceConfig) {
-    cfg.service(event_types)
-        .service(list_endpoints)
-        .service(create_endpoint)
-        .service(get_endpoint)
-        .service(update_endpoint)
-        .service(delete_endpoint)
-        .service(rotate_secret)
-        .service(list_deliveries)
-        .service(list_attempts)
-        .service(resend_delivery)
-        .service(recover_deliveries)
-        .service(send_test);
+    cfg.service(
+        scope("/webhooks")
+            .service(event_types)
+            .service(list_endpoints)
+            .service(create_endpoint)
+            .service(get_endpoint)
+            .service(update_endpoint)
+            .service(delete_endpoint)
+            .service(rotate_secret)
+            .service(list_deliveries)
+            .service(list_attempts)
+            .service(resend_delivery)
+            .service(recover_deliveries)
+            .service(send_test),
+    );
 }
 
 #[derive(Serialize, ToSchema)]
@@ -52,7 +55,7 @@ pub struct EventTypeView {
     ),
     security(("bearer" = []))
 )]
-#[get("/webhooks/event-types")]
+#[get("/event-types")]
 async fn event_types(auth: Authorized<WebhooksRead>, state: web::Data<AppState>) -> HttpResponse {
     let tenant = auth.tenant.id();
     let types: Vec<EventTypeView> = state
@@ -114,7 +117,7 @@ impl Validate for CreateEndpoint {}
     ),
     security(("bearer" = []))
 )]
-#[post("/webhooks")]
+#[post("")]
 async fn create_endpoint(
     auth: Authorized<WebhooksWrite>,
     state: web::Data<AppState>,
@@ -152,7 +155,7 @@ crate::list_query! {
     ),
     security(("bearer" = []))
 )]
-#[get("/webhooks")]
+#[get("")]
 async fn list_endpoints(
     auth: Authorized<WebhooksRead>,
     state: web::Data<AppState>,
@@ -173,7 +176,7 @@ async fn list_endpoints(
     ),
     security(("bearer" = []))
 )]
-#[get("/webhooks/{id}")]
+#[get("/{id}")]
 async fn get_endpoint(
     auth: Authorized<WebhooksRead>,
     state: web::Data<AppState>,
@@ -212,7 +215,7 @@ impl Validate for UpdateEndpoint {}
     ),
     security(("bearer" = []))
 )]
-#[patch("/webhooks/{id}")]
+#[patch("/{id}")]
 async fn update_endpoint(
     auth: Authorized<WebhooksWrite>,
     state: web::Data<AppState>,
@@ -248,7 +251,7 @@ async fn update_endpoint(
     ),
     security(("bearer" = []))
 )]
-#[delete("/webhooks/{id}")]
+#[delete("/{id}")]
 async fn delete_endpoint(
     auth: Authorized<WebhooksWrite>,
     state: web::Data<AppState>,
@@ -269,7 +272,7 @@ async fn delete_endpoint(
     ),
     security(("bearer" = []))
 )]
-#[post("/webhooks/{id}/rotate-secret")]
+#[post("/{id}/rotate-secret")]
 async fn rotate_secret(
     auth: Authorized<WebhooksWrite>,
     state: web::Data<AppState>,
@@ -300,7 +303,7 @@ crate::list_query! {
     ),
     security(("bearer" = []))
 )]
-#[get("/webhooks/{id}/deliveries")]
+#[get("/{id}/deliveries")]
 async fn list_deliveries(
     auth: Authorized<WebhooksRead>,
     state: web::Data<AppState>,
@@ -322,7 +325,7 @@ async fn list_deliveries(
     ),
     security(("bearer" = []))
 )]
-#[get("/webhooks/{id}/deliveries/{delivery_id}/attempts")]
+#[get("/{id}/deliveries/{delivery_id}/attempts")]
 async fn list_attempts(
     auth: Authorized<WebhooksRead>,
     state: web::Data<AppState>,
@@ -343,7 +346,7 @@ async fn list_attempts(
     ),
     security(("bearer" = []))
 )]
-#[post("/webhooks/{id}/deliveries/{delivery_id}/resend")]
+#[post("/{id}/deliveries/{delivery_id}/resend")]
 async fn resend_delivery(
     auth: Authorized<WebhooksWrite>,
     state: web::Data<AppState>,
@@ -383,7 +386,7 @@ pub struct Recovered {
     ),
     security(("bearer" = []))
 )]
-#[post("/webhooks/{id}/recover")]
+#[post("/{id}/recover")]
 async fn recover_deliveries(
     auth: Authorized<WebhooksWrite>,
     state: web::Data<AppState>,
@@ -403,7 +406,7 @@ async fn recover_deliveries(
     ),
     security(("bearer" = []))
 )]
-#[post("/webhooks/{id}/test")]
+#[post("/{id}/test")]
 async fn send_test(
     auth: Authorized<WebhooksWrite>,
     state: web::Data<AppState>,
