@@ -2453,7 +2453,9 @@ async fn killing_the_server_mid_saga_loses_no_order_and_no_stock() {
         products.insert(sku.to_owned(), (product, stock));
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut first = serve(&app, dir.path(), 150);
+    // Payments slow enough that the 40 sagas take seconds, so the kill lands
+    // among them even when this test's polls are late on a loaded machine.
+    let mut first = serve(&app, dir.path(), 600);
     let mut placing = Vec::new();
     for i in 0..40i64 {
         let lines: Vec<Value> = [("HOT-A", 1 + i % 2), ("HOT-B", 1), ("COLD", 1 + i % 3)]
