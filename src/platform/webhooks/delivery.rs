@@ -240,41 +240,13 @@ where
     values.fold(CaseStatement::new(), |case, (k, v)| case.case(key.eq(k), Expr::val(v))).into()
 }
 
-/// Record the outcomes of `batch` in one transaction: its attempts, its
-/// deliveries, its endpoints' health, and its jobs that are done.
+/// Record the outcomes of `batch` in one transaction: its endpoints' health,
+/// its deliveries, its attempts, and its jobs that are done.
 async fn write_ends(db: &DatabaseConnection, batch: &[Ended]) -> Result<(), sea_orm::DbErr> {
     let backend = db.get_database_backend();
     let txn = crate::platform::db::begin(db).await?;
-    let by_attempt = |value: fn(&Ended) -> sea_orm::Value| {
-        per_row(attempt::Column::Id, batch.iter().map(move |e| (e.attempt_id, value(e))))
-    };
-    SystemScope
-        .update_many::<attempt::Entity>()
-        .filter(one_of(backend, attempt::Column::Id, batch.iter().map(|e| e.attempt_id).collect()))
-        .col_expr(
-            attempt::Column::State,
-            by_attempt(|e| (if e.succeeded { ATTEMPT_SUCCEEDED } else { ATTEMPT_FAILED }).into()),
-        )
-        .col_expr(attempt::Column::StatusCode, by_attempt(|e| e.status_code.into()))
-        .col_expr(attempt::Column::DurationMs, by_attempt(|e| e.duration_ms.into()))
-        .col_expr(attempt::Column::ResponseBody, by_attempt(|e| e.body.clone().into()))
-        .col_expr(attempt::Column::Error, by_attempt(|e| e.error.clone().into()))
-        .exec(&txn)
-        .await?;
-    let by_delivery = |value: fn(&Ended) -> sea_orm::Value| {
-        per_row(delivery_row::Column::Id, batch.iter().map(move |e| (e.delivery_id, value(e))))
-    };
-    SystemScope
-        .update_many::<delivery_row::Entity>()
-        .filter(one_of(backend, delivery_row::Column::Id, batch.iter().map(|e| e.delivery_id).collect()))
-        .col_expr(delivery_row::Column::Attempts, by_delivery(|e| e.number.into()))
-        .col_expr(delivery_row::Column::Status, by_delivery(|e| e.delivery_status.into()))
-        .col_expr(delivery_row::Column::NextAttemptAt, by_delivery(|e| e.retry_at.into()))
-        .col_expr(delivery_row::Column::LastStatusCode, by_delivery(|e| e.status_code.into()))
-        .col_expr(delivery_row::Column::SucceededAt, by_delivery(|e| e.succeeded.then_some(e.at).into()))
-        .col_expr(delivery_row::Column::UpdatedAt, by_delivery(|e| e.at.into()))
-        .exec(&txn)
-        .await?;
+    // Rows are locked in the order deleting an endpoint locks them (the
+    // endpoint, its deliveries, their attempts), so the two cannot deadlock.
     // One change per endpoint: the latest outcome's.
     let health: HashMap<Uuid, (&endpoint::Model, Health, DateTime<Utc>)> = batch
         .iter()
@@ -282,7 +254,9 @@ async fn write_ends(db: &DatabaseConnection, batch: &[Ended]) -> Result<(), sea_
             e.endpoint.as_ref().map(|(endpoint, health)| (endpoint.id, (endpoint, *health, e.at)))
         })
         .collect();
-    for (endpoint, health, at) in health.into_values() {
+    let mut health: Vec<_> = health.into_values().collect();
+    health.sort_unstable_by_key(|(endpoint, ..)| endpoint.id);
+    for (endpoint, health, at) in health {
         let update =
             SystemScope.update_many::<endpoint::Entity>().filter(endpoint::Column::Id.eq(endpoint.id));
         match health {
@@ -299,6 +273,36 @@ async fn write_ends(db: &DatabaseConnection, batch: &[Ended]) -> Result<(), sea_
             Health::Disable(reason) => disable(&txn, endpoint, reason).await?,
         }
     }
+    let by_delivery = |value: fn(&Ended) -> sea_orm::Value| {
+        per_row(delivery_row::Column::Id, batch.iter().map(move |e| (e.delivery_id, value(e))))
+    };
+    SystemScope
+        .update_many::<delivery_row::Entity>()
+        .filter(one_of(backend, delivery_row::Column::Id, batch.iter().map(|e| e.delivery_id).collect()))
+        .col_expr(delivery_row::Column::Attempts, by_delivery(|e| e.number.into()))
+        .col_expr(delivery_row::Column::Status, by_delivery(|e| e.delivery_status.into()))
+        .col_expr(delivery_row::Column::NextAttemptAt, by_delivery(|e| e.retry_at.into()))
+        .col_expr(delivery_row::Column::LastStatusCode, by_delivery(|e| e.status_code.into()))
+        .col_expr(delivery_row::Column::SucceededAt, by_delivery(|e| e.succeeded.then_some(e.at).into()))
+        .col_expr(delivery_row::Column::UpdatedAt, by_delivery(|e| e.at.into()))
+        .exec(&txn)
+        .await?;
+    let by_attempt = |value: fn(&Ended) -> sea_orm::Value| {
+        per_row(attempt::Column::Id, batch.iter().map(move |e| (e.attempt_id, value(e))))
+    };
+    SystemScope
+        .update_many::<attempt::Entity>()
+        .filter(one_of(backend, attempt::Column::Id, batch.iter().map(|e| e.attempt_id).collect()))
+        .col_expr(
+            attempt::Column::State,
+            by_attempt(|e| (if e.succeeded { ATTEMPT_SUCCEEDED } else { ATTEMPT_FAILED }).into()),
+        )
+        .col_expr(attempt::Column::StatusCode, by_attempt(|e| e.status_code.into()))
+        .col_expr(attempt::Column::DurationMs, by_attempt(|e| e.duration_ms.into()))
+        .col_expr(attempt::Column::ResponseBody, by_attempt(|e| e.body.clone().into()))
+        .col_expr(attempt::Column::Error, by_attempt(|e| e.error.clone().into()))
+        .exec(&txn)
+        .await?;
     let done: Vec<jobs::RunningJob> = batch.iter().filter_map(|e| e.job.clone()).collect();
     jobs::complete_all(&txn, &done).await?;
     txn.commit().await
