@@ -44,11 +44,17 @@ impl<K: Eq + Hash + Clone> Flights<K> {
         if let Some(value) = cached() {
             return Ok(value);
         }
-        let _flight = self.join(key).await;
-        if let Some(value) = cached() {
-            return Ok(value);
-        }
-        read().await
+        // Boxed: a read is a few queries whose futures are kilobytes; inline,
+        // they would make every request's future that large, hits included,
+        // and a hit would copy them whenever that future moves.
+        Box::pin(async {
+            let _flight = self.join(key).await;
+            if let Some(value) = cached() {
+                return Ok(value);
+            }
+            read().await
+        })
+        .await
     }
 
     /// Wait for the read of `key` in flight, if any, then hold it until the

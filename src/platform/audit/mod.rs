@@ -46,30 +46,35 @@ where
     if !is_mutating(req.method()) {
         return next(req).await.map(ServiceResponse::map_into_boxed_body);
     }
-    // Buffer the body (within the payload limit) so it can be summarised,
-    // then hand it on untouched.
-    let body = match req.extract::<web::Bytes>().await {
-        Ok(body) => body,
-        Err(err) => return Ok(req.error_response(err)),
-    };
-    let summary = summarize(req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()), &body);
-    req.set_payload(Payload::from(body));
-    let state = req.app_data::<web::Data<AppState>>().cloned();
-    jobs::tracking_queued(async move {
-        let res = next(req).await?.map_into_boxed_body();
-        if let Some(state) = state {
-            // A 503 changed nothing, and its backend is down: writing the entry
-            // would only wait for the same backend again.
-            if res.status() != StatusCode::SERVICE_UNAVAILABLE {
-                let req = res.request();
-                let route = req.match_pattern().unwrap_or_else(|| "(unmatched)".to_owned());
-                record(&state, req, route, res.status(), summary).await;
+    // Boxed, as the reads that pass above are most requests: inline, this
+    // path's futures would make theirs larger, and moving it cost a copy.
+    Box::pin(async move {
+        // Buffer the body (within the payload limit) so it can be summarised,
+        // then hand it on untouched.
+        let body = match req.extract::<web::Bytes>().await {
+            Ok(body) => body,
+            Err(err) => return Ok(req.error_response(err)),
+        };
+        let summary = summarize(req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()), &body);
+        req.set_payload(Payload::from(body));
+        let state = req.app_data::<web::Data<AppState>>().cloned();
+        jobs::tracking_queued(async move {
+            let res = next(req).await?.map_into_boxed_body();
+            if let Some(state) = state {
+                // A 503 changed nothing, and its backend is down: writing the entry
+                // would only wait for the same backend again.
+                if res.status() != StatusCode::SERVICE_UNAVAILABLE {
+                    let req = res.request();
+                    let route = req.match_pattern().unwrap_or_else(|| "(unmatched)".to_owned());
+                    record(&state, req, route, res.status(), summary).await;
+                }
+                // The change may have queued jobs (events, deliveries): wake the
+                // lanes they are in instead of leaving them to the next poll.
+                state.wakeup.wake();
             }
-            // The change may have queued jobs (events, deliveries): wake the
-            // lanes they are in instead of leaving them to the next poll.
-            state.wakeup.wake();
-        }
-        Ok(res)
+            Ok(res)
+        })
+        .await
     })
     .await
 }

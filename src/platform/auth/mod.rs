@@ -164,7 +164,8 @@ async fn authenticate(
     let resolve = || resolve(state, token, digest, acting, now);
     match key {
         Some(key) => state.principals.get_or_resolve(key, now, resolve).await,
-        None => resolve().await.map(|(_, principal)| principal),
+        // Boxed, as in the cache: the queries' futures are large.
+        None => Box::pin(resolve()).await.map(|(_, principal)| principal),
     }
 }
 

@@ -272,80 +272,85 @@ where
     let (Some(actor), Some(store)) = (actor, store) else {
         return next(req).await.map(ServiceResponse::map_into_boxed_body);
     };
-    let key = match parse_key(req.headers()) {
-        Ok(key) => key,
-        Err(err) => return Ok(req.error_response(err)),
-    };
-    // Buffer the body (within the payload limit) to fingerprint it, then
-    // hand it on untouched.
-    let body = match req.extract::<web::Bytes>().await {
-        Ok(body) => body,
-        Err(err) => return Ok(req.error_response(err)),
-    };
-    let fingerprint = fingerprint(req.method(), req.path(), req.query_string(), &body);
-    let scope = Scope {
-        tenant_id: actor.tenant_id,
-        user_id: actor.user_id,
-        route: req.match_pattern().unwrap_or_else(|| req.path().to_owned()),
-        key,
-    };
-    let claim = match store.begin(&scope, &fingerprint).await {
-        Ok(Begin::Claimed(claim)) => claim,
-        Ok(Begin::Replay(stored)) => return Ok(replay(req, stored)),
-        Ok(Begin::Mismatch) => {
-            let err = ApiError::new(
-                Code::IdempotencyConflict,
-                "this Idempotency-Key was already used with another request; use a new key",
-            );
-            return Ok(req.error_response(err));
-        }
-        Ok(Begin::InFlight) => {
-            let err = ApiError::new(
-                Code::Conflict,
-                "a request with this Idempotency-Key is still in progress; retry shortly",
-            );
-            return Ok(req.error_response(err));
-        }
-        Err(err) => return Ok(req.error_response(err)),
-    };
-    req.set_payload(Payload::from(body));
-    // Released if the request is dropped half-way (client gone).
-    let held = Held { store, claim: Some(claim) };
+    // Boxed, as the requests that pass above are most requests: inline, this
+    // path's futures would make theirs larger, and moving it cost a copy.
+    Box::pin(async move {
+        let key = match parse_key(req.headers()) {
+            Ok(key) => key,
+            Err(err) => return Ok(req.error_response(err)),
+        };
+        // Buffer the body (within the payload limit) to fingerprint it, then
+        // hand it on untouched.
+        let body = match req.extract::<web::Bytes>().await {
+            Ok(body) => body,
+            Err(err) => return Ok(req.error_response(err)),
+        };
+        let fingerprint = fingerprint(req.method(), req.path(), req.query_string(), &body);
+        let scope = Scope {
+            tenant_id: actor.tenant_id,
+            user_id: actor.user_id,
+            route: req.match_pattern().unwrap_or_else(|| req.path().to_owned()),
+            key,
+        };
+        let claim = match store.begin(&scope, &fingerprint).await {
+            Ok(Begin::Claimed(claim)) => claim,
+            Ok(Begin::Replay(stored)) => return Ok(replay(req, stored)),
+            Ok(Begin::Mismatch) => {
+                let err = ApiError::new(
+                    Code::IdempotencyConflict,
+                    "this Idempotency-Key was already used with another request; use a new key",
+                );
+                return Ok(req.error_response(err));
+            }
+            Ok(Begin::InFlight) => {
+                let err = ApiError::new(
+                    Code::Conflict,
+                    "a request with this Idempotency-Key is still in progress; retry shortly",
+                );
+                return Ok(req.error_response(err));
+            }
+            Err(err) => return Ok(req.error_response(err)),
+        };
+        req.set_payload(Payload::from(body));
+        // Released if the request is dropped half-way (client gone).
+        let held = Held { store, claim: Some(claim) };
 
-    let res = match next(req).await {
-        Ok(res) => res,
-        Err(err) => {
+        let res = match next(req).await {
+            Ok(res) => res,
+            Err(err) => {
+                held.release().await;
+                return Err(err);
+            }
+        };
+        let status = res.status();
+        if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+            // Not an answer to keep: let the client retry with the same key.
             held.release().await;
-            return Err(err);
+            return Ok(res.map_into_boxed_body());
         }
-    };
-    let status = res.status();
-    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
-        // Not an answer to keep: let the client retry with the same key.
-        held.release().await;
-        return Ok(res.map_into_boxed_body());
-    }
-    let (request, response) = res.into_parts();
-    let (head, body) = response.into_parts();
-    let bytes = match actix_web::body::to_bytes(body).await {
-        Ok(bytes) => bytes,
-        Err(err) => {
-            held.release().await;
-            let err: Box<dyn std::error::Error> = err.into();
-            let err = ApiError::internal(anyhow::anyhow!("could not read the response body: {err}"));
-            return Ok(ServiceResponse::from_err(err, request));
-        }
-    };
-    let headers = KEPT_HEADERS
-        .iter()
-        .flat_map(|name| {
-            let values = head.headers().get_all(name);
-            values.filter_map(move |v| Some((name.as_str().to_owned(), v.to_str().ok()?.to_owned())))
-        })
-        .collect();
-    let stored = Stored { status: status.as_u16(), headers, body: bytes.to_vec() };
-    held.complete(&stored).await;
-    Ok(ServiceResponse::new(request, head.set_body(bytes).map_into_boxed_body()))
+        let (request, response) = res.into_parts();
+        let (head, body) = response.into_parts();
+        let bytes = match actix_web::body::to_bytes(body).await {
+            Ok(bytes) => bytes,
+            Err(err) => {
+                held.release().await;
+                let err: Box<dyn std::error::Error> = err.into();
+                let err = ApiError::internal(anyhow::anyhow!("could not read the response body: {err}"));
+                return Ok(ServiceResponse::from_err(err, request));
+            }
+        };
+        let headers = KEPT_HEADERS
+            .iter()
+            .flat_map(|name| {
+                let values = head.headers().get_all(name);
+                values.filter_map(move |v| Some((name.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+            })
+            .collect();
+        let stored = Stored { status: status.as_u16(), headers, body: bytes.to_vec() };
+        held.complete(&stored).await;
+        Ok(ServiceResponse::new(request, head.set_body(bytes).map_into_boxed_body()))
+    })
+    .await
 }
 
 /// The response kept for a request, sent again.

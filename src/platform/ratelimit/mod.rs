@@ -133,8 +133,11 @@ impl RateLimiter {
             }
         }
         let mut decisions = match &self.0 {
+            _ if counted.is_empty() => Vec::new(),
             Backend::Memory(memory) => memory.check_chain(&counted, weight),
-            Backend::Redis(shared) => shared.check_chain(&counted, weight).await,
+            // Boxed: inline, the Redis call's future would make every
+            // request's future as large, and moving that costs a copy.
+            Backend::Redis(shared) => Box::pin(shared.check_chain(&counted, weight)).await,
         }
         .into_iter();
         let mut out = Vec::with_capacity(checks.len());
