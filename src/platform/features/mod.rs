@@ -115,8 +115,82 @@ fn in_force(row: &toggle::Model, now: DateTime<Utc>) -> bool {
     row.effective_at.is_none_or(|t| t <= now) && row.expires_at.is_none_or(|t| now < t)
 }
 
-/// The rule: removed globally wins; then the license; then the tenant's
-/// toggle, the global toggle, the default (toggles only within their dates).
+/// Whether a key in `state` is on.
+pub fn is_on(state: &str) -> bool {
+    state == ENABLED || state == DEPRECATED
+}
+
+/// What decides a key's state for a tenant, by the rule: removed globally
+/// wins; then the license; then the tenant's toggle, the global toggle, the
+/// default (toggles only within their dates).
+#[derive(Clone, Copy)]
+pub enum Decided<'a> {
+    Removed(&'a toggle::Model),
+    License,
+    Tenant(&'a toggle::Model),
+    Global(&'a toggle::Model),
+    Default,
+}
+
+pub fn decide<'a>(
+    def: &Definition,
+    tiers: &Tiers,
+    license_tier: &str,
+    global: Option<&'a toggle::Model>,
+    own: Option<&'a toggle::Model>,
+    now: DateTime<Utc>,
+) -> Decided<'a> {
+    let global = global.filter(|g| in_force(g, now));
+    if let Some(g) = global.filter(|g| g.state == REMOVED) {
+        return Decided::Removed(g);
+    }
+    if tiers.rank(license_tier) < tiers.rank(&def.tier) {
+        return Decided::License;
+    }
+    if let Some(t) = own.filter(|t| in_force(t, now)) {
+        return Decided::Tenant(t);
+    }
+    global.map_or(Decided::Default, Decided::Global)
+}
+
+impl<'a> Decided<'a> {
+    /// `enabled`, `disabled`, `deprecated` or `removed`.
+    pub fn state<'s>(&self, def: &'s Definition) -> &'s str
+    where
+        'a: 's,
+    {
+        match self {
+            Self::Removed(t) | Self::Tenant(t) | Self::Global(t) => &t.state,
+            Self::License => DISABLED,
+            Self::Default if def.default => ENABLED,
+            Self::Default => DISABLED,
+        }
+    }
+
+    fn source(&self) -> &'static str {
+        match self {
+            Self::Removed(_) | Self::Global(_) => "global",
+            Self::License => "license",
+            Self::Tenant(_) => "tenant",
+            Self::Default => "default",
+        }
+    }
+
+    /// Why, in words (built only when asked: a request that passes the
+    /// check never needs it).
+    pub fn reason(&self, key: &str, def: &Definition, license_tier: &str) -> String {
+        match self {
+            Self::Removed(_) => format!("`{key}` has been removed"),
+            Self::License => format!("`{key}` needs the {} tier; the license is {license_tier}", def.tier),
+            Self::Tenant(t) => format!("the tenant set `{key}` {}", t.state),
+            Self::Global(g) => format!("`{key}` is {} for every tenant", g.state),
+            Self::Default if def.default => "on by default".to_owned(),
+            Self::Default => "off by default".to_owned(),
+        }
+    }
+}
+
+/// A key's effective state for a tenant, and why ([`decide`]).
 pub fn evaluate(
     key: &str,
     def: &Definition,
@@ -126,40 +200,20 @@ pub fn evaluate(
     own: Option<&toggle::Model>,
     now: DateTime<Utc>,
 ) -> Effective {
-    let global = global.filter(|g| in_force(g, now));
-    let mut effective = Effective {
+    let decided = decide(def, tiers, license_tier, global, own, now);
+    let state = decided.state(def);
+    Effective {
         key: key.to_owned(),
         description: def.description.clone(),
-        enabled: def.default,
-        state: if def.default { ENABLED } else { DISABLED }.to_owned(),
-        source: "default".to_owned(),
-        reason: if def.default { "on by default" } else { "off by default" }.to_owned(),
+        enabled: is_on(state),
+        state: state.to_owned(),
+        source: decided.source().to_owned(),
+        reason: decided.reason(key, def, license_tier),
         tier: def.tier.clone(),
         tenant_state: own.map(|t| t.state.clone()),
         effective_at: own.and_then(|t| t.effective_at),
         expires_at: own.and_then(|t| t.expires_at),
-    };
-    let set = |e: &mut Effective, state: &str, source: &str, reason: String| {
-        e.enabled = state == ENABLED || state == DEPRECATED;
-        e.state = state.to_owned();
-        e.source = source.to_owned();
-        e.reason = reason;
-    };
-    if let Some(g) = global.filter(|g| g.state == REMOVED) {
-        set(&mut effective, &g.state, "global", format!("`{key}` has been removed"));
-        return effective;
     }
-    if tiers.rank(license_tier) < tiers.rank(&def.tier) {
-        let reason = format!("`{key}` needs the {} tier; the license is {license_tier}", def.tier);
-        set(&mut effective, DISABLED, "license", reason);
-        return effective;
-    }
-    if let Some(t) = own.filter(|t| in_force(t, now)) {
-        set(&mut effective, &t.state, "tenant", format!("the tenant set `{key}` {}", t.state));
-    } else if let Some(g) = global {
-        set(&mut effective, &g.state, "global", format!("`{key}` is {} for every tenant", g.state));
-    }
-    effective
 }
 
 /// Every key's effective state for a tenant, from its toggles.

@@ -78,17 +78,19 @@ impl Governed {
 
     pub fn feature(&self, gov: &Governance, key: &str) -> Option<Effective> {
         let def = gov.catalogue.get(key)?;
-        let find =
-            |tenant: Uuid| self.snapshot.toggles.iter().find(|t| t.tenant_id == tenant && t.key == key);
         Some(features::evaluate(
             key,
             def,
             &gov.tiers,
             &self.snapshot.license.tier,
-            find(features::GLOBAL),
-            find(self.tenant_id),
+            self.toggle(features::GLOBAL, key),
+            self.toggle(self.tenant_id, key),
             self.now,
         ))
+    }
+
+    fn toggle(&self, tenant: Uuid, key: &str) -> Option<&feature_toggle::Model> {
+        self.snapshot.toggles.iter().find(|t| t.tenant_id == tenant && t.key == key)
     }
 
     /// What the license state lets the tenant do now.
@@ -99,13 +101,19 @@ impl Governed {
     /// `Ok` when `key` is on; 403 `feature_disabled` (or 410 when removed)
     /// naming the key and the reason otherwise.
     pub fn require(&self, gov: &Governance, key: &str) -> ApiResult<()> {
-        match self.feature(gov, key) {
-            None => Err(ApiError::new(Code::FeatureDisabled, format!("{key} is not part of this build"))),
-            Some(e) if e.state == features::REMOVED => Err(ApiError::new(Code::Gone, e.reason)),
-            Some(e) if !e.enabled => {
-                Err(ApiError::new(Code::FeatureDisabled, format!("{key} is disabled: {}", e.reason)))
+        let Some(def) = gov.catalogue.get(key) else {
+            return Err(ApiError::new(Code::FeatureDisabled, format!("{key} is not part of this build")));
+        };
+        let tier = &self.snapshot.license.tier;
+        let (global, own) = (self.toggle(features::GLOBAL, key), self.toggle(self.tenant_id, key));
+        let decided = features::decide(def, &gov.tiers, tier, global, own, self.now);
+        match decided.state(def) {
+            features::REMOVED => Err(ApiError::new(Code::Gone, decided.reason(key, def, tier))),
+            state if !features::is_on(state) => {
+                let reason = decided.reason(key, def, tier);
+                Err(ApiError::new(Code::FeatureDisabled, format!("{key} is disabled: {reason}")))
             }
-            Some(_) => Ok(()),
+            _ => Ok(()),
         }
     }
 }
