@@ -120,7 +120,8 @@ where
     // Only to authenticated callers: before sign-in, how many queries a
     // login ran could tell a known email from an unknown one.
     if res.request().extensions().get::<std::rc::Rc<Principal>>().is_some() {
-        let timing = format!("db;dur={:.3};desc=\"{count} queries\"", db_time.as_secs_f64() * 1000.0);
+        let us = db_time.as_micros();
+        let timing = format!("db;dur={}.{:03};desc=\"{count} queries\"", us / 1000, us % 1000);
         if let Ok(value) = HeaderValue::from_str(&timing) {
             res.headers_mut().insert(header::HeaderName::from_static("server-timing"), value);
         }

@@ -7,8 +7,8 @@
 #![allow(clippy::disallowed_methods)] // the one place they are allowed
 
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbErr, DeleteMany, EntityTrait, PrimaryKeyTrait, QueryFilter, QuerySelect,
-    QueryTrait, Select, Statement, UpdateMany, Value, Values,
+    ColumnTrait, ConnectionTrait, DbErr, DeleteMany, EntityTrait, FromQueryResult, PrimaryKeyTrait,
+    QueryFilter, QuerySelect, QueryTrait, Select, Statement, UpdateMany, Value, Values,
     sea_query::{FromValueTuple, IntoValueTuple},
 };
 use std::{
@@ -187,5 +187,5 @@ async fn by_id<E: EntityTrait>(
             *RENDERED.write().unwrap_or_else(|e| e.into_inner()).entry(key).or_insert(sql)
         }
     };
-    E::find().from_raw_sql(Statement::from_sql_and_values(backend, sql, values)).one(db).await
+    E::Model::find_by_statement(Statement::from_sql_and_values(backend, sql, values)).one(db).await
 }
