@@ -187,5 +187,7 @@ async fn by_id<E: EntityTrait>(
             *RENDERED.write().unwrap_or_else(|e| e.into_inner()).entry(key).or_insert(sql)
         }
     };
-    E::Model::find_by_statement(Statement::from_sql_and_values(backend, sql, values)).one(db).await
+    // Boxed: sea-orm's future is kilobytes, and each caller up to the
+    // handler would copy it into its own when it starts.
+    Box::pin(E::Model::find_by_statement(Statement::from_sql_and_values(backend, sql, values)).one(db)).await
 }
