@@ -67,8 +67,7 @@ impl Principals {
         F: Future<Output = ApiResult<(DateTime<Utc>, Principal)>>,
     {
         if self.ttl.is_zero() {
-            // Boxed, as `get_or_read` boxes its reads.
-            return Box::pin(resolve()).await.map(|(_, principal)| principal);
+            return resolve().await.map(|(_, principal)| principal);
         }
         let read = || async {
             let (expires_at, principal) = resolve().await?;

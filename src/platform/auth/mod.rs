@@ -161,11 +161,11 @@ async fn authenticate(
         Some(Some(Ok(id))) => Some(cache::Key { token_digest: digest, acting: Some(id) }),
         Some(_) => None,
     };
-    let resolve = || resolve(state, token, digest, acting, now);
+    // Boxed: its queries' futures are large, and only a miss runs them.
+    let resolve = || Box::pin(resolve(state, token, digest, acting, now));
     match key {
         Some(key) => state.principals.get_or_resolve(key, now, resolve).await,
-        // Boxed, as in the cache: the queries' futures are large.
-        None => Box::pin(resolve()).await.map(|(_, principal)| principal),
+        None => resolve().await.map(|(_, principal)| principal),
     }
 }
 

@@ -16,7 +16,7 @@
 
 use crate::platform::tenancy::SystemScope;
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     net::SocketAddr,
     sync::{Arc, Mutex},
     time::{Duration as StdDuration, Instant},
@@ -247,16 +247,14 @@ async fn write_ends(db: &DatabaseConnection, batch: &[Ended]) -> Result<(), sea_
     let txn = crate::platform::db::begin(db).await?;
     // Rows are locked in the order deleting an endpoint locks them (the
     // endpoint, its deliveries, their attempts), so the two cannot deadlock.
-    // One change per endpoint: the latest outcome's.
-    let health: HashMap<Uuid, (&endpoint::Model, Health, DateTime<Utc>)> = batch
+    // One change per endpoint: the latest outcome's, in the endpoints' order.
+    let health: BTreeMap<Uuid, (&endpoint::Model, Health, DateTime<Utc>)> = batch
         .iter()
         .filter_map(|e| {
             e.endpoint.as_ref().map(|(endpoint, health)| (endpoint.id, (endpoint, *health, e.at)))
         })
         .collect();
-    let mut health: Vec<_> = health.into_values().collect();
-    health.sort_unstable_by_key(|(endpoint, ..)| endpoint.id);
-    for (endpoint, health, at) in health {
+    for (endpoint, health, at) in health.into_values() {
         let update =
             SystemScope.update_many::<endpoint::Entity>().filter(endpoint::Column::Id.eq(endpoint.id));
         match health {
