@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, TransactionSession, TransactionTrait, sea_query::Expr,
+    QueryOrder, QuerySelect, TransactionSession, TransactionTrait, TryInsertResult, sea_query::Expr,
 };
 use serde::Serialize;
 use serde_json::json;
@@ -174,13 +174,14 @@ pub async fn create_user(
     Ok(UserView::new(user, roles))
 }
 
+/// Give `user_id` the role; whether it was given now (not held already).
 async fn insert_role(
     db: &impl ConnectionTrait,
     tenant: TenantScope,
     user_id: Uuid,
     role: &str,
-) -> ApiResult<()> {
-    user_role::Entity::insert(user_role::ActiveModel {
+) -> ApiResult<bool> {
+    let inserted = user_role::Entity::insert(user_role::ActiveModel {
         tenant_id: Set(tenant.id()),
         user_id: Set(user_id),
         role: Set(role.to_owned()),
@@ -189,7 +190,7 @@ async fn insert_role(
     .on_conflict_do_nothing()
     .exec_without_returning(db)
     .await?;
-    Ok(())
+    Ok(matches!(inserted, TryInsertResult::Inserted(n) if n > 0))
 }
 
 pub fn check_role(role: &str) -> ApiResult<()> {
@@ -320,13 +321,13 @@ pub async fn assign_role(
 ) -> ApiResult<UserView> {
     check_role(role)?;
     let txn = crate::platform::db::begin(db).await?;
-    let before = get(&txn, tenant, id).await?;
-    if !before.roles.iter().any(|r| r == role) {
-        insert_role(&txn, tenant, id, role).await?;
+    let mut view = get(&txn, tenant, id).await?;
+    if insert_role(&txn, tenant, id, role).await? {
         events::publish(&txn, tenant.id(), &events::USER_ROLE_ASSIGNED, json!({ "id": id, "role": role }))
             .await?;
+        view.roles.push(role.to_owned());
+        view.roles.sort_unstable();
     }
-    let view = get(&txn, tenant, id).await?;
     txn.commit().await?;
     Ok(view)
 }
@@ -341,17 +342,11 @@ pub async fn remove_role(
 ) -> ApiResult<UserView> {
     check_role(role)?;
     let txn = crate::platform::db::begin(db).await?;
-    find(&txn, tenant, id).await?;
-    if role == ROLES[0] {
+    let mut view = get(&txn, tenant, id).await?;
+    if role == ROLES[0] && view.roles.iter().any(|r| r == role) {
         let admins =
             tenant.find::<user_role::Entity>().filter(user_role::Column::Role.eq(role)).count(&txn).await?;
-        let holds = tenant
-            .find::<user_role::Entity>()
-            .filter(user_role::Column::Role.eq(role))
-            .filter(user_role::Column::UserId.eq(id))
-            .count(&txn)
-            .await?;
-        if holds == 1 && admins <= 1 {
+        if admins <= 1 {
             return Err(ApiError::new(Code::Conflict, "a tenant must keep at least one admin"));
         }
     }
@@ -364,8 +359,8 @@ pub async fn remove_role(
     if removed.rows_affected > 0 {
         events::publish(&txn, tenant.id(), &events::USER_ROLE_REMOVED, json!({ "id": id, "role": role }))
             .await?;
+        view.roles.retain(|r| r != role);
     }
-    let view = get(&txn, tenant, id).await?;
     txn.commit().await?;
     Ok(view)
 }
