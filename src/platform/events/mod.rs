@@ -15,7 +15,11 @@ use std::{
 };
 
 use chrono::Utc;
-use sea_orm::{ActiveValue::Set, ConnectionTrait, DatabaseTransaction, QueryFilter, QueryOrder};
+use sea_orm::{
+    ActiveValue::Set,
+    ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter, QueryOrder, QueryTrait,
+    sea_query::{CommonTableExpression, WithClause},
+};
 use serde::Serialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
@@ -148,17 +152,31 @@ pub async fn publish_many(
         data: Set(data),
         occurred_at: Set(now),
     });
-    crate::platform::db::insert_all(db, events.collect()).await?;
     // One dispatch job for the lot (up to a batch): they are committed
     // together, so they can be fanned out together.
-    let dispatches = ids.chunks(DISPATCH_BATCH).map(|chunk| {
-        let payload = match chunk {
-            [id] => json!({ "event_id": id }),
-            ids => json!({ "event_ids": ids }),
-        };
-        NewJob::new(DISPATCH_JOB, payload).tenant(tenant_id).priority(event_type.priority)
-    });
-    jobs::enqueue_many(db, dispatches.collect()).await?;
+    let dispatches: Vec<NewJob> = ids
+        .chunks(DISPATCH_BATCH)
+        .map(|chunk| {
+            let payload = match chunk {
+                [id] => json!({ "event_id": id }),
+                ids => json!({ "event_ids": ids }),
+            };
+            NewJob::new(DISPATCH_JOB, payload).tenant(tenant_id).priority(event_type.priority)
+        })
+        .collect();
+    let backend = db.get_database_backend();
+    if backend == DbBackend::Postgres && ids.len() <= crate::platform::db::INSERT_BATCH {
+        // One round trip for both (every write that publishes makes it):
+        // `WITH published AS (INSERT INTO events …) INSERT INTO jobs …`.
+        // PostgreSQL runs a data-modifying CTE once, referenced or not.
+        let events = event::Entity::insert_many(events).into_query();
+        let cte = CommonTableExpression::new().query(events).table_name("published").to_owned();
+        let both = jobs::enqueue_statement(dispatches).with(WithClause::new().cte(cte).to_owned());
+        db.execute(&both).await?;
+    } else {
+        crate::platform::db::insert_all(db, events.collect()).await?;
+        jobs::enqueue_many(db, dispatches).await?;
+    }
     Ok(ids)
 }
 

@@ -287,6 +287,14 @@ pub async fn enqueue_many(db: &impl ConnectionTrait, jobs: Vec<NewJob>) -> Resul
     crate::platform::db::insert_all(db, jobs.into_iter().map(|new| row(Uuid::now_v7(), new)).collect()).await
 }
 
+/// The one `INSERT` of up to [`INSERT_BATCH`](crate::platform::db::INSERT_BATCH)
+/// jobs, for a caller that sends it together with another statement; the
+/// jobs count as queued by this task, as with [`enqueue_many`].
+pub(crate) fn enqueue_statement(jobs: Vec<NewJob>) -> sea_orm::sea_query::InsertStatement {
+    use sea_orm::QueryTrait;
+    job::Entity::insert_many(jobs.into_iter().map(|new| row(Uuid::now_v7(), new))).into_query()
+}
+
 /// Enqueue a job under a fixed id, once: a second call with the same id
 /// (from any instance) does nothing. For schedules: derive the id from the
 /// job kind and its slot, see [`slot_id`].
