@@ -7,8 +7,8 @@
 # Usage: bench/webhooks.sh [burst_events=2000] [steady_events=320] [steady_rate_per_s=30] [backlog_events=0]
 # (event counts are rounded down to a multiple of 8, the number of senders)
 # Env: NEXUS_DATABASE_URL / NEXUS_REDIS_URL to measure on PostgreSQL / Redis.
-# Needs: curl, python3. Builds the release binaries (Nexus; the receiver and
-# the senders from bench/baseline).
+# Needs: curl, python3 (and psql for the breakdown on PostgreSQL). Builds the
+# release binaries (Nexus; the receiver and the senders from bench/baseline).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 burst=$(( ${1:-2000} / 8 * 8 ))
@@ -58,6 +58,30 @@ fire() {
   bench/baseline/target/release/sender "$base" "$token" "$1" "$2" "$fired" "${users[@]}"
 }
 
+# On PostgreSQL (and with psql), where the phase's deliveries spent their
+# time, from their own rows: event to delivery row (the API's commit, the
+# dispatch job's claim and run), delivery row to attempt (the delivery job's
+# claim, its read and slot), attempt to answer (the attempt's insert, the
+# HTTP request), percentiles in ms.
+breakdown() {
+  case "${NEXUS_DATABASE_URL:-}" in postgres*) command -v psql >/dev/null || return 0 ;; *) return 0 ;; esac
+  psql "$NEXUS_DATABASE_URL" -q -v ep="$1" <<'SQL'
+with d as (
+  select extract(epoch from (dl.created_at - e.occurred_at)) * 1000 as to_dispatch,
+         extract(epoch from (a.created_at - dl.created_at)) * 1000 as to_attempt,
+         extract(epoch from (dl.succeeded_at - a.created_at)) * 1000 as to_answer
+  from webhook_deliveries dl join events e on e.id = dl.event_id
+  join webhook_attempts a on a.delivery_id = dl.id and a.attempt = 1
+  where dl.endpoint_id = :'ep'),
+s(n, step, ms) as (select 1, 'event to delivery', to_dispatch from d union all
+  select 2, 'delivery to attempt', to_attempt from d union all select 3, 'attempt to answer', to_answer from d)
+select step, round(percentile_cont(0.5) within group (order by ms)::numeric, 1) as p50,
+  round(percentile_cont(0.9) within group (order by ms)::numeric, 1) as p90,
+  round(percentile_cont(0.99) within group (order by ms)::numeric, 1) as p99
+from s group by n, step order by n;
+SQL
+}
+
 phase() {
   local name=$1 events=$2 per_second=$3 rport=$4
   echo "== $name"
@@ -76,6 +100,7 @@ phase() {
   fi
   wait $receiver
   grep -v ready "$data/receiver-$rport.out"
+  breakdown "$endpoint"
   curl -sf -X DELETE "$base/api/v1/webhooks/$endpoint" -H "Authorization: Bearer $token" >/dev/null
 }
 if [ "$backlog" -gt 0 ]; then
