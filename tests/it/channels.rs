@@ -1510,14 +1510,7 @@ async fn a_goods_receipt_pushes_the_new_available_to_promise() {
     let res = app.post(&format!("/api/v1/purchase-orders/{po_id}/receipts"), &tenant.token, receipt).await;
     assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
     eventually(10, || async { (shop.quantity("MUG-WHITE") == Some(30)).then_some(()) }).await;
-    let received = SystemScope
-        .find::<entity::event::Entity>()
-        .filter(entity::event::Column::TenantId.eq(tenant.id))
-        .filter(entity::event::Column::EventType.eq("goods.received"))
-        .one(&app.state.db)
-        .await
-        .unwrap()
-        .unwrap();
+    let received = app.events(tenant.id, "goods.received").await.remove(0);
     assert_eq!(received.data["lines"][0]["product_id"], mug_id.as_str());
     assert_eq!(received.data["lines"][0]["warehouse_id"], main.as_str());
 }

@@ -196,6 +196,19 @@ impl TestApp {
         body["data"]["token"].as_str().unwrap().to_owned()
     }
 
+    /// The events of `event_type` in the tenant's outbox, oldest first.
+    pub async fn events(&self, tenant_id: Uuid, event_type: &str) -> Vec<entity::event::Model> {
+        use sea_orm::{ColumnTrait, QueryFilter, QueryOrder};
+        SystemScope
+            .find::<entity::event::Entity>()
+            .filter(entity::event::Column::TenantId.eq(tenant_id))
+            .filter(entity::event::Column::EventType.eq(event_type))
+            .order_by_asc(entity::event::Column::Id)
+            .all(&self.state.db)
+            .await
+            .unwrap()
+    }
+
     /// Wait until no job is due or running (at most 10 s).
     pub async fn drained(&self) {
         use sea_orm::{ColumnTrait, PaginatorTrait, QueryFilter};

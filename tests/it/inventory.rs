@@ -257,19 +257,8 @@ async fn reservations_sent_together_are_written_together_each_decided_on_its_own
     assert_ledger(&app, &tenant).await;
     assert_ledger(&app, &other).await;
     // One event and one expiry job for each reservation held, none for the others.
-    let db = &app.state.db;
-    let count = |kind: &'static str, tenant_id: Uuid| async move {
-        SystemScope
-            .find::<entity::event::Entity>()
-            .filter(entity::event::Column::TenantId.eq(tenant_id))
-            .filter(entity::event::Column::EventType.eq(kind))
-            .all(db)
-            .await
-            .unwrap()
-            .len()
-    };
-    assert_eq!(count("stock.reserved", tenant.id).await, 31);
-    assert_eq!(count("stock.reserved", other.id).await, 10);
+    assert_eq!(app.events(tenant.id, "stock.reserved").await.len(), 31);
+    assert_eq!(app.events(other.id, "stock.reserved").await.len(), 10);
     let expiries = SystemScope
         .find::<entity::job::Entity>()
         .filter(entity::job::Column::Kind.eq("inventory.reservation_expiry"))
@@ -459,14 +448,11 @@ async fn reorder_points_drive_recommendations_and_stock_low() {
     let rec = &found["data"][0];
     assert_eq!((rec["available"].clone(), rec["suggested_quantity"].clone()), (json!(6), json!(14)));
     assert_eq!(rec["preferred_vendor_id"], vendor_id);
-    let low = SystemScope
-        .find::<entity::event::Entity>()
-        .filter(entity::event::Column::TenantId.eq(tenant.id))
-        .filter(entity::event::Column::EventType.eq("stock.low"))
-        .all(&app.state.db)
-        .await
-        .unwrap();
-    assert_eq!(low.len(), 1, "announced when crossing, not on every change below");
+    assert_eq!(
+        app.events(tenant.id, "stock.low").await.len(),
+        1,
+        "announced when crossing, not on every change below"
+    );
     // The weekly scan is queued once, whoever asks.
     let scans = || {
         SystemScope

@@ -379,14 +379,8 @@ async fn a_short_delivered_order_is_closed_short() {
     assert_eq!(json(act(&app, &tenant.token, id, "close").await).await["data"]["status"], "closed");
     assert_problem(receive(&app, &tenant, &po, 1).await, 409, "conflict").await;
     assert_eq!(on_hand(&app, &tenant, &s).await, 40);
-    let closed = SystemScope
-        .find::<entity::event::Entity>()
-        .filter(entity::event::Column::TenantId.eq(tenant.id))
-        .filter(entity::event::Column::EventType.eq("purchase_order.closed"))
-        .one(&app.state.db)
-        .await
-        .unwrap()
-        .expect("a purchase_order.closed event");
+    let closed =
+        app.events(tenant.id, "purchase_order.closed").await.pop().expect("a purchase_order.closed event");
     assert_eq!(closed.data, json!({"id": id, "status": "closed", "total": 4500, "short": true}));
 }
 
