@@ -244,3 +244,38 @@ async fn a_slow_reader_catches_up_without_gaps_or_repeats() {
     skus.dedup();
     assert_eq!(skus.len(), BURST, "no event twice");
 }
+
+/// Events published together are written with their one dispatch job (on
+/// PostgreSQL by one statement); publishing none writes nothing.
+#[tokio::test]
+async fn events_published_together_share_one_dispatch_job() {
+    use nexus::platform::events::{USER_ENABLED, publish_many};
+    let app = TestApp::spawn().await;
+    let tenant = app.register().await;
+    let none = publish_many(&app.state.db, tenant.id, &USER_ENABLED, vec![]).await.unwrap();
+    assert!(none.is_empty());
+    assert!(app.events(tenant.id, "user.enabled").await.is_empty());
+
+    let data = vec![json!({"n": 1}), json!({"n": 2}), json!({"n": 3})];
+    let ids = publish_many(&app.state.db, tenant.id, &USER_ENABLED, data).await.unwrap();
+    let stored = app.events(tenant.id, "user.enabled").await;
+    assert_eq!(stored.iter().map(|e| e.id).collect::<Vec<_>>(), ids);
+    assert_eq!(stored.iter().map(|e| e.data["n"].clone()).collect::<Vec<_>>(), [1, 2, 3]);
+    app.drained().await;
+    let dispatched: Vec<Value> = {
+        use nexus::platform::tenancy::SystemScope;
+        use sea_orm::{ColumnTrait, QueryFilter};
+        SystemScope
+            .find::<entity::job::Entity>()
+            .filter(entity::job::Column::Kind.eq("event.dispatch"))
+            .filter(entity::job::Column::TenantId.eq(tenant.id))
+            .all(&app.state.db)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|job| job.payload)
+            .filter(|payload| payload.get("event_ids").is_some())
+            .collect()
+    };
+    assert_eq!(dispatched, [json!({ "event_ids": ids })]);
+}

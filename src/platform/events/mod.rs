@@ -143,6 +143,9 @@ pub async fn publish_many(
     event_type: &EventType,
     data: Vec<Value>,
 ) -> Result<Vec<Uuid>, sea_orm::DbErr> {
+    if data.is_empty() {
+        return Ok(Vec::new()); // an `INSERT` of no rows is not SQL
+    }
     let now = Utc::now();
     let ids: Vec<Uuid> = data.iter().map(|_| Uuid::now_v7()).collect();
     let events = ids.iter().zip(data).map(|(id, data)| event::ActiveModel {
