@@ -322,7 +322,8 @@ pub async fn assign_role(
     check_role(role)?;
     let txn = crate::platform::db::begin(db).await?;
     let mut view = get(&txn, tenant, id).await?;
-    if insert_role(&txn, tenant, id, role).await? {
+    let held = view.roles.iter().any(|r| r == role);
+    if !held && insert_role(&txn, tenant, id, role).await? {
         events::publish(&txn, tenant.id(), &events::USER_ROLE_ASSIGNED, json!({ "id": id, "role": role }))
             .await?;
         view.roles.push(role.to_owned());
