@@ -262,20 +262,12 @@ async fn events_published_together_share_one_dispatch_job() {
     assert_eq!(stored.iter().map(|e| e.id).collect::<Vec<_>>(), ids);
     assert_eq!(stored.iter().map(|e| e.data["n"].clone()).collect::<Vec<_>>(), [1, 2, 3]);
     app.drained().await;
-    let dispatched: Vec<Value> = {
-        use nexus::platform::tenancy::SystemScope;
-        use sea_orm::{ColumnTrait, QueryFilter};
-        SystemScope
-            .find::<entity::job::Entity>()
-            .filter(entity::job::Column::Kind.eq("event.dispatch"))
-            .filter(entity::job::Column::TenantId.eq(tenant.id))
-            .all(&app.state.db)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|job| job.payload)
-            .filter(|payload| payload.get("event_ids").is_some())
-            .collect()
-    };
+    let dispatched: Vec<Value> = app
+        .jobs(tenant.id, "event.dispatch")
+        .await
+        .into_iter()
+        .map(|job| job.payload)
+        .filter(|payload| payload.get("event_ids").is_some())
+        .collect();
     assert_eq!(dispatched, [json!({ "event_ids": ids })]);
 }

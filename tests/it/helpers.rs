@@ -209,6 +209,19 @@ impl TestApp {
             .unwrap()
     }
 
+    /// The jobs of `kind` queued for the tenant, oldest first.
+    pub async fn jobs(&self, tenant_id: Uuid, kind: &str) -> Vec<entity::job::Model> {
+        use sea_orm::{ColumnTrait, QueryFilter, QueryOrder};
+        SystemScope
+            .find::<entity::job::Entity>()
+            .filter(entity::job::Column::TenantId.eq(tenant_id))
+            .filter(entity::job::Column::Kind.eq(kind))
+            .order_by_asc(entity::job::Column::Id)
+            .all(&self.state.db)
+            .await
+            .unwrap()
+    }
+
     /// Wait until no job is due or running (at most 10 s).
     pub async fn drained(&self) {
         use sea_orm::{ColumnTrait, PaginatorTrait, QueryFilter};

@@ -259,13 +259,7 @@ async fn reservations_sent_together_are_written_together_each_decided_on_its_own
     // One event and one expiry job for each reservation held, none for the others.
     assert_eq!(app.events(tenant.id, "stock.reserved").await.len(), 31);
     assert_eq!(app.events(other.id, "stock.reserved").await.len(), 10);
-    let expiries = SystemScope
-        .find::<entity::job::Entity>()
-        .filter(entity::job::Column::Kind.eq("inventory.reservation_expiry"))
-        .filter(entity::job::Column::TenantId.eq(tenant.id))
-        .all(&app.state.db)
-        .await
-        .unwrap();
+    let expiries = app.jobs(tenant.id, "inventory.reservation_expiry").await;
     assert_eq!(expiries.len(), 31);
     let held: std::collections::HashSet<Uuid> = SystemScope
         .find::<entity::reservation::Entity>()

@@ -1450,13 +1450,7 @@ async fn an_upload_cut_off_is_swept_and_a_finished_import_is_not() {
     let good = format!("{CSV_HEADER}\n9001,2026-11-20T09:30:00Z,EUR,C-1,ada@example.com,Ada,TEE,,2499,1\n");
     let done = imported(&app, &tenant, &s.warehouse, &good).await;
     // Each upload queued its sweep for an hour later.
-    let sweeps = SystemScope
-        .find::<entity::job::Entity>()
-        .filter(entity::job::Column::Kind.eq("orders.import_sweep"))
-        .filter(entity::job::Column::TenantId.eq(tenant.id))
-        .all(&app.state.db)
-        .await
-        .unwrap();
+    let sweeps = app.jobs(tenant.id, "orders.import_sweep").await;
     assert_eq!(sweeps.len(), 1);
     assert!(sweeps[0].run_at > chrono::Utc::now() + chrono::Duration::minutes(59));
     let cut = uuid::Uuid::now_v7();
