@@ -191,6 +191,13 @@ pub async fn undo(txn: &DatabaseTransaction, name: &str) -> Result<(), DbErr> {
     txn.execute_unprepared(&format!("ROLLBACK TO SAVEPOINT {name}")).await.map(drop)
 }
 
+/// `text` as PostgreSQL can store it. Its `text` and `jsonb` refuse NUL (a
+/// statement binding one fails), so text from outside that is kept, such as
+/// a receiver's answer or a store's error, has each NUL replaced by U+FFFD.
+pub fn storable(text: String) -> String {
+    if text.contains('\0') { text.replace('\0', "\u{FFFD}") } else { text }
+}
+
 /// Rows per multi-row `INSERT`: well within SQLite's and PostgreSQL's
 /// limits on bound parameters for any of our tables.
 pub const INSERT_BATCH: usize = 500;
@@ -278,6 +285,12 @@ mod tests {
     use super::*;
     use crate::platform::tenancy::SystemScope;
     use entity::order::{Column, Entity};
+
+    #[test]
+    fn storable_text_has_no_nul() {
+        assert_eq!(storable("ok\0\0ok".to_owned()), "ok\u{FFFD}\u{FFFD}ok");
+        assert_eq!(storable("plain".to_owned()), "plain");
+    }
 
     #[test]
     fn one_of_is_one_array_parameter_on_postgresql_and_a_list_on_sqlite() {

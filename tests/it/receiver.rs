@@ -36,6 +36,8 @@ pub enum Reply {
     Status(u16),
     /// A status with `Retry-After: <secs>`.
     RetryAfter(u16, u64),
+    /// A status with this body.
+    Body(u16, &'static str),
     /// Answer 200, but only after this long (a timeout when longer than
     /// the delivery timeout).
     Slow(Duration),
@@ -101,7 +103,7 @@ async fn receive(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) 
     shared.most_in_flight.fetch_max(now, Ordering::SeqCst);
     let reply = shared.script.lock().unwrap().pop_front();
     let status = match reply {
-        Some(Reply::Status(status) | Reply::RetryAfter(status, _)) => status,
+        Some(Reply::Status(status) | Reply::RetryAfter(status, _) | Reply::Body(status, _)) => status,
         None | Some(Reply::Slow(_)) => 200,
     };
     shared.received.lock().unwrap().push(Received { headers, body: body.to_vec(), status });
@@ -109,6 +111,7 @@ async fn receive(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) 
     let response = match reply {
         None => HttpResponse::Ok().body("ok"),
         Some(Reply::Status(_)) => HttpResponse::build(status).body(format!("status {}", status.as_u16())),
+        Some(Reply::Body(_, body)) => HttpResponse::build(status).body(body),
         Some(Reply::RetryAfter(_, secs)) => {
             HttpResponse::build(status).insert_header(("retry-after", secs.to_string())).finish()
         }

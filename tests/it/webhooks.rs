@@ -88,6 +88,26 @@ async fn a_committed_event_arrives_signed_per_standard_webhooks() {
     assert_eq!(attempt["request_headers"]["webhook-signature"], hit.header("webhook-signature"));
 }
 
+/// PostgreSQL's text refuses NUL: a receiver answering one must not stop the
+/// outcome (its own, and those written with it) from being recorded.
+#[tokio::test]
+async fn an_answer_with_a_nul_is_recorded_once_with_the_nul_replaced() {
+    let app = TestApp::spawn().await;
+    let receiver = Receiver::start(&[Reply::Body(200, "ok\0")]).await;
+    let tenant = app.register().await;
+    let (id, _) = endpoint(&app, &tenant, &receiver.url, json!(["user.*"])).await;
+    create_user(&app, &tenant).await;
+
+    let deliveries = deliveries_when(&app, &tenant, &id, "succeeded").await;
+    assert_eq!(deliveries[0]["attempts"], 1);
+    let delivery = deliveries[0]["id"].as_str().unwrap();
+    let attempts =
+        json(app.get(&format!("/api/v1/webhooks/{id}/deliveries/{delivery}/attempts"), &tenant.token).await)
+            .await;
+    assert_eq!(attempts["data"][0]["response_body"], "ok\u{FFFD}");
+    assert_eq!(receiver.received().len(), 1, "sent again");
+}
+
 #[tokio::test]
 async fn failures_are_retried_on_the_schedule_and_every_attempt_is_logged() {
     let app = TestApp::spawn_adjusted(|f| f.merge(("webhooks.timeout_ms", 300))).await;

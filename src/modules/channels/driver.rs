@@ -191,6 +191,7 @@ impl DriverError {
             .and_then(|v| message(&v))
             .unwrap_or_else(|| body.chars().take(200).collect());
         let text = format!("{} {}: {text}", status.as_u16(), status.canonical_reason().unwrap_or(""));
+        let text = crate::platform::db::storable(text);
         match status {
             StatusCode::TOO_MANY_REQUESTS => DriverError::Throttled { retry_after, message: text },
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => DriverError::Unauthorized(text),
@@ -400,6 +401,21 @@ pub fn minor_units(amount: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_store_error_is_text_that_can_be_stored() {
+        let answer = |body: &'static str| {
+            Response::from(http::Response::builder().status(500).body(body).expect("a response"))
+        };
+        let message = |v: &Value| v["message"].as_str().map(str::to_owned);
+        let raw = DriverError::from_status(answer("down\0"), message).await;
+        assert!(
+            matches!(&raw, DriverError::Failed(t) if t == "500 Internal Server Error: down\u{FFFD}"),
+            "{raw:?}"
+        );
+        let json = DriverError::from_status(answer(r#"{"message":"bad\u0000id"}"#), message).await;
+        assert!(matches!(&json, DriverError::Failed(t) if t.ends_with("bad\u{FFFD}id")), "{json:?}");
+    }
 
     #[test]
     fn a_webhook_signature_is_the_base64_hmac_of_the_body() {

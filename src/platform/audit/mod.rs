@@ -208,7 +208,7 @@ fn redact(value: &mut Value) {
         Value::Object(map) => redact_map(map),
         Value::Array(items) => items.iter_mut().for_each(redact),
         // PostgreSQL's jsonb refuses NUL; the request was refused for it anyway.
-        Value::String(s) if s.contains('\0') => *s = s.replace('\0', "\u{FFFD}"),
+        Value::String(s) => *s = crate::platform::db::storable(std::mem::take(s)),
         _ => {}
     }
 }

@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 pub use runner::{Runner, RunnerHandle};
 
-use crate::platform::state::AppState;
+use crate::platform::{db::storable, state::AppState};
 use entity::job;
 
 pub const PENDING: &str = "pending";
@@ -531,11 +531,11 @@ pub async fn finish(
         Err(JobError::Retry { error, at }) if job.attempts < job.max_attempts => update
             .col_expr(job::Column::Status, Expr::value(PENDING))
             .col_expr(job::Column::RunAt, Expr::value(retry_at(at)))
-            .col_expr(job::Column::LastError, Expr::value(error)),
+            .col_expr(job::Column::LastError, Expr::value(storable(error))),
         Err(JobError::Retry { error, .. } | JobError::Fail(error)) => update
             .col_expr(job::Column::Status, Expr::value(DEAD))
             .col_expr(job::Column::FinishedAt, Expr::value(now))
-            .col_expr(job::Column::LastError, Expr::value(error)),
+            .col_expr(job::Column::LastError, Expr::value(storable(error))),
         Err(JobError::Defer(at)) => update
             .col_expr(job::Column::Status, Expr::value(PENDING))
             .col_expr(job::Column::RunAt, Expr::value(at))

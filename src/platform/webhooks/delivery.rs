@@ -569,8 +569,8 @@ async fn send(state: &AppState, endpoint: &endpoint::Model, signed: Signed) -> R
     })
 }
 
-/// The first `max` bytes of a response body (as text); the rest is never
-/// read, so a huge answer costs nothing.
+/// The first `max` bytes of a response body (as text that can be stored);
+/// the rest is never read, so a huge answer costs nothing.
 async fn read_prefix(mut res: reqwest::Response, max: usize) -> String {
     let mut bytes = Vec::new();
     while bytes.len() < max {
@@ -580,7 +580,7 @@ async fn read_prefix(mut res: reqwest::Response, max: usize) -> String {
         }
     }
     bytes.truncate(max);
-    String::from_utf8_lossy(&bytes).into_owned()
+    crate::platform::db::storable(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 const USER_AGENT_VALUE: &str = concat!("Nexus-Webhooks/", env!("CARGO_PKG_VERSION"));
