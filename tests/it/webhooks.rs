@@ -431,6 +431,24 @@ async fn endpoints_are_validated_versioned_and_tenant_scoped() {
     assert_problem(app.get(&format!("/api/v1/webhooks/{id}"), &a.token).await, 404, "not_found").await;
 }
 
+/// A dispatch run again (a lease that ran out mid-run) makes no second
+/// delivery of an event to an endpoint, nor a second job.
+#[tokio::test]
+async fn fanning_out_an_event_again_adds_nothing() {
+    let app = TestApp::spawn().await;
+    let receiver = Receiver::start(&[]).await;
+    let tenant = app.register().await;
+    let (id, _) = endpoint(&app, &tenant, &receiver.url, json!(["user.created"])).await;
+    create_user(&app, &tenant).await;
+    deliveries_when(&app, &tenant, &id, "succeeded").await;
+    let events = app.events(tenant.id, "user.created").await;
+    // The owner was created before the endpoint: only the new user's event is delivered.
+    assert_eq!(nexus::platform::webhooks::fan_out(&app.state.db, &events).await.unwrap(), 0);
+    assert_eq!(deliveries_when(&app, &tenant, &id, "succeeded").await.len(), 1);
+    assert_eq!(app.jobs(tenant.id, "webhook.deliver").await.len(), 1);
+    assert_eq!(receiver.received().len(), 1);
+}
+
 #[tokio::test]
 async fn events_committed_while_no_worker_runs_are_delivered_once_after_restart() {
     // The first instance commits but never delivers (as if killed right

@@ -16,7 +16,8 @@ use std::{collections::HashMap, sync::Arc};
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, IntoActiveModel, QueryFilter,
-    Statement, sea_query::Expr,
+    QueryTrait, Statement,
+    sea_query::{Expr, UpdateStatement},
 };
 use serde::Serialize;
 use tokio::sync::Notify;
@@ -213,25 +214,35 @@ pub fn current() -> Option<RunningJob> {
 
 /// [`complete`] for jobs run by other tasks, in one statement per worker.
 pub async fn complete_all(db: &impl ConnectionTrait, jobs: &[RunningJob]) -> Result<(), sea_orm::DbErr> {
+    for statement in completions(db.get_database_backend(), jobs) {
+        db.execute(&statement).await?;
+    }
+    Ok(())
+}
+
+/// The statements of [`complete_all`], for a caller that runs them as part
+/// of its own.
+pub fn completions(backend: DbBackend, jobs: &[RunningJob]) -> Vec<UpdateStatement> {
     let mut by_worker: HashMap<&str, Vec<Uuid>> = HashMap::new();
     for job in jobs {
         by_worker.entry(job.worker.as_str()).or_default().push(job.id);
     }
     let now = Utc::now();
-    for (worker, ids) in by_worker {
-        SystemScope
-            .update_many::<job::Entity>()
-            .col_expr(job::Column::Status, Expr::value(COMPLETED))
-            .col_expr(job::Column::FinishedAt, Expr::value(now))
-            .col_expr(job::Column::UpdatedAt, Expr::value(now))
-            .col_expr(job::Column::LockedBy, Expr::value(Option::<String>::None))
-            .col_expr(job::Column::LockedUntil, Expr::value(Option::<DateTime<Utc>>::None))
-            .filter(crate::platform::db::one_of(db.get_database_backend(), job::Column::Id, ids))
-            .filter(job::Column::LockedBy.eq(worker))
-            .exec(db)
-            .await?;
-    }
-    Ok(())
+    by_worker
+        .into_iter()
+        .map(|(worker, ids)| {
+            SystemScope
+                .update_many::<job::Entity>()
+                .col_expr(job::Column::Status, Expr::value(COMPLETED))
+                .col_expr(job::Column::FinishedAt, Expr::value(now))
+                .col_expr(job::Column::UpdatedAt, Expr::value(now))
+                .col_expr(job::Column::LockedBy, Expr::value(Option::<String>::None))
+                .col_expr(job::Column::LockedUntil, Expr::value(Option::<DateTime<Utc>>::None))
+                .filter(crate::platform::db::one_of(backend, job::Column::Id, ids))
+                .filter(job::Column::LockedBy.eq(worker))
+                .into_query()
+        })
+        .collect()
 }
 
 /// Tell the worker that this task's job was marked completed in a
@@ -291,7 +302,6 @@ pub async fn enqueue_many(db: &impl ConnectionTrait, jobs: Vec<NewJob>) -> Resul
 /// jobs, for a caller that sends it together with another statement; the
 /// jobs count as queued by this task, as with [`enqueue_many`].
 pub(crate) fn enqueue_statement(jobs: Vec<NewJob>) -> sea_orm::sea_query::InsertStatement {
-    use sea_orm::QueryTrait;
     job::Entity::insert_many(jobs.into_iter().map(|new| row(Uuid::now_v7(), new))).into_query()
 }
 

@@ -10,8 +10,10 @@ pub mod ssrf;
 
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, TransactionSession, TransactionTrait, sea_query::Expr,
+    ActiveValue::Set,
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
+    TransactionSession, TransactionTrait,
+    sea_query::{Expr, OnConflict},
 };
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -313,11 +315,11 @@ pub async fn rotate_secret(state: &AppState, tenant: TenantScope, id: Uuid) -> A
 /// Create a delivery of each of `events` for every enabled endpoint of
 /// its tenant that wants it and existed when it occurred, each with its
 /// delivery job: a read of the tenants' endpoints, and when there are any,
-/// a read of the deliveries made already and one multi-row `INSERT` each
-/// for deliveries and jobs. Idempotent per event and endpoint, so a re-run
-/// of a dispatch sends nothing twice.
+/// one multi-row `INSERT` each for deliveries and jobs. Idempotent per event
+/// and endpoint (a unique index; a delivery made already is skipped, with
+/// its job), so a re-run of a dispatch sends nothing twice.
 pub async fn fan_out(db: &impl ConnectionTrait, events: &[event::Model]) -> Result<usize, sea_orm::DbErr> {
-    use crate::platform::db::one_of;
+    use crate::platform::db::{INSERT_BATCH, one_of};
     let backend = db.get_database_backend();
     let tenants: std::collections::BTreeSet<Uuid> = events.iter().map(|e| e.tenant_id).collect();
     let endpoints = SystemScope
@@ -331,38 +333,43 @@ pub async fn fan_out(db: &impl ConnectionTrait, events: &[event::Model]) -> Resu
     }
     let subscribed =
         endpoints.iter().map(|e| Ok((e, patterns(e)?))).collect::<Result<Vec<_>, sea_orm::DbErr>>()?;
-    let done: std::collections::HashSet<(Uuid, Uuid)> = SystemScope
-        .find::<delivery_row::Entity>()
-        .select_only()
-        .columns([delivery_row::Column::EventId, delivery_row::Column::EndpointId])
-        .filter(one_of(backend, delivery_row::Column::EventId, events.iter().map(|e| e.id).collect()))
-        .into_tuple()
-        .all(db)
-        .await?
-        .into_iter()
-        .collect();
     let mut rows = Vec::new();
-    let mut deliveries = Vec::new();
+    let mut priorities = std::collections::HashMap::new();
     for event in events {
         let wanted = subscribed.iter().filter(|(endpoint, patterns)| {
             endpoint.tenant_id == event.tenant_id
                 && endpoint.created_at <= event.occurred_at
                 && matches(patterns, &event.event_type)
-                && !done.contains(&(event.id, endpoint.id))
         });
         let mut payload = None;
         for (endpoint, _) in wanted {
             let payload = payload
                 .get_or_insert_with(|| serde_json::to_value(Envelope::from(event)).unwrap_or_default());
             let row = delivery(endpoint, event.id, &event.event_type, payload.clone());
-            deliveries.push(delivery_job(row.id, row.tenant_id, endpoint.priority));
-            rows.push(row);
+            priorities.insert(row.id, (row.tenant_id, endpoint.priority));
+            rows.push(delivery_row::ActiveModel::from(row));
         }
     }
-    let created = rows.len();
-    crate::platform::db::insert_all(db, rows.into_iter().map(delivery_row::ActiveModel::from).collect())
-        .await?;
-    jobs::enqueue_many(db, deliveries).await?;
+    let mut jobs = Vec::new();
+    while !rows.is_empty() {
+        let rest = rows.split_off(rows.len().min(INSERT_BATCH));
+        let mut insert = delivery_row::Entity::insert_many(std::mem::replace(&mut rows, rest))
+            .on_conflict(
+                OnConflict::columns([delivery_row::Column::EventId, delivery_row::Column::EndpointId])
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .into_query();
+        insert.returning_col(delivery_row::Column::Id);
+        for inserted in db.query_all(&insert).await? {
+            let id: Uuid = inserted.try_get("", "id")?;
+            if let Some((tenant, priority)) = priorities.get(&id) {
+                jobs.push(delivery_job(id, *tenant, *priority));
+            }
+        }
+    }
+    let created = jobs.len();
+    jobs::enqueue_many(db, jobs).await?;
     Ok(created)
 }
 
