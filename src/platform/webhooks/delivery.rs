@@ -277,8 +277,9 @@ async fn write_ends(db: &DatabaseConnection, batch: &[Ended]) -> Result<(), sea_
     let mut after = vec![attempts];
     after.extend(jobs::completions(backend, &done));
     if backend == DbBackend::Postgres && health.is_empty() {
-        // PostgreSQL runs the main statement first and then each CTE, once,
-        // so the rows are locked in the order of the transaction below.
+        // A data-modifying CTE runs once, read or not. PostgreSQL's executor
+        // runs the main statement first and CTEs nobody reads after it, so
+        // rows are locked in the order of the transaction below.
         let mut with = WithClause::new();
         for (i, statement) in after.into_iter().enumerate() {
             with.cte(CommonTableExpression::new().query(statement).table_name(format!("w{i}")).to_owned());

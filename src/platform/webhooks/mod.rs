@@ -334,7 +334,8 @@ pub async fn fan_out(db: &impl ConnectionTrait, events: &[event::Model]) -> Resu
     let subscribed =
         endpoints.iter().map(|e| Ok((e, patterns(e)?))).collect::<Result<Vec<_>, sea_orm::DbErr>>()?;
     let mut rows = Vec::new();
-    let mut priorities = std::collections::HashMap::new();
+    // Each new delivery's job, queued once its row is in.
+    let mut job_of = std::collections::HashMap::new();
     for event in events {
         let wanted = subscribed.iter().filter(|(endpoint, patterns)| {
             endpoint.tenant_id == event.tenant_id
@@ -346,7 +347,7 @@ pub async fn fan_out(db: &impl ConnectionTrait, events: &[event::Model]) -> Resu
             let payload = payload
                 .get_or_insert_with(|| serde_json::to_value(Envelope::from(event)).unwrap_or_default());
             let row = delivery(endpoint, event.id, &event.event_type, payload.clone());
-            priorities.insert(row.id, (row.tenant_id, endpoint.priority));
+            job_of.insert(row.id, delivery_job(row.id, row.tenant_id, endpoint.priority));
             rows.push(delivery_row::ActiveModel::from(row));
         }
     }
@@ -363,9 +364,7 @@ pub async fn fan_out(db: &impl ConnectionTrait, events: &[event::Model]) -> Resu
         insert.returning_col(delivery_row::Column::Id);
         for inserted in db.query_all(&insert).await? {
             let id: Uuid = inserted.try_get("", "id")?;
-            if let Some((tenant, priority)) = priorities.get(&id) {
-                jobs.push(delivery_job(id, *tenant, *priority));
-            }
+            jobs.extend(job_of.remove(&id));
         }
     }
     let created = jobs.len();
