@@ -2,7 +2,9 @@
 # Webhook pipeline benchmark: events committed through the API, dispatched
 # from the outbox and delivered to a local receiver (bench/baseline/src/bin/receiver.rs).
 # Reports deliveries per second under a burst and event-to-delivery latency
-# (p50/p90/p99) at a steady rate. First, the delivery rate alone: a backlog
+# (p50/p90/p99) at a steady rate, for all its events and again for those
+# after its first 2 s (the steady state: by then the pools have opened the
+# connections the rate needs). First, the delivery rate alone: a backlog
 # of events committed while no worker runs, drained by the restarted server.
 # Usage: bench/webhooks.sh [burst_events=2000] [steady_events=320] [steady_rate_per_s=30] [backlog_events=0]
 # (event counts are rounded down to a multiple of 8, the number of senders)
@@ -83,9 +85,9 @@ SQL
 }
 
 phase() {
-  local name=$1 events=$2 per_second=$3 rport=$4
+  local name=$1 events=$2 per_second=$3 rport=$4 settle=${5:-0}
   echo "== $name"
-  bench/baseline/target/release/receiver "$rport" "$events" > "$data/receiver-$rport.out" &
+  bench/baseline/target/release/receiver "$rport" "$events" "$settle" > "$data/receiver-$rport.out" &
   receiver=$!
   sleep 0.5
   local endpoint
@@ -107,6 +109,6 @@ if [ "$backlog" -gt 0 ]; then
   phase "backlog: $backlog events committed with no worker running, then delivered (latency counts the wait)" "$backlog" backlog 18400
 fi
 phase "burst: $burst events as fast as the API takes them" "$burst" 0 18401
-phase "steady: $steady events at $rate/s" "$steady" "$rate" 18402
+phase "steady: $steady events at $rate/s" "$steady" "$rate" 18402 2
 echo "== server memory"
 grep -E 'VmHWM|VmRSS' "/proc/$server/status"
