@@ -5,11 +5,19 @@
 
 use std::{
     net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
 use serde_json::json;
-use tokio::{net::TcpListener, sync::watch};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpListener,
+    sync::watch,
+};
 
 use crate::helpers::{TestApp, assert_problem, eventually, test_config};
 
@@ -137,4 +145,64 @@ async fn a_connection_closed_while_idle_is_replaced_before_a_request_uses_it() {
         let read = app.get("/api/v1/products", &tenant.token).await;
         assert_eq!(read.status(), 200, "{}", read.text().await.unwrap());
     }
+}
+
+/// A fake PostgreSQL that completes each connection's start-up, then reads
+/// whatever it is sent and never answers: a server that vanished without a
+/// FIN or RST (a failover, a NAT mapping dropped), as the client sees it.
+/// Returns its address and how many connections it has accepted.
+async fn silent_postgres() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                // The start-up message: its length (itself included), then the rest.
+                let length = socket.read_u32().await.unwrap() as usize;
+                let mut rest = vec![0; length - 4];
+                socket.read_exact(&mut rest).await.unwrap();
+                // AuthenticationOk, BackendKeyData, ReadyForQuery (idle).
+                let mut hello = vec![b'R', 0, 0, 0, 8, 0, 0, 0, 0];
+                hello.extend([b'K', 0, 0, 0, 12, 0, 0, 0, 1, 0, 0, 0, 2]);
+                hello.extend([b'Z', 0, 0, 0, 5, b'I']);
+                socket.write_all(&hello).await.unwrap();
+                let mut sink = vec![0; 1024];
+                while socket.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+/// A connection that goes back to the pool is tested first (sqlx sends a
+/// `Sync` and waits for the answer). When the server has gone silent, that
+/// wait must not keep the connection's place in the pool for good: then
+/// every place would be lost, one by one, and no request would ever get a
+/// connection again, even once the database is back (transact-rs/sqlx#4349).
+/// With one place in the pool, the next checkout gets a new connection.
+#[tokio::test]
+async fn a_connection_whose_server_went_silent_gives_its_place_in_the_pool_back() {
+    let (addr, accepted) = silent_postgres().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = nexus::config::Config::from_figment(
+        test_config(dir.path())
+            .merge(("database_url", format!("postgres://nexus@{addr}/nexus?sslmode=disable")))
+            .merge(("database.schema", ""))
+            .merge(("database.max_connections", 1))
+            .merge(("database.acquire_timeout_ms", 15_000)),
+    )
+    .unwrap();
+    let db = nexus::platform::db::connect_lazily(&config).await.unwrap();
+    let pool = db.get_postgres_connection_pool();
+
+    drop(pool.acquire().await.unwrap()); // its test on return is never answered
+    let started = Instant::now();
+    let next = pool.acquire().await;
+    let took = started.elapsed();
+    assert!(next.is_ok(), "no connection after {took:?}: {:?}", next.err());
+    assert_eq!(accepted.load(Ordering::SeqCst), 2, "the second checkout did not open a new connection");
+    assert!(took < Duration::from_secs(10), "the place came back after {took:?}");
 }

@@ -14,6 +14,7 @@ use super::inner::{is_beyond_max_lifetime, DecrementSizeGuard, PoolInner};
 use crate::pool::options::PoolConnectionMetadata;
 
 const CLOSE_ON_DROP_TIMEOUT: Duration = Duration::from_secs(5);
+const RETURN_TO_POOL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A connection managed by a [`Pool`][crate::pool::Pool].
 ///
@@ -143,7 +144,12 @@ impl<DB: Database> PoolConnection<DB> {
 
         async move {
             let returned_to_pool = if let Some(floating) = floating {
-                floating.return_to_pool().await
+                // A server gone silent (no FIN or RST) never answers the test on
+                // return: give the connection up, and its place in the pool with it
+                // (transact-rs/sqlx#4349)
+                crate::rt::timeout(RETURN_TO_POOL_TIMEOUT, floating.return_to_pool())
+                    .await
+                    .unwrap_or(false)
             } else {
                 false
             };
