@@ -206,3 +206,59 @@ async fn a_connection_whose_server_went_silent_gives_its_place_in_the_pool_back(
     assert_eq!(accepted.load(Ordering::SeqCst), 2, "the second checkout did not open a new connection");
     assert!(took < Duration::from_secs(10), "the place came back after {took:?}");
 }
+
+/// A query waiting for its answer when its server vanishes (no FIN, no RST:
+/// a failover, a dropped route) fails within seconds with a 503, instead of
+/// waiting for TCP to give up (about 15 minutes). Only a network that drops
+/// packets shows it: a fake server that stops answering still has its kernel
+/// acknowledge what it is sent. So the test runs itself again in a network
+/// namespace of its own (`unshare`) and takes that namespace's loopback
+/// down under the waiting query.
+#[test]
+#[ignore = "needs user and network namespaces (`unshare`) and `ip`: run with --include-ignored (.ci/run does)"]
+fn a_query_whose_server_vanished_fails_within_seconds() {
+    const INSIDE: &str = "NEXUS_TEST_IN_NETWORK_NAMESPACE";
+    if std::env::var_os(INSIDE).is_none() {
+        let test = "outage::a_query_whose_server_vanished_fails_within_seconds";
+        let run = std::process::Command::new("unshare")
+            .args(["--user", "--map-root-user", "--net", "--"])
+            .arg(std::env::current_exe().unwrap())
+            .args(["--exact", test, "--include-ignored", "--nocapture"])
+            .env(INSIDE, "1")
+            .output()
+            .expect("unshare runs");
+        let (out, err) = (String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
+        assert!(run.status.success() && out.contains("1 passed"), "{out}\n{err}");
+        return;
+    }
+    let ip = |args: &[&str]| {
+        let status = std::process::Command::new("ip").args(args).status().unwrap();
+        assert!(status.success(), "ip {args:?}");
+    };
+    ip(&["link", "set", "lo", "up"]);
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let (addr, _) = silent_postgres().await;
+        let dir = tempfile::tempdir().unwrap();
+        let config = nexus::config::Config::from_figment(
+            test_config(dir.path())
+                .merge(("database_url", format!("postgres://nexus@{addr}/nexus?sslmode=disable")))
+                .merge(("database.schema", "")),
+        )
+        .unwrap();
+        let db = nexus::platform::db::connect_lazily(&config).await.unwrap();
+        let started = Instant::now();
+        let query = tokio::time::timeout(
+            Duration::from_secs(30),
+            sea_orm::ConnectionTrait::execute_unprepared(&db, "SELECT 1"),
+        );
+        let vanish = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            ip(&["link", "set", "lo", "down"]);
+        };
+        let (answer, ()) = tokio::join!(query, vanish);
+        let took = started.elapsed();
+        let err = answer.expect("still waiting after 30 s").expect_err("the fake server answers nothing");
+        assert_eq!(nexus::error::ApiError::from(err).code, nexus::error::Code::DatabaseUnavailable);
+        assert!(took < Duration::from_secs(4), "the query failed after {took:?}");
+    });
+}

@@ -190,6 +190,7 @@ pub async fn connect_tcp<Ws: WithSocket>(
     if crate::rt::rt_tokio::available() {
         let socket = tokio::net::TcpStream::connect((host, port)).await?;
         socket.set_nodelay(true)?;
+        detect_vanished_server(socket2::SockRef::from(&socket))?;
         return Ok(with_socket.with_socket(socket).await);
     }
 
@@ -200,6 +201,27 @@ pub async fn connect_tcp<Ws: WithSocket>(
             crate::rt::missing_rt((host, port, with_socket))
         }
     }
+}
+
+/// How long a connection may go without hearing from its server while it
+/// waits for an answer or has data unacknowledged: it probes the server
+/// (TCP keepalive) once idle for a second, and gives up after two seconds
+/// without an acknowledgement. A server that vanished without a FIN or RST
+/// (a failover, a dropped route or NAT mapping) then fails the query waiting
+/// on it in seconds, not after TCP's retransmissions (about 15 minutes). A
+/// server busy on a long query still acknowledges the probes.
+const KEEPALIVE_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
+#[cfg(target_os = "linux")]
+const USER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+fn detect_vanished_server(socket: socket2::SockRef<'_>) -> io::Result<()> {
+    let keepalive = socket2::TcpKeepalive::new().with_time(KEEPALIVE_IDLE);
+    #[cfg(target_os = "linux")]
+    let keepalive = keepalive.with_interval(KEEPALIVE_IDLE);
+    socket.set_tcp_keepalive(&keepalive)?;
+    #[cfg(target_os = "linux")]
+    socket.set_tcp_user_timeout(Some(USER_TIMEOUT))?;
+    Ok(())
 }
 
 /// Open a TCP socket to `host` and `port`.
@@ -218,6 +240,7 @@ async fn connect_tcp_async_io(host: &str, port: u16) -> crate::Result<impl Socke
     if let Ok(addr) = host.parse::<IpAddr>() {
         let socket = Async::<TcpStream>::connect((addr, port)).await?;
         socket.get_ref().set_nodelay(true)?;
+        detect_vanished_server(socket2::SockRef::from(socket.get_ref()))?;
         return Ok(socket);
     }
 
@@ -236,6 +259,7 @@ async fn connect_tcp_async_io(host: &str, port: u16) -> crate::Result<impl Socke
         match Async::<TcpStream>::connect(socket_addr).await {
             Ok(stream) => {
                 stream.get_ref().set_nodelay(true)?;
+                detect_vanished_server(socket2::SockRef::from(stream.get_ref()))?;
                 return Ok(stream);
             }
             Err(e) => last_err = Some(e),
