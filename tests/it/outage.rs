@@ -1,7 +1,10 @@
 //! PostgreSQL going away under a running server: requests fail fast with
 //! 503 `database_unavailable` (reads and writes alike, never a 30 s pool
 //! wait, never a 500), `/ready` names the database, and service comes back
-//! by itself. The database is reached through a TCP proxy the test cuts.
+//! by itself. The database is reached through a TCP proxy the test cuts;
+//! what a proxy cannot show is shown against a fake PostgreSQL that stops
+//! answering ([`silent_postgres`]), and, for packets that are dropped, in a
+//! network namespace of the test's own.
 
 use std::{
     net::SocketAddr,
