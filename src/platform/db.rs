@@ -198,6 +198,21 @@ pub fn storable(text: String) -> String {
     if text.contains('\0') { text.replace('\0', "\u{FFFD}") } else { text }
 }
 
+/// [`storable`] for every string of a JSON document from outside, keys
+/// included: what a payment gateway answered, say, before its fields are
+/// read and kept.
+pub fn storable_json(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::String(text) => Value::String(storable(text)),
+        Value::Array(items) => Value::Array(items.into_iter().map(storable_json).collect()),
+        Value::Object(map) => {
+            Value::Object(map.into_iter().map(|(key, value)| (storable(key), storable_json(value))).collect())
+        }
+        other => other,
+    }
+}
+
 /// Rows per multi-row `INSERT`: well within SQLite's and PostgreSQL's
 /// limits on bound parameters for any of our tables.
 pub const INSERT_BATCH: usize = 500;
@@ -290,6 +305,11 @@ mod tests {
     fn storable_text_has_no_nul() {
         assert_eq!(storable("ok\0\0ok".to_owned()), "ok\u{FFFD}\u{FFFD}ok");
         assert_eq!(storable("plain".to_owned()), "plain");
+        let answer = serde_json::json!({"a\0": ["b\0", {"c": "d\0"}], "n": 1});
+        assert_eq!(
+            storable_json(answer),
+            serde_json::json!({"a\u{FFFD}": ["b\u{FFFD}", {"c": "d\u{FFFD}"}], "n": 1})
+        );
     }
 
     #[test]

@@ -150,8 +150,14 @@ fn act(state: &mut State, call: &Call) -> (u16, Value) {
     match call.path.as_str() {
         "/v1/payment_intents" => {
             let id = format!("pi_{}", state.intents.len() + 1);
-            if call.form.get("payment_method").map(String::as_str) == Some("pm_card_chargeDeclined") {
-                let mut body = error("card_error", "card_declined", "Your card was declined.");
+            let method = call.form.get("payment_method").map(String::as_str);
+            if let Some(message) = match method {
+                Some("pm_card_chargeDeclined") => Some("Your card was declined."),
+                // A message with a NUL (`\u0000` in the JSON).
+                Some("pm_card_chargeDeclinedNul") => Some("Your card was\0 declined."),
+                _ => None,
+            } {
+                let mut body = error("card_error", "card_declined", message);
                 body["error"]["payment_intent"] =
                     json!({"id": id, "object": "payment_intent", "status": "requires_payment_method"});
                 return (402, body);

@@ -1398,6 +1398,23 @@ async fn a_card_stripe_declines_fails_the_order_and_releases_its_stock() {
     assert_eq!(stripe.intents(), 0);
 }
 
+/// A NUL in what Stripe says (PostgreSQL's text and jsonb refuse it) is
+/// kept as U+FFFD: the order still fails cleanly, its stock released.
+#[tokio::test]
+async fn a_decline_whose_message_holds_a_nul_is_kept_readable() {
+    let stripe = crate::fake_stripe::FakeStripe::start(0).await;
+    let app = with_stripe(&stripe, "pm_card_chargeDeclinedNul").await;
+    let tenant = app.register().await;
+    let s = shop(&app, &tenant, "LAMP", 2).await;
+    let placed = place(&app, &tenant.token, order_body(&s, "LAMP", 1)).await;
+    let failed = reaches(&app, &tenant, placed["id"].as_str().unwrap(), "failed").await;
+    let reason = "payment declined: Your card was\u{FFFD} declined. (card_declined)";
+    assert_eq!(failed["failure_reason"], reason);
+    assert_eq!(failed["payments"][0]["failure_reason"], "Your card was\u{FFFD} declined. (card_declined)");
+    assert_eq!(failed["payments"][0]["status"], "declined");
+    assert_eq!(level(&app, &tenant, &s).await, (2, 0));
+}
+
 /// Stripe cancels only uncaptured intents: voiding a captured charge (the
 /// saga's compensation) refunds what is left of it.
 #[tokio::test]
@@ -2279,15 +2296,16 @@ async fn forged_stale_and_misdirected_stripe_callbacks_are_refused_and_change_no
     assert_eq!(level(&app, &tenant, &s).await, (2, 1));
 
     // A signature within the tolerance, for a failed payment: the order
-    // fails and its stock is released.
+    // fails and its stock is released. The NUL in its message (PostgreSQL
+    // refuses it) is kept as U+FFFD.
     let failed = json!({"id": "pi_cb_2", "object": "payment_intent", "status": "requires_payment_method",
-        "last_payment_error": {"message": "Your card has insufficient funds."},
+        "last_payment_error": {"message": "Your card has\u{0} insufficient funds."},
         "metadata": {"nexus_key": format!("order:{id}:charge")}});
     let event = stripe_event("evt_failed", "payment_intent.payment_failed", failed);
     let res = callback(&app, tenant.id, Some(stripe_signature(WHSEC, now - 30, &event)), &event).await;
     assert_eq!(json(res).await["data"]["outcome"], "applied");
     let order = reaches(&app, &tenant, &id, "failed").await;
-    assert_eq!(order["failure_reason"], "payment declined: Your card has insufficient funds.");
+    assert_eq!(order["failure_reason"], "payment declined: Your card has\u{FFFD} insufficient funds.");
     assert_eq!(order["payments"][0]["status"], "declined");
     assert_eq!(order["payments"][0]["gateway_reference"], "pi_cb_2");
     assert_eq!(level(&app, &tenant, &s).await, (2, 0));

@@ -326,7 +326,9 @@ impl SeaOrmOrders {
             tracing::warn!(tenant_id = %tenant_id, "refused a Stripe callback ({outcome}): {why}");
             return Err(ApiError::new(Code::Unauthenticated, format!("the callback does not verify: {why}")));
         }
-        let event: Event = match serde_json::from_slice(body) {
+        // Its id and reasons are kept: without NUL, as PostgreSQL needs.
+        let event = serde_json::from_slice(body).map(crate::platform::db::storable_json);
+        let event: Event = match event.and_then(serde_json::from_value) {
             Ok(event) => event,
             Err(e) => {
                 let detail = format!("not a Stripe event: {e}");

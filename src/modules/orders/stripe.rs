@@ -107,15 +107,19 @@ impl Stripe {
             .map_err(|e| GatewayError(format!("{path}: {e}")))?;
         let status = res.status();
         let text = res.text().await.map_err(|e| GatewayError(format!("{path}: {e}")))?;
+        // Its ids and reasons are kept: without NUL, as PostgreSQL needs.
+        let answer = serde_json::from_str(&text).map(crate::platform::db::storable_json);
         if status.is_success() {
-            let object = serde_json::from_str(&text)
+            let object = answer
+                .and_then(serde_json::from_value)
                 .map_err(|e| GatewayError(format!("{path}: an answer that is no Stripe object: {e}")))?;
             return Ok(Answer::Object(object));
         }
         if status.as_u16() == 429 || status.is_server_error() {
             return Err(GatewayError(format!("{path}: HTTP {status}")));
         }
-        let body: ErrorBody = serde_json::from_str(&text)
+        let body: ErrorBody = answer
+            .and_then(serde_json::from_value)
             .map_err(|e| GatewayError(format!("{path}: HTTP {status} without a Stripe error: {e}")))?;
         // A key still in use by a concurrent request: the same call, later.
         if body.error.kind == "idempotency_error" && status.as_u16() == 409 {
