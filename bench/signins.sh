@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 duration=${1:-10s}
 connections=${2:-64}
-port=18399
+port=18396
 base="http://127.0.0.1:$port"
 data=$(mktemp -d)
 
